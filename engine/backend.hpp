@@ -1,0 +1,90 @@
+// The backend interface: one training engine, two implementations — `cpu` (the reference, everywhere)
+// and `cuda` (cuDNN + fused kernels + CUDA graphs). A backend owns everything a training step touches
+// (parameters, Adam moments, replay buffer, random streams, the resident training set), so that on a GPU
+// a step never leaves the device; the host reads state back only for checkpoints, metrics and tools.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/net.hpp"
+#include "engine/tensor.hpp"
+
+namespace ebm {
+
+struct SamplerParams {
+  int steps = 100;
+  float step_size = 10.0f, noise = 0.005f, grad_clip = 0.03f;
+};
+
+struct EngineOptions {
+  NetSpec net;
+  uint64_t seed = 42;
+  int batch_size = 128;
+  SamplerParams sampler;
+  int buffer_capacity = 8192, buffer_initial = 128;
+  double reinit_prob = 0.05;
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-7;
+  double alpha = 0.1, real_noise = 0.005;
+  bool tf32 = false;  // cuda only
+  int device = 0;     // cuda only
+};
+
+struct AdamState {
+  std::vector<float> m, v;  // [num_params] each
+  int64_t t = 0;            // steps taken
+};
+
+// One training step's numbers (the seed's Keras metrics), plus what the divergence guard needs.
+struct StepMetrics {
+  double loss = 0, reg = 0, cdiv = 0, real = 0, fake = 0;
+  double max_abs_f = 0;  // over the step's real and fake rows; NaN/inf propagate
+};
+
+struct ValidationMetrics {
+  double cdiv = 0, real = 0, fake = 0;  // mean f(test) − mean f(uniform noise), and the two means
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string describe() const = 0;
+  virtual const EngineOptions& options() const = 0;
+
+  // --- state, as host snapshots (a sync point on the GPU) ---
+  virtual void set_params(const std::vector<float>& flat) = 0;
+  virtual std::vector<float> params() = 0;
+  virtual void set_adam(const AdamState& s) = 0;
+  virtual AdamState adam() = 0;
+  virtual void set_buffer(const Tensor& images) = 0;  // [n,C,H,W], oldest first
+  virtual Tensor buffer() = 0;
+  virtual void set_rng_state(const std::vector<uint64_t>& s) = 0;
+  virtual std::vector<uint64_t> rng_state() = 0;
+  virtual void set_lr(double lr) = 0;
+  virtual void reseed(uint64_t seed) = 0;  // new random streams (divergence rollback)
+
+  // --- training ---
+  virtual void set_train_data(const Tensor& train) = 0;  // [N,C,H,W]; kept resident
+  virtual void begin_epoch(int64_t epoch) = 0;           // reshuffle, deterministic in (seed, epoch)
+  virtual int64_t batches_per_epoch() const = 0;         // ceil(N / batch): the last may be partial
+  virtual void train_step(int64_t batch) = 0;            // batch index within the epoch
+  virtual std::vector<StepMetrics> drain_metrics() = 0;  // every step's metrics since the last call
+
+  // --- evaluation and tools ---
+  virtual std::vector<float> energy(const Tensor& x) = 0;  // f(x) per image (E = −f)
+  virtual ValidationMetrics validate(const Tensor& test, int64_t epoch) = 0;
+  // Langevin chains from `x` in place, noise from stream (seed, kGenerate). When `every` > 0, a copy
+  // of x is appended to `trajectory` before the first step and after every `every` steps.
+  virtual void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every = 0,
+                      std::vector<Tensor>* trajectory = nullptr) = 0;
+
+  // --- single ops, for parity tests and gradient checks ---
+  virtual void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) = 0;  // ∂f_i/∂x_i
+  // grad = ∂(Σ_i w_i f_i)/∂θ
+  virtual void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
+                          std::vector<float>& grad) = 0;
+  virtual void adam_step(const std::vector<float>& grad) = 0;
+};
+
+}  // namespace ebm

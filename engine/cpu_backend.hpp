@@ -1,0 +1,64 @@
+// The CPU backend: the reference every other backend is tested against.
+#pragma once
+#include <memory>
+
+#include "engine/backend.hpp"
+#include "engine/cpu_net.hpp"
+#include "engine/replay_buffer.hpp"
+#include "engine/rng.hpp"
+
+namespace ebm {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const EngineOptions& opt);
+
+  std::string describe() const override;
+  const EngineOptions& options() const override { return opt_; }
+
+  void set_params(const std::vector<float>& flat) override;
+  std::vector<float> params() override { return params_; }
+  void set_adam(const AdamState& s) override;
+  AdamState adam() override { return adam_; }
+  void set_buffer(const Tensor& images) override { buffer_.restore(images); }
+  Tensor buffer() override { return buffer_.snapshot(image_shape()); }
+  void set_rng_state(const std::vector<uint64_t>& s) override;
+  std::vector<uint64_t> rng_state() override;
+  void set_lr(double lr) override { opt_.lr = lr; }
+  void reseed(uint64_t seed) override;
+
+  void set_train_data(const Tensor& train) override;
+  void begin_epoch(int64_t epoch) override;
+  int64_t batches_per_epoch() const override;
+  void train_step(int64_t batch) override;
+  std::vector<StepMetrics> drain_metrics() override;
+
+  std::vector<float> energy(const Tensor& x) override;
+  ValidationMetrics validate(const Tensor& test, int64_t epoch) override;
+  void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every = 0,
+              std::vector<Tensor>* trajectory = nullptr) override;
+
+  void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) override;
+  void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
+                  std::vector<float>& grad) override;
+  void adam_step(const std::vector<float>& grad) override;
+
+  // Langevin refinement of x [n, image] in place (the seed's generate_samples).
+  void langevin(float* x, int n, const SamplerParams& p, Rng& rng);
+
+ private:
+  std::vector<int64_t> image_shape() const { return {opt_.net.in_c, opt_.net.in_h, opt_.net.in_w}; }
+
+  EngineOptions opt_;
+  CpuNet net_;
+  std::vector<float> params_, grad_;
+  AdamState adam_;
+  ReplayBuffer buffer_;
+  Rng rng_real_, rng_choice_, rng_fresh_, rng_langevin_;
+  const Tensor* train_ = nullptr;  // owned by the caller, outlives training
+  std::vector<int64_t> perm_;
+  std::vector<float> batch_, f_, df_, dfdx_, noise_;
+  std::vector<StepMetrics> pending_;
+};
+
+}  // namespace ebm

@@ -1,0 +1,76 @@
+#include "engine/net.hpp"
+
+#include <cmath>
+#include <sstream>
+
+#include "engine/error.hpp"
+#include "engine/rng.hpp"
+
+namespace ebm {
+
+NetSpec NetSpec::make(const std::vector<int>& channels, int kernel, int stride, int in_hw, int in_c) {
+  EBM_CHECK(!channels.empty() && kernel > 0 && stride > 0 && in_hw > 0, "bad network shape");
+  NetSpec n;
+  n.in_c = in_c;
+  n.in_h = n.in_w = in_hw;
+  int c = in_c, h = in_hw, w = in_hw;
+  int64_t off = 0;
+  for (int cout : channels) {
+    ConvShape s{};
+    s.cin = c; s.cout = cout; s.k = kernel; s.stride = stride; s.pad = kernel / 2;
+    s.hin = h; s.win = w;
+    s.hout = (h + 2 * s.pad - kernel) / stride + 1;
+    s.wout = (w + 2 * s.pad - kernel) / stride + 1;
+    if (s.hout < 1 || s.wout < 1)
+      user_fail("model: ", channels.size(), " conv layers of stride ", stride, " reduce a ", in_hw, "x", in_hw,
+                " image below 1x1; use fewer layers or a larger data.pad_to");
+    s.w_off = off; off += s.w_size();
+    s.b_off = off; off += cout;
+    n.convs.push_back(s);
+    c = cout; h = s.hout; w = s.wout;
+  }
+  n.dense_in = int64_t(c) * h * w;
+  n.dense_w_off = off; off += n.dense_in;
+  n.dense_b_off = off; off += 1;
+  n.num_params = off;
+  return n;
+}
+
+std::vector<ParamTensor> NetSpec::tensors() const {
+  std::vector<ParamTensor> t;
+  for (size_t i = 0; i < convs.size(); ++i) {
+    const auto& s = convs[i];
+    t.push_back({"convs." + std::to_string(i) + ".weight", {s.cout, s.cin, s.k, s.k}, s.w_off, s.w_size()});
+    t.push_back({"convs." + std::to_string(i) + ".bias", {s.cout}, s.b_off, s.cout});
+  }
+  t.push_back({"dense.weight", {1, dense_in}, dense_w_off, dense_in});
+  t.push_back({"dense.bias", {1}, dense_b_off, 1});
+  return t;
+}
+
+std::string NetSpec::summary() const {
+  std::ostringstream os;
+  os << "input [" << in_c << "," << in_h << "," << in_w << "]\n";
+  for (size_t i = 0; i < convs.size(); ++i) {
+    const auto& s = convs[i];
+    os << "conv" << i << "  " << s.k << "x" << s.k << "/" << s.stride << "  -> [" << s.cout << "," << s.hout << ","
+       << s.wout << "]  params " << s.w_size() + s.cout << "\n";
+  }
+  os << "dense  " << dense_in << " -> 1  params " << dense_in + 1 << "\n";
+  os << "total params " << num_params;
+  return os.str();
+}
+
+std::vector<float> init_params(const NetSpec& net, uint64_t seed) {
+  std::vector<float> p(net.num_params, 0.0f);  // biases stay zero
+  Rng rng(seed, RngStream::kInit);
+  for (const auto& s : net.convs) {
+    const float limit = std::sqrt(6.0f / float(s.cin * s.k * s.k + s.cout * s.k * s.k));
+    rng.uniform(p.data() + s.w_off, s.w_size(), -limit, limit);
+  }
+  const float limit = std::sqrt(6.0f / float(net.dense_in + 1));
+  rng.uniform(p.data() + net.dense_w_off, net.dense_in, -limit, limit);
+  return p;
+}
+
+}  // namespace ebm

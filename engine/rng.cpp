@@ -1,0 +1,39 @@
+#include "engine/rng.hpp"
+
+#include <cmath>
+
+#include "kernels/philox.hpp"
+
+namespace ebm {
+
+void Rng::normal(float* out, int64_t n, float mean, float stddev) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = mean + stddev * philox_normal_at(seed, stream, offset, i);
+  offset += philox_blocks(n);
+}
+
+void Rng::uniform(float* out, int64_t n, float lo, float hi) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = lo + (hi - lo) * philox_uniform_at(seed, stream, offset, i);
+  offset += philox_blocks(n);
+}
+
+uint32_t Rng::next_u32() { return philox4x32_10(seed, stream, offset++).v[0]; }
+
+double Rng::unit() {
+  const Philox4 r = philox4x32_10(seed, stream, offset++);
+  const uint64_t bits = (static_cast<uint64_t>(r.v[0]) << 32 | r.v[1]) >> 11;  // 53 bits
+  return static_cast<double>(bits) * (1.0 / 9007199254740992.0);
+}
+
+uint64_t Rng::below(uint64_t n) {
+  // Lemire-free simple rejection on 64 bits: unbiased, and one block per draw almost always.
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  for (;;) {
+    const Philox4 r = philox4x32_10(seed, stream, offset++);
+    const uint64_t x = static_cast<uint64_t>(r.v[0]) << 32 | r.v[1];
+    if (x < limit) return x % n;
+  }
+}
+
+}  // namespace ebm

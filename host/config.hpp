@@ -1,0 +1,112 @@
+// The run configuration (DESIGN §5): defaults are the seed's run. Loaded from JSON, overridden with
+// `--set dotted.key=value`, validated with the full key path in every message.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ebm {
+
+struct DataConfig {
+  std::string dataset = "mnist";   // mnist | fashion-mnist
+  std::string dir = "data/mnist";  // holds train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]
+  int pad_to = 32;                 // pad 28x28 with -1 to pad_to x pad_to (>= 28)
+  int batch_size = 128;
+  int64_t limit = 0;               // first N training images only (0 = all)
+  bool operator==(const DataConfig&) const = default;
+};
+
+struct ModelConfig {
+  std::vector<int> channels{16, 32, 64, 64};
+  int kernel_size = 3;   // odd
+  int stride = 2;
+  std::string activation = "swish";
+  bool operator==(const ModelConfig&) const = default;
+};
+
+struct SamplerConfig {
+  int steps = 100;
+  double step_size = 10.0;
+  double noise = 0.005;
+  double grad_clip = 0.03;
+  bool operator==(const SamplerConfig&) const = default;
+};
+
+struct BufferConfig {
+  int capacity = 8192;
+  int initial = 128;
+  double reinit_prob = 0.05;
+  bool operator==(const BufferConfig&) const = default;
+};
+
+struct DivergenceConfig {
+  double max_abs_f = 1e4;          // |f| above this (or NaN/inf anywhere) counts as divergence
+  std::string action = "stop";     // stop | rollback
+  double lr_factor = 0.5;          // rollback: lr *= lr_factor
+  int max_rollbacks = 3;
+  bool operator==(const DivergenceConfig&) const = default;
+};
+
+struct TrainConfig {
+  int epochs = 10;
+  double lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-7;
+  double alpha = 0.1;
+  double real_noise = 0.005;
+  int64_t max_steps = 0;           // stop after N optimizer steps in total (0 = no limit)
+  int log_every = 10;              // progress line / metrics read-back period, in steps
+  int64_t checkpoint_every = 0;    // also checkpoint to last/ every N steps (0 = epoch ends only)
+  bool validate = true;            // validation on the test set at each epoch end
+  DivergenceConfig divergence;
+  bool operator==(const TrainConfig&) const = default;
+};
+
+struct GenerateConfig {
+  int n = 16;
+  int steps = 500;
+  double step_size = 20.0;
+  double noise = 0.005;
+  bool operator==(const GenerateConfig&) const = default;
+};
+
+struct CudaConfig {
+  bool tf32 = false;               // TF32 tensor-core math in cuDNN convolutions
+  int device = 0;
+  bool operator==(const CudaConfig&) const = default;
+};
+
+struct Config {
+  std::string backend = "auto";    // auto | cpu | cuda
+  uint64_t seed = 42;
+  std::string output_dir = "runs/mnist";
+  DataConfig data;
+  ModelConfig model;
+  SamplerConfig sampler;
+  BufferConfig buffer;
+  TrainConfig train;
+  GenerateConfig generate;
+  CudaConfig cuda;
+  bool operator==(const Config&) const = default;
+};
+
+// The defaults as JSON: also the schema (every key, and its type, is known from here).
+nlohmann::json config_defaults_json();
+nlohmann::json config_to_json(const Config& c);
+
+// Merges `user` onto the defaults (unknown keys and wrong types are rejected with the key path),
+// then validates ranges. `source` names the file in messages. Throws UserError.
+Config config_from_json(const nlohmann::json& user, const std::string& source);
+
+// Applies one `dotted.key=value` override to a JSON config in place. The value is parsed as JSON
+// where it parses (numbers, true/false, arrays), else taken as a string. Throws UserError naming
+// the key on unknown keys or a type that differs from the schema.
+void apply_override(nlohmann::json& config, const std::string& assignment);
+
+// Reads the file (UserError naming it on I/O or parse errors), applies overrides in order, validates.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+}  // namespace ebm

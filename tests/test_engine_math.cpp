@@ -1,0 +1,70 @@
+// Hand-computed cases for the per-element math shared by both backends, and the CD loss.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/loss.hpp"
+#include "kernels/ebm_math.hpp"
+
+using namespace ebm;
+
+TEST(EngineMath, SwishAndItsDerivative) {
+  EXPECT_FLOAT_EQ(swishf(0.0f), 0.0f);
+  const double z = 1.5, s = 1.0 / (1.0 + std::exp(-z));
+  EXPECT_NEAR(swishf(1.5f), z * s, 1e-6);
+  EXPECT_NEAR(swish_gradf(1.5f), s * (1 + z * (1 - s)), 1e-6);
+  EXPECT_NEAR(swish_gradf(0.0f), 0.5, 1e-7);  // σ(0)·(1 + 0)
+  const float h = 1e-3f;                      // derivative against a central difference
+  EXPECT_NEAR(swish_gradf(-0.7f), (swishf(-0.7f + h) - swishf(-0.7f - h)) / (2 * h), 1e-4);
+}
+
+TEST(EngineMath, LangevinUpdateBothClipsActive) {
+  // perturb: 0.99 + 0.5·1 = 1.49 → clipped to 1
+  EXPECT_FLOAT_EQ(langevin_perturb(0.99f, 0.5f, 1.0f), 1.0f);
+  EXPECT_FLOAT_EQ(langevin_perturb(-0.2f, 0.1f, -1.0f), -0.3f);
+  // descend: g = −df/dx = 0.5 → clipped to 0.03; x = −0.3 − 10·0.03 = −0.6
+  EXPECT_FLOAT_EQ(langevin_descend(-0.3f, -0.5f, 10.0f, 0.03f), -0.6f);
+  // g = −0.1 → −0.03; x = 0.9 + 0.3 = 1.2 → clipped to 1
+  EXPECT_FLOAT_EQ(langevin_descend(0.9f, 0.1f, 10.0f, 0.03f), 1.0f);
+  // no clip: g = −0.01; x = 0.2 + 0.1 = 0.3
+  EXPECT_NEAR(langevin_descend(0.2f, 0.01f, 10.0f, 0.03f), 0.3f, 1e-7);
+  // lower image clip: g = 0.03 after clip, x = −0.95 − 0.3 → −1
+  EXPECT_FLOAT_EQ(langevin_descend(-0.95f, -2.0f, 10.0f, 0.03f), -1.0f);
+}
+
+TEST(EngineMath, AdamOneStepByHand) {
+  // Keras: lr_t = lr·√(1−β2)/(1−β1) at t=1; m = 0.1·g; v = 0.001·g²; p −= lr_t·m/(√v + ε)
+  float p = 1.0f, m = 0.0f, v = 0.0f;
+  const AdamHyper h = adam_hyper(1e-4, 0.9, 0.999, 1e-7, 1);
+  const double lr_t = 1e-4 * std::sqrt(1 - 0.999) / (1 - 0.9);
+  EXPECT_NEAR(h.lr_t, lr_t, 1e-7 * lr_t);  // lr_t is rounded to float once
+  adam_update(p, m, v, 0.5f, h);
+  // float arithmetic: a few ulps (2^-24 relative) of each value
+  EXPECT_NEAR(m, 0.05, 4e-7 * 0.05);
+  EXPECT_NEAR(v, 0.00025, 2e-5 * 0.00025);  // 1 − β2 = 0.001 in float carries ~1e-5 relative error
+  EXPECT_NEAR(p, 1.0 - lr_t * 0.05 / (std::sqrt(0.00025) + 1e-7), 1e-7);
+  // second step, t=2, g=−1
+  const AdamHyper h2 = adam_hyper(1e-4, 0.9, 0.999, 1e-7, 2);
+  const double m2 = 0.9 * 0.05 + 0.1 * -1.0, v2 = 0.999 * 0.00025 + 0.001 * 1.0;
+  const double p2 = p - 1e-4 * std::sqrt(1 - 0.999 * 0.999) / (1 - 0.81) * m2 / (std::sqrt(v2) + 1e-7);
+  adam_update(p, m, v, -1.0f, h2);
+  EXPECT_NEAR(p, p2, 1e-7);
+}
+
+TEST(EngineMath, CdLossHandComputed) {
+  const float fr[2] = {0.5f, -0.25f};       // mean 0.125, mean sq (0.25 + 0.0625)/2 = 0.15625
+  const float ff[3] = {0.1f, 0.2f, -0.6f};  // mean −0.1,  mean sq (0.01 + 0.04 + 0.36)/3 = 0.136667
+  float dr[2], dfk[3];
+  const StepMetrics m = cd_loss(fr, 2, ff, 3, 0.1f, dr, dfk);
+  EXPECT_NEAR(m.real, 0.125, 1e-7);
+  EXPECT_NEAR(m.fake, -0.1, 1e-7);
+  EXPECT_NEAR(m.cdiv, -0.225, 1e-7);
+  EXPECT_NEAR(m.reg, 0.1 * (0.15625 + 0.41 / 3), 1e-7);
+  EXPECT_NEAR(m.loss, -0.225 + 0.1 * (0.15625 + 0.41 / 3), 1e-7);
+  EXPECT_NEAR(m.max_abs_f, 0.6, 1e-7);
+  EXPECT_NEAR(dr[0], (-1 + 0.2 * 0.5) / 2, 1e-7);    // ∂/∂f_r of −mean f_r + α·mean f_r²
+  EXPECT_NEAR(dr[1], (-1 + 0.2 * -0.25) / 2, 1e-7);
+  EXPECT_NEAR(dfk[2], (1 + 0.2 * -0.6) / 3, 1e-7);   // ∂/∂f_f of mean f_f + α·mean f_f²
+  const float bad[1] = {NAN};
+  EXPECT_TRUE(std::isnan(cd_loss(fr, 2, bad, 1, 0.1f, dr, dfk).max_abs_f));
+}
