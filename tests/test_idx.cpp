@@ -1,0 +1,234 @@
+// IDX reader/writer: round trips, and every broken file is a UserError naming the file and the problem.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "engine/error.hpp"
+#include "host/idx.hpp"
+
+namespace fs = std::filesystem;
+using namespace ebm;
+
+namespace {
+
+// A fresh directory under the system temp dir, removed with everything in it at the end of the test.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("ebm_test_idx_" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+std::vector<uint8_t> file_bytes(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// Writes raw bytes as given (or gzip-compressed): for files the writer refuses to make.
+void put_bytes(const std::string& p, const std::vector<uint8_t>& b, bool gzip = false) {
+  if (gzip) {
+    gzFile f = gzopen(p.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(gzwrite(f, b.data(), unsigned(b.size())), int(b.size()));
+    ASSERT_EQ(gzclose(f), Z_OK);
+    return;
+  }
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+IdxU8 random_idx(std::vector<uint32_t> dims, unsigned seed = 1) {
+  IdxU8 idx{std::move(dims), {}};
+  size_t n = 1;
+  for (auto d : idx.dims) n *= d;
+  std::mt19937 g(seed);
+  for (size_t i = 0; i < n; ++i) idx.data.push_back(uint8_t(g()));
+  return idx;
+}
+
+// Runs f, which must throw UserError whose message holds every one of `parts`.
+template <class F>
+void expect_user_error(F f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected UserError";
+  } catch (const UserError& e) {
+    std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
+  }
+}
+
+}  // namespace
+
+TEST(Idx, RoundTripRawAndGzip) {
+  TempDir dir;
+  for (bool gz : {false, true})
+    for (auto dims : std::vector<std::vector<uint32_t>>{{7}, {5, 4, 3}, {2, 3, 4, 5}, {0, 28, 28}}) {
+      IdxU8 a = random_idx(dims);
+      std::string p = dir / (idx_dims_str(dims) + (gz ? ".gz" : ""));
+      write_idx_u8(p, a, gz);
+      auto head = file_bytes(p);
+      ASSERT_GE(head.size(), 2u);
+      EXPECT_EQ(head[0] == 0x1f && head[1] == 0x8b, gz);
+      IdxU8 b = read_idx_u8(p);
+      EXPECT_EQ(b.dims, a.dims);
+      EXPECT_EQ(b.data, a.data);
+    }
+}
+
+TEST(Idx, HeaderIsBigEndian) {
+  TempDir dir;
+  write_idx_u8(dir / "x", IdxU8{{2, 258}, std::vector<uint8_t>(516, 9)}, false);
+  auto b = file_bytes(dir / "x");
+  std::vector<uint8_t> want{0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 1, 2};
+  EXPECT_EQ(std::vector<uint8_t>(b.begin(), b.begin() + 12), want);
+  EXPECT_EQ(b.size(), 12u + 516u);
+}
+
+TEST(Idx, GzipDetectedByMagicNotName) {
+  TempDir dir;
+  IdxU8 a = random_idx({3, 4, 4});
+  write_idx_u8(dir / "gz_without_suffix", a, true);
+  write_idx_u8(dir / "raw_with_suffix.gz", a, false);
+  EXPECT_EQ(read_idx_u8(dir / "gz_without_suffix").data, a.data);
+  EXPECT_EQ(read_idx_u8(dir / "raw_with_suffix.gz").data, a.data);
+}
+
+TEST(Idx, ConcatenatedGzipMembers) {
+  TempDir dir;
+  IdxU8 a = random_idx({4, 6});
+  std::vector<uint8_t> raw{0, 0, 8, 2, 0, 0, 0, 4, 0, 0, 0, 6};
+  raw.insert(raw.end(), a.data.begin(), a.data.end());
+  put_bytes(dir / "m1", {raw.begin(), raw.begin() + 10}, true);
+  put_bytes(dir / "m2", {raw.begin() + 10, raw.end()}, true);
+  auto b = file_bytes(dir / "m1"), b2 = file_bytes(dir / "m2");
+  b.insert(b.end(), b2.begin(), b2.end());
+  put_bytes(dir / "both.gz", b);
+  EXPECT_EQ(read_idx_u8(dir / "both.gz").data, a.data);
+}
+
+TEST(Idx, MissingFile) {
+  TempDir dir;
+  expect_user_error([&] { read_idx_u8(dir / "nope-idx3-ubyte.gz"); }, {dir / "nope-idx3-ubyte.gz", "not found"});
+  expect_user_error([&] { read_idx_u8(dir.path.string()); }, {dir.path.string(), "directory"});
+}
+
+TEST(Idx, WrongMagic) {
+  TempDir dir;
+  put_bytes(dir / "bad", {0x12, 0x34, 8, 1, 0, 0, 0, 1, 7});
+  expect_user_error([&] { read_idx_u8(dir / "bad"); }, {dir / "bad", "bad magic", "0x12 0x34"});
+  put_bytes(dir / "bad.gz", {0x12, 0x34, 8, 1, 0, 0, 0, 1, 7}, true);
+  expect_user_error([&] { read_idx_u8(dir / "bad.gz"); }, {dir / "bad.gz", "bad magic"});
+}
+
+TEST(Idx, UnsupportedType) {
+  TempDir dir;
+  put_bytes(dir / "floats", {0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0});
+  expect_user_error([&] { read_idx_u8(dir / "floats"); }, {dir / "floats", "unsupported", "0x0D", "float32"});
+}
+
+TEST(Idx, BadNdims) {
+  TempDir dir;
+  put_bytes(dir / "zero", {0, 0, 8, 0});
+  expect_user_error([&] { read_idx_u8(dir / "zero"); }, {dir / "zero", "ndims = 0"});
+  put_bytes(dir / "five", std::vector<uint8_t>{0, 0, 8, 5});
+  expect_user_error([&] { read_idx_u8(dir / "five"); }, {dir / "five", "ndims = 5"});
+}
+
+TEST(Idx, TruncatedRaw) {
+  TempDir dir;
+  write_idx_u8(dir / "t", random_idx({10, 28, 28}), false);
+  auto b = file_bytes(dir / "t");
+  put_bytes(dir / "t", {b.begin(), b.end() - 100});
+  expect_user_error([&] { read_idx_u8(dir / "t"); }, {dir / "t", "truncated", "10x28x28 = 7840 bytes", "file has 7740"});
+  put_bytes(dir / "h", {b.begin(), b.begin() + 9});  // cut inside the dims
+  expect_user_error([&] { read_idx_u8(dir / "h"); }, {dir / "h", "truncated", "header"});
+  put_bytes(dir / "tiny", {0, 0});
+  expect_user_error([&] { read_idx_u8(dir / "tiny"); }, {dir / "tiny", "truncated"});
+}
+
+TEST(Idx, TruncatedGzip) {
+  TempDir dir;
+  write_idx_u8(dir / "t.gz", random_idx({10, 28, 28}), true);
+  auto b = file_bytes(dir / "t.gz");
+  put_bytes(dir / "t.gz", {b.begin(), b.begin() + b.size() / 2});  // the stream stops mid-way
+  expect_user_error([&] { read_idx_u8(dir / "t.gz"); }, {dir / "t.gz", "truncated gzip"});
+  // A complete gzip stream holding a truncated IDX file.
+  std::vector<uint8_t> raw{0, 0, 8, 1, 0, 0, 0, 9, 1, 2, 3};
+  put_bytes(dir / "short.gz", raw, true);
+  expect_user_error([&] { read_idx_u8(dir / "short.gz"); }, {dir / "short.gz", "truncated", "decompressed file has 3"});
+}
+
+TEST(Idx, TrailingBytes) {
+  TempDir dir;
+  std::vector<uint8_t> raw{0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3, 4, 5};
+  put_bytes(dir / "long", raw);
+  expect_user_error([&] { read_idx_u8(dir / "long"); }, {dir / "long", "trailing garbage", "2 extra"});
+  put_bytes(dir / "long.gz", raw, true);
+  expect_user_error([&] { read_idx_u8(dir / "long.gz"); }, {dir / "long.gz", "trailing garbage", "2 extra"});
+}
+
+TEST(Idx, CorruptGzip) {
+  TempDir dir;
+  write_idx_u8(dir / "c.gz", random_idx({10, 28, 28}), true);
+  auto b = file_bytes(dir / "c.gz");
+  auto bad_crc = b;
+  bad_crc[bad_crc.size() - 8] ^= 0xFF;  // the trailer's CRC-32
+  put_bytes(dir / "crc.gz", bad_crc);
+  expect_user_error([&] { read_idx_u8(dir / "crc.gz"); }, {dir / "crc.gz", "corrupt gzip"});
+  auto bad_method = b;
+  bad_method[2] = 7;  // compression method must be 8 (deflate)
+  put_bytes(dir / "method.gz", bad_method);
+  expect_user_error([&] { read_idx_u8(dir / "method.gz"); }, {dir / "method.gz", "corrupt gzip"});
+  auto garbage = b;
+  garbage.insert(garbage.end(), {'j', 'u', 'n', 'k'});  // not a second gzip member
+  put_bytes(dir / "junk.gz", garbage);
+  expect_user_error([&] { read_idx_u8(dir / "junk.gz"); }, {dir / "junk.gz", "corrupt gzip"});
+}
+
+TEST(Idx, WriterRejectsBadDims) {
+  TempDir dir;
+  expect_user_error([&] { write_idx_u8(dir / "w", IdxU8{{2, 2}, {1, 2, 3}}, false); }, {dir / "w", "do not match"});
+  expect_user_error([&] { write_idx_u8(dir / "w", IdxU8{{}, {}}, false); }, {dir / "w", "0 dims"});
+}
+
+TEST(Idx, ImagesAndLabels) {
+  TempDir dir;
+  IdxU8 img = random_idx({5, 4, 3});
+  write_idx_u8(dir / "img.gz", img, true);
+  write_idx_u8(dir / "lab", IdxU8{{5}, {0, 1, 2, 3, 4}}, false);
+  IdxImages im = read_idx_images(dir / "img.gz", dir / "lab");
+  EXPECT_EQ(im.n, 5);
+  EXPECT_EQ(im.h, 4);
+  EXPECT_EQ(im.w, 3);
+  EXPECT_EQ(im.pixels, img.data);
+  EXPECT_EQ(im.labels, (std::vector<uint8_t>{0, 1, 2, 3, 4}));
+  EXPECT_TRUE(read_idx_images(dir / "img.gz").labels.empty());
+}
+
+TEST(Idx, ImagesLabelsCountMismatch) {
+  TempDir dir;
+  write_idx_u8(dir / "imgs-idx3", random_idx({5, 4, 4}), false);
+  write_idx_u8(dir / "labels-idx1", random_idx({6}), false);
+  expect_user_error([&] { read_idx_images(dir / "imgs-idx3", dir / "labels-idx1"); },
+                    {dir / "imgs-idx3", dir / "labels-idx1", "mismatch", "5 images", "6 labels"});
+}
+
+TEST(Idx, ImagesWrongRank) {
+  TempDir dir;
+  write_idx_u8(dir / "flat", random_idx({5, 16}), false);
+  expect_user_error([&] { read_idx_images(dir / "flat"); }, {dir / "flat", "3 dims", "5x16"});
+  write_idx_u8(dir / "imgs", random_idx({5, 4, 4}), false);
+  write_idx_u8(dir / "lab2d", random_idx({5, 1}), false);
+  expect_user_error([&] { read_idx_images(dir / "imgs", dir / "lab2d"); }, {dir / "lab2d", "1 dim"});
+}
