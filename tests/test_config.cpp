@@ -1,0 +1,449 @@
+// Config: defaults = DESIGN §5, the shipped configs load, every type and range rule rejects with the
+// full key path, --set overrides, file errors, and the JSON round trip.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/error.hpp"
+#include "host/config.hpp"
+
+using namespace ebm;
+using json = nlohmann::json;
+
+namespace {
+
+// The UserError message `f` throws, or "(no error)".
+std::string user_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+#define EXPECT_CONTAINS(haystack, needle)                                               \
+  do {                                                                                  \
+    const std::string h_ = (haystack);                                                  \
+    EXPECT_NE(h_.find(needle), std::string::npos) << "message: " << h_ << "\nwanted: " << (needle); \
+  } while (0)
+
+std::string config_path(const std::string& name) { return std::string(EBM_SOURCE_DIR) + "/configs/" + name; }
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "ebm_test_config_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// Dotted paths of every leaf, in schema order.
+void leaf_paths(const json& j, const std::string& prefix, std::vector<std::string>& out) {
+  for (const auto& [k, v] : j.items()) {
+    const std::string p = prefix.empty() ? k : prefix + "." + k;
+    if (v.is_object()) leaf_paths(v, p, out);
+    else out.push_back(p);
+  }
+}
+
+}  // namespace
+
+TEST(ConfigDefaults, MatchDesignSection5) {
+  const Config c;
+  EXPECT_EQ(c.backend, "auto");
+  EXPECT_EQ(c.seed, 42u);
+  EXPECT_EQ(c.output_dir, "runs/mnist");
+  EXPECT_EQ(c.data.dataset, "mnist");
+  EXPECT_EQ(c.data.dir, "data/mnist");
+  EXPECT_EQ(c.data.pad_to, 32);
+  EXPECT_EQ(c.data.batch_size, 128);
+  EXPECT_EQ(c.data.limit, 0);
+  EXPECT_EQ(c.model.channels, (std::vector<int>{16, 32, 64, 64}));
+  EXPECT_EQ(c.model.kernel_size, 3);
+  EXPECT_EQ(c.model.stride, 2);
+  EXPECT_EQ(c.model.activation, "swish");
+  EXPECT_EQ(c.sampler.steps, 100);
+  EXPECT_EQ(c.sampler.step_size, 10.0);
+  EXPECT_EQ(c.sampler.noise, 0.005);
+  EXPECT_EQ(c.sampler.grad_clip, 0.03);
+  EXPECT_EQ(c.buffer.capacity, 8192);
+  EXPECT_EQ(c.buffer.initial, 128);
+  EXPECT_EQ(c.buffer.reinit_prob, 0.05);
+  EXPECT_EQ(c.train.epochs, 10);
+  EXPECT_EQ(c.train.lr, 1e-4);
+  EXPECT_EQ(c.train.beta1, 0.9);
+  EXPECT_EQ(c.train.beta2, 0.999);
+  EXPECT_EQ(c.train.eps, 1e-7);
+  EXPECT_EQ(c.train.alpha, 0.1);
+  EXPECT_EQ(c.train.real_noise, 0.005);
+  EXPECT_EQ(c.train.max_steps, 0);
+  EXPECT_EQ(c.generate.n, 16);
+  EXPECT_EQ(c.generate.steps, 500);
+  EXPECT_EQ(c.generate.step_size, 20.0);
+  EXPECT_EQ(c.generate.noise, 0.005);
+  // Beyond §5: the engine's own knobs.
+  EXPECT_EQ(c.train.log_every, 10);
+  EXPECT_EQ(c.train.checkpoint_every, 0);
+  EXPECT_TRUE(c.train.validate);
+  EXPECT_EQ(c.train.divergence.max_abs_f, 1e4);
+  EXPECT_EQ(c.train.divergence.action, "stop");
+  EXPECT_EQ(c.train.divergence.lr_factor, 0.5);
+  EXPECT_EQ(c.train.divergence.max_rollbacks, 3);
+  EXPECT_FALSE(c.cuda.tf32);
+  EXPECT_EQ(c.cuda.device, 0);
+}
+
+TEST(ConfigDefaults, EmptyUserConfigGivesDefaults) {
+  EXPECT_EQ(config_from_json(json::object(), "x.json"), Config{});
+  EXPECT_EQ(config_from_json(config_defaults_json(), "x.json"), Config{});
+}
+
+TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
+  const json s = config_defaults_json();
+  std::vector<std::string> paths;
+  leaf_paths(s, "", paths);
+  const std::vector<std::string> expected{
+      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.device", "cuda.tf32",
+      "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
+      "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
+      "model.kernel_size", "model.stride", "output_dir", "sampler.grad_clip", "sampler.noise",
+      "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
+      "train.checkpoint_every", "train.divergence.action", "train.divergence.lr_factor",
+      "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.epochs", "train.eps",
+      "train.log_every", "train.lr", "train.max_steps", "train.real_noise", "train.validate"};
+  EXPECT_EQ(paths, expected);
+  EXPECT_TRUE(s["seed"].is_number_unsigned());
+  EXPECT_TRUE(s["data"]["limit"].is_number_integer());
+  EXPECT_TRUE(s["sampler"]["step_size"].is_number_float());  // 10.0 stays a float: it is the type
+  EXPECT_TRUE(s["train"]["validate"].is_boolean());
+  EXPECT_TRUE(s["model"]["channels"].is_array());
+  EXPECT_TRUE(s["backend"].is_string());
+}
+
+TEST(ConfigFiles, MnistIsTheSeedRun) {
+  EXPECT_EQ(load_config(config_path("mnist.json"), {}), Config{});
+}
+
+TEST(ConfigFiles, MnistQuickIsTheSameNetSmaller) {
+  const Config c = load_config(config_path("mnist-quick.json"), {});
+  Config want;
+  want.output_dir = "runs/mnist-quick";
+  want.data.limit = 4096;
+  want.train.epochs = 4;
+  want.sampler.steps = 30;
+  want.buffer.capacity = 2048;
+  want.generate.steps = 200;
+  want.generate.n = 16;
+  EXPECT_EQ(c, want);
+}
+
+TEST(ConfigFiles, FashionMnistChangesOnlyTheData) {
+  const Config c = load_config(config_path("fashion-mnist.json"), {});
+  Config want;
+  want.output_dir = "runs/fashion-mnist";
+  want.data.dataset = "fashion-mnist";
+  want.data.dir = "data/fashion-mnist";
+  EXPECT_EQ(c, want);
+}
+
+TEST(ConfigTypes, FloatKeysAcceptIntegers) {
+  const Config c = config_from_json(json::parse(R"({"train": {"lr": 1, "beta1": 0}})"), "x.json");
+  EXPECT_EQ(c.train.lr, 1.0);
+  EXPECT_EQ(c.train.beta1, 0.0);
+}
+
+TEST(ConfigTypes, WrongTypesAreRejectedWithKeyPathAndValue) {
+  struct Case {
+    const char* user;
+    const char* want;
+  };
+  const Case cases[] = {
+      {R"({"sampler": {"steps": "abc"}})", R"(x.json: "sampler.steps" must be an integer, got "abc")"},
+      {R"({"sampler": {"steps": 1.5}})", R"("sampler.steps" must be an integer, got 1.5)"},
+      {R"({"sampler": {"steps": 2.0}})", R"("sampler.steps" must be an integer, got 2.0)"},
+      {R"({"seed": null})", R"("seed" must be an integer, got null)"},
+      {R"({"data": {"limit": true}})", R"("data.limit" must be an integer, got true)"},
+      {R"({"train": {"lr": "fast"}})", R"("train.lr" must be a number, got "fast")"},
+      {R"({"train": {"lr": true}})", R"("train.lr" must be a number, got true)"},
+      {R"({"train": {"divergence": {"max_abs_f": [1]}}})", R"("train.divergence.max_abs_f" must be a number)"},
+      {R"({"train": {"validate": 1}})", R"("train.validate" must be true or false, got 1)"},
+      {R"({"cuda": {"tf32": "true"}})", R"("cuda.tf32" must be true or false, got "true")"},
+      {R"({"backend": 3})", R"("backend" must be a string, got 3)"},
+      {R"({"data": {"dir": ["a"]}})", R"("data.dir" must be a string, got ["a"])"},
+      {R"({"model": {"channels": 16}})", R"("model.channels" must be an array, got 16)"},
+      {R"({"model": {"channels": [16, "a"]}})", R"("model.channels[1]" must be an integer, got "a")"},
+      {R"({"model": {"channels": [16, 1.5]}})", R"("model.channels[1]" must be an integer, got 1.5)"},
+      {R"({"data": 5})", R"("data" must be an object, got 5)"},
+      {R"({"train": {"divergence": "stop"}})", R"("train.divergence" must be an object, got "stop")"},
+      {R"([1, 2])", R"(x.json: the config must be a JSON object, got [1,2])"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.user);
+    EXPECT_CONTAINS(user_error([&] { config_from_json(json::parse(c.user), "x.json"); }), c.want);
+  }
+}
+
+TEST(ConfigTypes, NonFiniteNumbersAreRejected) {
+  json j = config_defaults_json();
+  j["train"]["lr"] = std::nan("");
+  EXPECT_CONTAINS(user_error([&] { config_from_json(j, "x.json"); }), R"("train.lr" must be a finite number, got nan)");
+  j["train"]["lr"] = INFINITY;
+  EXPECT_CONTAINS(user_error([&] { config_from_json(j, "x.json"); }), R"("train.lr" must be a finite number, got inf)");
+}
+
+TEST(ConfigKeys, UnknownKeysAreRejectedWithTheKnownOnes) {
+  EXPECT_CONTAINS(user_error([] { config_from_json({{"bakend", "cpu"}}, "configs/x.json"); }),
+                  R"(configs/x.json: unknown key "bakend" (known keys: backend, buffer, cuda, data, )");
+  EXPECT_CONTAINS(user_error([] { config_from_json(json::parse(R"({"train": {"lrr": 1}})"), "configs/x.json"); }),
+                  R"(configs/x.json: unknown key "train.lrr" (known keys in "train": alpha, beta1, beta2, )");
+  EXPECT_CONTAINS(
+      user_error([] { config_from_json(json::parse(R"({"train": {"divergence": {"act": "stop"}}})"), "x.json"); }),
+      R"(unknown key "train.divergence.act" (known keys in "train.divergence": action, lr_factor, )");
+  EXPECT_CONTAINS(user_error([] { config_from_json(json::parse(R"({"model": {"depth": 3}})"), "x.json"); }),
+                  R"(unknown key "model.depth")");
+}
+
+TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
+  struct Case {
+    const char* set;
+    const char* want;
+  };
+  const Case cases[] = {
+      {"backend=gpu", R"("backend" must be one of auto, cpu, cuda, got "gpu")"},
+      {"seed=-1", R"("seed" must be >= 0, got -1)"},
+      {"output_dir=", R"("output_dir" must not be empty)"},
+      {"data.dataset=cifar10", R"("data.dataset" must be one of mnist, fashion-mnist, got "cifar10")"},
+      {"data.dir=", R"("data.dir" must not be empty)"},
+      {"data.pad_to=27", R"("data.pad_to" must be >= 28, got 27)"},
+      {"data.pad_to=257", R"("data.pad_to" must be <= 256, got 257)"},
+      {"data.batch_size=0", R"("data.batch_size" must be >= 1, got 0)"},
+      {"data.batch_size=65537", R"("data.batch_size" must be <= 65536, got 65537)"},
+      {"data.limit=-1", R"("data.limit" must be >= 0, got -1)"},
+      {"data.limit=18446744073709551615", R"("data.limit" must be <= 9223372036854775807)"},
+      {"model.channels=[]", R"("model.channels" must not be empty)"},
+      {"model.channels=[1,2,3,4,5,6,7,8,9]", R"("model.channels" must have at most 8 layers, got 9)"},
+      {"model.channels=[16,0]", R"("model.channels[1]" must be >= 1, got 0)"},
+      {"model.channels=[4097]", R"("model.channels[0]" must be <= 4096, got 4097)"},
+      {"model.kernel_size=4", R"("model.kernel_size" must be odd, got 4)"},
+      {"model.kernel_size=0", R"("model.kernel_size" must be >= 1, got 0)"},
+      {"model.kernel_size=17", R"("model.kernel_size" must be <= 15, got 17)"},
+      {"model.stride=0", R"("model.stride" must be >= 1, got 0)"},
+      {"model.stride=5", R"("model.stride" must be <= 4, got 5)"},
+      {"model.activation=relu", R"("model.activation" must be one of swish, got "relu")"},
+      {"sampler.steps=-1", R"("sampler.steps" must be >= 0, got -1)"},
+      {"sampler.steps=3000000000", R"("sampler.steps" must be <= 2147483647, got 3000000000)"},
+      {"sampler.step_size=-0.5", R"("sampler.step_size" must be >= 0, got -0.5)"},
+      {"sampler.noise=-1", R"("sampler.noise" must be >= 0, got -1)"},
+      {"sampler.grad_clip=0", R"("sampler.grad_clip" must be > 0, got 0)"},
+      {"buffer.capacity=0", R"("buffer.capacity" must be >= 1, got 0)"},
+      {"buffer.initial=0", R"("buffer.initial" must be >= 1, got 0)"},
+      {"buffer.initial=8193", R"("buffer.initial" must be <= buffer.capacity (8192), got 8193)"},
+      {"buffer.reinit_prob=-0.1", R"("buffer.reinit_prob" must be >= 0, got -0.1)"},
+      {"buffer.reinit_prob=1.5", R"("buffer.reinit_prob" must be <= 1, got 1.5)"},
+      {"train.epochs=0", R"("train.epochs" must be >= 1, got 0)"},
+      {"train.lr=0", R"("train.lr" must be > 0, got 0)"},
+      {"train.lr=-1e-4", R"("train.lr" must be > 0, got -0.0001)"},
+      {"train.beta1=1", R"("train.beta1" must be < 1, got 1)"},
+      {"train.beta1=-0.1", R"("train.beta1" must be >= 0, got -0.1)"},
+      {"train.beta2=1.0", R"("train.beta2" must be < 1, got 1.0)"},
+      {"train.eps=0", R"("train.eps" must be > 0, got 0)"},
+      {"train.alpha=-1", R"("train.alpha" must be >= 0, got -1)"},
+      {"train.real_noise=-0.01", R"("train.real_noise" must be >= 0, got -0.01)"},
+      {"train.max_steps=-1", R"("train.max_steps" must be >= 0, got -1)"},
+      {"train.log_every=0", R"("train.log_every" must be >= 1, got 0)"},
+      {"train.checkpoint_every=-5", R"("train.checkpoint_every" must be >= 0, got -5)"},
+      {"train.divergence.max_abs_f=0", R"("train.divergence.max_abs_f" must be > 0, got 0)"},
+      {"train.divergence.action=ignore", R"("train.divergence.action" must be one of stop, rollback, got "ignore")"},
+      {"train.divergence.lr_factor=0", R"("train.divergence.lr_factor" must be > 0, got 0)"},
+      {"train.divergence.lr_factor=1.5", R"("train.divergence.lr_factor" must be <= 1, got 1.5)"},
+      {"train.divergence.max_rollbacks=-1", R"("train.divergence.max_rollbacks" must be >= 0, got -1)"},
+      {"generate.n=0", R"("generate.n" must be >= 1, got 0)"},
+      {"generate.n=4097", R"("generate.n" must be <= 4096, got 4097)"},
+      {"generate.steps=-1", R"("generate.steps" must be >= 0, got -1)"},
+      {"generate.step_size=-1", R"("generate.step_size" must be >= 0, got -1)"},
+      {"generate.noise=-1", R"("generate.noise" must be >= 0, got -1)"},
+      {"cuda.device=-1", R"("cuda.device" must be >= 0, got -1)"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.set);
+    json j = config_defaults_json();
+    apply_override(j, c.set);  // the override itself is well typed; the range check is config_from_json's
+    EXPECT_CONTAINS(user_error([&] { config_from_json(j, "r.json"); }), std::string("r.json: ") + c.want);
+  }
+}
+
+TEST(ConfigRanges, BoundaryValuesAreAccepted) {
+  json j = config_defaults_json();
+  for (const char* set : {"data.pad_to=28", "data.batch_size=65536", "model.channels=[1,2,3,4,5,6,7,4096]",
+                          "model.kernel_size=15", "model.stride=4", "sampler.steps=0", "sampler.step_size=0",
+                          "buffer.initial=1", "buffer.capacity=1", "buffer.reinit_prob=1", "train.beta1=0",
+                          "train.divergence.lr_factor=1", "train.divergence.action=rollback", "generate.n=4096",
+                          "backend=cuda", "data.dataset=fashion-mnist", "seed=18446744073709551615"}) {
+    SCOPED_TRACE(set);
+    apply_override(j, set);
+    EXPECT_EQ(user_error([&] { config_from_json(j, "r.json"); }), "(no error)");
+  }
+  EXPECT_EQ(config_from_json(j, "r.json").seed, UINT64_MAX);
+}
+
+TEST(ConfigOverride, EachTypeIsParsed) {
+  json j = config_defaults_json();
+  for (const char* set : {"sampler.steps=7", "train.lr=3e-4", "train.alpha=1", "train.validate=false",
+                          "cuda.tf32=true", "backend=cpu", "output_dir=runs/x", "data.dir=\"quoted dir\"",
+                          "model.channels=[8,16]", "train.divergence={\"action\": \"rollback\"}"})
+    apply_override(j, set);
+  const Config c = config_from_json(j, "x.json");
+  EXPECT_EQ(c.sampler.steps, 7);
+  EXPECT_EQ(c.train.lr, 3e-4);
+  EXPECT_EQ(c.train.alpha, 1.0);
+  EXPECT_FALSE(c.train.validate);
+  EXPECT_TRUE(c.cuda.tf32);
+  EXPECT_EQ(c.backend, "cpu");
+  EXPECT_EQ(c.output_dir, "runs/x");
+  EXPECT_EQ(c.data.dir, "quoted dir");
+  EXPECT_EQ(c.model.channels, (std::vector<int>{8, 16}));
+  EXPECT_EQ(c.train.divergence.action, "rollback");
+  EXPECT_EQ(c.train.divergence.max_rollbacks, 3);  // an object override merges, it does not replace
+}
+
+TEST(ConfigOverride, StringKeysKeepTextThatLooksLikeJson) {
+  json j = config_defaults_json();
+  apply_override(j, "output_dir=2024");
+  apply_override(j, "data.dir=true");
+  EXPECT_EQ(j["output_dir"], "2024");
+  EXPECT_EQ(j["data"]["dir"], "true");
+}
+
+TEST(ConfigOverride, LaterOverridesWin) {
+  json j = config_defaults_json();
+  apply_override(j, "train.epochs=3");
+  apply_override(j, "train.epochs=5");
+  EXPECT_EQ(config_from_json(j, "x.json").train.epochs, 5);
+}
+
+TEST(ConfigOverride, WorksOnAPartialConfig) {
+  json j = json::parse(R"({"train": {"epochs": 2}})");
+  apply_override(j, "sampler.steps=5");
+  apply_override(j, "train.lr=0.01");
+  apply_override(j, "train.divergence.action=rollback");
+  EXPECT_EQ(j, json::parse(R"({"train": {"epochs": 2, "lr": 0.01, "divergence": {"action": "rollback"}},
+                               "sampler": {"steps": 5}})"));
+  const Config c = config_from_json(j, "x.json");
+  EXPECT_EQ(c.train.epochs, 2);
+  EXPECT_EQ(c.train.lr, 0.01);
+  EXPECT_EQ(c.sampler.steps, 5);
+  EXPECT_EQ(c.sampler.noise, 0.005);
+
+  json empty = json::object();
+  apply_override(empty, "model.channels=[4]");
+  EXPECT_EQ(config_from_json(empty, "x.json").model.channels, std::vector<int>{4});
+}
+
+TEST(ConfigOverride, UnknownKeysAreRejected) {
+  json j = config_defaults_json();
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train.lrr=1"); }),
+                  R"(--set train.lrr=1: unknown key "train.lrr" (known keys in "train": alpha, )");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "bakend=cpu"); }),
+                  R"(--set bakend=cpu: unknown key "bakend" (known keys: backend, )");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train.divergence.x=1"); }),
+                  R"(unknown key "train.divergence.x")");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train.lr.x=1"); }), R"("train.lr" must be a number)");
+  EXPECT_EQ(j, config_defaults_json());  // a rejected override leaves the config alone
+}
+
+TEST(ConfigOverride, WrongTypesAreRejected) {
+  json j = config_defaults_json();
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "sampler.steps=abc"); }),
+                  R"(--set sampler.steps=abc: "sampler.steps" must be an integer, got "abc")");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "sampler.steps=1.5"); }),
+                  R"("sampler.steps" must be an integer, got 1.5)");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train.lr=fast"); }), R"("train.lr" must be a number, got "fast")");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train.validate=yes"); }),
+                  R"("train.validate" must be true or false, got "yes")");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "model.channels=[8,x]"); }),
+                  R"("model.channels" must be an array, got "[8,x]")");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "model.channels=[8,1.5]"); }),
+                  R"("model.channels[1]" must be an integer, got 1.5)");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train=5"); }), R"("train" must be an object, got 5)");
+}
+
+TEST(ConfigOverride, MalformedAssignmentsAreRejected) {
+  json j = config_defaults_json();
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train.lr"); }),
+                  R"(--set "train.lr": expected dotted.key=value)");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "=3"); }), R"(--set "=3": the key before '=' is empty)");
+  EXPECT_CONTAINS(user_error([&] { apply_override(j, "train..lr=1"); }), R"(empty part in key "train..lr")");
+}
+
+TEST(ConfigLoad, OverridesApplyToTheFile) {
+  const Config c = load_config(config_path("mnist-quick.json"), {"train.epochs=1", "backend=cpu", "train.lr=1e-3"});
+  EXPECT_EQ(c.train.epochs, 1);
+  EXPECT_EQ(c.backend, "cpu");
+  EXPECT_EQ(c.train.lr, 1e-3);
+  EXPECT_EQ(c.data.limit, 4096);  // the file's values stay
+}
+
+TEST(ConfigLoad, RangeErrorsAfterOverridesSayTheyCameWithSet) {
+  const std::string path = config_path("mnist.json");
+  EXPECT_CONTAINS(user_error([&] { load_config(path, {"data.batch_size=0"}); }),
+                  path + R"( (with --set overrides): "data.batch_size" must be >= 1, got 0)");
+  EXPECT_CONTAINS(user_error([&] { load_config(path, {"train.lrr=1"}); }), R"(--set train.lrr=1: unknown key)");
+}
+
+TEST(ConfigLoad, MissingFileNamesThePath) {
+  const std::string path = ::testing::TempDir() + "no_such_dir/no_such_config.json";
+  const std::string msg = user_error([&] { load_config(path, {}); });
+  EXPECT_CONTAINS(msg, path + ": cannot open config file");
+}
+
+TEST(ConfigLoad, MalformedJsonNamesFileLineAndColumn) {
+  const std::string path = write_temp("malformed.json", "{\n  \"seed\": 1,\n  \"train\": {\"lr\": }\n}\n");
+  const std::string msg = user_error([&] { load_config(path, {}); });
+  EXPECT_CONTAINS(msg, path + ": invalid JSON: parse error at line 3, column");
+  EXPECT_EQ(msg.find("[json.exception"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+}
+
+TEST(ConfigLoad, FileErrorsNameTheFile) {
+  const std::string path = write_temp("unknown_key.json", R"({"train": {"lrr": 1}})");
+  EXPECT_CONTAINS(user_error([&] { load_config(path, {}); }), path + R"(: unknown key "train.lrr")");
+  const std::string arr = write_temp("array.json", "[1]");
+  EXPECT_CONTAINS(user_error([&] { load_config(arr, {}); }), arr + ": the config must be a JSON object");
+  const std::string range = write_temp("range.json", R"({"model": {"stride": 9}})");
+  EXPECT_CONTAINS(user_error([&] { load_config(range, {}); }), range + R"(: "model.stride" must be <= 4, got 9)");
+}
+
+TEST(ConfigRoundTrip, DefaultsAndAModifiedConfig) {
+  EXPECT_EQ(config_from_json(config_to_json(Config{}), "rt"), Config{});
+  EXPECT_EQ(config_to_json(config_from_json(json::object(), "rt")), config_defaults_json());
+
+  Config c;
+  c.backend = "cuda";
+  c.seed = UINT64_MAX;
+  c.output_dir = "runs/rt";
+  c.data = {"fashion-mnist", "data/f", 64, 7, 12345};
+  c.model = {{3, 5, 7}, 5, 1, "swish"};
+  c.sampler = {17, 0.1 + 0.2, 1e-9, 2.5};
+  c.buffer = {100, 100, 1.0};
+  c.train.epochs = 2;
+  c.train.lr = 3e-4;
+  c.train.beta1 = 0.0;
+  c.train.beta2 = 0.95;
+  c.train.eps = 1e-12;
+  c.train.alpha = 0.0;
+  c.train.real_noise = 0.0;
+  c.train.max_steps = 1LL << 40;
+  c.train.log_every = 1;
+  c.train.checkpoint_every = 250;
+  c.train.validate = false;
+  c.train.divergence = {123.5, "rollback", 0.25, 0};
+  c.generate = {64, 0, 1.0 / 3.0, 0.0};
+  c.cuda = {true, 3};
+  EXPECT_EQ(config_from_json(config_to_json(c), "rt"), c);
+  // Through text too (the run directory's config.json): doubles print to round-trip precision.
+  EXPECT_EQ(config_from_json(json::parse(config_to_json(c).dump()), "rt"), c);
+}
