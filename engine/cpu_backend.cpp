@@ -11,17 +11,43 @@
 #include "engine/gemm.hpp"
 #include "engine/loss.hpp"
 #include "kernels/ebm_math.hpp"
+#include "kernels/philox.hpp"
 
 namespace ebm {
 
 CpuBackend::CpuBackend(const EngineOptions& opt)
-    : opt_(opt), net_(opt.net), buffer_(opt.buffer_capacity, opt.net.image_size()) {
+    : opt_(opt), buffer_(opt.buffer_capacity, opt.net.image_size()) {
+  set_gemm_threads(1);  // parallelism comes from splitting the batch over threads
+  for (int t = 0; t < omp_get_max_threads(); ++t) nets_.push_back(std::make_unique<CpuNet>(opt_.net));
+  grads_.resize(nets_.size());
   params_ = init_params(opt_.net, opt_.seed);
   grad_.assign(params_.size(), 0.0f);
   adam_.m.assign(params_.size(), 0.0f);
   adam_.v.assign(params_.size(), 0.0f);
   reseed(opt_.seed);
   buffer_.fill_noise(std::min(opt_.buffer_initial, opt_.buffer_capacity), rng_fresh_);
+}
+
+template <class Fn>
+void CpuBackend::parallel_rows(int n, Fn&& fn) {
+  const int threads = std::max(1, std::min(int(nets_.size()), n));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int a = int(int64_t(n) * t / threads), b = int(int64_t(n) * (t + 1) / threads);
+    if (b > a) fn(*nets_[t], t, a, b);
+  }
+}
+
+void CpuBackend::reduce_grads(int n) {
+  const int threads = std::max(1, std::min(int(nets_.size()), n));
+  const int64_t np = int64_t(params_.size());
+  grad_.assign(params_.size(), 0.0f);
+  for (int t = 0; t < threads; ++t) {
+    if (int64_t(n) * (t + 1) / threads == int64_t(n) * t / threads) continue;  // empty slice
+    const float* g = grads_[t].data();
+    for (int64_t i = 0; i < np; ++i) grad_[i] += g[i];
+  }
 }
 
 std::string CpuBackend::describe() const {
@@ -81,22 +107,28 @@ void CpuBackend::begin_epoch(int64_t epoch) {
 }
 
 void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {
-  const int64_t len = int64_t(n) * opt_.net.image_size();
-  noise_.resize(size_t(len));
+  const int64_t img = opt_.net.image_size(), len = int64_t(n) * img;
+  // Step s draws element i of the stream at offset base + s·blocks: the same numbers for any split.
+  const uint64_t base = rng.offset, blocks = philox_blocks(uint64_t(len));
+  if (p.noise > 0) rng.offset += uint64_t(p.steps) * blocks;
   dfdx_.resize(size_t(len));
   f_.resize(size_t(n));
-  df_.assign(size_t(n), 1.0f);
-  for (int step = 0; step < p.steps; ++step) {
-    if (p.noise > 0) {
-      rng.normal(noise_.data(), len, 0.0f, 1.0f);
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < len; ++i) x[i] = langevin_perturb(x[i], p.noise, noise_[i]);
+  ones_.assign(size_t(n), 1.0f);
+  const float* params = params_.data();
+  parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
+    const int64_t lo = a * img, hi = b * img;
+    for (int s = 0; s < p.steps; ++s) {
+      if (p.noise > 0) {
+        const uint64_t off = base + uint64_t(s) * blocks;
+        for (int64_t i = lo; i < hi; ++i)
+          x[i] = langevin_perturb(x[i], p.noise, philox_normal_at(rng.seed, rng.stream, off, uint64_t(i)));
+      }
+      net.forward(params, x + lo, b - a, f_.data() + a);
+      net.backward(params, ones_.data() + a, dfdx_.data() + lo, nullptr);
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) x[i] = langevin_descend(x[i], dfdx_[i], p.step_size, p.grad_clip);
     }
-    net_.forward(params_.data(), x, n, f_.data());
-    net_.backward(params_.data(), df_.data(), dfdx_.data(), nullptr);
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < len; ++i) x[i] = langevin_descend(x[i], dfdx_[i], p.step_size, p.grad_clip);
-  }
+  });
 }
 
 void CpuBackend::train_step(int64_t b) {
@@ -124,11 +156,18 @@ void CpuBackend::train_step(int64_t b) {
   buffer_.push(fake, nf);
 
   // One forward/backward over [real; fake] — rows are independent, so this is both batches at once.
-  f_.resize(size_t(nr + nf));
-  net_.forward(params_.data(), batch_.data(), nr + nf, f_.data());
-  df_.resize(size_t(nr + nf));
+  const int n = nr + nf;
+  f_.resize(size_t(n));
+  df_.resize(size_t(n));
+  parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
+    net.forward(params_.data(), batch_.data() + a * img, b - a, f_.data() + a);
+  });
   const StepMetrics m = cd_loss(f_.data(), nr, f_.data() + nr, nf, float(opt_.alpha), df_.data(), df_.data() + nr);
-  net_.backward(params_.data(), df_.data(), nullptr, grad_.data());
+  parallel_rows(n, [&](CpuNet& net, int t, int a, int b) {  // same split, so each net still holds its rows
+    grads_[t].resize(params_.size());
+    net.backward(params_.data(), df_.data() + a, nullptr, grads_[t].data());
+  });
+  reduce_grads(n);
   adam_step(grad_);
   pending_.push_back(m);
 }
@@ -155,9 +194,14 @@ std::vector<float> CpuBackend::energy(const Tensor& x) {
   std::vector<float> f(static_cast<size_t>(n));
   for (int64_t s = 0; s < n; s += opt_.batch_size) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
-    net_.forward(params_.data(), x.ptr() + s * img, c, f.data() + s);
+    forward_rows(x.ptr() + s * img, c, f.data() + s);
   }
   return f;
+}
+
+void CpuBackend::forward_rows(const float* x, int n, float* f) {
+  const int64_t img = opt_.net.image_size();
+  parallel_rows(n, [&](CpuNet& net, int, int a, int b) { net.forward(params_.data(), x + a * img, b - a, f + a); });
 }
 
 ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
@@ -172,8 +216,8 @@ ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
     noise.resize(size_t(c) * img);
     rng.uniform(noise.data(), int64_t(noise.size()), -1.0f, 1.0f);
-    net_.forward(params_.data(), test.ptr() + s * img, c, fr.data());
-    net_.forward(params_.data(), noise.data(), c, ff.data());
+    forward_rows(test.ptr() + s * img, c, fr.data());
+    forward_rows(noise.data(), c, ff.data());
     const double mr = std::accumulate(fr.begin(), fr.begin() + c, 0.0) / c;
     const double mf = std::accumulate(ff.begin(), ff.begin() + c, 0.0) / c;
     v.real += mr;
@@ -208,9 +252,12 @@ void CpuBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx
   const int n = int(x.numel() / opt_.net.image_size());
   f.resize(size_t(n));
   dfdx = Tensor(x.shape);
-  df_.assign(size_t(n), 1.0f);
-  net_.forward(params_.data(), x.ptr(), n, f.data());
-  net_.backward(params_.data(), df_.data(), dfdx.ptr(), nullptr);
+  ones_.assign(size_t(n), 1.0f);
+  const int64_t img = opt_.net.image_size();
+  parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
+    net.forward(params_.data(), x.ptr() + a * img, b - a, f.data() + a);
+    net.backward(params_.data(), ones_.data() + a, dfdx.ptr() + a * img, nullptr);
+  });
 }
 
 void CpuBackend::param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
@@ -218,9 +265,14 @@ void CpuBackend::param_grad(const Tensor& x, const std::vector<float>& w, std::v
   const int n = int(x.numel() / opt_.net.image_size());
   EBM_CHECK(int(w.size()) == n, "param_grad: one weight per image");
   f.resize(size_t(n));
-  grad.assign(params_.size(), 0.0f);
-  net_.forward(params_.data(), x.ptr(), n, f.data());
-  net_.backward(params_.data(), w.data(), nullptr, grad.data());
+  const int64_t img = opt_.net.image_size();
+  parallel_rows(n, [&](CpuNet& net, int t, int a, int b) {
+    grads_[t].resize(params_.size());
+    net.forward(params_.data(), x.ptr() + a * img, b - a, f.data() + a);
+    net.backward(params_.data(), w.data() + a, nullptr, grads_[t].data());
+  });
+  reduce_grads(n);
+  grad = grad_;
 }
 
 }  // namespace ebm

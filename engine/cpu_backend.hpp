@@ -49,15 +49,24 @@ class CpuBackend final : public Backend {
  private:
   std::vector<int64_t> image_shape() const { return {opt_.net.in_c, opt_.net.in_h, opt_.net.in_w}; }
 
+  // Splits n rows over the threads; each runs its own network on its slice, so the K Langevin steps
+  // need no barrier at all and GEMMs stay single-threaded and cache-sized.
+  template <class Fn>
+  void parallel_rows(int n, Fn&& fn);
+  // grad_ = Σ over threads of their partial parameter gradients, in thread order (deterministic).
+  void reduce_grads(int n);
+  void forward_rows(const float* x, int n, float* f);  // f [n] = f(x), x [n, image]
+
   EngineOptions opt_;
-  CpuNet net_;
+  std::vector<std::unique_ptr<CpuNet>> nets_;  // one per thread
+  std::vector<std::vector<float>> grads_;      // per-thread partial gradients
   std::vector<float> params_, grad_;
   AdamState adam_;
   ReplayBuffer buffer_;
   Rng rng_real_, rng_choice_, rng_fresh_, rng_langevin_;
   const Tensor* train_ = nullptr;  // owned by the caller, outlives training
   std::vector<int64_t> perm_;
-  std::vector<float> batch_, f_, df_, dfdx_, noise_;
+  std::vector<float> batch_, f_, df_, dfdx_, noise_, ones_;
   std::vector<StepMetrics> pending_;
 };
 

@@ -1,0 +1,28 @@
+// A small command-line parser shared by the tools: `--flag value`, `--flag=value`, boolean `--flag`,
+// positionals; unknown flags and bad numbers are UserErrors naming the flag.
+#pragma once
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace ebm {
+
+class Args {
+ public:
+  // `with_value`: flags that take a value; `switches`: flags that do not. Repeatable flags keep all values.
+  Args(int argc, char** argv, const std::set<std::string>& with_value, const std::set<std::string>& switches = {});
+
+  bool has(const std::string& flag) const { return values_.count(flag) > 0; }
+  std::string str(const std::string& flag, const std::string& fallback) const;
+  std::vector<std::string> all(const std::string& flag) const;
+  long long integer(const std::string& flag, long long fallback, long long min, long long max) const;
+  double number(const std::string& flag, double fallback, double min, double max) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+
+ private:
+  std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> positional_;
+};
+
+}  // namespace ebm

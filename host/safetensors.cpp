@@ -1,0 +1,220 @@
+#include "host/safetensors.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.hpp"
+
+namespace ebm {
+
+// The format is little-endian; we copy values byte for byte, which is only right on such a host.
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
+
+namespace {
+
+using json = nlohmann::json;
+constexpr const char* kMetadataKey = "__metadata__";
+
+// numel * itemsize, or false when it overflows (a hostile header must not wrap around the bound checks).
+bool byte_count(const std::vector<int64_t>& shape, size_t itemsize, uint64_t& out) {
+  uint64_t n = itemsize;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) return false;
+  }
+  out = n;
+  return true;
+}
+
+}  // namespace
+
+size_t SafeTensors::itemsize(const std::string& dtype) {
+  // Every dtype of the format, so files written by PyTorch with other dtypes still load (and a get of
+  // the wrong type is then reported as such, not as a corrupt file).
+  static const std::map<std::string, size_t> sizes = {
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2}, {"F16", 2},
+      {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4},     {"F64", 8},     {"I64", 8}, {"U64", 8}};
+  auto it = sizes.find(dtype);
+  return it == sizes.end() ? 0 : it->second;
+}
+
+std::string SafeTensors::where() const { return path_.empty() ? std::string("<in-memory safetensors>") : path_; }
+
+void SafeTensors::put_raw(const std::string& name, const char* dtype, const std::vector<int64_t>& shape,
+                          const void* src) {
+  if (name.empty() || name == kMetadataKey) user_fail("safetensors: invalid tensor name '", name, "'");
+  uint64_t nbytes = 0;
+  if (!byte_count(shape, itemsize(dtype), nbytes)) user_fail("safetensors: tensor '", name, "' has invalid shape ", shape_str(shape));
+  StEntry e{dtype, shape, std::vector<uint8_t>(nbytes)};
+  if (nbytes) std::memcpy(e.bytes.data(), src, nbytes);
+  entries_[name] = std::move(e);
+}
+
+void SafeTensors::put(const std::string& name, const Tensor& t) {
+  EBM_CHECK(t.numel() == Tensor::numel_of(t.shape), "tensor data size does not match its shape " + shape_str(t.shape));
+  put_f32(name, t.shape, t.ptr());
+}
+void SafeTensors::put_f32(const std::string& n, const std::vector<int64_t>& s, const float* p) { put_raw(n, "F32", s, p); }
+void SafeTensors::put_f64(const std::string& n, const std::vector<int64_t>& s, const double* p) { put_raw(n, "F64", s, p); }
+void SafeTensors::put_i64(const std::string& n, const std::vector<int64_t>& s, const int64_t* p) { put_raw(n, "I64", s, p); }
+void SafeTensors::put_u64(const std::string& n, const std::vector<int64_t>& s, const uint64_t* p) { put_raw(n, "U64", s, p); }
+void SafeTensors::put_i32(const std::string& n, const std::vector<int64_t>& s, const int32_t* p) { put_raw(n, "I32", s, p); }
+void SafeTensors::put_u8(const std::string& n, const std::vector<int64_t>& s, const uint8_t* p) { put_raw(n, "U8", s, p); }
+
+const StEntry& SafeTensors::entry(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) user_fail(where(), ": tensor '", name, "' not found");
+  return it->second;
+}
+
+const StEntry& SafeTensors::typed(const std::string& name, const char* dtype) const {
+  const StEntry& e = entry(name);
+  if (e.dtype != dtype) user_fail(where(), ": tensor '", name, "' has dtype ", e.dtype, ", expected ", dtype);
+  return e;
+}
+
+namespace {
+template <class T>
+std::vector<T> as_vector(const StEntry& e) {
+  std::vector<T> v(e.bytes.size() / sizeof(T));
+  if (!v.empty()) std::memcpy(v.data(), e.bytes.data(), v.size() * sizeof(T));
+  return v;
+}
+}  // namespace
+
+Tensor SafeTensors::get_f32(const std::string& name) const {
+  const StEntry& e = typed(name, "F32");
+  Tensor t;
+  t.shape = e.shape;
+  t.data = as_vector<float>(e);
+  return t;
+}
+std::vector<double> SafeTensors::get_f64(const std::string& n) const { return as_vector<double>(typed(n, "F64")); }
+std::vector<int64_t> SafeTensors::get_i64(const std::string& n) const { return as_vector<int64_t>(typed(n, "I64")); }
+std::vector<uint64_t> SafeTensors::get_u64(const std::string& n) const { return as_vector<uint64_t>(typed(n, "U64")); }
+std::vector<int32_t> SafeTensors::get_i32(const std::string& n) const { return as_vector<int32_t>(typed(n, "I32")); }
+std::vector<uint8_t> SafeTensors::get_u8(const std::string& n) const { return as_vector<uint8_t>(typed(n, "U8")); }
+
+std::vector<std::string> SafeTensors::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, e] : entries_) out.push_back(name);
+  return out;
+}
+
+void SafeTensors::save(const std::string& path) const {
+  // Widest dtypes first, then by name (as the reference writer does): with the 8-byte-aligned header,
+  // every tensor then starts at a multiple of its itemsize, so a mmap reader can use it in place.
+  std::vector<const std::pair<const std::string, StEntry>*> order;
+  for (const auto& kv : entries_) order.push_back(&kv);
+  std::stable_sort(order.begin(), order.end(),
+                   [](auto* a, auto* b) { return itemsize(a->second.dtype) > itemsize(b->second.dtype); });
+
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto* kv : order) {
+    const StEntry& e = kv->second;
+    header[kv->first] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes.size()}}};
+    offset += e.bytes.size();
+  }
+  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& ex) {
+    user_fail("cannot write ", path, ": header is not valid UTF-8 (", ex.what(), ")");
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data buffer then starts 8-byte aligned
+  const uint64_t n = text.size();
+
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) user_fail("cannot write ", path, ": ", std::strerror(errno));
+    f.write(reinterpret_cast<const char*>(&n), 8);
+    f.write(text.data(), static_cast<std::streamsize>(n));
+    for (const auto* kv : order) f.write(reinterpret_cast<const char*>(kv->second.bytes.data()),
+                                         static_cast<std::streamsize>(kv->second.bytes.size()));
+    f.close();
+    if (!f) {
+      std::filesystem::remove(tmp);
+      user_fail("cannot write ", path, ": write failed (disk full?)");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp);
+    user_fail("cannot write ", path, ": ", ec.message());
+  }
+}
+
+SafeTensors SafeTensors::load(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) user_fail("cannot open safetensors file ", path, ": ", std::strerror(errno));
+  const std::vector<uint8_t> file((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) user_fail("cannot read safetensors file ", path);
+
+  const uint64_t size = file.size();
+  if (size < 8) user_fail(path, ": not a safetensors file (", size, " bytes, shorter than the 8-byte header length)");
+  uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  if (n > size - 8) user_fail(path, ": header length ", n, " exceeds the file size ", size, " (truncated or not safetensors)");
+
+  json header;
+  try {
+    header = json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(n));
+  } catch (const json::parse_error& ex) {
+    user_fail(path, ": invalid JSON header (", ex.what(), ")");
+  }
+  if (!header.is_object()) user_fail(path, ": header is not a JSON object");
+
+  SafeTensors st;
+  st.path_ = path;
+  const uint8_t* buffer = file.data() + 8 + n;
+  const uint64_t buffer_size = size - 8 - n;
+  for (const auto& [name, v] : header.items()) {
+    if (name == kMetadataKey) {
+      if (!v.is_object()) user_fail(path, ": __metadata__ is not a JSON object");
+      for (const auto& [k, s] : v.items()) {
+        if (!s.is_string()) user_fail(path, ": __metadata__ value '", k, "' is not a string");
+        st.metadata[k] = s.get<std::string>();
+      }
+      continue;
+    }
+    const std::string t = "tensor '" + name + "'";
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+      user_fail(path, ": ", t, " needs dtype, shape and data_offsets");
+    if (!v["dtype"].is_string()) user_fail(path, ": ", t, " has a non-string dtype");
+    StEntry e;
+    e.dtype = v["dtype"].get<std::string>();
+    const size_t isz = itemsize(e.dtype);
+    if (isz == 0) user_fail(path, ": ", t, " has unknown dtype '", e.dtype, "'");
+    if (!v["shape"].is_array()) user_fail(path, ": ", t, " shape is not a list");
+    for (const auto& d : v["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) user_fail(path, ": ", t, " shape ", v["shape"].dump(), " is not a list of sizes");
+      e.shape.push_back(d.get<int64_t>());
+    }
+    const json& off = v["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      user_fail(path, ": ", t, " data_offsets ", off.dump(), " is not [begin, end]");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    uint64_t nbytes = 0;
+    if (!byte_count(e.shape, isz, nbytes)) user_fail(path, ": ", t, " shape ", shape_str(e.shape), " is too large");
+    if (begin > end || end > buffer_size)
+      user_fail(path, ": ", t, " data_offsets [", begin, ", ", end, "] lie outside the ", buffer_size, "-byte data buffer");
+    if (end - begin != nbytes)
+      user_fail(path, ": ", t, " shape ", shape_str(e.shape), " ", e.dtype, " needs ", nbytes, " bytes but data_offsets [",
+                begin, ", ", end, "] span ", end - begin);
+    e.bytes.assign(buffer + begin, buffer + end);
+    st.entries_[name] = std::move(e);
+  }
+  return st;
+}
+
+}  // namespace ebm

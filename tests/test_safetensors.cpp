@@ -1,0 +1,224 @@
+// safetensors: round trips, the byte layout of what we write, a hand-built file per the spec, and
+// every rejection naming the file and the problem.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.hpp"
+#include "host/safetensors.hpp"
+
+using namespace ebm;
+namespace fs = std::filesystem;
+
+namespace {
+
+class Safetensors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ebm_test_safetensors_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+void spit(const std::string& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+template <class T>
+std::string raw(const std::vector<T>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+std::string u64le(uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i) & 0xff);
+  return s;
+}
+
+// A file per the spec: u64 header length, the JSON header, the data buffer.
+std::string st_file(const std::string& header, const std::string& buffer) { return u64le(header.size()) + header + buffer; }
+
+// The call throws UserError whose message holds every one of `parts`.
+void expect_user_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a UserError";
+  } catch (const UserError& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+
+}  // namespace
+
+TEST_F(Safetensors, RoundTripAllDtypes) {
+  Tensor w({2, 1, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data[i] = std::sin(0.7f * i) * 1e3f;
+  w.data[3] = -0.f;
+  w.data[4] = std::numeric_limits<float>::denorm_min();
+  const std::vector<int64_t> i64{-1, 0, int64_t{1} << 62, std::numeric_limits<int64_t>::min()};
+  const std::vector<uint64_t> u64{~0ull, 12345678901234567ull};
+  const std::vector<int32_t> i32{-7, 7, 1 << 30};
+  const std::vector<double> f64{M_PI, -1e300};
+  const std::vector<uint8_t> u8{0, 1, 254, 255, 128};
+
+  SafeTensors st;
+  st.put("convs.0.weight", w);
+  st.put_i64("step", {2, 2}, i64.data());
+  st.put_u64("rng", {2}, u64.data());
+  st.put_i32("i32", {3}, i32.data());
+  st.put_f64("f64", {2}, f64.data());
+  st.put_u8("bytes", {5}, u8.data());
+  st.put_f32("empty", {0, 4}, nullptr);
+  const float one = 1.5f;
+  st.put_f32("scalar", {}, &one);
+  st.metadata["format"] = "pt";
+  st.metadata["note"] = "epoch 3";
+  const std::string p = path("rt.safetensors");
+  st.save(p);
+  EXPECT_FALSE(fs::exists(p + ".tmp"));
+
+  const SafeTensors back = SafeTensors::load(p);
+  EXPECT_EQ(back.source(), p);
+  EXPECT_EQ(back.names(), (std::vector<std::string>{"bytes", "convs.0.weight", "empty", "f64", "i32", "rng", "scalar", "step"}));
+  const Tensor w2 = back.get_f32("convs.0.weight");
+  EXPECT_EQ(w2.shape, w.shape);
+  ASSERT_EQ(w2.data.size(), w.data.size());
+  EXPECT_EQ(std::memcmp(w2.data.data(), w.data.data(), w.data.size() * 4), 0);  // bit-exact, -0 included
+  EXPECT_EQ(back.get_i64("step"), i64);
+  EXPECT_EQ(back.entry("step").shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(back.get_u64("rng"), u64);
+  EXPECT_EQ(back.get_i32("i32"), i32);
+  EXPECT_EQ(back.get_f64("f64"), f64);
+  EXPECT_EQ(back.get_u8("bytes"), u8);
+  EXPECT_EQ(back.get_f32("empty").shape, (std::vector<int64_t>{0, 4}));
+  EXPECT_TRUE(back.get_f32("empty").data.empty());
+  EXPECT_EQ(back.get_f32("scalar").data, std::vector<float>{1.5f});
+  EXPECT_TRUE(back.get_f32("scalar").shape.empty());
+  EXPECT_EQ(back.metadata, st.metadata);
+  EXPECT_TRUE(back.has("rng"));
+  EXPECT_FALSE(back.has("nope"));
+
+  // Saving over an existing file replaces it.
+  SafeTensors small;
+  small.put_u8("x", {1}, u8.data());
+  small.save(p);
+  EXPECT_EQ(SafeTensors::load(p).names(), std::vector<std::string>{"x"});
+}
+
+TEST_F(Safetensors, SavedByteLayout) {
+  SafeTensors st;
+  const std::vector<float> w{1.f, 2.f, 3.f, 4.f, 5.f, 6.f};
+  const std::vector<int64_t> step{42};
+  const std::vector<uint8_t> u{9, 8, 7, 6, 5};
+  st.put_f32("w", {2, 3}, w.data());
+  st.put_i64("step", {1}, step.data());
+  st.put_u8("u", {5}, u.data());
+  st.metadata["format"] = "pt";
+  const std::string p = path("layout.safetensors");
+  st.save(p);
+
+  const std::string bytes = slurp(p);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  EXPECT_EQ(n % 8, 0u) << "header is padded so the data buffer is 8-byte aligned";
+  ASSERT_EQ(bytes.size(), 8 + n + 8 + 24 + 5);
+  const std::string header = bytes.substr(8, n);
+  EXPECT_EQ(header.front(), '{');
+  EXPECT_EQ(header.find_last_not_of(' '), header.find_last_of('}'));  // only spaces after the JSON
+  const auto j = nlohmann::json::parse(header);
+  EXPECT_EQ(j["__metadata__"]["format"], "pt");
+  // Widest dtype first so every tensor is aligned to its itemsize: step (I64), w (F32), u (U8).
+  EXPECT_EQ(j["step"]["dtype"], "I64");
+  EXPECT_EQ(j["step"]["shape"], nlohmann::json::array({1}));
+  EXPECT_EQ(j["step"]["data_offsets"], nlohmann::json::array({0, 8}));
+  EXPECT_EQ(j["w"]["dtype"], "F32");
+  EXPECT_EQ(j["w"]["shape"], nlohmann::json::array({2, 3}));
+  EXPECT_EQ(j["w"]["data_offsets"], nlohmann::json::array({8, 32}));
+  EXPECT_EQ(j["u"]["dtype"], "U8");
+  EXPECT_EQ(j["u"]["data_offsets"], nlohmann::json::array({32, 37}));
+  const std::string buffer = bytes.substr(8 + n);
+  EXPECT_EQ(buffer, raw(step) + raw(w) + raw(u));
+}
+
+TEST_F(Safetensors, LoadsHandBuiltFile) {
+  // As the reference writer lays it out; unpadded header and tensors not in name order are both legal.
+  const std::vector<float> a{0.5f, -1.f, 2.25f, 3.f};
+  const std::vector<int64_t> b{7, -8, 9};
+  const std::string header =
+      R"({"b":{"dtype":"I64","shape":[3],"data_offsets":[16,40]},)"
+      R"("a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":{"format":"pt"}})";
+  const std::string p = path("hand.safetensors");
+  spit(p, st_file(header, raw(a) + raw(b)));
+  const SafeTensors st = SafeTensors::load(p);
+  const Tensor ta = st.get_f32("a");
+  EXPECT_EQ(ta.shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(ta.data, a);
+  EXPECT_EQ(st.get_i64("b"), b);
+  EXPECT_EQ(st.metadata.at("format"), "pt");
+}
+
+TEST_F(Safetensors, RejectsBadFiles) {
+  const std::string f4 = std::string(16, '\0');
+  struct Case {
+    std::string name, bytes, problem;
+  } cases[] = {
+      {"short.safetensors", "abc", "shorter than the 8-byte header length"},
+      {"long_header.safetensors", u64le(1000) + "{}", "header length 1000 exceeds the file size 10"},
+      {"bad_json.safetensors", st_file(R"({"a": {"dtype": )", ""), "invalid JSON header"},
+      {"not_object.safetensors", st_file("[1,2]", ""), "header is not a JSON object"},
+      {"dtype.safetensors", st_file(R"({"a":{"dtype":"F17","shape":[4],"data_offsets":[0,16]}})", f4), "tensor 'a' has unknown dtype 'F17'"},
+      {"mismatch.safetensors", st_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", f4),
+       "tensor 'a' shape [3] F32 needs 12 bytes but data_offsets [0, 16] span 16"},
+      {"outside.safetensors", st_file(R"({"a":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}})", f4),
+       "tensor 'a' data_offsets [0, 32] lie outside the 16-byte data buffer"},
+      {"reversed.safetensors", st_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", f4), "data_offsets [8, 4] lie outside"},
+      {"neg_shape.safetensors", st_file(R"({"a":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", f4), "is not a list of sizes"},
+      {"no_offsets.safetensors", st_file(R"({"a":{"dtype":"F32","shape":[4]}})", f4), "tensor 'a' needs dtype, shape and data_offsets"},
+      {"huge.safetensors", st_file(R"({"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,16]}})", f4),
+       "is too large"},
+      {"meta.safetensors", st_file(R"({"__metadata__":{"k":1}})", ""), "__metadata__ value 'k' is not a string"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string p = path(c.name);
+    spit(p, c.bytes);
+    expect_user_error([&] { SafeTensors::load(p); }, {p, c.problem});
+  }
+  const std::string missing = path("missing.safetensors");
+  expect_user_error([&] { SafeTensors::load(missing); }, {missing, "No such file"});
+}
+
+TEST_F(Safetensors, GetNamesTensorAndFile) {
+  const std::vector<int64_t> v{1, 2};
+  SafeTensors st;
+  st.put_i64("step", {2}, v.data());
+  const std::string p = path("get.safetensors");
+  st.save(p);
+  const SafeTensors back = SafeTensors::load(p);
+  expect_user_error([&] { back.get_f32("dense.weight"); }, {p, "tensor 'dense.weight' not found"});
+  expect_user_error([&] { back.get_f32("step"); }, {p, "tensor 'step' has dtype I64, expected F32"});
+  expect_user_error([&] { back.get_u64("step"); }, {p, "expected U64"});
+}
+
+TEST_F(Safetensors, SaveToUnwritablePathNamesIt) {
+  SafeTensors st;
+  const std::string p = path("no_such_dir/model.safetensors");
+  expect_user_error([&] { st.save(p); }, {"cannot write", p});
+}
