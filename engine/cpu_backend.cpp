@@ -28,6 +28,22 @@ CpuBackend::CpuBackend(const EngineOptions& opt)
   buffer_.fill_noise(std::min(opt_.buffer_initial, opt_.buffer_capacity), rng_fresh_);
 }
 
+namespace {
+
+// x[i] = clip(x[i] + σ·n_i) for i in [lo, hi), n_i = element i of the normal stream at `offset`.
+void perturb_slice(float* x, int64_t lo, int64_t hi, float sigma, uint64_t seed, uint64_t stream, uint64_t offset) {
+  float n4[4];
+  int64_t i = lo;
+  for (; i < hi && i % 4; ++i) x[i] = langevin_perturb(x[i], sigma, philox_normal_at(seed, stream, offset, uint64_t(i)));
+  for (; i + 4 <= hi; i += 4) {
+    philox_normal4(seed, stream, offset + uint64_t(i) / 4, n4);
+    for (int j = 0; j < 4; ++j) x[i + j] = langevin_perturb(x[i + j], sigma, n4[j]);
+  }
+  for (; i < hi; ++i) x[i] = langevin_perturb(x[i], sigma, philox_normal_at(seed, stream, offset, uint64_t(i)));
+}
+
+}  // namespace
+
 template <class Fn>
 void CpuBackend::parallel_rows(int n, Fn&& fn) {
   const int threads = std::max(1, std::min(int(nets_.size()), n));
@@ -118,11 +134,7 @@ void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
     const int64_t lo = a * img, hi = b * img;
     for (int s = 0; s < p.steps; ++s) {
-      if (p.noise > 0) {
-        const uint64_t off = base + uint64_t(s) * blocks;
-        for (int64_t i = lo; i < hi; ++i)
-          x[i] = langevin_perturb(x[i], p.noise, philox_normal_at(rng.seed, rng.stream, off, uint64_t(i)));
-      }
+      if (p.noise > 0) perturb_slice(x, lo, hi, p.noise, rng.seed, rng.stream, base + uint64_t(s) * blocks);
       net.forward(params, x + lo, b - a, f_.data() + a);
       net.backward(params, ones_.data() + a, dfdx_.data() + lo, nullptr);
 #pragma omp simd

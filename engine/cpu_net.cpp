@@ -9,6 +9,14 @@
 namespace ebm {
 namespace {
 
+// Output columns ox whose input column ix = ox·stride − pad + kx lies inside the image: [lo, hi).
+inline void valid_columns(const ConvShape& s, int kx, int& lo, int& hi) {
+  lo = 0;
+  while (lo < s.wout && lo * s.stride - s.pad + kx < 0) ++lo;
+  hi = s.wout;
+  while (hi > lo && (hi - 1) * s.stride - s.pad + kx >= s.win) --hi;
+}
+
 // in [cin][n·h·w] -> col [cin·k·k][n·ho·wo], zero padding outside the image.
 template <class T>
 void im2col(const ConvShape& s, int n, const T* in, T* col) {
@@ -18,6 +26,8 @@ void im2col(const ConvShape& s, int n, const T* in, T* col) {
   for (int r = 0; r < s.cin * kk; ++r) {
     for (int b = 0; b < n; ++b) {
       const int ci = r / kk, ky = (r % kk) / s.k, kx = r % s.k;
+      int lo, hi;
+      valid_columns(s, kx, lo, hi);
       const T* src = in + int64_t(ci) * n * hw + b * hw;
       T* dst = col + int64_t(r) * n * p + int64_t(b) * p;
       for (int oy = 0; oy < s.hout; ++oy) {
@@ -27,11 +37,10 @@ void im2col(const ConvShape& s, int n, const T* in, T* col) {
           std::fill(d, d + s.wout, T(0));
           continue;
         }
-        const T* row = src + int64_t(iy) * s.win;
-        for (int ox = 0; ox < s.wout; ++ox) {
-          const int ix = ox * s.stride - s.pad + kx;
-          d[ox] = (ix >= 0 && ix < s.win) ? row[ix] : T(0);
-        }
+        const T* row = src + int64_t(iy) * s.win - s.pad + kx;  // row[ox·stride] is pixel ix
+        std::fill(d, d + lo, T(0));
+        for (int ox = lo; ox < hi; ++ox) d[ox] = row[ox * s.stride];
+        std::fill(d + hi, d + s.wout, T(0));
       }
     }
   }
@@ -49,16 +58,15 @@ void col2im(const ConvShape& s, int n, const T* dcol, T* din) {
       std::fill(dst, dst + hw, T(0));
       for (int q = 0; q < kk; ++q) {
         const int ky = q / s.k, kx = q % s.k;
+        int lo, hi;
+        valid_columns(s, kx, lo, hi);
         const T* src = dcol + (int64_t(ci) * kk + q) * n * p + int64_t(b) * p;
         for (int oy = 0; oy < s.hout; ++oy) {
           const int iy = oy * s.stride - s.pad + ky;
           if (iy < 0 || iy >= s.hin) continue;
-          T* row = dst + int64_t(iy) * s.win;
+          T* row = dst + int64_t(iy) * s.win - s.pad + kx;
           const T* g = src + oy * s.wout;
-          for (int ox = 0; ox < s.wout; ++ox) {
-            const int ix = ox * s.stride - s.pad + kx;
-            if (ix >= 0 && ix < s.win) row[ix] += g[ox];
-          }
+          for (int ox = lo; ox < hi; ++ox) row[ox * s.stride] += g[ox];
         }
       }
     }

@@ -51,6 +51,18 @@ EBM_HD float philox_normal_at(uint64_t seed, uint64_t stream, uint64_t offset, u
   return (lane & 1) ? radius * sinf(theta) : radius * cosf(theta);
 }
 
+// The four normals of block `offset + b` (elements 4b..4b+3 of philox_normal_at): one Philox call
+// and two logs for four numbers, for loops that walk a stream in order.
+EBM_HD void philox_normal4(uint64_t seed, uint64_t stream, uint64_t block, float out[4]) {
+  const Philox4 r = philox4x32_10(seed, stream, block);
+  for (int pair = 0; pair < 2; ++pair) {
+    const float radius = sqrtf(-2.0f * logf(u32_to_unit_open0(r.v[2 * pair])));
+    const float theta = 6.2831853071795864f * u32_to_unit(r.v[2 * pair + 1]);
+    out[2 * pair] = radius * cosf(theta);
+    out[2 * pair + 1] = radius * sinf(theta);
+  }
+}
+
 EBM_HD float philox_uniform_at(uint64_t seed, uint64_t stream, uint64_t offset, uint64_t i) {
   const Philox4 r = philox4x32_10(seed, stream, offset + i / 4);
   return u32_to_unit(r.v[i % 4]);
