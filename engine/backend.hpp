@@ -85,6 +85,9 @@ class Backend {
   virtual void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
                           std::vector<float>& grad) = 0;
   virtual void adam_step(const std::vector<float>& grad) = 0;
+
+  // Brackets steady-state steps for `nsys --capture-range=cudaProfilerApi` (no-op on the CPU).
+  virtual void set_profiling(bool on) {}
 };
 
 }  // namespace ebm

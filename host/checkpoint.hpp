@@ -1,0 +1,48 @@
+// Checkpoints (DESIGN §4): a directory with model.safetensors (PyTorch names, strict-loadable),
+// train_state.safetensors (Adam, buffer, RNG, counters) and config.json (the resolved config).
+// Written to a temporary sibling directory, then swapped in with one atomic rename.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "engine/net.hpp"
+#include "host/config.hpp"
+
+namespace ebm {
+
+// Everything needed to continue a run bit for bit.
+struct TrainState {
+  std::vector<float> params;
+  AdamState adam;
+  Tensor buffer;                     // [n,C,H,W], oldest first
+  std::vector<uint64_t> rng;         // the backend's stream state
+  std::string rng_backend;           // "cpu" or "cuda": whose layout `rng` is in
+  int64_t step = 0;                  // optimizer steps taken
+  int64_t epoch = 0, batch = 0;      // where the next step starts
+  std::array<double, 6> epoch_sums{};  // running sums over the current epoch: loss reg cdiv real fake, steps
+  double lr = 0;
+  uint64_t seed = 0;
+  int64_t rollbacks = 0;
+};
+
+NetSpec net_spec_for(const Config& c);
+
+void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainState& s, const Config& config);
+
+// A checkpoint's network, for the tools: config.json and model.safetensors, shapes checked.
+struct Model {
+  Config config;
+  NetSpec net;
+  std::vector<float> params;
+};
+Model load_model(const std::string& dir);
+
+// Parameters from model.safetensors checked against `net` (UserError naming tensor, both shapes).
+std::vector<float> load_params(const std::string& file, const NetSpec& net);
+// The whole state, for --resume; the network must match `net` (the current config's).
+TrainState load_train_state(const std::string& dir, const NetSpec& net);
+
+}  // namespace ebm
