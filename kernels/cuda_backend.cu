@@ -1,0 +1,788 @@
+// The CUDA backend: the CPU reference (engine/cpu_backend.cpp) step for step, on one device.
+//
+// Layout: activations NCHW per layer, z (with bias, for swish') and a = swish(z), rows_ images each; a
+// training step's rows are [real (nr); fake (batch)] in one buffer, so the loss pass is one forward and one
+// backward over nr + batch rows. Everything a step touches is resident: parameters, Adam moments, replay
+// buffer (ring of capacity images), training set and its permutation, Philox offsets and counters
+// (DeviceState), per-step metrics (a ring read back by drain_metrics).
+//
+// Graphs: a full-batch train step is captured whole (data, Langevin loop, write-back, loss, backward, Adam)
+// at its second occurrence (the first runs eagerly, which loads every kernel and cuDNN engine before capture)
+// and replayed from then on; the partial last batch runs eagerly. sample() captures its Langevin chunk the
+// second time it sees the same shape. Kernels read seeds, offsets, ring position and Adam's t from device
+// memory, so replays draw fresh numbers.
+//
+// Random numbers: the engine's Philox streams (engine/rng.hpp) drawn in kernels as the CPU backend draws
+// them (kernels/random.cuh), so the same state gives the same noise on both; the initial replay-buffer noise
+// comes from cuRAND's host generator (seeded from (seed, kBufferInit)), which nothing else needs to reproduce.
+// rng_state() = {seed, real-noise, buffer-choice, buffer-fresh, langevin offsets}: CpuBackend's layout and
+// meaning, so checkpoints resume on either backend.
+//
+// Environment: EBM_CUDA_GRAPHS=0 runs every step eagerly (debugging, profiling, and the graph-vs-eager test);
+// EBM_CUDNN_FIND=0 picks cuDNN algorithms by heuristics instead of timing them.
+#include "kernels/cuda_backend.hpp"
+
+#include <cuda_profiler_api.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <curand.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "engine/error.hpp"
+#include "engine/rng.hpp"
+#include "kernels/adam.cuh"
+#include "kernels/cuda_check.cuh"
+#include "kernels/cuda_raii.cuh"
+#include "kernels/cudnn_conv.cuh"
+#include "kernels/dense.cuh"
+#include "kernels/device_state.cuh"
+#include "kernels/langevin.cuh"
+#include "kernels/reduce.cuh"
+#include "kernels/replay.cuh"
+#include "kernels/shuffle.cuh"
+#include "kernels/swish.cuh"
+
+namespace ebm {
+namespace cuda {
+namespace {
+
+__global__ void probe_kernel() {}
+
+constexpr size_t kSearchWorkspaceCap = size_t(256) << 20;  // the most workspace a timed algorithm may take
+constexpr size_t kMinWorkspace = size_t(16) << 20;         // headroom for batch sizes planned later
+constexpr int kMaxSampleGraphs = 8;
+
+std::string arch_of(const cudaDeviceProp& p) { return "sm_" + std::to_string(p.major) + std::to_string(p.minor); }
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const EngineOptions& opt);
+  ~CudaBackend() override { cudaStreamSynchronize(stream_.get()); }  // errors here have nowhere to go
+
+  std::string describe() const override { return describe_; }
+  const EngineOptions& options() const override { return opt_; }
+
+  void set_params(const std::vector<float>& flat) override;
+  std::vector<float> params() override;
+  void set_adam(const AdamState& s) override;
+  AdamState adam() override;
+  void set_buffer(const Tensor& images) override;
+  Tensor buffer() override;
+  void set_rng_state(const std::vector<uint64_t>& s) override;
+  std::vector<uint64_t> rng_state() override;
+  void set_lr(double lr) override;
+  void reseed(uint64_t seed) override;
+
+  void set_train_data(const Tensor& train) override;
+  void begin_epoch(int64_t epoch) override;
+  int64_t batches_per_epoch() const override { return (n_train_ + opt_.batch_size - 1) / opt_.batch_size; }
+  void train_step(int64_t batch) override;
+  std::vector<StepMetrics> drain_metrics() override;
+
+  std::vector<float> energy(const Tensor& x) override;
+  ValidationMetrics validate(const Tensor& test, int64_t epoch) override;
+  void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* trajectory) override;
+
+  void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) override;
+  void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
+                  std::vector<float>& grad) override;
+  void adam_step(const std::vector<float>& grad) override;
+
+  // nsys --capture-range=cudaProfilerApi: the range starts and ends with the device idle.
+  void set_profiling(bool on) override {
+    sync();
+    EBM_CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop());
+  }
+
+ private:
+  struct Layer {
+    ConvShape s;
+    FilterDesc w;
+    DeviceBuffer<float> z, a;  // (rows_, cout, hout, wout)
+  };
+
+  int64_t img() const { return opt_.net.image_size(); }
+  int64_t num_params() const { return opt_.net.num_params; }
+  cudaStream_t stream() const { return stream_.get(); }
+  DeviceState* st() const { return state_.get(); }
+  Workspace workspace() const { return {ws_.get(), ws_.bytes()}; }
+  const float* param(int64_t off) const { return params_.get() + off; }
+
+  const ConvPlan& plan(size_t layer, int n);
+  void prepare(int n) {
+    for (size_t l = 0; l < layers_.size(); ++l) plan(l, n);
+  }
+  void ensure_rows(int n);
+  void invalidate_graphs() {
+    train_graph_.reset();
+    sample_graphs_.clear();
+  }
+
+  // f (n) = f(x) for x (n, img), keeping what backward() needs; f null skips the dense head (Langevin).
+  void forward(const float* x, int n, float* f);
+  // After forward(): dx (n, img) = Σ_i df_i ∂f_i/∂x and grad (num_params) = Σ_i df_i ∂f_i/∂θ, each skipped when null.
+  void backward(const float* df, int n, float* dx, float* grad);
+  // x (n, img) refined in place; normals from stream `rng` at (*seed, *offset + k·blocks) for step k.
+  void enqueue_langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
+                        const uint64_t* offset);
+  void enqueue_train_step(int nr);
+  void run_sample_chunk(int n, const SamplerParams& q);
+  void fill_initial_buffer(int n);
+  void set_cursor(int64_t batch);
+  void collect_metrics();
+
+  template <class T>
+  void upload(T* dst, const T* src, int64_t n) {
+    if (n > 0) EBM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(T) * size_t(n), cudaMemcpyHostToDevice, stream()));
+  }
+  template <class T>
+  void download(T* dst, const T* src, int64_t n) {
+    if (n > 0) EBM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(T) * size_t(n), cudaMemcpyDeviceToHost, stream()));
+    sync();
+  }
+  float* stage(const Tensor& x);  // x → io_ (tool calls)
+  void sync() { EBM_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+  DeviceState read_state();
+  void write_state(const DeviceState& s);
+
+  EngineOptions opt_;
+  std::string describe_;
+  bool use_graphs_ = true;
+  Stream stream_;
+  CudnnHandle cudnn_;
+  std::vector<Layer> layers_;
+  std::map<int, std::vector<ConvPlan>> plans_;  // by batch size
+  DeviceBuffer<unsigned char> ws_;               // the one cuDNN workspace; never moves once allocated
+  int rows_ = 0;                                 // images the activation buffers hold
+
+  DeviceBuffer<float> params_, grad_, adam_m_, adam_v_;  // (num_params)
+  DeviceBuffer<float> da_[2];                            // (rows_, largest layer): gradient ping-pong
+  DeviceBuffer<float> dx_;                               // (rows_, img): input gradient
+  DeviceBuffer<float> f_, df_, ones_;                    // (rows_)
+  DeviceBuffer<float> partial_;                          // bias-gradient partial sums
+  DeviceBuffer<float> batch_;                            // (2·batch, img): [real; fake] or [test; noise]
+  DeviceBuffer<float> io_, io_f_;                        // staging for energy/sample/input_grad/param_grad
+  DeviceBuffer<float> buffer_;                           // (capacity, img): replay buffer ring
+  DeviceBuffer<int32_t> slots_;                          // (batch): this step's buffer slots
+  DeviceBuffer<float> train_;                            // (N, img)
+  DeviceBuffer<int32_t> perm_;                           // (N)
+  DeviceBuffer<uint64_t> keys_;                          // (N): shuffle scratch
+  DeviceBuffer<DeviceState> state_;                      // (1)
+  DeviceBuffer<DeviceMetrics> ring_;                     // (kMetricsRing)
+  DeviceBuffer<double> vmeans_;                          // (2 × validation batches)
+
+  const float* fwd_input_ = nullptr;  // what the last forward() read, for backward()
+  int fwd_n_ = 0;
+  int64_t n_train_ = 0, next_batch_ = 0;
+  int buf_size_ = 0;  // host mirror of the ring's size, for the empty-buffer check
+  uint64_t issued_ = 0, drained_ = 0;
+  std::vector<StepMetrics> pending_;
+  int64_t full_steps_ = 0;
+
+  // Declared last: destroyed before the buffers they reference.
+  GraphExec train_graph_;
+  using SampleKey = std::tuple<int, int, float, float, float, const float*>;  // n, steps, step, noise, clip, x
+  std::map<SampleKey, GraphExec> sample_graphs_;  // an empty exec: seen once, ran eagerly
+};
+
+CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
+  const NetSpec& net = opt_.net;
+  EBM_CHECK(!net.convs.empty() && net.num_params > 0, "cuda backend: the network has no layers");
+  EBM_CHECK(opt_.batch_size > 0 && opt_.buffer_capacity > 0, "cuda backend: batch size and buffer capacity must be > 0");
+  int count = 0;
+  EBM_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (opt_.device < 0 || opt_.device >= count)
+    user_fail("cuda: device ", opt_.device, " requested, ", count, " present");
+  EBM_CUDA_CHECK(cudaSetDevice(opt_.device));
+  const char* graphs = std::getenv("EBM_CUDA_GRAPHS");
+  use_graphs_ = !(graphs && std::string(graphs) == "0");
+
+  cudaDeviceProp prop{};
+  EBM_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt_.device));
+  const size_t v = cudnnGetVersion();
+  describe_ = "cuda: " + std::string(prop.name) + " (" + arch_of(prop) + ", " +
+              std::to_string(prop.totalGlobalMem >> 20) + " MiB), cuDNN " + std::to_string(v / 10000) + "." +
+              std::to_string(v % 10000 / 100) + (opt_.tf32 ? ", TF32 convolutions" : "") +
+              (use_graphs_ ? "" : ", graphs off");
+
+  stream_ = make_stream();
+  cudnnHandle_t h;
+  EBM_CUDNN_CHECK(cudnnCreate(&h));
+  cudnn_ = CudnnHandle(h);
+  EBM_CUDNN_CHECK(cudnnSetStream(h, stream()));
+  for (const ConvShape& s : net.convs) layers_.push_back({s, make_filter_desc(s.cout, s.cin, s.k, s.k), {}, {}});
+
+  const int bs = opt_.batch_size;
+  const int64_t P = num_params(), im = img();
+  params_.resize(P);
+  grad_.resize(P);
+  adam_m_.resize(P);
+  adam_v_.resize(P);
+  const std::vector<float> init = init_params(net, opt_.seed);  // the CPU backend's initial parameters
+  upload(params_.get(), init.data(), P);
+  EBM_CUDA_CHECK(cudaMemsetAsync(grad_.get(), 0, grad_.bytes(), stream()));
+  EBM_CUDA_CHECK(cudaMemsetAsync(adam_m_.get(), 0, adam_m_.bytes(), stream()));
+  EBM_CUDA_CHECK(cudaMemsetAsync(adam_v_.get(), 0, adam_v_.bytes(), stream()));
+  ensure_rows(2 * bs);
+  batch_.resize(size_t(2 * bs) * im);
+  slots_.resize(size_t(bs));
+  state_.resize(1);
+  ring_.resize(kMetricsRing);
+  buffer_.resize(size_t(opt_.buffer_capacity) * im);
+
+  // cuDNN algorithms for the sizes a training step runs (Langevin: batch; loss: 2·batch), timed, then the
+  // one workspace, sized for them.
+  {
+    const bool timed = cudnn_find_enabled();
+    size_t need = kMinWorkspace;
+    for (int n : {bs, 2 * bs}) {
+      std::vector<ConvPlan> v;
+      for (const Layer& L : layers_) {
+        v.push_back(make_conv_plan(h, L.s, L.w.get(), n, opt_.tf32, timed, kSearchWorkspaceCap, opt_.device));
+        need = std::max(need, v.back().algos.workspace);
+      }
+      plans_.emplace(n, std::move(v));
+    }
+    ws_.resize(need);
+  }
+
+  DeviceState s{};
+  s.seed = opt_.seed;
+  s.lr = opt_.lr;
+  s.beta1 = opt_.beta1;
+  s.beta2 = opt_.beta2;
+  s.eps = opt_.eps;
+  const int n0 = std::min(opt_.buffer_initial, opt_.buffer_capacity);
+  s.size = std::max(n0, 0);
+  s.off_fresh = philox_blocks(uint64_t(s.size) * im);  // as CpuBackend, which draws these from kBufferInit
+  write_state(s);
+  fill_initial_buffer(s.size);
+  buf_size_ = s.size;
+}
+
+void CudaBackend::fill_initial_buffer(int n) {
+  if (n <= 0) return;
+  curandGenerator_t g;
+  EBM_CURAND_CHECK(curandCreateGenerator(&g, CURAND_RNG_PSEUDO_PHILOX4_32_10));
+  CurandGenerator gen(g);
+  EBM_CURAND_CHECK(curandSetStream(g, stream()));
+  EBM_CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(
+      g, opt_.seed ^ (0x9E3779B97F4A7C15ull * stream_id(RngStream::kBufferInit))));
+  const int64_t len = int64_t(n) * img();
+  EBM_CURAND_CHECK(curandGenerateUniform(g, buffer_.get(), size_t(len)));  // (0, 1]
+  affine(buffer_.get(), len, 2.0f, -1.0f, stream());                       // (−1, 1]
+  sync();  // before the generator (and any state it keeps on the device) goes away
+}
+
+const ConvPlan& CudaBackend::plan(size_t layer, int n) {
+  auto it = plans_.find(n);
+  if (it == plans_.end()) {
+    cudaStreamCaptureStatus cs;
+    EBM_CUDA_CHECK(cudaStreamIsCapturing(stream(), &cs));
+    EBM_CHECK(cs == cudaStreamCaptureStatusNone, "cuDNN plan for a new batch size requested during graph capture");
+    std::vector<ConvPlan> v;
+    for (const Layer& L : layers_) {
+      v.push_back(make_conv_plan(cudnn_.get(), L.s, L.w.get(), n, opt_.tf32, false, ws_.bytes(), opt_.device));
+      EBM_CHECK(v.back().algos.workspace <= ws_.bytes(), "cuDNN algorithm needs more than the allocated workspace");
+    }
+    it = plans_.emplace(n, std::move(v)).first;
+  }
+  return it->second[layer];
+}
+
+void CudaBackend::ensure_rows(int n) {
+  if (n <= rows_) return;
+  rows_ = n;
+  int64_t largest = img();
+  int64_t part = 0;
+  for (Layer& L : layers_) {
+    const int64_t per_row = int64_t(L.s.cout) * L.s.hout * L.s.wout;
+    L.z.resize(size_t(n * per_row));
+    L.a.resize(size_t(n * per_row));
+    largest = std::max(largest, per_row);
+    part = std::max(part, int64_t(L.s.cout) * swish_backward_blocks(n, L.s.hout * L.s.wout));
+  }
+  for (auto& d : da_) d.resize(size_t(n * largest));
+  dx_.resize(size_t(n * img()));
+  f_.resize(size_t(n));
+  df_.resize(size_t(n));
+  ones_.resize(size_t(n));
+  fill(ones_.get(), n, 1.0f, stream());
+  partial_.resize(size_t(part));
+  invalidate_graphs();  // they hold the old addresses
+}
+
+// --- the network ---
+
+void CudaBackend::forward(const float* x, int n, float* f) {
+  EBM_CHECK(n > 0 && n <= rows_, "forward(): batch larger than the activation buffers");
+  const float* in = x;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& L = layers_[l];
+    const ConvShape& s = L.s;
+    // z (n, cout, hout, wout) = conv(in (n, cin, hin, win)); then z += b, a = swish(z)
+    conv_forward(cudnn_.get(), plan(l, n), L.w.get(), in, param(s.w_off), L.z.get(), workspace());
+    bias_swish_forward(L.z.get(), L.a.get(), param(s.b_off), n, s.cout, s.hout * s.wout, stream());
+    in = L.a.get();
+  }
+  fwd_input_ = x;
+  fwd_n_ = n;
+  const NetSpec& net = opt_.net;
+  if (f) dense_forward(in, param(net.dense_w_off), param(net.dense_b_off), f, n, int(net.dense_in), stream());
+}
+
+void CudaBackend::backward(const float* df, int n, float* dx, float* grad) {
+  EBM_CHECK(n == fwd_n_ && fwd_input_ != nullptr, "backward() without its forward()");
+  const NetSpec& net = opt_.net;
+  if (grad) dense_backward(layers_.back().a.get(), df, grad + net.dense_w_off, grad + net.dense_b_off, n,
+                           int(net.dense_in), stream());
+  float* cur = da_[0].get();  // holds da of layer l on entry, dz of layer l after swish_backward
+  float* other = da_[1].get();
+  for (size_t l = layers_.size(); l-- > 0;) {
+    const Layer& L = layers_[l];
+    const ConvShape& s = L.s;
+    const ConvPlan& p = plan(l, n);
+    SwishUpstream up;
+    if (l + 1 == layers_.size()) {  // the dense head's input gradient, formed inside the kernel
+      up.df = df;
+      up.wd = param(net.dense_w_off);
+    } else {
+      up.da = cur;
+    }
+    swish_backward(up, L.z.get(), cur, partial_.get(), grad ? grad + s.b_off : nullptr, n, s.cout, s.hout * s.wout,
+                   stream());
+    const float* in = l > 0 ? layers_[l - 1].a.get() : fwd_input_;
+    if (grad) conv_backward_filter(cudnn_.get(), p, L.w.get(), in, cur, grad + s.w_off, workspace());
+    if (l == 0 && !dx) break;
+    conv_backward_data(cudnn_.get(), p, L.w.get(), param(s.w_off), cur, l > 0 ? other : dx, workspace());
+    std::swap(cur, other);
+  }
+}
+
+void CudaBackend::enqueue_langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
+                                   const uint64_t* offset) {
+  if (p.steps <= 0) return;
+  NvtxRange range("langevin");
+  const int64_t len = int64_t(n) * img();
+  const uint64_t blocks = philox_blocks(uint64_t(len));
+  const bool noisy = p.noise > 0;
+  // Launch k: descend of step k−1 (k > 0), then perturb of step k (k < steps) — the CPU's order.
+  auto update = [&](int k) {
+    const bool descend = k > 0, perturb = noisy && k < p.steps;
+    if (!descend && !perturb) return;
+    const NoiseSource src{seed, offset, stream_id(rng), uint64_t(k) * blocks};
+    langevin_update(x, dx_.get(), len, p.step_size, p.grad_clip, p.noise, src, descend, perturb, stream());
+  };
+  for (int k = 0; k < p.steps; ++k) {
+    update(k);
+    forward(x, n, nullptr);
+    backward(ones_.get(), n, dx_.get(), nullptr);  // df/dx per image
+  }
+  update(p.steps);
+}
+
+// --- training ---
+
+void CudaBackend::enqueue_train_step(int nr) {
+  NvtxRange range("train_step");
+  const int bs = opt_.batch_size, nf = bs, cap = opt_.buffer_capacity;
+  const int64_t im = img();
+  float* real = batch_.get();
+  float* fake = batch_.get() + int64_t(nr) * im;
+  cudaStream_t s = stream();
+
+  begin_step_kernel<<<1, 256, 0, s>>>(st(), slots_.get(), bs, opt_.reinit_prob, nr, im, opt_.sampler.steps,
+                                      opt_.sampler.noise > 0, cap);
+  EBM_CUDA_LAUNCH_CHECK();
+  {
+    NvtxRange data("data");
+    // real (nr, img) ← clip(train[perm] + σ·N, −1, 1); fake (nf, img) ← fresh noise rows, then buffer rows
+    gather_real_kernel<<<grid_for((int64_t(nr) * im + 3) / 4, 256), 256, 0, s>>>(
+        train_.get(), perm_.get(), st(), real, nr, im, bs, float(opt_.real_noise));
+    EBM_CUDA_LAUNCH_CHECK();
+    draw_fake_kernel<<<grid_for((int64_t(nf) * im + 3) / 4, 256), 256, 0, s>>>(buffer_.get(), slots_.get(), st(), fake,
+                                                                                nf, im);
+    EBM_CUDA_LAUNCH_CHECK();
+  }
+  // No gradient flows through the sampler: it only refines the fake rows, which are then written back.
+  enqueue_langevin(fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin);
+  push_kernel<<<grid_for(int64_t(nf) * im, 256), 256, 0, s>>>(buffer_.get(), fake, st(), nf, im, cap);
+  EBM_CUDA_LAUNCH_CHECK();
+
+  // One forward/backward over [real; fake]: rows are independent.
+  forward(batch_.get(), nr + nf, f_.get());
+  loss_metrics_kernel<<<1, 256, 0, s>>>(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get());
+  EBM_CUDA_LAUNCH_CHECK();
+  backward(df_.get(), nr + nf, nullptr, grad_.get());
+  NvtxRange optim("optimizer");
+  cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), s);
+}
+
+void CudaBackend::train_step(int64_t b) {
+  EBM_CHECK(n_train_ > 0, "train_step before set_train_data");
+  const int bs = opt_.batch_size;
+  EBM_CHECK(b >= 0 && b * bs < n_train_, "batch index past the end of the epoch");
+  EBM_CHECK(buf_size_ > 0, "replay buffer is empty");
+  const int nr = int(std::min<int64_t>(bs, n_train_ - b * bs));  // the last batch may be partial
+  if (b != next_batch_) set_cursor(b);
+  next_batch_ = b + 1;
+  if (issued_ - drained_ >= uint64_t(kMetricsRing)) collect_metrics();  // the ring would wrap: read it now
+
+  if (nr == bs && use_graphs_) {
+    if (!train_graph_ && full_steps_ > 0) {
+      prepare(bs);
+      prepare(2 * bs);
+      train_graph_ = capture_graph(stream(), [&] { enqueue_train_step(nr); });
+    }
+    if (train_graph_) {
+      NvtxRange range("train_step (graph)");
+      EBM_CUDA_CHECK(cudaGraphLaunch(train_graph_.get(), stream()));
+    } else {
+      enqueue_train_step(nr);
+    }
+    ++full_steps_;
+  } else {
+    enqueue_train_step(nr);
+  }
+  ++issued_;
+  buf_size_ = int(std::min<int64_t>(int64_t(buf_size_) + bs, opt_.buffer_capacity));
+}
+
+void CudaBackend::collect_metrics() {
+  if (issued_ == drained_) return;
+  std::vector<DeviceMetrics> ring(kMetricsRing);
+  EBM_CUDA_CHECK(cudaMemcpyAsync(ring.data(), ring_.get(), ring_.bytes(), cudaMemcpyDeviceToHost, stream()));
+  const DeviceState s = read_state();  // syncs
+  EBM_CHECK(s.metrics_count == issued_, "device metrics counter differs from the steps issued");
+  for (uint64_t k = drained_; k < issued_; ++k) {
+    const DeviceMetrics& d = ring[k % kMetricsRing];
+    pending_.push_back({d.loss, d.reg, d.cdiv, d.real, d.fake, d.max_abs_f});
+  }
+  drained_ = issued_;
+}
+
+std::vector<StepMetrics> CudaBackend::drain_metrics() {
+  collect_metrics();
+  std::vector<StepMetrics> out;
+  out.swap(pending_);
+  return out;
+}
+
+void CudaBackend::set_cursor(int64_t batch) {
+  set_cursor_kernel<<<1, 1, 0, stream()>>>(st(), batch);
+  EBM_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::set_train_data(const Tensor& train) {
+  const int64_t im = img();
+  EBM_CHECK(train.numel() % im == 0, "training set shape does not match the network input");
+  const int64_t n = train.numel() / im;
+  EBM_CHECK(n < int64_t(INT32_MAX), "training set larger than 2^31 images");
+  bool moved = train_.reserve(size_t(n * im));
+  moved |= perm_.reserve(size_t(n));
+  keys_.reserve(size_t(n));
+  if (moved) invalidate_graphs();
+  upload(train_.get(), train.ptr(), n * im);  // resident from now on
+  identity_permutation(perm_.get(), n, stream());
+  n_train_ = n;
+  set_cursor(0);
+  next_batch_ = 0;
+}
+
+void CudaBackend::begin_epoch(int64_t epoch) {
+  NvtxRange range("shuffle");
+  shuffle_permutation(perm_.get(), keys_.get(), n_train_, opt_.seed, epoch, stream());
+  set_cursor(0);
+  next_batch_ = 0;
+}
+
+// --- state ---
+
+DeviceState CudaBackend::read_state() {
+  DeviceState s;
+  download(&s, st(), 1);
+  return s;
+}
+
+void CudaBackend::write_state(const DeviceState& s) {
+  upload(st(), &s, 1);
+  sync();
+}
+
+void CudaBackend::set_params(const std::vector<float>& flat) {
+  if (int64_t(flat.size()) != num_params())
+    user_fail("parameters: got ", flat.size(), " values, the network has ", num_params());
+  upload(params_.get(), flat.data(), num_params());
+  sync();
+}
+
+std::vector<float> CudaBackend::params() {
+  std::vector<float> p(static_cast<size_t>(num_params()));
+  download(p.data(), params_.get(), num_params());
+  return p;
+}
+
+void CudaBackend::set_adam(const AdamState& a) {
+  if (int64_t(a.m.size()) != num_params() || int64_t(a.v.size()) != num_params())
+    user_fail("Adam state: moments of ", a.m.size(), "/", a.v.size(), " values, the network has ", num_params());
+  upload(adam_m_.get(), a.m.data(), num_params());
+  upload(adam_v_.get(), a.v.data(), num_params());
+  DeviceState s = read_state();
+  s.adam_t = a.t;
+  write_state(s);
+}
+
+AdamState CudaBackend::adam() {
+  AdamState a;
+  a.m.resize(size_t(num_params()));
+  a.v.resize(size_t(num_params()));
+  EBM_CUDA_CHECK(cudaMemcpyAsync(a.m.data(), adam_m_.get(), adam_m_.bytes(), cudaMemcpyDeviceToHost, stream()));
+  download(a.v.data(), adam_v_.get(), num_params());
+  a.t = read_state().adam_t;
+  return a;
+}
+
+void CudaBackend::set_buffer(const Tensor& images) {
+  const int64_t im = img(), n = images.numel() / im;
+  if (n > opt_.buffer_capacity || n * im != images.numel())
+    user_fail("replay buffer in checkpoint holds ", shape_str(images.shape), ", which does not fit capacity ",
+              opt_.buffer_capacity, " of ", im, "-pixel images");
+  upload(buffer_.get(), images.ptr(), n * im);  // oldest first: slots 0..n−1, head 0, as ReplayBuffer::restore
+  DeviceState s = read_state();
+  s.head = 0;
+  s.size = int32_t(n);
+  write_state(s);
+  buf_size_ = int(n);
+}
+
+Tensor CudaBackend::buffer() {
+  const DeviceState s = read_state();
+  const int64_t im = img(), cap = opt_.buffer_capacity;
+  Tensor t({int64_t(s.size), opt_.net.in_c, opt_.net.in_h, opt_.net.in_w});
+  const int64_t first = std::min<int64_t>(s.size, cap - s.head);  // oldest first: [head, cap) then [0, ...)
+  EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr(), buffer_.get() + s.head * im, sizeof(float) * first * im,
+                                 cudaMemcpyDeviceToHost, stream()));
+  download(t.ptr() + first * im, buffer_.get(), (s.size - first) * im);
+  sync();
+  return t;
+}
+
+std::vector<uint64_t> CudaBackend::rng_state() {
+  const DeviceState s = read_state();
+  return {s.seed, s.off_real, s.off_choice, s.off_fresh, s.off_langevin};
+}
+
+void CudaBackend::set_rng_state(const std::vector<uint64_t>& v) {
+  if (v.size() != 5) user_fail("checkpoint RNG state has ", v.size(), " values, the cuda backend expects 5");
+  DeviceState s = read_state();
+  opt_.seed = v[0];
+  s.seed = v[0];
+  s.off_real = v[1];
+  s.off_choice = v[2];
+  s.off_fresh = v[3];
+  s.off_langevin = v[4];
+  write_state(s);
+}
+
+void CudaBackend::reseed(uint64_t seed) {
+  opt_.seed = seed;
+  DeviceState s = read_state();
+  s.seed = seed;
+  s.off_real = s.off_choice = s.off_fresh = s.off_langevin = 0;
+  write_state(s);
+}
+
+void CudaBackend::set_lr(double lr) {
+  opt_.lr = lr;
+  DeviceState s = read_state();
+  s.lr = lr;
+  write_state(s);
+}
+
+// --- evaluation and tools ---
+
+float* CudaBackend::stage(const Tensor& x) {
+  if (io_.reserve(size_t(x.numel()))) sample_graphs_.clear();
+  upload(io_.get(), x.ptr(), x.numel());
+  return io_.get();
+}
+
+std::vector<float> CudaBackend::energy(const Tensor& x) {
+  const int64_t im = img(), n = x.numel() / im;
+  EBM_CHECK(n * im == x.numel(), "energy(): input shape does not match the network input");
+  std::vector<float> f(static_cast<size_t>(n));
+  if (n == 0) return f;
+  const float* in = stage(x);
+  io_f_.reserve(size_t(n));
+  for (int64_t s = 0; s < n; s += opt_.batch_size) {
+    const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
+    forward(in + s * im, c, io_f_.get() + s);
+  }
+  download(f.data(), io_f_.get(), n);
+  return f;
+}
+
+ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
+  const int64_t im = img(), n = test.numel() / im;
+  EBM_CHECK(n * im == test.numel(), "validate(): test set shape does not match the network input");
+  ValidationMetrics v;
+  if (n == 0) return v;
+  const float* in = stage(test);
+  const int bs = opt_.batch_size;
+  const int64_t batches = (n + bs - 1) / bs;
+  vmeans_.reserve(size_t(2 * batches));
+  uint64_t offset = uint64_t(epoch) << 40;  // CpuBackend::validate's stream position
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t s = b * bs;
+    const int c = int(std::min<int64_t>(bs, n - s));
+    // batch_ (2c, img) = [test rows; uniform noise rows], one forward for both
+    EBM_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), in + s * im, sizeof(float) * c * im, cudaMemcpyDeviceToDevice,
+                                   stream()));
+    uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation), offset, -1.0f, 1.0f,
+                 stream());
+    offset += philox_blocks(uint64_t(c) * im);
+    forward(batch_.get(), 2 * c, f_.get());
+    pair_means_kernel<<<1, 256, 0, stream()>>>(f_.get(), c, vmeans_.get() + 2 * b);
+    EBM_CUDA_LAUNCH_CHECK();
+  }
+  std::vector<double> means(static_cast<size_t>(2 * batches));
+  download(means.data(), vmeans_.get(), 2 * batches);
+  for (int64_t b = 0; b < batches; ++b) v.real += means[2 * b], v.fake += means[2 * b + 1];  // the CPU's order
+  v.real /= double(batches);
+  v.fake /= double(batches);
+  v.cdiv = v.real - v.fake;
+  return v;
+}
+
+void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
+  if (q.steps <= 0) return;
+  auto enqueue = [&] {
+    enqueue_langevin(io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off);
+    if (q.noise > 0) {
+      add_u64_kernel<<<1, 1, 0, stream()>>>(&st()->sample_off, uint64_t(q.steps) * philox_blocks(uint64_t(n) * img()));
+      EBM_CUDA_LAUNCH_CHECK();
+    }
+  };
+  if (!use_graphs_) return enqueue();
+  const SampleKey key{n, q.steps, q.step_size, q.noise, q.grad_clip, io_.get()};
+  auto it = sample_graphs_.find(key);
+  if (it == sample_graphs_.end()) {  // first time: eagerly, which also loads the kernels before any capture
+    enqueue();
+    if (int(sample_graphs_.size()) >= kMaxSampleGraphs) sample_graphs_.clear();
+    sample_graphs_.emplace(key, GraphExec{});
+    return;
+  }
+  if (!it->second) {
+    prepare(n);
+    it->second = capture_graph(stream(), enqueue);
+  }
+  EBM_CUDA_CHECK(cudaGraphLaunch(it->second.get(), stream()));
+}
+
+void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* traj) {
+  const int64_t im = img(), n64 = x.numel() / im;
+  EBM_CHECK(n64 * im == x.numel() && n64 < int64_t(INT32_MAX), "sample(): input shape does not match the network input");
+  const int n = int(n64);
+  const bool chunked = every > 0 && traj;
+  if (n > 0) {
+    ensure_rows(n);
+    stage(x);
+    set_sample_stream_kernel<<<1, 1, 0, stream()>>>(st(), seed);
+    EBM_CUDA_LAUNCH_CHECK();
+  }
+  auto run = [&](const SamplerParams& q) {
+    if (n == 0) return;
+    run_sample_chunk(n, q);
+    download(x.ptr(), io_.get(), x.numel());
+  };
+  if (!chunked) return run(p);
+  traj->push_back(x);
+  SamplerParams chunk = p;
+  for (int done = 0; done < p.steps; done += chunk.steps) {
+    chunk.steps = std::min(every, p.steps - done);
+    run(chunk);
+    traj->push_back(x);
+  }
+}
+
+void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) {
+  const int64_t im = img();
+  const int n = int(x.numel() / im);
+  f.assign(size_t(n), 0.0f);
+  dfdx = Tensor(x.shape);
+  if (n == 0) return;
+  ensure_rows(n);
+  const float* in = stage(x);
+  forward(in, n, f_.get());
+  backward(ones_.get(), n, dx_.get(), nullptr);
+  EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
+  download(dfdx.ptr(), dx_.get(), int64_t(n) * im);
+}
+
+void CudaBackend::param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
+                             std::vector<float>& grad) {
+  const int n = int(x.numel() / img());
+  EBM_CHECK(int(w.size()) == n, "param_grad: one weight per image");
+  f.assign(size_t(n), 0.0f);
+  grad.assign(size_t(num_params()), 0.0f);
+  if (n == 0) return;
+  ensure_rows(n);
+  const float* in = stage(x);
+  upload(df_.get(), w.data(), n);
+  forward(in, n, f_.get());
+  backward(df_.get(), n, nullptr, grad_.get());
+  EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
+  download(grad.data(), grad_.get(), num_params());
+}
+
+void CudaBackend::adam_step(const std::vector<float>& grad) {
+  EBM_CHECK(int64_t(grad.size()) == num_params(), "gradient size differs from the parameter count");
+  upload(grad_.get(), grad.data(), num_params());
+  NvtxRange range("optimizer");
+  cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), stream());
+  sync();  // the interface's callers read state right after; also keeps `grad`'s lifetime simple
+}
+
+}  // namespace
+}  // namespace cuda
+
+int cuda_device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // not sticky, but leave nothing behind for the next caller
+    if (why) *why = cudaGetErrorString(err);
+    return 0;
+  }
+  if (n == 0) {
+    if (why) *why = "no CUDA-capable device";
+    return 0;
+  }
+  // The device must run this build's kernels (SASS for its architecture, or PTX it can compile).
+  cudaFuncAttributes attr;
+  const cudaError_t k = cudaFuncGetAttributes(&attr, cuda::probe_kernel);
+  if (k != cudaSuccess) {
+    cudaGetLastError();
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, 0);
+    if (why)
+      *why = "device 0 (" + std::string(prop.name) + ", " + cuda::arch_of(prop) + ") cannot run this build's kernels (" +
+             cudaGetErrorString(k) + "); rebuild with -DEBM_CUDA_ARCHITECTURES=" + std::to_string(prop.major) +
+             std::to_string(prop.minor);
+    return 0;
+  }
+  return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const EngineOptions& opt) {
+  return std::make_unique<cuda::CudaBackend>(opt);
+}
+
+}  // namespace ebm
