@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what is missing (Debian packages), builds, and fetches MNIST. Idempotent: each step skips
+# what is already there.
+#   scripts/setup.sh [--no-data] [--cpu-only] [--debug]
+# With CI set, warnings are errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data=1 preset=release
+for a in "$@"; do
+  case "$a" in
+    --no-data) data=0 ;;
+    --cpu-only) preset=cpu-only ;;
+    --debug) preset=debug ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $a (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# --- 1. packages ---
+pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+else
+  echo "setup: packages present"
+fi
+
+# --- 2. build (CUDA parts too where /usr/local/cuda or nvcc on PATH has the toolkit) ---
+werror=OFF
+[ -n "${CI:-}" ] && werror=ON
+log=$(mktemp)
+cmake --preset "$preset" -DEBM_WERROR="$werror" > "$log" 2>&1 || { cat "$log"; rm -f "$log"; exit 1; }
+sed -n '/ebm_engine /,/warnings as errors/p' "$log" | sed 's/^-- //'
+rm -f "$log"
+cmake --build --preset "$preset"
+
+# --- 3. data ---
+if ((data)); then
+  scripts/get_data.sh mnist data/mnist
+fi
+case "$preset" in release) dir=build ;; debug) dir=build-debug ;; cpu-only) dir=build-cpu ;; esac
+echo "setup: done; tools in $dir/ (ebm_train, ebm_sample, ebm_score, ebm_bench)"
