@@ -3,86 +3,108 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/fast_math.hpp"
 #include "engine/gemm.hpp"
-#include <cmath>
 
 namespace ebm {
 namespace {
 
-// Output columns ox whose input column ix = ox·stride − pad + kx lies inside the image: [lo, hi).
-inline void valid_columns(const ConvShape& s, int kx, int& lo, int& hi) {
-  lo = 0;
-  while (lo < s.wout && lo * s.stride - s.pad + kx < 0) ++lo;
-  hi = s.wout;
-  while (hi > lo && (hi - 1) * s.stride - s.pad + kx >= s.win) --hi;
+// Channel-vector moves: the first layer has cin = 1, where a memcpy/memset call per pixel would cost
+// more than the copy itself.
+template <class T>
+inline void copy_channels(T* dst, const T* src, int cin) {
+  if (cin == 1) *dst = *src;
+  else std::memcpy(dst, src, sizeof(T) * size_t(cin));
+}
+template <class T>
+inline void fill_zero(T* dst, int cin) {
+  if (cin == 1) *dst = T(0);
+  else std::memset(dst, 0, sizeof(T) * size_t(cin));
 }
 
-// in [cin][n·h·w] -> col [cin·k·k][n·ho·wo], zero padding outside the image.
+// in [n·h·w][cin] -> col [n·ho·wo][k·k·cin] (row = output pixel; (ky,kx) blocks of cin), zero padding.
 template <class T>
 void im2col(const ConvShape& s, int n, const T* in, T* col) {
-  const int kk = s.k * s.k, p = s.hout * s.wout;
-  const int64_t hw = int64_t(s.hin) * s.win;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int r = 0; r < s.cin * kk; ++r) {
-    for (int b = 0; b < n; ++b) {
-      const int ci = r / kk, ky = (r % kk) / s.k, kx = r % s.k;
-      int lo, hi;
-      valid_columns(s, kx, lo, hi);
-      const T* src = in + int64_t(ci) * n * hw + b * hw;
-      T* dst = col + int64_t(r) * n * p + int64_t(b) * p;
-      for (int oy = 0; oy < s.hout; ++oy) {
-        const int iy = oy * s.stride - s.pad + ky;
-        T* d = dst + oy * s.wout;
-        if (iy < 0 || iy >= s.hin) {
-          std::fill(d, d + s.wout, T(0));
-          continue;
+  const int cin = s.cin, kdim = s.k * s.k * cin;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < n; ++b) {
+    for (int oy = 0; oy < s.hout; ++oy) {
+      for (int ox = 0; ox < s.wout; ++ox) {
+        T* dst = col + ((int64_t(b) * s.hout + oy) * s.wout + ox) * kdim;
+        for (int ky = 0; ky < s.k; ++ky) {
+          const int iy = oy * s.stride - s.pad + ky;
+          for (int kx = 0; kx < s.k; ++kx, dst += cin) {
+            const int ix = ox * s.stride - s.pad + kx;
+            if (iy < 0 || iy >= s.hin || ix < 0 || ix >= s.win) {
+              fill_zero(dst, cin);
+            } else {
+              copy_channels(dst, in + ((int64_t(b) * s.hin + iy) * s.win + ix) * cin, cin);
+            }
+          }
         }
-        const T* row = src + int64_t(iy) * s.win - s.pad + kx;  // row[ox·stride] is pixel ix
-        std::fill(d, d + lo, T(0));
-        for (int ox = lo; ox < hi; ++ox) d[ox] = row[ox * s.stride];
-        std::fill(d + hi, d + s.wout, T(0));
       }
     }
   }
 }
 
-// The adjoint of im2col: dcol [cin·k·k][n·ho·wo] summed into din [cin][n·h·w] (overwritten).
+// The adjoint of im2col: dcol [n·ho·wo][k·k·cin] summed into din [n·h·w][cin] (overwritten).
 template <class T>
 void col2im(const ConvShape& s, int n, const T* dcol, T* din) {
-  const int kk = s.k * s.k, p = s.hout * s.wout;
-  const int64_t hw = int64_t(s.hin) * s.win;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int ci = 0; ci < s.cin; ++ci) {
-    for (int b = 0; b < n; ++b) {
-      T* dst = din + int64_t(ci) * n * hw + b * hw;
-      std::fill(dst, dst + hw, T(0));
-      for (int q = 0; q < kk; ++q) {
-        const int ky = q / s.k, kx = q % s.k;
-        int lo, hi;
-        valid_columns(s, kx, lo, hi);
-        const T* src = dcol + (int64_t(ci) * kk + q) * n * p + int64_t(b) * p;
-        for (int oy = 0; oy < s.hout; ++oy) {
+  const int cin = s.cin, kdim = s.k * s.k * cin;
+  const int64_t img = int64_t(s.hin) * s.win * cin;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < n; ++b) {  // images own disjoint outputs
+    T* out = din + b * img;
+    std::fill(out, out + img, T(0));
+    for (int oy = 0; oy < s.hout; ++oy) {
+      for (int ox = 0; ox < s.wout; ++ox) {
+        const T* src = dcol + ((int64_t(b) * s.hout + oy) * s.wout + ox) * kdim;
+        for (int ky = 0; ky < s.k; ++ky) {
           const int iy = oy * s.stride - s.pad + ky;
-          if (iy < 0 || iy >= s.hin) continue;
-          T* row = dst + int64_t(iy) * s.win - s.pad + kx;
-          const T* g = src + oy * s.wout;
-          for (int ox = lo; ox < hi; ++ox) row[ox * s.stride] += g[ox];
+          for (int kx = 0; kx < s.k; ++kx, src += cin) {
+            const int ix = ox * s.stride - s.pad + kx;
+            if (iy < 0 || iy >= s.hin || ix < 0 || ix >= s.win) continue;
+            T* dst = out + (int64_t(iy) * s.win + ix) * cin;
+            if (cin == 1) {
+              *dst += *src;
+              continue;
+            }
+#pragma omp simd
+            for (int c = 0; c < cin; ++c) dst[c] += src[c];
+          }
         }
       }
     }
   }
 }
 
-// [n][c][hw] <-> [c][n][hw]; a plain copy when c == 1.
+// Work buffers only grow: shrinking and regrowing a std::vector re-zeroes it, a memset per call when
+// one network alternates between Langevin (n rows) and training (2n rows) batches.
 template <class T>
-void swap_outer(const T* src, T* dst, int a, int b, int64_t inner) {
+T* ensure(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// [a][b][inner] -> [b][a][inner] for each of `batch` blocks; NCHW <-> NHWC with inner = 1.
+template <class T>
+void transpose_batch(const T* src, T* dst, int batch, int a, int b) {
   if (a == 1 || b == 1) {
-    std::memcpy(dst, src, sizeof(T) * a * b * inner);
+    std::copy(src, src + int64_t(batch) * a * b, dst);
     return;
   }
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int i = 0; i < a; ++i)
-    for (int j = 0; j < b; ++j) std::memcpy(dst + (int64_t(j) * a + i) * inner, src + (int64_t(i) * b + j) * inner, sizeof(T) * inner);
+  for (int n = 0; n < batch; ++n) {
+    const T* s = src + int64_t(n) * a * b;
+    T* d = dst + int64_t(n) * a * b;
+    for (int i = 0; i < a; ++i)
+      for (int j = 0; j < b; ++j) d[int64_t(j) * a + i] = s[int64_t(i) * b + j];
+  }
+}
+
+// W [cout][cin][k][k] <-> Wp [cout][k·k][cin]
+template <class T>
+void permute_weights(const ConvShape& s, const T* w, T* wp) {
+  transpose_batch(w, wp, s.cout, s.cin, s.k * s.k);
 }
 
 }  // namespace
@@ -91,39 +113,28 @@ template <class T>
 void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   n_ = n;
   const size_t L = net_.convs.size();
-  in_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
-  in_[0].resize(size_t(n) * net_.image_size());
-  swap_outer(x, in_[0].data(), n, net_.in_c, int64_t(net_.in_h) * net_.in_w);
+  wp_.resize(L); in_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
+  const int hw0 = net_.in_h * net_.in_w;
+  ensure(in_[0], size_t(n) * net_.image_size());
+  transpose_batch(x, in_[0].data(), n, net_.in_c, hw0);  // NCHW -> NHWC
   for (size_t l = 0; l < L; ++l) {
     const ConvShape& s = net_.convs[l];
     const int kdim = s.cin * s.k * s.k;
     const int64_t p = int64_t(n) * s.hout * s.wout;
-    col_[l].resize(size_t(kdim) * p);
-    z_[l].resize(size_t(s.cout) * p);
-    sig_[l].resize(z_[l].size());
+    ensure(wp_[l], size_t(s.w_size()));
+    permute_weights(s, params + s.w_off, wp_[l].data());
+    ensure(col_[l], size_t(p) * kdim);
+    ensure(z_[l], size_t(p) * s.cout);
+    ensure(sig_[l], size_t(p) * s.cout);
     im2col(s, n, in_[l].data(), col_[l].data());
-    // z [cout][p] = W [cout][kdim] · col [kdim][p]
-    gemm(false, false, s.cout, int(p), kdim, T(1), params + s.w_off, kdim, col_[l].data(), int(p), T(0),
-          z_[l].data(), int(p));
+    // z [p][cout] = col [p][kdim] · Wpᵀ [kdim][cout]
+    gemm(false, true, int(p), s.cout, kdim, T(1), col_[l].data(), kdim, wp_[l].data(), kdim, T(0), z_[l].data(),
+         s.cout);
     std::vector<T>& out = (l + 1 < L) ? in_[l + 1] : out_;
-    out.resize(z_[l].size());
-    const T* bias = params + s.b_off;
-    T* z = z_[l].data();
-    T* sg = sig_[l].data();
-    T* a = out.data();
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int c = 0; c < s.cout; ++c) {
-      for (int64_t j = 0; j < p; ++j) {
-        const int64_t i = int64_t(c) * p + j;
-        const T zz = z[i] + bias[c];
-        const T sv = T(1) / (T(1) + std::exp(-zz));
-        z[i] = zz;
-        sg[i] = sv;
-        a[i] = zz * sv;
-      }
-    }
+    ensure(out, size_t(p) * s.cout);
+    bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
   }
-  // Dense over NCHW-flattened features: f_i = b + Σ_c Σ_hw Wd[c·HW + hw] · a[c][i·HW + hw].
+  // Dense over NCHW-flattened features: f_i = b + Σ_c Σ_q Wd[c·HW + q] · a[i·HW + q][c].
   const ConvShape& last = net_.convs.back();
   const int hw = last.hout * last.wout, c_last = last.cout;
   const T* wd = params + net_.dense_w_off;
@@ -131,9 +142,9 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
     T acc = T(0);
-    for (int c = 0; c < c_last; ++c) {
-      const T* a = out_.data() + (int64_t(c) * n + i) * hw;
-      for (int q = 0; q < hw; ++q) acc += wd[c * hw + q] * a[q];
+    for (int q = 0; q < hw; ++q) {
+      const T* a = out_.data() + (int64_t(i) * hw + q) * c_last;
+      for (int c = 0; c < c_last; ++c) acc += wd[c * hw + q] * a[c];
     }
     f[i] = acc + bd;
   }
@@ -147,25 +158,25 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
   const int hw = last.hout * last.wout, c_last = last.cout;
   const T* wd = params + net_.dense_w_off;
 
-  // Dense: da[c][i·HW + q] = df_i·Wd[c·HW + q]; dWd = Σ_i df_i·a_i; db = Σ_i df_i.
-  da_.resize(out_.size());
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int c = 0; c < c_last; ++c)
-    for (int i = 0; i < n; ++i) {
-      T* d = da_.data() + (int64_t(c) * n + i) * hw;
-      for (int q = 0; q < hw; ++q) d[q] = df[i] * wd[c * hw + q];
+  // Dense: da[i·HW + q][c] = df_i·Wd[c·HW + q]; dWd = Σ_i df_i·a_i; db = Σ_i df_i.
+  ensure(da_, size_t(n) * hw * c_last);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i)
+    for (int q = 0; q < hw; ++q) {
+      T* d = da_.data() + (int64_t(i) * hw + q) * c_last;
+      for (int c = 0; c < c_last; ++c) d[c] = df[i] * wd[c * hw + q];
     }
   if (grad) {
     T* gwd = grad + net_.dense_w_off;
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < c_last * hw; ++j) {
-      const int c = j / hw, q = j % hw;
-      T acc = T(0);
-      for (int i = 0; i < n; ++i) acc += df[i] * out_[(int64_t(c) * n + i) * hw + q];
-      gwd[j] = acc;
-    }
+    std::fill(gwd, gwd + net_.dense_in, T(0));
     T gb = T(0);
-    for (int i = 0; i < n; ++i) gb += df[i];
+    for (int i = 0; i < n; ++i) {
+      for (int q = 0; q < hw; ++q) {
+        const T* a = out_.data() + (int64_t(i) * hw + q) * c_last;
+        for (int c = 0; c < c_last; ++c) gwd[c * hw + q] += df[i] * a[c];
+      }
+      gb += df[i];
+    }
     grad[net_.dense_b_off] = gb;
   }
 
@@ -173,32 +184,34 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
     const ConvShape& s = net_.convs[l];
     const int kdim = s.cin * s.k * s.k;
     const int64_t p = int64_t(n) * s.hout * s.wout;
-    dz_.resize(size_t(s.cout) * p);
+    ensure(dz_, size_t(p) * s.cout);
+    // dz = da · swish'(z), swish' = σ(1 + z(1 − σ))
+    T* dz = dz_.data();
     const T* z = z_[l].data();
     const T* sg = sig_[l].data();
-    // dz = da · swish'(z), swish' = σ(1 + z(1 − σ)); the bias gradient is the row sum.
-    T* dz = dz_.data();
     const T* da = da_.data();
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < s.cout; ++c) {
-      T acc = T(0);
-      for (int64_t j = int64_t(c) * p; j < int64_t(c + 1) * p; ++j) {
-        dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
-        acc += dz[j];
-      }
-      if (grad) grad[s.b_off + c] = acc;
+    const int64_t len = p * s.cout;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t j = 0; j < len; ++j) dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
+    if (grad) {
+      T* gb = grad + s.b_off;  // bias gradient: column sums of dz
+      std::fill(gb, gb + s.cout, T(0));
+      for (int64_t r = 0; r < p; ++r)
+        for (int c = 0; c < s.cout; ++c) gb[c] += dz[r * s.cout + c];
+      // dWp [cout][kdim] = dzᵀ [cout][p] · col [p][kdim], then back to [cout][cin][k][k]
+      ensure(dw_, size_t(s.w_size()));
+      gemm(true, false, s.cout, kdim, int(p), T(1), dz, s.cout, col_[l].data(), kdim, T(0), dw_.data(), kdim);
+      transpose_batch(dw_.data(), grad + s.w_off, s.cout, s.k * s.k, s.cin);
     }
-    if (grad)  // dW [cout][kdim] = dz [cout][p] · colᵀ [p][kdim]
-      gemm(false, true, s.cout, kdim, int(p), T(1), dz, int(p), col_[l].data(), int(p), T(0), grad + s.w_off, kdim);
     if (l == 0 && !dx) break;
-    // dcol [kdim][p] = Wᵀ [kdim][cout] · dz [cout][p], then scatter back to the layer's input.
-    dcol_.resize(size_t(kdim) * p);
-    gemm(true, false, kdim, int(p), s.cout, T(1), params + s.w_off, kdim, dz, int(p), T(0), dcol_.data(), int(p));
-    da_prev_.resize(size_t(s.cin) * n * s.hin * s.win);
+    // dcol [p][kdim] = dz [p][cout] · Wp [cout][kdim], then scatter back to the layer's input.
+    ensure(dcol_, size_t(p) * kdim);
+    gemm(false, false, int(p), kdim, s.cout, T(1), dz, s.cout, wp_[l].data(), kdim, T(0), dcol_.data(), kdim);
+    ensure(da_prev_, size_t(n) * s.hin * s.win * s.cin);
     col2im(s, n, dcol_.data(), da_prev_.data());
     std::swap(da_, da_prev_);
   }
-  if (dx) swap_outer(da_.data(), dx, net_.in_c, n, int64_t(net_.in_h) * net_.in_w);
+  if (dx) transpose_batch(da_.data(), dx, n, net_.in_h * net_.in_w, net_.in_c);  // NHWC -> NCHW
 }
 
 template class CpuNetT<float>;

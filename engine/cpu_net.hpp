@@ -1,9 +1,10 @@
-// The energy network on the CPU: im2col + SGEMM convolutions with fused bias+swish, and the two
+// The energy network on the CPU: im2col + GEMM convolutions with fused bias+swish, and the two
 // backward passes the method needs (w.r.t. the input for Langevin, w.r.t. the parameters for Adam).
 //
-// Activations are kept channel-major, "CNHW": layer l's output is [C_l][n·H_l·W_l], so each conv is one
-// GEMM over the whole batch, W[Cout, Cin·k·k] × col[Cin·k·k, n·Ho·Wo], with no transposes between
-// layers. The input [n,1,H,W] is already CNHW when in_c == 1.
+// Activations are kept pixel-major, "NHWC": layer l's output is [n·H_l·W_l][C_l], so im2col and its
+// adjoint move whole channel vectors (16–64 contiguous floats) instead of single strided floats, and
+// each conv is one GEMM over the whole batch: z [n·Ho·Wo, Cout] = col [n·Ho·Wo, k·k·Cin] · Wᵀ, with the
+// weights permuted once per pass from the checkpoint's [Cout, Cin, k, k] to [Cout, k, k, Cin].
 #pragma once
 #include <vector>
 
@@ -29,12 +30,13 @@ class CpuNetT {
  private:
   NetSpec net_;
   int n_ = 0;
-  std::vector<std::vector<T>> in_;   // per layer: its input, CNHW [Cin][n·H·W]
-  std::vector<std::vector<T>> col_;  // per layer: im2col [Cin·k·k][n·Ho·Wo]
-  std::vector<std::vector<T>> z_;    // per layer: pre-activation [Cout][n·Ho·Wo]
+  std::vector<std::vector<T>> wp_;   // per layer: weights as [Cout][k][k][Cin]
+  std::vector<std::vector<T>> in_;   // per layer: its input, NHWC [n·H·W][Cin]
+  std::vector<std::vector<T>> col_;  // per layer: im2col [n·Ho·Wo][k·k·Cin]
+  std::vector<std::vector<T>> z_;    // per layer: pre-activation [n·Ho·Wo][Cout]
   std::vector<std::vector<T>> sig_;  // per layer: σ(z), so backward needs no exp
-  std::vector<T> out_;               // last activation [C_L][n·H_L·W_L]
-  std::vector<T> dz_, dcol_, da_, da_prev_;
+  std::vector<T> out_;               // last activation [n·H_L·W_L][C_L]
+  std::vector<T> dz_, dcol_, da_, da_prev_, dw_;
 };
 
 using CpuNet = CpuNetT<float>;

@@ -68,3 +68,23 @@ TEST(EngineMath, CdLossHandComputed) {
   const float bad[1] = {NAN};
   EXPECT_TRUE(std::isnan(cd_loss(fr, 2, bad, 1, 0.1f, dr, dfk).max_abs_f));
 }
+
+#include "engine/fast_math.hpp"
+
+TEST(EngineMath, VectorisedBiasSwishMatchesLibm) {
+  // 1000 values over [-100, 100] (both clamps, the polynomial's whole range) as 50 rows of 20
+  // channels: one 16-wide vector and a 4-lane tail per row.
+  std::vector<float> z(1000), s(1000), a(1000), bias(20);
+  for (int i = 0; i < 1000; ++i) z[i] = -100.0f + 0.2f * float(i) + 0.013f;
+  for (int c = 0; c < 20; ++c) bias[c] = 0.01f * float(c) - 0.05f;
+  const std::vector<float> z0 = z;
+  bias_swish(z.data(), s.data(), a.data(), 50, 20, bias.data());
+  for (int i = 0; i < 1000; ++i) {
+    const float b = bias[i % 20];
+    const double zz = double(z0[i] + b), sig = 1.0 / (1.0 + std::exp(-zz));
+    ASSERT_FLOAT_EQ(z[i], z0[i] + b);
+    // a few ulps: the polynomial is within ~1 ulp of expf, the division adds one more rounding
+    ASSERT_NEAR(s[i], sig, 4e-7 * sig + 1e-38) << zz;
+    ASSERT_NEAR(a[i], zz * sig, 4e-7 * std::fabs(zz * sig) + 1e-30) << zz;
+  }
+}
