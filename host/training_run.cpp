@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "engine/error.hpp"
+#include "engine/profiling.hpp"
 #include "engine/rng.hpp"
 #include "host/backend_factory.hpp"
 #include "host/checkpoint.hpp"
@@ -101,7 +102,10 @@ class TrainingRun {
     TrainState resumed;
     if (!o_.resume.empty()) resumed = load_train_state(o_.resume, net);  // before anything is written
 
-    Dataset data = load_dataset(cfg_.data);
+    Dataset data = [&] {
+      EBM_PROFILE_RANGE("load_data");
+      return load_dataset(cfg_.data);
+    }();
     std::cout << "data: train " << shape_str(data.train.shape) << " from " << data.train_path << ", test "
               << shape_str(data.test.shape) << "\n";
     if (data.train.dim(0) == 0) user_fail(data.train_path, ": no training images");
@@ -159,6 +163,7 @@ class TrainingRun {
   }
 
   void save(const std::string& name) {
+    EBM_PROFILE_RANGE("checkpoint");
     TrainState st = snapshot();
     save_checkpoint((out_ / name).string(), net_, st, cfg_);
     good_ = std::move(st);
@@ -171,6 +176,7 @@ class TrainingRun {
 
   // Reads back the steps run since the last call; false (and `why_`) when one of them diverged.
   bool drain() {
+    EBM_PROFILE_RANGE("metrics");
     const auto ms = be_->drain_metrics();
     int64_t step = s_.step - int64_t(ms.size());
     for (const StepMetrics& m : ms) {
@@ -306,7 +312,10 @@ class TrainingRun {
         if (cfg_.train.max_steps > 0 && s_.step >= cfg_.train.max_steps) return stop("train.max_steps");
         if (o_.stop && o_.stop->load()) return stop("signal");
         if (s_.step == o_.profile_begin) be_->set_profiling(true);
-        be_->train_step(s_.batch);
+        {
+          EBM_PROFILE_RANGE("step");
+          be_->train_step(s_.batch);
+        }
         ++s_.step;
         ++s_.batch;
         ++steps_here_;
@@ -333,7 +342,10 @@ class TrainingRun {
   void end_epoch(const Dataset& data, double seconds) {
     const int epoch = int(s_.epoch) + 1;
     ValidationMetrics v;
-    if (cfg_.train.validate && data.test.numel() > 0) v = be_->validate(data.test, s_.epoch);
+    if (cfg_.train.validate && data.test.numel() > 0) {
+      EBM_PROFILE_RANGE("validate");
+      v = be_->validate(data.test, s_.epoch);
+    }
     progress(true);
     std::cout << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << cfg_.train.epochs << " - " << fmt("%.1f", seconds)
               << "s " << fmt("%.0f", ms_per_step()) << "ms/step - cdiv: " << fmt("%.4f", mean(2))
