@@ -115,10 +115,11 @@ run_part build 300 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 }
 
 # --- tests ---
-run_part tests_cuda 150 "$build/ebm_tests" --gtest_filter='CudaParity*'
-grep -E '^\[  (PASSED|FAILED) |^\[==========\]' "$build/tests_cuda.out"
-if grep -q 'no CUDA device' "$build/tests_cuda.out"; then  # on the GPU machine a skip is a failure
-  echo "!! CudaParity skipped: $(grep -m1 'no CUDA device' "$build/tests_cuda.out")" | tee -a "$log"
+# One process per test: a device fault poisons the context, and must not hide which test caused it.
+run_part tests_cuda 150 ctest --test-dir "$build" -R '^CudaParity\.' --output-on-failure --timeout 60
+grep -E 'tests passed|tests failed|Skipped|Failed|Passed' "$build/tests_cuda.out"
+if grep -q -E 'Skipped|no CUDA device' "$build/tests_cuda.out"; then  # on the GPU machine a skip is a failure
+  echo "!! CudaParity skipped: $(grep -m1 -E 'Skipped|no CUDA device' "$build/tests_cuda.out")" | tee -a "$log"
   parts+=("tests_cuda|SKIPPED: no device seen|0")
 fi
 run_part tests_rest 150 "$build/ebm_tests" --gtest_filter='-CudaParity*' --gtest_brief=1

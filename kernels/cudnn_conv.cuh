@@ -84,7 +84,7 @@ inline ConvPlan make_conv_plan(cudnnHandle_t h, const ConvShape& s, cudnnFilterD
   p.n = n;
   p.x = make_tensor_desc(n, s.cin, s.hin, s.win);
   p.y = make_tensor_desc(n, s.cout, s.hout, s.wout);
-  const cudnnMathType_t search_math = tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  const cudnnMathType_t search_math = tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;  // DEFAULT permits TF32, as PyTorch does
   p.fwd_conv = make_conv_desc(s.pad, s.stride, search_math);
   p.bwd_data_conv = make_conv_desc(s.pad, s.stride, search_math);
   p.bwd_filter_conv = make_conv_desc(s.pad, s.stride, search_math);

@@ -75,7 +75,7 @@ __global__ void loss_metrics_kernel(const float* __restrict__ f, float* __restri
     m.real = sr / nr;
     m.fake = sf / nf;
     m.cdiv = m.fake - m.real;
-    m.reg = alpha * (sr2 / nr + sf2 / nf);
+    m.reg = a * (sr2 / nr + sf2 / nf);  // float alpha, as engine/loss.hpp
     m.loss = m.cdiv + m.reg;
     m.max_abs_f = bad ? NAN : static_cast<double>(mx);  // the divergence guard must see NaN/inf
     const uint64_t k = st->metrics_count;

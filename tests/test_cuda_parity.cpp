@@ -325,6 +325,7 @@ TEST(CudaParity, GraphReplayMatchesEager) {
       for (int64_t b = 0; b < be->batches_per_epoch(); ++b) be->train_step(b);
     }
   }
+  EXPECT_EQ(graph->describe().find("graphs off"), std::string::npos) << "capture failed: " << graph->describe();
   EXPECT_EQ(graph->params(), eager->params());
   EXPECT_EQ(graph->buffer().data, eager->buffer().data);
   EXPECT_EQ(graph->rng_state(), eager->rng_state());
