@@ -1,0 +1,137 @@
+// ebm_score: energies E = -f of any images under a checkpoint, and with --ood the AUROC of energy
+// separating the in-distribution set from a second one (OOD images should score higher), with a
+// histogram of both sets' energies.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "engine/error.hpp"
+#include "host/backend_factory.hpp"
+#include "host/checkpoint.hpp"
+#include "host/cli.hpp"
+#include "host/png_image.hpp"
+#include "host/sampling.hpp"
+#include "host/scoring.hpp"
+
+using namespace ebm;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: ebm_score --checkpoint DIR --data PATH [--out energies.npy|.csv] [--ood PATH2 [--ood-out PATH]\n"
+    "                 [--hist energy_hist.png]] [--backend auto|cpu|cuda]\n"
+    "Energies E = -f (low = probable) of the images in PATH under the checkpoint's network. Images: IDX\n"
+    "(raw or .gz, e.g. t10k-images-idx3-ubyte.gz) or .npy (float32 in [-1,1] or uint8 0..255, [N,1,H,W] or\n"
+    "[N,H,W]); 28x28 images are padded to the network's input as in training.\n"
+    "  --out PATH      the energies of --data: .npy float32 [N], or .csv `index,energy`, one row per image\n"
+    "  --ood PATH2     a second (out-of-distribution) set: prints AUROC = P(E_ood > E_in) (ties 1/2) and\n"
+    "                  writes a histogram of both sets' energies\n"
+    "  --ood-out PATH  the energies of --ood, as --out\n"
+    "  --hist PATH     the histogram (default: energy_hist.png next to --out, else in the current dir)\n"
+    "  --backend B     auto (CUDA when a device is present), cpu or cuda (default auto)\n";
+
+struct Flags {
+  std::string checkpoint, data, out, ood, ood_out, hist, backend = "auto";
+};
+
+// Usage problems throw UserError from here: exit 2.
+Flags parse(int argc, char** argv, bool& help) {
+  Args a(argc, argv, {"--checkpoint", "--data", "--out", "--ood", "--ood-out", "--hist", "--backend"}, {"--help"});
+  help = a.has("--help");
+  Flags f;
+  if (help) return f;
+  if (!a.positional().empty()) user_fail("unexpected argument '", a.positional()[0], "' (see --help)");
+  f.checkpoint = a.str("--checkpoint", "");
+  f.data = a.str("--data", "");
+  if (f.checkpoint.empty() || f.data.empty()) user_fail("--checkpoint DIR and --data PATH are required (see --help)");
+  f.out = a.str("--out", "");
+  f.ood = a.str("--ood", "");
+  f.ood_out = a.str("--ood-out", "");
+  f.hist = a.str("--hist", "");
+  f.backend = a.str("--backend", f.backend);
+  if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
+    user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
+  for (const std::string* p : {&f.out, &f.ood_out}) {
+    const std::string ext = fs::path(*p).extension().string();
+    if (!p->empty() && ext != ".npy" && ext != ".csv")
+      user_fail("energies are written as .npy or .csv, got '", *p, "'");
+  }
+  if (f.ood.empty() && !f.ood_out.empty()) user_fail("--ood-out needs --ood PATH2");
+  if (f.ood.empty() && !f.hist.empty()) user_fail("--hist draws the --data and --ood energies: give --ood PATH2 too");
+  if (!f.ood.empty() && f.hist.empty())
+    f.hist = f.out.empty() ? "energy_hist.png" : (fs::path(f.out).parent_path() / "energy_hist.png").string();
+  return f;
+}
+
+void print_stats(const char* what, const std::string& path, const std::vector<float>& e) {
+  const EnergyStats s = energy_stats(e);
+  std::printf("%s: %s  %zu images  energy (E = -f) mean %.6g, min %.6g, max %.6g\n", what, path.c_str(), s.count, s.mean,
+              s.min, s.max);
+}
+
+int run(const Flags& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Model model = load_model(f.checkpoint);
+  // Read the images before starting a backend, so a bad path fails fast.
+  const Tensor x = load_images_for_net(f.data, model.net);
+  const Tensor y = f.ood.empty() ? Tensor() : load_images_for_net(f.ood, model.net);
+
+  auto backend = make_backend(f.backend, tool_engine_options(model));
+  backend->set_params(model.params);
+  std::printf("backend: %s\n", backend->describe().c_str());
+  std::printf("checkpoint: %s (%lld parameters, input %dx%d)\n", f.checkpoint.c_str(), (long long)model.net.num_params,
+              model.net.in_h, model.net.in_w);
+
+  const std::vector<float> e_in = energies_from_f(backend->energy(x));
+  print_stats("data", f.data, e_in);
+  if (!f.out.empty()) {
+    write_energies(f.out, e_in);
+    std::printf("wrote %s (%zu energies)\n", f.out.c_str(), e_in.size());
+  }
+  if (!f.ood.empty()) {
+    const std::vector<float> e_ood = energies_from_f(backend->energy(y));
+    print_stats("ood ", f.ood, e_ood);
+    if (!f.ood_out.empty()) {
+      write_energies(f.ood_out, e_ood);
+      std::printf("wrote %s (%zu energies)\n", f.ood_out.c_str(), e_ood.size());
+    }
+    const std::string in_label = data_label(f.data), ood_label = data_label(f.ood);
+    const double a = auroc(e_ood, e_in);
+    std::printf("AUROC (energy, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(), a);
+    char title[64];
+    std::snprintf(title, sizeof title, "Energy E = -f   AUROC %.4f", a);
+    write_png(f.hist, histogram_png(e_in, e_ood, in_label, ood_label, title));
+    std::printf("wrote %s\n", f.hist.c_str());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("done in %.1f s\n", secs);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  try {
+    bool help = false;
+    flags = parse(argc, argv, help);
+    if (help) {
+      std::cout << kUsage;
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "ebm_score: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    return run(flags);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "ebm_score: " << e.what() << "\n";
+    return 1;
+  }
+}
