@@ -346,7 +346,7 @@ class TrainingRun {
       EBM_PROFILE_RANGE("validate");
       v = be_->validate(data.test, s_.epoch);
     }
-    progress(true);
+    if (tty_) progress(true);  // finish the live line; in a log the summary below says it all
     std::cout << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << cfg_.train.epochs << " - " << fmt("%.1f", seconds)
               << "s " << fmt("%.0f", ms_per_step()) << "ms/step - cdiv: " << fmt("%.4f", mean(2))
               << " - fake: " << fmt("%.4f", mean(4)) << " - loss: " << fmt("%.4f", mean(0))
