@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/fast_math.hpp"
 #include "engine/gemm.hpp"
+#include "engine/small_gemm.hpp"
 
 namespace ebm {
 namespace {
@@ -86,6 +88,117 @@ T* ensure(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
+// C [m][n] = A [m][k] · B [k][n]: the AVX-512 kernel for the float shapes it takes (twice OpenBLAS'
+// Haswell kernels here, which the environment pins), BLAS otherwise and for double.
+inline void gemm_nn(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+  if (!small_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc)) gemm(false, false, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+inline void gemm_nn(int m, int n, int k, const double* a, int lda, const double* b, int ldb, double* c, int ldc) {
+  gemm(false, false, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc);
+}
+
+// Calls fn(b, oy, ox, t, input_pixel_index) for every in-image tap t = ky·k + kx of every output pixel.
+template <class Fn>
+inline void for_each_tap(const ConvShape& s, int b, int oy, int ox, Fn&& fn) {
+  for (int ky = 0; ky < s.k; ++ky) {
+    const int iy = oy * s.stride - s.pad + ky;
+    if (iy < 0 || iy >= s.hin) continue;
+    for (int kx = 0; kx < s.k; ++kx) {
+      const int ix = ox * s.stride - s.pad + kx;
+      if (ix >= 0 && ix < s.win) fn(ky * s.k + kx, (int64_t(b) * s.hin + iy) * s.win + ix);
+    }
+  }
+}
+
+// Single-channel input (the first layer): z [p][cout] = Σ_t x[tap t of p] · wt [t][cout]. x [n·h·w],
+// wt [k·k][cout]. In float with cout % 16 == 0, each 16 output channels are one vector accumulator.
+template <class T>
+void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
+  using fast_math_detail::f16;
+  const int co = s.cout;
+  const bool vec = std::is_same_v<T, float> && co % 16 == 0;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < n; ++b)
+    for (int oy = 0; oy < s.hout; ++oy)
+      for (int ox = 0; ox < s.wout; ++ox) {
+        T* zr = z + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
+        if constexpr (std::is_same_v<T, float>) {
+          if (vec) {
+            for (int cb = 0; cb < co; cb += 16) {
+              f16 acc = {};
+              for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+                f16 w;
+                std::memcpy(&w, wt + int64_t(t) * co + cb, sizeof w);
+                acc += x[i] * w;
+              });
+              std::memcpy(zr + cb, &acc, sizeof acc);
+            }
+            continue;
+          }
+        }
+        for (int c = 0; c < co; ++c) zr[c] = T(0);
+        for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+          for (int c = 0; c < co; ++c) zr[c] += x[i] * wt[int64_t(t) * co + c];
+        });
+      }
+}
+
+// Its input gradient: dx [n·h·w] = Σ over (p, t) of dz[p]·wt[t] (a dot over cout), scattered to the
+// taps. In float with k·k ≤ 16 the k·k dots of a pixel are one vector: Σ_c dz[p][c] · (wt[0..k·k)[c]).
+template <class T>
+void conv1_backward_data(const ConvShape& s, int n, const T* dz, const T* wt, T* dx) {
+  using fast_math_detail::f16;
+  const int co = s.cout, kk = s.k * s.k;
+  const int64_t img = int64_t(s.hin) * s.win;
+  std::vector<f16> wcol;  // wcol[c][t] = wt[t][c]
+  if constexpr (std::is_same_v<T, float>) {
+    if (kk <= 16) {
+      wcol.assign(size_t(co), f16{});
+      for (int t = 0; t < kk; ++t)
+        for (int c = 0; c < co; ++c) wcol[c][t] = wt[int64_t(t) * co + c];
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < n; ++b) {
+    std::fill(dx + b * img, dx + (b + 1) * img, T(0));
+    for (int oy = 0; oy < s.hout; ++oy)
+      for (int ox = 0; ox < s.wout; ++ox) {
+        const T* g = dz + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
+        if constexpr (std::is_same_v<T, float>) {
+          if (!wcol.empty()) {
+            f16 acc = {};
+            for (int c = 0; c < co; ++c) acc += g[c] * wcol[c];
+            for_each_tap(s, b, oy, ox, [&](int t, int64_t i) { dx[i] += acc[t]; });
+            continue;
+          }
+        }
+        for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+          T acc = T(0);
+          for (int c = 0; c < co; ++c) acc += g[c] * wt[int64_t(t) * co + c];
+          dx[i] += acc;
+        });
+      }
+  }
+}
+
+// Its filter gradient: dwt [k·k][cout] = Σ_p x[tap t of p] · dz[p].
+template <class T>
+void conv1_filter_grad(const ConvShape& s, int n, const T* x, const T* dz, T* dwt) {
+  const int co = s.cout;
+  std::fill(dwt, dwt + int64_t(s.k) * s.k * co, T(0));
+  for (int b = 0; b < n; ++b)
+    for (int oy = 0; oy < s.hout; ++oy)
+      for (int ox = 0; ox < s.wout; ++ox) {
+        const T* g = dz + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
+        for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+          const T xv = x[i];
+          T* w = dwt + int64_t(t) * co;
+#pragma omp simd
+          for (int c = 0; c < co; ++c) w[c] += xv * g[c];
+        });
+      }
+}
+
 // [a][b][inner] -> [b][a][inner] for each of `batch` blocks; NCHW <-> NHWC with inner = 1.
 template <class T>
 void transpose_batch(const T* src, T* dst, int batch, int a, int b) {
@@ -113,7 +226,7 @@ template <class T>
 void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   n_ = n;
   const size_t L = net_.convs.size();
-  wp_.resize(L); in_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
+  wp_.resize(L); wpt_.resize(L); in_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
   const int hw0 = net_.in_h * net_.in_w;
   ensure(in_[0], size_t(n) * net_.image_size());
   transpose_batch(x, in_[0].data(), n, net_.in_c, hw0);  // NCHW -> NHWC
@@ -122,14 +235,20 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
     const int kdim = s.cin * s.k * s.k;
     const int64_t p = int64_t(n) * s.hout * s.wout;
     ensure(wp_[l], size_t(s.w_size()));
-    permute_weights(s, params + s.w_off, wp_[l].data());
-    ensure(col_[l], size_t(p) * kdim);
     ensure(z_[l], size_t(p) * s.cout);
     ensure(sig_[l], size_t(p) * s.cout);
-    im2col(s, n, in_[l].data(), col_[l].data());
-    // z [p][cout] = col [p][kdim] · Wpᵀ [kdim][cout]
-    gemm(false, true, int(p), s.cout, kdim, T(1), col_[l].data(), kdim, wp_[l].data(), kdim, T(0), z_[l].data(),
-         s.cout);
+    if (s.cin == 1) {  // the first layer: a direct convolution, no im2col or GEMM (K = k·k is tiny)
+      transpose_batch(params + s.w_off, wp_[l].data(), 1, s.cout, s.k * s.k);  // [cout][k·k] -> [k·k][cout]
+      conv1_forward(s, n, in_[l].data(), wp_[l].data(), z_[l].data());
+    } else {
+      permute_weights(s, params + s.w_off, wp_[l].data());
+      T* wpt = ensure(wpt_[l], size_t(s.w_size()));
+      transpose_batch(wp_[l].data(), wpt, 1, s.cout, kdim);  // [kdim][cout] for the forward GEMM
+      ensure(col_[l], size_t(p) * kdim);
+      im2col(s, n, in_[l].data(), col_[l].data());
+      // z [p][cout] = col [p][kdim] · Wpᵀ [kdim][cout]
+      gemm_nn(int(p), s.cout, kdim, col_[l].data(), kdim, wpt, s.cout, z_[l].data(), s.cout);
+    }
     std::vector<T>& out = (l + 1 < L) ? in_[l + 1] : out_;
     ensure(out, size_t(p) * s.cout);
     bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
@@ -198,15 +317,25 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
       std::fill(gb, gb + s.cout, T(0));
       for (int64_t r = 0; r < p; ++r)
         for (int c = 0; c < s.cout; ++c) gb[c] += dz[r * s.cout + c];
-      // dWp [cout][kdim] = dzᵀ [cout][p] · col [p][kdim], then back to [cout][cin][k][k]
       ensure(dw_, size_t(s.w_size()));
-      gemm(true, false, s.cout, kdim, int(p), T(1), dz, s.cout, col_[l].data(), kdim, T(0), dw_.data(), kdim);
-      transpose_batch(dw_.data(), grad + s.w_off, s.cout, s.k * s.k, s.cin);
+      if (s.cin == 1) {  // dWt [k·k][cout] accumulated directly, then [cout][1][k][k]
+        conv1_filter_grad(s, n, in_[l].data(), dz, dw_.data());
+        transpose_batch(dw_.data(), grad + s.w_off, 1, s.k * s.k, s.cout);
+      } else {  // dWp [cout][kdim] = dzᵀ [cout][p] · col [p][kdim], then back to [cout][cin][k][k]
+        gemm(true, false, s.cout, kdim, int(p), T(1), dz, s.cout, col_[l].data(), kdim, T(0), dw_.data(), kdim);
+        transpose_batch(dw_.data(), grad + s.w_off, s.cout, s.k * s.k, s.cin);
+      }
     }
     if (l == 0 && !dx) break;
+    if (s.cin == 1) {
+      ensure(da_prev_, size_t(n) * s.hin * s.win);
+      conv1_backward_data(s, n, dz, wp_[l].data(), da_prev_.data());
+      std::swap(da_, da_prev_);
+      continue;
+    }
     // dcol [p][kdim] = dz [p][cout] · Wp [cout][kdim], then scatter back to the layer's input.
     ensure(dcol_, size_t(p) * kdim);
-    gemm(false, false, int(p), kdim, s.cout, T(1), dz, s.cout, wp_[l].data(), kdim, T(0), dcol_.data(), kdim);
+    gemm_nn(int(p), kdim, s.cout, dz, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
     ensure(da_prev_, size_t(n) * s.hin * s.win * s.cin);
     col2im(s, n, dcol_.data(), da_prev_.data());
     std::swap(da_, da_prev_);

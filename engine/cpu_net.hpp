@@ -30,7 +30,8 @@ class CpuNetT {
  private:
   NetSpec net_;
   int n_ = 0;
-  std::vector<std::vector<T>> wp_;   // per layer: weights as [Cout][k][k][Cin]
+  std::vector<std::vector<T>> wp_;   // per layer: weights as [Cout][k][k][Cin] (backward-data GEMM)
+  std::vector<std::vector<T>> wpt_;  // per layer: the same, transposed to [k·k·Cin][Cout] (forward GEMM)
   std::vector<std::vector<T>> in_;   // per layer: its input, NHWC [n·H·W][Cin]
   std::vector<std::vector<T>> col_;  // per layer: im2col [n·Ho·Wo][k·k·Cin]
   std::vector<std::vector<T>> z_;    // per layer: pre-activation [n·Ho·Wo][Cout]

@@ -73,6 +73,8 @@ void check(const Problem& p) {
 TEST(NetGradCheck, SeedShapedNetSmallImage) { check(make_problem({3, 4, 5}, 3, 2, 8, 1, 3)); }
 TEST(NetGradCheck, MultiChannelInputStride1Kernel5) { check(make_problem({2, 3}, 5, 1, 6, 2, 2)); }
 TEST(NetGradCheck, OddSizeStride3) { check(make_problem({4}, 3, 3, 7, 1, 2)); }
+// A one-channel layer in the middle takes the direct single-channel path too.
+TEST(NetGradCheck, SingleChannelMiddleLayer) { check(make_problem({1, 3}, 3, 1, 5, 1, 2)); }
 
 TEST(NetGradCheck, FloatMatchesDouble) {
   // The engine's float path against the double path on the seed's 60,481-parameter net.
