@@ -111,7 +111,9 @@ TEST(CpuBackend, TrainStepByHandOnAConstantNet) {
   const double step = lr_t * (0.1 * g) / (std::sqrt(0.001 * g * g) + 1e-7);
   EXPECT_NEAR(q[o.net.dense_b_off], b - step, 1e-7);
   for (int64_t i = 0; i < o.net.num_params; ++i) {
-    if (i != o.net.dense_b_off) ASSERT_EQ(q[i], 0.0f) << i;
+    if (i != o.net.dense_b_off) {
+      ASSERT_EQ(q[i], 0.0f) << i;
+    }
   }
   EXPECT_EQ(be.adam().t, 1);
 }
