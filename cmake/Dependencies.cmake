@@ -1,7 +1,8 @@
 # Finds what the engine builds against and defines:
 #   ebm::blas (interface; EBM_HAVE_CBLAS when OpenBLAS' cblas is present), OpenMP::OpenMP_CXX,
 #   nlohmann_json::nlohmann_json, ZLIB::ZLIB, PNG::PNG (a stub interface when libpng is absent),
-#   GTest::gtest_main, and for CUDA: EBM_HAVE_CUDA, EBM_CUDA_ARCH_LIST, ebm::cudnn, CUDA::curand.
+#   GTest::gtest_main, and for CUDA: EBM_HAVE_CUDA, EBM_CUDA_ARCH_LIST, ebm::cudnn, CUDA::curand;
+#   optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl).
 # Machines without some -dev packages (the lent GPU machine) may point EBM_THIRD_PARTY at a folder
 # holding copies of nlohmann/ and googletest/ (see bench/device_check.sh).
 set(EBM_THIRD_PARTY "${CMAKE_SOURCE_DIR}/third_party" CACHE PATH "Fallback copies of header-only deps")
@@ -59,6 +60,17 @@ if(BUILD_TESTING OR NOT DEFINED BUILD_TESTING)
   endif()
 endif()
 
+# --- MPI (optional): launches data-parallel runs and carries the CPU backend's collectives and NCCL's
+# unique id. Without it ebm_train runs one process, and refuses a launch on several ranks with a message.
+set(EBM_HAVE_MPI FALSE)
+option(EBM_ENABLE_MPI "Build data-parallel training over MPI where an MPI library is found" ON)
+if(EBM_ENABLE_MPI)
+  find_package(MPI QUIET COMPONENTS C)
+  if(MPI_C_FOUND)
+    set(EBM_HAVE_MPI TRUE)
+  endif()
+endif()
+
 # --- CUDA (optional) ---
 set(EBM_HAVE_CUDA FALSE)
 set(EBM_NVTX_ON FALSE)
@@ -111,6 +123,19 @@ if(EBM_ENABLE_CUDA)
       endforeach()
       if(EBM_ENABLE_NVTX AND TARGET CUDA::nvtx3)
         set(EBM_NVTX_ON TRUE)
+      endif()
+      # NCCL (the GPU gradient all-reduce of data-parallel runs): shipped with the CUDA toolkit here, or
+      # NCCL_HOME / the pip wheel nvidia-nccl-cu13 elsewhere. Needs MPI too (rank 0 shares NCCL's unique id).
+      find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_HOME} ${NCCL_HOME} ${CUDAToolkit_INCLUDE_DIRS}
+                PATH_SUFFIXES include)
+      find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS $ENV{NCCL_HOME} ${NCCL_HOME} ${CUDAToolkit_LIBRARY_DIR}
+                   PATH_SUFFIXES lib lib64)
+      set(EBM_HAVE_NCCL FALSE)
+      if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+        add_library(ebm::nccl INTERFACE IMPORTED)
+        target_include_directories(ebm::nccl INTERFACE ${NCCL_INCLUDE_DIR})
+        target_link_libraries(ebm::nccl INTERFACE ${NCCL_LIBRARY})
+        set(EBM_HAVE_NCCL TRUE)
       endif()
     endif()
   endif()

@@ -13,6 +13,8 @@
 
 namespace ebm {
 
+class Communicator;  // engine/communicator.hpp
+
 struct SamplerParams {
   int steps = 100;
   float step_size = 10.0f, noise = 0.005f, grad_clip = 0.03f;
@@ -29,6 +31,10 @@ struct EngineOptions {
   double alpha = 0.1, real_noise = 0.005;
   bool tf32 = false;  // cuda only
   int device = 0;     // cuda only
+  // Data-parallel training (not owned; null or size 1 = this process alone). With W ranks, batch_size is
+  // the per-rank batch (global batch = batch_size·W), buffer_capacity and buffer_initial are global (each
+  // rank holds its 1/W shard), and train_step/validate reduce over all ranks.
+  Communicator* comm = nullptr;
 };
 
 struct AdamState {
@@ -67,7 +73,7 @@ class Backend {
   // --- training ---
   virtual void set_train_data(const Tensor& train) = 0;  // [N,C,H,W]; kept resident
   virtual void begin_epoch(int64_t epoch) = 0;           // reshuffle, deterministic in (seed, epoch)
-  virtual int64_t batches_per_epoch() const = 0;         // ceil(N / batch): the last may be partial
+  virtual int64_t batches_per_epoch() const = 0;         // ceil(N / global batch): the last may be partial
   virtual void train_step(int64_t batch) = 0;            // batch index within the epoch
   virtual std::vector<StepMetrics> drain_metrics() = 0;  // every step's metrics since the last call
 
@@ -88,6 +94,9 @@ class Backend {
 
   // Brackets steady-state steps for `nsys --capture-range=cudaProfilerApi` (no-op on the CPU).
   virtual void set_profiling(bool on) {}
+
+  // Whether this backend honours EngineOptions::comm (trains data-parallel with more than one rank).
+  virtual bool data_parallel() const { return false; }
 };
 
 }  // namespace ebm

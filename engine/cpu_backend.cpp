@@ -7,6 +7,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/gemm.hpp"
 #include "engine/loss.hpp"
@@ -15,8 +16,46 @@
 
 namespace ebm {
 
+namespace {
+
+// Each rank's replay-buffer shard holds capacity / W images (W = 1: the whole buffer).
+int shard_capacity(const EngineOptions& opt) {
+  const int world = opt.comm ? opt.comm->size() : 1;
+  if (opt.buffer_capacity / world < 1)
+    user_fail("buffer.capacity (", opt.buffer_capacity, ") is smaller than the number of ranks (", world,
+              "): each rank holds capacity / ranks images");
+  return opt.buffer_capacity / world;
+}
+
+// Host twins of kernels/random.cuh's philox_unit / philox_below: the draw at one fixed block, so every
+// rank can evaluate any rank's draws. below_at never redraws (Rng::below's rejection, probability < n/2^64).
+double unit_at(const Rng& r, uint64_t block) {
+  const Philox4 p = philox4x32_10(r.seed, r.stream, block);
+  const uint64_t bits = (static_cast<uint64_t>(p.v[0]) << 32 | p.v[1]) >> 11;  // 53 bits, as Rng::unit
+  return static_cast<double>(bits) * (1.0 / 9007199254740992.0);
+}
+uint64_t below_at(const Rng& r, uint64_t block, uint64_t n) {
+  const Philox4 p = philox4x32_10(r.seed, r.stream, block);
+  return (static_cast<uint64_t>(p.v[0]) << 32 | p.v[1]) % n;
+}
+
+// out[i] = element first + i of the stream at r's current offset, i in [0, n); the offset is not advanced.
+// The same per-element functions as Rng::normal/uniform, so a slice holds the bits a whole draw would.
+void normal_slice(const Rng& r, int64_t first, int64_t n, float* out) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = 0.0f + 1.0f * philox_normal_at(r.seed, r.stream, r.offset, uint64_t(first + i));
+}
+void uniform_slice(const Rng& r, int64_t first, int64_t n, float lo, float hi, float* out) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = lo + (hi - lo) * philox_uniform_at(r.seed, r.stream, r.offset, uint64_t(first + i));
+}
+
+}  // namespace
+
 CpuBackend::CpuBackend(const EngineOptions& opt)
-    : opt_(opt), buffer_(opt.buffer_capacity, opt.net.image_size()) {
+    : opt_(opt), comm_(opt.comm), rank_(comm_ ? comm_->rank() : 0), world_(comm_ ? comm_->size() : 1),
+      buffer_(shard_capacity(opt), opt.net.image_size()) {
   set_gemm_threads(1);  // parallelism comes from splitting the batch over threads
   for (int t = 0; t < omp_get_max_threads(); ++t) nets_.push_back(std::make_unique<CpuNet>(opt_.net));
   grads_.resize(nets_.size());
@@ -25,13 +64,35 @@ CpuBackend::CpuBackend(const EngineOptions& opt)
   adam_.m.assign(params_.size(), 0.0f);
   adam_.v.assign(params_.size(), 0.0f);
   reseed(opt_.seed);
-  buffer_.fill_noise(std::min(opt_.buffer_initial, opt_.buffer_capacity), rng_fresh_);
+  fill_initial_buffer();
+}
+
+void CpuBackend::fill_initial_buffer() {
+  const int n = std::min(opt_.buffer_initial, opt_.buffer_capacity);
+  if (!distributed()) return buffer_.fill_noise(n, rng_fresh_);
+  if (n < world_)  // checked on every rank alike, so every rank reports it
+    user_fail("buffer.initial (", n, ") is smaller than the number of ranks (", world_,
+              "): every rank's buffer shard needs at least one initial image");
+  // This rank's rows of the 1-rank run's initial draw; every rank advances past all of it.
+  const Share mine = share_of(n, rank_, world_);
+  const int64_t img = opt_.net.image_size();
+  std::vector<float> rows(size_t(mine.count * img));
+  uniform_slice(rng_fresh_, mine.first * img, mine.count * img, -1.0f, 1.0f, rows.data());
+  rng_fresh_.offset += philox_blocks(uint64_t(n) * uint64_t(img));
+  buffer_.push(rows.data(), int(mine.count));
 }
 
 namespace {
 
-// x[i] = clip(x[i] + σ·n_i) for i in [lo, hi), n_i = element i of the normal stream at `offset`.
-void perturb_slice(float* x, int64_t lo, int64_t hi, float sigma, uint64_t seed, uint64_t stream, uint64_t offset) {
+// x[i] = clip(x[i] + σ·n_i) for i in [lo, hi), n_i = element shift + i of the normal stream at `offset`.
+void perturb_slice(float* x, int64_t lo, int64_t hi, float sigma, uint64_t seed, uint64_t stream, uint64_t offset,
+                   int64_t shift) {
+  if (shift % 4 != 0) {  // a rank's slice that starts inside a block: element by element
+    for (int64_t i = lo; i < hi; ++i)
+      x[i] = langevin_perturb(x[i], sigma, philox_normal_at(seed, stream, offset, uint64_t(shift + i)));
+    return;
+  }
+  offset += uint64_t(shift / 4);  // a whole number of blocks: the same stream from a later block
   float n4[4];
   int64_t i = lo;
   for (; i < hi && i % 4; ++i) x[i] = langevin_perturb(x[i], sigma, philox_normal_at(seed, stream, offset, uint64_t(i)));
@@ -67,7 +128,8 @@ void CpuBackend::reduce_grads(int n) {
 }
 
 std::string CpuBackend::describe() const {
-  return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, GEMM: " + gemm_provider() + ")";
+  return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, GEMM: " + gemm_provider() + ")" +
+         (distributed() ? ", rank " + std::to_string(rank_) + " of " + std::to_string(world_) : "");
 }
 
 void CpuBackend::reseed(uint64_t seed) {
@@ -111,7 +173,7 @@ void CpuBackend::set_train_data(const Tensor& train) {
 }
 
 int64_t CpuBackend::batches_per_epoch() const {
-  return (int64_t(perm_.size()) + opt_.batch_size - 1) / opt_.batch_size;
+  return (int64_t(perm_.size()) + global_batch() - 1) / global_batch();
 }
 
 void CpuBackend::begin_epoch(int64_t epoch) {
@@ -123,9 +185,14 @@ void CpuBackend::begin_epoch(int64_t epoch) {
 }
 
 void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {
+  langevin(x, n, p, rng, 0, int64_t(n) * opt_.net.image_size());
+}
+
+void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total) {
   const int64_t img = opt_.net.image_size(), len = int64_t(n) * img;
-  // Step s draws element i of the stream at offset base + s·blocks: the same numbers for any split.
-  const uint64_t base = rng.offset, blocks = philox_blocks(uint64_t(len));
+  // Step s draws element first + i of the stream at offset base + s·blocks: the same numbers for any split
+  // over threads or ranks.
+  const uint64_t base = rng.offset, blocks = philox_blocks(uint64_t(total));
   if (p.noise > 0) rng.offset += uint64_t(p.steps) * blocks;
   dfdx_.resize(size_t(len));
   f_.resize(size_t(n));
@@ -134,7 +201,7 @@ void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
     const int64_t lo = a * img, hi = b * img;
     for (int s = 0; s < p.steps; ++s) {
-      if (p.noise > 0) perturb_slice(x, lo, hi, p.noise, rng.seed, rng.stream, base + uint64_t(s) * blocks);
+      if (p.noise > 0) perturb_slice(x, lo, hi, p.noise, rng.seed, rng.stream, base + uint64_t(s) * blocks, first);
       net.forward(params, x + lo, b - a, f_.data() + a);
       net.backward(params, ones_.data() + a, dfdx_.data() + lo, nullptr);
 #pragma omp simd
@@ -143,28 +210,63 @@ void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {
   });
 }
 
+// The global buffer draw of a W-rank step (G = B·W fake rows), as rank r sees it:
+//   - G Bernoulli trials at choice blocks off + j; rank q's rows are trials [qB, (q+1)B);
+//   - each rank's fresh rows first (as ReplayBuffer::draw), from the fresh stream in rank order: rank r's
+//     take elements from Σ_{q<r} n_new_q · image on;
+//   - the held rows' buffer indices at choice blocks off + G + k, k counting held rows in rank order.
+// Every rank evaluates all G trials (G Philox blocks) to know where its slices start, and every rank
+// advances the offsets by the whole draw: choice by 2G − Σ n_new, fresh by the blocks of Σ n_new images —
+// what the 1-rank draw of G rows consumes (no index is ever redrawn here, as on the GPU).
+void CpuBackend::draw_fake_shard(float* fake) {
+  const int B = opt_.batch_size;
+  const int64_t G = global_batch(), img = opt_.net.image_size();
+  EBM_CHECK(buffer_.size() > 0, "replay buffer is empty");
+  const uint64_t off = rng_choice_.offset;
+  std::vector<int64_t> fresh(size_t(world_), 0);
+  for (int64_t j = 0; j < G; ++j) fresh[size_t(j / B)] += unit_at(rng_choice_, off + uint64_t(j)) < opt_.reinit_prob;
+  int64_t fresh_before = 0, held_before = 0, fresh_total = 0;
+  for (int q = 0; q < world_; ++q) {
+    if (q < rank_) fresh_before += fresh[size_t(q)], held_before += B - fresh[size_t(q)];
+    fresh_total += fresh[size_t(q)];
+  }
+  const int n_new = int(fresh[size_t(rank_)]);
+  uniform_slice(rng_fresh_, fresh_before * img, int64_t(n_new) * img, -1.0f, 1.0f, fake);
+  for (int i = n_new; i < B; ++i) {
+    const uint64_t k = below_at(rng_choice_, off + uint64_t(G + held_before + (i - n_new)), uint64_t(buffer_.size()));
+    std::memcpy(fake + int64_t(i) * img, buffer_.at(int(k)), sizeof(float) * size_t(img));
+  }
+  rng_choice_.offset = off + uint64_t(2 * G - fresh_total);
+  rng_fresh_.offset += philox_blocks(uint64_t(fresh_total) * uint64_t(img));
+}
+
 void CpuBackend::train_step(int64_t b) {
   EBM_CHECK(train_ != nullptr, "train_step before set_train_data");
   const int64_t img = opt_.net.image_size();
   const int bs = opt_.batch_size;
-  const int64_t start = b * bs;
+  const int64_t G = global_batch(), start = b * G;
   EBM_CHECK(start < int64_t(perm_.size()), "batch index past the end of the epoch");
-  const int nr = int(std::min<int64_t>(bs, int64_t(perm_.size()) - start));  // the last batch may be partial
-  const int nf = bs;                                                           // the buffer always gives a full one
+  const int64_t n_real = std::min<int64_t>(G, int64_t(perm_.size()) - start);  // the last batch may be partial
+  const Share mine = share_of(n_real, rank_, world_);                          // this rank's real rows
+  const int nr = int(mine.count);
+  const int nf = bs;  // the buffer always gives a full one
   batch_.resize(size_t(nr + nf) * img);
   float* real = batch_.data();
   float* fake = batch_.data() + int64_t(nr) * img;
 
-  // real ← clip(real + σ·N(0,1), −1, 1)
-  for (int i = 0; i < nr; ++i) std::memcpy(real + i * img, train_->ptr() + perm_[start + i] * img, sizeof(float) * img);
+  // real ← clip(real + σ·N(0,1), −1, 1): this rank's slice of the global batch's noise
+  for (int i = 0; i < nr; ++i)
+    std::memcpy(real + i * img, train_->ptr() + perm_[start + mine.first + i] * img, sizeof(float) * img);
   noise_.resize(size_t(nr) * img);
-  rng_real_.normal(noise_.data(), int64_t(nr) * img, 0.0f, 1.0f);
+  normal_slice(rng_real_, mine.first * img, int64_t(nr) * img, noise_.data());
+  rng_real_.offset += philox_blocks(uint64_t(n_real * img));
   const float rn = float(opt_.real_noise);
   for (int64_t i = 0; i < int64_t(nr) * img; ++i) real[i] = langevin_perturb(real[i], rn, noise_[i]);
 
   // fake ← buffer draw refined by Langevin, then written back (no gradient flows through the sampler)
-  buffer_.draw(nf, opt_.reinit_prob, rng_choice_, rng_fresh_, fake);
-  langevin(fake, nf, opt_.sampler, rng_langevin_);
+  if (distributed()) draw_fake_shard(fake);
+  else buffer_.draw(nf, opt_.reinit_prob, rng_choice_, rng_fresh_, fake);
+  langevin(fake, nf, opt_.sampler, rng_langevin_, int64_t(rank_) * nf * img, G * img);
   buffer_.push(fake, nf);
 
   // One forward/backward over [real; fake] — rows are independent, so this is both batches at once.
@@ -174,14 +276,46 @@ void CpuBackend::train_step(int64_t b) {
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
     net.forward(params_.data(), batch_.data() + a * img, b - a, f_.data() + a);
   });
-  const StepMetrics m = cd_loss(f_.data(), nr, f_.data() + nr, nf, float(opt_.alpha), df_.data(), df_.data() + nr);
+  const StepMetrics m = distributed() ? sharded_loss(n_real, G) :
+      cd_loss(f_.data(), nr, f_.data() + nr, nf, float(opt_.alpha), df_.data(), df_.data() + nr);
   parallel_rows(n, [&](CpuNet& net, int t, int a, int b) {  // same split, so each net still holds its rows
     grads_[t].resize(params_.size());
     net.backward(params_.data(), df_.data() + a, nullptr, grads_[t].data());
   });
   reduce_grads(n);
+  // Σ over ranks of Σ_rows dL/df_i ∂f_i/∂θ, each term already scaled by the global counts: the gradient of
+  // the global batch's loss, on every rank alike.
+  if (distributed()) comm_->allreduce(grad_.data(), int64_t(grad_.size()), ReduceOp::kSum);
   adam_step(grad_);
   pending_.push_back(m);
+}
+
+// cd_loss over the global batch: this rank's rows f_ = [real (nr); fake (batch)], means over the global
+// counts (n_real real rows, G fake rows), sums all-reduced. Fills df_.
+StepMetrics CpuBackend::sharded_loss(int64_t n_real, int64_t G) {
+  const int nf = opt_.batch_size, nr = int(f_.size()) - nf;
+  const float alpha = float(opt_.alpha);
+  double sums[4] = {0, 0, 0, 0};  // Σ f_real, Σ f_real², Σ f_fake, Σ f_fake²
+  double worst[2] = {0, 0};       // max |f| over finite values, 1 if any value is NaN/inf
+  for (int i = 0; i < nr + nf; ++i) {
+    const float v = f_[size_t(i)];
+    const bool is_real = i < nr;
+    sums[is_real ? 0 : 2] += v;
+    sums[is_real ? 1 : 3] += double(v) * v;
+    if (std::isfinite(v)) worst[0] = std::max(worst[0], double(std::fabs(v)));
+    else worst[1] = 1;
+    df_[size_t(i)] = is_real ? dloss_dreal(v, alpha, 1.0f / float(n_real)) : dloss_dfake(v, alpha, 1.0f / float(G));
+  }
+  comm_->allreduce(sums, 4, ReduceOp::kSum);
+  comm_->allreduce(worst, 2, ReduceOp::kMax);
+  StepMetrics m;
+  m.real = sums[0] / double(n_real);
+  m.fake = sums[2] / double(G);
+  m.cdiv = m.fake - m.real;
+  m.reg = alpha * (sums[1] / double(n_real) + sums[3] / double(G));
+  m.loss = m.cdiv + m.reg;
+  m.max_abs_f = worst[1] != 0 ? NAN : worst[0];
+  return m;
 }
 
 std::vector<StepMetrics> CpuBackend::drain_metrics() {
@@ -217,6 +351,7 @@ void CpuBackend::forward_rows(const float* x, int n, float* f) {
 }
 
 ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
+  if (distributed()) return validate_sharded(test, epoch);
   const int64_t img = opt_.net.image_size();
   const int64_t n = test.numel() / img;
   Rng rng(opt_.seed, RngStream::kValidation);
@@ -238,6 +373,43 @@ ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
   if (batches > 0) {
     v.real /= batches;
     v.fake /= batches;
+  }
+  v.cdiv = v.real - v.fake;
+  return v;
+}
+
+// validate() of a 1-rank run with batch G = B·W: each rank takes its share of every batch's test rows and
+// the matching slice of its noise, the per-batch sums are all-reduced, then averaged as there.
+ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch) {
+  const int64_t img = opt_.net.image_size(), n = test.numel() / img, G = global_batch();
+  Rng rng(opt_.seed, RngStream::kValidation);
+  rng.offset = uint64_t(epoch) << 40;
+  const int64_t batches = (n + G - 1) / G;
+  std::vector<double> sums(size_t(2 * batches), 0.0);  // per batch: Σ f(test rows), Σ f(noise rows)
+  std::vector<float> noise, fr(static_cast<size_t>(G)), ff(static_cast<size_t>(G));
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t s = b * G, c = std::min(G, n - s);
+    const Share mine = share_of(c, rank_, world_);
+    if (mine.count > 0) {
+      noise.resize(size_t(mine.count * img));
+      uniform_slice(rng, mine.first * img, mine.count * img, -1.0f, 1.0f, noise.data());
+      forward_rows(test.ptr() + (s + mine.first) * img, int(mine.count), fr.data());
+      forward_rows(noise.data(), int(mine.count), ff.data());
+      sums[size_t(2 * b)] = std::accumulate(fr.begin(), fr.begin() + mine.count, 0.0);
+      sums[size_t(2 * b + 1)] = std::accumulate(ff.begin(), ff.begin() + mine.count, 0.0);
+    }
+    rng.offset += philox_blocks(uint64_t(c * img));
+  }
+  comm_->allreduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
+  ValidationMetrics v;
+  for (int64_t b = 0; b < batches; ++b) {
+    const double c = double(std::min(G, n - b * G));
+    v.real += sums[size_t(2 * b)] / c;
+    v.fake += sums[size_t(2 * b + 1)] / c;
+  }
+  if (batches > 0) {
+    v.real /= double(batches);
+    v.fake /= double(batches);
   }
   v.cdiv = v.real - v.fake;
   return v;

@@ -1,4 +1,12 @@
 // The CPU backend: the reference every other backend is tested against.
+//
+// Data-parallel (EngineOptions::comm with W > 1 ranks): global batch G = batch_size·W. Every rank computes
+// the same epoch permutation and takes its share of each global batch's rows (engine/communicator.hpp
+// share_of), holds a 1/W shard of the replay buffer, and draws its rows' slice of each *global* random
+// stream (element offsets, all ranks advancing every offset by the global draw), so the real noise, fresh
+// rows and Langevin noise of a W-rank step are the numbers a 1-rank step with batch G draws for the same
+// rows. dL/df is scaled by the global real/fake counts, so the all-reduced SUM of the ranks' gradients is
+// the 1-rank gradient up to float summation order; metrics are all-reduced sums.
 #pragma once
 #include <memory>
 
@@ -42,12 +50,24 @@ class CpuBackend final : public Backend {
   void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
                   std::vector<float>& grad) override;
   void adam_step(const std::vector<float>& grad) override;
+  bool data_parallel() const override { return true; }
 
   // Langevin refinement of x [n, image] in place (the seed's generate_samples).
   void langevin(float* x, int n, const SamplerParams& p, Rng& rng);
 
  private:
   std::vector<int64_t> image_shape() const { return {opt_.net.in_c, opt_.net.in_h, opt_.net.in_w}; }
+  bool distributed() const { return world_ > 1; }
+  int64_t global_batch() const { return int64_t(opt_.batch_size) * world_; }
+
+  // x [n, image] refined in place; x's element i takes element first + i of the Langevin-noise stream, and
+  // each step advances by philox_blocks(total) (a W-rank step draws its rows' slice of the global draw).
+  void langevin(float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total);
+  void fill_initial_buffer();
+  // fake [batch, image]: this rank's rows of the global buffer draw (W > 1; see cpu_backend.cpp).
+  void draw_fake_shard(float* fake);
+  StepMetrics sharded_loss(int64_t n_real, int64_t global_fake);
+  ValidationMetrics validate_sharded(const Tensor& test, int64_t epoch);
 
   // Splits n rows over the threads; each runs its own network on its slice, so the K Langevin steps
   // need no barrier at all and GEMMs stay single-threaded and cache-sized.
@@ -58,6 +78,8 @@ class CpuBackend final : public Backend {
   void forward_rows(const float* x, int n, float* f);  // f [n] = f(x), x [n, image]
 
   EngineOptions opt_;
+  Communicator* comm_;
+  int rank_, world_;
   std::vector<std::unique_ptr<CpuNet>> nets_;  // one per thread
   std::vector<std::vector<float>> grads_;      // per-thread partial gradients
   std::vector<float> params_, grad_;

@@ -68,8 +68,18 @@ void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainStat
   st.put_f32("adam.m", np, s.adam.m.data());
   st.put_f32("adam.v", np, s.adam.v.data());
   st.put_i64("adam.t", {1}, &s.adam.t);
-  st.put("buffer", s.buffer);
-  st.put_u64("rng.state", {int64_t(s.rng.size())}, s.rng.data());
+  if (s.world_size() == 1) {
+    st.put("buffer", s.buffer);
+    st.put_u64("rng.state", {int64_t(s.rng.size())}, s.rng.data());
+  } else {
+    EBM_CHECK(s.rank_rngs.size() == s.rank_buffers.size(), "checkpoint: one RNG state per rank's buffer");
+    const int64_t world = s.world_size();
+    st.put_i64("world_size", {1}, &world);
+    for (size_t r = 0; r < s.rank_buffers.size(); ++r) {
+      st.put("buffer.rank" + std::to_string(r), s.rank_buffers[r]);
+      st.put_u64("rng.state.rank" + std::to_string(r), {int64_t(s.rank_rngs[r].size())}, s.rank_rngs[r].data());
+    }
+  }
   const int64_t counters[4] = {s.step, s.epoch, s.batch, s.rollbacks};
   st.put_i64("counters", {4}, counters);  // step, epoch, batch, rollbacks
   st.put_f64("epoch_sums", {6}, s.epoch_sums.data());
@@ -120,7 +130,7 @@ Model load_model(const std::string& dir) {
   return m;
 }
 
-TrainState load_train_state(const std::string& dir, const NetSpec& net) {
+TrainState load_train_state(const std::string& dir, const NetSpec& net, int world_size) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) user_fail(dir, ": not a checkpoint directory (it does not exist)");
   TrainState s;
@@ -137,12 +147,37 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net) {
   const auto t = st.get_i64("adam.t");
   expect_len("adam.t", t.size(), 1);
   s.adam.t = t[0];
-  s.buffer = st.get_f32("buffer");
-  if (s.buffer.shape.size() != 4 || s.buffer.shape[1] != net.in_c || s.buffer.shape[2] != net.in_h ||
-      s.buffer.shape[3] != net.in_w)
-    user_fail(file, ": replay buffer has shape ", shape_str(s.buffer.shape), ", expected [n,", net.in_c, ",",
-              net.in_h, ",", net.in_w, "]");
-  s.rng = st.get_u64("rng.state");
+  int64_t saved_world = 1;
+  if (st.has("world_size")) {
+    const auto w = st.get_i64("world_size");
+    expect_len("world_size", w.size(), 1);
+    saved_world = w[0];
+    if (saved_world < 2) user_fail(file, ": 'world_size' is ", saved_world, ", expected >= 2");
+  }
+  if (saved_world != world_size)
+    user_fail(dir, ": this checkpoint was written by a run on ", saved_world, saved_world == 1 ? " rank" : " ranks",
+              " (each holds its own replay-buffer shard and random streams), but this run has ", world_size,
+              world_size == 1 ? " rank" : " ranks", "; resume it with the same number of ranks (",
+              saved_world == 1 ? std::string("no mpirun, or mpirun -np 1") : "mpirun -np " + std::to_string(saved_world),
+              ")");
+  auto read_buffer = [&](const std::string& name) {
+    Tensor b = st.get_f32(name);
+    if (b.shape.size() != 4 || b.shape[1] != net.in_c || b.shape[2] != net.in_h || b.shape[3] != net.in_w)
+      user_fail(file, ": replay buffer '", name, "' has shape ", shape_str(b.shape), ", expected [n,", net.in_c, ",",
+                net.in_h, ",", net.in_w, "]");
+    return b;
+  };
+  if (saved_world == 1) {
+    s.buffer = read_buffer("buffer");
+    s.rng = st.get_u64("rng.state");
+  } else {
+    for (int64_t r = 0; r < saved_world; ++r) {
+      s.rank_buffers.push_back(read_buffer("buffer.rank" + std::to_string(r)));
+      s.rank_rngs.push_back(st.get_u64("rng.state.rank" + std::to_string(r)));
+    }
+    s.buffer = s.rank_buffers[0];
+    s.rng = s.rank_rngs[0];
+  }
   const auto c = st.get_i64("counters");
   expect_len("counters", c.size(), 4);
   s.step = c[0]; s.epoch = c[1]; s.batch = c[2]; s.rollbacks = c[3];
@@ -158,6 +193,117 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net) {
   auto it = st.metadata.find("rng_backend");
   s.rng_backend = it == st.metadata.end() ? "" : it->second;
   if (s.step < 0 || s.epoch < 0 || s.batch < 0) user_fail(file, ": negative step counters");
+  return s;
+}
+
+namespace {
+
+// Little-endian on every machine this runs on (x86-64, aarch64): values are copied as they lie in memory.
+class Packer {
+ public:
+  template <class T>
+  void pod(const T& v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  template <class T>
+  void vec(const std::vector<T>& v) {
+    pod(uint64_t(v.size()));
+    out.append(reinterpret_cast<const char*>(v.data()), sizeof(T) * v.size());
+  }
+  void str(const std::string& s) { vec(std::vector<char>(s.begin(), s.end())); }
+  std::string out;
+};
+
+class Unpacker {
+ public:
+  explicit Unpacker(const std::string& in) : in_(in) {}
+  template <class T>
+  T pod() {
+    T v;
+    take(&v, sizeof v);
+    return v;
+  }
+  template <class T>
+  std::vector<T> vec() {
+    const uint64_t n = pod<uint64_t>();
+    EBM_CHECK(n <= (in_.size() - pos_) / sizeof(T), "packed train state: truncated");
+    std::vector<T> v(static_cast<size_t>(n));
+    take(v.data(), sizeof(T) * v.size());
+    return v;
+  }
+  std::string str() {
+    const std::vector<char> c = vec<char>();
+    return std::string(c.begin(), c.end());
+  }
+  bool done() const { return pos_ == in_.size(); }
+
+ private:
+  void take(void* dst, size_t n) {
+    EBM_CHECK(n <= in_.size() - pos_, "packed train state: truncated");
+    if (n > 0) std::memcpy(dst, in_.data() + pos_, n);
+    pos_ += n;
+  }
+  const std::string& in_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string pack_train_state(const TrainState& s) {
+  Packer p;
+  p.vec(s.params);
+  p.vec(s.adam.m);
+  p.vec(s.adam.v);
+  p.pod(s.adam.t);
+  p.vec(s.buffer.shape);
+  p.vec(s.buffer.data);
+  p.vec(s.rng);
+  p.str(s.rng_backend);
+  p.pod(s.step);
+  p.pod(s.epoch);
+  p.pod(s.batch);
+  p.pod(s.epoch_sums);
+  p.pod(s.lr);
+  p.pod(s.seed);
+  p.pod(s.rollbacks);
+  p.pod(uint64_t(s.rank_buffers.size()));
+  for (size_t r = 0; r < s.rank_buffers.size(); ++r) {
+    p.vec(s.rank_buffers[r].shape);
+    p.vec(s.rank_buffers[r].data);
+    p.vec(s.rank_rngs[r]);
+  }
+  return std::move(p.out);
+}
+
+TrainState unpack_train_state(const std::string& bytes) {
+  Unpacker u(bytes);
+  TrainState s;
+  s.params = u.vec<float>();
+  s.adam.m = u.vec<float>();
+  s.adam.v = u.vec<float>();
+  s.adam.t = u.pod<int64_t>();
+  auto tensor = [&u] {
+    Tensor t;
+    t.shape = u.vec<int64_t>();
+    t.data = u.vec<float>();
+    EBM_CHECK(t.shape.empty() ? t.data.empty() : int64_t(t.data.size()) == Tensor::numel_of(t.shape),
+              "packed train state: tensor shape and data differ");
+    return t;
+  };
+  s.buffer = tensor();
+  s.rng = u.vec<uint64_t>();
+  s.rng_backend = u.str();
+  s.step = u.pod<int64_t>();
+  s.epoch = u.pod<int64_t>();
+  s.batch = u.pod<int64_t>();
+  s.epoch_sums = u.pod<std::array<double, 6>>();
+  s.lr = u.pod<double>();
+  s.seed = u.pod<uint64_t>();
+  s.rollbacks = u.pod<int64_t>();
+  const uint64_t ranks = u.pod<uint64_t>();
+  for (uint64_t r = 0; r < ranks; ++r) {
+    s.rank_buffers.push_back(tensor());
+    s.rank_rngs.push_back(u.vec<uint64_t>());
+  }
+  EBM_CHECK(u.done(), "packed train state: trailing bytes");
   return s;
 }
 

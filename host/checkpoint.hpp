@@ -26,6 +26,13 @@ struct TrainState {
   double lr = 0;
   uint64_t seed = 0;
   int64_t rollbacks = 0;
+  // A data-parallel run's checkpoint holds every rank's replay-buffer shard and RNG state, in rank order
+  // (train_state.safetensors: buffer.rank{r}, rng.state.rank{r}, world_size). Empty for one rank, whose
+  // state is `buffer` and `rng` (the single-process layout, unchanged). In a running rank, `buffer` and
+  // `rng` are always that rank's own.
+  std::vector<Tensor> rank_buffers;
+  std::vector<std::vector<uint64_t>> rank_rngs;
+  int world_size() const { return rank_buffers.empty() ? 1 : int(rank_buffers.size()); }
 };
 
 NetSpec net_spec_for(const Config& c);
@@ -42,7 +49,12 @@ Model load_model(const std::string& dir);
 
 // Parameters from model.safetensors checked against `net` (UserError naming tensor, both shapes).
 std::vector<float> load_params(const std::string& file, const NetSpec& net);
-// The whole state, for --resume; the network must match `net` (the current config's).
-TrainState load_train_state(const std::string& dir, const NetSpec& net);
+// The whole state, for --resume; the network must match `net` (the current config's), and the run that wrote
+// it must have had `world_size` ranks (UserError naming both counts otherwise).
+TrainState load_train_state(const std::string& dir, const NetSpec& net, int world_size = 1);
+
+// A TrainState as bytes and back, for moving it between ranks (resume scatters each rank its part).
+std::string pack_train_state(const TrainState& s);
+TrainState unpack_train_state(const std::string& bytes);
 
 }  // namespace ebm

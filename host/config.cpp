@@ -209,6 +209,7 @@ json config_to_json(const Config& c) {
                  {"eps", t.eps}, {"alpha", t.alpha}, {"real_noise", t.real_noise},
                  {"max_steps", t.max_steps}, {"log_every", t.log_every},
                  {"checkpoint_every", t.checkpoint_every}, {"validate", t.validate},
+                 {"comm_timeout_s", t.comm_timeout_s},
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
                                  {"lr_factor", t.divergence.lr_factor},
@@ -272,6 +273,7 @@ Config config_from_json(const json& user, const std::string& source) {
   t.log_every = r.int32("train.log_every", 1);
   t.checkpoint_every = r.int64("train.checkpoint_every", 0);
   t.validate = r.boolean("train.validate");
+  t.comm_timeout_s = r.real("train.comm_timeout_s", {.lo = 0, .lo_open = true});
   t.divergence.max_abs_f = r.real("train.divergence.max_abs_f", {.lo = 0, .lo_open = true});
   t.divergence.action = r.one_of("train.divergence.action", {"stop", "rollback"});
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});

@@ -61,6 +61,7 @@ struct TrainConfig {
   int log_every = 10;              // progress line / metrics read-back period, in steps
   int64_t checkpoint_every = 0;    // also checkpoint to last/ every N steps (0 = epoch ends only)
   bool validate = true;            // validation on the test set at each epoch end
+  double comm_timeout_s = 120;     // data-parallel runs: a collective waiting longer than this ends the job
   DivergenceConfig divergence;
   bool operator==(const TrainConfig&) const = default;
 };

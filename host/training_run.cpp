@@ -10,13 +10,18 @@
 #include <iostream>
 #include <sstream>
 
+#include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/profiling.hpp"
 #include "engine/rng.hpp"
 #include "host/backend_factory.hpp"
 #include "host/checkpoint.hpp"
 #include "host/dataset.hpp"
+#include "host/distributed.hpp"
 #include "host/png_image.hpp"
+#ifdef EBM_HAVE_CUDA
+#include "kernels/cuda_backend.hpp"
+#endif
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -40,7 +45,17 @@ std::string duration_str(double s) {
   return b;
 }
 
-EngineOptions engine_options(const Config& c) {
+// Each local rank takes its own GPU: cuda.device + local rank, wrapped over the devices this process sees
+// (1 when the launcher hands every rank one device through CUDA_VISIBLE_DEVICES).
+int device_for(int configured, int local_rank) {
+#ifdef EBM_HAVE_CUDA
+  const int count = cuda_device_count(nullptr);
+  if (count > 0) return (configured + local_rank) % count;
+#endif
+  return configured + local_rank;
+}
+
+EngineOptions engine_options(const Config& c, Communicator& comm) {
   EngineOptions o;
   o.net = net_spec_for(c);
   o.seed = c.seed;
@@ -54,6 +69,10 @@ EngineOptions engine_options(const Config& c) {
   o.real_noise = c.train.real_noise;
   o.tf32 = c.cuda.tf32;
   o.device = c.cuda.device;
+  if (comm.size() > 1) {
+    o.comm = &comm;
+    o.device = device_for(c.cuda.device, comm.local_rank());
+  }
   return o;
 }
 
@@ -88,56 +107,107 @@ void truncate_metrics(const fs::path& file, int64_t step) {
   std::ofstream(file, std::ios::trunc) << kept.str();
 }
 
+// With several ranks every rank runs this same loop in lockstep: the same steps, the same collectives in
+// the same order (inside train_step and validate, the stop flag each step, the checkpoint gather), and the
+// same decisions, taken from all-reduced metrics. Rank 0 alone owns the run directory and the console.
 class TrainingRun {
  public:
-  explicit TrainingRun(const TrainRunOptions& o) : o_(o), cfg_(o.config), out_(cfg_.output_dir) {}
+  explicit TrainingRun(const TrainRunOptions& o)
+      : o_(o), cfg_(o.config), out_(cfg_.output_dir), comm_(o.comm ? *o.comm : single_) {}
 
   int run() {
-    check_writable(out_);
-    if (o_.resume.empty() && fs::exists(out_ / "last"))
-      user_fail("output_dir \"", out_.string(), "\" already holds a run (", (out_ / "last").string(),
-                "); continue it with --resume ", (out_ / "last").string(),
-                ", or start a new one elsewhere with --set output_dir=DIR");
+    comm_.set_timeout(cfg_.train.comm_timeout_s);
     const NetSpec net = net_spec_for(cfg_);
     TrainState resumed;
-    if (!o_.resume.empty()) resumed = load_train_state(o_.resume, net);  // before anything is written
+    // Rank 0's checks of the run directory and the checkpoint to resume come before anything is written; an
+    // error there is every rank's error.
+    agree(comm_, [&] {
+      check_writable(out_);
+      if (o_.resume.empty() && fs::exists(out_ / "last"))
+        user_fail("output_dir \"", out_.string(), "\" already holds a run (", (out_ / "last").string(),
+                  "); continue it with --resume ", (out_ / "last").string(),
+                  ", or start a new one elsewhere with --set output_dir=DIR");
+      if (!o_.resume.empty()) resumed = load_train_state(o_.resume, net, comm_.size());
+    }, /*root_only=*/true);
+    if (distributed() && !o_.resume.empty()) resumed = share_resumed(resumed);
 
-    Dataset data = [&] {
+    Dataset data;
+    agree(comm_, [&] {  // every rank reads the whole set: each needs N and the epoch's permutation
       EBM_PROFILE_RANGE("load_data");
-      return load_dataset(cfg_.data);
-    }();
-    std::cout << "data: train " << shape_str(data.train.shape) << " from " << data.train_path << ", test "
-              << shape_str(data.test.shape) << "\n";
-    if (data.train.dim(0) == 0) user_fail(data.train_path, ": no training images");
+      data = load_dataset(cfg_.data);
+      if (data.train.dim(0) == 0) user_fail(data.train_path, ": no training images");
+    });
+    out() << "data: train " << shape_str(data.train.shape) << " from " << data.train_path << ", test "
+          << shape_str(data.test.shape) << "\n";
 
-    be_ = make_backend(cfg_.backend, engine_options(cfg_));
-    kind_ = be_->describe().rfind("cuda", 0) == 0 ? "cuda" : "cpu";
-    std::cout << "backend: " << be_->describe() << "\n" << net.summary() << "\n";
+    agree(comm_, [&] {
+      be_ = make_backend(cfg_.backend, engine_options(cfg_, comm_));
+      kind_ = be_->describe().rfind("cuda", 0) == 0 ? "cuda" : "cpu";
+      if (distributed() && !be_->data_parallel())
+        user_fail("backend ", kind_, ": this build's ", kind_, " backend does not train data-parallel; run the ",
+                  comm_.size(), " ranks with --backend cpu, or run one process");
+    });
+    out() << "backend: " << be_->describe() << "\n";
+    if (distributed())
+      out() << "data-parallel: " << comm_.size() << " ranks, global batch " << int64_t(cfg_.data.batch_size) * comm_.size()
+            << " (" << cfg_.data.batch_size << " per rank), replay buffer " << cfg_.buffer.capacity / comm_.size()
+            << " images per rank\n";
+    out() << net.summary() << std::endl;  // a log being tailed shows the run has started
     be_->set_train_data(data.train);
     bpe_ = be_->batches_per_epoch();
     total_steps_ = cfg_.train.epochs * bpe_;
     if (cfg_.train.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.train.max_steps);
 
-    std::ofstream(out_ / "config.json") << config_to_json(cfg_).dump(2) << "\n";
+    if (root()) std::ofstream(out_ / "config.json") << config_to_json(cfg_).dump(2) << "\n";
     if (!o_.resume.empty()) {
+      resumed.rank_buffers.clear();  // this rank's own shard is in resumed.buffer
+      resumed.rank_rngs.clear();
       restore(resumed);
       s_ = resumed;
-      truncate_metrics(out_ / "metrics.jsonl", s_.step);
-      std::cout << "resumed from " << o_.resume << " at step " << s_.step << " (epoch " << s_.epoch + 1 << ", batch "
-                << s_.batch << ")\n";
+      if (root()) truncate_metrics(out_ / "metrics.jsonl", s_.step);
+      out() << "resumed from " << o_.resume << " at step " << s_.step << " (epoch " << s_.epoch + 1 << ", batch "
+            << s_.batch << ")\n";
     } else {
       s_.lr = cfg_.train.lr;
       s_.seed = cfg_.seed;
-      std::ofstream(out_ / "metrics.jsonl", std::ios::trunc);
+      if (root()) std::ofstream(out_ / "metrics.jsonl", std::ios::trunc);
     }
-    metrics_.open(out_ / "metrics.jsonl", std::ios::app);
+    if (root()) metrics_.open(out_ / "metrics.jsonl", std::ios::app);
     good_ = snapshot();
     net_ = net;
-    tty_ = isatty(fileno(stdout));
+    tty_ = root() && !distributed() && isatty(fileno(stdout));  // mpirun gives ranks a pty, but its output is a log
     return loop(data);
   }
 
  private:
+  bool root() const { return comm_.rank() == 0; }
+  bool distributed() const { return comm_.size() > 1; }
+  // The console: rank 0's; the other ranks' lines go nowhere.
+  std::ostream& out() { return root() ? std::cout : quiet_; }
+
+  // Rank 0 loaded every rank's part of the checkpoint; each rank gets the common state plus its own
+  // replay-buffer shard and RNG state.
+  TrainState share_resumed(const TrainState& all) {
+    std::vector<std::string> parts;
+    if (root()) {
+      for (int r = 0; r < comm_.size(); ++r) {
+        TrainState mine = all;
+        mine.buffer = all.rank_buffers[size_t(r)];
+        mine.rng = all.rank_rngs[size_t(r)];
+        mine.rank_buffers.clear();
+        mine.rank_rngs.clear();
+        parts.push_back(pack_train_state(mine));
+      }
+    }
+    return unpack_train_state(comm_.scatter(parts, 0));
+  }
+
+  // A stop requested on any rank (SIGINT/SIGTERM may reach one process, or all) stops every rank after the
+  // same step.
+  bool stop_requested() {
+    const bool mine = o_.stop && o_.stop->load();
+    return distributed() ? any_rank(comm_, mine) : mine;
+  }
   TrainState snapshot() {
     TrainState s = s_;
     s.params = be_->params();
@@ -156,20 +226,43 @@ class TrainingRun {
     if (s.rng_backend == kind_) {
       be_->set_rng_state(s.rng);
     } else {  // another backend's streams cannot be continued here: same seed, fresh streams
-      std::cout << "note: checkpoint RNG state is from the " << s.rng_backend << " backend; the " << kind_
+      out() << "note: checkpoint RNG state is from the " << s.rng_backend << " backend; the " << kind_
                 << " backend continues with fresh streams from seed " << s.seed << "\n";
       be_->reseed(s.seed);
     }
   }
 
+  // Collective with several ranks: each sends rank 0 its state; rank 0 checks that they agree on all but
+  // their shards (the same steps on all-reduced gradients: a difference is a bug) and writes the checkpoint
+  // with every rank's replay-buffer shard and RNG state.
   void save(const std::string& name) {
     EBM_PROFILE_RANGE("checkpoint");
     TrainState st = snapshot();
-    save_checkpoint((out_ / name).string(), net_, st, cfg_);
+    if (!distributed()) {
+      save_checkpoint((out_ / name).string(), net_, st, cfg_);
+      good_ = std::move(st);
+      return;
+    }
+    const std::vector<std::string> parts = comm_.gather(pack_train_state(st), 0);
+    if (root()) {
+      TrainState all = st;
+      for (int r = 0; r < comm_.size(); ++r) {
+        TrainState p = unpack_train_state(parts[size_t(r)]);
+        if (p.params != st.params || p.adam.m != st.adam.m || p.adam.v != st.adam.v || p.adam.t != st.adam.t ||
+            p.step != st.step || p.epoch != st.epoch || p.batch != st.batch)
+          fail_at("every rank's state equals rank 0's", __FILE__, __LINE__,
+                  "at step " + std::to_string(st.step) + ", rank " + std::to_string(r) +
+                      "'s parameters, Adam state or counters differ from rank 0's: the ranks drifted apart");
+        all.rank_buffers.push_back(std::move(p.buffer));
+        all.rank_rngs.push_back(std::move(p.rng));
+      }
+      save_checkpoint((out_ / name).string(), net_, all, cfg_);
+    }
     good_ = std::move(st);
   }
 
   void log(const nlohmann::json& j) {
+    if (!root()) return;
     metrics_ << j.dump() << "\n";
     metrics_.flush();
   }
@@ -213,6 +306,7 @@ class TrainingRun {
   }
 
   void progress(bool force) {
+    if (!root()) return;
     const double since = std::chrono::duration<double>(Clock::now() - t_print_).count();
     if (!force && !(tty_ ? since > 0.2 : since > 15.0)) return;
     t_print_ = Clock::now();
@@ -242,6 +336,7 @@ class TrainingRun {
 
   // Training curves from metrics.jsonl (so they survive resumes): step values and epoch means.
   void curves() {
+    if (!root()) return;
     std::ifstream in(out_ / "metrics.jsonl");
     std::vector<PlotSeries> s = {{"loss", {}, {}}, {"cdiv", {}, {}}, {"real", {}, {}}, {"fake", {}, {}}};
     std::string line;
@@ -261,7 +356,7 @@ class TrainingRun {
   }
 
   int diverged() {
-    std::cout << (tty_ ? "\n" : "") << "ebm_train: " << why_ << "\n";
+    out() << (tty_ ? "\n" : "") << "ebm_train: " << why_ << "\n";
     log({{"event", "diverged"}, {"step", s_.step}, {"message", why_}});
     const auto& d = cfg_.train.divergence;
     if (d.action == "rollback" && s_.rollbacks < d.max_rollbacks) {
@@ -275,12 +370,12 @@ class TrainingRun {
       be_->drain_metrics();
       s_ = back;
       good_ = back;
-      std::cout << "rolled back to step " << s_.step << " (rollback " << n << "/" << d.max_rollbacks << "), lr "
+      out() << "rolled back to step " << s_.step << " (rollback " << n << "/" << d.max_rollbacks << "), lr "
                 << fmt("%.3g", s_.lr) << ", seed " << s_.seed << "\n";
       log({{"event", "rollback"}, {"step", s_.step}, {"lr", s_.lr}, {"seed", s_.seed}, {"rollbacks", n}});
       return -1;  // go on
     }
-    std::cout << "the last good checkpoint is kept: " << (out_ / "last").string() << " (step " << good_.step
+    out() << "the last good checkpoint is kept: " << (out_ / "last").string() << " (step " << good_.step
               << "); try a lower train.lr or train.divergence.action=rollback\n";
     return kRunDiverged;
   }
@@ -291,7 +386,7 @@ class TrainingRun {
     save("last");
     log({{"event", "stopped"}, {"step", s_.step}, {"reason", reason}});
     progress(true);
-    std::cout << (tty_ ? "\n" : "") << "stopped (" << reason << ") at step " << s_.step << "; checkpoint "
+    out() << (tty_ ? "\n" : "") << "stopped (" << reason << ") at step " << s_.step << "; checkpoint "
               << (out_ / "last").string() << "\n";
     curves();
     return kRunOk;
@@ -300,7 +395,7 @@ class TrainingRun {
   int loop(const Dataset& data) {
     t_start_ = t_print_ = Clock::now();
     if (s_.epoch >= cfg_.train.epochs || (cfg_.train.max_steps > 0 && s_.step >= cfg_.train.max_steps)) {
-      std::cout << "nothing to do: the run is complete (step " << s_.step << ", epoch " << s_.epoch << "/"
+      out() << "nothing to do: the run is complete (step " << s_.step << ", epoch " << s_.epoch << "/"
                 << cfg_.train.epochs << ")\n";
       return kRunOk;
     }
@@ -310,7 +405,7 @@ class TrainingRun {
       bool rolled_back = false;
       while (s_.batch < bpe_) {
         if (cfg_.train.max_steps > 0 && s_.step >= cfg_.train.max_steps) return stop("train.max_steps");
-        if (o_.stop && o_.stop->load()) return stop("signal");
+        if (stop_requested()) return stop("signal");
         if (s_.step == o_.profile_begin) be_->set_profiling(true);
         {
           EBM_PROFILE_RANGE("step");
@@ -335,7 +430,7 @@ class TrainingRun {
       if (rolled_back) continue;
       end_epoch(data, std::chrono::duration<double>(Clock::now() - t_epoch).count());
     }
-    std::cout << "done: " << s_.step << " steps; checkpoint " << (out_ / "last").string() << "\n";
+    out() << "done: " << s_.step << " steps; checkpoint " << (out_ / "last").string() << "\n";
     return kRunOk;
   }
 
@@ -347,7 +442,7 @@ class TrainingRun {
       v = be_->validate(data.test, s_.epoch);
     }
     if (tty_) progress(true);  // finish the live line; in a log the summary below says it all
-    std::cout << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << cfg_.train.epochs << " - " << fmt("%.1f", seconds)
+    out() << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << cfg_.train.epochs << " - " << fmt("%.1f", seconds)
               << "s " << fmt("%.0f", ms_per_step()) << "ms/step - cdiv: " << fmt("%.4f", mean(2))
               << " - fake: " << fmt("%.4f", mean(4)) << " - loss: " << fmt("%.4f", mean(0))
               << " - real: " << fmt("%.4f", mean(3)) << " - reg: " << fmt("%.4f", mean(1));
@@ -355,26 +450,29 @@ class TrainingRun {
                           {"reg", mean(1)}, {"cdiv", mean(2)}, {"real", mean(3)}, {"fake", mean(4)},
                           {"seconds", seconds}};
     if (cfg_.train.validate) {
-      std::cout << " - val_cdiv: " << fmt("%.4f", v.cdiv) << " - val_fake: " << fmt("%.4f", v.fake)
+      out() << " - val_cdiv: " << fmt("%.4f", v.cdiv) << " - val_fake: " << fmt("%.4f", v.fake)
                 << " - val_real: " << fmt("%.4f", v.real);
       rec["val_cdiv"] = v.cdiv;
       rec["val_real"] = v.real;
       rec["val_fake"] = v.fake;
     }
-    std::cout << "\n";
+    out() << "\n";
     log(rec);
     s_.epoch += 1;
     s_.batch = 0;
     s_.epoch_sums.fill(0.0);
     save("epoch_" + std::to_string(epoch));
     save("last");
-    sample_grid(epoch);
+    if (root()) sample_grid(epoch);  // the other ranks go on to the next epoch's first collective and wait
     curves();
   }
 
   const TrainRunOptions& o_;
   Config cfg_;
   fs::path out_;
+  SingleProcessCommunicator single_;
+  Communicator& comm_;
+  std::ostream quiet_{nullptr};  // no buffer: discards what it is given
   NetSpec net_;
   std::unique_ptr<Backend> be_;
   std::string kind_, why_;

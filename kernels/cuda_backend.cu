@@ -18,6 +18,13 @@
 // rng_state() = {seed, real-noise, buffer-choice, buffer-fresh, langevin offsets}: CpuBackend's layout and
 // meaning, so checkpoints resume on either backend.
 //
+// Data-parallel (EngineOptions::comm with W > 1 ranks, one GPU each; needs NCCL): CpuBackend's semantics
+// (engine/cpu_backend.hpp) — global batch G = batch_size·W, rank r's share of each global batch's rows and its
+// slice of every global random draw (kernels/sharded_step.cuh), a 1/W replay-buffer shard, dL/df over the global
+// counts; the gradient (one flat buffer) and the loss sums are all-reduced by NCCL on its own stream, ordered
+// by events, inside the captured graph: no host sync is added. sync() waits with a deadline and NCCL's error
+// checks, so a dead or hung peer ends in CommError instead of a hang.
+//
 // Environment: EBM_CUDA_GRAPHS=0 runs every step eagerly (debugging, profiling, and the graph-vs-eager test);
 // EBM_CUDNN_FIND=0 picks cuDNN algorithms by heuristics instead of timing them.
 #include "kernels/cuda_backend.hpp"
@@ -36,6 +43,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "kernels/adam.cuh"
@@ -48,7 +56,11 @@
 #include "kernels/reduce.cuh"
 #include "kernels/replay.cuh"
 #include "kernels/shuffle.cuh"
+#include "kernels/sharded_step.cuh"
 #include "kernels/swish.cuh"
+#ifdef EBM_HAVE_NCCL
+#include "kernels/nccl_communicator.cuh"
+#endif
 
 namespace ebm {
 namespace cuda {
@@ -83,7 +95,7 @@ class CudaBackend final : public Backend {
 
   void set_train_data(const Tensor& train) override;
   void begin_epoch(int64_t epoch) override;
-  int64_t batches_per_epoch() const override { return (n_train_ + opt_.batch_size - 1) / opt_.batch_size; }
+  int64_t batches_per_epoch() const override { return (n_train_ + global_batch() - 1) / global_batch(); }
   void train_step(int64_t batch) override;
   std::vector<StepMetrics> drain_metrics() override;
 
@@ -95,6 +107,10 @@ class CudaBackend final : public Backend {
   void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
                   std::vector<float>& grad) override;
   void adam_step(const std::vector<float>& grad) override;
+
+#ifdef EBM_HAVE_NCCL
+  bool data_parallel() const override { return true; }
+#endif
 
   // nsys --capture-range=cudaProfilerApi: the range starts and ends with the device idle.
   void set_profiling(bool on) override {
@@ -110,6 +126,7 @@ class CudaBackend final : public Backend {
   };
 
   int64_t img() const { return opt_.net.image_size(); }
+  int64_t global_batch() const { return int64_t(opt_.batch_size) * world_; }
   int64_t num_params() const { return opt_.net.num_params; }
   cudaStream_t stream() const { return stream_.get(); }
   DeviceState* st() const { return state_.get(); }
@@ -130,12 +147,14 @@ class CudaBackend final : public Backend {
   void forward(const float* x, int n, float* f);
   // After forward(): dx (n, img) = Σ_i df_i ∂f_i/∂x and grad (num_params) = Σ_i df_i ∂f_i/∂θ, each skipped when null.
   void backward(const float* df, int n, float* dx, float* grad);
-  // x (n, img) refined in place; normals from stream `rng` at (*seed, *offset + k·blocks) for step k.
+  // x (n, img) refined in place; normals from stream `rng` at (*seed, *offset + k·blocks) for step k, where
+  // blocks = philox_blocks(stride) (stride 0: n·img; a rank of a data-parallel step: G·img, the global draw).
   void enqueue_langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
-                        const uint64_t* offset);
-  void enqueue_train_step(int nr);
+                        const uint64_t* offset, int64_t stride = 0);
+  // nr real rows: this rank's share, from row real_first of a global batch of n_real (W = 1: 0 and nr).
+  void enqueue_train_step(int nr, int64_t n_real, int64_t real_first);
   void run_sample_chunk(int n, const SamplerParams& q);
-  void fill_initial_buffer(int n);
+  void fill_initial_buffer(int n, int64_t first = 0);
   void set_cursor(int64_t batch);
   void collect_metrics();
 
@@ -149,7 +168,12 @@ class CudaBackend final : public Backend {
     sync();
   }
   float* stage(const Tensor& x);  // x → io_ (tool calls)
-  void sync() { EBM_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+  void sync() {
+#ifdef EBM_HAVE_NCCL
+    if (nccl_) return nccl_->synchronize(stream());  // a deadline and NCCL's errors: a dead peer cannot hang it
+#endif
+    EBM_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
   // A capture that fails (e.g. a library call that cannot be captured) must not stop training: say so
   // once, and run eagerly from then on. describe() carries it, so the graph test fails honestly.
   void graphs_failed(const Error& e) {
@@ -186,6 +210,12 @@ class CudaBackend final : public Backend {
   DeviceBuffer<DeviceState> state_;                      // (1)
   DeviceBuffer<DeviceMetrics> ring_;                     // (kMetricsRing)
   DeviceBuffer<double> vmeans_;                          // (2 × validation batches)
+  DeviceBuffer<double> dp_sums_;                         // (6): a data-parallel step's loss sums, all-reduced
+
+  int rank_ = 0, world_ = 1;  // data-parallel: this rank of world_ (EngineOptions::comm)
+#ifdef EBM_HAVE_NCCL
+  std::unique_ptr<NcclCommunicator> nccl_;  // world_ > 1 only
+#endif
 
   const float* fwd_input_ = nullptr;  // what the last forward() read, for backward()
   int fwd_n_ = 0;
@@ -222,6 +252,24 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
               (use_graphs_ ? "" : ", graphs off");
 
   stream_ = make_stream();
+  const int capacity_global = opt_.buffer_capacity, initial_global = std::min(opt_.buffer_initial, capacity_global);
+  if (opt_.comm && opt_.comm->size() > 1) {
+    rank_ = opt_.comm->rank();
+    world_ = opt_.comm->size();
+#ifdef EBM_HAVE_NCCL
+    if (img() % 4 != 0)
+      user_fail("cuda: data-parallel runs need images of a multiple of 4 pixels (an even data.pad_to), got ", img());
+    if (capacity_global / world_ < 1 || initial_global < world_)
+      user_fail("buffer.capacity (", capacity_global, ") and buffer.initial (", initial_global,
+                ") must be at least the number of ranks (", world_, "): each rank holds a 1/", world_, " shard");
+    opt_.buffer_capacity = capacity_global / world_;  // from here on, this rank's shard
+    nccl_ = std::make_unique<NcclCommunicator>(*opt_.comm);
+    describe_ += ", " + nccl_->describe();
+#else
+    user_fail("cuda: data-parallel runs need NCCL, which this build lacks (not found at configure time); use "
+              "--backend cpu, or rebuild with NCCL");
+#endif
+  }
   cudnnHandle_t h;
   EBM_CUDNN_CHECK(cudnnCreate(&h));
   cudnn_ = CudnnHandle(h);
@@ -244,6 +292,7 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   slots_.resize(size_t(bs));
   state_.resize(1);
   ring_.resize(kMetricsRing);
+  dp_sums_.resize(6);
   buffer_.resize(size_t(opt_.buffer_capacity) * im);
 
   // cuDNN algorithms for the sizes a training step runs (Langevin: batch; loss: 2·batch), timed, then the
@@ -268,15 +317,15 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   s.beta1 = opt_.beta1;
   s.beta2 = opt_.beta2;
   s.eps = opt_.eps;
-  const int n0 = std::min(opt_.buffer_initial, opt_.buffer_capacity);
-  s.size = std::max(n0, 0);
-  s.off_fresh = philox_blocks(uint64_t(s.size) * im);  // as CpuBackend, which draws these from kBufferInit
+  const Share first = share_of(std::max(initial_global, 0), rank_, world_);  // W = 1: all of them
+  s.size = int32_t(first.count);
+  s.off_fresh = philox_blocks(uint64_t(std::max(initial_global, 0)) * im);  // as CpuBackend: past every rank's
   write_state(s);
-  fill_initial_buffer(s.size);
+  fill_initial_buffer(s.size, first.first);
   buf_size_ = s.size;
 }
 
-void CudaBackend::fill_initial_buffer(int n) {
+void CudaBackend::fill_initial_buffer(int n, int64_t first) {
   if (n <= 0) return;
   curandGenerator_t g;
   EBM_CURAND_CHECK(curandCreateGenerator(&g, CURAND_RNG_PSEUDO_PHILOX4_32_10));
@@ -284,6 +333,7 @@ void CudaBackend::fill_initial_buffer(int n) {
   EBM_CURAND_CHECK(curandSetStream(g, stream()));
   EBM_CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(
       g, opt_.seed ^ (0x9E3779B97F4A7C15ull * stream_id(RngStream::kBufferInit))));
+  EBM_CURAND_CHECK(curandSetGeneratorOffset(g, uint64_t(first * img())));  // a rank's rows of the one sequence
   const int64_t len = int64_t(n) * img();
   EBM_CURAND_CHECK(curandGenerateUniform(g, buffer_.get(), size_t(len)));  // (0, 1]
   affine(buffer_.get(), len, 2.0f, -1.0f, stream());                       // (−1, 1]
@@ -376,11 +426,11 @@ void CudaBackend::backward(const float* df, int n, float* dx, float* grad) {
 }
 
 void CudaBackend::enqueue_langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
-                                   const uint64_t* offset) {
+                                   const uint64_t* offset, int64_t stride) {
   if (p.steps <= 0) return;
   NvtxRange range("langevin");
   const int64_t len = int64_t(n) * img();
-  const uint64_t blocks = philox_blocks(uint64_t(len));
+  const uint64_t blocks = philox_blocks(uint64_t(stride > 0 ? stride : len));
   const bool noisy = p.noise > 0;
   // Launch k: descend of step k−1 (k > 0), then perturb of step k (k < steps) — the CPU's order.
   auto update = [&](int k) {
@@ -399,7 +449,7 @@ void CudaBackend::enqueue_langevin(float* x, int n, const SamplerParams& p, RngS
 
 // --- training ---
 
-void CudaBackend::enqueue_train_step(int nr) {
+void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first) {
   NvtxRange range("train_step");
   const int bs = opt_.batch_size, nf = bs, cap = opt_.buffer_capacity;
   const int64_t im = img();
@@ -407,29 +457,54 @@ void CudaBackend::enqueue_train_step(int nr) {
   float* fake = batch_.get() + int64_t(nr) * im;
   cudaStream_t s = stream();
 
-  begin_step_kernel<<<1, 256, 0, s>>>(st(), slots_.get(), bs, opt_.reinit_prob, nr, im, opt_.sampler.steps,
-                                      opt_.sampler.noise > 0, cap);
+  if (world_ == 1) {
+    begin_step_kernel<<<1, 256, 0, s>>>(st(), slots_.get(), bs, opt_.reinit_prob, nr, im, opt_.sampler.steps,
+                                        opt_.sampler.noise > 0, cap);
+  } else {  // the snapshot points at this rank's slices; the live counters move past the global draw
+    sharded_begin_step_kernel<<<1, 256, 0, s>>>(st(), slots_.get(), bs, world_, rank_, opt_.reinit_prob, n_real,
+                                                real_first, im, opt_.sampler.steps, opt_.sampler.noise > 0, cap);
+  }
   EBM_CUDA_LAUNCH_CHECK();
   {
     NvtxRange data("data");
-    // real (nr, img) ← clip(train[perm] + σ·N, −1, 1); fake (nf, img) ← fresh noise rows, then buffer rows
+    // real (nr, img) ← clip(train[perm[batch·G + real_first + i]] + σ·N, −1, 1); fake (nf, img) ← fresh noise
+    // rows, then buffer rows
     gather_real_kernel<<<grid_for((int64_t(nr) * im + 3) / 4, 256), 256, 0, s>>>(
-        train_.get(), perm_.get(), st(), real, nr, im, bs, float(opt_.real_noise));
+        train_.get(), perm_.get() + real_first, st(), real, nr, im, int(global_batch()), float(opt_.real_noise));
     EBM_CUDA_LAUNCH_CHECK();
     draw_fake_kernel<<<grid_for((int64_t(nf) * im + 3) / 4, 256), 256, 0, s>>>(buffer_.get(), slots_.get(), st(), fake,
                                                                                 nf, im);
     EBM_CUDA_LAUNCH_CHECK();
   }
   // No gradient flows through the sampler: it only refines the fake rows, which are then written back.
-  enqueue_langevin(fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin);
+  enqueue_langevin(fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin,
+                   global_batch() * im);
   push_kernel<<<grid_for(int64_t(nf) * im, 256), 256, 0, s>>>(buffer_.get(), fake, st(), nf, im, cap);
   EBM_CUDA_LAUNCH_CHECK();
 
   // One forward/backward over [real; fake]: rows are independent.
   forward(batch_.get(), nr + nf, f_.get());
-  loss_metrics_kernel<<<1, 256, 0, s>>>(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get());
-  EBM_CUDA_LAUNCH_CHECK();
-  backward(df_.get(), nr + nf, nullptr, grad_.get());
+  if (world_ == 1) {
+    loss_metrics_kernel<<<1, 256, 0, s>>>(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get());
+    EBM_CUDA_LAUNCH_CHECK();
+    backward(df_.get(), nr + nf, nullptr, grad_.get());
+  } else {
+#ifdef EBM_HAVE_NCCL
+    const float alpha = float(opt_.alpha);  // CpuBackend::sharded_loss's rounding
+    sharded_loss_partials_kernel<<<1, 256, 0, s>>>(f_.get(), df_.get(), nr, nf, alpha, 1.0f / float(n_real),
+                                                   1.0f / float(global_batch()), dp_sums_.get());
+    EBM_CUDA_LAUNCH_CHECK();
+    // grad_ (num_params): this rank's rows' Σ dL/df_i ∂f_i/∂θ, scaled by the global counts; the NCCL sum over
+    // the ranks is the global batch's gradient, on every rank alike. Then the loss sums, then the metrics.
+    backward(df_.get(), nr + nf, nullptr, grad_.get());
+    nccl_->allreduce_sum(grad_.get(), num_params(), s);
+    nccl_->allreduce_sum(dp_sums_.get(), 4, s);
+    nccl_->allreduce_max(dp_sums_.get() + 4, 2, s);
+    sharded_loss_metrics_kernel<<<1, 1, 0, s>>>(dp_sums_.get(), n_real, global_batch(), double(alpha), st(),
+                                                ring_.get());
+    EBM_CUDA_LAUNCH_CHECK();
+#endif
+  }
   NvtxRange optim("optimizer");
   cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), s);
 }
@@ -437,19 +512,22 @@ void CudaBackend::enqueue_train_step(int nr) {
 void CudaBackend::train_step(int64_t b) {
   EBM_CHECK(n_train_ > 0, "train_step before set_train_data");
   const int bs = opt_.batch_size;
-  EBM_CHECK(b >= 0 && b * bs < n_train_, "batch index past the end of the epoch");
+  const int64_t G = global_batch();
+  EBM_CHECK(b >= 0 && b * G < n_train_, "batch index past the end of the epoch");
   EBM_CHECK(buf_size_ > 0, "replay buffer is empty");
-  const int nr = int(std::min<int64_t>(bs, n_train_ - b * bs));  // the last batch may be partial
+  const int64_t n_real = std::min<int64_t>(G, n_train_ - b * G);  // the last batch may be partial
+  const Share mine = share_of(n_real, rank_, world_);              // W = 1: {0, n_real}
+  const int nr = int(mine.count);
   if (b != next_batch_) set_cursor(b);
   next_batch_ = b + 1;
   if (issued_ - drained_ >= uint64_t(kMetricsRing)) collect_metrics();  // the ring would wrap: read it now
 
-  if (nr == bs && use_graphs_) {
+  if (n_real == G && use_graphs_) {
     if (!train_graph_ && full_steps_ > 0) {
       prepare(bs);
       prepare(2 * bs);
       try {
-        train_graph_ = capture_graph(stream(), [&] { enqueue_train_step(nr); });
+        train_graph_ = capture_graph(stream(), [&] { enqueue_train_step(nr, n_real, mine.first); });
       } catch (const Error& e) {  // training goes on eagerly; describe() says so, and the graph test fails
         graphs_failed(e);
       }
@@ -458,11 +536,11 @@ void CudaBackend::train_step(int64_t b) {
       NvtxRange range("train_step (graph)");
       EBM_CUDA_CHECK(cudaGraphLaunch(train_graph_.get(), stream()));
     } else {
-      enqueue_train_step(nr);
+      enqueue_train_step(nr, n_real, mine.first);
     }
     ++full_steps_;
   } else {
-    enqueue_train_step(nr);
+    enqueue_train_step(nr, n_real, mine.first);
   }
   ++issued_;
   buf_size_ = int(std::min<int64_t>(int64_t(buf_size_) + bs, opt_.buffer_capacity));
@@ -648,25 +726,42 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
   ValidationMetrics v;
   if (n == 0) return v;
   const float* in = stage(test);
-  const int bs = opt_.batch_size;
-  const int64_t batches = (n + bs - 1) / bs;
+  const int64_t G = global_batch();  // W > 1: each rank takes its share of every global batch, then a host sum
+  const int64_t batches = (n + G - 1) / G;
   vmeans_.reserve(size_t(2 * batches));
+  if (world_ > 1) EBM_CUDA_CHECK(cudaMemsetAsync(vmeans_.get(), 0, sizeof(double) * 2 * batches, stream()));
   uint64_t offset = uint64_t(epoch) << 40;  // CpuBackend::validate's stream position
   for (int64_t b = 0; b < batches; ++b) {
-    const int64_t s = b * bs;
-    const int c = int(std::min<int64_t>(bs, n - s));
-    // batch_ (2c, img) = [test rows; uniform noise rows], one forward for both
-    EBM_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), in + s * im, sizeof(float) * c * im, cudaMemcpyDeviceToDevice,
-                                   stream()));
-    uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation), offset, -1.0f, 1.0f,
-                 stream());
-    offset += philox_blocks(uint64_t(c) * im);
-    forward(batch_.get(), 2 * c, f_.get());
-    pair_means_kernel<<<1, 256, 0, stream()>>>(f_.get(), c, vmeans_.get() + 2 * b);
-    EBM_CUDA_LAUNCH_CHECK();
+    const int64_t s = b * G;
+    const int64_t c_all = std::min<int64_t>(G, n - s);
+    const Share mine = share_of(c_all, rank_, world_);
+    const int c = int(mine.count);
+    if (c > 0) {
+      // batch_ (2c, img) = [test rows; uniform noise rows], one forward for both
+      EBM_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), in + (s + mine.first) * im, sizeof(float) * c * im,
+                                     cudaMemcpyDeviceToDevice, stream()));
+      uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation),
+                   offset + uint64_t(mine.first * im / 4), -1.0f, 1.0f, stream());
+      forward(batch_.get(), 2 * c, f_.get());
+      pair_means_kernel<<<1, 256, 0, stream()>>>(f_.get(), c, vmeans_.get() + 2 * b);
+      EBM_CUDA_LAUNCH_CHECK();
+    }
+    offset += philox_blocks(uint64_t(c_all) * im);
   }
   std::vector<double> means(static_cast<size_t>(2 * batches));
   download(means.data(), vmeans_.get(), 2 * batches);
+  if (world_ > 1) {  // per-batch means over the shares → sums → all ranks' sums → means over the global batch
+    for (int64_t b = 0; b < batches; ++b) {
+      const int64_t c_all = std::min<int64_t>(G, n - b * G);
+      const double mine = double(share_of(c_all, rank_, world_).count);
+      means[size_t(2 * b)] *= mine, means[size_t(2 * b + 1)] *= mine;
+    }
+    opt_.comm->allreduce(means.data(), int64_t(means.size()), ReduceOp::kSum);
+    for (int64_t b = 0; b < batches; ++b) {
+      const double c_all = double(std::min<int64_t>(G, n - b * G));
+      means[size_t(2 * b)] /= c_all, means[size_t(2 * b + 1)] /= c_all;
+    }
+  }
   for (int64_t b = 0; b < batches; ++b) v.real += means[2 * b], v.fake += means[2 * b + 1];  // the CPU's order
   v.real /= double(batches);
   v.fake /= double(batches);

@@ -18,7 +18,8 @@ for a in "$@"; do
 done
 
 # --- 1. packages ---
-pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev)
+pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
+      libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

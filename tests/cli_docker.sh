@@ -276,7 +276,7 @@ while todo:
         if name not in have:
             have.add(name)
             todo += depends(name)
-cuda_image = re.compile(r"lib(cudart|curand|cudnn\w*|cublas\w*|nvrtc\w*|nvJitLink|cuda|nvToolsExt)\.so")
+cuda_image = re.compile(r"lib(cudart|curand|cudnn\w*|cublas\w*|nvrtc\w*|nvJitLink|cuda|nvToolsExt|nccl)\.so")
 bad = 0
 for tool in sorted(os.listdir(bindir)):
     out = subprocess.run(["ldd", os.path.join(bindir, tool)], capture_output=True, text=True).stdout

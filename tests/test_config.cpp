@@ -89,6 +89,7 @@ TEST(ConfigDefaults, MatchDesignSection5) {
   EXPECT_EQ(c.train.log_every, 10);
   EXPECT_EQ(c.train.checkpoint_every, 0);
   EXPECT_TRUE(c.train.validate);
+  EXPECT_EQ(c.train.comm_timeout_s, 120.0);
   EXPECT_EQ(c.train.divergence.max_abs_f, 1e4);
   EXPECT_EQ(c.train.divergence.action, "stop");
   EXPECT_EQ(c.train.divergence.lr_factor, 0.5);
@@ -112,7 +113,7 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
       "model.kernel_size", "model.stride", "output_dir", "sampler.grad_clip", "sampler.noise",
       "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
-      "train.checkpoint_every", "train.divergence.action", "train.divergence.lr_factor",
+      "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
       "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.epochs", "train.eps",
       "train.log_every", "train.lr", "train.max_steps", "train.real_noise", "train.validate"};
   EXPECT_EQ(paths, expected);
@@ -255,6 +256,7 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
       {"train.max_steps=-1", R"("train.max_steps" must be >= 0, got -1)"},
       {"train.log_every=0", R"("train.log_every" must be >= 1, got 0)"},
       {"train.checkpoint_every=-5", R"("train.checkpoint_every" must be >= 0, got -5)"},
+      {"train.comm_timeout_s=0", R"("train.comm_timeout_s" must be > 0, got 0)"},
       {"train.divergence.max_abs_f=0", R"("train.divergence.max_abs_f" must be > 0, got 0)"},
       {"train.divergence.action=ignore", R"("train.divergence.action" must be one of stop, rollback, got "ignore")"},
       {"train.divergence.lr_factor=0", R"("train.divergence.lr_factor" must be > 0, got 0)"},
@@ -439,6 +441,7 @@ TEST(ConfigRoundTrip, DefaultsAndAModifiedConfig) {
   c.train.log_every = 1;
   c.train.checkpoint_every = 250;
   c.train.validate = false;
+  c.train.comm_timeout_s = 7.5;
   c.train.divergence = {123.5, "rollback", 0.25, 0};
   c.generate = {64, 0, 1.0 / 3.0, 0.0};
   c.cuda = {true, 3};

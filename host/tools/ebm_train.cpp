@@ -1,17 +1,29 @@
 // ebm_train CONFIG [--set key=value]... [--resume DIR] [--backend auto|cpu|cuda] [--profile-steps A:B]
+// Data-parallel: mpirun -np N ebm_train CONFIG ..., or srun --mpi=pmix ebm_train CONFIG ... (README).
+#include <unistd.h>
+
 #include <csignal>
 #include <iostream>
 
+#include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "host/cli.hpp"
 #include "host/config.hpp"
+#include "host/distributed.hpp"
+#include "host/mpi_communicator.hpp"
 #include "host/profile_range.hpp"
 #include "host/training_run.hpp"
 
 namespace {
 
 std::atomic<int> g_stop{0};
-extern "C" void on_signal(int) { g_stop.store(1); }
+// Said once, from the handler (write() is async-signal-safe; the text is composed before it is installed):
+// under a launcher that follows SIGTERM with SIGKILL, it is the last word of a rank that was stopped.
+char g_signal_note[256];
+size_t g_signal_note_len = 0;
+extern "C" void on_signal(int) {
+  if (g_stop.exchange(1) == 0 && g_signal_note_len > 0) (void)!write(STDERR_FILENO, g_signal_note, g_signal_note_len);
+}
 
 const char* kUsage =
     "usage: ebm_train CONFIG [--set key=value]... [--resume DIR] [--backend auto|cpu|cuda] [--profile-steps A:B]\n"
@@ -20,32 +32,59 @@ const char* kUsage =
     "  --resume DIR     continue from a checkpoint directory (e.g. runs/mnist/last), bit for bit\n"
     "  --backend B      auto (CUDA when a device is present), cpu or cuda; overrides the config's\n"
     "  --profile-steps A:B  run steps A..B-1 inside cudaProfilerStart/Stop (nsys --capture-range=cudaProfilerApi)\n"
-    "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n";
+    "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n"
+    "Data-parallel: mpirun -np N ebm_train CONFIG ... (or srun --mpi=pmix): data.batch_size is per rank, rank 0\n"
+    "writes logs and checkpoints, SIGTERM to any rank stops all of them after the same step with a checkpoint.\n";
 
-int run(int argc, char** argv) {
-  ebm::Args args(argc, argv, {"--set", "--resume", "--backend", "--profile-steps"}, {"--help"});
-  if (args.has("--help")) {
-    std::cout << kUsage;
-    return 0;
-  }
-  if (args.positional().size() != 1) {
-    std::cerr << kUsage;
-    return 2;
-  }
-  std::vector<std::string> sets = args.all("--set");
-  if (args.has("--backend")) sets.push_back("backend=" + args.str("--backend", "auto"));
+// The prefix of this process's messages: which rank, when there are several.
+std::string who(const ebm::Communicator* comm) {
+  if (!comm || comm->size() == 1) return "ebm_train: ";
+  return "ebm_train [rank " + std::to_string(comm->rank()) + " of " + std::to_string(comm->size()) + "]: ";
+}
+
+int run(int argc, char** argv, ebm::Communicator& comm) {
   ebm::TrainRunOptions o;
-  o.config = ebm::load_config(args.positional()[0], sets);
-  o.resume = args.str("--resume", "");
-  if (args.has("--profile-steps")) {
-    const ebm::StepRange r = ebm::parse_step_range(args.str("--profile-steps", ""));
-    o.profile_begin = int(r.begin);
-    o.profile_end = int(r.end);
+  bool help = false, usage_error = false;
+  std::string config_path;
+  std::vector<std::string> sets;
+  // Every rank parses the same command line; agree() reports a bad one once, from rank 0.
+  ebm::agree(comm, [&] {
+    ebm::Args args(argc, argv, {"--set", "--resume", "--backend", "--profile-steps"}, {"--help"});
+    if (args.has("--help")) {
+      help = true;
+      return;
+    }
+    if (args.positional().size() != 1) {
+      usage_error = true;
+      return;
+    }
+    config_path = args.positional()[0];
+    sets = args.all("--set");
+    if (args.has("--backend")) sets.push_back("backend=" + args.str("--backend", "auto"));
+    o.config = ebm::load_config(config_path, sets);
+    o.resume = args.str("--resume", "");
+    if (args.has("--profile-steps")) {
+      const ebm::StepRange r = ebm::parse_step_range(args.str("--profile-steps", ""));
+      o.profile_begin = int(r.begin);
+      o.profile_end = int(r.end);
+    }
+  });
+  if (help || usage_error) {
+    if (comm.rank() == 0) (help ? std::cout : std::cerr) << kUsage;
+    return help ? 0 : 2;
   }
   o.stop = &g_stop;
-  std::cout << "config " << args.positional()[0] << (sets.empty() ? "" : " with --set overrides") << " (resolved):\n";
-  const nlohmann::json resolved = ebm::config_to_json(o.config);
-  for (const auto& [key, value] : resolved.items()) std::cout << "  " << key << ": " << value.dump() << "\n";
+  o.comm = &comm;
+  if (comm.size() > 1) std::cout << "ebm_train: " << comm.describe() << std::endl;  // every rank: where it runs
+  if (comm.rank() == 0) {
+    std::cout << "config " << config_path << (sets.empty() ? "" : " with --set overrides") << " (resolved):\n";
+    const nlohmann::json resolved = ebm::config_to_json(o.config);
+    for (const auto& [key, value] : resolved.items()) std::cout << "  " << key << ": " << value.dump() << "\n";
+  }
+  const std::string note = who(&comm) + "SIGINT/SIGTERM: stopping " +
+                           (comm.size() > 1 ? "every rank after this step" : "after this step") +
+                           ", with a checkpoint\n";
+  g_signal_note_len = note.copy(g_signal_note, sizeof g_signal_note);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   return ebm::run_training(o);
@@ -54,13 +93,19 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::unique_ptr<ebm::Communicator> comm;
   try {
-    return run(argc, argv);
-  } catch (const ebm::UserError& e) {
-    std::cerr << "ebm_train: " << e.what() << "\n";
+    comm = ebm::make_world_communicator(&argc, &argv);
+    return run(argc, argv, *comm);
+  } catch (const ebm::SharedUserError& e) {  // every rank has it: rank 0 says it once, all exit normally
+    if (comm->rank() == 0) std::cerr << "ebm_train: " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "ebm_train: internal error: " << e.what() << "\n";
+    // One rank's failure: say which rank, then end the whole job (MPI_Abort), or the others would wait for
+    // it until their collective timeout.
+    const bool plain = dynamic_cast<const ebm::UserError*>(&e) || dynamic_cast<const ebm::CommError*>(&e);
+    std::cerr << who(comm.get()) << (plain ? "" : "internal error: ") << e.what() << std::endl;
+    if (comm && comm->size() > 1) comm->abort(1);
     return 1;
   }
 }
