@@ -9,6 +9,7 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
+#include "engine/fast_math.hpp"
 #include "engine/gemm.hpp"
 #include "engine/loss.hpp"
 #include "kernels/ebm_math.hpp"
@@ -93,14 +94,14 @@ void perturb_slice(float* x, int64_t lo, int64_t hi, float sigma, uint64_t seed,
     return;
   }
   offset += uint64_t(shift / 4);  // a whole number of blocks: the same stream from a later block
-  float n4[4];
-  int64_t i = lo;
-  for (; i < hi && i % 4; ++i) x[i] = langevin_perturb(x[i], sigma, philox_normal_at(seed, stream, offset, uint64_t(i)));
-  for (; i + 4 <= hi; i += 4) {
-    philox_normal4(seed, stream, offset + uint64_t(i) / 4, n4);
-    for (int j = 0; j < 4; ++j) x[i + j] = langevin_perturb(x[i + j], sigma, n4[j]);
+  // Groups of 64 elements (16 blocks) aligned to the stream, so element i has the same value however the
+  // rows are split over threads; edge groups compute all 64 and use their part.
+  float n64[64];
+  for (int64_t g = lo / 64 * 64; g < hi; g += 64) {
+    philox_normal64(seed, stream, offset + uint64_t(g) / 4, n64);
+    const int64_t a = std::max(lo, g), b = std::min(hi, g + 64);
+    for (int64_t i = a; i < b; ++i) x[i] = langevin_perturb(x[i], sigma, n64[i - g]);
   }
-  for (; i < hi; ++i) x[i] = langevin_perturb(x[i], sigma, philox_normal_at(seed, stream, offset, uint64_t(i)));
 }
 
 }  // namespace

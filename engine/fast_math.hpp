@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/philox.hpp"
+
 namespace ebm {
 
 namespace fast_math_detail {
@@ -39,7 +41,91 @@ inline f16 expf16(f16 x) {
   return y * scale;
 }
 
+// log(x) for x in (0, 1] (Cephes logf: x = m·2^e with m in [√½, √2), degree-8 polynomial; ~1 ulp).
+inline f16 logf16(f16 x) {
+  i16 bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  i16 e = ((bits >> 23) & 0xff) - 126;
+  bits = (bits & 0x007fffff) | 0x3f000000;  // m in [0.5, 1)
+  f16 m;
+  std::memcpy(&m, &bits, sizeof m);
+  const i16 small = m < 0.70710678118654752f;  // -1 lanes where m < √½: use 2m, e − 1
+  e += small;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const f16 z = m * m;
+  f16 y = splat(7.0376836292e-2f);
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  const f16 fe = __builtin_convertvector(e, f16);
+  y += fe * -2.12194440e-4f;
+  y += -0.5f * z;
+  return m + y + fe * 0.693359375f;
+}
+
+// sin and cos of t for t in [0, 2π) (Cephes sinf/cosf polynomials): t = j·π/2 + y with |y| ≤ π/4,
+// then the quadrant j picks and signs the two.
+inline void sincosf16(f16 t, f16& sn, f16& cs) {
+  const i16 q = __builtin_convertvector(t * 0.63661977236758134f + 0.5f, i16);  // nearest j, 0..4
+  const f16 j = __builtin_convertvector(q, f16);
+  const f16 y = ((t - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;  // Cody–Waite
+  const f16 z = y * y;
+  f16 s = splat(-1.9515295891e-4f);
+  s = s * z + 8.3321608736e-3f;
+  s = s * z - 1.6666654611e-1f;
+  s = s * z * y + y;
+  f16 c = splat(2.443315711809948e-5f);
+  c = c * z - 1.388731625493765e-3f;
+  c = c * z + 4.166664568298827e-2f;
+  c = c * z * z - 0.5f * z + 1.0f;
+  const i16 swap = (q & 1) != 0;        // quadrants 1, 3: sin(t) = ±cos(y), cos(t) = ∓sin(y)
+  const i16 sneg = (q & 2) != 0;        // quadrants 2, 3
+  const i16 cneg = ((q + 1) & 2) != 0;  // quadrants 1, 2
+  sn = swap ? c : s;
+  cs = swap ? s : c;
+  sn = sneg ? -sn : sn;
+  cs = cneg ? -cs : cs;
+}
+
 }  // namespace fast_math_detail
+
+// 64 normals: elements 4·b .. 4·b+3 of blocks b = first .. first+15 of a Philox stream, by Box–Muller
+// with the vector log and sincos above (within a few ulp of kernels/philox.hpp's philox_normal_at).
+inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]) {
+  using namespace fast_math_detail;
+  alignas(64) float u[32], v[32];  // pair p of block b: u = radius source, v = angle source
+  for (int b = 0; b < 16; ++b) {
+    const Philox4 r = philox4x32_10(seed, stream, first + uint64_t(b));
+    u[2 * b] = u32_to_unit_open0(r.v[0]);
+    v[2 * b] = u32_to_unit(r.v[1]);
+    u[2 * b + 1] = u32_to_unit_open0(r.v[2]);
+    v[2 * b + 1] = u32_to_unit(r.v[3]);
+  }
+  alignas(64) float lg[32], sn[32], cs[32];
+  for (int h = 0; h < 2; ++h) {
+    f16 uu, vv, sv, cv;
+    std::memcpy(&uu, u + 16 * h, sizeof uu);
+    std::memcpy(&vv, v + 16 * h, sizeof vv);
+    const f16 l = -2.0f * logf16(uu);
+    sincosf16(6.2831853071795864f * vv, sv, cv);
+    std::memcpy(lg + 16 * h, &l, sizeof l);
+    std::memcpy(sn + 16 * h, &sv, sizeof sv);
+    std::memcpy(cs + 16 * h, &cv, sizeof cv);
+  }
+  for (int p = 0; p < 32; ++p) {  // pair p = (block p/2, pair p%2) gives elements 2p (cos) and 2p+1 (sin)
+    const float radius = std::sqrt(lg[p]);
+    out[2 * p] = radius * cs[p];
+    out[2 * p + 1] = radius * sn[p];
+  }
+}
+
+
 
 // Fused bias + swish over a [rows][cols] block (NHWC: one row per pixel, channels along it):
 // z ← z + bias[col], σ ← σ(z), a ← z·σ.
