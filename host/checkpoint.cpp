@@ -20,6 +20,26 @@ NetSpec net_spec_for(const Config& c) {
   return NetSpec::make(c.model.channels, c.model.kernel_size, c.model.stride, c.data.pad_to);
 }
 
+EngineOptions engine_options_for(const Config& c) {
+  EngineOptions o;
+  o.net = net_spec_for(c);
+  o.seed = c.seed;
+  o.batch_size = c.data.batch_size;
+  o.sampler = {c.sampler.steps, float(c.sampler.step_size), float(c.sampler.noise), float(c.sampler.grad_clip)};
+  o.buffer_capacity = c.buffer.capacity;
+  o.buffer_initial = c.buffer.initial;
+  o.reinit_prob = c.buffer.reinit_prob;
+  o.lr = c.train.lr;
+  o.beta1 = c.train.beta1;
+  o.beta2 = c.train.beta2;
+  o.eps = c.train.eps;
+  o.alpha = c.train.alpha;
+  o.real_noise = c.train.real_noise;
+  o.tf32 = c.cuda.tf32;
+  o.device = c.cuda.device;
+  return o;
+}
+
 namespace {
 
 void write_text(const fs::path& p, const std::string& text) {

@@ -36,6 +36,8 @@ struct TrainState {
 };
 
 NetSpec net_spec_for(const Config& c);
+// The engine's options for a config (single process; the training run adds its communicator).
+EngineOptions engine_options_for(const Config& c);
 
 void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainState& s, const Config& config);
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "host/atomic_file.hpp"
 #include "engine/error.hpp"
 
 namespace ebm {
@@ -184,25 +185,11 @@ void write_npy(const std::string& path, const Tensor& t) {
   const uint32_t hlen = static_cast<uint32_t>(header.size());
   for (size_t k = 0; k < (v1 ? 2u : 4u); ++k) pre += static_cast<char>((hlen >> (8 * k)) & 0xff);
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) user_fail("cannot write ", path, ": ", std::strerror(errno));
+  write_file_atomic(path, [&](std::ofstream& f) {
     f.write(pre.data(), static_cast<std::streamsize>(pre.size()));
     f.write(header.data(), static_cast<std::streamsize>(header.size()));
     f.write(reinterpret_cast<const char*>(t.ptr()), static_cast<std::streamsize>(t.data.size() * sizeof(float)));
-    f.close();
-    if (!f) {
-      std::filesystem::remove(tmp);
-      user_fail("cannot write ", path, ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    user_fail("cannot write ", path, ": ", ec.message());
-  }
+  });
 }
 
 }  // namespace ebm

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "host/atomic_file.hpp"
 #include "engine/error.hpp"
 
 namespace ebm {
@@ -132,26 +133,12 @@ void SafeTensors::save(const std::string& path) const {
   text.append((8 - text.size() % 8) % 8, ' ');  // the data buffer then starts 8-byte aligned
   const uint64_t n = text.size();
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) user_fail("cannot write ", path, ": ", std::strerror(errno));
+  write_file_atomic(path, [&](std::ofstream& f) {
     f.write(reinterpret_cast<const char*>(&n), 8);
     f.write(text.data(), static_cast<std::streamsize>(n));
-    for (const auto* kv : order) f.write(reinterpret_cast<const char*>(kv->second.bytes.data()),
-                                         static_cast<std::streamsize>(kv->second.bytes.size()));
-    f.close();
-    if (!f) {
-      std::filesystem::remove(tmp);
-      user_fail("cannot write ", path, ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    user_fail("cannot write ", path, ": ", ec.message());
-  }
+    for (const auto* kv : order)
+      f.write(reinterpret_cast<const char*>(kv->second.bytes.data()), static_cast<std::streamsize>(kv->second.bytes.size()));
+  });
 }
 
 SafeTensors SafeTensors::load(const std::string& path) {

@@ -11,20 +11,11 @@
 namespace ebm {
 
 EngineOptions tool_engine_options(const Model& model) {
-  const Config& c = model.config;
-  EngineOptions o;
+  EngineOptions o = engine_options_for(model.config);
   o.net = model.net;
-  o.seed = c.seed;
-  o.batch_size = c.data.batch_size;
-  o.sampler = {c.sampler.steps, float(c.sampler.step_size), float(c.sampler.noise), float(c.sampler.grad_clip)};
   // Tools never train: the smallest buffer the backends accept, not the run's 8192 images.
-  o.buffer_capacity = c.data.batch_size;
-  o.buffer_initial = c.data.batch_size;
-  o.reinit_prob = c.buffer.reinit_prob;
-  o.lr = c.train.lr, o.beta1 = c.train.beta1, o.beta2 = c.train.beta2, o.eps = c.train.eps;
-  o.alpha = c.train.alpha, o.real_noise = c.train.real_noise;
-  o.tf32 = c.cuda.tf32;
-  o.device = c.cuda.device;
+  o.buffer_capacity = model.config.data.batch_size;
+  o.buffer_initial = model.config.data.batch_size;
   return o;
 }
 
