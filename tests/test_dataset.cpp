@@ -9,25 +9,14 @@
 #include "engine/error.hpp"
 #include "host/dataset.hpp"
 #include "host/idx.hpp"
+#include "tests/test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace ebm;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("ebm_test_data_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 std::vector<uint8_t> random_bytes(size_t n, unsigned seed) {
   std::mt19937 g(seed);

@@ -8,26 +8,14 @@
 
 #include "engine/error.hpp"
 #include "host/idx.hpp"
+#include "tests/test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace ebm;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("ebm_test_idx_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 std::vector<uint8_t> file_bytes(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

@@ -10,6 +10,7 @@
 
 #include "engine/error.hpp"
 #include "host/npy.hpp"
+#include "tests/test_support.hpp"
 
 using namespace ebm;
 namespace fs = std::filesystem;
@@ -27,15 +28,8 @@ class Npy : public ::testing::Test {
   fs::path dir_;
 };
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-void spit(const std::string& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test::slurp;
+using test::spit;
 
 // What numpy's np.save / np.lib.format.write_array(f, a, version=(major, 0)) produce: magic, version,
 // little-endian header length (u16 for v1, u32 for v2), the dict padded with spaces to a 64-byte

@@ -13,6 +13,7 @@
 
 #include "engine/error.hpp"
 #include "host/safetensors.hpp"
+#include "tests/test_support.hpp"
 
 using namespace ebm;
 namespace fs = std::filesystem;
@@ -30,15 +31,8 @@ class Safetensors : public ::testing::Test {
   fs::path dir_;
 };
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-void spit(const std::string& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test::slurp;
+using test::spit;
 
 template <class T>
 std::string raw(const std::vector<T>& v) {

@@ -11,18 +11,14 @@
 #include "host/checkpoint.hpp"
 #include "host/idx.hpp"
 #include "host/training_run.hpp"
+#include "tests/test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace ebm;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+using test::slurp;
 
 class TrainingRunTest : public ::testing::Test {
  protected:
@@ -32,14 +28,8 @@ class TrainingRunTest : public ::testing::Test {
              std::to_string(::getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "data");
-    auto images = [](uint32_t n, uint64_t seed) {
-      IdxU8 a{{n, 28, 28}, std::vector<uint8_t>(size_t(n) * 784)};
-      Rng r(seed, RngStream::kInit);
-      for (auto& v : a.data) v = uint8_t(r.below(256));
-      return a;
-    };
-    write_idx_u8((root_ / "data/train-images-idx3-ubyte.gz").string(), images(40, 1), true);
-    write_idx_u8((root_ / "data/t10k-images-idx3-ubyte.gz").string(), images(20, 2), true);
+    test::write_random_idx_images(root_ / "data/train-images-idx3-ubyte.gz", 40, 1);
+    test::write_random_idx_images(root_ / "data/t10k-images-idx3-ubyte.gz", 20, 2);
   }
   void TearDown() override { fs::remove_all(root_); }
 

@@ -1,0 +1,52 @@
+// What the tests share: a temporary directory removed at the end, whole files in and out, random IDX
+// images for end-to-end runs.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/rng.hpp"
+#include "host/idx.hpp"
+
+namespace ebm::test {
+
+// A fresh directory under the system temp dir, removed with everything in it when the object goes.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag = "ebm_test") {
+    std::random_device rd;
+    path = std::filesystem::temp_directory_path() / (tag + "_" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+inline void spit(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// n random 28x28 u8 images as a gzip IDX file (what scripts/get_data.sh writes).
+inline void write_random_idx_images(const std::filesystem::path& p, uint32_t n, uint64_t seed) {
+  IdxU8 a{{n, 28, 28}, std::vector<uint8_t>(size_t(n) * 784)};
+  Rng r(seed, RngStream::kInit);
+  for (auto& v : a.data) v = uint8_t(r.below(256));
+  write_idx_u8(p.string(), a, true);
+}
+
+}  // namespace ebm::test
