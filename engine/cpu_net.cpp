@@ -1,6 +1,7 @@
 #include "engine/cpu_net.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <type_traits>
 
@@ -236,11 +237,37 @@ void permute_weights(const ConvShape& s, const T* w, T* wp) {
 
 }  // namespace
 
+// The forward convolution of layer l without im2col (float, channels ≥ 2, shapes the kernel takes):
+// a per-(pixel, tap) table of input pixels, cached per batch size, drives small_conv_nn.
+template <class T>
+bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    const int kk = s.k * s.k;
+    const int64_t p = int64_t(n) * s.hout * s.wout;
+    if (s.cin < 2 || s.cout % 16 != 0 || p * kk > INT32_MAX) return false;
+    if (taps_n_[l] != n) {
+      std::vector<int32_t>& taps = taps_[l];
+      taps.assign(size_t(p) * kk, -1);
+      for (int b = 0; b < n; ++b)
+        for (int oy = 0; oy < s.hout; ++oy)
+          for (int ox = 0; ox < s.wout; ++ox)
+            for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+              taps[((int64_t(b) * s.hout + oy) * s.wout + ox) * kk + t] = int32_t(i);
+            });
+      taps_n_[l] = n;
+    }
+    return small_conv_nn(int(p), s.cout, kk, s.cin, taps_[l].data(), in_[l].data(), wpt, s.cout, z_[l].data(),
+                         s.cout);
+  }
+}
+
 template <class T>
 void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   n_ = n;
   const size_t L = net_.convs.size();
-  wp_.resize(L); wpt_.resize(L); in_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
+  wp_.resize(L); wpt_.resize(L); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
   const int hw0 = net_.in_h * net_.in_w;
   ensure(in_[0], size_t(n) * net_.image_size());
   transpose_batch(x, in_[0].data(), n, net_.in_c, hw0);  // NCHW -> NHWC
@@ -258,10 +285,14 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
       permute_weights(s, params + s.w_off, wp_[l].data());
       T* wpt = ensure(wpt_[l], size_t(s.w_size()));
       transpose_batch(wp_[l].data(), wpt, 1, s.cout, kdim);  // [kdim][cout] for the forward GEMM
-      ensure(col_[l], size_t(p) * kdim);
-      im2col(s, n, in_[l].data(), col_[l].data());
-      // z [p][cout] = col [p][kdim] · Wpᵀ [kdim][cout]
-      gemm_nn(int(p), s.cout, kdim, col_[l].data(), kdim, wpt, s.cout, z_[l].data(), s.cout);
+      col_ready_[l] = false;
+      if (!conv_implicit(s, n, l, wpt)) {
+        ensure(col_[l], size_t(p) * kdim);
+        im2col(s, n, in_[l].data(), col_[l].data());
+        col_ready_[l] = true;
+        // z [p][cout] = col [p][kdim] · Wpᵀ [kdim][cout]
+        gemm_nn(int(p), s.cout, kdim, col_[l].data(), kdim, wpt, s.cout, z_[l].data(), s.cout);
+      }
     }
     std::vector<T>& out = (l + 1 < L) ? in_[l + 1] : out_;
     ensure(out, size_t(p) * s.cout);
@@ -336,6 +367,11 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
         conv1_filter_grad(s, n, in_[l].data(), dz, dw_.data());
         transpose_batch(dw_.data(), grad + s.w_off, 1, s.k * s.k, s.cout);
       } else {  // dWp [cout][kdim] = dzᵀ [cout][p] · col [p][kdim], then back to [cout][cin][k][k]
+        if (!col_ready_[l]) {  // the forward ran as an implicit GEMM: the filter gradient needs the matrix
+          ensure(col_[l], size_t(p) * kdim);
+          im2col(s, n, in_[l].data(), col_[l].data());
+          col_ready_[l] = true;
+        }
         gemm(true, false, s.cout, kdim, int(p), T(1), dz, s.cout, col_[l].data(), kdim, T(0), dw_.data(), kdim);
         transpose_batch(dw_.data(), grad + s.w_off, s.cout, s.k * s.k, s.cin);
       }

@@ -6,6 +6,7 @@
 // each conv is one GEMM over the whole batch: z [n·Ho·Wo, Cout] = col [n·Ho·Wo, k·k·Cin] · Wᵀ, with the
 // weights permuted once per pass from the checkpoint's [Cout, Cin, k, k] to [Cout, k, k, Cin].
 #pragma once
+#include <cstdint>
 #include <vector>
 
 #include "engine/net.hpp"
@@ -28,6 +29,8 @@ class CpuNetT {
   void backward(const T* params, const T* df, T* dx, T* grad);
 
  private:
+  bool conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt);
+
   NetSpec net_;
   int n_ = 0;
   std::vector<std::vector<T>> wp_;   // per layer: weights as [Cout][k][k][Cin] (backward-data GEMM)
@@ -37,6 +40,9 @@ class CpuNetT {
   std::vector<std::vector<T>> z_;    // per layer: pre-activation [n·Ho·Wo][Cout]
   std::vector<std::vector<T>> sig_;  // per layer: σ(z), so backward needs no exp
   std::vector<T> out_;               // last activation [n·H_L·W_L][C_L]
+  std::vector<std::vector<int32_t>> taps_;  // per layer: input pixel of each (output pixel, tap), −1 = pad
+  std::vector<int> taps_n_;                 // the batch size taps_ was built for
+  std::vector<char> col_ready_;             // col_ holds this forward's im2col (implicit GEMM skips it)
   std::vector<T> dz_, dcol_, da_, da_prev_, dw_;
 };
 

@@ -4,6 +4,7 @@
 #include "engine/small_gemm.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 
 namespace ebm {
@@ -57,7 +58,75 @@ void panel(int M, int K, const float* A, std::ptrdiff_t lda, const float* B, std
   }(std::make_integer_sequence<int, MR - 1>{});
 }
 
+// Implicit-GEMM micro-tile: row r's A row is the concatenation over taps t of the input pixel
+// rows[r·T + t] (cin floats each; −1 = zero padding), so the im2col matrix is never written.
+template <int MR, int NV>
+inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const float* __restrict in,
+                       const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C, std::ptrdiff_t ldc) {
+  static const float kZeros[1024] = {};
+  v16 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
+  for (int t = 0; t < T; ++t) {
+    const float* a[MR];
+    for (int r = 0; r < MR; ++r) {
+      const int32_t px = taps[r * T + t];
+      a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * cin;
+    }
+    const float* bt = B + std::ptrdiff_t(t) * cin * ldb;
+    for (int c = 0; c < cin; ++c) {
+      v16 b[NV];
+      for (int v = 0; v < NV; ++v) load16(b[v], bt + c * ldb + 16 * v);
+      for (int r = 0; r < MR; ++r) {
+        const float x = a[r][c];
+        for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) store16(C + r * ldc + 16 * v, acc[r][v]);
+}
+
+template <int NV>
+void conv_panel(int M, int T, int cin, const int32_t* taps, const float* in, const float* B, std::ptrdiff_t ldb,
+                float* C, std::ptrdiff_t ldc) {
+  constexpr int MR = mr_for<NV>();
+  int i = 0;
+  for (; i + MR <= M; i += MR) micro_conv<MR, NV>(T, cin, taps + std::ptrdiff_t(i) * T, in, B, ldb, C + i * ldc, ldc);
+  const int rem = M - i;
+  if (rem == 0) return;
+  taps += std::ptrdiff_t(i) * T;
+  C += i * ldc;
+  [&]<int... R>(std::integer_sequence<int, R...>) {
+    ((rem == R + 1 ? (micro_conv<R + 1, NV>(T, cin, taps, in, B, ldb, C, ldc), 0) : 0), ...);
+  }(std::make_integer_sequence<int, MR - 1>{});
+}
+
 }  // namespace
+
+bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
+                   float* C, int ldc) {
+  if (M < 1 || T < 1 || cin < 1 || cin > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
+  if (ldb < N || ldc < N || !taps || !in || !B || !C) return false;
+  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
+  const int w = 16 * nv;
+  int j = 0;
+  for (; j + w <= N; j += w) {
+    switch (nv) {
+      case 4: conv_panel<4>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+      case 3: conv_panel<3>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+      case 2: conv_panel<2>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+      default: conv_panel<1>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+    }
+  }
+  switch ((N - j) / 16) {
+    case 3: conv_panel<3>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+    case 2: conv_panel<2>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+    case 1: conv_panel<1>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+    default: break;
+  }
+  return true;
+}
 
 bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
   if (M < 1 || K < 1 || N < 16 || N > 1024 || N % 16 != 0) return false;
