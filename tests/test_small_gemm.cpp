@@ -100,3 +100,35 @@ TEST(SmallGemm, DeclinesUnhandledShapes) {
   EXPECT_FALSE(small_sgemm_nn(4, 32, 3, A.data(), 2, B.data(), 32, C.data(), 32));  // lda < K
   for (size_t i = 0; i < C.size(); ++i) ASSERT_EQ(C[i], -7.0f) << "declined call wrote C at " << i;
 }
+
+TEST(SmallGemm, ImplicitConvMatchesTheExplicitSum) {
+  // Rows gather T pixel rows of `in` (some taps padding, −1); M not a multiple of any MR; N = 32 and 80.
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const int M = 37, T = 9, cin = 16, npix = 50;
+  std::vector<float> in(size_t(npix) * cin);
+  for (auto& v : in) v = u(gen);
+  std::vector<int32_t> taps(size_t(M) * T);
+  for (auto& t : taps) t = gen() % 6 == 0 ? -1 : int32_t(gen() % npix);  // about 1 in 6 taps is padding
+  for (int N : {32, 80}) {
+    std::vector<float> B(size_t(T) * cin * N), C(size_t(M) * N, 7.0f);
+    for (auto& v : B) v = u(gen);
+    ASSERT_TRUE(ebm::small_conv_nn(M, N, T, cin, taps.data(), in.data(), B.data(), N, C.data(), N));
+    for (int r = 0; r < M; ++r)
+      for (int j = 0; j < N; ++j) {
+        double ref = 0, mag = 0;
+        for (int t = 0; t < T; ++t) {
+          const int32_t px = taps[size_t(r) * T + t];
+          if (px < 0) continue;
+          for (int c = 0; c < cin; ++c) {
+            const double term = double(in[size_t(px) * cin + c]) * B[(size_t(t) * cin + c) * N + j];
+            ref += term;
+            mag += std::fabs(term);
+          }
+        }
+        ASSERT_NEAR(C[size_t(r) * N + j], ref, 1e-5 * mag + 1e-6) << r << "," << j;
+      }
+  }
+  std::vector<float> C(16);
+  EXPECT_FALSE(ebm::small_conv_nn(1, 9, T, cin, taps.data(), in.data(), in.data(), 9, C.data(), 9)) << "N % 16 != 0";
+}
