@@ -330,16 +330,6 @@ using test::slurp;
 
 class DataParallelRun : public ::testing::Test {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("ebm_dp_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
-             std::to_string(::getpid()));
-    fs::remove_all(root_);
-    fs::create_directories(root_ / "data");
-    test::write_random_idx_images(root_ / "data/train-images-idx3-ubyte.gz", 40, 1);
-    test::write_random_idx_images(root_ / "data/t10k-images-idx3-ubyte.gz", 20, 2);
-  }
-  void TearDown() override { fs::remove_all(root_); }
 
   // Global batch 16 over 40 images: 16, 16 and a partial 8 per epoch.
   Config config(const std::string& out, int ranks) const {
@@ -377,7 +367,8 @@ class DataParallelRun : public ::testing::Test {
     return rc[0];
   }
 
-  fs::path root_;
+  test::TinyDataRoot tmp_;
+  const fs::path& root_ = tmp_.path;
 };
 
 }  // namespace

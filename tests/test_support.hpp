@@ -49,4 +49,14 @@ inline void write_random_idx_images(const std::filesystem::path& p, uint32_t n, 
   write_idx_u8(p.string(), a, true);
 }
 
+// A temp dir with data/ holding 40 training and 20 test random images as gzip IDX: with batch 16, epochs
+// of 16, 16 and a partial 8 — what the end-to-end run tests train on.
+struct TinyDataRoot : TempDir {
+  TinyDataRoot() : TempDir("ebm_run") {
+    std::filesystem::create_directories(path / "data");
+    write_random_idx_images(path / "data/train-images-idx3-ubyte.gz", 40, 1);
+    write_random_idx_images(path / "data/t10k-images-idx3-ubyte.gz", 20, 2);
+  }
+};
+
 }  // namespace ebm::test

@@ -22,16 +22,6 @@ using test::slurp;
 
 class TrainingRunTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("ebm_run_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
-             std::to_string(::getpid()));
-    fs::remove_all(root_);
-    fs::create_directories(root_ / "data");
-    test::write_random_idx_images(root_ / "data/train-images-idx3-ubyte.gz", 40, 1);
-    test::write_random_idx_images(root_ / "data/t10k-images-idx3-ubyte.gz", 20, 2);
-  }
-  void TearDown() override { fs::remove_all(root_); }
 
   Config config(const std::string& out) const {
     Config c;
@@ -57,7 +47,8 @@ class TrainingRunTest : public ::testing::Test {
     return run_training(o);
   }
 
-  fs::path root_;
+  test::TinyDataRoot tmp_;
+  const fs::path& root_ = tmp_.path;
 };
 
 }  // namespace

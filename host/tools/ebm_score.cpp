@@ -15,6 +15,7 @@
 #include "host/png_image.hpp"
 #include "host/sampling.hpp"
 #include "host/scoring.hpp"
+#include "host/tool_main.hpp"
 
 using namespace ebm;
 namespace fs = std::filesystem;
@@ -114,24 +115,4 @@ int run(const Flags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Flags flags;
-  try {
-    bool help = false;
-    flags = parse(argc, argv, help);
-    if (help) {
-      std::cout << kUsage;
-      return 0;
-    }
-  } catch (const std::exception& e) {
-    std::cerr << "ebm_score: " << e.what() << "\n";
-    return 2;
-  }
-  try {
-    return run(flags);
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "ebm_score: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return ebm::tool_main("ebm_score", kUsage, argc, argv, parse, run); }
