@@ -139,6 +139,21 @@ void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
         T* zr = z + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
         if constexpr (std::is_same_v<T, float>) {
           if (vec) {
+            const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
+            if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {  // interior: no bounds checks
+              const T* xb = x + (int64_t(b) * s.hin + iy0) * s.win + ix0;
+              for (int cb = 0; cb < co; cb += 16) {
+                f16 acc = {};
+                for (int ky = 0; ky < s.k; ++ky)
+                  for (int kx = 0; kx < s.k; ++kx) {
+                    f16 w;
+                    std::memcpy(&w, wt + int64_t(ky * s.k + kx) * co + cb, sizeof w);
+                    acc += xb[ky * s.win + kx] * w;
+                  }
+                std::memcpy(zr + cb, &acc, sizeof acc);
+              }
+              continue;
+            }
             for (int cb = 0; cb < co; cb += 16) {
               f16 acc = {};
               for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
@@ -183,6 +198,13 @@ void conv1_backward_data(const ConvShape& s, int n, const T* dz, const T* wt, T*
           if (!wcol.empty()) {
             f16 acc = {};
             for (int c = 0; c < co; ++c) acc += g[c] * wcol[c];
+            const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
+            if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {  // interior: no bounds checks
+              T* db = dx + (int64_t(b) * s.hin + iy0) * s.win + ix0;
+              for (int ky = 0; ky < s.k; ++ky)
+                for (int kx = 0; kx < s.k; ++kx) db[ky * s.win + kx] += acc[ky * s.k + kx];
+              continue;
+            }
             for_each_tap(s, b, oy, ox, [&](int t, int64_t i) { dx[i] += acc[t]; });
             continue;
           }
