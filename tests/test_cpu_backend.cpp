@@ -7,10 +7,13 @@
 
 #include "engine/cpu_backend.hpp"
 #include "kernels/ebm_math.hpp"
+#include "tests/test_support.hpp"
 
 using namespace ebm;
 
 namespace {
+
+using test::random_images;
 
 EngineOptions small_options(int batch = 4) {
   EngineOptions o;
@@ -23,11 +26,6 @@ EngineOptions small_options(int batch = 4) {
   return o;
 }
 
-Tensor random_images(int n, int hw, uint64_t seed) {
-  Tensor t({n, 1, hw, hw});
-  Rng(seed, RngStream::kInit).uniform(t.ptr(), t.numel(), -1, 1);
-  return t;
-}
 
 }  // namespace
 

@@ -15,6 +15,8 @@ using namespace ebm;
 
 namespace {
 
+using test::expect_user_error;
+
 using test::TempDir;
 
 std::vector<uint8_t> file_bytes(const std::string& p) {
@@ -43,18 +45,6 @@ IdxU8 random_idx(std::vector<uint32_t> dims, unsigned seed = 1) {
   return idx;
 }
 
-// Runs f, which must throw UserError whose message holds every one of `parts`.
-template <class F>
-void expect_user_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected UserError";
-  } catch (const UserError& e) {
-    std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
-  }
-}
 
 }  // namespace
 

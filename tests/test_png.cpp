@@ -11,11 +11,14 @@
 
 #include "engine/error.hpp"
 #include "host/png_image.hpp"
+#include "tests/test_support.hpp"
 
 using namespace ebm;
 namespace fs = std::filesystem;
 
 namespace {
+
+using test::expect_user_error;
 
 class Png : public ::testing::Test {
  protected:
@@ -23,25 +26,11 @@ class Png : public ::testing::Test {
 #if !EBM_HAVE_PNG
     GTEST_SKIP() << "built without libpng: PNG tests skipped";
 #endif
-    dir_ = fs::temp_directory_path() / ("ebm_test_png_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
   }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
+  std::string path(const std::string& name) const { return dir_ / name; }
+  test::TempDir dir_;
 };
 
-void expect_user_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a UserError";
-  } catch (const UserError& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
 
 bool same(Rgb a, Rgb b) { return a.r == b.r && a.g == b.g && a.b == b.b; }
 

@@ -20,15 +20,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using test::expect_user_error;
+
 class Safetensors : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ebm_test_safetensors_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
+  std::string path(const std::string& name) const { return dir_ / name; }
+  test::TempDir dir_;
 };
 
 using test::slurp;
@@ -49,15 +46,6 @@ std::string u64le(uint64_t n) {
 std::string st_file(const std::string& header, const std::string& buffer) { return u64le(header.size()) + header + buffer; }
 
 // The call throws UserError whose message holds every one of `parts`.
-void expect_user_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a UserError";
-  } catch (const UserError& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
 
 }  // namespace
 

@@ -12,11 +12,14 @@
 #include "engine/rng.hpp"
 #include "host/sampling.hpp"
 #include "kernels/ebm_math.hpp"
+#include "tests/test_support.hpp"
 
 using namespace ebm;
 namespace fs = std::filesystem;
 
 namespace {
+
+using test::random_images;
 
 EngineOptions small_options(int hw = 8) {
   EngineOptions o;
@@ -28,11 +31,6 @@ EngineOptions small_options(int hw = 8) {
   return o;
 }
 
-Tensor random_images(int n, int hw, uint64_t seed) {
-  Tensor t({n, 1, hw, hw});
-  Rng(seed, RngStream::kInit).uniform(t.ptr(), t.numel(), -1, 1);
-  return t;
-}
 
 }  // namespace
 

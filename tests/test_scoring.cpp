@@ -16,20 +16,15 @@
 #include "host/idx.hpp"
 #include "host/npy.hpp"
 #include "host/scoring.hpp"
+#include "tests/test_support.hpp"
 
 using namespace ebm;
 namespace fs = std::filesystem;
 
 namespace {
 
-void expect_user_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a UserError";
-  } catch (const UserError& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nlacks: " << p;
-  }
-}
+using test::expect_user_error;
+
 
 // P(pos > neg) + ½ P(pos = neg) over all pairs: the definition the rank formula must match.
 double auroc_pairwise(const std::vector<float>& pos, const std::vector<float>& neg) {

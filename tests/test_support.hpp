@@ -3,13 +3,18 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "engine/error.hpp"
 #include "engine/rng.hpp"
+#include "engine/tensor.hpp"
 #include "host/idx.hpp"
 
 namespace ebm::test {
@@ -47,6 +52,25 @@ inline void write_random_idx_images(const std::filesystem::path& p, uint32_t n, 
   Rng r(seed, RngStream::kInit);
   for (auto& v : a.data) v = uint8_t(r.below(256));
   write_idx_u8(p.string(), a, true);
+}
+
+// Runs fn, which must throw a one-line UserError whose message holds every one of `parts`.
+inline void expect_user_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a UserError";
+  } catch (const UserError& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
+  }
+}
+
+// n uniform-noise images [n,1,hw,hw] in [−1, 1].
+inline Tensor random_images(int n, int hw, uint64_t seed) {
+  Tensor t({n, 1, hw, hw});
+  Rng(seed, RngStream::kInit).uniform(t.ptr(), t.numel(), -1, 1);
+  return t;
 }
 
 // A temp dir with data/ holding 40 training and 20 test random images as gzip IDX: with batch 16, epochs
