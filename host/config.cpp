@@ -208,7 +208,8 @@ json config_to_json(const Config& c) {
       {"train", {{"epochs", t.epochs}, {"lr", t.lr}, {"beta1", t.beta1}, {"beta2", t.beta2},
                  {"eps", t.eps}, {"alpha", t.alpha}, {"real_noise", t.real_noise},
                  {"max_steps", t.max_steps}, {"log_every", t.log_every},
-                 {"checkpoint_every", t.checkpoint_every}, {"validate", t.validate},
+                 {"checkpoint_every", t.checkpoint_every}, {"keep_checkpoints", t.keep_checkpoints},
+                 {"validate", t.validate},
                  {"comm_timeout_s", t.comm_timeout_s},
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
@@ -272,6 +273,7 @@ Config config_from_json(const json& user, const std::string& source) {
   t.max_steps = r.int64("train.max_steps", 0);
   t.log_every = r.int32("train.log_every", 1);
   t.checkpoint_every = r.int64("train.checkpoint_every", 0);
+  t.keep_checkpoints = r.int32("train.keep_checkpoints", 0);
   t.validate = r.boolean("train.validate");
   t.comm_timeout_s = r.real("train.comm_timeout_s", {.lo = 0, .lo_open = true});
   t.divergence.max_abs_f = r.real("train.divergence.max_abs_f", {.lo = 0, .lo_open = true});
@@ -327,29 +329,32 @@ void apply_override(json& config, const std::string& assignment) {
   merge_checked(config, value, schema, "", "--set " + assignment);
 }
 
+Config config_from_text(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+  json file;
+  try {
+    file = json::parse(text);
+  } catch (const json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line L, column C: ..."
+    std::string what = e.what();
+    const size_t tag_end = what.find("] ");
+    if (what.starts_with("[json.exception") && tag_end != std::string::npos) what = what.substr(tag_end + 2);
+    user_fail(source, ": invalid JSON: ", what);
+  }
+
+  const json schema = config_defaults_json();
+  json merged = schema;
+  merge_checked(merged, file, schema, "", source);
+  for (const auto& o : overrides) apply_override(merged, o);
+  return config_from_json(merged, overrides.empty() ? source : source + " (with --set overrides)");
+}
+
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
   if (!in) user_fail(path, ": cannot open config file (", std::strerror(errno), ")");
   std::stringstream text;
   text << in.rdbuf();
   if (in.bad()) user_fail(path, ": cannot read config file (", std::strerror(errno), ")");
-
-  json file;
-  try {
-    file = json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line L, column C: ..."
-    std::string what = e.what();
-    const size_t tag_end = what.find("] ");
-    if (what.starts_with("[json.exception") && tag_end != std::string::npos) what = what.substr(tag_end + 2);
-    user_fail(path, ": invalid JSON: ", what);
-  }
-
-  const json schema = config_defaults_json();
-  json merged = schema;
-  merge_checked(merged, file, schema, "", path);
-  for (const auto& o : overrides) apply_override(merged, o);
-  return config_from_json(merged, overrides.empty() ? path : path + " (with --set overrides)");
+  return config_from_text(text.str(), path, overrides);
 }
 
 }  // namespace ebm

@@ -60,6 +60,7 @@ struct TrainConfig {
   int64_t max_steps = 0;           // stop after N optimizer steps in total (0 = no limit)
   int log_every = 10;              // progress line / metrics read-back period, in steps
   int64_t checkpoint_every = 0;    // also checkpoint to last/ every N steps (0 = epoch ends only)
+  int keep_checkpoints = 3;        // keep the newest N epoch_<N>/ checkpoints (and last/); 0 = all
   bool validate = true;            // validation on the test set at each epoch end
   double comm_timeout_s = 120;     // data-parallel runs: a collective waiting longer than this ends the job
   DivergenceConfig divergence;
@@ -109,5 +110,8 @@ void apply_override(nlohmann::json& config, const std::string& assignment);
 
 // Reads the file (UserError naming it on I/O or parse errors), applies overrides in order, validates.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+// The same from the file's text; `source` names it in messages.
+Config config_from_text(const std::string& text, const std::string& source,
+                        const std::vector<std::string>& overrides = {});
 
 }  // namespace ebm

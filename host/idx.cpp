@@ -109,8 +109,9 @@ std::string idx_dims_str(const std::vector<uint32_t>& dims) {
   return s;
 }
 
-IdxU8 read_idx_u8(const std::string& path) {
-  std::vector<uint8_t> b = read_file_bytes(path);
+IdxU8 read_idx_u8(const std::string& path) { return parse_idx_u8(read_file_bytes(path), path); }
+
+IdxU8 parse_idx_u8(std::vector<uint8_t> b, const std::string& path) {
   const bool gz = b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b;
   if (gz) b = gunzip(path, b);
   const char* what = gz ? "decompressed file has" : "file has";

@@ -15,6 +15,8 @@ struct IdxU8 {
 
 // Reads a raw or gzip IDX file; gzip is detected by its 1f 8b magic, not by the file name.
 IdxU8 read_idx_u8(const std::string& path);
+// The same from the file's bytes (raw or gzip); `path` only names the source in messages.
+IdxU8 parse_idx_u8(std::vector<uint8_t> bytes, const std::string& path);
 
 // Writes `idx` (dims must describe data.size() bytes) raw, or gzip-compressed when `gzip`.
 void write_idx_u8(const std::string& path, const IdxU8& idx, bool gzip);

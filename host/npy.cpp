@@ -92,8 +92,9 @@ std::string npy_header_dict(const std::string& descr, const std::vector<int64_t>
   return "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_tuple(shape) + ", }";
 }
 
-NpyArray read_npy(const std::string& path) {
-  const std::vector<uint8_t> file = read_file(path);
+NpyArray read_npy(const std::string& path) { return parse_npy(read_file(path), path); }
+
+NpyArray parse_npy(const std::vector<uint8_t>& file, const std::string& path) {
   if (file.size() < kMagicLen + 2 || std::memcmp(file.data(), kMagic, kMagicLen) != 0)
     user_fail(path, ": not a .npy file (bad magic; expected \\x93NUMPY)");
   const int major = file[6], minor = file[7];

@@ -19,6 +19,8 @@ struct NpyArray {
 // Any shape; UserError naming the file and what was found for another dtype, Fortran order, bad magic,
 // an unsupported version, a malformed header or truncated data.
 NpyArray read_npy(const std::string& path);
+// The same from the file's bytes; `path` only names the source in messages.
+NpyArray parse_npy(const std::vector<uint8_t>& file, const std::string& path);
 
 // Images as [N,1,H,W] float32: accepts [N,1,H,W] or [N,H,W]; '|u1' pixels u are mapped to
 // (u - 127.5) / 127.5 in [-1,1], the data pipeline's normalisation (DESIGN §1).

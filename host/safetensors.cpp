@@ -146,7 +146,10 @@ SafeTensors SafeTensors::load(const std::string& path) {
   if (!f) user_fail("cannot open safetensors file ", path, ": ", std::strerror(errno));
   const std::vector<uint8_t> file((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (f.bad()) user_fail("cannot read safetensors file ", path);
+  return parse(file, path);
+}
 
+SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::string& path) {
   const uint64_t size = file.size();
   if (size < 8) user_fail(path, ": not a safetensors file (", size, " bytes, shorter than the 8-byte header length)");
   uint64_t n = 0;

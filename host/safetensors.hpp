@@ -49,6 +49,8 @@ class SafeTensors {
   // Validates the whole file (sizes, header JSON, dtypes, shapes against offsets, bounds) and throws
   // UserError naming the file and the problem.
   static SafeTensors load(const std::string& path);
+  // The same from the file's bytes; `path` only names the source in messages.
+  static SafeTensors parse(const std::vector<uint8_t>& file, const std::string& path);
 
   static size_t itemsize(const std::string& dtype);  // 0 for an unknown dtype
 
