@@ -50,6 +50,7 @@ struct StepMetrics {
 
 struct ValidationMetrics {
   double cdiv = 0, real = 0, fake = 0;  // mean f(test) − mean f(uniform noise), and the two means
+  double max_abs_f = 0;  // over every test and noise row, for the divergence guard; NaN when any f is NaN/inf
 };
 
 class Backend {

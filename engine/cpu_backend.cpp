@@ -52,6 +52,16 @@ void uniform_slice(const Rng& r, int64_t first, int64_t n, float lo, float hi, f
     out[i] = lo + (hi - lo) * philox_uniform_at(r.seed, r.stream, r.offset, uint64_t(first + i));
 }
 
+// max |f[i]| over i < n; NaN when any value is NaN or infinite (the divergence guard must see those).
+double max_abs(const float* f, int n) {
+  double m = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(f[i])) return NAN;
+    m = std::max(m, double(std::fabs(f[i])));
+  }
+  return m;
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const EngineOptions& opt)
@@ -366,6 +376,8 @@ ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
     rng.uniform(noise.data(), int64_t(noise.size()), -1.0f, 1.0f);
     forward_rows(test.ptr() + s * img, c, fr.data());
     forward_rows(noise.data(), c, ff.data());
+    for (const double m : {max_abs(fr.data(), c), max_abs(ff.data(), c)})
+      v.max_abs_f = std::isnan(m) || std::isnan(v.max_abs_f) ? NAN : std::max(v.max_abs_f, m);
     const double mr = std::accumulate(fr.begin(), fr.begin() + c, 0.0) / c;
     const double mf = std::accumulate(ff.begin(), ff.begin() + c, 0.0) / c;
     v.real += mr;
@@ -387,6 +399,7 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
   rng.offset = uint64_t(epoch) << 40;
   const int64_t batches = (n + G - 1) / G;
   std::vector<double> sums(size_t(2 * batches), 0.0);  // per batch: Σ f(test rows), Σ f(noise rows)
+  double worst[2] = {0, 0};  // max |f| over finite values, 1 if any value is NaN/inf (as sharded_loss)
   std::vector<float> noise, fr(static_cast<size_t>(G)), ff(static_cast<size_t>(G));
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t s = b * G, c = std::min(G, n - s);
@@ -398,11 +411,18 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
       forward_rows(noise.data(), int(mine.count), ff.data());
       sums[size_t(2 * b)] = std::accumulate(fr.begin(), fr.begin() + mine.count, 0.0);
       sums[size_t(2 * b + 1)] = std::accumulate(ff.begin(), ff.begin() + mine.count, 0.0);
+      for (const float* f : {fr.data(), ff.data()}) {
+        const double m = max_abs(f, int(mine.count));
+        if (std::isnan(m)) worst[1] = 1;
+        else worst[0] = std::max(worst[0], m);
+      }
     }
     rng.offset += philox_blocks(uint64_t(c * img));
   }
   comm_->allreduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
+  comm_->allreduce(worst, 2, ReduceOp::kMax);
   ValidationMetrics v;
+  v.max_abs_f = worst[1] != 0 ? NAN : worst[0];
   for (int64_t b = 0; b < batches; ++b) {
     const double c = double(std::min(G, n - b * G));
     v.real += sums[size_t(2 * b)] / c;

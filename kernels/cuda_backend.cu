@@ -209,7 +209,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer<uint64_t> keys_;                          // (N): shuffle scratch
   DeviceBuffer<DeviceState> state_;                      // (1)
   DeviceBuffer<DeviceMetrics> ring_;                     // (kMetricsRing)
-  DeviceBuffer<double> vmeans_;                          // (2 × validation batches)
+  DeviceBuffer<double> validation_stats_;  // (3 × validation batches): two means and max |f| each
   DeviceBuffer<double> dp_sums_;                         // (6): a data-parallel step's loss sums, all-reduced
 
   int rank_ = 0, world_ = 1;  // data-parallel: this rank of world_ (EngineOptions::comm)
@@ -728,8 +728,8 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
   const float* in = stage(test);
   const int64_t G = global_batch();  // W > 1: each rank takes its share of every global batch, then a host sum
   const int64_t batches = (n + G - 1) / G;
-  vmeans_.reserve(size_t(2 * batches));
-  if (world_ > 1) EBM_CUDA_CHECK(cudaMemsetAsync(vmeans_.get(), 0, sizeof(double) * 2 * batches, stream()));
+  validation_stats_.reserve(size_t(3 * batches));  // per batch: mean f(test rows), mean f(noise rows), max |f|
+  if (world_ > 1) EBM_CUDA_CHECK(cudaMemsetAsync(validation_stats_.get(), 0, sizeof(double) * 3 * batches, stream()));
   uint64_t offset = uint64_t(epoch) << 40;  // CpuBackend::validate's stream position
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t s = b * G;
@@ -743,28 +743,37 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
       uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation),
                    offset + uint64_t(mine.first * im / 4), -1.0f, 1.0f, stream());
       forward(batch_.get(), 2 * c, f_.get());
-      pair_means_kernel<<<1, 256, 0, stream()>>>(f_.get(), c, vmeans_.get() + 2 * b);
+      pair_means_kernel<<<1, 256, 0, stream()>>>(f_.get(), c, validation_stats_.get() + 3 * b);
       EBM_CUDA_LAUNCH_CHECK();
     }
     offset += philox_blocks(uint64_t(c_all) * im);
   }
-  std::vector<double> means(static_cast<size_t>(2 * batches));
-  download(means.data(), vmeans_.get(), 2 * batches);
+  std::vector<double> stats(static_cast<size_t>(3 * batches));
+  download(stats.data(), validation_stats_.get(), 3 * batches);
+  double worst[2] = {0, 0};  // max |f| over finite values, 1 if any value is NaN/inf
+  for (int64_t b = 0; b < batches; ++b) {
+    const double m = stats[size_t(3 * b + 2)];
+    if (std::isnan(m)) worst[1] = 1;
+    else worst[0] = std::max(worst[0], m);
+  }
   if (world_ > 1) {  // per-batch means over the shares → sums → all ranks' sums → means over the global batch
+    std::vector<double> sums(static_cast<size_t>(2 * batches));
     for (int64_t b = 0; b < batches; ++b) {
       const int64_t c_all = std::min<int64_t>(G, n - b * G);
       const double mine = double(share_of(c_all, rank_, world_).count);
-      means[size_t(2 * b)] *= mine, means[size_t(2 * b + 1)] *= mine;
+      sums[size_t(2 * b)] = stats[size_t(3 * b)] * mine, sums[size_t(2 * b + 1)] = stats[size_t(3 * b + 1)] * mine;
     }
-    opt_.comm->allreduce(means.data(), int64_t(means.size()), ReduceOp::kSum);
+    opt_.comm->allreduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
+    opt_.comm->allreduce(worst, 2, ReduceOp::kMax);
     for (int64_t b = 0; b < batches; ++b) {
       const double c_all = double(std::min<int64_t>(G, n - b * G));
-      means[size_t(2 * b)] /= c_all, means[size_t(2 * b + 1)] /= c_all;
+      stats[size_t(3 * b)] = sums[size_t(2 * b)] / c_all, stats[size_t(3 * b + 1)] = sums[size_t(2 * b + 1)] / c_all;
     }
   }
-  for (int64_t b = 0; b < batches; ++b) v.real += means[2 * b], v.fake += means[2 * b + 1];  // the CPU's order
+  for (int64_t b = 0; b < batches; ++b) v.real += stats[3 * b], v.fake += stats[3 * b + 1];  // the CPU's order
   v.real /= double(batches);
   v.fake /= double(batches);
+  v.max_abs_f = worst[1] != 0 ? NAN : worst[0];
   v.cdiv = v.real - v.fake;
   return v;
 }

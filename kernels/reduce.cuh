@@ -84,13 +84,23 @@ __global__ void loss_metrics_kernel(const float* __restrict__ f, float* __restri
   }
 }
 
-// out[0] = mean f[0, c), out[1] = mean f[c, 2c), in double: one validation batch (test rows, noise rows).
+// One validation batch (test rows, noise rows), in double: out[0] = mean f[0, c), out[1] = mean f[c, 2c),
+// out[2] = max |f| over all 2c rows, NaN when any of them is NaN/inf (the divergence guard's input).
 __global__ void pair_means_kernel(const float* __restrict__ f, int c, double* __restrict__ out) {
   double s0 = 0, s1 = 0;
-  for (int i = threadIdx.x; i < c; i += blockDim.x) s0 += f[i], s1 += f[c + i];
+  float mx = 0.0f;
+  int bad = 0;
+  for (int i = threadIdx.x; i < c; i += blockDim.x) {
+    const float a = f[i], b = f[c + i];
+    s0 += a, s1 += b;
+    if (isfinite(a) && isfinite(b)) mx = fmaxf(mx, fmaxf(fabsf(a), fabsf(b)));
+    else bad = 1;
+  }
   s0 = block_reduce(s0, SumOp{}, 0.0);
   s1 = block_reduce(s1, SumOp{}, 0.0);
-  if (threadIdx.x == 0) out[0] = s0 / c, out[1] = s1 / c;
+  mx = block_reduce(mx, MaxOp{}, 0.0f);
+  bad = block_reduce(bad, MaxOp{}, 0);
+  if (threadIdx.x == 0) out[0] = s0 / c, out[1] = s1 / c, out[2] = bad ? NAN : static_cast<double>(mx);
 }
 
 }  // namespace ebm::cuda

@@ -149,3 +149,24 @@ TEST(CpuBackend, EpochVisitsEveryImageOnceInAnOrderThatChanges) {
   }
   EXPECT_NE(first_batch[0], first_batch[1]) << "reshuffled between epochs";
 }
+
+TEST(CpuBackend, ValidationReportsTheLargestEnergyMagnitudeForTheGuard) {
+  CpuBackend be(small_options(4));
+  const Tensor test = random_images(10, 8, 3);  // batches of 4, 4 and 2
+  const ValidationMetrics v = be.validate(test, 1);
+  // max |f| over the test rows is at most the reported value, which also covers the noise rows: f of the
+  // test rows alone sets a lower bound, and equality holds when the test rows hold the largest |f|.
+  double test_max = 0;
+  for (float f : be.energy(test)) test_max = std::max(test_max, double(std::fabs(f)));
+  EXPECT_GE(v.max_abs_f, test_max);
+  EXPECT_GE(v.max_abs_f, std::fabs(v.real));
+  EXPECT_GE(v.max_abs_f, std::fabs(v.fake));
+  // Weights scaled up make f huge; weights of NaN make every f NaN, which the guard must see as NaN.
+  std::vector<float> p = be.params();
+  for (float& w : p) w *= 1000.0f;
+  be.set_params(p);
+  EXPECT_GT(be.validate(test, 1).max_abs_f, 100 * v.max_abs_f);
+  p[be.options().net.dense_b_off] = NAN;
+  be.set_params(p);
+  EXPECT_TRUE(std::isnan(be.validate(test, 1).max_abs_f));
+}

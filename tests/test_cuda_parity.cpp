@@ -302,8 +302,9 @@ TEST(CudaParity, ValidateMatchesCpu) {
   auto cuda = make_backend("cuda", o);
   const Tensor test = random_images(19, 13);  // batches of 8, 8 and 3
   const ValidationMetrics a = cpu.validate(test, 3), b = cuda->validate(test, 3);
-  EXPECT_TRUE(near(std::vector<double>{b.cdiv, b.real, b.fake}, std::vector<double>{a.cdiv, a.real, a.fake}, kMetrics,
-                   "validation (cdiv real fake)"));
+  EXPECT_TRUE(near(std::vector<double>{b.cdiv, b.real, b.fake, b.max_abs_f},
+                   std::vector<double>{a.cdiv, a.real, a.fake, a.max_abs_f}, kMetrics,
+                   "validation (cdiv real fake max|f|)"));
 }
 
 TEST(CudaParity, GraphReplayMatchesEager) {

@@ -245,6 +245,8 @@ TEST(DataParallel, ValidationMatchesOneRank) {
     EXPECT_NEAR(v.real, a.real, kMetricTol);
     EXPECT_NEAR(v.fake, a.fake, kMetricTol);
     EXPECT_NEAR(v.cdiv, a.cdiv, kMetricTol);
+    EXPECT_NEAR(v.max_abs_f, a.max_abs_f, kMetricTol);
+    EXPECT_GT(v.max_abs_f, 0.0);
   });
 }
 
@@ -358,7 +360,7 @@ class DataParallelRun : public ::testing::Test {
     on_ranks(ranks, [&](int r, Communicator& comm) {
       TrainRunOptions o;
       o.config = c;
-      o.resume = resume;
+      if (!resume.empty()) o.resume = resume;
       o.comm = &comm;
       o.stop = &stop[size_t(r)];
       rc[size_t(r)] = run_training(o);
