@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "engine/error.hpp"
 #include "host/safetensors.hpp"
@@ -105,6 +106,10 @@ void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainStat
   st.put_f64("epoch_sums", {6}, s.epoch_sums.data());
   st.put_f64("lr", {1}, &s.lr);
   st.put_u64("seed", {1}, &s.seed);
+  if (s.data_images >= 0) {
+    st.put_i64("data.images", {1}, &s.data_images);
+    st.put_u64("data.fingerprint", {1}, &s.data_fingerprint);
+  }
   st.metadata = {{"rng_backend", s.rng_backend}};
   st.save((tmp / "train_state.safetensors").string());
 
@@ -131,28 +136,43 @@ std::vector<float> load_params(const std::string& file, const NetSpec& net) {
   return params;
 }
 
+namespace {
+
+void check_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) user_fail(dir, ": not a checkpoint directory (it does not exist)");
+  if (!fs::is_directory(dir, ec))
+    user_fail(dir, ": not a checkpoint directory (it is a file; a checkpoint is a directory holding config.json, ",
+              "model.safetensors and train_state.safetensors)");
+}
+
+}  // namespace
+
+Config load_checkpoint_config(const std::string& dir) {
+  check_checkpoint_dir(dir);
+  const fs::path cfg = fs::path(dir) / "config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(cfg, ec))
+    user_fail(cfg.string(), fs::exists(cfg, ec) ? ": not a regular file" : ": missing",
+              " (a checkpoint holds config.json, model.safetensors, train_state.safetensors)");
+  std::ifstream f(cfg, std::ios::binary);
+  std::stringstream text;
+  text << f.rdbuf();
+  if (!f) user_fail(cfg.string(), ": cannot read (", std::strerror(errno), ")");
+  return config_from_text(text.str(), cfg.string());
+}
+
 Model load_model(const std::string& dir) {
-  const fs::path d(dir);
-  if (!fs::is_directory(d)) user_fail(dir, ": not a checkpoint directory (it does not exist)");
-  const fs::path cfg = d / "config.json";
-  std::ifstream f(cfg);
-  if (!f) user_fail(cfg.string(), ": missing (a checkpoint holds config.json, model.safetensors, train_state.safetensors)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f);
-  } catch (const std::exception& e) {
-    user_fail(cfg.string(), ": invalid JSON");
-  }
   Model m;
-  m.config = config_from_json(j, cfg.string());
+  m.config = load_checkpoint_config(dir);
   m.net = net_spec_for(m.config);
-  m.params = load_params((d / "model.safetensors").string(), m.net);
+  m.params = load_params((fs::path(dir) / "model.safetensors").string(), m.net);
   return m;
 }
 
 TrainState load_train_state(const std::string& dir, const NetSpec& net, int world_size) {
+  check_checkpoint_dir(dir);
   const fs::path d(dir);
-  if (!fs::is_directory(d)) user_fail(dir, ": not a checkpoint directory (it does not exist)");
   TrainState s;
   s.params = load_params((d / "model.safetensors").string(), net);
   const std::string file = (d / "train_state.safetensors").string();
@@ -210,6 +230,14 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   const auto seed = st.get_u64("seed");
   expect_len("seed", seed.size(), 1);
   s.seed = seed[0];
+  if (st.has("data.images")) {
+    const auto images = st.get_i64("data.images");
+    const auto fingerprint = st.get_u64("data.fingerprint");
+    expect_len("data.images", images.size(), 1);
+    expect_len("data.fingerprint", fingerprint.size(), 1);
+    s.data_images = images[0];
+    s.data_fingerprint = fingerprint[0];
+  }
   auto it = st.metadata.find("rng_backend");
   s.rng_backend = it == st.metadata.end() ? "" : it->second;
   if (s.step < 0 || s.epoch < 0 || s.batch < 0) user_fail(file, ": negative step counters");
@@ -284,6 +312,8 @@ std::string pack_train_state(const TrainState& s) {
   p.pod(s.lr);
   p.pod(s.seed);
   p.pod(s.rollbacks);
+  p.pod(s.data_images);
+  p.pod(s.data_fingerprint);
   p.pod(uint64_t(s.rank_buffers.size()));
   for (size_t r = 0; r < s.rank_buffers.size(); ++r) {
     p.vec(s.rank_buffers[r].shape);
@@ -318,6 +348,8 @@ TrainState unpack_train_state(const std::string& bytes) {
   s.lr = u.pod<double>();
   s.seed = u.pod<uint64_t>();
   s.rollbacks = u.pod<int64_t>();
+  s.data_images = u.pod<int64_t>();
+  s.data_fingerprint = u.pod<uint64_t>();
   const uint64_t ranks = u.pod<uint64_t>();
   for (uint64_t r = 0; r < ranks; ++r) {
     s.rank_buffers.push_back(tensor());

@@ -26,6 +26,10 @@ struct TrainState {
   double lr = 0;
   uint64_t seed = 0;
   int64_t rollbacks = 0;
+  // The training set it was trained on (dataset_fingerprint in host/dataset.hpp): a resume refuses another
+  // set. -1/0 in checkpoints written before these were recorded (then not checked).
+  int64_t data_images = -1;
+  uint64_t data_fingerprint = 0;
   // A data-parallel run's checkpoint holds every rank's replay-buffer shard and RNG state, in rank order
   // (train_state.safetensors: buffer.rank{r}, rng.state.rank{r}, world_size). Empty for one rank, whose
   // state is `buffer` and `rng` (the single-process layout, unchanged). In a running rank, `buffer` and
@@ -48,6 +52,8 @@ struct Model {
   std::vector<float> params;
 };
 Model load_model(const std::string& dir);
+// A checkpoint's config.json, validated (UserError naming the file).
+Config load_checkpoint_config(const std::string& dir);
 
 // Parameters from model.safetensors checked against `net` (UserError naming tensor, both shapes).
 std::vector<float> load_params(const std::string& file, const NetSpec& net);

@@ -1,23 +1,30 @@
 #include "host/training_run.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <regex>
 #include <sstream>
+#include <thread>
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/profiling.hpp"
 #include "engine/rng.hpp"
+#include "host/atomic_file.hpp"
 #include "host/backend_factory.hpp"
 #include "host/checkpoint.hpp"
 #include "host/dataset.hpp"
 #include "host/distributed.hpp"
+#include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
 #ifdef EBM_HAVE_CUDA
 #include "kernels/cuda_backend.hpp"
@@ -25,6 +32,7 @@
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
 
 namespace ebm {
 namespace {
@@ -64,16 +72,43 @@ EngineOptions engine_options(const Config& c, Communicator& comm) {
   return o;
 }
 
-void check_writable(const fs::path& dir) {
+// --- the run directory ---
+
+// That `dir` is, or can be made, a writable directory — without writing anything: a run refused later
+// (a bad resume, missing data) must leave no trace.
+void check_output_dir(const fs::path& dir) {
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) user_fail("output_dir \"", dir.string(), "\": cannot create it (", ec.message(), ")");
-  const fs::path probe = dir / (".write_test." + std::to_string(getpid()));
-  std::ofstream f(probe);
-  f << "ok";
-  f.close();
-  if (!f) user_fail("output_dir \"", dir.string(), "\": not writable");
-  fs::remove(probe, ec);
+  const std::string name = "output_dir \"" + dir.string() + "\"";
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec)) user_fail(name, ": exists and is not a directory");
+    if (access(dir.c_str(), W_OK | X_OK) != 0) user_fail(name, ": not writable (", std::strerror(errno), ")");
+    return;
+  }
+  fs::path up = fs::absolute(dir, ec).parent_path();
+  while (!up.empty() && !fs::exists(up, ec) && up != up.root_path()) up = up.parent_path();
+  if (!fs::is_directory(up, ec)) user_fail(name, ": cannot create it: ", up.string(), " is not a directory");
+  if (access(up.c_str(), W_OK | X_OK) != 0)
+    user_fail(name, ": cannot create it: ", up.string(), " is not writable (", std::strerror(errno), ")");
+}
+
+// Checkpoint folders a killed run left half-written: <name>.tmp.<pid> (save_checkpoint's staging folder)
+// of a process that no longer runs, and <name>.old (the fallback swap's). Returns what it removed.
+std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
+  static const std::regex staged(R"(^(last|epoch_\d+)\.(tmp\.(\d+)|old)$)");
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory(ec) || !std::regex_match(name, m, staged)) continue;
+    if (m[3].matched) {
+      const long pid = std::stol(m[3].str());
+      if (pid == long(getpid()) || kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // its writer still runs
+    }
+    fs::remove_all(e.path(), ec);
+    if (!ec) removed.push_back(name);
+  }
+  return removed;
 }
 
 // metrics.jsonl without the records past `step` (a resume from an earlier checkpoint rewrites history).
@@ -84,7 +119,7 @@ void truncate_metrics(const fs::path& file, int64_t step) {
   std::string line;
   while (std::getline(in, line)) {
     try {
-      const auto j = nlohmann::json::parse(line);
+      const auto j = json::parse(line);
       if (j.value("step", int64_t(0)) > step) continue;
     } catch (const std::exception&) {
       continue;  // a torn last line from a killed run
@@ -92,86 +127,235 @@ void truncate_metrics(const fs::path& file, int64_t step) {
     kept << line << "\n";
   }
   in.close();
-  std::ofstream(file, std::ios::trunc) << kept.str();
+  write_file_atomic(file.string(), [&](std::ofstream& f) { f << kept.str(); });
 }
 
+// epoch_<N>/ checkpoints in `dir`, oldest first.
+std::vector<std::pair<int64_t, fs::path>> epoch_checkpoints(const fs::path& dir) {
+  static const std::regex epoch_dir(R"(^epoch_(\d+)$)");
+  std::vector<std::pair<int64_t, fs::path>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (e.is_directory(ec) && std::regex_match(name, m, epoch_dir)) found.emplace_back(std::stoll(m[1].str()), e.path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+double folder_bytes(const fs::path& dir) {
+  double total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec))
+    if (it->is_regular_file(ec)) total += double(it->file_size(ec));
+  return total;
+}
+
+// --- resume ---
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, json>& out) {
+  for (const auto& [k, v] : j.items()) {
+    const std::string key = prefix.empty() ? k : prefix + "." + k;
+    if (v.is_object()) flatten(v, key, out);
+    else out[key] = v;
+  }
+}
+
+// What a resumed run keeps from its checkpoint, and why (the resumed state was built for it).
+const char* fixed_on_resume(const std::string& key) {
+  if (key.starts_with("model.") || key == "data.pad_to") return "its network (model.*, data.pad_to)";
+  if (key == "data.dataset" || key == "data.limit") return "its data set (data.dataset, data.limit)";
+  if (key == "data.batch_size") return "its batch size (the checkpoint's place in the epoch counts batches)";
+  if (key == "buffer.capacity" || key == "buffer.initial") return "its replay buffer (buffer.capacity, buffer.initial)";
+  return nullptr;
+}
+
+std::string shown(const json& v) {
+  if (v.is_number_float()) return fmt("%.6g", v.get<double>());
+  return v.dump();
+}
+
+// The settings a run's progress line and epoch summary show, from sums over the epoch: loss reg cdiv real fake.
+std::string metrics_text(const std::array<double, 6>& sums) {
+  auto mean = [&](int i) { return sums[5] > 0 ? sums[i] / sums[5] : 0.0; };
+  return "loss " + fmt("%.4f", mean(0)) + " reg " + fmt("%.4f", mean(1)) + " cdiv " + fmt("%.4f", mean(2)) +
+         " real " + fmt("%.4f", mean(3)) + " fake " + fmt("%.4f", mean(4));
+}
+
+// Time spent on what is not training (validation, pictures, checkpoints, the guard's probe), left out
+// of ms/step and the ETA. Nested sections count once.
+class OffTheClock {
+ public:
+  OffTheClock(double& total, int& depth) : total_(total), depth_(depth), start_(Clock::now()) { ++depth_; }
+  ~OffTheClock() {
+    if (--depth_ == 0) total_ += std::chrono::duration<double>(Clock::now() - start_).count();
+  }
+
+ private:
+  double& total_;
+  int& depth_;
+  Clock::time_point start_;
+};
+
 // With several ranks every rank runs this same loop in lockstep: the same steps, the same collectives in
-// the same order (inside train_step and validate, the stop flag each step, the checkpoint gather), and the
-// same decisions, taken from all-reduced metrics. Rank 0 alone owns the run directory and the console.
+// the same order (inside train_step and validate, the stop flag each step, the checkpoint gather, the
+// guard's probe), and the same decisions, taken from all-reduced metrics. Rank 0 alone owns the run
+// directory and the console.
+//
+// The divergence guard. A step's forward pass runs on the weights of the step before, so the weights a
+// step produces are checked only by the next forward pass on them. A state is "good" once such a pass
+// has passed the guard (finite f, |f| <= train.divergence.max_abs_f): the next training step's, the
+// epoch-end validation's, or — for the last checkpoint of a run, which no step follows — the probe, which
+// makes the next step's forward pass without the update (real rows, and the newest replay-buffer rows
+// refined by the training sampler). Checkpoints are written only of good states: a checkpoint wanted at
+// step N waits (in memory) for step N+1's metrics. Rollbacks go to the newest good state.
 class TrainingRun {
  public:
   explicit TrainingRun(const TrainRunOptions& o)
-      : o_(o), cfg_(o.config), out_(cfg_.output_dir), comm_(o.comm ? *o.comm : single_) {}
+      : options_(o), config_(o.config), run_dir_(config_.output_dir), comm_(o.comm ? *o.comm : single_) {}
 
   int run() {
-    comm_.set_timeout(cfg_.train.comm_timeout_s);
-    const NetSpec net = net_spec_for(cfg_);
+    comm_.set_timeout(config_.train.comm_timeout_s);
+    net_ = net_spec_for(config_);
+    const bool resuming = options_.resume.has_value();
     TrainState resumed;
-    // Rank 0's checks of the run directory and the checkpoint to resume come before anything is written; an
-    // error there is every rank's error.
+    std::vector<SettingChange> changes;
+    // Checks that write nothing come first, on rank 0: the checkpoint to resume and what changes, then the
+    // output folder. An error there is every rank's error, and leaves no trace.
     agree(comm_, [&] {
-      check_writable(out_);
-      if (o_.resume.empty() && fs::exists(out_ / "last"))
-        user_fail("output_dir \"", out_.string(), "\" already holds a run (", (out_ / "last").string(),
-                  "); continue it with --resume ", (out_ / "last").string(),
+      if (resuming) {
+        if (options_.resume->empty())
+          user_fail("--resume: the checkpoint path is empty; give a checkpoint directory (e.g. ",
+                    (run_dir_ / "last").string(), "), or leave --resume out to start a fresh run");
+        // The checkpoint read against its own network first (a wrong rank count is the clearer message),
+        // then what this run changes of its settings.
+        const Config saved = load_checkpoint_config(*options_.resume);
+        resumed = load_train_state(*options_.resume, net_spec_for(saved), comm_.size());
+        changes = resume_changes(saved, config_, *options_.resume);
+        apply_changes(changes, resumed);
+      }
+      check_output_dir(run_dir_);
+      if (!resuming && fs::exists(run_dir_ / "last"))
+        user_fail("output_dir \"", run_dir_.string(), "\" already holds a run (", (run_dir_ / "last").string(),
+                  "); continue it with --resume ", (run_dir_ / "last").string(),
                   ", or start a new one elsewhere with --set output_dir=DIR");
-      if (!o_.resume.empty()) resumed = load_train_state(o_.resume, net, comm_.size());
     }, /*root_only=*/true);
-    if (distributed() && !o_.resume.empty()) resumed = share_resumed(resumed);
+    if (distributed() && resuming) resumed = share_resumed(resumed);
 
     Dataset data;
     agree(comm_, [&] {  // every rank reads the whole set: each needs N and the epoch's permutation
       EBM_PROFILE_RANGE("load_data");
-      data = load_dataset(cfg_.data);
+      data = load_dataset(config_.data);
       if (data.train.dim(0) == 0) user_fail(data.train_path, ": no training images");
+      data_images_ = data.train.dim(0);
+      data_fingerprint_ = dataset_fingerprint(data.train);
+      if (resuming && resumed.data_images >= 0 &&
+          (resumed.data_images != data_images_ || resumed.data_fingerprint != data_fingerprint_))
+        user_fail("--resume ", *options_.resume, ": the checkpoint was trained on another data set (",
+                  resumed.data_images, " training images, fingerprint ", fmt("%.0f", double(resumed.data_fingerprint)),
+                  ") than ", data.train_path, " holds now (", data_images_, " images, fingerprint ",
+                  fmt("%.0f", double(data_fingerprint_)), "); a resumed run keeps its data set");
+      check_host_memory(host_memory_plan(config_, net_, comm_.size(), int(std::thread::hardware_concurrency())),
+                        host_memory_available());
     });
+    data_ = &data;
     out() << "data: train " << shape_str(data.train.shape) << " from " << data.train_path << ", test "
           << shape_str(data.test.shape) << "\n";
 
     agree(comm_, [&] {
-      be_ = make_backend(cfg_.backend, engine_options(cfg_, comm_));
-      kind_ = be_->describe().rfind("cuda", 0) == 0 ? "cuda" : "cpu";
-      if (distributed() && !be_->data_parallel())
+      backend_ = make_backend(config_.backend, engine_options(config_, comm_));
+      kind_ = backend_->describe().rfind("cuda", 0) == 0 ? "cuda" : "cpu";
+      if (distributed() && !backend_->data_parallel())
         user_fail("backend ", kind_, ": this build's ", kind_, " backend does not train data-parallel; run the ",
                   comm_.size(), " ranks with --backend cpu, or run one process");
     });
-    out() << "backend: " << be_->describe() << "\n";
+    out() << "backend: " << backend_->describe() << "\n";
     if (distributed())
-      out() << "data-parallel: " << comm_.size() << " ranks, global batch " << int64_t(cfg_.data.batch_size) * comm_.size()
-            << " (" << cfg_.data.batch_size << " per rank), replay buffer " << cfg_.buffer.capacity / comm_.size()
-            << " images per rank\n";
-    out() << net.summary() << std::endl;  // a log being tailed shows the run has started
-    be_->set_train_data(data.train);
-    bpe_ = be_->batches_per_epoch();
-    total_steps_ = cfg_.train.epochs * bpe_;
-    if (cfg_.train.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.train.max_steps);
+      out() << "data-parallel: " << comm_.size() << " ranks, global batch "
+            << int64_t(config_.data.batch_size) * comm_.size() << " (" << config_.data.batch_size
+            << " per rank), replay buffer " << config_.buffer.capacity / comm_.size() << " images per rank\n";
+    out() << net_.summary() << std::endl;  // a log being tailed shows the run has started
+    backend_->set_train_data(data.train);
+    batches_per_epoch_ = backend_->batches_per_epoch();
+    total_steps_ = config_.train.epochs * batches_per_epoch_;
+    if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
 
-    if (root()) std::ofstream(out_ / "config.json") << config_to_json(cfg_).dump(2) << "\n";
-    if (!o_.resume.empty()) {
+    // Every check has passed: from here on the run writes.
+    if (root()) {
+      prepare_run_dir();
+      write_file_atomic((run_dir_ / "config.json").string(),
+                        [&](std::ofstream& f) { f << config_to_json(config_).dump(2) << "\n"; });
+    }
+    if (resuming) {
       resumed.rank_buffers.clear();  // this rank's own shard is in resumed.buffer
       resumed.rank_rngs.clear();
       restore(resumed);
-      s_ = resumed;
-      if (root()) truncate_metrics(out_ / "metrics.jsonl", s_.step);
-      out() << "resumed from " << o_.resume << " at step " << s_.step << " (epoch " << s_.epoch + 1 << ", batch "
-            << s_.batch << ")\n";
+      state_ = resumed;
+      if (root()) truncate_metrics(run_dir_ / "metrics.jsonl", state_.step);
+      out() << "resumed from " << *options_.resume << " at step " << state_.step << " (epoch " << state_.epoch + 1
+            << ", batch " << state_.batch << ")\n";
     } else {
-      s_.lr = cfg_.train.lr;
-      s_.seed = cfg_.seed;
-      if (root()) std::ofstream(out_ / "metrics.jsonl", std::ios::trunc);
+      state_.lr = config_.train.lr;
+      state_.seed = config_.seed;
+      if (root()) write_file_atomic((run_dir_ / "metrics.jsonl").string(), [](std::ofstream&) {});
     }
-    if (root()) metrics_.open(out_ / "metrics.jsonl", std::ios::app);
-    good_ = snapshot();
-    net_ = net;
+    if (root()) metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
+    if (resuming) log_resume(changes);
+    start_step_ = state_.step;
+    pending_ = Pending{snapshot(), {}};  // the starting state: good once its first step's forward pass passes
     tty_ = root() && !distributed() && isatty(fileno(stdout));  // mpirun gives ranks a pty, but its output is a log
-    return loop(data);
+    const int result = loop();
+    if (root()) report_folder();
+    return result;
   }
 
  private:
+  struct Pending {
+    TrainState state;                // a state no forward pass has checked yet
+    std::vector<std::string> names;  // the checkpoints to write once one has (none for the starting state)
+  };
+
   bool root() const { return comm_.rank() == 0; }
   bool distributed() const { return comm_.size() > 1; }
   // The console: rank 0's; the other ranks' lines go nowhere.
   std::ostream& out() { return root() ? std::cout : quiet_; }
+
+  // Rank 0, before the first write: a folder left by a killed run is cleared of its half-written checkpoints.
+  void prepare_run_dir() {
+    std::error_code ec;
+    fs::create_directories(run_dir_, ec);
+    if (ec) user_fail("output_dir \"", run_dir_.string(), "\": cannot create it (", ec.message(), ")");
+    for (const std::string& name : remove_stale_temporaries(run_dir_))
+      out() << "removed " << (run_dir_ / name).string() << " (a half-written checkpoint a killed run left)\n";
+  }
+
+  // The resumed state with the changed settings that live in it: a new learning rate, or a new seed (fresh
+  // random streams: an empty RNG state makes restore() reseed). Rank 0, before sharing the state.
+  void apply_changes(const std::vector<SettingChange>& changes, TrainState& s) const {
+    for (const SettingChange& c : changes) {
+      if (c.key == "train.lr") s.lr = config_.train.lr;
+      if (c.key == "seed") {
+        s.seed = config_.seed;
+        s.rng.clear();
+        for (auto& r : s.rank_rngs) r.clear();
+      }
+    }
+  }
+
+  void log_resume(const std::vector<SettingChange>& changes) {
+    json changed = json::object();
+    std::string text;
+    for (const SettingChange& c : changes) {
+      changed[c.key] = {c.from, c.to};
+      text += (text.empty() ? "" : ", ") + c.key + " " + shown(c.from) + " -> " + shown(c.to);
+    }
+    if (!changes.empty())
+      out() << "resume: settings changed from the checkpoint's, applied from step " << state_.step + 1 << ": " << text
+            << "\n";
+    log({{"event", "resume"}, {"step", state_.step}, {"checkpoint", *options_.resume}, {"changed", changed}});
+  }
 
   // Rank 0 loaded every rank's part of the checkpoint; each rank gets the common state plus its own
   // replay-buffer shard and RNG state.
@@ -193,131 +377,222 @@ class TrainingRun {
   // A stop requested on any rank (SIGINT/SIGTERM may reach one process, or all) stops every rank after the
   // same step.
   bool stop_requested() {
-    const bool mine = o_.stop && o_.stop->load();
+    const bool mine = options_.stop && options_.stop->load();
     return distributed() ? any_rank(comm_, mine) : mine;
   }
+
   TrainState snapshot() {
-    TrainState s = s_;
-    s.params = be_->params();
-    s.adam = be_->adam();
-    s.buffer = be_->buffer();
-    s.rng = be_->rng_state();
+    TrainState s = state_;
+    s.params = backend_->params();
+    s.adam = backend_->adam();
+    s.buffer = backend_->buffer();
+    s.rng = backend_->rng_state();
     s.rng_backend = kind_;
+    s.data_images = data_images_;
+    s.data_fingerprint = data_fingerprint_;
     return s;
   }
 
   void restore(const TrainState& s) {
-    be_->set_params(s.params);
-    be_->set_adam(s.adam);
-    be_->set_buffer(s.buffer);
-    be_->set_lr(s.lr);
-    if (s.rng_backend == kind_) {
-      be_->set_rng_state(s.rng);
+    backend_->set_params(s.params);
+    backend_->set_adam(s.adam);
+    backend_->set_buffer(s.buffer);
+    backend_->set_lr(s.lr);
+    if (s.rng.empty()) {  // a new seed on resume
+      backend_->reseed(s.seed);
+    } else if (s.rng_backend == kind_) {
+      backend_->set_rng_state(s.rng);
     } else {  // another backend's streams cannot be continued here: same seed, fresh streams
       out() << "note: checkpoint RNG state is from the " << s.rng_backend << " backend; the " << kind_
-                << " backend continues with fresh streams from seed " << s.seed << "\n";
-      be_->reseed(s.seed);
+            << " backend continues with fresh streams from seed " << s.seed << "\n";
+      backend_->reseed(s.seed);
     }
   }
 
-  // Collective with several ranks: each sends rank 0 its state; rank 0 checks that they agree on all but
-  // their shards (the same steps on all-reduced gradients: a difference is a bug) and writes the checkpoint
-  // with every rank's replay-buffer shard and RNG state.
-  void save(const std::string& name) {
-    EBM_PROFILE_RANGE("checkpoint");
-    TrainState st = snapshot();
-    if (!distributed()) {
-      save_checkpoint((out_ / name).string(), net_, st, cfg_);
-      good_ = std::move(st);
-      return;
+  // --- the guard ---
+
+  bool within_guard(double max_abs_f) const {
+    return std::isfinite(max_abs_f) && max_abs_f <= config_.train.divergence.max_abs_f;
+  }
+
+  std::string guard_failure(const std::string& where, double max_abs_f) const {
+    return where + ": " +
+           (std::isfinite(max_abs_f) ? "|f| reached " + fmt("%.4g", max_abs_f) + " > train.divergence.max_abs_f = " +
+                                           fmt("%.4g", config_.train.divergence.max_abs_f)
+                                     : std::string("the energy is NaN/inf"));
+  }
+
+  // max |f| (NaN when any f is) of validation's forward pass: the test set (what ebm_score reports of a
+  // checkpoint) and as many uniform-noise images. Every checkpoint is checked on it; at an epoch end with
+  // train.validate on, validation itself does it.
+  double validation_max_abs_f() {
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    EBM_PROFILE_RANGE("validate");
+    return data_->test.numel() > 0 ? backend_->validate(data_->test, state_.epoch).max_abs_f : 0.0;
+  }
+
+  double max_abs_over_ranks(const std::vector<float>& f) {
+    double worst[2] = {0, 0};  // max |f| over finite values, 1 if any is NaN/inf
+    for (float v : f) {
+      if (std::isfinite(v)) worst[0] = std::max(worst[0], double(std::fabs(v)));
+      else worst[1] = 1;
     }
-    const std::vector<std::string> parts = comm_.gather(pack_train_state(st), 0);
-    if (root()) {
-      TrainState all = st;
+    if (distributed()) comm_.allreduce(worst, 2, ReduceOp::kMax);
+    return worst[1] != 0 ? NAN : worst[0];
+  }
+
+  // The next training step's forward pass on the current weights, without the update: the first rows of
+  // the training set, and this rank's newest rows of `buffer` (its replay buffer now) refined by the
+  // training sampler (its own random stream: the training streams do not move); and validation's pass.
+  // max |f| over all ranks; NaN when any f is.
+  double probe(const Tensor& buffer) {
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    EBM_PROFILE_RANGE("guard_probe");
+    const int64_t img = net_.image_size(), b = config_.data.batch_size;
+    auto first_rows = [&](const Tensor& t, int64_t from_end) {
+      const int64_t n = t.shape.empty() ? 0 : std::min(b, t.dim(0));
+      Tensor rows({n, net_.in_c, net_.in_h, net_.in_w});
+      const float* src = t.ptr() + (from_end ? t.dim(0) - n : 0) * img;
+      std::copy(src, src + n * img, rows.ptr());
+      return rows;
+    };
+    std::vector<float> f = backend_->energy(first_rows(data_->train, false));
+    Tensor fake = first_rows(buffer, true);  // the newest rows are written last
+    backend_->sample(fake, engine_options_for(config_).sampler, state_.seed ^ 0x5bd1e995u ^ uint64_t(state_.step));
+    const std::vector<float> ff = backend_->energy(fake);
+    f.insert(f.end(), ff.begin(), ff.end());
+    const double test = validation_max_abs_f();
+    return std::isnan(test) ? test : std::max(test, max_abs_over_ranks(f));
+  }
+
+  // --- checkpoints ---
+
+  // Writes `s` as each of `names` (collective with several ranks: each sends rank 0 its state; rank 0
+  // checks that they agree on all but their shards — the same steps on all-reduced gradients: a difference
+  // is a bug — and writes every rank's replay-buffer shard and RNG state), then drops the oldest epoch_N/
+  // beyond train.keep_checkpoints. `s` has passed the guard.
+  void write_checkpoints(const TrainState& s, const std::vector<std::string>& names) {
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    EBM_PROFILE_RANGE("checkpoint");
+    TrainState all = s;
+    if (distributed()) {
+      const std::vector<std::string> parts = comm_.gather(pack_train_state(s), 0);
+      if (!root()) return;
       for (int r = 0; r < comm_.size(); ++r) {
         TrainState p = unpack_train_state(parts[size_t(r)]);
-        if (p.params != st.params || p.adam.m != st.adam.m || p.adam.v != st.adam.v || p.adam.t != st.adam.t ||
-            p.step != st.step || p.epoch != st.epoch || p.batch != st.batch)
+        if (p.params != s.params || p.adam.m != s.adam.m || p.adam.v != s.adam.v || p.adam.t != s.adam.t ||
+            p.step != s.step || p.epoch != s.epoch || p.batch != s.batch)
           fail_at("every rank's state equals rank 0's", __FILE__, __LINE__,
-                  "at step " + std::to_string(st.step) + ", rank " + std::to_string(r) +
+                  "at step " + std::to_string(s.step) + ", rank " + std::to_string(r) +
                       "'s parameters, Adam state or counters differ from rank 0's: the ranks drifted apart");
         all.rank_buffers.push_back(std::move(p.buffer));
         all.rank_rngs.push_back(std::move(p.rng));
       }
-      save_checkpoint((out_ / name).string(), net_, all, cfg_);
     }
-    good_ = std::move(st);
+    bool epoch_written = false;
+    for (const std::string& name : names) {
+      save_checkpoint((run_dir_ / name).string(), net_, all, config_);
+      epoch_written |= name != "last";
+    }
+    saved_step_ = s.step;
+    const int keep = config_.train.keep_checkpoints;
+    if (epoch_written && keep > 0) {
+      const auto epochs = epoch_checkpoints(run_dir_);
+      for (size_t i = 0; i + size_t(keep) < epochs.size(); ++i) {
+        std::error_code ec;
+        fs::remove_all(epochs[i].second, ec);
+      }
+    }
   }
 
-  void log(const nlohmann::json& j) {
+  // The pending state has passed the guard: write what was wanted of it; it is the rollback target now.
+  void pending_passed() {
+    Pending p = std::move(*pending_);
+    pending_.reset();
+    if (!p.names.empty()) write_checkpoints(p.state, p.names);
+    good_ = std::move(p.state);
+  }
+
+  // Checkpoints `names` of the state now, once the next step's forward pass has checked it.
+  void checkpoint_after_next_step(std::vector<std::string> names) {
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    if (pending_ && pending_->state.step == state_.step) {
+      for (auto& n : names)
+        if (std::find(pending_->names.begin(), pending_->names.end(), n) == pending_->names.end())
+          pending_->names.push_back(n);
+      return;
+    }
+    pending_ = Pending{snapshot(), std::move(names)};
+  }
+
+  // --- logs and the console ---
+
+  void log(const json& j) {
     if (!root()) return;
     metrics_ << j.dump() << "\n";
     metrics_.flush();
   }
 
-  // Reads back the steps run since the last call; false (and `why_`) when one of them diverged.
+  // Reads back the steps run since the last call; false (and `why_`) when one of them diverged. Step k's
+  // forward pass ran on the weights of step k−1: when it passes, a state pending at k−1 is good.
   bool drain() {
     EBM_PROFILE_RANGE("metrics");
-    const auto ms = be_->drain_metrics();
-    int64_t step = s_.step - int64_t(ms.size());
+    const auto ms = backend_->drain_metrics();
+    int64_t step = state_.step - int64_t(ms.size());
     for (const StepMetrics& m : ms) {
       ++step;
-      if (!std::isfinite(m.loss) || !std::isfinite(m.max_abs_f) || m.max_abs_f > cfg_.train.divergence.max_abs_f) {
-        why_ = "diverged at step " + std::to_string(step) + ": " +
-               (std::isfinite(m.max_abs_f) && std::isfinite(m.loss)
-                    ? "|f| reached " + fmt("%.4g", m.max_abs_f) + " > train.divergence.max_abs_f = " +
-                          fmt("%.4g", cfg_.train.divergence.max_abs_f)
-                    : std::string("the energy or loss is NaN/inf"));
+      if (!std::isfinite(m.loss) || !within_guard(m.max_abs_f)) {
+        why_ = guard_failure("diverged at step " + std::to_string(step), std::isfinite(m.loss) ? m.max_abs_f : NAN);
         return false;
       }
+      if (pending_ && pending_->state.step == step - 1) pending_passed();
       const double v[5] = {m.loss, m.reg, m.cdiv, m.real, m.fake};
-      for (int i = 0; i < 5; ++i) s_.epoch_sums[i] += v[i];
-      s_.epoch_sums[5] += 1;
-      last_ = m;
-      if (step % cfg_.train.log_every == 0)
-        log({{"event", "step"}, {"step", step}, {"epoch", s_.epoch + 1}, {"loss", m.loss}, {"reg", m.reg},
-             {"cdiv", m.cdiv}, {"real", m.real}, {"fake", m.fake}, {"lr", s_.lr}, {"ms_per_step", ms_per_step()}});
+      for (int i = 0; i < 5; ++i) state_.epoch_sums[i] += v[i];
+      state_.epoch_sums[5] += 1;
+      if (step % config_.train.log_every == 0)
+        log({{"event", "step"}, {"step", step}, {"epoch", state_.epoch + 1}, {"loss", m.loss}, {"reg", m.reg},
+             {"cdiv", m.cdiv}, {"real", m.real}, {"fake", m.fake}, {"lr", state_.lr}, {"ms_per_step", ms_per_step()}});
     }
     return true;
   }
 
-  double ms_per_step() const {
-    const double s = std::chrono::duration<double, std::milli>(Clock::now() - t_start_).count();
-    return steps_here_ > 0 ? s / double(steps_here_) : 0.0;
+  double training_seconds() const {
+    return std::chrono::duration<double>(Clock::now() - t_start_).count() - off_clock_s_;
   }
+  double ms_per_step() const { return steps_here_ > 0 ? 1000 * training_seconds() / double(steps_here_) : 0.0; }
 
-  double mean(int i) const { return s_.epoch_sums[5] > 0 ? s_.epoch_sums[i] / s_.epoch_sums[5] : 0.0; }
-
-  std::string metrics_str() const {
-    return "loss " + fmt("%.4f", mean(0)) + " reg " + fmt("%.4f", mean(1)) + " cdiv " + fmt("%.4f", mean(2)) +
-           " real " + fmt("%.4f", mean(3)) + " fake " + fmt("%.4f", mean(4));
-  }
+  // The epoch in progress, or — between an epoch's end and the next one's first step — the one just ended,
+  // so that a run stopped on an epoch boundary shows that epoch's numbers, not zeros.
+  bool between_epochs() const { return state_.epoch_sums[5] == 0 && state_.epoch > 0; }
 
   void progress(bool force) {
     if (!root()) return;
     const double since = std::chrono::duration<double>(Clock::now() - t_print_).count();
     if (!force && !(tty_ ? since > 0.2 : since > 15.0)) return;
     t_print_ = Clock::now();
-    const double eta = ms_per_step() * double(total_steps_ - s_.step) / 1000.0;
-    std::cout << (tty_ ? "\r\033[K" : "") << "step " << s_.step << "/" << total_steps_ << "  epoch " << s_.epoch + 1
-              << "/" << cfg_.train.epochs << "  " << fmt("%.1f", ms_per_step()) << " ms/step  ETA "
-              << duration_str(eta) << "  " << metrics_str() << (tty_ ? "" : "\n") << std::flush;
+    const double eta = ms_per_step() * double(total_steps_ - state_.step) / 1000.0;
+    const bool ended = between_epochs();
+    std::cout << (tty_ ? "\r\033[K" : "") << "step " << state_.step << "/" << total_steps_ << "  epoch "
+              << (ended ? state_.epoch : state_.epoch + 1) << "/" << config_.train.epochs << "  "
+              << fmt("%.1f", ms_per_step()) << " ms/step  ETA " << duration_str(eta) << "  "
+              << metrics_text(ended ? last_epoch_sums_ : state_.epoch_sums) << (tty_ ? "" : "\n") << std::flush;
   }
 
   void sample_grid(int epoch) {
-    const GenerateConfig& g = cfg_.generate;
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    const GenerateConfig& g = config_.generate;
     Tensor x({g.n, net_.in_c, net_.in_h, net_.in_w});
-    Rng init(cfg_.seed + uint64_t(epoch), RngStream::kInit);
+    Rng init(config_.seed + uint64_t(epoch), RngStream::kInit);
     init.offset = uint64_t(1) << 48;  // far from the parameter initialisation's blocks
     init.uniform(x.ptr(), x.numel(), -1.0f, 1.0f);
-    be_->sample(x, {g.steps, float(g.step_size), float(g.noise), float(cfg_.sampler.grad_clip)},
-                cfg_.seed + uint64_t(epoch));
-    const std::vector<float> f = be_->energy(x);
+    backend_->sample(x, {g.steps, float(g.step_size), float(g.noise), float(config_.sampler.grad_clip)},
+                     config_.seed + uint64_t(epoch));
+    const std::vector<float> f = backend_->energy(x);
     std::vector<std::string> labels;
     for (float v : f) labels.push_back("E=" + fmt("%.3f", -v));
     const int cols = int(std::ceil(std::sqrt(double(g.n))));
-    fs::create_directories(out_ / "samples");
-    const std::string path = (out_ / "samples" / ("epoch_" + std::to_string(epoch) + ".png")).string();
+    fs::create_directories(run_dir_ / "samples");
+    const std::string path = (run_dir_ / "samples" / ("epoch_" + std::to_string(epoch) + ".png")).string();
     write_png(path, image_grid(x.ptr(), g.n, net_.in_h, net_.in_w, cols, labels, 3));
     std::cout << "  samples: " << path << "\n";
   }
@@ -325,12 +600,13 @@ class TrainingRun {
   // Training curves from metrics.jsonl (so they survive resumes): step values and epoch means.
   void curves() {
     if (!root()) return;
-    std::ifstream in(out_ / "metrics.jsonl");
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    std::ifstream in(run_dir_ / "metrics.jsonl");
     std::vector<PlotSeries> s = {{"loss", {}, {}}, {"cdiv", {}, {}}, {"real", {}, {}}, {"fake", {}, {}}};
     std::string line;
     while (std::getline(in, line)) {
       try {
-        const auto j = nlohmann::json::parse(line);
+        const auto j = json::parse(line);
         if (j.value("event", "") != "step") continue;
         for (auto& ser : s) {
           ser.x.push_back(j.at("step").get<double>());
@@ -340,71 +616,136 @@ class TrainingRun {
       }
     }
     if (s[0].x.size() < 2) return;
-    write_png((out_ / "curves.png").string(), line_plot(s, "training (per logged step)", "step"));
+    write_png((run_dir_ / "curves.png").string(), line_plot(s, "training (per logged step)", "step"));
   }
 
-  int diverged() {
+  // The run folder's size at the end, so that disk use is never a surprise.
+  void report_folder() {
+    const auto epochs = epoch_checkpoints(run_dir_);
+    const int keep = config_.train.keep_checkpoints;
+    out() << "run folder " << run_dir_.string() << ": " << human_bytes(folder_bytes(run_dir_)) << " ("
+          << (fs::exists(run_dir_ / "last") ? "last/ and " : "") << epochs.size() << " epoch checkpoint"
+          << (epochs.size() == 1 ? "" : "s") << "; train.keep_checkpoints = " << keep
+          << (keep == 0 ? ", all kept" : "") << ")\n";
+  }
+
+  // What the user can fall back on, said plainly.
+  std::string fallback() const {
+    const std::string lr = "train.lr (now " + fmt("%.3g", state_.lr) + ")";
+    const std::string hint = config_.train.divergence.action == "stop"
+                                 ? "; try a lower " + lr + " or train.divergence.action=rollback"
+                                 : "; try a lower " + lr + " or another seed";
+    if (saved_step_ >= 0)
+      return "the last good checkpoint is " + (run_dir_ / "last").string() + " (step " + std::to_string(saved_step_) +
+             "): resume it with a lower learning rate, e.g. --resume " + (run_dir_ / "last").string() +
+             " --set train.lr=" + fmt("%.3g", state_.lr * 0.5) +
+             (config_.train.divergence.action == "stop" ? " (or set train.divergence.action=rollback)" : "");
+    if (options_.resume)
+      return "this run wrote no checkpoint; the one it resumed from, " + *options_.resume + " (step " +
+             std::to_string(start_step_) + "), is unchanged" +
+             (good_ ? "" : ", but its own weights already fail the guard with these settings (the first step after "
+                           "resuming diverged): raise train.divergence.max_abs_f or resume an earlier checkpoint") +
+             (good_ ? hint : "");
+    if (!good_)
+      return "no good checkpoint exists: the starting weights already fail the guard (step " +
+             std::to_string(start_step_ + 1) + "'s forward pass); raise train.divergence.max_abs_f or change model.*";
+    return "no good checkpoint exists yet: the run diverged before its first checkpoint was written" + hint;
+  }
+
+  // After `why_`: roll back to the newest good state with a lower learning rate and a new seed (returns −1:
+  // go on), or stop (returns kRunDiverged). `may_roll_back` is false when a signal asked the run to stop.
+  int diverged(bool may_roll_back = true) {
+    pending_.reset();  // what no forward pass has checked is not kept
     out() << (tty_ ? "\n" : "") << "ebm_train: " << why_ << "\n";
-    log({{"event", "diverged"}, {"step", s_.step}, {"message", why_}});
-    const auto& d = cfg_.train.divergence;
-    if (d.action == "rollback" && s_.rollbacks < d.max_rollbacks) {
-      const int64_t n = good_.rollbacks + 1;
-      TrainState back = good_;
+    log({{"event", "diverged"}, {"step", state_.step}, {"message", why_}});
+    const auto& d = config_.train.divergence;
+    if (may_roll_back && d.action == "rollback" && state_.rollbacks < d.max_rollbacks && good_) {
+      const int64_t n = state_.rollbacks + 1;
+      TrainState back = *good_;
       back.rollbacks = n;
-      back.lr = good_.lr * d.lr_factor;
-      back.seed = good_.seed + 1000003ull * uint64_t(n);
+      back.lr = good_->lr * d.lr_factor;
+      back.seed = good_->seed + 1000003ull * uint64_t(n);
       restore(back);
-      be_->reseed(back.seed);
-      be_->drain_metrics();
-      s_ = back;
+      backend_->reseed(back.seed);
+      backend_->drain_metrics();
+      state_ = back;
       good_ = back;
-      out() << "rolled back to step " << s_.step << " (rollback " << n << "/" << d.max_rollbacks << "), lr "
-                << fmt("%.3g", s_.lr) << ", seed " << s_.seed << "\n";
-      log({{"event", "rollback"}, {"step", s_.step}, {"lr", s_.lr}, {"seed", s_.seed}, {"rollbacks", n}});
-      return -1;  // go on
+      out() << "rolled back to step " << state_.step << " (rollback " << n << "/" << d.max_rollbacks << "), lr "
+            << fmt("%.3g", state_.lr) << ", seed " << state_.seed << "\n";
+      log({{"event", "rollback"}, {"step", state_.step}, {"lr", state_.lr}, {"seed", state_.seed}, {"rollbacks", n}});
+      return -1;
     }
-    out() << "the last good checkpoint is kept: " << (out_ / "last").string() << " (step " << good_.step
-              << "); try a lower train.lr or train.divergence.action=rollback\n";
+    if (may_roll_back && d.action == "rollback" && good_)
+      out() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
+    out() << fallback() << "\n";
+    curves();
     return kRunDiverged;
   }
 
-  // Saves last/, logs why, returns 0: a run stopped by max_steps or a signal is a clean exit.
-  int stop(const std::string& reason) {
-    if (!drain()) return diverged();
-    save("last");
-    log({{"event", "stopped"}, {"step", s_.step}, {"reason", reason}});
+  // The run's end (max_steps, a signal, or the last epoch done): the last checkpoint, once the probe has
+  // checked its weights. Returns the exit code.
+  int finish(const std::string& reason) {
+    const bool signal = reason == "signal";
+    if (!drain()) return diverged(!signal);
+    std::vector<std::string> names{"last"};
+    if (pending_) {  // wanted of this very state (an epoch end, a checkpoint_every step): written with it
+      EBM_CHECK(pending_->state.step == state_.step, "a pending checkpoint outlived the step that checks it");
+      for (auto& n : pending_->names)
+        if (n != "last") names.push_back(n);
+      pending_.reset();
+    }
+    // A resumed run stopped before its first step leaves the checkpoint it started from as it is.
+    const bool ran = state_.step > start_step_ || !options_.resume;
+    if (ran) {
+      TrainState s = snapshot();
+      const double worst = probe(s.buffer);
+      if (!within_guard(worst)) {
+        why_ = guard_failure("diverged at step " + std::to_string(state_.step) +
+                                 " (its weights, probed before the last checkpoint)",
+                             worst);
+        return diverged(!signal);
+      }
+      write_checkpoints(s, names);
+      good_ = std::move(s);
+    }
+    log({{"event", "stopped"}, {"step", state_.step}, {"reason", reason}});
     progress(true);
-    out() << (tty_ ? "\n" : "") << "stopped (" << reason << ") at step " << s_.step << "; checkpoint "
-              << (out_ / "last").string() << "\n";
+    out() << (tty_ ? "\n" : "") << (reason == "done" ? "done: " + std::to_string(state_.step) + " steps"
+                                                      : "stopped (" + reason + ") at step " + std::to_string(state_.step))
+          << (ran ? "; checkpoint " + (run_dir_ / "last").string()
+                  : "; no step ran since " + *options_.resume + ", which is unchanged")
+          << "\n";
     curves();
     return kRunOk;
   }
 
-  int loop(const Dataset& data) {
+  int loop() {
     t_start_ = t_print_ = Clock::now();
-    if (s_.epoch >= cfg_.train.epochs || (cfg_.train.max_steps > 0 && s_.step >= cfg_.train.max_steps)) {
-      out() << "nothing to do: the run is complete (step " << s_.step << ", epoch " << s_.epoch << "/"
-                << cfg_.train.epochs << ")\n";
+    if (state_.epoch >= config_.train.epochs || (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps)) {
+      out() << "nothing to do: the run is complete (step " << state_.step << ", epoch " << state_.epoch << "/"
+            << config_.train.epochs << ")\n";
       return kRunOk;
     }
-    while (s_.epoch < cfg_.train.epochs) {
-      be_->begin_epoch(s_.epoch);
-      const auto t_epoch = Clock::now();
+    while (state_.epoch < config_.train.epochs) {
+      backend_->begin_epoch(state_.epoch);
+      epoch_clock_start_ = training_seconds();
+      epoch_steps_start_ = steps_here_;
       bool rolled_back = false;
-      while (s_.batch < bpe_) {
-        if (cfg_.train.max_steps > 0 && s_.step >= cfg_.train.max_steps) return stop("train.max_steps");
-        if (stop_requested()) return stop("signal");
-        if (s_.step == o_.profile_begin) be_->set_profiling(true);
+      while (state_.batch < batches_per_epoch_) {
+        if (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps) return finish("train.max_steps");
+        if (stop_requested()) return finish("signal");
+        if (state_.step == options_.profile_begin) backend_->set_profiling(true);
         {
           EBM_PROFILE_RANGE("step");
-          be_->train_step(s_.batch);
+          backend_->train_step(state_.batch);
         }
-        ++s_.step;
-        ++s_.batch;
+        ++state_.step;
+        ++state_.batch;
         ++steps_here_;
-        if (s_.step == o_.profile_end) be_->set_profiling(false);
-        const bool ckpt = cfg_.train.checkpoint_every > 0 && s_.step % cfg_.train.checkpoint_every == 0;
-        if (ckpt || s_.step % cfg_.train.log_every == 0 || s_.batch == bpe_) {
+        if (state_.step == options_.profile_end) backend_->set_profiling(false);
+        const bool ckpt = config_.train.checkpoint_every > 0 && state_.step % config_.train.checkpoint_every == 0;
+        const bool check_pending = pending_ && pending_->state.step == state_.step - 1;
+        if (ckpt || check_pending || state_.step % config_.train.log_every == 0 || state_.batch == batches_per_epoch_) {
           if (!drain()) {
             const int r = diverged();
             if (r >= 0) return r;
@@ -412,67 +753,122 @@ class TrainingRun {
             break;
           }
           progress(false);
-          if (ckpt) save("last");
+          if (ckpt && state_.batch < batches_per_epoch_) {  // an epoch end checks (validates) and checkpoints below
+            const double worst = validation_max_abs_f();
+            if (!within_guard(worst)) {
+              why_ = guard_failure("diverged at step " + std::to_string(state_.step) + " (validation of its checkpoint)",
+                                   worst);
+              const int r = diverged();
+              if (r >= 0) return r;
+              rolled_back = true;
+              break;
+            }
+            checkpoint_after_next_step({"last"});
+          }
         }
       }
       if (rolled_back) continue;
-      end_epoch(data, std::chrono::duration<double>(Clock::now() - t_epoch).count());
+      if (!end_epoch()) {
+        const int r = diverged();
+        if (r >= 0) return r;
+      }
     }
-    out() << "done: " << s_.step << " steps; checkpoint " << (out_ / "last").string() << "\n";
-    return kRunOk;
+    return finish("done");
   }
 
-  void end_epoch(const Dataset& data, double seconds) {
-    const int epoch = int(s_.epoch) + 1;
+  // Validation (checked by the guard), the summary line, the epoch's checkpoints (written once the next
+  // step has checked them), its sample grid. False (and `why_`) when validation diverged.
+  bool end_epoch() {
+    const int epoch = int(state_.epoch) + 1;
+    const double seconds = training_seconds() - epoch_clock_start_;
+    const int64_t steps = steps_here_ - epoch_steps_start_;
     ValidationMetrics v;
-    if (cfg_.train.validate && data.test.numel() > 0) {
-      EBM_PROFILE_RANGE("validate");
-      v = be_->validate(data.test, s_.epoch);
+    {
+      OffTheClock off(off_clock_s_, off_clock_depth_);
+      if (config_.train.validate && data_->test.numel() > 0) {
+        EBM_PROFILE_RANGE("validate");
+        v = backend_->validate(data_->test, state_.epoch);
+      }
     }
     if (tty_) progress(true);  // finish the live line; in a log the summary below says it all
-    out() << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << cfg_.train.epochs << " - " << fmt("%.1f", seconds)
-              << "s " << fmt("%.0f", ms_per_step()) << "ms/step - cdiv: " << fmt("%.4f", mean(2))
-              << " - fake: " << fmt("%.4f", mean(4)) << " - loss: " << fmt("%.4f", mean(0))
-              << " - real: " << fmt("%.4f", mean(3)) << " - reg: " << fmt("%.4f", mean(1));
-    nlohmann::json rec = {{"event", "epoch"}, {"epoch", epoch}, {"step", s_.step}, {"loss", mean(0)},
-                          {"reg", mean(1)}, {"cdiv", mean(2)}, {"real", mean(3)}, {"fake", mean(4)},
-                          {"seconds", seconds}};
-    if (cfg_.train.validate) {
+    auto mean = [&](int i) { return state_.epoch_sums[5] > 0 ? state_.epoch_sums[i] / state_.epoch_sums[5] : 0.0; };
+    out() << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << config_.train.epochs << " - " << fmt("%.1f", seconds)
+          << "s " << fmt("%.0f", steps > 0 ? 1000 * seconds / double(steps) : 0.0) << "ms/step - cdiv: "
+          << fmt("%.4f", mean(2)) << " - fake: " << fmt("%.4f", mean(4)) << " - loss: " << fmt("%.4f", mean(0))
+          << " - real: " << fmt("%.4f", mean(3)) << " - reg: " << fmt("%.4f", mean(1));
+    json rec = {{"event", "epoch"}, {"epoch", epoch}, {"step", state_.step}, {"loss", mean(0)}, {"reg", mean(1)},
+                {"cdiv", mean(2)}, {"real", mean(3)}, {"fake", mean(4)}, {"seconds", seconds}};
+    if (config_.train.validate) {
       out() << " - val_cdiv: " << fmt("%.4f", v.cdiv) << " - val_fake: " << fmt("%.4f", v.fake)
-                << " - val_real: " << fmt("%.4f", v.real);
+            << " - val_real: " << fmt("%.4f", v.real);
       rec["val_cdiv"] = v.cdiv;
       rec["val_real"] = v.real;
       rec["val_fake"] = v.fake;
+      rec["val_max_abs_f"] = std::isfinite(v.max_abs_f) ? json(v.max_abs_f) : json(nullptr);
     }
     out() << "\n";
     log(rec);
-    s_.epoch += 1;
-    s_.batch = 0;
-    s_.epoch_sums.fill(0.0);
-    save("epoch_" + std::to_string(epoch));
-    save("last");
+    if (!config_.train.validate) v.max_abs_f = validation_max_abs_f();  // the guard checks every checkpoint on it
+    if (!within_guard(v.max_abs_f)) {
+      why_ = guard_failure("diverged at step " + std::to_string(state_.step) +
+                               " (validation at the end of epoch " +
+                               std::to_string(epoch) + ")",
+                           v.max_abs_f);
+      return false;
+    }
+    last_epoch_sums_ = state_.epoch_sums;
+    state_.epoch += 1;
+    state_.batch = 0;
+    state_.epoch_sums.fill(0.0);
+    checkpoint_after_next_step({"epoch_" + std::to_string(epoch), "last"});
     if (root()) sample_grid(epoch);  // the other ranks go on to the next epoch's first collective and wait
     curves();
+    return true;
   }
 
-  const TrainRunOptions& o_;
-  Config cfg_;
-  fs::path out_;
+  const TrainRunOptions& options_;
+  Config config_;
+  fs::path run_dir_;
   SingleProcessCommunicator single_;
   Communicator& comm_;
   std::ostream quiet_{nullptr};  // no buffer: discards what it is given
   NetSpec net_;
-  std::unique_ptr<Backend> be_;
-  std::string kind_, why_;
-  TrainState s_, good_;
-  StepMetrics last_;
-  int64_t bpe_ = 0, total_steps_ = 0, steps_here_ = 0;
+  std::unique_ptr<Backend> backend_;
+  std::string kind_;                // "cpu" or "cuda": whose RNG layout the backend's state is in
+  std::string why_;                 // why the run diverged
+  const Dataset* data_ = nullptr;
+  int64_t data_images_ = 0;
+  uint64_t data_fingerprint_ = 0;
+  TrainState state_;                // the counters and running sums; the tensors live in the backend
+  std::optional<TrainState> good_;  // the newest state that passed the guard: where a rollback goes
+  std::optional<Pending> pending_;  // the newest state awaiting its check
+  std::array<double, 6> last_epoch_sums_{};
+  int64_t start_step_ = 0, saved_step_ = -1;
+  int64_t batches_per_epoch_ = 0, total_steps_ = 0, steps_here_ = 0, epoch_steps_start_ = 0;
   std::ofstream metrics_;
   bool tty_ = false;
   Clock::time_point t_start_, t_print_;
+  double off_clock_s_ = 0, epoch_clock_start_ = 0;
+  int off_clock_depth_ = 0;
 };
 
 }  // namespace
+
+std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& dir) {
+  std::map<std::string, json> was, is;
+  flatten(config_to_json(checkpoint), "", was);
+  flatten(config_to_json(now), "", is);
+  std::vector<SettingChange> changes;
+  for (const auto& [key, value] : is) {
+    const auto it = was.find(key);
+    if (it == was.end() || it->second == value) continue;
+    if (const char* keeps = fixed_on_resume(key))
+      user_fail("--resume ", dir, ": ", key, " is ", shown(it->second), " in the checkpoint but ", shown(value),
+                " now; a resumed run keeps ", keeps, " — start a new run (another output_dir) to change it");
+    changes.push_back({key, it->second, value});
+  }
+  return changes;
+}
 
 int run_training(const TrainRunOptions& o) { return TrainingRun(o).run(); }
 

@@ -2,7 +2,9 @@
 // summaries, checkpoints (every epoch, on stop, on SIGINT/SIGTERM), sample grids, divergence guard.
 #pragma once
 #include <atomic>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "host/config.hpp"
 
@@ -12,7 +14,7 @@ class Communicator;
 
 struct TrainRunOptions {
   Config config;
-  std::string resume;                       // checkpoint dir to continue from ("" = fresh run)
+  std::optional<std::string> resume;        // checkpoint dir to continue from (none = a fresh run; "" is an error)
   const std::atomic<int>* stop = nullptr;   // set by a signal handler: finish the step, checkpoint, return
   int profile_begin = -1, profile_end = -1; // steps [begin, end) inside cudaProfilerStart/Stop (-1 = off)
   // Data-parallel runs: this process's place among the ranks (not owned; null = one process). Every rank
@@ -23,6 +25,23 @@ struct TrainRunOptions {
 
 // Exit codes of ebm_train.
 enum RunResult : int { kRunOk = 0, kRunDiverged = 3 };
+
+// One setting a resumed run changes from its checkpoint's config.json: the dotted key, the checkpoint's
+// value and the new one.
+struct SettingChange {
+  std::string key;
+  nlohmann::json from, to;
+};
+
+// The settings `now` changes from `checkpoint`'s, in key order. A resumed run may change how it trains
+// from here on: train.lr (applied from the next step; Adam's moments are kept), seed (fresh random streams
+// from the next step), train.epochs and max_steps, the cadences (log_every, checkpoint_every,
+// keep_checkpoints, validate), train.divergence.*, the sampler, alpha, real_noise, Adam's betas and eps,
+// buffer.reinit_prob, generate.*, the backend, cuda.*, output_dir, comm_timeout_s and data.dir (the data
+// itself is checked by fingerprint). It may not change what the state was built for: model.*, data.dataset,
+// data.pad_to, data.limit, data.batch_size, buffer.capacity and buffer.initial — a UserError naming the key,
+// the checkpoint's value and the new one, from `checkpoint_dir`.
+std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& checkpoint_dir);
 
 // Throws UserError on bad input (data, checkpoint, output dir) — SharedUserError (host/distributed.hpp),
 // thrown on every rank alike, when the run has several — and CommError when another rank fails; returns

@@ -26,7 +26,7 @@ expect_error() {
   local name=$1 pattern=$2; shift 3
   "$@" > "$tmp/out" 2> "$tmp/err"; local rc=$?
   local lines; lines=$(wc -l < "$tmp/err")
-  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$tmp/err"; then ok
+  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && grep -qF -- "$pattern" "$tmp/err"; then ok
   else bad "$name: rc=$rc lines=$lines stderr: $(cat "$tmp/err")"; fi
 }
 
@@ -52,6 +52,34 @@ expect_error "missing checkpoint" "$tmp/nope" -- "$train" "$src/configs/mnist.js
 if "$train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/r3" --set train.max_steps=2 > "$tmp/log" 2>&1 \
    && [ -f "$tmp/r3/last/model.safetensors" ] && grep -q "stopped (train.max_steps)" "$tmp/log"; then ok; else bad "max_steps run: $(tail -3 "$tmp/log")"; fi
 expect_error "existing run" "--resume" -- "$train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/r3"
+
+# --resume with an empty path is an error, not a fresh start; a refused resume (another network) leaves the
+# run folder as it was, config.json included.
+expect_error "empty --resume" "--resume" -- "$train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/r5" --resume ""
+[ ! -e "$tmp/r5" ] && ok || bad "empty --resume created $tmp/r5"
+before=$(cd "$tmp/r3" && find . -type f -exec md5sum {} + | sort)
+expect_error "refused resume" "model.channels is [4,8] in the checkpoint but [4,16] now" -- "$train" "$src/configs/mnist.json" \
+  "${tiny[@]}" --set output_dir="$tmp/r3" --set model.channels=[4,16] --set train.max_steps=4 --resume "$tmp/r3/last"
+[ "$(cd "$tmp/r3" && find . -type f -exec md5sum {} + | sort)" = "$before" ] && ok || bad "a refused resume changed $tmp/r3"
+
+# The recovery recipe: a run that blows up stops with exit 3 and keeps only what passed the guard; resumed
+# from there with a lower learning rate it finishes, and the new rate is what it trains with.
+"$train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/r6" --set train.lr=0.1 \
+  --set train.checkpoint_every=1 --set train.divergence.max_abs_f=20 > "$tmp/log6" 2>&1; rc=$?
+if [ "$rc" -eq 3 ] && grep -q "the last good checkpoint is $tmp/r6/last" "$tmp/log6"; then ok; else bad "divergence: rc=$rc $(tail -3 "$tmp/log6")"; fi
+"$train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/r6" --set train.lr=0.001 \
+  --set train.checkpoint_every=1 --set train.divergence.max_abs_f=20 --resume "$tmp/r6/last" > "$tmp/log7" 2>&1; rc=$?
+if [ "$rc" -eq 0 ] && grep -q "train.lr 0.1 -> 0.001" "$tmp/log7" && grep -q '"lr": 0.001' "$tmp/r6/config.json" \
+   && python3 -c "
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+steps = [r for r in recs if r['event'] == 'step']
+resume = [r for r in recs if r['event'] == 'resume'][-1]
+assert resume['changed']['train.lr'] == [0.1, 0.001], resume
+assert all(r['lr'] == 0.001 for r in steps if r['step'] > resume['step']), steps
+assert recs[-1]['event'] == 'stopped' and recs[-1]['step'] == 40, recs[-1]
+" "$tmp/r6/metrics.jsonl"; then ok; else bad "resume with a lower lr: rc=$rc $(tail -3 "$tmp/log7")"; fi
+grep -q "internal error" "$tmp/log6" "$tmp/log7" && bad "internal error in the recovery logs" || ok
 
 # SIGTERM mid-run: the step finishes, a checkpoint is written, exit 0.
 "$train" "$src/configs/mnist.json" "${tiny[@]}" --set sampler.steps=200 --set output_dir="$tmp/r4" > "$tmp/log4" 2>&1 &

@@ -66,6 +66,13 @@ inline void expect_user_error(const std::function<void()>& fn, const std::vector
   }
 }
 
+// Occurrences of `needle` in `text` (events in a metrics.jsonl, lines in a log).
+inline size_t count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t p = text.find(needle); p != std::string::npos; p = text.find(needle, p + 1)) ++n;
+  return n;
+}
+
 // n uniform-noise images [n,1,hw,hw] in [−1, 1].
 inline Tensor random_images(int n, int hw, uint64_t seed) {
   Tensor t({n, 1, hw, hw});

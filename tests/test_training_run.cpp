@@ -2,13 +2,19 @@
 // bad inputs that must fail with one clear message and leave existing checkpoints untouched.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <fstream>
 #include <sstream>
 
+#include "engine/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "host/checkpoint.hpp"
+#include "host/dataset.hpp"
 #include "host/idx.hpp"
 #include "host/training_run.hpp"
 #include "tests/test_support.hpp"
@@ -40,11 +46,51 @@ class TrainingRunTest : public ::testing::Test {
     return c;
   }
 
-  int run(const Config& c, const std::string& resume = "") {
+  int run_with_resume(const Config& c, const std::string& resume) {
     TrainRunOptions o;
     o.config = c;
     o.resume = resume;
     return run_training(o);
+  }
+
+  int run(const Config& c, const std::string& resume = "") {
+    TrainRunOptions o;
+    o.config = c;
+    if (!resume.empty()) o.resume = resume;
+    return run_training(o);
+  }
+
+  struct Captured {
+    int code;
+    std::string out;  // what the run printed
+  };
+  Captured run_captured(const Config& c, const std::string& resume = "") {
+    ::testing::internal::CaptureStdout();
+    int code = -1;
+    try {
+      code = run(c, resume);
+    } catch (...) {
+      ::testing::internal::GetCapturedStdout();
+      throw;
+    }
+    return {code, ::testing::internal::GetCapturedStdout()};
+  }
+
+  // max |f| under a checkpoint's weights over the training and test images (what ebm_score would report
+  // for them, negated); NaN when any is NaN/inf.
+  double max_abs_energy(const std::string& checkpoint) const {
+    const Model m = load_model(checkpoint);
+    EngineOptions o = engine_options_for(m.config);
+    o.buffer_initial = o.buffer_capacity = 16;
+    CpuBackend be(o);
+    be.set_params(m.params);
+    double worst = 0;
+    for (const char* set : {"data/train-images-idx3-ubyte.gz", "data/t10k-images-idx3-ubyte.gz"})
+      for (float f : be.energy(load_idx_images((root_ / set).string(), 32))) {
+        if (!std::isfinite(f)) return NAN;
+        worst = std::max(worst, double(std::fabs(f)));
+      }
+    return worst;
   }
 
   test::TinyDataRoot tmp_;
@@ -94,18 +140,389 @@ TEST_F(TrainingRunTest, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
   EXPECT_NE(slurp(root_ / "run/metrics.jsonl").find("\"event\":\"diverged\""), std::string::npos);
 }
 
+// --- the divergence guard: a checkpoint the run keeps, or rolls back to, has passed it ---
+
+TEST_F(TrainingRunTest, ValidationFlagsTheFirstEpochAndNothingIsKept) {
+  // One step per epoch (the issue's data.limit=128 at batch 128): step 1's own forward pass (on the initial
+  // weights) is well within the bound, but the weights it produces give |f| ≈ 8.5 on the test set. The run
+  // used to keep them as "the last good checkpoint".
+  Config c = config("run");
+  c.data.batch_size = 40;
+  c.train.lr = 0.5;
+  c.train.divergence.max_abs_f = 5;
+  const Captured r = run_captured(c);
+  EXPECT_EQ(r.code, kRunDiverged);
+  EXPECT_FALSE(fs::exists(root_ / "run/last"));
+  EXPECT_FALSE(fs::exists(root_ / "run/epoch_1"));
+  EXPECT_NE(r.out.find("diverged at step 1 (validation at the end of epoch 1): |f| reached"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no good checkpoint exists yet"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("(step 0)"), std::string::npos) << "names no checkpoint that does not exist: " << r.out;
+  std::istringstream log(slurp(root_ / "run/metrics.jsonl"));
+  double val_max = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "epoch") val_max = j["val_max_abs_f"].get<double>();
+    if (j["event"] == "step") EXPECT_LT(j["fake"].get<double>(), 5.0);
+  }
+  EXPECT_GT(val_max, 5.0) << "the epoch record shows the value the guard flagged";
+}
+
+TEST_F(TrainingRunTest, NaNWeightsAreNeverKept) {
+  // lr 1e30 with a bound no finite value exceeds: the weights after step 1 give NaN/inf everywhere.
+  Config c = config("run");
+  c.train.lr = 1e30;
+  c.train.divergence.max_abs_f = 1e308;
+  c.train.checkpoint_every = 1;
+  EXPECT_EQ(run(c), kRunDiverged);
+  EXPECT_FALSE(fs::exists(root_ / "run/last")) << "the only candidate (step 1) failed the next forward pass";
+  EXPECT_NE(slurp(root_ / "run/metrics.jsonl").find("NaN/inf"), std::string::npos);
+}
+
+TEST_F(TrainingRunTest, EveryKeptCheckpointPassesTheGuard) {
+  // Runs that diverge after some good steps — in a training step's forward pass or at an epoch end's
+  // validation: whatever they keep scores within the bound on the data.
+  const std::pair<double, double> cases[] = {{0.02, 2.0}, {0.05, 5.0}, {0.1, 5.0}, {0.2, 2.0}};  // lr, bound
+  for (const auto& [lr, bound] : cases) {
+    const std::string name = "run_" + std::to_string(lr);
+    Config c = config(name);
+    c.train.lr = lr;
+    c.train.checkpoint_every = 1;
+    c.train.divergence.max_abs_f = bound;
+    EXPECT_EQ(run(c), kRunDiverged) << "lr " << lr;
+    int found = 0;
+    for (const char* kept : {"last", "epoch_1", "epoch_2", "epoch_3"}) {
+      const fs::path dir = root_ / name / kept;
+      if (!fs::exists(dir)) continue;
+      ++found;
+      const double worst = max_abs_energy(dir.string());
+      EXPECT_TRUE(std::isfinite(worst)) << dir;
+      EXPECT_LE(worst, bound) << dir << " was kept but scores beyond the bound";
+    }
+    EXPECT_GT(found, 0) << "lr " << lr << ": expected some good steps before the divergence";
+  }
+}
+
+TEST_F(TrainingRunTest, RollbackGoesToAVerifiedStateAndRecovers) {
+  // The issue's case: checkpoints every step and rollback. Step 1's weights blow up the next forward pass,
+  // so they are never the rollback target; the run returns to the initial state (checked by step 1's
+  // forward pass) with a far lower learning rate and finishes. It used to return to step 1 each time and
+  // diverge again at step 2, whatever the lr.
+  Config c = config("run");
+  c.train.lr = 1e30;
+  c.train.max_steps = 6;
+  c.train.checkpoint_every = 1;
+  c.train.divergence.max_abs_f = 1e6;
+  c.train.divergence.action = "rollback";
+  c.train.divergence.lr_factor = 1e-33;  // 1e30 → 1e-3
+  EXPECT_EQ(run(c), kRunOk);
+  const std::string log = slurp(root_ / "run/metrics.jsonl");
+  EXPECT_EQ(test::count(log, "\"event\":\"rollback\""), 1u) << log;
+  EXPECT_NE(log.find("{\"event\":\"rollback\",\"lr\":0.001,\"rollbacks\":1,\"seed\":1000045,\"step\":0}"),
+            std::string::npos)
+      << "back to step 0 with seed 42 + 1000003: " << log;
+  const TrainState s = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  EXPECT_EQ(s.step, 6);
+  EXPECT_EQ(s.rollbacks, 1);
+  EXPECT_DOUBLE_EQ(s.lr, 1e-3);
+  EXPECT_LE(max_abs_energy((root_ / "run/last").string()), 1e6);
+}
+
 TEST_F(TrainingRunTest, RollbackLowersTheLearningRateThenGivesUp) {
+  Config c = config("run");
+  c.train.max_steps = 3;
+  c.train.lr = 1e30;
+  c.train.divergence.max_abs_f = 1e6;
+  c.train.divergence.action = "rollback";
+  c.train.divergence.max_rollbacks = 2;
+  const Captured r = run_captured(c);
+  EXPECT_EQ(r.code, kRunDiverged);
+  const std::string log = slurp(root_ / "run/metrics.jsonl");
+  EXPECT_EQ(test::count(log, "\"event\":\"rollback\""), 2u) << log;
+  EXPECT_NE(log.find("\"lr\":2.5e+29"), std::string::npos) << "1e30 halved twice: " << log;
+  EXPECT_NE(r.out.find("gave up after 2 rollbacks"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(root_ / "run/last"));
+}
+
+TEST_F(TrainingRunTest, StartingWeightsThatFailTheGuardAreSaidPlainly) {
+  // A bound below any energy: no state is good, so there is nothing to roll back to.
   Config c = config("run");
   c.train.max_steps = 3;
   c.train.divergence.max_abs_f = 1e-12;
   c.train.divergence.action = "rollback";
-  c.train.divergence.max_rollbacks = 2;
-  EXPECT_EQ(run(c), kRunDiverged);
-  const std::string log = slurp(root_ / "run/metrics.jsonl");
-  size_t n = 0;
-  for (size_t p = log.find("\"event\":\"rollback\""); p != std::string::npos; p = log.find("\"event\":\"rollback\"", p + 1)) ++n;
-  EXPECT_EQ(n, 2u);
-  EXPECT_NE(log.find("\"lr\":2.5e-05"), std::string::npos) << "1e-4 halved twice";
+  const Captured r = run_captured(c);
+  EXPECT_EQ(r.code, kRunDiverged);
+  EXPECT_NE(r.out.find("the starting weights already fail the guard"), std::string::npos) << r.out;
+  EXPECT_EQ(test::count(slurp(root_ / "run/metrics.jsonl"), "\"event\":\"rollback\""), 0u);
+  EXPECT_FALSE(fs::exists(root_ / "run/last"));
+}
+
+TEST_F(TrainingRunTest, ADivergenceAfterResumeKeepsTheResumedCheckpointAndSaysSo) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  c.train.max_steps = 6;
+  c.train.lr = 1e30;  // the recovery recipe backwards: step 3's weights fail step 4's forward pass
+  c.train.divergence.max_abs_f = 1e6;
+  c.train.checkpoint_every = 1;
+  const std::string before = slurp(root_ / "run/last/train_state.safetensors");
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  EXPECT_EQ(r.code, kRunDiverged);
+  EXPECT_EQ(slurp(root_ / "run/last/train_state.safetensors"), before);
+  EXPECT_NE(r.out.find("this run wrote no checkpoint; the one it resumed from"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(step 2), is unchanged"), std::string::npos) << r.out;
+}
+
+// --- resume with new settings: the recovery recipe ---
+
+TEST_F(TrainingRunTest, ResumeAppliesANewLearningRateFromTheNextStep) {
+  // The issue's case: steps 3–4 ran at the checkpoint's 1e-4 while config.json recorded 1e-3.
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  fs::copy(root_ / "run", root_ / "copy", fs::copy_options::recursive);
+  c.train.max_steps = 4;
+  c.train.lr = 1e-3;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("applied from step 3: train.lr 0.0001 -> 0.001"), std::string::npos) << r.out;
+
+  std::istringstream log(slurp(root_ / "run/metrics.jsonl"));
+  int steps_at_new_lr = 0, resume_events = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "step") EXPECT_DOUBLE_EQ(j["lr"].get<double>(), j["step"].get<int>() <= 2 ? 1e-4 : 1e-3) << line;
+    if (j["event"] == "step" && j["step"].get<int>() > 2) ++steps_at_new_lr;
+    if (j["event"] == "resume") {
+      ++resume_events;
+      EXPECT_EQ(j["step"], 2);
+      EXPECT_EQ(j["changed"].dump(), R"({"train.lr":[0.0001,0.001],"train.max_steps":[2,4]})");
+    }
+  }
+  EXPECT_EQ(steps_at_new_lr, 2);
+  EXPECT_EQ(resume_events, 1);
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(slurp(root_ / "run/config.json"))["train"]["lr"].get<double>(), 1e-3);
+
+  // The same two steps by hand on the backend, from the step-2 checkpoint at lr 1e-3: bit for bit.
+  const NetSpec net = net_spec_for(c);
+  const TrainState at2 = load_train_state((root_ / "copy/last").string(), net);
+  const Dataset data = load_dataset(c.data);
+  CpuBackend be(engine_options_for(c));
+  be.set_train_data(data.train);
+  be.set_params(at2.params);
+  be.set_adam(at2.adam);
+  be.set_buffer(at2.buffer);
+  be.set_rng_state(at2.rng);
+  be.set_lr(1e-3);
+  be.begin_epoch(0);
+  be.train_step(2);  // the partial last batch of epoch 1 (16, 16, 8)
+  be.begin_epoch(1);
+  be.train_step(0);
+  const TrainState at4 = load_train_state((root_ / "run/last").string(), net);
+  EXPECT_EQ(at4.params, be.params());
+  EXPECT_DOUBLE_EQ(at4.lr, 1e-3);
+}
+
+TEST_F(TrainingRunTest, ResumeWithANewSeedDrawsFreshStreams) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  for (const char* copy : {"same", "seed7", "seed7b"}) fs::copy(root_ / "run", root_ / copy, fs::copy_options::recursive);
+  c.train.max_steps = 4;
+  c.output_dir = (root_ / "same").string();
+  ASSERT_EQ(run(c, (root_ / "same/last").string()), 0);
+  c.seed = 7;
+  for (const char* dir : {"seed7", "seed7b"}) {
+    c.output_dir = (root_ / dir).string();
+    ASSERT_EQ(run(c, (root_ / dir / "last").string()), 0);
+  }
+  const NetSpec net = net_spec_for(c);
+  const TrainState same = load_train_state((root_ / "same/last").string(), net);
+  const TrainState a = load_train_state((root_ / "seed7/last").string(), net);
+  const TrainState b = load_train_state((root_ / "seed7b/last").string(), net);
+  EXPECT_EQ(a.seed, 7u);
+  EXPECT_EQ(a.rng[0], 7u) << "the cpu backend's streams are keyed by the new seed";
+  EXPECT_EQ(same.seed, 42u);
+  EXPECT_NE(a.params, same.params) << "another seed, other noise and buffer draws";
+  EXPECT_EQ(a.params, b.params) << "still deterministic";
+  const std::string log = slurp(root_ / "seed7/metrics.jsonl");
+  const size_t at = log.find("{\"changed\"");
+  ASSERT_NE(at, std::string::npos) << log;
+  EXPECT_EQ(nlohmann::json::parse(log.substr(at, log.find('\n', at) - at))["changed"]["seed"].dump(), "[42,7]");
+}
+
+TEST_F(TrainingRunTest, ResumeIntoAnotherFolderLeavesTheOriginalAlone) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  const std::string before = slurp(root_ / "run/last/model.safetensors");
+  c.train.max_steps = 3;
+  c.train.lr = 5e-5;
+  c.output_dir = (root_ / "retry").string();
+  ASSERT_EQ(run(c, (root_ / "run/last").string()), 0);
+  EXPECT_EQ(slurp(root_ / "run/last/model.safetensors"), before);
+  EXPECT_EQ(load_train_state((root_ / "retry/last").string(), net_spec_for(c)).step, 3);
+}
+
+namespace {
+
+// Every file under `dir` with its bytes: a refused run must leave them all as they were.
+std::map<std::string, std::string> folder_contents(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    files[fs::relative(e.path(), dir).string()] = e.is_regular_file() ? slurp(e.path()) : "<dir>";
+  return files;
+}
+
+}  // namespace
+
+TEST_F(TrainingRunTest, ARefusedResumeNamesTheKeyAndBothValuesAndWritesNothing) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  const auto before = folder_contents(root_ / "run");
+  const std::string last = (root_ / "run/last").string();
+  struct Case {
+    std::function<void(Config&)> change;
+    std::string says;
+  };
+  const Case cases[] = {
+      {[](Config& x) { x.model.channels = {4, 16}; }, "model.channels is [4,8] in the checkpoint but [4,16] now"},
+      {[](Config& x) { x.model.kernel_size = 5; }, "model.kernel_size is 3 in the checkpoint but 5 now"},
+      {[](Config& x) { x.buffer.capacity = 128; }, "buffer.capacity is 64 in the checkpoint but 128 now"},
+      {[](Config& x) { x.buffer.initial = 8; }, "buffer.initial is 16 in the checkpoint but 8 now"},
+      {[](Config& x) { x.data.batch_size = 8; }, "data.batch_size is 16 in the checkpoint but 8 now"},
+      {[](Config& x) { x.data.limit = 30; }, "data.limit is 0 in the checkpoint but 30 now"},
+      {[](Config& x) { x.data.dataset = "fashion-mnist"; }, R"(data.dataset is "mnist" in the checkpoint but "fashion-mnist" now)"},
+      {[](Config& x) { x.data.pad_to = 30; }, "data.pad_to is 32 in the checkpoint but 30 now"},
+  };
+  for (const Case& k : cases) {
+    Config changed = c;
+    changed.train.max_steps = 4;
+    changed.train.lr = 1e-3;  // allowed, and not applied either when another key is refused
+    k.change(changed);
+    test::expect_user_error([&] { run(changed, last); }, {"--resume " + last, k.says, "start a new run"});
+    EXPECT_EQ(folder_contents(root_ / "run"), before) << k.says;
+  }
+  // A fresh output folder for a refused resume is not even created.
+  Config elsewhere = c;
+  elsewhere.output_dir = (root_ / "new/deeper").string();
+  elsewhere.buffer.capacity = 128;
+  EXPECT_THROW(run(elsewhere, last), UserError);
+  EXPECT_FALSE(fs::exists(root_ / "new"));
+}
+
+TEST_F(TrainingRunTest, ResumeOnOtherDataIsRefusedAndMovedDataIsNot) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  const auto before = folder_contents(root_ / "run");
+  c.train.max_steps = 3;
+  fs::create_directories(root_ / "other");
+  test::write_random_idx_images(root_ / "other/train-images-idx3-ubyte.gz", 40, 99);  // same count, other pixels
+  fs::copy(root_ / "data/t10k-images-idx3-ubyte.gz", root_ / "other/");
+  c.data.dir = (root_ / "other").string();
+  test::expect_user_error([&] { run(c, (root_ / "run/last").string()); },
+                          {"the checkpoint was trained on another data set (40 training images",
+                           "a resumed run keeps its data set"});
+  EXPECT_EQ(folder_contents(root_ / "run"), before);
+  fs::copy(root_ / "data", root_ / "moved", fs::copy_options::recursive);
+  c.data.dir = (root_ / "moved").string();
+  EXPECT_EQ(run(c, (root_ / "run/last").string()), 0) << "the same images in another folder";
+}
+
+TEST_F(TrainingRunTest, AnEmptyResumePathIsAnErrorNotAFreshStart) {
+  Config c = config("run");
+  c.train.max_steps = 1;
+  test::expect_user_error([&] { run_with_resume(c, ""); }, {"--resume", "empty"});
+  EXPECT_FALSE(fs::exists(root_ / "run"));
+}
+
+// --- disk and reporting ---
+
+TEST_F(TrainingRunTest, KeepCheckpointsKeepsTheNewestEpochsAndLast) {
+  Config c = config("run");
+  c.data.batch_size = 40;  // one step per epoch
+  c.train.epochs = 5;
+  c.train.keep_checkpoints = 2;
+  const Captured r = run_captured(c);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (int e = 1; e <= 5; ++e) EXPECT_EQ(fs::exists(root_ / "run" / ("epoch_" + std::to_string(e))), e >= 4) << e;
+  EXPECT_TRUE(fs::exists(root_ / "run/last"));
+  EXPECT_NE(r.out.find("run folder " + (root_ / "run").string() + ": "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(last/ and 2 epoch checkpoints; train.keep_checkpoints = 2)"), std::string::npos) << r.out;
+  c.output_dir = (root_ / "all").string();
+  c.train.keep_checkpoints = 0;
+  ASSERT_EQ(run(c), 0);
+  for (int e = 1; e <= 5; ++e) EXPECT_TRUE(fs::exists(root_ / "all" / ("epoch_" + std::to_string(e)))) << e;
+}
+
+TEST_F(TrainingRunTest, HalfWrittenCheckpointsOfAKilledRunAreRemoved) {
+  Config c = config("run");
+  c.train.max_steps = 1;
+  ASSERT_EQ(run(c), 0);
+  // What a run killed inside save_checkpoint leaves: a staging folder named after a pid that no longer
+  // runs, and the fallback swap's .old folder. A staging folder of a live process is not touched.
+  const pid_t gone = 2147483646;  // above any pid_max
+  for (const std::string& d : std::vector<std::string>{"last.tmp." + std::to_string(gone),
+                                                        "epoch_3.tmp." + std::to_string(gone), "last.old",
+                                                        "last.tmp.1", "notes.tmp.5"})
+    fs::create_directories(root_ / "run" / d / "x");
+  c.train.max_steps = 2;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(fs::exists(root_ / "run" / ("last.tmp." + std::to_string(gone))));
+  EXPECT_FALSE(fs::exists(root_ / "run" / ("epoch_3.tmp." + std::to_string(gone))));
+  EXPECT_FALSE(fs::exists(root_ / "run/last.old"));
+  EXPECT_TRUE(fs::exists(root_ / "run/last.tmp.1")) << "pid 1 runs: its writer may still be at work";
+  EXPECT_TRUE(fs::exists(root_ / "run/notes.tmp.5")) << "not a checkpoint's staging folder";
+  EXPECT_NE(r.out.find("(a half-written checkpoint a killed run left)"), std::string::npos) << r.out;
+}
+
+TEST_F(TrainingRunTest, MsPerStepLeavesOutValidationAndPictures) {
+  // Training steps of next to nothing (one Langevin step on a tiny net) between epoch ends that take a
+  // long time (a 64-image sample grid of 3000 Langevin steps): ms/step is the steps' time alone.
+  Config c = config("run");
+  c.data.batch_size = 40;
+  c.sampler.steps = 1;
+  c.train.epochs = 2;
+  c.generate.n = 64;
+  c.generate.steps = 3000;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Captured r = run_captured(c);
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::istringstream log(slurp(root_ / "run/metrics.jsonl"));
+  double last_ms = -1, epoch_s = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "step") last_ms = j["ms_per_step"].get<double>();
+    if (j["event"] == "epoch") epoch_s += j["seconds"].get<double>();
+  }
+  ASSERT_GT(last_ms, 0);
+  EXPECT_LT(last_ms, 0.1 * wall_ms / 2) << "step 2's ms/step includes epoch 1's pictures; wall " << wall_ms << " ms";
+  EXPECT_LT(epoch_s * 1000, 0.1 * wall_ms) << "epoch seconds include the pictures";
+}
+
+TEST_F(TrainingRunTest, AStopOnAnEpochBoundaryShowsThatEpochsNumbers) {
+  Config c = config("run");
+  c.train.max_steps = 3;  // the end of epoch 1 (16, 16, 8)
+  const Captured r = run_captured(c);
+  ASSERT_EQ(r.code, 0);
+  const size_t at = r.out.rfind("step 3/3");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+  EXPECT_NE(line.find("epoch 1/3"), std::string::npos) << line;
+  EXPECT_EQ(line.find("loss 0.0000 reg 0.0000 cdiv 0.0000 real 0.0000 fake 0.0000"), std::string::npos) << line;
+}
+
+TEST_F(TrainingRunTest, AConfigTheMachineCannotHoldIsRefusedBeforeAllocating) {
+  Config c = config("run");
+  c.buffer.capacity = 2147483647;
+  test::expect_user_error([&] { run(c); }, {"buffer.capacity", "replay buffer", "available", "lower buffer.capacity"});
+  EXPECT_FALSE(fs::exists(root_ / "run")) << "refused before writing";
+  c = config("run");
+  c.model.channels = {4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096};
+  test::expect_user_error([&] { run(c); }, {"model.channels", "parameters", "lower model.channels"});
 }
 
 TEST_F(TrainingRunTest, MissingDataNamesTheFetchCommand) {
@@ -133,7 +550,7 @@ TEST_F(TrainingRunTest, ExistingRunIsNotOverwrittenWithoutResume) {
   EXPECT_EQ(slurp(root_ / "run/last/model.safetensors"), before);
 }
 
-TEST_F(TrainingRunTest, ResumeWithAnotherNetworkNamesTheTensor) {
+TEST_F(TrainingRunTest, ResumeWithAnotherNetworkNamesTheKeyAndBothValues) {
   Config c = config("run");
   c.train.max_steps = 1;
   ASSERT_EQ(run(c), 0);
@@ -145,8 +562,7 @@ TEST_F(TrainingRunTest, ResumeWithAnotherNetworkNamesTheTensor) {
     FAIL() << "expected a UserError";
   } catch (const UserError& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("convs.1.weight"), std::string::npos) << m;
-    EXPECT_NE(m.find("[8,4,3,3]"), std::string::npos) << m;
+    EXPECT_NE(m.find("model.channels is [4,8] in the checkpoint but [4,16] now"), std::string::npos) << m;
   }
   EXPECT_EQ(slurp(root_ / "run/last/model.safetensors"), before);
 }

@@ -62,7 +62,7 @@ int run(int argc, char** argv, ebm::Communicator& comm) {
     sets = args.all("--set");
     if (args.has("--backend")) sets.push_back("backend=" + args.str("--backend", "auto"));
     o.config = ebm::load_config(config_path, sets);
-    o.resume = args.str("--resume", "");
+    if (args.has("--resume")) o.resume = args.str("--resume", "");
     if (args.has("--profile-steps")) {
       const ebm::StepRange r = ebm::parse_step_range(args.str("--profile-steps", ""));
       o.profile_begin = int(r.begin);
@@ -104,7 +104,11 @@ int main(int argc, char** argv) {
     // One rank's failure: say which rank, then end the whole job (MPI_Abort), or the others would wait for
     // it until their collective timeout.
     const bool plain = dynamic_cast<const ebm::UserError*>(&e) || dynamic_cast<const ebm::CommError*>(&e);
-    std::cerr << who(comm.get()) << (plain ? "" : "internal error: ") << e.what() << std::endl;
+    if (dynamic_cast<const std::bad_alloc*>(&e))
+      std::cerr << who(comm.get()) << "out of memory (" << e.what() << "): lower buffer.capacity, data.batch_size "
+                << "or model.channels, or free memory" << std::endl;
+    else
+      std::cerr << who(comm.get()) << (plain ? "" : "internal error: ") << e.what() << std::endl;
     if (comm && comm->size() > 1) comm->abort(1);
     return 1;
   }
