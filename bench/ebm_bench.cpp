@@ -1,81 +1,122 @@
 // ebm_bench: times the seed's Langevin step and training step on one backend; one JSON line out.
-//   ebm_bench [--backend cpu|cuda] [--batch 128] [--langevin-steps 100] [--iters 10] [--warmup 2]
+//   ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]
+//             [--iters 10] [--warmup 2]
 // Warm-up iterations first; then the median over --iters (steady clock; the GPU backend's
 // drain_metrics() synchronises, so each timed train step includes its completion).
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "host/backend_factory.hpp"
+#include "host/checkpoint.hpp"
 #include "host/cli.hpp"
+#include "host/config.hpp"
+#include "host/tool_main.hpp"
 #include "nlohmann/json.hpp"
 
 using namespace ebm;
 using Clock = std::chrono::steady_clock;
 
-static double median(std::vector<double> v) {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]\n"
+    "                 [--iters 10] [--warmup 2]\n"
+    "Times one training step (Langevin chains, loss, Adam) and one Langevin step of the seed's network on\n"
+    "one backend: the median of --iters after --warmup, printed as one JSON line. --batch, --langevin-steps\n"
+    "and --channels set (and take what is allowed for) data.batch_size, sampler.steps and model.channels;\n"
+    "the rest is the default config. epoch_s_mnist extrapolates to one epoch of 60,000 images.\n";
+
+// The MNIST training set's size: an epoch is ceil(kMnistTrain / batch) steps.
+constexpr int64_t kMnistTrain = 60000;
+
+struct Flags {
+  std::string backend = "cpu";
+  Config config;  // the defaults with --batch, --langevin-steps and --channels applied
+  int iters = 10, warmup = 2;
+};
+
+Flags parse(int argc, char** argv, bool& help) {
+  Args a(argc, argv, {"--backend", "--batch", "--langevin-steps", "--iters", "--warmup", "--channels"}, {"--help"});
+  help = a.has("--help");
+  Flags f;
+  if (help) return f;
+  if (!a.positional().empty()) user_fail("unexpected argument '", a.positional()[0], "' (see --help)");
+  f.backend = a.str("--backend", f.backend);
+  if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
+    user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
+  // Each flag is read and bounded by its config key's own rule, so the bench runs only what training can.
+  if (a.has("--batch")) f.config.data.batch_size = config_from_flag("--batch", "data.batch_size", a.str("--batch", "")).data.batch_size;
+  if (a.has("--langevin-steps"))
+    f.config.sampler.steps = config_from_flag("--langevin-steps", "sampler.steps", a.str("--langevin-steps", "")).sampler.steps;
+  if (a.has("--channels"))
+    f.config.model.channels = config_from_flag("--channels", "model.channels", a.str("--channels", "")).model.channels;
+  f.iters = int(a.integer("--iters", f.iters, 1, 100000));
+  f.warmup = int(a.integer("--warmup", f.warmup, 0, 100000));
+  return f;
+}
+
+double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-static int run(int argc, char** argv) {
-  Args args(argc, argv, {"--backend", "--batch", "--langevin-steps", "--iters", "--warmup", "--channels"}, {"--help"});
-  if (args.has("--help")) {
-    std::cout << "usage: ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--iters 10] "
-                 "[--warmup 2]\n";
-    return 0;
-  }
-  EngineOptions opt;
-  opt.net = NetSpec::make({16, 32, 64, 64}, 3, 2, 32);
-  opt.batch_size = int(args.integer("--batch", 128, 1, 65536));
-  opt.sampler.steps = int(args.integer("--langevin-steps", 100, 1, 100000));
+int run(const Flags& f) {
+  EngineOptions opt = engine_options_for(f.config);
   opt.buffer_initial = opt.batch_size;
-  const int iters = int(args.integer("--iters", 10, 1, 100000));
-  const int warmup = int(args.integer("--warmup", 2, 0, 100000));
-  auto be = make_backend(args.str("--backend", "cpu"), opt);
+  const NetSpec& net = opt.net;
+  auto be = make_backend(f.backend, opt);
 
   // A synthetic training set: timing does not depend on pixel values.
-  Tensor train({int64_t(opt.batch_size) * (iters + warmup), 1, 32, 32});
+  Tensor train({int64_t(opt.batch_size) * (f.iters + f.warmup), net.in_c, net.in_h, net.in_w});
   Rng(1, RngStream::kInit).uniform(train.ptr(), train.numel(), -1, 1);
   be->set_train_data(train);
   be->begin_epoch(0);
 
   std::vector<double> step_ms, langevin_ms;
-  for (int i = 0; i < warmup + iters; ++i) {
+  for (int i = 0; i < f.warmup + f.iters; ++i) {
     const auto t0 = Clock::now();
     be->train_step(i);
     be->drain_metrics();
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    if (i >= warmup) step_ms.push_back(ms);
+    if (i >= f.warmup) step_ms.push_back(ms);
   }
-  Tensor x({opt.batch_size, 1, 32, 32});
+  // Langevin steps alone, in chains of up to 20; with --langevin-steps 0 there is nothing to time.
   const int k = std::min(opt.sampler.steps, 20);
-  SamplerParams sp = opt.sampler;
-  sp.steps = k;
-  for (int i = 0; i < warmup + iters; ++i) {
-    Rng(2 + i, RngStream::kInit).uniform(x.ptr(), x.numel(), -1, 1);
-    const auto t0 = Clock::now();
-    be->sample(x, sp, 7 + i);
-    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    if (i >= warmup) langevin_ms.push_back(ms / k);
+  if (k > 0) {
+    Tensor x({opt.batch_size, net.in_c, net.in_h, net.in_w});
+    SamplerParams sp = opt.sampler;
+    sp.steps = k;
+    for (int i = 0; i < f.warmup + f.iters; ++i) {
+      Rng(2 + i, RngStream::kInit).uniform(x.ptr(), x.numel(), -1, 1);
+      const auto t0 = Clock::now();
+      be->sample(x, sp, 7 + i);
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      if (i >= f.warmup) langevin_ms.push_back(ms / k);
+    }
   }
-  nlohmann::json out = {{"backend", be->describe()}, {"batch", opt.batch_size}, {"langevin_steps", opt.sampler.steps},
-                        {"iters", iters}, {"ms_per_train_step", median(step_ms)},
-                        {"ms_per_langevin_step", median(langevin_ms)},
-                        {"epoch_s_mnist", median(step_ms) * 469 / 1000.0}};
+  const int64_t epoch_steps = (kMnistTrain + opt.batch_size - 1) / opt.batch_size;
+  const double ms_step = median(step_ms);
+  nlohmann::json out = {{"backend", be->describe()},
+                        {"batch", opt.batch_size},
+                        {"langevin_steps", opt.sampler.steps},
+                        {"channels", f.config.model.channels},
+                        {"params", net.num_params},
+                        {"iters", f.iters},
+                        {"ms_per_train_step", ms_step},
+                        {"ms_per_langevin_step", langevin_ms.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(langevin_ms))},
+                        {"epoch_steps_mnist", epoch_steps},
+                        {"epoch_s_mnist", ms_step * double(epoch_steps) / 1000.0}};
   std::cout << out.dump() << std::endl;
   return 0;
 }
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "ebm_bench: " << e.what() << "\n";
-    return 1;
-  }
-}
+}  // namespace
+
+int main(int argc, char** argv) { return tool_main("ebm_bench", kUsage, argc, argv, parse, run); }

@@ -5,10 +5,12 @@
 #include <filesystem>
 
 #include "engine/error.hpp"
+#include "host/output_files.hpp"
 
 namespace ebm {
 
 void write_file_atomic(const std::string& path, const std::function<void(std::ofstream&)>& write) {
+  if (const std::string why = output_file_problem(path); !why.empty()) user_fail("cannot write ", path, ": ", why);
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);

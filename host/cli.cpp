@@ -1,6 +1,5 @@
 #include "host/cli.hpp"
 
-#include <cmath>
 #include <cstdlib>
 
 #include "engine/error.hpp"
@@ -52,16 +51,6 @@ long long Args::integer(const std::string& flag, long long fallback, long long m
   char* end = nullptr;
   const long long v = std::strtoll(s.c_str(), &end, 10);
   if (s.empty() || *end != '\0') user_fail("option ", flag, " expects an integer, got \"", s, "\"");
-  if (v < min || v > max) user_fail("option ", flag, " must be in [", min, ", ", max, "], got ", v);
-  return v;
-}
-
-double Args::number(const std::string& flag, double fallback, double min, double max) const {
-  if (!has(flag)) return fallback;
-  const std::string s = str(flag, "");
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end != '\0' || !std::isfinite(v)) user_fail("option ", flag, " expects a number, got \"", s, "\"");
   if (v < min || v > max) user_fail("option ", flag, " must be in [", min, ", ", max, "], got ", v);
   return v;
 }

@@ -1,5 +1,6 @@
 // A small command-line parser shared by the tools: `--flag value`, `--flag=value`, boolean `--flag`,
-// positionals; unknown flags and bad numbers are UserErrors naming the flag.
+// positionals; unknown flags and bad numbers are UserErrors naming the flag. A flag that sets what a
+// config key holds is read with config_from_flag (config.hpp) instead, so it takes the key's rule.
 #pragma once
 #include <map>
 #include <set>
@@ -17,7 +18,6 @@ class Args {
   std::string str(const std::string& flag, const std::string& fallback) const;
   std::vector<std::string> all(const std::string& flag) const;
   long long integer(const std::string& flag, long long fallback, long long min, long long max) const;
-  double number(const std::string& flag, double fallback, double min, double max) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <limits>
@@ -13,6 +14,7 @@
 #include <string_view>
 
 #include "engine/error.hpp"
+#include "host/json_text.hpp"
 
 namespace ebm {
 
@@ -281,7 +283,7 @@ Config config_from_json(const json& user, const std::string& source) {
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});
   t.divergence.max_rollbacks = r.int32("train.divergence.max_rollbacks", 0);
 
-  c.generate.n = r.int32("generate.n", 1, 4096);
+  c.generate.n = r.int32("generate.n", 1, kMaxGenerateN);
   c.generate.steps = r.int32("generate.steps", 0);
   c.generate.step_size = r.real("generate.step_size", {.lo = 0});
   c.generate.noise = r.real("generate.noise", {.lo = 0});
@@ -291,26 +293,48 @@ Config config_from_json(const json& user, const std::string& source) {
   return c;
 }
 
-void apply_override(json& config, const std::string& assignment) {
-  const size_t eq = assignment.find('=');
-  if (eq == std::string::npos)
-    user_fail("--set \"", assignment, "\": expected dotted.key=value (e.g. --set train.lr=3e-4)");
-  const std::string key = assignment.substr(0, eq);
-  const std::string text = assignment.substr(eq + 1);
-  if (key.empty()) user_fail("--set \"", assignment, "\": the key before '=' is empty");
+namespace {
 
+// `key_path` inside the value of `key` ("train" + "lr" -> "train.lr", "model.channels" + "[1]").
+std::string joined_path(const std::string& key, const std::string& key_path) {
+  if (key_path.empty()) return key;
+  return key + (key_path.front() == '[' ? "" : ".") + key_path;
+}
+
+// A config document's text: syntax errors as JSON errors; a number beyond a double and a repeated key
+// (which nlohmann::json would keep silently, last one winning) in the config's own words, with the key.
+json parse_config_text(const std::string& text, const std::string& source) {
+  JsonText j = read_json_text(text);
+  switch (j.problem) {
+    case JsonText::Problem::kNone:
+      return std::move(j.value);
+    case JsonText::Problem::kSyntax:
+      user_fail(source, ": invalid JSON: ", j.detail);
+    case JsonText::Problem::kNumberOverflow:
+      if (j.key_path.empty()) user_fail(source, ": invalid JSON: number ", j.detail, " is beyond the range of a double");
+      user_fail(source, ": \"", j.key_path, "\" must be a finite number, got ", j.detail, " (beyond the range of a double)");
+    case JsonText::Problem::kDuplicateKey:
+      user_fail(source, ": duplicate key \"", j.key_path, "\" (a key may appear once in an object)");
+  }
+  EBM_CHECK(false, "unhandled JSON problem");
+}
+
+// Sets dotted `key` to `text` in `config`, read as --set reads it, then checks key and type as a file
+// is checked; `source` names the assignment or the flag in messages.
+void set_key(json& config, const std::string& key, const std::string& text, const std::string& source) {
   std::vector<std::string> parts;
   for (size_t start = 0;;) {
     const size_t dot = key.find('.', start);
     parts.push_back(key.substr(start, dot - start));
-    if (parts.back().empty()) user_fail("--set \"", assignment, "\": empty part in key \"", key, "\"");
+    if (parts.back().empty()) user_fail(source, ": empty part in key \"", key, "\"");
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
 
   // The schema leaf, where the key is known, decides how the text is read: string keys take the
   // text as is unless it is a quoted JSON string (output_dir=2024 stays a string), others take it
-  // as JSON where it parses.
+  // as JSON where it parses. A number beyond a double or a repeated key is JSON that does parse,
+  // but wrongly: an error naming the key, not a string value that fails the type check.
   const json schema = config_defaults_json();
   const json* like = &schema;
   for (const auto& p : parts) {
@@ -321,26 +345,51 @@ void apply_override(json& config, const std::string& assignment) {
     }
     like = &*it;
   }
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded() || (like && like->is_string() && !value.is_string())) value = text;
+  JsonText parsed = read_json_text(text);
+  json value;
+  if (like && like->is_string()) {
+    value = parsed.problem == JsonText::Problem::kNone && parsed.value.is_string() ? std::move(parsed.value) : json(text);
+  } else {
+    switch (parsed.problem) {
+      case JsonText::Problem::kNone:
+        value = std::move(parsed.value);
+        break;
+      case JsonText::Problem::kSyntax:
+        value = text;
+        break;
+      case JsonText::Problem::kNumberOverflow:
+        user_fail(source, ": \"", joined_path(key, parsed.key_path), "\" must be a finite number, got ", parsed.detail,
+                  " (beyond the range of a double)");
+      case JsonText::Problem::kDuplicateKey:
+        user_fail(source, ": duplicate key \"", joined_path(key, parsed.key_path), "\" (a key may appear once in an object)");
+    }
+  }
 
   // Nest the value under its key path and merge it like a file, for the same key and type checks.
   for (auto p = parts.rbegin(); p != parts.rend(); ++p) value = json::object({{*p, std::move(value)}});
-  merge_checked(config, value, schema, "", "--set " + assignment);
+  merge_checked(config, value, schema, "", source);
+}
+
+}  // namespace
+
+void apply_override(json& config, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos)
+    user_fail("--set \"", assignment, "\": expected dotted.key=value (e.g. --set train.lr=3e-4)");
+  const std::string key = assignment.substr(0, eq);
+  if (key.empty()) user_fail("--set \"", assignment, "\": the key before '=' is empty");
+  set_key(config, key, assignment.substr(eq + 1), "--set " + assignment);
+}
+
+Config config_from_flag(const std::string& flag, const std::string& key, const std::string& text) {
+  json user = json::object();
+  const std::string source = "option " + flag;
+  set_key(user, key, text, source);
+  return config_from_json(user, source);
 }
 
 Config config_from_text(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
-  json file;
-  try {
-    file = json::parse(text);
-  } catch (const json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line L, column C: ..."
-    std::string what = e.what();
-    const size_t tag_end = what.find("] ");
-    if (what.starts_with("[json.exception") && tag_end != std::string::npos) what = what.substr(tag_end + 2);
-    user_fail(source, ": invalid JSON: ", what);
-  }
-
+  const json file = parse_config_text(text, source);
   const json schema = config_defaults_json();
   json merged = schema;
   merge_checked(merged, file, schema, "", source);
@@ -349,6 +398,8 @@ Config config_from_text(const std::string& text, const std::string& source, cons
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) user_fail(path, ": is a directory, expected a JSON config file");
   std::ifstream in(path, std::ios::binary);
   if (!in) user_fail(path, ": cannot open config file (", std::strerror(errno), ")");
   std::stringstream text;

@@ -67,6 +67,10 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
+// The most chains one generation runs (generate.n, and ebm_sample's --n or --init images): the sample
+// grid holds every chain, and 4096 tiles of 64x64 pixels is already a ~4200x4200 picture (50 MB of RGB).
+constexpr int kMaxGenerateN = 4096;
+
 struct GenerateConfig {
   int n = 16;
   int steps = 500;
@@ -108,7 +112,14 @@ Config config_from_json(const nlohmann::json& user, const std::string& source);
 // the key on unknown keys or a type that differs from the schema.
 void apply_override(nlohmann::json& config, const std::string& assignment);
 
-// Reads the file (UserError naming it on I/O or parse errors), applies overrides in order, validates.
+// A tool flag that sets the value a config key holds (ebm_sample --steps is generate.steps, ebm_bench
+// --batch is data.batch_size): `text` is read as `--set key=text` would read it and checked by the key's
+// own rule, so a flag and its key never accept different values. Returns the defaults with that one key
+// set; UserError naming the flag and the key, e.g. `option --grad-clip: "sampler.grad_clip" must be > 0, got 0`.
+Config config_from_flag(const std::string& flag, const std::string& key, const std::string& text);
+
+// Reads the file (UserError naming it on I/O or parse errors, a directory, a number beyond a double or a
+// repeated key), applies overrides in order, validates.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides);
 // The same from the file's text; `source` names it in messages.
 Config config_from_text(const std::string& text, const std::string& source,

@@ -116,6 +116,7 @@ IdxU8 parse_idx_u8(std::vector<uint8_t> b, const std::string& path) {
   if (gz) b = gunzip(path, b);
   const char* what = gz ? "decompressed file has" : "file has";
 
+  if (b.empty()) user_fail(path, gz ? ": decompresses to 0 bytes, not an IDX file" : ": is empty (0 bytes), not an IDX file");
   if (b.size() < 4) user_fail(path, ": truncated: ", what, " ", b.size(), " bytes, an IDX header needs at least 4");
   if (b[0] != 0 || b[1] != 0)
     user_fail(path, ": not an IDX file: bad magic ", hex_byte(b[0]), " ", hex_byte(b[1]),

@@ -79,6 +79,8 @@ struct HeaderReader {
 };
 
 std::vector<uint8_t> read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) user_fail(path, ": is a directory, expected a .npy file");
   std::ifstream f(path, std::ios::binary);
   if (!f) user_fail("cannot open .npy file ", path, ": ", std::strerror(errno));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -95,8 +97,10 @@ std::string npy_header_dict(const std::string& descr, const std::vector<int64_t>
 NpyArray read_npy(const std::string& path) { return parse_npy(read_file(path), path); }
 
 NpyArray parse_npy(const std::vector<uint8_t>& file, const std::string& path) {
-  if (file.size() < kMagicLen + 2 || std::memcmp(file.data(), kMagic, kMagicLen) != 0)
-    user_fail(path, ": not a .npy file (bad magic; expected \\x93NUMPY)");
+  if (file.empty()) user_fail(path, ": is empty (0 bytes), not a .npy file");
+  if (file.size() < kMagicLen || std::memcmp(file.data(), kMagic, kMagicLen) != 0)
+    user_fail(path, ": not a .npy file (bad magic: it does not start with \\x93NUMPY)");
+  if (file.size() < kMagicLen + 2) user_fail(path, ": truncated .npy preamble (", file.size(), " bytes)");
   const int major = file[6], minor = file[7];
   if (!((major == 1 || major == 2 || major == 3) && minor == 0))
     user_fail(path, ": unsupported .npy format version ", major, ".", minor, " (supported: 1.0, 2.0, 3.0)");

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "engine/error.hpp"
+#include "host/output_files.hpp"
 
 #if EBM_HAVE_PNG
 #include <png.h>
@@ -206,6 +207,7 @@ void write_png(const std::string& path, const Image& img) {
                 img.pixels.size() == static_cast<size_t>(img.width) * img.height * img.channels,
             "write_png: image size does not match its pixels");
 #if EBM_HAVE_PNG
+  if (const std::string why = output_file_problem(path); !why.empty()) user_fail("cannot write ", path, ": ", why);
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) user_fail("cannot write ", path, ": ", std::strerror(errno));

@@ -1,6 +1,8 @@
 #include "host/safetensors.hpp"
 
 #include <algorithm>
+#include <string_view>
+#include <tuple>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -11,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/atomic_file.hpp"
+#include "host/json_text.hpp"
 #include "engine/error.hpp"
 
 namespace ebm {
@@ -142,12 +145,76 @@ void SafeTensors::save(const std::string& path) const {
 }
 
 SafeTensors SafeTensors::load(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) user_fail(path, ": is a directory, expected a safetensors file");
   std::ifstream f(path, std::ios::binary);
   if (!f) user_fail("cannot open safetensors file ", path, ": ", std::strerror(errno));
   const std::vector<uint8_t> file((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (f.bad()) user_fail("cannot read safetensors file ", path);
   return parse(file, path);
 }
+
+namespace {
+
+// The header's JSON. A repeated tensor name is the format's problem, not only JSON's: nlohmann::json
+// would keep the last entry silently, so a file with two `dense.bias` would load the one a reader
+// other than ours might not take.
+json parse_header(const std::vector<uint8_t>& file, uint64_t n, const std::string& path) {
+  const std::string_view text(reinterpret_cast<const char*>(file.data()) + 8, n);
+  JsonText j = read_json_text(text);
+  switch (j.problem) {
+    case JsonText::Problem::kNone:
+      return std::move(j.value);
+    case JsonText::Problem::kSyntax:
+      user_fail(path, ": invalid JSON header (", j.detail, ")");
+    case JsonText::Problem::kNumberOverflow:
+      user_fail(path, ": invalid JSON header: number ", j.detail, " at ", shown_key_path(j.key_path),
+                " is beyond the range of a double");
+    case JsonText::Problem::kDuplicateKey:
+      if (j.key_path == j.detail) {  // a top-level key: a tensor name (or __metadata__)
+        if (j.detail == kMetadataKey) user_fail(path, ": __metadata__ appears twice in the header");
+        user_fail(path, ": tensor '", j.detail, "' appears twice in the header");
+      }
+      user_fail(path, ": duplicate key ", shown_key_path(j.key_path), " in the header");
+  }
+  EBM_CHECK(false, "unhandled JSON problem");
+}
+
+// One tensor's bytes in the data buffer, [begin, end).
+struct Span {
+  uint64_t begin, end;
+  const std::string* name;
+  StEntry* entry;
+};
+
+// The format's rule (the reference implementation enforces it): sorted by offsets, the tensors cover
+// the data buffer exactly, each starting where the one before ends. So no two tensors share bytes
+// (an entry pointing into another's bytes would load the wrong weights without a word), no bytes
+// belong to no tensor, and nothing follows the last one. A zero-size tensor fits only at a boundary.
+void check_coverage(std::vector<Span> spans, uint64_t buffer_size, const std::string& path) {
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+    return std::tie(a.begin, a.end, *a.name) < std::tie(b.begin, b.end, *b.name);
+  });
+  auto shown = [](const Span& s) { return "'" + *s.name + "' [" + std::to_string(s.begin) + ", " + std::to_string(s.end) + ")"; };
+  uint64_t covered = 0;
+  const Span* prev = nullptr;
+  for (const Span& s : spans) {
+    if (s.begin < covered) user_fail(path, ": tensors ", shown(*prev), " and ", shown(s), " overlap");
+    if (s.begin > covered && !prev)
+      user_fail(path, ": data bytes [0, ", s.begin, ") before the first tensor ", shown(s), " belong to no tensor");
+    if (s.begin > covered)
+      user_fail(path, ": data bytes [", covered, ", ", s.begin, ") between tensors ", shown(*prev), " and ", shown(s),
+                " belong to no tensor");
+    covered = s.end;
+    prev = &s;
+  }
+  if (covered == buffer_size) return;
+  if (!prev) user_fail(path, ": the ", buffer_size, "-byte data buffer holds no tensor");
+  user_fail(path, ": data bytes [", covered, ", ", buffer_size, ") after the last tensor ", shown(*prev),
+            " belong to no tensor");
+}
+
+}  // namespace
 
 SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::string& path) {
   const uint64_t size = file.size();
@@ -156,18 +223,14 @@ SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::stri
   std::memcpy(&n, file.data(), 8);
   if (n > size - 8) user_fail(path, ": header length ", n, " exceeds the file size ", size, " (truncated or not safetensors)");
 
-  json header;
-  try {
-    header = json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(n));
-  } catch (const json::parse_error& ex) {
-    user_fail(path, ": invalid JSON header (", ex.what(), ")");
-  }
+  const json header = parse_header(file, n, path);
   if (!header.is_object()) user_fail(path, ": header is not a JSON object");
 
   SafeTensors st;
   st.path_ = path;
   const uint8_t* buffer = file.data() + 8 + n;
   const uint64_t buffer_size = size - 8 - n;
+  std::vector<Span> spans;
   for (const auto& [name, v] : header.items()) {
     if (name == kMetadataKey) {
       if (!v.is_object()) user_fail(path, ": __metadata__ is not a JSON object");
@@ -201,9 +264,14 @@ SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::stri
     if (end - begin != nbytes)
       user_fail(path, ": ", t, " shape ", shape_str(e.shape), " ", e.dtype, " needs ", nbytes, " bytes but data_offsets [",
                 begin, ", ", end, "] span ", end - begin);
-    e.bytes.assign(buffer + begin, buffer + end);
-    st.entries_[name] = std::move(e);
+    auto [it, added] = st.entries_.emplace(name, std::move(e));
+    EBM_CHECK(added, "a repeated tensor name passed the header check");
+    spans.push_back({begin, end, &it->first, &it->second});
   }
+  // Bytes are copied only once the layout is known to be sound: overlapping entries could otherwise ask
+  // for many copies of one large region.
+  check_coverage(spans, buffer_size, path);
+  for (const Span& s : spans) s.entry->bytes.assign(buffer + s.begin, buffer + s.end);
   return st;
 }
 

@@ -10,9 +10,11 @@
 #include <numeric>
 
 #include "engine/error.hpp"
+#include "host/atomic_file.hpp"
 #include "host/dataset.hpp"
 #include "host/idx.hpp"
 #include "host/npy.hpp"
+#include "host/output_files.hpp"
 
 namespace fs = std::filesystem;
 
@@ -62,11 +64,25 @@ Tensor pad_images(const Tensor& x, int pad_to) {
 
 namespace {
 
-bool has_npy_magic(const std::string& path) {
+// The first `n` bytes of the file (fewer when it is shorter).
+std::string first_bytes(const std::string& path, size_t n) {
   std::ifstream f(path, std::ios::binary);
-  char m[6] = {};
-  f.read(m, 6);
-  return f.gcount() == 6 && std::memcmp(m, "\x93NUMPY", 6) == 0;
+  if (!f) user_fail(path, ": cannot open: ", std::strerror(errno));
+  std::string b(n, '\0');
+  f.read(b.data(), std::streamsize(n));
+  b.resize(size_t(f.gcount()));
+  return b;
+}
+
+std::string hex_bytes(const std::string& b) {
+  std::string s;
+  char buf[4];
+  for (unsigned char c : b) {
+    std::snprintf(buf, sizeof buf, "%02X", c);
+    if (!s.empty()) s += ' ';
+    s += buf;
+  }
+  return s;
 }
 
 void check_fits(const std::string& path, int64_t n, int64_t h, int64_t w, const NetSpec& net) {
@@ -78,14 +94,21 @@ void check_fits(const std::string& path, int64_t n, int64_t h, int64_t w, const 
 
 }  // namespace
 
-Tensor load_images_for_net(const std::string& path, const NetSpec& net) {
+Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vector<std::string>& warnings) {
   std::error_code ec;
   if (!fs::exists(path, ec)) user_fail(path, ": no such file");
   if (fs::is_directory(path, ec)) user_fail(path, ": is a directory, expected an images file (.npy or IDX)");
   if (net.in_c != 1) user_fail(path, ": the checkpoint's network takes ", net.in_c, " channels; image files hold 1");
   if (net.in_h != net.in_w) user_fail(path, ": only square network inputs are supported");
 
-  if (!has_npy_magic(path)) {
+  // The format is told by the magic, not the name (MNIST's files have none); but a file named .npy
+  // without numpy's magic is a broken .npy, not an IDX file, and is reported as such.
+  const std::string head = first_bytes(path, 6);
+  if (head.empty()) user_fail(path, ": is empty (0 bytes), expected images (.npy or IDX)");
+  const bool npy = head == std::string("\x93NUMPY", 6);
+  if (!npy && lower_extension(path) == ".npy")
+    user_fail(path, ": not a .npy file (it starts with bytes ", hex_bytes(head), ", not \\x93NUMPY)");
+  if (!npy) {
     // IDX (raw or gzip): u8 pixels, preprocessed exactly as the training set is.
     IdxImages im = read_idx_images(path);
     check_fits(path, im.n, im.h, im.w, net);
@@ -101,46 +124,52 @@ Tensor load_images_for_net(const std::string& path, const NetSpec& net) {
   Tensor x;
   x.shape = {n, 1, h, w};
   x.data = std::move(a.f32);
-  {
-    float lo = INFINITY, hi = -INFINITY;
-    for (float v : x.data) {
-      if (std::isnan(v)) user_fail(path, ": holds NaN pixels");
-      lo = std::min(lo, v), hi = std::max(hi, v);
-    }
-    // 1e-3 of slack: files written through other tools' float round trips still pass.
-    if (lo < -1.001f || hi > 1.001f) {
-      char range[64];
-      std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
-      user_fail(path, ": float pixels span ", range, ", expected [-1,1] (the training scale (u - 127.5)/127.5; ",
-                "or save uint8 pixels 0..255)");
-    }
+  float lo = INFINITY, hi = -INFINITY;
+  for (float v : x.data) {
+    if (std::isnan(v)) user_fail(path, ": holds NaN pixels");
+    lo = std::min(lo, v), hi = std::max(hi, v);
   }
+  char range[64];
+  std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
+  // 1e-3 of slack: files written through other tools' float round trips still pass.
+  if (lo < -1.001f || hi > 1.001f)
+    user_fail(path, ": float pixels span ", range, ", expected [-1,1] (the training scale (u - 127.5)/127.5; ",
+              "or save uint8 pixels 0..255)");
+  // In range, but the usual slip: images scaled to [0,1] (x / 255) rather than [-1,1]. The energies of
+  // such images look plausible and mean nothing, so say it; a set of all-light images is the rare case
+  // where this is a false alarm.
+  if (lo >= 0)
+    warnings.push_back(path + ": float pixels span " + range + " and never go below 0: the network was trained on [-1,1] "
+                       "(background -1); if these images are scaled to [0,1], use 2x - 1 or the energies mean nothing");
   if (x.shape[2] == net.in_h && x.shape[3] == net.in_w) return x;
   return pad_images(x, net.in_h);
 }
 
+std::string non_finite_energies(const std::vector<float>& energy, const std::string& what) {
+  const size_t bad = size_t(std::count_if(energy.begin(), energy.end(), [](float e) { return !std::isfinite(e); }));
+  if (bad == 0) return "";
+  return std::to_string(bad) + " of " + std::to_string(energy.size()) + " energies of " + what +
+         " are not finite (NaN or inf): the checkpoint may have diverged";
+}
+
 void write_energies(const std::string& path, const std::vector<float>& energy) {
-  const std::string ext = fs::path(path).extension().string();
+  const std::string ext = lower_extension(path);
   if (ext == ".npy") {
     Tensor t({int64_t(energy.size())});
     std::copy(energy.begin(), energy.end(), t.data.begin());
     write_npy(path, t);
     return;
   }
-  if (ext != ".csv") user_fail(path, ": energies are written as .npy or .csv, not '", ext, "'");
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) user_fail("cannot write ", path, ": ", std::strerror(errno));
-  bool ok = std::fprintf(f, "index,energy\n") > 0;
-  for (size_t i = 0; i < energy.size() && ok; ++i) ok = std::fprintf(f, "%zu,%.9g\n", i, double(energy[i])) > 0;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    user_fail("cannot write ", path, ": ", std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) user_fail("cannot write ", path, ": ", ec.message());
+  if (ext != ".csv")
+    user_fail(path, ": energies are written as .npy or .csv, not '", fs::path(path).extension().string(), "'");
+  write_file_atomic(path, [&](std::ofstream& f) {
+    f << "index,energy\n";
+    char row[64];
+    for (size_t i = 0; i < energy.size(); ++i) {
+      std::snprintf(row, sizeof row, "%zu,%.9g\n", i, double(energy[i]));
+      f << row;
+    }
+  });
 }
 
 std::vector<float> energies_from_f(const std::vector<float>& f) {

@@ -24,14 +24,22 @@ double auroc(const std::vector<float>& positives, const std::vector<float>& nega
 //   - IDX, raw or .gz (e.g. MNIST's t10k-images-idx3-ubyte.gz): uint8 [N,H,W].
 // Images of the network's size are used as they are; smaller ones (MNIST's 28x28 for a 32x32 network)
 // are padded with −1 as training pads them (preprocess_images' placement). Larger images, float values
-// outside [-1,1], an empty set or a missing file are a UserError naming the file (and both sizes).
-Tensor load_images_for_net(const std::string& path, const NetSpec& net);
+// outside [-1,1], an empty set or file, a file named .npy that is not one, or a missing file are a
+// UserError naming the file (and both sizes). `warnings` gets one line (starting with the path, without
+// a tool's name) for what is not an error but likely makes the energies meaningless: float pixels
+// that never go below 0 (images scaled to [0,1], not [-1,1]).
+Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vector<std::string>& warnings);
+
+// "" when every energy is finite; else one line for a warning: "3 of 64 energies of <what> are not
+// finite (NaN or inf): the checkpoint may have diverged".
+std::string non_finite_energies(const std::vector<float>& energy, const std::string& what);
 
 // Pads [N,1,h,w] to [N,1,P,P] with −1, placed as preprocess_images places u8 images.
 Tensor pad_images(const Tensor& x, int pad_to);
 
-// Energies to a file chosen by extension: `.npy` float32 [N]; `.csv` with a header line
+// Energies to a file chosen by extension (any case): `.npy` float32 [N]; `.csv` with a header line
 // `index,energy` and one row per image (%.9g, so floats round-trip). Other extensions: UserError.
+// Written to path.tmp, then renamed over the path.
 void write_energies(const std::string& path, const std::vector<float>& energy);
 
 // E = −f, elementwise.

@@ -450,3 +450,105 @@ TEST(ConfigRoundTrip, DefaultsAndAModifiedConfig) {
   // Through text too (the run directory's config.json): doubles print to round-trip precision.
   EXPECT_EQ(config_from_json(json::parse(config_to_json(c).dump()), "rt"), c);
 }
+
+// Issue 10 item 4: a number beyond a double printed nlohmann's internal exception; a repeated key was
+// silently the last one. Both are now one line naming the file and the key.
+TEST(ConfigLoad, NumbersBeyondADoubleNameTheFileAndTheKey) {
+  const std::string path = write_temp("lr_overflow.json", R"({"train":{"lr":1e999}})");
+  EXPECT_EQ(user_error([&] { load_config(path, {}); }),
+            path + R"(: "train.lr" must be a finite number, got 1e999 (beyond the range of a double))");
+  const std::string neg = write_temp("neg_overflow.json", R"({"sampler": {"noise": -5e400}})");
+  EXPECT_EQ(user_error([&] { load_config(neg, {}); }),
+            neg + R"(: "sampler.noise" must be a finite number, got -5e400 (beyond the range of a double))");
+  EXPECT_EQ(user_error([] { config_from_text(R"({"model": {"channels": [16, 1e999]}})", "c.json"); }),
+            R"(c.json: "model.channels[1]" must be a finite number, got 1e999 (beyond the range of a double))");
+  EXPECT_EQ(user_error([] { config_from_text("1e999", "c.json"); }),
+            "c.json: invalid JSON: number 1e999 is beyond the range of a double");
+  // Tiny numbers underflow to 0 as in any JSON reader: then the key's own rule speaks.
+  EXPECT_EQ(user_error([] { config_from_text(R"({"train":{"lr":1e-999}})", "c.json"); }),
+            R"(c.json: "train.lr" must be > 0, got 0.0)");
+}
+
+TEST(ConfigLoad, RepeatedKeysNameTheKeyPath) {
+  const std::string path = write_temp("dup.json", R"({"train": {"lr": 1e-3, "epochs": 2, "lr": 1e-4}})");
+  EXPECT_EQ(user_error([&] { load_config(path, {}); }), path + R"(: duplicate key "train.lr" (a key may appear once in an object))");
+  EXPECT_EQ(user_error([] { config_from_text(R"({"seed": 1, "data": {}, "seed": 2})", "c.json"); }),
+            R"(c.json: duplicate key "seed" (a key may appear once in an object))");
+  EXPECT_EQ(user_error([] { config_from_text(R"({"train": {"divergence": {"action": "stop", "action": "rollback"}}})", "c.json"); }),
+            R"(c.json: duplicate key "train.divergence.action" (a key may appear once in an object))");
+  // The same key in two different objects is fine.
+  EXPECT_EQ(config_from_text(R"({"sampler": {"steps": 3}, "generate": {"steps": 4}})", "c.json").generate.steps, 4);
+}
+
+TEST(ConfigLoad, ADirectoryIsNotAConfigFile) {
+  const std::string dir = ::testing::TempDir();
+  EXPECT_EQ(user_error([&] { load_config(dir, {}); }), dir + ": is a directory, expected a JSON config file");
+}
+
+TEST(ConfigOverride, NumbersBeyondADoubleAndRepeatedKeysNameTheKey) {
+  json j = config_defaults_json();
+  EXPECT_EQ(user_error([&] { apply_override(j, "train.lr=1e999"); }),
+            R"(--set train.lr=1e999: "train.lr" must be a finite number, got 1e999 (beyond the range of a double))");
+  EXPECT_EQ(user_error([&] { apply_override(j, R"(train={"lr": 1e999})"); }),
+            R"(--set train={"lr": 1e999}: "train.lr" must be a finite number, got 1e999 (beyond the range of a double))");
+  EXPECT_EQ(user_error([&] { apply_override(j, "model.channels=[8,1e999]"); }),
+            R"(--set model.channels=[8,1e999]: "model.channels[1]" must be a finite number, got 1e999 (beyond the range of a double))");
+  EXPECT_EQ(user_error([&] { apply_override(j, R"(train={"lr": 1, "lr": 2})"); }),
+            R"(--set train={"lr": 1, "lr": 2}: duplicate key "train.lr" (a key may appear once in an object))");
+  EXPECT_EQ(j, config_defaults_json());
+  // A string key takes the text as it is.
+  apply_override(j, "output_dir=1e999");
+  EXPECT_EQ(j["output_dir"], "1e999");
+  EXPECT_EQ(user_error([&] { load_config(config_path("mnist.json"), {"train.lr=1e999"}); }),
+            R"(--set train.lr=1e999: "train.lr" must be a finite number, got 1e999 (beyond the range of a double))");
+}
+
+// Issue 10 item 5: a tool flag and the config key it sets take the same values (--grad-clip 0 was
+// accepted while sampler.grad_clip=0 is not).
+TEST(ConfigFlags, AFlagIsCheckedByItsKeysRule) {
+  EXPECT_EQ(user_error([] { config_from_flag("--grad-clip", "sampler.grad_clip", "0"); }),
+            R"(option --grad-clip: "sampler.grad_clip" must be > 0, got 0)");
+  EXPECT_EQ(user_error([] { config_from_flag("--n", "generate.n", "4097"); }),
+            R"(option --n: "generate.n" must be <= 4096, got 4097)");
+  EXPECT_EQ(user_error([] { config_from_flag("--n", "generate.n", "zero"); }),
+            R"(option --n: "generate.n" must be an integer, got "zero")");
+  EXPECT_EQ(user_error([] { config_from_flag("--steps", "generate.steps", "-3"); }),
+            R"(option --steps: "generate.steps" must be >= 0, got -3)");
+  EXPECT_EQ(user_error([] { config_from_flag("--step-size", "generate.step_size", "1e999"); }),
+            R"(option --step-size: "generate.step_size" must be a finite number, got 1e999 (beyond the range of a double))");
+  EXPECT_EQ(user_error([] { config_from_flag("--batch", "data.batch_size", "65537"); }),
+            R"(option --batch: "data.batch_size" must be <= 65536, got 65537)");
+  EXPECT_EQ(user_error([] { config_from_flag("--channels", "model.channels", "[]"); }),
+            R"(option --channels: "model.channels" must not be empty)");
+  EXPECT_EQ(user_error([] { config_from_flag("--seed", "seed", "-1"); }), R"(option --seed: "seed" must be >= 0, got -1)");
+
+  EXPECT_EQ(config_from_flag("--grad-clip", "sampler.grad_clip", "0.25").sampler.grad_clip, 0.25);
+  EXPECT_EQ(config_from_flag("--n", "generate.n", "4096").generate.n, 4096);
+  EXPECT_EQ(config_from_flag("--seed", "seed", "18446744073709551615").seed, UINT64_MAX);
+  EXPECT_EQ(config_from_flag("--langevin-steps", "sampler.steps", "0").sampler.steps, 0);
+  EXPECT_EQ(config_from_flag("--channels", "model.channels", "[4,8]").model.channels, (std::vector<int>{4, 8}));
+  // Only the one key changes.
+  Config want;
+  want.generate.noise = 0;
+  EXPECT_EQ(config_from_flag("--noise", "generate.noise", "0"), want);
+}
+
+TEST(ConfigFlags, EveryFlagAcceptsExactlyWhatItsKeyAccepts) {
+  // The flags of ebm_sample and ebm_bench and their keys, over values on both sides of each bound.
+  const std::pair<const char*, const char*> flags[] = {
+      {"--n", "generate.n"},           {"--steps", "generate.steps"},   {"--step-size", "generate.step_size"},
+      {"--noise", "generate.noise"},   {"--grad-clip", "sampler.grad_clip"}, {"--seed", "seed"},
+      {"--batch", "data.batch_size"},  {"--langevin-steps", "sampler.steps"}, {"--channels", "model.channels"}};
+  const char* values[] = {"-1", "0", "1e-9", "0.5", "1", "2", "4096", "4097", "65536", "65537", "1e6", "2147483648",
+                          "1e999", "abc", "[4,8]", "[]", "[0]", "true"};
+  for (const auto& [flag, key] : flags)
+    for (const char* v : values) {
+      SCOPED_TRACE(std::string(flag) + " " + v);
+      json j = json::object();
+      const bool by_set = user_error([&] { apply_override(j, std::string(key) + "=" + v); config_from_json(j, "s"); }) == "(no error)";
+      const bool by_flag = user_error([&] { config_from_flag(flag, key, v); }) == "(no error)";
+      EXPECT_EQ(by_flag, by_set);
+    }
+  // And the bound chosen for both: generate.n stops at kMaxGenerateN (--n allowed 2^20 before).
+  EXPECT_EQ(kMaxGenerateN, 4096);
+}

@@ -133,6 +133,10 @@ TEST(Idx, TruncatedRaw) {
   expect_user_error([&] { read_idx_u8(dir / "h"); }, {dir / "h", "truncated", "header"});
   put_bytes(dir / "tiny", {0, 0});
   expect_user_error([&] { read_idx_u8(dir / "tiny"); }, {dir / "tiny", "truncated"});
+  put_bytes(dir / "empty", {});
+  expect_user_error([&] { read_idx_u8(dir / "empty"); }, {dir / "empty" + ": is empty (0 bytes), not an IDX file"});
+  put_bytes(dir / "empty.gz", {}, true);  // a valid gzip stream of nothing
+  expect_user_error([&] { read_idx_u8(dir / "empty.gz"); }, {dir / "empty.gz" + ": decompresses to 0 bytes, not an IDX file"});
 }
 
 TEST(Idx, TruncatedGzip) {

@@ -143,5 +143,20 @@ TEST_F(Npy, RejectsWhatItCannotRead) {
   expect_user_error([&] { npy_images_f32(rgb); }, {rgb, "found shape (1, 3, 2, 2)"});
   const std::string missing = path("missing.npy");
   expect_user_error([&] { read_npy(missing); }, {missing, "No such file"});
+  // Issue 10 item 4: the file and the format named, whatever stands where the .npy should be.
+  const std::string empty = path("empty.npy");
+  spit(empty, "");
+  expect_user_error([&] { read_npy(empty); }, {empty + ": is empty (0 bytes), not a .npy file"});
+  const std::string text = path("text.npy");
+  spit(text, "hello");
+  expect_user_error([&] { read_npy(text); }, {text + ": not a .npy file (bad magic: it does not start with \\x93NUMPY)"});
+  const std::string cut = path("cut.npy");
+  spit(cut, std::string("\x93NUMPY\x01", 7));
+  expect_user_error([&] { read_npy(cut); }, {cut + ": truncated .npy preamble (7 bytes)"});
+  const std::string folder = path("folder.npy");
+  fs::create_directories(folder);
+  expect_user_error([&] { read_npy(folder); }, {folder + ": is a directory, expected a .npy file"});
+  expect_user_error([&] { write_npy(folder, Tensor({2})); }, {"cannot write " + folder + ": is a directory"});
+  EXPECT_TRUE(fs::is_directory(folder));
   expect_user_error([&] { write_npy(path("no_dir/out.npy"), Tensor({2})); }, {"cannot write", path("no_dir/out.npy")});
 }

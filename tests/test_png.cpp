@@ -71,7 +71,11 @@ TEST_F(Png, RoundTripRgbAndGray) {
 
 TEST_F(Png, ErrorsNameTheFile) {
   const std::string unwritable = path("no_such_dir/grid.png");
-  expect_user_error([&] { write_png(unwritable, Image(2, 2, 3)); }, {"cannot write", unwritable});
+  expect_user_error([&] { write_png(unwritable, Image(2, 2, 3)); }, {"cannot write", unwritable, "does not exist"});
+  const std::string folder = path("folder.png");
+  fs::create_directories(folder);
+  expect_user_error([&] { write_png(folder, Image(2, 2, 3)); }, {"cannot write " + folder + ": is a directory"});
+  EXPECT_FALSE(fs::exists(folder + ".tmp"));
   const std::string missing = path("missing.png");
   expect_user_error([&] { read_png(missing); }, {missing, "No such file"});
 

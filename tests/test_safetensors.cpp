@@ -204,3 +204,94 @@ TEST_F(Safetensors, SaveToUnwritablePathNamesIt) {
   const std::string p = path("no_such_dir/model.safetensors");
   expect_user_error([&] { st.save(p); }, {"cannot write", p});
 }
+
+// Issue 10 item 3: the data buffer must be covered exactly by the tensors.
+TEST_F(Safetensors, TensorsMustCoverTheDataBufferExactly) {
+  // The reproduction: dense.weight's offsets point into convs.0.weight's bytes. Both entries are well
+  // formed on their own (sizes match their shapes, offsets lie inside the buffer); before, this file
+  // loaded and dense.weight silently read 176 of convs.0.weight's bytes.
+  const std::string overlap = path("model.safetensors");
+  spit(overlap, st_file(R"({"convs.0.weight":{"dtype":"F32","shape":[16,1,3,3],"data_offsets":[0,576]},)"
+                        R"("dense.weight":{"dtype":"F32","shape":[1,256],"data_offsets":[400,1424]}})",
+                        std::string(1424, '\1')));
+  expect_user_error([&] { SafeTensors::load(overlap); },
+                    {overlap + ": tensors 'convs.0.weight' [0, 576) and 'dense.weight' [400, 1424) overlap"});
+
+  const std::string f4(16, '\0'), f6(24, '\0');
+  struct Case {
+    std::string name, header, buffer, problem;
+  } cases[] = {
+      {"same_bytes", R"({"b":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
+       f4, "tensors 'a' [0, 16) and 'b' [0, 16) overlap"},
+      {"hole", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[6],"data_offsets":[20,44]}})",
+       std::string(44, '\0'), "data bytes [16, 20) between tensors 'a' [0, 16) and 'b' [20, 44) belong to no tensor"},
+      {"hole_first", R"({"b":{"dtype":"F32","shape":[6],"data_offsets":[4,28]}})", std::string(28, '\0'),
+       "data bytes [0, 4) before the first tensor 'b' [4, 28) belong to no tensor"},
+      {"trailing", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(20, '\0'),
+       "data bytes [16, 20) after the last tensor 'a' [0, 16) belong to no tensor"},
+      {"no_tensor", R"({"__metadata__":{"format":"pt"}})", std::string(8, '\0'), "the 8-byte data buffer holds no tensor"},
+      // A zero-size tensor inside another's bytes breaks contiguity (the reference reader refuses it too).
+      {"empty_inside", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"z":{"dtype":"F32","shape":[0],"data_offsets":[8,8]},)"
+                       R"("b":{"dtype":"F32","shape":[6],"data_offsets":[16,40]}})",
+       std::string(40, '\0'), "tensors 'a' [0, 16) and 'z' [8, 8) overlap"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string p = path(c.name + ".safetensors");
+    spit(p, st_file(c.header, c.buffer));
+    expect_user_error([&] { SafeTensors::load(p); }, {p + ": " + c.problem});
+  }
+
+  // Zero-size tensors at a boundary (start, between two tensors, end, two at one offset) keep it contiguous.
+  const std::vector<float> a{1, 2, 3, 4}, b{5, 6, 7, 8, 9, 10};
+  const std::string ok = path("zero_size.safetensors");
+  spit(ok, st_file(R"({"z0":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                   R"("a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                   R"("z1":{"dtype":"U8","shape":[0,3],"data_offsets":[16,16]},"z2":{"dtype":"I64","shape":[0],"data_offsets":[16,16]},)"
+                   R"("b":{"dtype":"F32","shape":[2,3],"data_offsets":[16,40]},)"
+                   R"("z3":{"dtype":"F32","shape":[0],"data_offsets":[40,40]}})",
+                   raw(a) + raw(b)));
+  const SafeTensors st = SafeTensors::load(ok);
+  EXPECT_EQ(st.names(), (std::vector<std::string>{"a", "b", "z0", "z1", "z2", "z3"}));
+  EXPECT_EQ(st.get_f32("a").data, a);
+  EXPECT_EQ(st.get_f32("b").data, b);
+  EXPECT_TRUE(st.get_u8("z1").empty());
+  EXPECT_EQ(st.entry("z1").shape, (std::vector<int64_t>{0, 3}));
+}
+
+TEST_F(Safetensors, RepeatedNamesAndKeysAreRejected) {
+  // The reproduction: a second dense.bias entry (other offsets) was silently taken, the first dropped.
+  const std::vector<float> w{1, 2, 3, 4}, bias{0.5f};
+  const std::string dup = path("dup.safetensors");
+  spit(dup, st_file(R"({"dense.bias":{"dtype":"F32","shape":[1],"data_offsets":[16,20]},)"
+                    R"("dense.weight":{"dtype":"F32","shape":[1,4],"data_offsets":[0,16]},)"
+                    R"("dense.bias":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                    raw(w) + raw(bias)));
+  expect_user_error([&] { SafeTensors::load(dup); }, {dup + ": tensor 'dense.bias' appears twice in the header"});
+
+  const std::string meta = path("meta2.safetensors");
+  spit(meta, st_file(R"({"__metadata__":{"a":"1"},"__metadata__":{"a":"2"}})", ""));
+  expect_user_error([&] { SafeTensors::load(meta); }, {meta + ": __metadata__ appears twice in the header"});
+
+  const std::string inner = path("inner.safetensors");
+  spit(inner, st_file(R"({"a":{"dtype":"F32","dtype":"U8","shape":[4],"data_offsets":[0,16]}})", std::string(16, '\0')));
+  expect_user_error([&] { SafeTensors::load(inner); }, {inner + ": duplicate key \"a.dtype\" in the header"});
+
+  // One name in two different objects is not a repetition.
+  const std::string fine = path("fine.safetensors");
+  spit(fine, st_file(R"({"__metadata__":{"dtype":"x"},"dtype":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", raw(w)));
+  EXPECT_EQ(SafeTensors::load(fine).get_f32("dtype").data, w);
+}
+
+TEST_F(Safetensors, NumbersBeyondADoubleAndDirectoriesNameTheFile) {
+  const std::string big = path("big.safetensors");
+  spit(big, st_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,1e999]}})", std::string(16, '\0')));
+  expect_user_error([&] { SafeTensors::load(big); },
+                    {big + ": invalid JSON header: number 1e999 at \"a.data_offsets[1]\" is beyond the range of a double"});
+  const std::string folder = path("folder.safetensors");
+  fs::create_directories(folder);
+  expect_user_error([&] { SafeTensors::load(folder); }, {folder + ": is a directory, expected a safetensors file"});
+  SafeTensors st;
+  expect_user_error([&] { st.save(folder); }, {"cannot write " + folder + ": is a directory"});
+  EXPECT_TRUE(fs::is_directory(folder));
+}

@@ -65,6 +65,14 @@ std::vector<uint8_t> random_u8(size_t n, uint64_t seed) {
   return v;
 }
 
+// load_images_for_net for files that must load without a warning.
+Tensor load_quietly(const std::string& path, const NetSpec& net) {
+  std::vector<std::string> warnings;
+  Tensor x = load_images_for_net(path, net, warnings);
+  EXPECT_TRUE(warnings.empty()) << path << ": unexpected warning: " << (warnings.empty() ? "" : warnings[0]);
+  return x;
+}
+
 }  // namespace
 
 TEST(Auroc, PerfectlySeparatedIsOneAndReversedIsZero) {
@@ -151,7 +159,7 @@ TEST_F(ScoringFiles, FloatNpyOfTheNetworkSizeIsUsedAsIs) {
   Tensor x({3, 1, 32, 32});
   Rng(1, RngStream::kInit).uniform(x.ptr(), x.numel(), -1, 1);
   write_npy(path("x.npy"), x);
-  const Tensor got = load_images_for_net(path("x.npy"), net);
+  const Tensor got = load_quietly(path("x.npy"), net);
   EXPECT_EQ(got.shape, x.shape);
   EXPECT_EQ(got.data, x.data);
 }
@@ -163,19 +171,19 @@ TEST_F(ScoringFiles, SmallerImagesArePaddedAsInTraining) {
 
   // uint8 .npy, [N,H,W]
   write_u8_npy(path("u8.npy"), {2, 28, 28}, u8);
-  EXPECT_EQ(load_images_for_net(path("u8.npy"), net).data, expect.data);
+  EXPECT_EQ(load_quietly(path("u8.npy"), net).data, expect.data);
 
   // float .npy [N,1,28,28] already in [-1,1]: padded with -1 the same way
   Tensor f({2, 1, 28, 28});
   for (size_t k = 0; k < u8.size(); ++k) f.data[k] = (float(u8[k]) - 127.5f) / 127.5f;
   write_npy(path("f.npy"), f);
-  const Tensor got = load_images_for_net(path("f.npy"), net);
+  const Tensor got = load_quietly(path("f.npy"), net);
   EXPECT_EQ(got.shape, (std::vector<int64_t>{2, 1, 32, 32}));
   EXPECT_EQ(got.data, expect.data);
 
   // IDX, gzip
   write_idx_u8(path("imgs.idx.gz"), {{2, 28, 28}, u8}, true);
-  EXPECT_EQ(load_images_for_net(path("imgs.idx.gz"), net).data, expect.data);
+  EXPECT_EQ(load_quietly(path("imgs.idx.gz"), net).data, expect.data);
 
   // An odd margin goes bottom/right, as preprocess_images puts it.
   const std::vector<uint8_t> small = random_u8(1 * 5 * 6, 3);
@@ -186,26 +194,90 @@ TEST_F(ScoringFiles, SmallerImagesArePaddedAsInTraining) {
 
 TEST_F(ScoringFiles, BadImageFilesNameTheFileAndTheSizes) {
   const NetSpec net = NetSpec::make({4, 8}, 3, 2, 32);
-  expect_user_error([&] { load_images_for_net(path("missing.npy"), net); }, {path("missing.npy"), "no such file"});
-  expect_user_error([&] { load_images_for_net(dir_.string(), net); }, {dir_.string(), "directory"});
+  std::vector<std::string> warnings;
+  expect_user_error([&] { load_images_for_net(path("missing.npy"), net, warnings); }, {path("missing.npy"), "no such file"});
+  expect_user_error([&] { load_images_for_net(dir_.string(), net, warnings); }, {dir_.string(), "directory"});
 
   write_npy(path("big.npy"), Tensor({2, 1, 40, 40}));
-  expect_user_error([&] { load_images_for_net(path("big.npy"), net); }, {path("big.npy"), "40x40", "32x32"});
+  expect_user_error([&] { load_images_for_net(path("big.npy"), net, warnings); }, {path("big.npy"), "40x40", "32x32"});
 
   Tensor bright({1, 1, 32, 32}, 0.5f);
   bright.data[7] = 255.f;  // pixels saved as 0..255 floats
   write_npy(path("bright.npy"), bright);
-  expect_user_error([&] { load_images_for_net(path("bright.npy"), net); }, {path("bright.npy"), "[-1,1]", "255"});
+  expect_user_error([&] { load_images_for_net(path("bright.npy"), net, warnings); }, {path("bright.npy"), "[-1,1]", "255"});
 
   write_npy(path("empty.npy"), Tensor({0, 1, 32, 32}));
-  expect_user_error([&] { load_images_for_net(path("empty.npy"), net); }, {path("empty.npy"), "no images"});
+  expect_user_error([&] { load_images_for_net(path("empty.npy"), net, warnings); }, {path("empty.npy"), "no images"});
 
   write_npy(path("flat.npy"), Tensor({4, 1024}));
-  expect_user_error([&] { load_images_for_net(path("flat.npy"), net); }, {path("flat.npy"), "[4,1024]"});
+  expect_user_error([&] { load_images_for_net(path("flat.npy"), net, warnings); }, {path("flat.npy"), "[4,1024]"});
 
   {
     std::ofstream f(path("junk.bin"));
     f << "not an image file at all";
   }
-  expect_user_error([&] { load_images_for_net(path("junk.bin"), net); }, {path("junk.bin")});
+  expect_user_error([&] { load_images_for_net(path("junk.bin"), net, warnings); }, {path("junk.bin")});
+}
+
+TEST_F(ScoringFiles, FilesNamedNpyAreReportedAsNpyNotIdx) {
+  // Issue 10 item 4: an empty or non-numpy file named .npy was reported as a bad IDX magic.
+  const NetSpec net = NetSpec::make({4, 8}, 3, 2, 32);
+  std::vector<std::string> warnings;
+  test::spit(path("empty.npy"), "");
+  expect_user_error([&] { load_images_for_net(path("empty.npy"), net, warnings); },
+                    {path("empty.npy") + ": is empty (0 bytes), expected images (.npy or IDX)"});
+  test::spit(path("hello.npy"), "hello world");
+  expect_user_error([&] { load_images_for_net(path("hello.npy"), net, warnings); },
+                    {path("hello.npy") + ": not a .npy file (it starts with bytes 68 65 6C 6C 6F 20, not \\x93NUMPY)"});
+  test::spit(path("x.NPY"), "PK");  // the extension in any case
+  expect_user_error([&] { load_images_for_net(path("x.NPY"), net, warnings); }, {path("x.NPY"), "not a .npy file", "50 4B"});
+  // Without the .npy name the magic decides, and a file that is neither is reported by the IDX reader.
+  test::spit(path("empty.gz"), "");
+  expect_user_error([&] { load_images_for_net(path("empty.gz"), net, warnings); }, {path("empty.gz"), "is empty (0 bytes)"});
+  test::spit(path("hello.bin"), "hello world");
+  expect_user_error([&] { load_images_for_net(path("hello.bin"), net, warnings); },
+                    {path("hello.bin"), "not an IDX file: bad magic 0x68 0x65"});
+  EXPECT_TRUE(warnings.empty());
+}
+
+TEST_F(ScoringFiles, FloatImagesThatNeverGoBelowZeroAreWarnedAbout) {
+  const NetSpec net = NetSpec::make({4, 8}, 3, 2, 32);
+  // MNIST-like digits scaled to [0,1] (x / 255) instead of [-1,1]: loads, with one warning.
+  Tensor unit({2, 1, 28, 28}, 0.f);
+  for (int64_t i = 0; i < unit.numel(); i += 7) unit.data[i] = 1.f;
+  write_npy(path("unit.npy"), unit);
+  std::vector<std::string> warnings;
+  const Tensor x = load_images_for_net(path("unit.npy"), net, warnings);
+  EXPECT_EQ(x.shape, (std::vector<int64_t>{2, 1, 32, 32}));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0].rfind(path("unit.npy") + ": float pixels span [0, 1] and never go below 0", 0), 0u) << warnings[0];
+  EXPECT_NE(warnings[0].find("trained on [-1,1]"), std::string::npos) << warnings[0];
+  EXPECT_EQ(warnings[0].find('\n'), std::string::npos);
+
+  // One pixel below 0 is enough to be the training scale: no warning.
+  unit.data[3] = -0.5f;
+  write_npy(path("signed.npy"), unit);
+  load_quietly(path("signed.npy"), net);
+  // uint8 pixels are mapped by the loader itself, so even all-white ones are no cause for a warning.
+  write_u8_npy(path("white.npy"), {1, 28, 28}, std::vector<uint8_t>(784, 255));
+  EXPECT_FLOAT_EQ(load_quietly(path("white.npy"), net).data[2 * 32 + 2], 1.f);
+}
+
+TEST(Energies, NonFiniteEnergiesAreCounted) {
+  EXPECT_EQ(non_finite_energies({-1.f, 0.f, 3e38f}, "x.npy"), "");
+  EXPECT_EQ(non_finite_energies({NAN, 1.f, -INFINITY}, "data/x.npy"),
+            "2 of 3 energies of data/x.npy are not finite (NaN or inf): the checkpoint may have diverged");
+  EXPECT_EQ(non_finite_energies({}, "x"), "");
+}
+
+TEST_F(ScoringFiles, EnergyFilesAnyCaseAndNeverIntoADirectory) {
+  write_energies(path("E.CSV"), {1.5f});
+  EXPECT_EQ(test::slurp(path("E.CSV")), "index,energy\n0,1.5\n");
+  // Replacing an existing file is what an output does; a directory in its place is an error.
+  write_energies(path("E.CSV"), {2.f, 3.f});
+  EXPECT_EQ(test::slurp(path("E.CSV")), "index,energy\n0,2\n1,3\n");
+  fs::create_directories(path("d.csv"));
+  expect_user_error([&] { write_energies(path("d.csv"), {1.f}); }, {"cannot write " + path("d.csv") + ": is a directory"});
+  EXPECT_FALSE(fs::exists(path("d.csv.tmp")));
+  EXPECT_TRUE(fs::is_directory(path("d.csv")));
 }

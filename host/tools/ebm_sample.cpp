@@ -5,15 +5,18 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
-#include <type_traits>
+#include <vector>
 
 #include "engine/error.hpp"
 #include "host/backend_factory.hpp"
 #include "host/checkpoint.hpp"
 #include "host/cli.hpp"
+#include "host/config.hpp"
 #include "host/npy.hpp"
+#include "host/output_files.hpp"
 #include "host/sampling.hpp"
 #include "host/scoring.hpp"
 #include "host/tool_main.hpp"
@@ -35,24 +38,30 @@ constexpr const char* kUsage =
     "  --npy PATH         the final samples as float32 [n,1,H,W]\n"
     "  --trajectory PATH  up to 8 chains (rows) every K steps (columns, step number above each)\n"
     "  --every K          snapshot period for --trajectory (default: steps/10, rounded up)\n"
-    "  --backend B        auto (CUDA when a device is present), cpu or cuda (default auto)\n";
+    "  --backend B        auto (CUDA when a device is present), cpu or cuda (default auto)\n"
+    "--n, --steps, --step-size, --noise, --grad-clip and --seed take what their config keys take\n"
+    "(generate.n 1..4096, generate.steps >= 0, generate.step_size >= 0, generate.noise >= 0,\n"
+    "sampler.grad_clip > 0, seed >= 0). Every output path is checked before any work starts.\n";
+
+constexpr const char* kTool = "ebm_sample";
 
 struct Flags {
   std::string checkpoint, init, out = "samples.png", npy, trajectory, backend = "auto";
-  std::optional<long long> n, steps, seed, every;
+  std::optional<int> n, steps;
+  std::optional<long long> every;
+  std::optional<uint64_t> seed;
   std::optional<double> step_size, noise, grad_clip;
 };
 
-template <class T>
-std::optional<T> opt_value(const Args& a, const std::string& flag, T min, T max) {
+// A flag that sets what a config key holds, read and bounded by that key's own rule (config_from_flag):
+// --grad-clip 0 is refused exactly as sampler.grad_clip=0 is.
+std::optional<Config> flag_as_key(const Args& a, const std::string& flag, const std::string& key) {
   if (!a.has(flag)) return std::nullopt;
-  if constexpr (std::is_integral_v<T>)
-    return a.integer(flag, 0, min, max);
-  else
-    return a.number(flag, 0, min, max);
+  return config_from_flag(flag, key, a.str(flag, ""));
 }
 
-// Usage problems (unknown flags, bad values, a missing --checkpoint) throw UserError from here: exit 2.
+// Usage problems (unknown flags, bad values, a missing --checkpoint, an output that cannot be written)
+// throw UserError from here: exit 2, before anything is read or written.
 Flags parse(int argc, char** argv, bool& help) {
   Args a(argc, argv,
          {"--checkpoint", "--n", "--steps", "--step-size", "--noise", "--grad-clip", "--seed", "--init", "--out",
@@ -71,14 +80,19 @@ Flags parse(int argc, char** argv, bool& help) {
   f.backend = a.str("--backend", f.backend);
   if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
     user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
-  f.n = opt_value<long long>(a, "--n", 1, 1 << 20);
-  f.steps = opt_value<long long>(a, "--steps", 0, 10'000'000);
-  f.seed = opt_value<long long>(a, "--seed", 0, (1LL << 62));
-  f.every = opt_value<long long>(a, "--every", 1, 10'000'000);
-  f.step_size = opt_value<double>(a, "--step-size", 0, 1e6);
-  f.noise = opt_value<double>(a, "--noise", 0, 1e3);
-  f.grad_clip = opt_value<double>(a, "--grad-clip", 0, 1e6);
+  if (auto c = flag_as_key(a, "--n", "generate.n")) f.n = c->generate.n;
+  if (auto c = flag_as_key(a, "--steps", "generate.steps")) f.steps = c->generate.steps;
+  if (auto c = flag_as_key(a, "--step-size", "generate.step_size")) f.step_size = c->generate.step_size;
+  if (auto c = flag_as_key(a, "--noise", "generate.noise")) f.noise = c->generate.noise;
+  if (auto c = flag_as_key(a, "--grad-clip", "sampler.grad_clip")) f.grad_clip = c->sampler.grad_clip;
+  if (auto c = flag_as_key(a, "--seed", "seed")) f.seed = c->seed;
+  if (a.has("--every")) f.every = a.integer("--every", 0, 1, std::numeric_limits<int>::max());
   if (f.every && f.trajectory.empty()) user_fail("--every sets the --trajectory snapshot period: give --trajectory PATH too");
+
+  std::vector<OutputFile> outputs{{"--out", f.out, {".png"}}};
+  if (!f.npy.empty()) outputs.push_back({"--npy", f.npy, {".npy"}});
+  if (!f.trajectory.empty()) outputs.push_back({"--trajectory", f.trajectory, {".png"}});
+  check_output_files(outputs, {{"--init", f.init}});
   return f;
 }
 
@@ -92,14 +106,19 @@ int run(const Flags& f) {
   if (f.step_size) p.step_size = float(*f.step_size);
   if (f.noise) p.noise = float(*f.noise);
   if (f.grad_clip) p.grad_clip = float(*f.grad_clip);
-  const uint64_t seed = f.seed ? uint64_t(*f.seed) : cfg.seed;
+  const uint64_t seed = f.seed.value_or(cfg.seed);
 
   Tensor start;
   std::string from;
   if (!f.init.empty()) {
-    start = load_images_for_net(f.init, model.net);
+    std::vector<std::string> warnings;
+    start = load_images_for_net(f.init, model.net, warnings);
+    for (const std::string& w : warnings) print_warning(kTool, w);
     const int64_t have = start.shape[0];
     if (f.n && *f.n > have) user_fail("--n ", *f.n, " but ", f.init, " holds ", have, " images");
+    if (!f.n && have > kMaxGenerateN)
+      user_fail(f.init, " holds ", have, " images, more chains than ebm_sample runs (at most ", kMaxGenerateN,
+                ", the bound of generate.n): give --n N to refine the first N");
     if (f.n) {
       start.shape[0] = *f.n;
       start.data.resize(size_t(Tensor::numel_of(start.shape)));
@@ -113,11 +132,13 @@ int run(const Flags& f) {
 
   int every = 0;
   if (!f.trajectory.empty()) {
-    every = int(f.every.value_or(std::max(1, (p.steps + 9) / 10)));
-    const int snapshots = (p.steps + every - 1) / every + 1;
+    // 64-bit: steps may be up to INT_MAX (generate.steps' bound), and steps + 9 must not wrap.
+    const int64_t steps = p.steps;
+    every = int(f.every.value_or(std::max<int64_t>(1, (steps + 9) / 10)));
+    const int64_t snapshots = (steps + every - 1) / every + 1;
     if (snapshots > kMaxSnapshots)
-      user_fail("--every ", every, " gives ", snapshots, " snapshots of ", p.steps, " steps; a trajectory picture holds at most ",
-                kMaxSnapshots, " (use --every ", (p.steps + kMaxSnapshots - 2) / (kMaxSnapshots - 1), " or more)");
+      user_fail("--every ", every, " gives ", snapshots, " snapshots of ", steps, " steps; a trajectory picture holds at most ",
+                kMaxSnapshots, " (use --every ", (steps + kMaxSnapshots - 2) / (kMaxSnapshots - 1), " or more)");
   }
 
   auto backend = make_backend(f.backend, tool_engine_options(model));
@@ -133,7 +154,7 @@ int run(const Flags& f) {
   const EnergyStats s = energy_stats(r.energy);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("energy (E = -f) of the samples: mean %.6g, min %.6g, max %.6g  (%.1f s)\n", s.mean, s.min, s.max, secs);
-  if (!std::isfinite(s.mean)) std::printf("warning: non-finite energies: the checkpoint may have diverged\n");
+  if (const std::string w = non_finite_energies(r.energy, "the samples"); !w.empty()) print_warning(kTool, w);
 
   const Image grid = sample_grid(r.x, r.energy);
   write_png(f.out, grid);
@@ -157,4 +178,4 @@ int run(const Flags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return ebm::tool_main("ebm_sample", kUsage, argc, argv, parse, run); }
+int main(int argc, char** argv) { return ebm::tool_main(kTool, kUsage, argc, argv, parse, run); }

@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "engine/error.hpp"
 #include "host/backend_factory.hpp"
 #include "host/checkpoint.hpp"
 #include "host/cli.hpp"
+#include "host/output_files.hpp"
 #include "host/png_image.hpp"
 #include "host/sampling.hpp"
 #include "host/scoring.hpp"
@@ -33,13 +35,17 @@ constexpr const char* kUsage =
     "                  writes a histogram of both sets' energies\n"
     "  --ood-out PATH  the energies of --ood, as --out\n"
     "  --hist PATH     the histogram (default: energy_hist.png next to --out, else in the current dir)\n"
-    "  --backend B     auto (CUDA when a device is present), cpu or cuda (default auto)\n";
+    "  --backend B     auto (CUDA when a device is present), cpu or cuda (default auto)\n"
+    "Every output path is checked before any work starts; nothing is written until every result is computed.\n";
+
+constexpr const char* kTool = "ebm_score";
 
 struct Flags {
   std::string checkpoint, data, out, ood, ood_out, hist, backend = "auto";
 };
 
-// Usage problems throw UserError from here: exit 2.
+// Usage problems (an output that cannot be written among them) throw UserError from here: exit 2,
+// before anything is read or written.
 Flags parse(int argc, char** argv, bool& help) {
   Args a(argc, argv, {"--checkpoint", "--data", "--out", "--ood", "--ood-out", "--hist", "--backend"}, {"--help"});
   help = a.has("--help");
@@ -56,15 +62,16 @@ Flags parse(int argc, char** argv, bool& help) {
   f.backend = a.str("--backend", f.backend);
   if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
     user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
-  for (const std::string* p : {&f.out, &f.ood_out}) {
-    const std::string ext = fs::path(*p).extension().string();
-    if (!p->empty() && ext != ".npy" && ext != ".csv")
-      user_fail("energies are written as .npy or .csv, got '", *p, "'");
-  }
   if (f.ood.empty() && !f.ood_out.empty()) user_fail("--ood-out needs --ood PATH2");
   if (f.ood.empty() && !f.hist.empty()) user_fail("--hist draws the --data and --ood energies: give --ood PATH2 too");
   if (!f.ood.empty() && f.hist.empty())
     f.hist = f.out.empty() ? "energy_hist.png" : (fs::path(f.out).parent_path() / "energy_hist.png").string();
+
+  std::vector<OutputFile> outputs;
+  if (!f.out.empty()) outputs.push_back({"--out", f.out, {".npy", ".csv"}});
+  if (!f.ood_out.empty()) outputs.push_back({"--ood-out", f.ood_out, {".npy", ".csv"}});
+  if (!f.hist.empty()) outputs.push_back({"--hist", f.hist, {".png"}});
+  check_output_files(outputs, {{"--data", f.data}, {"--ood", f.ood}});
   return f;
 }
 
@@ -78,8 +85,10 @@ int run(const Flags& f) {
   const auto t0 = std::chrono::steady_clock::now();
   const Model model = load_model(f.checkpoint);
   // Read the images before starting a backend, so a bad path fails fast.
-  const Tensor x = load_images_for_net(f.data, model.net);
-  const Tensor y = f.ood.empty() ? Tensor() : load_images_for_net(f.ood, model.net);
+  std::vector<std::string> warnings;
+  const Tensor x = load_images_for_net(f.data, model.net, warnings);
+  const Tensor y = f.ood.empty() ? Tensor() : load_images_for_net(f.ood, model.net, warnings);
+  for (const std::string& w : warnings) print_warning(kTool, w);
 
   auto backend = make_backend(f.backend, tool_engine_options(model));
   backend->set_params(model.params);
@@ -87,22 +96,31 @@ int run(const Flags& f) {
   std::printf("checkpoint: %s (%lld parameters, input %dx%d)\n", f.checkpoint.c_str(), (long long)model.net.num_params,
               model.net.in_h, model.net.in_w);
 
+  // Everything is computed (AUROC included, which refuses NaN energies) before anything is written, so
+  // a failure leaves the user's files as they were.
   const std::vector<float> e_in = energies_from_f(backend->energy(x));
   print_stats("data", f.data, e_in);
+  if (const std::string w = non_finite_energies(e_in, f.data); !w.empty()) print_warning(kTool, w);
+  std::vector<float> e_ood;
+  double a = 0;
+  const std::string in_label = data_label(f.data), ood_label = data_label(f.ood);
+  if (!f.ood.empty()) {
+    e_ood = energies_from_f(backend->energy(y));
+    print_stats("ood ", f.ood, e_ood);
+    if (const std::string w = non_finite_energies(e_ood, f.ood); !w.empty()) print_warning(kTool, w);
+    a = auroc(e_ood, e_in);
+    std::printf("AUROC (energy, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(), a);
+  }
+
   if (!f.out.empty()) {
     write_energies(f.out, e_in);
     std::printf("wrote %s (%zu energies)\n", f.out.c_str(), e_in.size());
   }
   if (!f.ood.empty()) {
-    const std::vector<float> e_ood = energies_from_f(backend->energy(y));
-    print_stats("ood ", f.ood, e_ood);
     if (!f.ood_out.empty()) {
       write_energies(f.ood_out, e_ood);
       std::printf("wrote %s (%zu energies)\n", f.ood_out.c_str(), e_ood.size());
     }
-    const std::string in_label = data_label(f.data), ood_label = data_label(f.ood);
-    const double a = auroc(e_ood, e_in);
-    std::printf("AUROC (energy, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(), a);
     char title[64];
     std::snprintf(title, sizeof title, "Energy E = -f   AUROC %.4f", a);
     write_png(f.hist, histogram_png(e_in, e_ood, in_label, ood_label, title));
@@ -115,4 +133,4 @@ int run(const Flags& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return ebm::tool_main("ebm_score", kUsage, argc, argv, parse, run); }
+int main(int argc, char** argv) { return ebm::tool_main(kTool, kUsage, argc, argv, parse, run); }
