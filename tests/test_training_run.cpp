@@ -162,7 +162,9 @@ TEST_F(TrainingRunTest, ValidationFlagsTheFirstEpochAndNothingIsKept) {
   for (std::string line; std::getline(log, line);) {
     const auto j = nlohmann::json::parse(line);
     if (j["event"] == "epoch") val_max = j["val_max_abs_f"].get<double>();
-    if (j["event"] == "step") EXPECT_LT(j["fake"].get<double>(), 5.0);
+    if (j["event"] == "step") {
+      EXPECT_LT(j["fake"].get<double>(), 5.0);
+    }
   }
   EXPECT_GT(val_max, 5.0) << "the epoch record shows the value the guard flagged";
 }
@@ -290,7 +292,9 @@ TEST_F(TrainingRunTest, ResumeAppliesANewLearningRateFromTheNextStep) {
   int steps_at_new_lr = 0, resume_events = 0;
   for (std::string line; std::getline(log, line);) {
     const auto j = nlohmann::json::parse(line);
-    if (j["event"] == "step") EXPECT_DOUBLE_EQ(j["lr"].get<double>(), j["step"].get<int>() <= 2 ? 1e-4 : 1e-3) << line;
+    if (j["event"] == "step") {
+      EXPECT_DOUBLE_EQ(j["lr"].get<double>(), j["step"].get<int>() <= 2 ? 1e-4 : 1e-3) << line;
+    }
     if (j["event"] == "step" && j["step"].get<int>() > 2) ++steps_at_new_lr;
     if (j["event"] == "resume") {
       ++resume_events;
