@@ -99,7 +99,8 @@ def npy_seeds(out):
     for name, data in seeds.items():
         write(os.path.join(out, "npy", name), data)
     return [b"\x93NUMPY\x01\x00", b"\x93NUMPY\x02\x00", b"'descr'", b"'<f4'", b"'|u1'", b"'<u1'", b"'>u1'",
-            b"'fortran_order'", b"True", b"False", b"'shape'", b"(1,)", b", }", b"L,"]
+            b"'fortran_order'", b"True", b"False", b"'shape'", b"(1,)", b", }", b"L,", b", 0)", b"4294967296",
+            b"2147483648", b"1125899906842624"]
 
 
 # --- safetensors: u64 header length, JSON header, data buffer ---
