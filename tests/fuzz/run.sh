@@ -48,7 +48,7 @@ for t in "${targets[@]}"; do
   bin="$build/fuzz_$t"
   if [ ! -x "$bin" ]; then
     echo "fuzz: $bin not built (cmake --preset fuzz && cmake --build --preset fuzz)" >&2
-    failed+=("$t (not built)")
+    failed+=("$t: not built")
     continue
   fi
   scratch="$build/tmp/$t" art="$build/artifacts/$t/" corpus="$build/corpus/$t"
@@ -64,10 +64,10 @@ for t in "${targets[@]}"; do
     if ! "$bin" "${common[@]}" "$f" > "$build/regression.log" 2>&1; then
       bad_regressions=$((bad_regressions + 1))
       echo "fuzz: $t: regression input FAILS: $f"
-      grep -E '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:' "$build/regression.log" | head -5 | sed 's/^/  /'
+      grep -aE '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:' "$build/regression.log" | head -5 | cat -v | sed 's/^/  /'
     fi
   done
-  ((bad_regressions)) && failed+=("$t (regressions: $bad_regressions of $regressions)")
+  ((bad_regressions)) && failed+=("$t: $bad_regressions of $regressions regression inputs")
 
   # 2. SECONDS of fuzzing from the seeds (and what earlier runs added to the corpus).
   log="$build/fuzz-$t.log"
@@ -76,16 +76,16 @@ for t in "${targets[@]}"; do
     -artifact_prefix="$art" "$corpus" "$build/seeds/$t" > "$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1)
+  cov=$(grep -aoE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1)
   if ((rc != 0)); then
     echo "fuzz: $t: FAILED (exit $rc) after ${execs:-?} executions; the report:"
     # The finding, and the stack frames of the code under test (not libFuzzer's, libc's or the sanitizers').
-    grep -E '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:|^ +#[0-9]+ ' "$log" |
-      grep -vE ' in (fuzzer::|__sanitizer|__asan|__ubsan|__interceptor|__libc|_start|abort|raise|__pthread|main )|libc\.so' |
-      head -25 | sed 's/^/  /'
+    grep -aE '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:|^ +#[0-9]+ ' "$log" |
+      grep -avE ' in (fuzzer::|__sanitizer|__asan|__ubsan|__interceptor|__libc|_start|abort|raise|__pthread|main )|ebm::fuzz::|libc\.so' |
+      head -25 | cat -v | sed 's/^/  /'
     show_input "$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)"
     echo "  full log: $log"
-    failed+=("$t")
+    failed+=("$t: fuzzing")
     summary+=("$(printf '%-12s %10s executions  %-32s FAILED' "$t" "${execs:-?}" "$cov")")
   else
     summary+=("$(printf '%-12s %10s executions  %-32s ok' "$t" "${execs:-?}" "$cov")")
@@ -96,7 +96,8 @@ done
 echo "fuzz: summary (${seconds}s per target)"
 printf '  %s\n' "${summary[@]}"
 if ((${#failed[@]})); then
-  echo "fuzz: FAILED: ${failed[*]}"
+  echo "fuzz: FAILED:"
+  printf '  %s\n' "${failed[@]}"
   exit 1
 fi
 echo "fuzz: all targets clean"
