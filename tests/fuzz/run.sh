@@ -61,7 +61,7 @@ for t in "${targets[@]}"; do
   for f in tests/fuzz/regressions/"$t"/*; do
     [ -f "$f" ] || continue
     regressions=$((regressions + 1))
-    if ! "$bin" "${common[@]}" "$f" > "$build/regression.log" 2>&1; then
+    if ! "$bin" "${common[@]}" -artifact_prefix="$art" "$f" > "$build/regression.log" 2>&1; then
       bad_regressions=$((bad_regressions + 1))
       echo "fuzz: $t: regression input FAILS: $f"
       grep -aE '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:' "$build/regression.log" | head -5 | cat -v | sed 's/^/  /'
