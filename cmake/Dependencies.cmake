@@ -5,21 +5,9 @@
 #   optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl).
 # Machines without some -dev packages (the lent GPU machine) may point EBM_THIRD_PARTY at a folder
 # holding copies of nlohmann/ and googletest/ (see bench/device_check.sh).
-set(EBM_THIRD_PARTY "${CMAKE_SOURCE_DIR}/third_party" CACHE PATH "Fallback copies of header-only deps")
-
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(ZLIB REQUIRED)
-
-find_package(nlohmann_json 3.10 QUIET)
-if(NOT nlohmann_json_FOUND)
-  if(EXISTS "${EBM_THIRD_PARTY}/nlohmann/json.hpp")
-    add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)
-    target_include_directories(nlohmann_json::nlohmann_json INTERFACE "${EBM_THIRD_PARTY}")
-    set(nlohmann_json_FOUND TRUE)
-  else()
-    message(FATAL_ERROR "nlohmann/json not found: run scripts/setup.sh (apt package nlohmann-json3-dev)")
-  endif()
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/NlohmannJson.cmake)  # also sets EBM_THIRD_PARTY
 
 find_package(PNG QUIET)
 if(NOT PNG_FOUND)

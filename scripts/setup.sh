@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian packages), builds, and fetches MNIST. Idempotent: each step skips
 # what is already there.
-#   scripts/setup.sh [--no-data] [--cpu-only] [--debug]
-# With CI set, warnings are errors; EBM_CMAKE_ARGS adds configure options (e.g. -DEBM_NATIVE=OFF).
+#   scripts/setup.sh [--no-data] [--cpu-only] [--debug] [--test-tools]
+# --test-tools also installs what only scripts/test.sh needs: clang 14 and libFuzzer (the parsers' fuzz
+# targets, tests/fuzz/). With CI set, warnings are errors; EBM_CMAKE_ARGS adds configure options
+# (e.g. -DEBM_NATIVE=OFF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-data=1 preset=release
+data=1 preset=release test_tools=0
 for a in "$@"; do
   case "$a" in
     --no-data) data=0 ;;
     --cpu-only) preset=cpu-only ;;
     --debug) preset=debug ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    --test-tools) test_tools=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -20,6 +23,8 @@ done
 # --- 1. packages ---
 pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
       libopenmpi-dev openmpi-bin)
+# The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
+if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

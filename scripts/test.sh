@@ -1,10 +1,80 @@
 #!/usr/bin/env bash
-# Builds (installing what is missing) and runs the whole test suite: GoogleTest through ctest, and the
-# tools' end-to-end scripts. GPU tests skip, saying so, where no CUDA device is present.
-#   scripts/test.sh [--cpu-only]
+# Builds (installing what is missing) and runs the whole test suite; it is what CI runs (.ci/run):
+#   1. release: the build, then ctest: GoogleTest and the tools' end-to-end scripts (GPU tests skip, saying
+#      so, where no CUDA device is present);
+#   2. fuzz: the file parsers' libFuzzer targets (clang, ASan + UBSan), each for 30 s on its seed corpus,
+#      after the reproducers kept in tests/fuzz/regressions/ (tests/fuzz/README.md);
+#   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only).
+#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--quick] [--fuzz-seconds N]
+# --quick is --no-fuzz --no-sanitize. A failing stage does not stop the later ones; the script fails if
+# any stage failed, after a summary with each stage's time. clang and libFuzzer missing is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-preset=release
-[ "${1:-}" = "--cpu-only" ] && preset=cpu-only
-scripts/setup.sh --no-data ${1:+"$1"}
-ctest --preset "$preset"
+
+preset=release fuzz=1 sanitize=1 fuzz_seconds=30 setup_args=()
+while (($#)); do
+  case "$1" in
+    --cpu-only) preset=cpu-only; setup_args+=(--cpu-only) ;;
+    --no-fuzz) fuzz=0 ;;
+    --no-sanitize) sanitize=0 ;;
+    --quick) fuzz=0 sanitize=0 ;;
+    --fuzz-seconds) fuzz_seconds="$2"; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((fuzz)); then setup_args+=(--test-tools); fi
+werror=OFF
+[ -n "${CI:-}" ] && werror=ON
+
+failed=() times=()
+log=$(mktemp)  # configure output, shown when configure fails
+trap 'rm -f "$log"' EXIT
+stage() {  # stage NAME COMMAND...: runs it, times it, records a failure
+  local name="$1" start=$SECONDS rc=0
+  shift
+  echo "=== test.sh: $name"
+  "$@" || rc=$?
+  times+=("$(printf '%-16s %5ds  %s' "$name" $((SECONDS - start)) "$([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)")")")
+  ((rc == 0)) || failed+=("$name")
+  return 0
+}
+
+# The release build is every other stage's precondition (and installs the packages): no build, no tests.
+start=$SECONDS
+scripts/setup.sh --no-data "${setup_args[@]}"
+times+=("$(printf '%-16s %5ds  ok' "release build" $((SECONDS - start)))")
+stage "release ctest" ctest --preset "$preset"
+
+if ((fuzz)); then
+  fuzz_build() {
+    command -v clang++-14 > /dev/null || { echo "test.sh: clang++-14 not found (scripts/setup.sh --test-tools installs it)" >&2; return 1; }
+    cmake --preset fuzz -DEBM_WERROR="$werror" > "$log" 2>&1 || { cat "$log"; return 1; }
+    grep -E '^-- fuzz:' "$log" | sed 's/^-- //'
+    cmake --build --preset fuzz
+  }
+  stage "fuzz build" fuzz_build
+  if [[ " ${failed[*]} " != *" fuzz build "* ]]; then
+    stage "fuzz runs" tests/fuzz/run.sh --seconds "$fuzz_seconds"
+  fi
+fi
+
+if ((sanitize)); then
+  asan_build() {
+    cmake --preset asan -DEBM_WERROR="$werror" > "$log" 2>&1 || { cat "$log"; return 1; }
+    cmake --build --preset asan
+  }
+  stage "asan build" asan_build
+  if [[ " ${failed[*]} " != *" asan build "* ]]; then
+    stage "asan ctest" ctest --preset asan
+  fi
+fi
+
+echo "=== test.sh: summary"
+printf '  %s\n' "${times[@]}"
+if ((${#failed[@]})); then
+  echo "test.sh: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "test.sh: all stages passed"
