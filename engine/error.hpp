@@ -23,11 +23,32 @@ struct UserError : Error {
   throw Error(os.str());
 }
 
+// A message on one line whatever user text it echoes (a key, a tensor name or a header with a newline in
+// it): control characters are written as escapes, \n, \r, \t, \xNN.
+inline std::string one_line(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      out += c;
+      continue;
+    }
+    static const char hex[] = "0123456789ABCDEF";
+    out += '\\';
+    if (c == '\n') out += 'n';
+    else if (c == '\r') out += 'r';
+    else if (c == '\t') out += 't';
+    else out += {'x', hex[u >> 4], hex[u & 15]};
+  }
+  return out;
+}
+
 template <class... Args>
 [[noreturn]] void user_fail(Args&&... args) {
   std::ostringstream os;
   (os << ... << args);
-  throw UserError(os.str());
+  throw UserError(one_line(os.str()));
 }
 
 }  // namespace ebm

@@ -33,7 +33,7 @@ std::string shown(const json& v) {
     os << v.get<double>();  // dump() would print NaN/inf as null
     return os.str();
   }
-  std::string s = v.dump();
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);  // invalid UTF-8 shows as U+FFFD
   return s.size() > 60 ? s.substr(0, 57) + "..." : s;
 }
 
@@ -344,6 +344,12 @@ void set_key(json& config, const std::string& key, const std::string& text, cons
       break;
     }
     like = &*it;
+  }
+  // A value taken as a string must be text JSON can hold (configs are written back as JSON).
+  try {
+    (void)json(text).dump();
+  } catch (const json::type_error&) {
+    user_fail(source, ": the value of \"", key, "\" is not valid UTF-8");
   }
   JsonText parsed = read_json_text(text);
   json value;

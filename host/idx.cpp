@@ -32,21 +32,28 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   return bytes;
 }
 
-// Inflates a whole gzip file (concatenated members allowed, as gzip(1) does). A stream that ends
-// before its trailer is "truncated"; bad data or a bad CRC is "corrupt".
-std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>& in) {
+// Deflate's largest compression ratio (a stream of one repeated byte): no gzip file of n bytes inflates
+// to more than about 1032·n.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+// Inflates a gzip file (concatenated members allowed, as gzip(1) does), stopping once more than `limit`
+// bytes have come out (then the result holds limit + 1 bytes, and no trailer was checked): what the IDX
+// header promises, never the whole stream blindly — a small .gz can inflate to gigabytes. A stream that
+// ends before its trailer is "truncated"; bad data or a bad CRC is "corrupt".
+std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>& in, uint64_t limit) {
   z_stream zs{};
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) user_fail(path, ": zlib inflateInit2 failed");
-  std::vector<uint8_t> out(std::max<size_t>(in.size() * 4, 1 << 16));
+  std::vector<uint8_t> out(size_t(std::min<uint64_t>(limit + 1, std::max<size_t>(in.size() * 4, 1 << 16))));
   size_t in_pos = 0, out_len = 0;
   for (;;) {
+    if (out_len > limit) break;
     if (zs.avail_in == 0 && in_pos < in.size()) {
       size_t n = std::min(in.size() - in_pos, kZChunk);
       zs.next_in = const_cast<Bytef*>(in.data() + in_pos);
       zs.avail_in = static_cast<uInt>(n);
       in_pos += n;
     }
-    if (out_len == out.size()) out.resize(out.size() * 2);
+    if (out_len == out.size()) out.resize(size_t(std::min<uint64_t>(limit + 1, uint64_t(out.size()) * 2)));
     size_t room = std::min(out.size() - out_len, kZChunk);
     zs.next_out = out.data() + out_len;
     zs.avail_out = static_cast<uInt>(room);
@@ -111,9 +118,40 @@ std::string idx_dims_str(const std::vector<uint32_t>& dims) {
 
 IdxU8 read_idx_u8(const std::string& path) { return parse_idx_u8(read_file_bytes(path), path); }
 
+namespace {
+
+// The whole IDX file (header and data) as its header describes it: 4 + 4·ndims + prod(dims) bytes
+// (saturating); 0 when the header is not all there or not an IDX header (the caller reports which).
+uint64_t idx_size_from_header(const std::vector<uint8_t>& b) {
+  if (b.size() < 4 || b[0] != 0 || b[1] != 0 || b[3] < 1 || b[3] > 4) return 0;
+  const size_t header = 4 + 4 * size_t(b[3]);
+  if (b.size() < header) return 0;
+  std::vector<uint32_t> dims;
+  for (size_t i = 4; i < header; i += 4)
+    dims.push_back(uint32_t(b[i]) << 24 | uint32_t(b[i + 1]) << 16 | uint32_t(b[i + 2]) << 8 | b[i + 3]);
+  const uint64_t data = dims_product(dims);
+  return data > UINT64_MAX - header ? UINT64_MAX : header + data;
+}
+
+}  // namespace
+
 IdxU8 parse_idx_u8(std::vector<uint8_t> b, const std::string& path) {
   const bool gz = b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b;
-  if (gz) b = gunzip(path, b);
+  if (gz) {
+    // The header first (at most 20 bytes), then what it promises and one byte more, to tell trailing
+    // garbage. A promise no gzip file of this size can keep is truncation, found without inflating.
+    const std::vector<uint8_t> head = gunzip(path, b, 20);
+    const uint64_t promised = idx_size_from_header(head);
+    if (promised == 0) {
+      b = head;
+    } else {
+      const uint64_t most = kMaxDeflateRatio * uint64_t(b.size()) + 1024;
+      if (promised > most)
+        user_fail(path, ": truncated: its header promises ", promised, " bytes, more than a ", b.size(),
+                  "-byte gzip file can inflate to (deflate compresses at most ", kMaxDeflateRatio, ":1)");
+      b = gunzip(path, b, promised);
+    }
+  }
   const char* what = gz ? "decompressed file has" : "file has";
 
   if (b.empty()) user_fail(path, gz ? ": decompresses to 0 bytes, not an IDX file" : ": is empty (0 bytes), not an IDX file");
@@ -139,6 +177,9 @@ IdxU8 parse_idx_u8(std::vector<uint8_t> b, const std::string& path) {
   if (have < need)
     user_fail(path, ": truncated: header says ", idx_dims_str(idx.dims), " = ", need, " bytes of data, ", what, " ",
               have, " after the ", header, "-byte header");
+  if (have > need && gz)  // inflating stopped one byte past what the header promised
+    user_fail(path, ": trailing garbage: header says ", idx_dims_str(idx.dims), " = ", need,
+              " bytes of data, the decompressed file has more after the ", header, "-byte header");
   if (have > need)
     user_fail(path, ": trailing garbage: header says ", idx_dims_str(idx.dims), " = ", need, " bytes of data, ", what,
               " ", have, " after the ", header, "-byte header (", have - need, " extra)");

@@ -38,6 +38,14 @@ struct RepeatedKey {
   std::string path, key;
 };
 
+// Deeper than any document we read (configs nest 3 levels, safetensors headers 3): nlohmann parses any
+// depth, but printing a value (dump(), in error messages) recurses once per level, and 50,000 nested '['
+// overflow the stack.
+constexpr int kMaxDepth = 64;
+struct TooDeep {
+  std::string path;
+};
+
 // "[json.exception.parse_error.101] parse error at ..." -> "parse error at ...".
 std::string without_tag(const std::string& what) {
   const size_t tag_end = what.find("] ");
@@ -53,6 +61,7 @@ JsonText read_json_text(std::string_view text) {
     switch (event) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
+        if (frames.size() >= size_t(kMaxDepth)) throw TooDeep{path_of(frames)};
         frames.push_back(Frame{event == json::parse_event_t::object_start, {}, {}, 0});
         break;
       case json::parse_event_t::key: {
@@ -75,6 +84,10 @@ JsonText read_json_text(std::string_view text) {
   };
   try {
     out.value = json::parse(text.begin(), text.end(), track);
+  } catch (const TooDeep& d) {
+    out.problem = JsonText::Problem::kSyntax;
+    out.key_path = d.path;
+    out.detail = "arrays and objects nested deeper than " + std::to_string(kMaxDepth) + " levels";
   } catch (const RepeatedKey& r) {
     out.problem = JsonText::Problem::kDuplicateKey;
     out.key_path = r.path;

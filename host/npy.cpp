@@ -142,6 +142,12 @@ NpyArray parse_npy(const std::vector<uint8_t>& file, const std::string& path) {
   else user_fail(path, ": unsupported dtype '", descr, "' (expected '<f4' float32 or '|u1' uint8)");
   if (fortran) user_fail(path, ": fortran_order is True; only C-order arrays are supported (save np.ascontiguousarray(a))");
 
+  // Every shape must have an element count an int64 holds, even one with a zero in it (then no byte bound
+  // would catch (2^32, 2^31, 0), whose other dims' product overflows the count's type downstream).
+  int64_t nonzero = 1;
+  for (int64_t d : a.shape)
+    if (d != 0 && __builtin_mul_overflow(nonzero, d, &nonzero))
+      user_fail(path, ": shape ", shape_tuple(a.shape), " is too large (its dimensions' product exceeds 2^63)");
   uint64_t need = itemsize;  // bytes; checked for overflow so a hostile shape cannot wrap the bound
   bool overflow = false;
   for (int64_t d : a.shape) overflow |= __builtin_mul_overflow(need, static_cast<uint64_t>(d), &need);

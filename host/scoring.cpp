@@ -87,6 +87,7 @@ std::string hex_bytes(const std::string& b) {
 
 void check_fits(const std::string& path, int64_t n, int64_t h, int64_t w, const NetSpec& net) {
   if (n == 0) user_fail(path, ": holds no images");
+  if (h < 1 || w < 1) user_fail(path, ": holds images of ", h, "x", w, " pixels (each side must be at least 1)");
   if (h > net.in_h || w > net.in_w)
     user_fail(path, ": images are ", h, "x", w, " but the checkpoint's network takes ", net.in_h, "x", net.in_w,
               " (smaller images are padded with -1 as in training; larger ones are not cropped)");

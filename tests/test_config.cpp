@@ -12,6 +12,8 @@
 #include "engine/error.hpp"
 #include "host/config.hpp"
 
+#include "tests/test_support.hpp"
+
 using namespace ebm;
 using json = nlohmann::json;
 
@@ -551,4 +553,20 @@ TEST(ConfigFlags, EveryFlagAcceptsExactlyWhatItsKeyAccepts) {
     }
   // And the bound chosen for both: generate.n stops at kMaxGenerateN (--n allowed 2^20 before).
   EXPECT_EQ(kMaxGenerateN, 4096);
+}
+
+// Found by fuzzing (tests/fuzz/regressions/config): user text in a message stays on one line; text that is
+// not UTF-8 is refused where JSON cannot hold it (it used to escape as an internal JSON error, or pass and
+// break the run when its config was printed); nesting that would overflow the stack when printed is refused.
+TEST(ConfigFuzzFindings, MessagesStayOnOneLineAndBadTextIsRefused) {
+  test::expect_user_error([] { config_from_text("{\"a\\nb\": 1}", "x.json"); }, {"x.json", "unknown key \"a\\nb\""});
+  test::expect_user_error([] { config_from_text("{}", "x.json", {"train.lr=a\nb"}); }, {"train.lr=a\\nb", "\"train.lr\""});
+  test::expect_user_error([] { config_from_text("{}", "x.json", {"seed=\xff"}); }, {"\"seed\"", "not valid UTF-8"});
+  test::expect_user_error([] { config_from_text("{}", "x.json", {"output_dir=runs/\xff"}); },
+                          {"\"output_dir\"", "not valid UTF-8"});
+  const std::string deep = "{\"model\": {\"channels\": " + std::string(50000, '[') + std::string(50000, ']') + "}}";
+  test::expect_user_error([&] { config_from_text(deep, "deep.json"); }, {"deep.json", "nested deeper than 64 levels"});
+  test::expect_user_error([&] { config_from_text("{}", "x.json", {"model.channels=" + std::string(50000, '[') +
+                                                                  std::string(50000, ']')}); },
+                          {"\"model.channels\" must be an array"});
 }

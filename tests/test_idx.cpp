@@ -156,8 +156,25 @@ TEST(Idx, TrailingBytes) {
   std::vector<uint8_t> raw{0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3, 4, 5};
   put_bytes(dir / "long", raw);
   expect_user_error([&] { read_idx_u8(dir / "long"); }, {dir / "long", "trailing garbage", "2 extra"});
-  put_bytes(dir / "long.gz", raw, true);
-  expect_user_error([&] { read_idx_u8(dir / "long.gz"); }, {dir / "long.gz", "trailing garbage", "2 extra"});
+  put_bytes(dir / "long.gz", raw, true);  // inflating stops one byte past the promised 3: the count is unknown
+  expect_user_error([&] { read_idx_u8(dir / "long.gz"); },
+                    {dir / "long.gz", "trailing garbage", "the decompressed file has more after the 8-byte header"});
+}
+
+TEST(Idx, GzipBombsAreNotInflated) {
+  // A header promising 3 bytes, then 64 MB of zeros that compress to about 64 kB: reading stops one byte
+  // past the promise instead of inflating it all.
+  TempDir dir;
+  std::vector<uint8_t> bomb{0, 0, 8, 1, 0, 0, 0, 3};
+  bomb.resize(bomb.size() + (size_t(64) << 20), 0);
+  put_bytes(dir / "bomb.gz", bomb, true);
+  ASSERT_LT(file_bytes(dir / "bomb.gz").size(), size_t(1) << 20);
+  expect_user_error([&] { read_idx_u8(dir / "bomb.gz"); }, {dir / "bomb.gz", "trailing garbage"});
+  // A header promising more than any gzip file of this size can hold: truncated, without inflating.
+  std::vector<uint8_t> huge{0, 0, 8, 3, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 1, 2, 3};  // 65536^2·256 bytes
+  put_bytes(dir / "huge.gz", huge, true);
+  expect_user_error([&] { read_idx_u8(dir / "huge.gz"); },
+                    {dir / "huge.gz", "truncated: its header promises 1099511627792 bytes", "deflate compresses at most"});
 }
 
 TEST(Idx, CorruptGzip) {

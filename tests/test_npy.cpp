@@ -160,3 +160,12 @@ TEST_F(Npy, RejectsWhatItCannotRead) {
   EXPECT_TRUE(fs::is_directory(folder));
   expect_user_error([&] { write_npy(path("no_dir/out.npy"), Tensor({2})); }, {"cannot write", path("no_dir/out.npy")});
 }
+
+// Found by fuzzing (tests/fuzz/regressions/npy): a malformed header's newline stays escaped in the one-line
+// message; a zero-size shape whose other dims overflow int64 is refused (counting its elements was UB).
+TEST_F(Npy, FuzzFindingsGiveOneLineErrors) {
+  spit(path("nl.npy"), npy_file(1, "{'descr': '<f4',\n'fortran_order': Fal}", ""));
+  expect_user_error([&] { read_npy(path("nl.npy")); }, {path("nl.npy"), "malformed .npy header", "\\n"});
+  spit(path("zero.npy"), npy_file(1, "{'descr': '|u1', 'fortran_order': False, 'shape': (4294967296, 2147483648, 0), }", ""));
+  expect_user_error([&] { read_npy(path("zero.npy")); }, {path("zero.npy"), "is too large"});
+}

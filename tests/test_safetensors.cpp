@@ -295,3 +295,15 @@ TEST_F(Safetensors, NumbersBeyondADoubleAndDirectoriesNameTheFile) {
   expect_user_error([&] { st.save(folder); }, {"cannot write " + folder + ": is a directory"});
   EXPECT_TRUE(fs::is_directory(folder));
 }
+
+// Found by fuzzing (tests/fuzz/regressions/safetensors): a tensor name with a newline stays on one line in
+// the message; a shape nested 200,000 deep is refused (printing it used to overflow the stack).
+TEST_F(Safetensors, FuzzFindingsGiveOneLineErrors) {
+  spit(path("nl.safetensors"), st_file(R"({"a\nb":{"dtype":"F32"}})", ""));
+  expect_user_error([&] { SafeTensors::load(path("nl.safetensors")); }, {path("nl.safetensors"), "'a\\nb'"});
+  const std::string deep = R"({"a":{"dtype":"F32","shape":)" + std::string(200000, '[') + std::string(200000, ']') +
+                           R"(,"data_offsets":[0,0]}})";
+  spit(path("deep.safetensors"), st_file(deep, ""));
+  expect_user_error([&] { SafeTensors::load(path("deep.safetensors")); },
+                    {path("deep.safetensors"), "nested deeper than 64 levels"});
+}

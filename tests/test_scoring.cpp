@@ -209,6 +209,10 @@ TEST_F(ScoringFiles, BadImageFilesNameTheFileAndTheSizes) {
   write_npy(path("empty.npy"), Tensor({0, 1, 32, 32}));
   expect_user_error([&] { load_images_for_net(path("empty.npy"), net, warnings); }, {path("empty.npy"), "no images"});
 
+  // Found by fuzzing: images of width 0 and a huge count used to pass, then fail allocating the padded copy.
+  write_npy(path("thin.npy"), Tensor({1099511627776LL, 1, 28, 0}));
+  expect_user_error([&] { load_images_for_net(path("thin.npy"), net, warnings); }, {path("thin.npy"), "28x0 pixels"});
+
   write_npy(path("flat.npy"), Tensor({4, 1024}));
   expect_user_error([&] { load_images_for_net(path("flat.npy"), net, warnings); }, {path("flat.npy"), "[4,1024]"});
 
