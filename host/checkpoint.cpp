@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -140,15 +141,32 @@ namespace {
 
 void check_checkpoint_dir(const std::string& dir) {
   std::error_code ec;
-  if (!fs::exists(dir, ec)) user_fail(dir, ": not a checkpoint directory (it does not exist)");
-  if (!fs::is_directory(dir, ec))
+  const fs::path d(dir);
+  const fs::path aside = d.string() + ".old";
+  if (!fs::exists(d, ec) && fs::is_directory(aside, ec))
+    user_fail(dir, ": not a checkpoint directory (it does not exist, but ", aside.string(),
+              " does: a run killed while saving moved it aside; rename it back to ", dir, ")");
+  if (!fs::exists(d, ec)) user_fail(dir, ": not a checkpoint directory (it does not exist)");
+  if (!fs::is_directory(d, ec))
     user_fail(dir, ": not a checkpoint directory (it is a file; a checkpoint is a directory holding config.json, ",
               "model.safetensors and train_state.safetensors)");
+  if (!fs::exists(d / "model.safetensors", ec) && fs::is_directory(d / "last", ec))
+    user_fail(dir, ": a run folder, not a checkpoint; its newest checkpoint is ", (d / "last").string());
+}
+
+void absent_keys(const nlohmann::json& schema, const nlohmann::json& file, const std::string& prefix,
+                 std::vector<std::string>& out) {
+  for (const auto& [k, v] : schema.items()) {
+    const std::string key = prefix.empty() ? k : prefix + "." + k;
+    const bool has = file.is_object() && file.contains(k);
+    if (v.is_object()) absent_keys(v, has ? file[k] : nlohmann::json(), key, out);
+    else if (!has) out.push_back(key);
+  }
 }
 
 }  // namespace
 
-Config load_checkpoint_config(const std::string& dir) {
+Config load_checkpoint_config(const std::string& dir, std::vector<std::string>* absent) {
   check_checkpoint_dir(dir);
   const fs::path cfg = fs::path(dir) / "config.json";
   std::error_code ec;
@@ -159,7 +177,9 @@ Config load_checkpoint_config(const std::string& dir) {
   std::stringstream text;
   text << f.rdbuf();
   if (!f) user_fail(cfg.string(), ": cannot read (", std::strerror(errno), ")");
-  return config_from_text(text.str(), cfg.string());
+  const Config c = config_from_text(text.str(), cfg.string());  // every problem with the text is reported here
+  if (absent) absent_keys(config_defaults_json(), nlohmann::json::parse(text.str()), "", *absent);
+  return c;
 }
 
 Model load_model(const std::string& dir) {
@@ -240,7 +260,10 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   }
   auto it = st.metadata.find("rng_backend");
   s.rng_backend = it == st.metadata.end() ? "" : it->second;
-  if (s.step < 0 || s.epoch < 0 || s.batch < 0) user_fail(file, ": negative step counters");
+  if (s.step < 0 || s.epoch < 0 || s.batch < 0 || s.rollbacks < 0 || s.adam.t < 0)
+    user_fail(file, ": negative counters (step ", s.step, ", epoch ", s.epoch, ", batch ", s.batch, ", rollbacks ",
+              s.rollbacks, ", adam.t ", s.adam.t, ")");
+  if (!std::isfinite(s.lr) || s.lr <= 0) user_fail(file, ": 'lr' is ", s.lr, ", expected a finite learning rate > 0");
   return s;
 }
 

@@ -52,8 +52,9 @@ struct Model {
   std::vector<float> params;
 };
 Model load_model(const std::string& dir);
-// A checkpoint's config.json, validated (UserError naming the file).
-Config load_checkpoint_config(const std::string& dir);
+// A checkpoint's config.json, validated (UserError naming the file). Keys the file lacks take their
+// defaults; with `absent`, their dotted names are listed there (a resume checks the ones it must keep).
+Config load_checkpoint_config(const std::string& dir, std::vector<std::string>* absent = nullptr);
 
 // Parameters from model.safetensors checked against `net` (UserError naming tensor, both shapes).
 std::vector<float> load_params(const std::string& file, const NetSpec& net);

@@ -6,7 +6,8 @@
 
 namespace ebm {
 
-Args::Args(int argc, char** argv, const std::set<std::string>& with_value, const std::set<std::string>& switches) {
+Args::Args(int argc, char** argv, const std::set<std::string>& with_value, const std::set<std::string>& switches,
+           const std::set<std::string>& repeatable) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--", 0) != 0 || a == "--") {
@@ -28,6 +29,8 @@ Args::Args(int argc, char** argv, const std::set<std::string>& with_value, const
         if (i + 1 >= argc) user_fail("option ", a, " needs a value");
         value = argv[++i];
       }
+      if (values_.count(a) && !repeatable.count(a))
+        user_fail("option ", a, " given twice (\"", values_[a].back(), "\" and \"", value, "\"); give it once");
       values_[a].push_back(value);
     } else {
       user_fail("unknown option ", a, " (see --help)");

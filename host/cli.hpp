@@ -11,8 +11,11 @@ namespace ebm {
 
 class Args {
  public:
-  // `with_value`: flags that take a value; `switches`: flags that do not. Repeatable flags keep all values.
-  Args(int argc, char** argv, const std::set<std::string>& with_value, const std::set<std::string>& switches = {});
+  // `with_value`: flags that take a value; `switches`: flags that do not; `repeatable`: value flags that
+  // may be given more than once (all values kept, e.g. --set). Any other value flag given twice is a
+  // UserError (the last one silently winning hides a typo: --resume a --resume b).
+  Args(int argc, char** argv, const std::set<std::string>& with_value, const std::set<std::string>& switches = {},
+       const std::set<std::string>& repeatable = {});
 
   bool has(const std::string& flag) const { return values_.count(flag) > 0; }
   std::string str(const std::string& flag, const std::string& fallback) const;

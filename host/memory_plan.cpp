@@ -1,5 +1,6 @@
 #include "host/memory_plan.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,17 +53,55 @@ std::vector<MemoryItem> host_memory_plan(const Config& c, const NetSpec& net, in
   return plan;
 }
 
-double host_memory_available() {
-  std::ifstream meminfo("/proc/meminfo");
+namespace {
+
+// "<key> <number> kB" from a /proc file such as /proc/meminfo or /proc/self/status, in bytes; -1 if absent.
+double proc_kb(const char* file, const std::string& key) {
+  std::ifstream in(file);
   std::string line;
-  while (std::getline(meminfo, line)) {
-    std::istringstream in(line);
-    std::string key;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string k;
     double kb = 0;
-    if (in >> key >> kb && key == "MemAvailable:") return kb * 1024;
+    if (fields >> k >> kb && k == key) return kb * 1024;
   }
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? double(pages) * double(page) : 0;
+  return -1;
+}
+
+// A number from a cgroup file ("max" and anything unreadable: -1).
+double cgroup_value(const char* file) {
+  std::ifstream in(file);
+  std::string v;
+  if (!(in >> v) || v == "max") return -1;
+  try {
+    return std::stod(v);
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+}  // namespace
+
+double host_memory_available() {
+  double available = proc_kb("/proc/meminfo", "MemAvailable:");
+  if (available < 0) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    available = pages > 0 && page > 0 ? double(pages) * double(page) : 0;
+  }
+  auto at_most = [&](double limit) {
+    if (limit >= 0 && (available <= 0 || limit < available)) available = std::max(limit, 1.0);
+  };
+  // The address-space limit (ulimit -v) less what this process has mapped already.
+  rlimit as{};
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
+    at_most(double(as.rlim_cur) - std::max(0.0, proc_kb("/proc/self/status", "VmSize:")));
+  // A container's or a batch job's memory limit (cgroup v2, then v1) less what the group uses.
+  const double v2 = cgroup_value("/sys/fs/cgroup/memory.max");
+  if (v2 >= 0) at_most(v2 - std::max(0.0, cgroup_value("/sys/fs/cgroup/memory.current")));
+  const double v1 = cgroup_value("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+  if (v1 >= 0 && v1 < 1e18)  // v1 reports "no limit" as a huge number
+    at_most(v1 - std::max(0.0, cgroup_value("/sys/fs/cgroup/memory/memory.usage_in_bytes")));
+  return available;
 }
 
 void check_host_memory(const std::vector<MemoryItem>& plan, double available) {

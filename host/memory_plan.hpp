@@ -25,8 +25,9 @@ struct MemoryItem {
 // The training set is not included: it is loaded (and so already held) before this check.
 std::vector<MemoryItem> host_memory_plan(const Config& c, const NetSpec& net, int world_size, int threads);
 
-// Bytes the kernel reports as available (MemAvailable in /proc/meminfo; the physical size where that
-// file is missing); 0 when unknown (then nothing is checked).
+// Bytes this process can still allocate: the kernel's MemAvailable (the physical size where /proc/meminfo
+// is missing), less where an address-space limit (ulimit -v) or a cgroup memory limit (a container, a
+// Slurm job) leaves less; 0 when unknown (then nothing is checked).
 double host_memory_available();
 
 // UserError naming the largest item's key, its size and what is available, when the plan does not fit.

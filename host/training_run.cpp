@@ -104,6 +104,8 @@ std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
     if (m[3].matched) {
       const long pid = std::stol(m[3].str());
       if (pid == long(getpid()) || kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // its writer still runs
+    } else if (!fs::exists(dir / m[1].str(), ec)) {
+      continue;  // <name>.old with no <name>: the only copy left of a checkpoint a killed swap moved aside
     }
     fs::remove_all(e.path(), ec);
     if (!ec) removed.push_back(name);
@@ -111,8 +113,10 @@ std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
   return removed;
 }
 
-// metrics.jsonl without the records past `step` (a resume from an earlier checkpoint rewrites history).
-void truncate_metrics(const fs::path& file, int64_t step) {
+// metrics.jsonl without the records past `step` (a resume from an earlier checkpoint, or a rollback,
+// rewrites history); with `keep_events`, only the step and epoch records go, and the events that say why
+// (diverged, rollback) stay.
+void truncate_metrics(const fs::path& file, int64_t step, bool keep_events = false) {
   std::ifstream in(file);
   if (!in) return;
   std::ostringstream kept;
@@ -120,7 +124,8 @@ void truncate_metrics(const fs::path& file, int64_t step) {
   while (std::getline(in, line)) {
     try {
       const auto j = json::parse(line);
-      if (j.value("step", int64_t(0)) > step) continue;
+      const std::string event = j.value("event", "");
+      if (j.value("step", int64_t(0)) > step && (!keep_events || event == "step" || event == "epoch")) continue;
     } catch (const std::exception&) {
       continue;  // a torn last line from a killed run
     }
@@ -142,6 +147,20 @@ std::vector<std::pair<int64_t, fs::path>> epoch_checkpoints(const fs::path& dir)
   }
   std::sort(found.begin(), found.end());
   return found;
+}
+
+// What in `dir` makes it a run's folder ("last/, epoch_2/, metrics.jsonl"), or "" when nothing does.
+std::string run_contents(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<std::string> held;
+  for (const char* name : {"last", "last.old"})
+    if (fs::is_directory(dir / name, ec)) held.push_back(std::string(name) + "/");
+  for (const auto& [n, path] : epoch_checkpoints(dir)) held.push_back(path.filename().string() + "/");
+  if (fs::exists(dir / "metrics.jsonl", ec)) held.push_back("metrics.jsonl");
+  std::string s;
+  for (size_t i = 0; i < held.size() && i < 4; ++i) s += (i ? ", " : "") + held[i];
+  if (held.size() > 4) s += " and " + std::to_string(held.size() - 4) + " more";
+  return s;
 }
 
 double folder_bytes(const fs::path& dir) {
@@ -231,18 +250,33 @@ class TrainingRun {
                     (run_dir_ / "last").string(), "), or leave --resume out to start a fresh run");
         // The checkpoint read against its own network first (a wrong rank count is the clearer message),
         // then what this run changes of its settings.
-        const Config saved = load_checkpoint_config(*options_.resume);
+        std::vector<std::string> absent;
+        const Config saved = load_checkpoint_config(*options_.resume, &absent);
+        for (const std::string& key : absent)
+          if (fixed_on_resume(key))
+            user_fail("--resume ", *options_.resume, ": its config.json lacks \"", key, "\", so this run cannot check ",
+                      "that it keeps ", fixed_on_resume(key), "; restore the key (or start a new run)");
         resumed = load_train_state(*options_.resume, net_spec_for(saved), comm_.size());
         changes = resume_changes(saved, config_, *options_.resume);
+        resume_note_ = effective_settings_note(saved, resumed, changes);
         apply_changes(changes, resumed);
+        resumed.rollbacks = 0;  // train.divergence.max_rollbacks counts a run's own rollbacks
       }
       check_output_dir(run_dir_);
-      if (!resuming && fs::exists(run_dir_ / "last"))
-        user_fail("output_dir \"", run_dir_.string(), "\" already holds a run (", (run_dir_ / "last").string(),
-                  "); continue it with --resume ", (run_dir_ / "last").string(),
-                  ", or start a new one elsewhere with --set output_dir=DIR");
+      check_run_dir_role();
     }, /*root_only=*/true);
     if (distributed() && resuming) resumed = share_resumed(resumed);
+    if (resuming) {
+      state_ = resumed;
+      if (complete()) {  // nothing written: the folder and the checkpoint stay as they are
+        out() << "nothing to do: the run is complete (step " << state_.step << ", epoch " << state_.epoch << "/"
+              << config_.train.epochs << (config_.train.max_steps > 0 ? ", train.max_steps " +
+                                                                            std::to_string(config_.train.max_steps)
+                                                                      : std::string())
+              << "); raise train.epochs or train.max_steps to train on\n";
+        return kRunOk;
+      }
+    }
 
     Dataset data;
     agree(comm_, [&] {  // every rank reads the whole set: each needs N and the epoch's permutation
@@ -281,6 +315,11 @@ class TrainingRun {
     batches_per_epoch_ = backend_->batches_per_epoch();
     total_steps_ = config_.train.epochs * batches_per_epoch_;
     if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
+    agree(comm_, [&] {
+      if (resuming && resumed.batch > batches_per_epoch_)
+        user_fail("--resume ", *options_.resume, ": its train_state puts the run at batch ", resumed.batch,
+                  " of an epoch of ", batches_per_epoch_, " batches (corrupt, or written for other data)");
+    });
 
     // Every check has passed: from here on the run writes.
     if (root()) {
@@ -303,6 +342,7 @@ class TrainingRun {
     }
     if (root()) metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
     if (resuming) log_resume(changes);
+    if (!resume_note_.empty()) out() << resume_note_ << "\n";
     start_step_ = state_.step;
     pending_ = Pending{snapshot(), {}};  // the starting state: good once its first step's forward pass passes
     tty_ = root() && !distributed() && isatty(fileno(stdout));  // mpirun gives ranks a pty, but its output is a log
@@ -319,8 +359,42 @@ class TrainingRun {
 
   bool root() const { return comm_.rank() == 0; }
   bool distributed() const { return comm_.size() > 1; }
-  // The console: rank 0's; the other ranks' lines go nowhere.
+  // The console: rank 0's; the other ranks' lines go nowhere. err(): what ends a run badly (a divergence).
   std::ostream& out() { return root() ? std::cout : quiet_; }
+  std::ostream& err() { return root() ? std::cerr : quiet_; }
+
+  // Rank 0, before anything is written: what the output folder holds fits what this run does. A checkpoint
+  // is not a run folder; the checkpoint resumed is not written into; a folder holding a run takes only a
+  // resume of its own checkpoints (a fresh run, or another run's checkpoint, would mix two runs in it).
+  void check_run_dir_role() const {
+    std::error_code ec;
+    const std::string name = "output_dir \"" + run_dir_.string() + "\"";
+    for (const char* file : {"model.safetensors", "train_state.safetensors"})
+      if (fs::exists(run_dir_ / file, ec))
+        user_fail(name, " is a checkpoint (it holds ", file, "), not a run folder; give its run folder (",
+                  fs::weakly_canonical(run_dir_, ec).parent_path().string(), ") or a new one");
+    const fs::path out = fs::weakly_canonical(run_dir_, ec);
+    if (options_.resume) {
+      const fs::path ckpt = fs::weakly_canonical(*options_.resume, ec);
+      const auto [c, o] = std::mismatch(ckpt.begin(), ckpt.end(), out.begin(), out.end());
+      if (c == ckpt.end())
+        user_fail(name, " is inside the checkpoint being resumed (", *options_.resume,
+                  "); write the run to its run folder (", ckpt.parent_path().string(), ") or a new one");
+    }
+    const std::string held = run_contents(run_dir_);
+    if (held.empty()) return;
+    if (!options_.resume) {
+      if (!fs::exists(run_dir_ / "last", ec) && fs::exists(run_dir_ / "last.old", ec))
+        user_fail(name, " already holds a run whose last checkpoint a run killed while saving moved aside: rename ",
+                  (run_dir_ / "last.old").string(), " to ", (run_dir_ / "last").string(), " and continue it with --resume ",
+                  (run_dir_ / "last").string(), ", or start a new run elsewhere with --set output_dir=DIR");
+      user_fail(name, " already holds a run (", held, "); continue it with --resume ", (run_dir_ / "last").string(),
+                ", or start a new one elsewhere with --set output_dir=DIR");
+    }
+    if (fs::weakly_canonical(*options_.resume, ec).parent_path() != out)
+      user_fail(name, " already holds another run (", held, "); resume ", *options_.resume,
+                " into its own run folder or a new one (--set output_dir=DIR)");
+  }
 
   // Rank 0, before the first write: a folder left by a killed run is cleared of its half-written checkpoints.
   void prepare_run_dir() {
@@ -342,6 +416,23 @@ class TrainingRun {
         for (auto& r : s.rank_rngs) r.clear();
       }
     }
+  }
+
+  // Said when the checkpoint trains at another learning rate or seed than its config.json's (rollbacks lower
+  // the one and change the other): an unchanged train.lr keeps the checkpoint's, a changed one replaces it.
+  static std::string effective_settings_note(const Config& saved, const TrainState& s,
+                                             const std::vector<SettingChange>& changes) {
+    auto changed = [&](const char* key) {
+      return std::any_of(changes.begin(), changes.end(), [&](const SettingChange& c) { return c.key == key; });
+    };
+    std::string note;
+    if (s.lr != saved.train.lr)
+      note += (changed("train.lr") ? "replaces its learning rate " : "keeps its learning rate ") + fmt("%.4g", s.lr) +
+              " (train.lr " + fmt("%.4g", saved.train.lr) + " lowered by rollbacks)";
+    if (s.seed != saved.seed)
+      note += std::string(note.empty() ? "" : "; ") + (changed("seed") ? "replaces its seed " : "keeps its seed ") +
+              std::to_string(s.seed) + " (seed " + std::to_string(saved.seed) + " changed by rollbacks)";
+    return note.empty() ? note : "note: this run " + note;
   }
 
   void log_resume(const std::vector<SettingChange>& changes) {
@@ -415,8 +506,11 @@ class TrainingRun {
     return std::isfinite(max_abs_f) && max_abs_f <= config_.train.divergence.max_abs_f;
   }
 
-  std::string guard_failure(const std::string& where, double max_abs_f) const {
-    return where + ": " +
+  // Records why the run diverged: at `step` (the weights of that step, or its forward pass), found by
+  // `where` ("" for the step's own metrics), with max |f| (NaN: some f was NaN/inf).
+  void set_divergence(int64_t step, const std::string& where, double max_abs_f) {
+    diverged_step_ = step;
+    why_ = "diverged at step " + std::to_string(step) + (where.empty() ? "" : " (" + where + ")") + ": " +
            (std::isfinite(max_abs_f) ? "|f| reached " + fmt("%.4g", max_abs_f) + " > train.divergence.max_abs_f = " +
                                            fmt("%.4g", config_.train.divergence.max_abs_f)
                                      : std::string("the energy is NaN/inf"));
@@ -489,15 +583,18 @@ class TrainingRun {
         all.rank_rngs.push_back(std::move(p.rng));
       }
     }
-    bool epoch_written = false;
+    int64_t newest_epoch = 0;
     for (const std::string& name : names) {
       save_checkpoint((run_dir_ / name).string(), net_, all, config_);
-      epoch_written |= name != "last";
+      if (name.starts_with("epoch_")) newest_epoch = std::max<int64_t>(newest_epoch, std::stoll(name.substr(6)));
     }
     saved_step_ = s.step;
+    // The newest `keep` of this history's epochs (up to the one just written) stay. Later-numbered folders
+    // are from a history a resume abandoned: not counted, and replaced when the run gets there.
     const int keep = config_.train.keep_checkpoints;
-    if (epoch_written && keep > 0) {
-      const auto epochs = epoch_checkpoints(run_dir_);
+    if (newest_epoch > 0 && keep > 0) {
+      auto epochs = epoch_checkpoints(run_dir_);
+      std::erase_if(epochs, [&](const auto& e) { return e.first > newest_epoch; });
       for (size_t i = 0; i + size_t(keep) < epochs.size(); ++i) {
         std::error_code ec;
         fs::remove_all(epochs[i].second, ec);
@@ -542,7 +639,7 @@ class TrainingRun {
     for (const StepMetrics& m : ms) {
       ++step;
       if (!std::isfinite(m.loss) || !within_guard(m.max_abs_f)) {
-        why_ = guard_failure("diverged at step " + std::to_string(step), std::isfinite(m.loss) ? m.max_abs_f : NAN);
+        set_divergence(step, "", std::isfinite(m.loss) ? m.max_abs_f : NAN);
         return false;
       }
       if (pending_ && pending_->state.step == step - 1) pending_passed();
@@ -656,8 +753,9 @@ class TrainingRun {
   // go on), or stop (returns kRunDiverged). `may_roll_back` is false when a signal asked the run to stop.
   int diverged(bool may_roll_back = true) {
     pending_.reset();  // what no forward pass has checked is not kept
-    out() << (tty_ ? "\n" : "") << "ebm_train: " << why_ << "\n";
-    log({{"event", "diverged"}, {"step", state_.step}, {"message", why_}});
+    if (tty_) out() << "\n" << std::flush;
+    err() << "ebm_train: " << why_ << std::endl;
+    log({{"event", "diverged"}, {"step", diverged_step_}, {"message", why_}});
     const auto& d = config_.train.divergence;
     if (may_roll_back && d.action == "rollback" && state_.rollbacks < d.max_rollbacks && good_) {
       const int64_t n = state_.rollbacks + 1;
@@ -670,14 +768,19 @@ class TrainingRun {
       backend_->drain_metrics();
       state_ = back;
       good_ = back;
+      if (root()) {  // the records of the abandoned steps go; the events that say why stay
+        metrics_.close();
+        truncate_metrics(run_dir_ / "metrics.jsonl", state_.step, /*keep_events=*/true);
+        metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
+      }
       out() << "rolled back to step " << state_.step << " (rollback " << n << "/" << d.max_rollbacks << "), lr "
             << fmt("%.3g", state_.lr) << ", seed " << state_.seed << "\n";
       log({{"event", "rollback"}, {"step", state_.step}, {"lr", state_.lr}, {"seed", state_.seed}, {"rollbacks", n}});
       return -1;
     }
     if (may_roll_back && d.action == "rollback" && good_)
-      out() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
-    out() << fallback() << "\n";
+      err() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
+    err() << fallback() << std::endl;
     curves();
     return kRunDiverged;
   }
@@ -700,9 +803,7 @@ class TrainingRun {
       TrainState s = snapshot();
       const double worst = probe(s.buffer);
       if (!within_guard(worst)) {
-        why_ = guard_failure("diverged at step " + std::to_string(state_.step) +
-                                 " (its weights, probed before the last checkpoint)",
-                             worst);
+        set_divergence(state_.step, "its weights, probed before the last checkpoint", worst);
         return diverged(!signal);
       }
       write_checkpoints(s, names);
@@ -719,21 +820,33 @@ class TrainingRun {
     return kRunOk;
   }
 
+  // The run complete (the config's epochs or max_steps reached): a resume of it has nothing to do.
+  bool complete() const {
+    return state_.epoch >= config_.train.epochs || (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps);
+  }
+
+  // Trains to the end. A divergence rolled back (diverged() returning −1) goes on from the good state, also
+  // when it was found at the very end.
   int loop() {
     t_start_ = t_print_ = Clock::now();
-    if (state_.epoch >= config_.train.epochs || (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps)) {
-      out() << "nothing to do: the run is complete (step " << state_.step << ", epoch " << state_.epoch << "/"
-            << config_.train.epochs << ")\n";
-      return kRunOk;
-    }
-    while (state_.epoch < config_.train.epochs) {
+    for (;;) {
+      if (state_.epoch >= config_.train.epochs) {
+        const int r = finish("done");
+        if (r >= 0) return r;
+        continue;
+      }
       backend_->begin_epoch(state_.epoch);
       epoch_clock_start_ = training_seconds();
       epoch_steps_start_ = steps_here_;
       bool rolled_back = false;
-      while (state_.batch < batches_per_epoch_) {
-        if (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps) return finish("train.max_steps");
-        if (stop_requested()) return finish("signal");
+      while (state_.batch < batches_per_epoch_ && !rolled_back) {
+        if (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps) {
+          const int r = finish("train.max_steps");
+          if (r >= 0) return r;
+          rolled_back = true;
+          break;
+        }
+        if (stop_requested()) return finish("signal");  // a stop asked for is never rolled back
         if (state_.step == options_.profile_begin) backend_->set_profiling(true);
         {
           EBM_PROFILE_RANGE("step");
@@ -745,26 +858,20 @@ class TrainingRun {
         if (state_.step == options_.profile_end) backend_->set_profiling(false);
         const bool ckpt = config_.train.checkpoint_every > 0 && state_.step % config_.train.checkpoint_every == 0;
         const bool check_pending = pending_ && pending_->state.step == state_.step - 1;
-        if (ckpt || check_pending || state_.step % config_.train.log_every == 0 || state_.batch == batches_per_epoch_) {
-          if (!drain()) {
-            const int r = diverged();
-            if (r >= 0) return r;
-            rolled_back = true;
-            break;
-          }
-          progress(false);
-          if (ckpt && state_.batch < batches_per_epoch_) {  // an epoch end checks (validates) and checkpoints below
-            const double worst = validation_max_abs_f();
-            if (!within_guard(worst)) {
-              why_ = guard_failure("diverged at step " + std::to_string(state_.step) + " (validation of its checkpoint)",
-                                   worst);
-              const int r = diverged();
-              if (r >= 0) return r;
-              rolled_back = true;
-              break;
-            }
-            checkpoint_after_next_step({"last"});
-          }
+        if (!(ckpt || check_pending || state_.step % config_.train.log_every == 0 || state_.batch == batches_per_epoch_))
+          continue;
+        bool ok = drain();
+        if (ok) progress(false);
+        if (ok && ckpt && state_.batch < batches_per_epoch_) {  // an epoch end validates and checkpoints below
+          const double worst = validation_max_abs_f();
+          ok = within_guard(worst);
+          if (!ok) set_divergence(state_.step, "validation of its checkpoint", worst);
+          else checkpoint_after_next_step({"last"});
+        }
+        if (!ok) {
+          const int r = diverged();
+          if (r >= 0) return r;
+          rolled_back = true;
         }
       }
       if (rolled_back) continue;
@@ -773,7 +880,6 @@ class TrainingRun {
         if (r >= 0) return r;
       }
     }
-    return finish("done");
   }
 
   // Validation (checked by the guard), the summary line, the epoch's checkpoints (written once the next
@@ -810,10 +916,7 @@ class TrainingRun {
     log(rec);
     if (!config_.train.validate) v.max_abs_f = validation_max_abs_f();  // the guard checks every checkpoint on it
     if (!within_guard(v.max_abs_f)) {
-      why_ = guard_failure("diverged at step " + std::to_string(state_.step) +
-                               " (validation at the end of epoch " +
-                               std::to_string(epoch) + ")",
-                           v.max_abs_f);
+      set_divergence(state_.step, "validation at the end of epoch " + std::to_string(epoch), v.max_abs_f);
       return false;
     }
     last_epoch_sums_ = state_.epoch_sums;
@@ -836,6 +939,8 @@ class TrainingRun {
   std::unique_ptr<Backend> backend_;
   std::string kind_;                // "cpu" or "cuda": whose RNG layout the backend's state is in
   std::string why_;                 // why the run diverged
+  int64_t diverged_step_ = 0;       // and at which step
+  std::string resume_note_;         // the resumed checkpoint's learning rate or seed, where rollbacks changed them
   const Dataset* data_ = nullptr;
   int64_t data_images_ = 0;
   uint64_t data_fingerprint_ = 0;

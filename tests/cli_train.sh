@@ -90,5 +90,22 @@ kill -TERM "$pid"; wait "$pid"; rc=$?
 if [ "$rc" -eq 0 ] && [ -f "$tmp/r4/last/train_state.safetensors" ] && grep -q "stopped (signal)" "$tmp/log4"; then ok
 else bad "SIGTERM: rc=$rc $(tail -2 "$tmp/log4")"; fi
 
+# A second SIGTERM while the first one's step is still running exits at once, without a checkpoint.
+"$train" "$src/configs/mnist.json" "${tiny[@]}" --set sampler.steps=100000000 --set output_dir="$tmp/r8" > "$tmp/log8" 2> "$tmp/err8" &
+pid=$!
+for _ in $(seq 100); do grep -q "^total params" "$tmp/log8" 2>/dev/null && break; sleep 0.1; done
+sleep 0.3
+kill -TERM "$pid"; sleep 0.3; kill -TERM "$pid"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; bad "second SIGTERM: still running 5 s later"
+else wait "$pid"; rc=$?
+  if [ "$rc" -eq 143 ] && grep -q "second SIGINT/SIGTERM: exiting now, without a checkpoint" "$tmp/err8"; then ok
+  else bad "second SIGTERM: rc=$rc $(cat "$tmp/err8")"; fi
+fi
+
+# A flag given twice is an error, not the last one silently winning.
+expect_error "repeated --resume" "option --resume given twice" -- "$train" "$src/configs/mnist.json" "${tiny[@]}" \
+  --set output_dir="$tmp/r9" --resume "$tmp/a" --resume "$tmp/b"
+
 echo "cli_train: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -15,6 +15,7 @@
 #include "engine/rng.hpp"
 #include "host/checkpoint.hpp"
 #include "host/dataset.hpp"
+#include "host/safetensors.hpp"
 #include "host/idx.hpp"
 #include "host/training_run.hpp"
 #include "tests/test_support.hpp"
@@ -62,18 +63,21 @@ class TrainingRunTest : public ::testing::Test {
 
   struct Captured {
     int code;
-    std::string out;  // what the run printed
+    std::string out, err;  // what the run printed on stdout, and on stderr (divergence reports)
   };
   Captured run_captured(const Config& c, const std::string& resume = "") {
     ::testing::internal::CaptureStdout();
+    ::testing::internal::CaptureStderr();
     int code = -1;
     try {
       code = run(c, resume);
     } catch (...) {
       ::testing::internal::GetCapturedStdout();
+      ::testing::internal::GetCapturedStderr();
       throw;
     }
-    return {code, ::testing::internal::GetCapturedStdout()};
+    std::string out = ::testing::internal::GetCapturedStdout();
+    return {code, out, ::testing::internal::GetCapturedStderr()};
   }
 
   // max |f| under a checkpoint's weights over the training and test images (what ebm_score would report
@@ -154,9 +158,9 @@ TEST_F(TrainingRunTest, ValidationFlagsTheFirstEpochAndNothingIsKept) {
   EXPECT_EQ(r.code, kRunDiverged);
   EXPECT_FALSE(fs::exists(root_ / "run/last"));
   EXPECT_FALSE(fs::exists(root_ / "run/epoch_1"));
-  EXPECT_NE(r.out.find("diverged at step 1 (validation at the end of epoch 1): |f| reached"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("no good checkpoint exists yet"), std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("(step 0)"), std::string::npos) << "names no checkpoint that does not exist: " << r.out;
+  EXPECT_NE(r.err.find("diverged at step 1 (validation at the end of epoch 1): |f| reached"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no good checkpoint exists yet"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("(step 0)"), std::string::npos) << "names no checkpoint that does not exist: " << r.err;
   std::istringstream log(slurp(root_ / "run/metrics.jsonl"));
   double val_max = 0;
   for (std::string line; std::getline(log, line);) {
@@ -241,7 +245,7 @@ TEST_F(TrainingRunTest, RollbackLowersTheLearningRateThenGivesUp) {
   const std::string log = slurp(root_ / "run/metrics.jsonl");
   EXPECT_EQ(test::count(log, "\"event\":\"rollback\""), 2u) << log;
   EXPECT_NE(log.find("\"lr\":2.5e+29"), std::string::npos) << "1e30 halved twice: " << log;
-  EXPECT_NE(r.out.find("gave up after 2 rollbacks"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("gave up after 2 rollbacks"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(root_ / "run/last"));
 }
 
@@ -253,7 +257,7 @@ TEST_F(TrainingRunTest, StartingWeightsThatFailTheGuardAreSaidPlainly) {
   c.train.divergence.action = "rollback";
   const Captured r = run_captured(c);
   EXPECT_EQ(r.code, kRunDiverged);
-  EXPECT_NE(r.out.find("the starting weights already fail the guard"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("the starting weights already fail the guard"), std::string::npos) << r.err;
   EXPECT_EQ(test::count(slurp(root_ / "run/metrics.jsonl"), "\"event\":\"rollback\""), 0u);
   EXPECT_FALSE(fs::exists(root_ / "run/last"));
 }
@@ -270,8 +274,48 @@ TEST_F(TrainingRunTest, ADivergenceAfterResumeKeepsTheResumedCheckpointAndSaysSo
   const Captured r = run_captured(c, (root_ / "run/last").string());
   EXPECT_EQ(r.code, kRunDiverged);
   EXPECT_EQ(slurp(root_ / "run/last/train_state.safetensors"), before);
-  EXPECT_NE(r.out.find("this run wrote no checkpoint; the one it resumed from"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("(step 2), is unchanged"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("this run wrote no checkpoint; the one it resumed from"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(step 2), is unchanged"), std::string::npos) << r.err;
+}
+
+TEST_F(TrainingRunTest, ARollbackFoundByTheLastProbeTrainsOn) {
+  // The weights of the run's last step fail the probe before the last checkpoint: the run rolls back and
+  // trains to max_steps again (it used to return the rollback's −1 as its exit code: 255).
+  Config c = config("run");
+  c.train.lr = 0.1;
+  c.train.max_steps = 4;
+  c.train.divergence.max_abs_f = 5;
+  c.train.divergence.action = "rollback";
+  const Captured r = run_captured(c);
+  EXPECT_EQ(r.code, kRunOk) << r.out << r.err;
+  EXPECT_NE(r.err.find("diverged at step 4 (its weights, probed before the last checkpoint)"), std::string::npos) << r.err;
+  const TrainState s = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  EXPECT_EQ(s.step, 4);
+  EXPECT_GE(s.rollbacks, 1);
+  EXPECT_LE(max_abs_energy((root_ / "run/last").string()), 5.0);
+  const std::string log = slurp(root_ / "run/metrics.jsonl");
+  EXPECT_NE(log.find(R"("event":"diverged","message":"diverged at step 4)"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("step":4})"), std::string::npos) << "the diverged record names the step it failed at";
+}
+
+TEST_F(TrainingRunTest, AfterARollbackTheMetricsHoldOneRecordPerStep) {
+  Config c = config("run");
+  c.train.lr = 0.1;
+  c.train.max_steps = 6;
+  c.train.divergence.max_abs_f = 5;
+  c.train.divergence.action = "rollback";
+  ASSERT_EQ(run(c), kRunOk);
+  std::istringstream log(slurp(root_ / "run/metrics.jsonl"));
+  std::map<int64_t, int> steps;
+  int rollbacks = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "step") ++steps[j["step"].get<int64_t>()];
+    rollbacks += j["event"] == "rollback";
+  }
+  EXPECT_GE(rollbacks, 1);
+  for (const auto& [step, n] : steps) EXPECT_EQ(n, 1) << "step " << step << " logged " << n << " times";
+  EXPECT_EQ(steps.size(), 6u);
 }
 
 // --- resume with new settings: the recovery recipe ---
@@ -369,6 +413,12 @@ TEST_F(TrainingRunTest, ResumeIntoAnotherFolderLeavesTheOriginalAlone) {
 
 namespace {
 
+std::string fmt_g(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", v);
+  return b;
+}
+
 // Every file under `dir` with its bytes: a refused run must leave them all as they were.
 std::map<std::string, std::string> folder_contents(const fs::path& dir) {
   std::map<std::string, std::string> files;
@@ -432,6 +482,114 @@ TEST_F(TrainingRunTest, ResumeOnOtherDataIsRefusedAndMovedDataIsNot) {
   fs::copy(root_ / "data", root_ / "moved", fs::copy_options::recursive);
   c.data.dir = (root_ / "moved").string();
   EXPECT_EQ(run(c, (root_ / "run/last").string()), 0) << "the same images in another folder";
+}
+
+TEST_F(TrainingRunTest, TheOutputFolderMustFitTheRun) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  Config other = config("other");
+  other.train.max_steps = 1;
+  ASSERT_EQ(run(other), 0);
+  const auto before = folder_contents(root_ / "run");
+  const auto before_other = folder_contents(root_ / "other");
+  // Another run's checkpoint resumed into this run's folder would mix the two runs.
+  Config into = c;
+  into.train.max_steps = 3;
+  test::expect_user_error([&] { run(into, (root_ / "other/last").string()); },
+                          {"already holds another run (last/", "into its own run folder or a new one"});
+  // A checkpoint is not a run folder, fresh or resumed, and the checkpoint resumed is not written into.
+  Config as_ckpt = c;
+  as_ckpt.output_dir = (root_ / "run/last").string();
+  test::expect_user_error([&] { run(as_ckpt); }, {"is a checkpoint (it holds model.safetensors), not a run folder"});
+  as_ckpt.train.max_steps = 3;
+  test::expect_user_error([&] { run(as_ckpt, (root_ / "run/last").string()); }, {"is a checkpoint"});
+  as_ckpt.output_dir = (root_ / "run/last/sub").string();
+  test::expect_user_error([&] { run(as_ckpt, (root_ / "run/last").string()); },
+                          {"is inside the checkpoint being resumed"});
+  // A fresh run into a folder that holds a run's epochs, even without last/.
+  fs::rename(root_ / "other/last", root_ / "other/last.old");
+  Config fresh = config("other");
+  test::expect_user_error([&] { run(fresh); }, {"moved aside: rename", "last.old"});
+  test::expect_user_error([&] { run(fresh, (root_ / "other/last").string()); },
+                          {"other/last.old does: a run killed while saving moved it aside"});
+  fs::rename(root_ / "other/last.old", root_ / "other/last");
+  fs::remove_all(root_ / "other/last");
+  test::expect_user_error([&] { run(fresh); }, {"already holds a run (metrics.jsonl)"});
+  EXPECT_EQ(folder_contents(root_ / "run"), before);
+  // A run folder given as the checkpoint: the hint names its last/.
+  test::expect_user_error([&] { run(into, (root_ / "run").string()); }, {"a run folder, not a checkpoint", "run/last"});
+}
+
+TEST_F(TrainingRunTest, PruningKeepsTheNewestEpochsOfThisHistory) {
+  Config c = config("run");
+  c.data.batch_size = 40;  // one step per epoch
+  c.train.epochs = 5;
+  c.train.keep_checkpoints = 0;
+  ASSERT_EQ(run(c), 0);
+  // Back to epoch 1 in the same folder: epochs 2 and 3 are written anew, 4 and 5 are the abandoned history.
+  c.train.keep_checkpoints = 2;
+  c.train.max_steps = 3;
+  ASSERT_EQ(run(c, (root_ / "run/epoch_1").string()), 0);
+  EXPECT_FALSE(fs::exists(root_ / "run/epoch_1"));
+  for (int e : {2, 3}) EXPECT_EQ(load_train_state((root_ / "run" / ("epoch_" + std::to_string(e))).string(),
+                                                  net_spec_for(c)).step, e) << "written by the resumed run";
+  for (int e : {4, 5}) EXPECT_TRUE(fs::exists(root_ / "run" / ("epoch_" + std::to_string(e)))) << "not counted";
+}
+
+TEST_F(TrainingRunTest, AResumeAfterRollbacksSaysWhichLearningRateItKeeps) {
+  Config c = config("run");
+  c.train.lr = 0.1;
+  c.train.max_steps = 6;
+  c.train.divergence.max_abs_f = 5;
+  c.train.divergence.action = "rollback";
+  ASSERT_EQ(run(c), kRunOk);
+  const TrainState s = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  ASSERT_GE(s.rollbacks, 1);
+  ASSERT_LT(s.lr, 0.1);
+  c.train.max_steps = 7;
+  c.train.divergence.max_abs_f = 1e6;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  ASSERT_EQ(r.code, kRunOk) << r.err;
+  EXPECT_NE(r.out.find("note: this run keeps its learning rate " + fmt_g(s.lr) + " (train.lr 0.1 lowered by rollbacks)"),
+            std::string::npos) << r.out;
+  const TrainState after = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  EXPECT_EQ(after.rollbacks, 0) << "a resumed run counts its own rollbacks";
+  EXPECT_DOUBLE_EQ(after.lr, s.lr);
+}
+
+TEST_F(TrainingRunTest, AResumeOfACompleteRunWritesNothing) {
+  Config c = config("run");
+  c.train.max_steps = 3;
+  ASSERT_EQ(run(c), 0);
+  const auto before = folder_contents(root_ / "run");
+  c.train.max_steps = 2;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  EXPECT_EQ(r.code, kRunOk);
+  EXPECT_NE(r.out.find("nothing to do: the run is complete (step 3"), std::string::npos) << r.out;
+  EXPECT_EQ(folder_contents(root_ / "run"), before);
+}
+
+TEST_F(TrainingRunTest, ACheckpointThatCannotBeTrustedIsRefused) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  fs::copy(root_ / "run", root_ / "nobuf", fs::copy_options::recursive);
+  auto j = nlohmann::json::parse(slurp(root_ / "nobuf/last/config.json"));
+  j.erase("buffer");
+  test::spit(root_ / "nobuf/last/config.json", j.dump());
+  c.output_dir = (root_ / "nobuf").string();
+  c.train.max_steps = 3;
+  test::expect_user_error([&] { run(c, (root_ / "nobuf/last").string()); },
+                          {"config.json lacks \"buffer.capacity\"", "cannot check"});
+  // A train_state whose learning rate is not a learning rate.
+  fs::copy(root_ / "run", root_ / "badlr", fs::copy_options::recursive);
+  SafeTensors st = SafeTensors::load((root_ / "badlr/last/train_state.safetensors").string());
+  const double nan = NAN;
+  st.put_f64("lr", {1}, &nan);
+  st.save((root_ / "badlr/last/train_state.safetensors").string());
+  c.output_dir = (root_ / "badlr").string();
+  test::expect_user_error([&] { run(c, (root_ / "badlr/last").string()); }, {"'lr' is nan", "learning rate > 0"});
 }
 
 TEST_F(TrainingRunTest, AnEmptyResumePathIsAnErrorNotAFreshStart) {

@@ -21,18 +21,27 @@ std::atomic<int> g_stop{0};
 // under a launcher that follows SIGTERM with SIGKILL, it is the last word of a rank that was stopped.
 char g_signal_note[256];
 size_t g_signal_note_len = 0;
-extern "C" void on_signal(int) {
-  if (g_stop.exchange(1) == 0 && g_signal_note_len > 0) (void)!write(STDERR_FILENO, g_signal_note, g_signal_note_len);
+// A second signal while the first one's step and checkpoint are still running (a long step, or a user who
+// does not want to wait): exit at once, without a checkpoint, as a second Ctrl-C does elsewhere.
+constexpr char kSecondSignal[] = "ebm_train: second SIGINT/SIGTERM: exiting now, without a checkpoint\n";
+extern "C" void on_signal(int sig) {
+  if (g_stop.exchange(1) == 0) {
+    if (g_signal_note_len > 0) (void)!write(STDERR_FILENO, g_signal_note, g_signal_note_len);
+    return;
+  }
+  (void)!write(STDERR_FILENO, kSecondSignal, sizeof kSecondSignal - 1);
+  _exit(128 + sig);
 }
 
 const char* kUsage =
     "usage: ebm_train CONFIG [--set key=value]... [--resume DIR] [--backend auto|cpu|cuda] [--profile-steps A:B]\n"
     "  CONFIG           JSON config (configs/mnist.json is the seed's run)\n"
     "  --set k=v        override any config key, e.g. --set train.epochs=2 --set model.channels=[8,16]\n"
-    "  --resume DIR     continue from a checkpoint directory (e.g. runs/mnist/last), bit for bit\n"
+    "  --resume DIR     continue from a checkpoint directory (e.g. runs/mnist/last), bit for bit; with --set\n"
+    "                   train.lr, seed, epochs, ... changed (README: what a resumed run may change)\n"
     "  --backend B      auto (CUDA when a device is present), cpu or cuda; overrides the config's\n"
     "  --profile-steps A:B  run steps A..B-1 inside cudaProfilerStart/Stop (nsys --capture-range=cudaProfilerApi)\n"
-    "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n"
+    "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0; a second one exits at once.\n"
     "Data-parallel: mpirun -np N ebm_train CONFIG ... (or srun --mpi=pmix): data.batch_size is per rank, rank 0\n"
     "writes logs and checkpoints, SIGTERM to any rank stops all of them after the same step with a checkpoint.\n";
 
@@ -49,7 +58,7 @@ int run(int argc, char** argv, ebm::Communicator& comm) {
   std::vector<std::string> sets;
   // Every rank parses the same command line; agree() reports a bad one once, from rank 0.
   ebm::agree(comm, [&] {
-    ebm::Args args(argc, argv, {"--set", "--resume", "--backend", "--profile-steps"}, {"--help"});
+    ebm::Args args(argc, argv, {"--set", "--resume", "--backend", "--profile-steps"}, {"--help"}, {"--set"});
     if (args.has("--help")) {
       help = true;
       return;
