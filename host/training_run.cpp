@@ -11,7 +11,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -91,21 +90,35 @@ void check_output_dir(const fs::path& dir) {
     user_fail(name, ": cannot create it: ", up.string(), " is not writable (", std::strerror(errno), ")");
 }
 
+// A run of decimal digits (at most 18: it fits an int64) as a number; -1 for anything else.
+int64_t decimal(std::string_view s) {
+  if (s.empty() || s.size() > 18 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  return std::stoll(std::string(s));
+}
+
+// N for a folder named epoch_<N>; -1 for any other name.
+int64_t epoch_number(std::string_view name) { return name.starts_with("epoch_") ? decimal(name.substr(6)) : -1; }
+
+bool checkpoint_name(std::string_view name) { return name == "last" || epoch_number(name) >= 0; }
+
 // Checkpoint folders a killed run left half-written: <name>.tmp.<pid> (save_checkpoint's staging folder)
 // of a process that no longer runs, and <name>.old (the fallback swap's). Returns what it removed.
 std::vector<std::string> remove_stale_temporaries(const fs::path& dir) {
-  static const std::regex staged(R"(^(last|epoch_\d+)\.(tmp\.(\d+)|old)$)");
   std::vector<std::string> removed;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::smatch m;
     const std::string name = e.path().filename().string();
-    if (!e.is_directory(ec) || !std::regex_match(name, m, staged)) continue;
-    if (m[3].matched) {
-      const long pid = std::stol(m[3].str());
-      if (pid == long(getpid()) || kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // its writer still runs
-    } else if (!fs::exists(dir / m[1].str(), ec)) {
-      continue;  // <name>.old with no <name>: the only copy left of a checkpoint a killed swap moved aside
+    if (!e.is_directory(ec)) continue;
+    const size_t tmp = name.find(".tmp."), old = name.size() >= 4 ? name.size() - 4 : std::string::npos;
+    if (tmp != std::string::npos && checkpoint_name(std::string_view(name).substr(0, tmp))) {
+      const int64_t pid = decimal(std::string_view(name).substr(tmp + 5));
+      if (pid < 0 || pid == int64_t(getpid()) || kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // still writing
+    } else if (old != std::string::npos && name.compare(old, 4, ".old") == 0 &&
+               checkpoint_name(std::string_view(name).substr(0, old))) {
+      if (!fs::exists(dir / name.substr(0, old), ec)) continue;  // the only copy left of a checkpoint moved aside
+    } else {
+      continue;
     }
     fs::remove_all(e.path(), ec);
     if (!ec) removed.push_back(name);
@@ -137,13 +150,11 @@ void truncate_metrics(const fs::path& file, int64_t step, bool keep_events = fal
 
 // epoch_<N>/ checkpoints in `dir`, oldest first.
 std::vector<std::pair<int64_t, fs::path>> epoch_checkpoints(const fs::path& dir) {
-  static const std::regex epoch_dir(R"(^epoch_(\d+)$)");
   std::vector<std::pair<int64_t, fs::path>> found;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::smatch m;
-    const std::string name = e.path().filename().string();
-    if (e.is_directory(ec) && std::regex_match(name, m, epoch_dir)) found.emplace_back(std::stoll(m[1].str()), e.path());
+    const int64_t n = epoch_number(e.path().filename().string());
+    if (n >= 0 && e.is_directory(ec)) found.emplace_back(n, e.path());
   }
   std::sort(found.begin(), found.end());
   return found;
@@ -228,8 +239,9 @@ class OffTheClock {
 // has passed the guard (finite f, |f| <= train.divergence.max_abs_f): the next training step's, the
 // epoch-end validation's, or — for the last checkpoint of a run, which no step follows — the probe, which
 // makes the next step's forward pass without the update (real rows, and the newest replay-buffer rows
-// refined by the training sampler). Checkpoints are written only of good states: a checkpoint wanted at
-// step N waits (in memory) for step N+1's metrics. Rollbacks go to the newest good state.
+// refined by the training sampler) and validation's. Checkpoints are written only of good states: a
+// checkpoint wanted at step N is validated, then waits (in memory) for step N+1's metrics. Rollbacks go to
+// the newest good state.
 class TrainingRun {
  public:
   explicit TrainingRun(const TrainRunOptions& o)
@@ -267,7 +279,7 @@ class TrainingRun {
     }, /*root_only=*/true);
     if (distributed() && resuming) resumed = share_resumed(resumed);
     if (resuming) {
-      state_ = resumed;
+      state_.step = resumed.step, state_.epoch = resumed.epoch;  // for complete()
       if (complete()) {  // nothing written: the folder and the checkpoint stay as they are
         out() << "nothing to do: the run is complete (step " << state_.step << ", epoch " << state_.epoch << "/"
               << config_.train.epochs << (config_.train.max_steps > 0 ? ", train.max_steps " +
@@ -288,9 +300,9 @@ class TrainingRun {
       if (resuming && resumed.data_images >= 0 &&
           (resumed.data_images != data_images_ || resumed.data_fingerprint != data_fingerprint_))
         user_fail("--resume ", *options_.resume, ": the checkpoint was trained on another data set (",
-                  resumed.data_images, " training images, fingerprint ", fmt("%.0f", double(resumed.data_fingerprint)),
-                  ") than ", data.train_path, " holds now (", data_images_, " images, fingerprint ",
-                  fmt("%.0f", double(data_fingerprint_)), "); a resumed run keeps its data set");
+                  resumed.data_images, " training images, fingerprint ", resumed.data_fingerprint, ") than ",
+                  data.train_path, " holds now (", data_images_, " images, fingerprint ", data_fingerprint_,
+                  "); a resumed run keeps its data set");
       check_host_memory(host_memory_plan(config_, net_, comm_.size(), int(std::thread::hardware_concurrency())),
                         host_memory_available());
     });
@@ -331,7 +343,7 @@ class TrainingRun {
       resumed.rank_buffers.clear();  // this rank's own shard is in resumed.buffer
       resumed.rank_rngs.clear();
       restore(resumed);
-      state_ = resumed;
+      adopt(std::move(resumed));
       if (root()) truncate_metrics(run_dir_ / "metrics.jsonl", state_.step);
       out() << "resumed from " << *options_.resume << " at step " << state_.step << " (epoch " << state_.epoch + 1
             << ", batch " << state_.batch << ")\n";
@@ -482,6 +494,13 @@ class TrainingRun {
     s.data_images = data_images_;
     s.data_fingerprint = data_fingerprint_;
     return s;
+  }
+
+  // The counters of `s` (restored into the backend already) as the run's; the tensors live in the backend.
+  void adopt(TrainState s) {
+    state_ = std::move(s);
+    state_.params.clear(), state_.adam = {}, state_.buffer = Tensor(), state_.rng.clear();
+    state_.rank_buffers.clear(), state_.rank_rngs.clear();
   }
 
   void restore(const TrainState& s) {
@@ -766,8 +785,8 @@ class TrainingRun {
       restore(back);
       backend_->reseed(back.seed);
       backend_->drain_metrics();
-      state_ = back;
       good_ = back;
+      adopt(std::move(back));
       if (root()) {  // the records of the abandoned steps go; the events that say why stay
         metrics_.close();
         truncate_metrics(run_dir_ / "metrics.jsonl", state_.step, /*keep_events=*/true);
