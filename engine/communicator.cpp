@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,12 @@ void broadcast_string(Communicator& c, std::string& s, int root) {
   c.broadcast(&n, sizeof n, root);
   s.resize(size_t(n));
   if (n > 0) c.broadcast(s.data(), n, root);
+}
+
+double max_abs_f_all_ranks(Communicator& c, double max_abs_f) {
+  double v[2] = {std::isnan(max_abs_f) ? 0.0 : max_abs_f, std::isnan(max_abs_f) ? 1.0 : 0.0};  // NaN as a flag
+  c.allreduce(v, 2, ReduceOp::kMax);
+  return v[1] != 0 ? NAN : v[0];
 }
 
 bool any_rank(Communicator& c, bool flag) {

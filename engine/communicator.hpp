@@ -86,5 +86,7 @@ inline Share share_of(int64_t total, int rank, int size) {
 // Convenience collectives built on the interface.
 void broadcast_string(Communicator& c, std::string& s, int root);
 bool any_rank(Communicator& c, bool flag);  // logical OR over ranks
+// The divergence guard's measure (engine/loss.hpp: max |f|, NaN when any f is NaN/inf) over all ranks.
+double max_abs_f_all_ranks(Communicator& c, double max_abs_f);
 
 }  // namespace ebm

@@ -52,16 +52,6 @@ void uniform_slice(const Rng& r, int64_t first, int64_t n, float lo, float hi, f
     out[i] = lo + (hi - lo) * philox_uniform_at(r.seed, r.stream, r.offset, uint64_t(first + i));
 }
 
-// max |f[i]| over i < n; NaN when any value is NaN or infinite (the divergence guard must see those).
-double max_abs(const float* f, int n) {
-  double m = 0;
-  for (int i = 0; i < n; ++i) {
-    if (!std::isfinite(f[i])) return NAN;
-    m = std::max(m, double(std::fabs(f[i])));
-  }
-  return m;
-}
-
 }  // namespace
 
 CpuBackend::CpuBackend(const EngineOptions& opt)
@@ -307,25 +297,21 @@ StepMetrics CpuBackend::sharded_loss(int64_t n_real, int64_t G) {
   const int nf = opt_.batch_size, nr = int(f_.size()) - nf;
   const float alpha = float(opt_.alpha);
   double sums[4] = {0, 0, 0, 0};  // Σ f_real, Σ f_real², Σ f_fake, Σ f_fake²
-  double worst[2] = {0, 0};       // max |f| over finite values, 1 if any value is NaN/inf
   for (int i = 0; i < nr + nf; ++i) {
     const float v = f_[size_t(i)];
     const bool is_real = i < nr;
     sums[is_real ? 0 : 2] += v;
     sums[is_real ? 1 : 3] += double(v) * v;
-    if (std::isfinite(v)) worst[0] = std::max(worst[0], double(std::fabs(v)));
-    else worst[1] = 1;
     df_[size_t(i)] = is_real ? dloss_dreal(v, alpha, 1.0f / float(n_real)) : dloss_dfake(v, alpha, 1.0f / float(G));
   }
   comm_->allreduce(sums, 4, ReduceOp::kSum);
-  comm_->allreduce(worst, 2, ReduceOp::kMax);
   StepMetrics m;
+  m.max_abs_f = max_abs_f_all_ranks(*comm_, max_abs_f(f_.data(), nr + nf));
   m.real = sums[0] / double(n_real);
   m.fake = sums[2] / double(G);
   m.cdiv = m.fake - m.real;
   m.reg = alpha * (sums[1] / double(n_real) + sums[3] / double(G));
   m.loss = m.cdiv + m.reg;
-  m.max_abs_f = worst[1] != 0 ? NAN : worst[0];
   return m;
 }
 
@@ -376,8 +362,7 @@ ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
     rng.uniform(noise.data(), int64_t(noise.size()), -1.0f, 1.0f);
     forward_rows(test.ptr() + s * img, c, fr.data());
     forward_rows(noise.data(), c, ff.data());
-    for (const double m : {max_abs(fr.data(), c), max_abs(ff.data(), c)})
-      v.max_abs_f = std::isnan(m) || std::isnan(v.max_abs_f) ? NAN : std::max(v.max_abs_f, m);
+    v.max_abs_f = guard_max(v.max_abs_f, guard_max(max_abs_f(fr.data(), c), max_abs_f(ff.data(), c)));
     const double mr = std::accumulate(fr.begin(), fr.begin() + c, 0.0) / c;
     const double mf = std::accumulate(ff.begin(), ff.begin() + c, 0.0) / c;
     v.real += mr;
@@ -399,7 +384,7 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
   rng.offset = uint64_t(epoch) << 40;
   const int64_t batches = (n + G - 1) / G;
   std::vector<double> sums(size_t(2 * batches), 0.0);  // per batch: Σ f(test rows), Σ f(noise rows)
-  double worst[2] = {0, 0};  // max |f| over finite values, 1 if any value is NaN/inf (as sharded_loss)
+  double worst = 0;  // this rank's max |f| (the guard's measure)
   std::vector<float> noise, fr(static_cast<size_t>(G)), ff(static_cast<size_t>(G));
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t s = b * G, c = std::min(G, n - s);
@@ -411,18 +396,13 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
       forward_rows(noise.data(), int(mine.count), ff.data());
       sums[size_t(2 * b)] = std::accumulate(fr.begin(), fr.begin() + mine.count, 0.0);
       sums[size_t(2 * b + 1)] = std::accumulate(ff.begin(), ff.begin() + mine.count, 0.0);
-      for (const float* f : {fr.data(), ff.data()}) {
-        const double m = max_abs(f, int(mine.count));
-        if (std::isnan(m)) worst[1] = 1;
-        else worst[0] = std::max(worst[0], m);
-      }
+      worst = guard_max(worst, guard_max(max_abs_f(fr.data(), mine.count), max_abs_f(ff.data(), mine.count)));
     }
     rng.offset += philox_blocks(uint64_t(c * img));
   }
   comm_->allreduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
-  comm_->allreduce(worst, 2, ReduceOp::kMax);
   ValidationMetrics v;
-  v.max_abs_f = worst[1] != 0 ? NAN : worst[0];
+  v.max_abs_f = max_abs_f_all_ranks(*comm_, worst);
   for (int64_t b = 0; b < batches; ++b) {
     const double c = double(std::min(G, n - b * G));
     v.real += sums[size_t(2 * b)] / c;

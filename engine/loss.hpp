@@ -9,16 +9,23 @@
 
 namespace ebm {
 
+// The divergence guard's measure of a set of f values: max |f|, NaN when any of them is NaN or infinite
+// (so that no maximum can hide it). guard_max combines two such measures.
+inline double guard_max(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b); }
+inline double max_abs_f(const float* f, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) m = guard_max(m, std::isfinite(f[i]) ? double(std::fabs(f[i])) : NAN);
+  return m;
+}
+
 // f_real [nr], f_fake [nf] -> metrics; df_real [nr], df_fake [nf] = dloss/df (each mean over its own rows).
 inline StepMetrics cd_loss(const float* f_real, int nr, const float* f_fake, int nf, float alpha, float* df_real,
                            float* df_fake) {
   StepMetrics m;
   double sr = 0, sf = 0, sr2 = 0, sf2 = 0;
-  auto track = [&m](float v) {
-    m.max_abs_f = std::isfinite(v) && std::isfinite(m.max_abs_f) ? std::max(m.max_abs_f, double(std::fabs(v))) : NAN;
-  };
-  for (int i = 0; i < nr; ++i) sr += f_real[i], sr2 += double(f_real[i]) * f_real[i], track(f_real[i]);
-  for (int i = 0; i < nf; ++i) sf += f_fake[i], sf2 += double(f_fake[i]) * f_fake[i], track(f_fake[i]);
+  for (int i = 0; i < nr; ++i) sr += f_real[i], sr2 += double(f_real[i]) * f_real[i];
+  for (int i = 0; i < nf; ++i) sf += f_fake[i], sf2 += double(f_fake[i]) * f_fake[i];
+  m.max_abs_f = guard_max(max_abs_f(f_real, nr), max_abs_f(f_fake, nf));
   m.real = sr / nr;
   m.fake = sf / nf;
   m.cdiv = m.fake - m.real;

@@ -26,17 +26,6 @@ constexpr int64_t kIntMax = std::numeric_limits<int>::max();
 constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// A JSON value for a one-line message: long arrays/objects are cut.
-std::string shown(const json& v) {
-  if (v.is_number_float() && !std::isfinite(v.get<double>())) {
-    std::ostringstream os;
-    os << v.get<double>();  // dump() would print NaN/inf as null
-    return os.str();
-  }
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);  // invalid UTF-8 shows as U+FFFD
-  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
-}
-
 std::string known_keys(const json& schema, const std::string& path) {
   std::string s = path.empty() ? "known keys: " : "known keys in \"" + path + "\": ";
   bool first = true;
@@ -51,7 +40,7 @@ std::string known_keys(const json& schema, const std::string& path) {
 // where a float is expected, never the other way round: 2.0 for an integer key is an error).
 void check_type(const json& v, const json& like, const std::string& path, const std::string& source) {
   auto expected = [&](const char* what) {
-    user_fail(source, ": \"", path, "\" must be ", what, ", got ", shown(v));
+    user_fail(source, ": \"", path, "\" must be ", what, ", got ", shown_json(v));
   };
   switch (like.type()) {
     case json::value_t::number_integer:
@@ -84,8 +73,8 @@ void check_type(const json& v, const json& like, const std::string& path, const 
 void merge_checked(json& dst, const json& user, const json& schema, const std::string& path,
                    const std::string& source) {
   if (!user.is_object()) {
-    if (path.empty()) user_fail(source, ": the config must be a JSON object, got ", shown(user));
-    user_fail(source, ": \"", path, "\" must be an object, got ", shown(user));
+    if (path.empty()) user_fail(source, ": the config must be a JSON object, got ", shown_json(user));
+    user_fail(source, ": \"", path, "\" must be an object, got ", shown_json(user));
   }
   if (!dst.is_object()) dst = json::object();
   for (const auto& [k, v] : user.items()) {
@@ -133,17 +122,17 @@ class RangeReader {
   int64_t integer_value(const json& v, std::string_view path, int64_t lo, int64_t hi) const {
     // Unsigned JSON values above INT64_MAX cannot be compared as int64.
     if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
-      fail(path, "must be <= ", hi, ", got ", shown(v));
+      fail(path, "must be <= ", hi, ", got ", shown_json(v));
     const int64_t x = v.get<int64_t>();
-    if (x < lo) fail(path, "must be >= ", lo, ", got ", shown(v));
-    if (x > hi) fail(path, "must be <= ", hi, ", got ", shown(v));
+    if (x < lo) fail(path, "must be >= ", lo, ", got ", shown_json(v));
+    if (x > hi) fail(path, "must be <= ", hi, ", got ", shown_json(v));
     return x;
   }
 
   uint64_t uint64(std::string_view path) const {
     const json& v = at(path);
     if (v.is_number_unsigned()) return v.get<uint64_t>();
-    if (v.get<int64_t>() < 0) fail(path, "must be >= 0, got ", shown(v));
+    if (v.get<int64_t>() < 0) fail(path, "must be >= 0, got ", shown_json(v));
     return static_cast<uint64_t>(v.get<int64_t>());
   }
 
@@ -156,9 +145,9 @@ class RangeReader {
     const json& v = at(path);
     const double x = v.get<double>();
     if (r.lo_open ? !(x > r.lo) : !(x >= r.lo))
-      fail(path, "must be ", r.lo_open ? "> " : ">= ", r.lo, ", got ", shown(v));
+      fail(path, "must be ", r.lo_open ? "> " : ">= ", r.lo, ", got ", shown_json(v));
     if (r.hi_open ? !(x < r.hi) : !(x <= r.hi))
-      fail(path, "must be ", r.hi_open ? "< " : "<= ", r.hi, ", got ", shown(v));
+      fail(path, "must be ", r.hi_open ? "< " : "<= ", r.hi, ", got ", shown_json(v));
     return x;
   }
 
@@ -175,7 +164,7 @@ class RangeReader {
       if (s == a) return s;
       list += (list.empty() ? "" : ", ") + std::string(a);
     }
-    fail(path, "must be one of ", list, ", got ", shown(at(path)));
+    fail(path, "must be one of ", list, ", got ", shown_json(at(path)));
   }
 
   bool boolean(std::string_view path) const { return at(path).get<bool>(); }

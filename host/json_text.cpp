@@ -1,6 +1,8 @@
 #include "host/json_text.hpp"
 
+#include <cmath>
 #include <set>
+#include <sstream>
 #include <vector>
 
 
@@ -105,6 +107,16 @@ JsonText read_json_text(std::string_view text) {
   }
   if (out.problem != JsonText::Problem::kNone) out.value = nullptr;
   return out;
+}
+
+std::string shown_json(const json& v) {
+  if (v.is_number_float() && !std::isfinite(v.get<double>())) {
+    std::ostringstream os;
+    os << v.get<double>();
+    return os.str();
+  }
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
 }
 
 std::string shown_key_path(const std::string& key_path) {

@@ -27,4 +27,8 @@ JsonText read_json_text(std::string_view text);
 // A JSON key path for messages: "train.lr", "a.shape[1]"; "the top level" when empty.
 std::string shown_key_path(const std::string& key_path);
 
+// A JSON value for a one-line message: NaN/inf as numbers (dump() writes null), invalid UTF-8 as U+FFFD,
+// longer than 60 characters cut with "...".
+std::string shown_json(const nlohmann::json& v);
+
 }  // namespace ebm

@@ -250,12 +250,12 @@ SafeTensors SafeTensors::parse(const std::vector<uint8_t>& file, const std::stri
     if (isz == 0) user_fail(path, ": ", t, " has unknown dtype '", e.dtype, "'");
     if (!v["shape"].is_array()) user_fail(path, ": ", t, " shape is not a list");
     for (const auto& d : v["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) user_fail(path, ": ", t, " shape ", v["shape"].dump(), " is not a list of sizes");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) user_fail(path, ": ", t, " shape ", shown_json(v["shape"]), " is not a list of sizes");
       e.shape.push_back(d.get<int64_t>());
     }
     const json& off = v["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      user_fail(path, ": ", t, " data_offsets ", off.dump(), " is not [begin, end]");
+      user_fail(path, ": ", t, " data_offsets ", shown_json(off), " is not [begin, end]");
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     uint64_t nbytes = 0;
     if (!byte_count(e.shape, isz, nbytes)) user_fail(path, ": ", t, " shape ", shape_str(e.shape), " is too large");

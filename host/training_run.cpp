@@ -16,6 +16,7 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
+#include "engine/loss.hpp"
 #include "engine/profiling.hpp"
 #include "engine/rng.hpp"
 #include "host/atomic_file.hpp"
@@ -23,6 +24,7 @@
 #include "host/checkpoint.hpp"
 #include "host/dataset.hpp"
 #include "host/distributed.hpp"
+#include "host/json_text.hpp"
 #include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
 #ifdef EBM_HAVE_CUDA
@@ -200,11 +202,6 @@ const char* fixed_on_resume(const std::string& key) {
   if (key == "data.batch_size") return "its batch size (the checkpoint's place in the epoch counts batches)";
   if (key == "buffer.capacity" || key == "buffer.initial") return "its replay buffer (buffer.capacity, buffer.initial)";
   return nullptr;
-}
-
-std::string shown(const json& v) {
-  if (v.is_number_float()) return fmt("%.6g", v.get<double>());
-  return v.dump();
 }
 
 // The settings a run's progress line and epoch summary show, from sums over the epoch: loss reg cdiv real fake.
@@ -452,7 +449,7 @@ class TrainingRun {
     std::string text;
     for (const SettingChange& c : changes) {
       changed[c.key] = {c.from, c.to};
-      text += (text.empty() ? "" : ", ") + c.key + " " + shown(c.from) + " -> " + shown(c.to);
+      text += (text.empty() ? "" : ", ") + c.key + " " + shown_json(c.from) + " -> " + shown_json(c.to);
     }
     if (!changes.empty())
       out() << "resume: settings changed from the checkpoint's, applied from step " << state_.step + 1 << ": " << text
@@ -544,16 +541,6 @@ class TrainingRun {
     return data_->test.numel() > 0 ? backend_->validate(data_->test, state_.epoch).max_abs_f : 0.0;
   }
 
-  double max_abs_over_ranks(const std::vector<float>& f) {
-    double worst[2] = {0, 0};  // max |f| over finite values, 1 if any is NaN/inf
-    for (float v : f) {
-      if (std::isfinite(v)) worst[0] = std::max(worst[0], double(std::fabs(v)));
-      else worst[1] = 1;
-    }
-    if (distributed()) comm_.allreduce(worst, 2, ReduceOp::kMax);
-    return worst[1] != 0 ? NAN : worst[0];
-  }
-
   // The next training step's forward pass on the current weights, without the update: the first rows of
   // the training set, and this rank's newest rows of `buffer` (its replay buffer now) refined by the
   // training sampler (its own random stream: the training streams do not move); and validation's pass.
@@ -562,20 +549,20 @@ class TrainingRun {
     OffTheClock off(off_clock_s_, off_clock_depth_);
     EBM_PROFILE_RANGE("guard_probe");
     const int64_t img = net_.image_size(), b = config_.data.batch_size;
-    auto first_rows = [&](const Tensor& t, int64_t from_end) {
+    auto batch_of = [&](const Tensor& t, bool newest) {  // a batch's rows of t [n, image]: its first or newest
       const int64_t n = t.shape.empty() ? 0 : std::min(b, t.dim(0));
       Tensor rows({n, net_.in_c, net_.in_h, net_.in_w});
-      const float* src = t.ptr() + (from_end ? t.dim(0) - n : 0) * img;
+      const float* src = t.ptr() + (newest ? t.dim(0) - n : 0) * img;
       std::copy(src, src + n * img, rows.ptr());
       return rows;
     };
-    std::vector<float> f = backend_->energy(first_rows(data_->train, false));
-    Tensor fake = first_rows(buffer, true);  // the newest rows are written last
+    const std::vector<float> real = backend_->energy(batch_of(data_->train, false));
+    Tensor fake = batch_of(buffer, true);  // the newest rows are written last
     backend_->sample(fake, engine_options_for(config_).sampler, state_.seed ^ 0x5bd1e995u ^ uint64_t(state_.step));
-    const std::vector<float> ff = backend_->energy(fake);
-    f.insert(f.end(), ff.begin(), ff.end());
-    const double test = validation_max_abs_f();
-    return std::isnan(test) ? test : std::max(test, max_abs_over_ranks(f));
+    const std::vector<float> refined = backend_->energy(fake);
+    const double mine = guard_max(max_abs_f(real.data(), int64_t(real.size())),
+                                  max_abs_f(refined.data(), int64_t(refined.size())));
+    return guard_max(validation_max_abs_f(), max_abs_f_all_ranks(comm_, mine));
   }
 
   // --- checkpoints ---
@@ -987,7 +974,7 @@ std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config
     const auto it = was.find(key);
     if (it == was.end() || it->second == value) continue;
     if (const char* keeps = fixed_on_resume(key))
-      user_fail("--resume ", dir, ": ", key, " is ", shown(it->second), " in the checkpoint but ", shown(value),
+      user_fail("--resume ", dir, ": ", key, " is ", shown_json(it->second), " in the checkpoint but ", shown_json(value),
                 " now; a resumed run keeps ", keeps, " — start a new run (another output_dir) to change it");
     changes.push_back({key, it->second, value});
   }

@@ -45,6 +45,7 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
+#include "engine/loss.hpp"  // guard_max: the divergence guard's measure
 #include "engine/rng.hpp"
 #include "kernels/adam.cuh"
 #include "kernels/cuda_check.cuh"
@@ -750,12 +751,8 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
   }
   std::vector<double> stats(static_cast<size_t>(3 * batches));
   download(stats.data(), validation_stats_.get(), 3 * batches);
-  double worst[2] = {0, 0};  // max |f| over finite values, 1 if any value is NaN/inf
-  for (int64_t b = 0; b < batches; ++b) {
-    const double m = stats[size_t(3 * b + 2)];
-    if (std::isnan(m)) worst[1] = 1;
-    else worst[0] = std::max(worst[0], m);
-  }
+  double worst = 0;  // this rank's max |f| (the guard's measure, engine/loss.hpp)
+  for (int64_t b = 0; b < batches; ++b) worst = guard_max(worst, stats[size_t(3 * b + 2)]);
   if (world_ > 1) {  // per-batch means over the shares → sums → all ranks' sums → means over the global batch
     std::vector<double> sums(static_cast<size_t>(2 * batches));
     for (int64_t b = 0; b < batches; ++b) {
@@ -764,7 +761,7 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
       sums[size_t(2 * b)] = stats[size_t(3 * b)] * mine, sums[size_t(2 * b + 1)] = stats[size_t(3 * b + 1)] * mine;
     }
     opt_.comm->allreduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
-    opt_.comm->allreduce(worst, 2, ReduceOp::kMax);
+    worst = max_abs_f_all_ranks(*opt_.comm, worst);
     for (int64_t b = 0; b < batches; ++b) {
       const double c_all = double(std::min<int64_t>(G, n - b * G));
       stats[size_t(3 * b)] = sums[size_t(2 * b)] / c_all, stats[size_t(3 * b + 1)] = sums[size_t(2 * b + 1)] / c_all;
@@ -773,7 +770,7 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
   for (int64_t b = 0; b < batches; ++b) v.real += stats[3 * b], v.fake += stats[3 * b + 1];  // the CPU's order
   v.real /= double(batches);
   v.fake /= double(batches);
-  v.max_abs_f = worst[1] != 0 ? NAN : worst[0];
+  v.max_abs_f = worst;
   v.cdiv = v.real - v.fake;
   return v;
 }
