@@ -47,6 +47,15 @@ class TrainingRunTest : public ::testing::Test {
     return c;
   }
 
+  // A run into `out` at learning rate `lr` under the guard's bound `max_abs_f`, stopping or rolling back.
+  Config guarded(const std::string& out, double lr, double max_abs_f, const std::string& action = "stop") const {
+    Config c = config(out);
+    c.train.lr = lr;
+    c.train.divergence.max_abs_f = max_abs_f;
+    c.train.divergence.action = action;
+    return c;
+  }
+
   int run_with_resume(const Config& c, const std::string& resume) {
     TrainRunOptions o;
     o.config = c;
@@ -150,10 +159,8 @@ TEST_F(TrainingRunTest, ValidationFlagsTheFirstEpochAndNothingIsKept) {
   // One step per epoch (the data.limit=128 at batch 128): step 1's own forward pass (on the initial
   // weights) is well within the bound, but the weights it produces give |f| ≈ 8.5 on the test set. The run
   // used to keep them as "the last good checkpoint".
-  Config c = config("run");
+  Config c = guarded("run", 0.5, 5);
   c.data.batch_size = 40;
-  c.train.lr = 0.5;
-  c.train.divergence.max_abs_f = 5;
   const Captured r = run_captured(c);
   EXPECT_EQ(r.code, kRunDiverged);
   EXPECT_FALSE(fs::exists(root_ / "run/last"));
@@ -175,9 +182,7 @@ TEST_F(TrainingRunTest, ValidationFlagsTheFirstEpochAndNothingIsKept) {
 
 TEST_F(TrainingRunTest, NaNWeightsAreNeverKept) {
   // lr 1e30 with a bound no finite value exceeds: the weights after step 1 give NaN/inf everywhere.
-  Config c = config("run");
-  c.train.lr = 1e30;
-  c.train.divergence.max_abs_f = 1e308;
+  Config c = guarded("run", 1e30, 1e308);
   c.train.checkpoint_every = 1;
   EXPECT_EQ(run(c), kRunDiverged);
   EXPECT_FALSE(fs::exists(root_ / "run/last")) << "the only candidate (step 1) failed the next forward pass";
@@ -190,10 +195,8 @@ TEST_F(TrainingRunTest, EveryKeptCheckpointPassesTheGuard) {
   const std::pair<double, double> cases[] = {{0.02, 2.0}, {0.05, 5.0}, {0.1, 5.0}, {0.2, 2.0}};  // lr, bound
   for (const auto& [lr, bound] : cases) {
     const std::string name = "run_" + std::to_string(lr);
-    Config c = config(name);
-    c.train.lr = lr;
+    Config c = guarded(name, lr, bound);
     c.train.checkpoint_every = 1;
-    c.train.divergence.max_abs_f = bound;
     EXPECT_EQ(run(c), kRunDiverged) << "lr " << lr;
     int found = 0;
     for (const char* kept : {"last", "epoch_1", "epoch_2", "epoch_3"}) {
@@ -213,12 +216,9 @@ TEST_F(TrainingRunTest, RollbackGoesToAVerifiedStateAndRecovers) {
   // so they are never the rollback target; the run returns to the initial state (checked by step 1's
   // forward pass) with a far lower learning rate and finishes. It used to return to step 1 each time and
   // diverge again at step 2, whatever the lr.
-  Config c = config("run");
-  c.train.lr = 1e30;
+  Config c = guarded("run", 1e30, 1e6, "rollback");
   c.train.max_steps = 6;
   c.train.checkpoint_every = 1;
-  c.train.divergence.max_abs_f = 1e6;
-  c.train.divergence.action = "rollback";
   c.train.divergence.lr_factor = 1e-33;  // 1e30 → 1e-3
   EXPECT_EQ(run(c), kRunOk);
   const std::string log = slurp(root_ / "run/metrics.jsonl");
@@ -234,11 +234,8 @@ TEST_F(TrainingRunTest, RollbackGoesToAVerifiedStateAndRecovers) {
 }
 
 TEST_F(TrainingRunTest, RollbackLowersTheLearningRateThenGivesUp) {
-  Config c = config("run");
+  Config c = guarded("run", 1e30, 1e6, "rollback");
   c.train.max_steps = 3;
-  c.train.lr = 1e30;
-  c.train.divergence.max_abs_f = 1e6;
-  c.train.divergence.action = "rollback";
   c.train.divergence.max_rollbacks = 2;
   const Captured r = run_captured(c);
   EXPECT_EQ(r.code, kRunDiverged);
@@ -251,10 +248,8 @@ TEST_F(TrainingRunTest, RollbackLowersTheLearningRateThenGivesUp) {
 
 TEST_F(TrainingRunTest, StartingWeightsThatFailTheGuardAreSaidPlainly) {
   // A bound below any energy: no state is good, so there is nothing to roll back to.
-  Config c = config("run");
+  Config c = guarded("run", 1e-4, 1e-12, "rollback");
   c.train.max_steps = 3;
-  c.train.divergence.max_abs_f = 1e-12;
-  c.train.divergence.action = "rollback";
   const Captured r = run_captured(c);
   EXPECT_EQ(r.code, kRunDiverged);
   EXPECT_NE(r.err.find("the starting weights already fail the guard"), std::string::npos) << r.err;
@@ -281,11 +276,8 @@ TEST_F(TrainingRunTest, ADivergenceAfterResumeKeepsTheResumedCheckpointAndSaysSo
 TEST_F(TrainingRunTest, ARollbackFoundByTheLastProbeTrainsOn) {
   // The weights of the run's last step fail the probe before the last checkpoint: the run rolls back and
   // trains to max_steps again (it used to return the rollback's −1 as its exit code: 255).
-  Config c = config("run");
-  c.train.lr = 0.1;
+  Config c = guarded("run", 0.1, 5, "rollback");
   c.train.max_steps = 4;
-  c.train.divergence.max_abs_f = 5;
-  c.train.divergence.action = "rollback";
   const Captured r = run_captured(c);
   EXPECT_EQ(r.code, kRunOk) << r.out << r.err;
   EXPECT_NE(r.err.find("diverged at step 4 (its weights, probed before the last checkpoint)"), std::string::npos) << r.err;
@@ -299,11 +291,8 @@ TEST_F(TrainingRunTest, ARollbackFoundByTheLastProbeTrainsOn) {
 }
 
 TEST_F(TrainingRunTest, AfterARollbackTheMetricsHoldOneRecordPerStep) {
-  Config c = config("run");
-  c.train.lr = 0.1;
+  Config c = guarded("run", 0.1, 5, "rollback");
   c.train.max_steps = 6;
-  c.train.divergence.max_abs_f = 5;
-  c.train.divergence.action = "rollback";
   ASSERT_EQ(run(c), kRunOk);
   std::istringstream log(slurp(root_ / "run/metrics.jsonl"));
   std::map<int64_t, int> steps;
@@ -538,11 +527,8 @@ TEST_F(TrainingRunTest, PruningKeepsTheNewestEpochsOfThisHistory) {
 }
 
 TEST_F(TrainingRunTest, AResumeAfterRollbacksSaysWhichLearningRateItKeeps) {
-  Config c = config("run");
-  c.train.lr = 0.1;
+  Config c = guarded("run", 0.1, 5, "rollback");
   c.train.max_steps = 6;
-  c.train.divergence.max_abs_f = 5;
-  c.train.divergence.action = "rollback";
   ASSERT_EQ(run(c), kRunOk);
   const TrainState s = load_train_state((root_ / "run/last").string(), net_spec_for(c));
   ASSERT_GE(s.rollbacks, 1);
