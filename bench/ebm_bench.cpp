@@ -103,7 +103,7 @@ int run(const Flags& f) {
   }
   const int64_t epoch_steps = (kMnistTrain + opt.batch_size - 1) / opt.batch_size;
   const double ms_step = median(step_ms);
-  nlohmann::json out = {{"backend", be->describe()},
+  nlohmann::json out = {{"backend", be->describe()}, {"kind", backend_name(be->facts().kind)}, {"graphs", be->facts().graphs}, {"graph_captures", be->facts().graph_captures}, {"deterministic", be->facts().deterministic},
                         {"batch", opt.batch_size},
                         {"langevin_steps", opt.sampler.steps},
                         {"channels", f.config.model.channels},

@@ -119,7 +119,7 @@ print(f"  cudaGraphLaunch {graphs} (healthy: {steps}, one per step)  other kerne
 print(f"  cudaMalloc/cudaFree {allocs} (healthy: 0)  synchronizations {syncs} (healthy: 1, the drain before "
       f"cudaProfilerStop)  synchronous cudaMemcpy {copies}")
 ok = graphs == steps and allocs == 0 and syncs <= 1
-print("  " + ("healthy" if ok else "NOT the expected steady state: see cuda_api_sum above (EBM_CUDA_GRAPHS=0? a "
+print("  " + ("healthy" if ok else "NOT the expected steady state: see cuda_api_sum above (cuda.graphs false? a "
       "partial batch or an epoch boundary inside A:B? train.log_every dividing a step inside A:B?)"))
 PY
   echo "profile.sh: report $rep (open in Nsight Systems), tables $out/nsys_stats.txt"

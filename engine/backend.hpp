@@ -15,6 +15,20 @@ namespace ebm {
 
 class Communicator;  // engine/communicator.hpp
 
+// Which implementation runs, and the facts about it that tools and tests check (typed, never parsed from
+// describe()'s text).
+enum class BackendKind { kCpu, kCuda };
+inline const char* backend_name(BackendKind k) { return k == BackendKind::kCuda ? "cuda" : "cpu"; }
+
+struct BackendFacts {
+  BackendKind kind = BackendKind::kCpu;
+  bool graphs = false;         // cuda: full training steps replay a captured CUDA graph (false: eager, by
+                               // EngineOptions::graphs or because a capture failed)
+  int64_t graph_captures = 0;  // CUDA graphs captured so far (the training step's and sample()'s chunks)
+  bool deterministic = true;   // the same state gives the same bits in another process (cuda: algorithms
+                               // chosen by cuDNN's heuristics, not by timing)
+};
+
 struct SamplerParams {
   int steps = 100;
   float step_size = 10.0f, noise = 0.005f, grad_clip = 0.03f;
@@ -29,8 +43,11 @@ struct EngineOptions {
   double reinit_prob = 0.05;
   double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-7;
   double alpha = 0.1, real_noise = 0.005;
-  bool tf32 = false;  // cuda only
-  int device = 0;     // cuda only
+  bool tf32 = false;          // cuda only: TF32 tensor cores in the convolutions
+  int device = 0;             // cuda only
+  bool graphs = true;         // cuda only: replay training steps and sample chunks from CUDA graphs
+  bool deterministic = true;  // cuda only: cuDNN algorithms by heuristics (same in every process: exact
+                              // resume) instead of by timing (the fastest here, chosen anew by each process)
   // Data-parallel training (not owned; null or size 1 = this process alone). With W ranks, batch_size is
   // the per-rank batch (global batch = batch_size·W), buffer_capacity and buffer_initial are global (each
   // rank holds its 1/W shard), and train_step/validate reduce over all ranks.
@@ -56,7 +73,8 @@ struct ValidationMetrics {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string describe() const = 0;
+  virtual std::string describe() const = 0;  // for people: device, library versions, threads
+  virtual BackendFacts facts() const = 0;
   virtual const EngineOptions& options() const = 0;
 
   // --- state, as host snapshots (a sync point on the GPU) ---
@@ -77,6 +95,10 @@ class Backend {
   virtual int64_t batches_per_epoch() const = 0;         // ceil(N / global batch): the last may be partial
   virtual void train_step(int64_t batch) = 0;            // batch index within the epoch
   virtual std::vector<StepMetrics> drain_metrics() = 0;  // every step's metrics since the last call
+  // Parity checks: this epoch's order of training rows [N] (begin_epoch's shuffle), and the loss gradient
+  // ∇θ(cdiv + reg) [num_params] of the last train_step, before Adam used it (global over ranks).
+  virtual std::vector<int64_t> permutation() = 0;
+  virtual std::vector<float> gradient() = 0;
 
   // --- evaluation and tools ---
   virtual std::vector<float> energy(const Tensor& x) = 0;  // f(x) per image (E = −f)

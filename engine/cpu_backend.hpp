@@ -22,6 +22,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const EngineOptions& opt);
 
   std::string describe() const override;
+  BackendFacts facts() const override { return {BackendKind::kCpu, false, 0, true}; }
   const EngineOptions& options() const override { return opt_; }
 
   void set_params(const std::vector<float>& flat) override;
@@ -40,6 +41,8 @@ class CpuBackend final : public Backend {
   int64_t batches_per_epoch() const override;
   void train_step(int64_t batch) override;
   std::vector<StepMetrics> drain_metrics() override;
+  std::vector<int64_t> permutation() override { return perm_; }
+  std::vector<float> gradient() override { return grad_; }
 
   std::vector<float> energy(const Tensor& x) override;
   ValidationMetrics validate(const Tensor& test, int64_t epoch) override;

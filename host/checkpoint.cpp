@@ -39,6 +39,8 @@ EngineOptions engine_options_for(const Config& c) {
   o.real_noise = c.train.real_noise;
   o.tf32 = c.cuda.tf32;
   o.device = c.cuda.device;
+  o.graphs = c.cuda.graphs;
+  o.deterministic = c.cuda.deterministic;
   return o;
 }
 

@@ -207,7 +207,8 @@ json config_to_json(const Config& c) {
                                  {"lr_factor", t.divergence.lr_factor},
                                  {"max_rollbacks", t.divergence.max_rollbacks}}}}},
       {"generate", {{"n", g.n}, {"steps", g.steps}, {"step_size", g.step_size}, {"noise", g.noise}}},
-      {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}}},
+      {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}, {"graphs", c.cuda.graphs},
+                {"deterministic", c.cuda.deterministic}}},
   };
 }
 
@@ -279,6 +280,8 @@ Config config_from_json(const json& user, const std::string& source) {
 
   c.cuda.tf32 = r.boolean("cuda.tf32");
   c.cuda.device = r.int32("cuda.device", 0);
+  c.cuda.graphs = r.boolean("cuda.graphs");
+  c.cuda.deterministic = r.boolean("cuda.deterministic");
   return c;
 }
 

@@ -82,6 +82,9 @@ struct GenerateConfig {
 struct CudaConfig {
   bool tf32 = false;               // TF32 tensor-core math in cuDNN convolutions
   int device = 0;
+  bool graphs = true;              // replay training steps from CUDA graphs (false: every kernel eagerly)
+  bool deterministic = true;       // cuDNN algorithms by heuristics: every process picks the same ones, so a
+                                   // resumed run is bit-exact; false: timed, the fastest in this process
   bool operator==(const CudaConfig&) const = default;
 };
 

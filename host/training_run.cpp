@@ -309,7 +309,7 @@ class TrainingRun {
 
     agree(comm_, [&] {
       backend_ = make_backend(config_.backend, engine_options(config_, comm_));
-      kind_ = backend_->describe().rfind("cuda", 0) == 0 ? "cuda" : "cpu";
+      kind_ = backend_name(backend_->facts().kind);
       if (distributed() && !backend_->data_parallel())
         user_fail("backend ", kind_, ": this build's ", kind_, " backend does not train data-parallel; run the ",
                   comm_.size(), " ranks with --backend cpu, or run one process");

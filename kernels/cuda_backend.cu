@@ -25,8 +25,9 @@
 // by events, inside the captured graph: no host sync is added. sync() waits with a deadline and NCCL's error
 // checks, so a dead or hung peer ends in CommError instead of a hang.
 //
-// Environment: EBM_CUDA_GRAPHS=0 runs every step eagerly (debugging, profiling, and the graph-vs-eager test);
-// EBM_CUDNN_FIND=0 picks cuDNN algorithms by heuristics instead of timing them.
+// Options: EngineOptions::graphs = false (cuda.graphs) runs every step eagerly (debugging, profiling, the
+// graph-vs-eager test); EngineOptions::deterministic (cuda.deterministic) picks cuDNN algorithms by
+// heuristics instead of timing them.
 #include "kernels/cuda_backend.hpp"
 
 #include <cuda_profiler_api.h>
@@ -81,6 +82,17 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override { cudaStreamSynchronize(stream_.get()); }  // errors here have nowhere to go
 
   std::string describe() const override { return describe_; }
+  BackendFacts facts() const override { return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic}; }
+  std::vector<int64_t> permutation() override {
+    std::vector<int32_t> p(static_cast<size_t>(n_train_));
+    download(p.data(), perm_.get(), n_train_);
+    return {p.begin(), p.end()};
+  }
+  std::vector<float> gradient() override {
+    std::vector<float> g(static_cast<size_t>(num_params()));
+    download(g.data(), grad_.get(), num_params());
+    return g;
+  }
   const EngineOptions& options() const override { return opt_; }
 
   void set_params(const std::vector<float>& flat) override;
@@ -225,6 +237,7 @@ class CudaBackend final : public Backend {
   uint64_t issued_ = 0, drained_ = 0;
   std::vector<StepMetrics> pending_;
   int64_t full_steps_ = 0;
+  int64_t captures_ = 0;  // graphs captured (BackendFacts::graph_captures)
 
   // Declared last: destroyed before the buffers they reference.
   GraphExec train_graph_;
@@ -241,8 +254,7 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   if (opt_.device < 0 || opt_.device >= count)
     user_fail("cuda: device ", opt_.device, " requested, ", count, " present");
   EBM_CUDA_CHECK(cudaSetDevice(opt_.device));
-  const char* graphs = std::getenv("EBM_CUDA_GRAPHS");
-  use_graphs_ = !(graphs && std::string(graphs) == "0");
+  use_graphs_ = opt_.graphs;
 
   cudaDeviceProp prop{};
   EBM_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt_.device));
@@ -299,7 +311,7 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   // cuDNN algorithms for the sizes a training step runs (Langevin: batch; loss: 2·batch), timed, then the
   // one workspace, sized for them.
   {
-    const bool timed = cudnn_find_enabled();
+    const bool timed = !opt_.deterministic;
     size_t need = kMinWorkspace;
     for (int n : {bs, 2 * bs}) {
       std::vector<ConvPlan> v;
@@ -529,6 +541,7 @@ void CudaBackend::train_step(int64_t b) {
       prepare(2 * bs);
       try {
         train_graph_ = capture_graph(stream(), [&] { enqueue_train_step(nr, n_real, mine.first); });
+        ++captures_;
       } catch (const Error& e) {  // training goes on eagerly; describe() says so, and the graph test fails
         graphs_failed(e);
       }
@@ -797,6 +810,7 @@ void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
     prepare(n);
     try {
       it->second = capture_graph(stream(), enqueue);
+      ++captures_;
     } catch (const Error& e) {
       graphs_failed(e);
       return enqueue();

@@ -5,8 +5,8 @@
 // Algorithm choice: deterministic algorithms only (no atomics: graph replay and eager runs must agree, and
 // so must two runs with one seed); within that, cudnnFind* (timed) for the batch sizes a training step uses,
 // cuDNN's heuristics (cudnnGet*_v7) for the rest, capped to the workspace already allocated (its address is
-// baked into captured graphs, so it never moves). EBM_CUDNN_FIND=0 uses heuristics everywhere (choices
-// then repeat across processes too). Math: TF32 tensor cores only with EngineOptions::tf32; otherwise
+// baked into captured graphs, so it never moves). EngineOptions::deterministic (cuda.deterministic) uses
+// heuristics everywhere, so every process picks the same algorithms and a resumed run repeats bit for bit. Math: TF32 tensor cores only with EngineOptions::tf32; otherwise
 // CUDNN_FMA_MATH, since CUDNN_DEFAULT_MATH lets fp32 convolutions use TF32 on Ampere and later.
 // Included by cuda_backend.cu only.
 #pragma once
@@ -70,11 +70,6 @@ inline std::map<CacheKey, ConvAlgos>& cache() {
 }
 
 }  // namespace detail
-
-inline bool cudnn_find_enabled() {
-  const char* e = std::getenv("EBM_CUDNN_FIND");
-  return !(e && std::string(e) == "0");
-}
 
 // Descriptors and algorithms for layer `s` at batch n. `timed`: measure with cudnnFind* (else heuristics).
 // ws_cap: the largest workspace an algorithm may need.

@@ -110,7 +110,7 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
   std::vector<std::string> paths;
   leaf_paths(s, "", paths);
   const std::vector<std::string> expected{
-      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.device", "cuda.tf32",
+      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.tf32",
       "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
       "model.kernel_size", "model.stride", "output_dir", "sampler.grad_clip", "sampler.noise",

@@ -309,12 +309,12 @@ TEST(CudaParity, ValidateMatchesCpu) {
 
 TEST(CudaParity, GraphReplayMatchesEager) {
   REQUIRE_CUDA();
-  // EBM_CUDA_GRAPHS=0 at construction makes a backend launch every kernel eagerly. Same seed, same state:
+  // EngineOptions::graphs = false makes a backend launch every kernel eagerly. Same seed, same state:
   // the graph replays must give the eager run's numbers bit for bit (deterministic kernels and algorithms).
-  const EngineOptions o = parity_options();
-  setenv("EBM_CUDA_GRAPHS", "0", 1);
+  EngineOptions o = parity_options();
+  o.graphs = false;
   auto eager = make_backend("cuda", o);
-  unsetenv("EBM_CUDA_GRAPHS");
+  o.graphs = true;
   auto graph = make_backend("cuda", o);
   const Tensor data = random_images(16, 14);  // two full batches per epoch
   const Tensor start = eager->buffer();
@@ -326,7 +326,10 @@ TEST(CudaParity, GraphReplayMatchesEager) {
       for (int64_t b = 0; b < be->batches_per_epoch(); ++b) be->train_step(b);
     }
   }
-  EXPECT_EQ(graph->describe().find("graphs off"), std::string::npos) << "capture failed: " << graph->describe();
+  EXPECT_TRUE(graph->facts().graphs) << "capture failed: " << graph->describe();
+  EXPECT_EQ(graph->facts().graph_captures, 1) << "one capture: the full-batch step, at its second occurrence";
+  EXPECT_FALSE(eager->facts().graphs);
+  EXPECT_EQ(eager->facts().graph_captures, 0);
   EXPECT_EQ(graph->params(), eager->params());
   EXPECT_EQ(graph->buffer().data, eager->buffer().data);
   EXPECT_EQ(graph->rng_state(), eager->rng_state());
