@@ -1,6 +1,6 @@
 // Named ranges for Nsight timelines: `EBM_PROFILE_RANGE("checkpoint");` opens a range that closes at the end
 // of the enclosing scope. Built with EBM_NVTX (CMake option EBM_ENABLE_NVTX, on where the CUDA toolkit's
-// header-only NVTX v3 is found) it pushes an NVTX range in the default domain, as kernels/cuda_check.cuh's
+// header-only NVTX v3 is found) it pushes an NVTX range in the default domain, as engine/cuda/cuda_check.cuh's
 // ranges do, so `nsys stats --report nvtx_sum` lists both side by side; without EBM_NVTX it compiles to nothing.
 // The only header pulled in is <nvtx3/nvToolsExt.h> (no CUDA runtime), so host and engine code may use it.
 // A range opened while a stream is being captured into a CUDA graph is recorded once, at capture, and not

@@ -1,6 +1,8 @@
 #include "engine/rng.hpp"
 
 #include <cmath>
+#include <numeric>
+#include <utility>
 
 #include "kernels/philox.hpp"
 
@@ -34,6 +36,15 @@ uint64_t Rng::below(uint64_t n) {
     const uint64_t x = static_cast<uint64_t>(r.v[0]) << 32 | r.v[1];
     if (x < limit) return x % n;
   }
+}
+
+std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n) {
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  Rng rng(seed, RngStream::kShuffle);
+  rng.offset = static_cast<uint64_t>(epoch) << 32;
+  for (size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.below(i)]);
+  return perm;
 }
 
 }  // namespace ebm

@@ -1,14 +1,11 @@
 // A named random stream on the CPU: Philox counter state that checkpoints as three integers.
 #pragma once
 #include <cstdint>
+#include <vector>
+
+#include "kernels/rng_streams.hpp"  // RngStream: the engine's stream ids
 
 namespace ebm {
-
-// Stream ids used by the engine: one per draw site, so no two sites ever share numbers.
-enum class RngStream : uint64_t {
-  kShuffle = 1, kRealNoise = 2, kBufferChoice = 3, kBufferInit = 4, kLangevin = 5, kValidation = 6,
-  kGenerate = 7, kInit = 8
-};
 
 struct Rng {
   uint64_t seed = 0;
@@ -24,5 +21,10 @@ struct Rng {
   uint64_t below(uint64_t n);                                     // uniform integer in [0, n)
   double unit();                                                  // uniform double in [0, 1)
 };
+
+// The training set's order in epoch `epoch`: a Fisher–Yates shuffle of 0..n−1 from stream kShuffle at
+// block epoch·2^32, so it depends only on (seed, epoch) and a resumed run needs no shuffle state. Both
+// backends use it (the CUDA backend uploads it), so CPU and GPU runs of one seed see the same batches.
+std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n);
 
 }  // namespace ebm

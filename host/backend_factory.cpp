@@ -1,9 +1,9 @@
 #include "host/backend_factory.hpp"
 
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #ifdef EBM_HAVE_CUDA
-#include "kernels/cuda_backend.hpp"
+#include "engine/cuda/cuda_backend.hpp"
 #endif
 
 namespace ebm {

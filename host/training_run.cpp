@@ -28,7 +28,7 @@
 #include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
 #ifdef EBM_HAVE_CUDA
-#include "kernels/cuda_backend.hpp"
+#include "engine/cuda/cuda_backend.hpp"
 #endif
 
 namespace fs = std::filesystem;

@@ -1,54 +1,17 @@
 // The dense head, D (= C·H·W of the last conv layer, NCHW-flattened) → 1. Tiny (256 → 1 for the seed's
 // net), so plain kernels: a warp per image forward, a thread per weight backward. Its input gradient is
-// fused into swish_backward (kernels/swish.cuh). Included by cuda_backend.cu only.
+// fused into swish_backward (kernels/swish.cuh). Launchers (kernels in dense.cu); each returns cudaGetLastError().
 #pragma once
 #include <cuda_runtime.h>
 
-#include <cstdint>
-
-#include "kernels/cuda_check.cuh"
-#include "kernels/reduce.cuh"
-
 namespace ebm::cuda {
 
-// f[i] = b + Σ_j wd[j]·a[i, j]   a (n, D), f (n). One warp per row.
-__global__ void dense_forward_kernel(const float* __restrict__ a, const float* __restrict__ wd,
-                                     const float* __restrict__ bd, float* __restrict__ f, int n, int D) {
-  const int lane = threadIdx.x & 31;
-  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
-  if (row >= n) return;  // whole warps leave together
-  const float* x = a + row * D;
-  float acc = 0.0f;
-  for (int j = lane; j < D; j += 32) acc += wd[j] * x[j];
-  acc = warp_reduce(acc, SumOp{});
-  if (lane == 0) f[row] = acc + bd[0];
-}
+// f (n) = bd + a (n, D) · wd (D).
+[[nodiscard]] cudaError_t dense_forward(const float* a, const float* wd, const float* bd, float* f, int n, int D,
+                                        cudaStream_t s);
 
-// grad_w[j] = Σ_i df[i]·a[i, j] (D threads; reads of a coalesce across j), grad_b = Σ_i df[i] (thread D).
-__global__ void dense_backward_kernel(const float* __restrict__ a, const float* __restrict__ df,
-                                      float* __restrict__ grad_w, float* __restrict__ grad_b, int n, int D) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j > D) return;
-  float acc = 0.0f;
-  if (j < D) {
-    for (int i = 0; i < n; ++i) acc += df[i] * a[int64_t(i) * D + j];
-    grad_w[j] = acc;
-  } else {
-    for (int i = 0; i < n; ++i) acc += df[i];
-    grad_b[0] = acc;
-  }
-}
-
-inline void dense_forward(const float* a, const float* wd, const float* bd, float* f, int n, int D, cudaStream_t s) {
-  const int rows_per_block = 8;
-  dense_forward_kernel<<<(n + rows_per_block - 1) / rows_per_block, 32 * rows_per_block, 0, s>>>(a, wd, bd, f, n, D);
-  EBM_CUDA_LAUNCH_CHECK();
-}
-
-inline void dense_backward(const float* a, const float* df, float* grad_w, float* grad_b, int n, int D,
-                           cudaStream_t s) {
-  dense_backward_kernel<<<(D + 1 + 255) / 256, 256, 0, s>>>(a, df, grad_w, grad_b, n, D);
-  EBM_CUDA_LAUNCH_CHECK();
-}
+// grad_w (D) = Σ_i df[i]·a[i, :], grad_b (1) = Σ_i df[i] (overwritten, not accumulated).
+[[nodiscard]] cudaError_t dense_backward(const float* a, const float* df, float* grad_w, float* grad_b, int n, int D,
+                                         cudaStream_t s);
 
 }  // namespace ebm::cuda

@@ -1,13 +1,17 @@
-// Device-side draws from the engine's Philox streams (kernels/philox.hpp), with the same conversions as
-// engine/rng.cpp: for the same (seed, stream, offset) a kernel draws the numbers the CPU backend draws, so
-// the parity tests compare even noisy steps. One thread handles the 4 elements of one Philox block.
+// Device-side draws from the engine's Philox streams through cuRAND's device API (curand_kernel.h), with the
+// same conversions as engine/rng.cpp, so for the same (seed, stream, offset) a kernel draws the numbers the
+// CPU backend draws and the parity tests compare even noisy steps. One thread handles the 4 elements of
+// one Philox block.
 //
-// Why philox.hpp and not cuRAND's device API: both are counter-based Philox4x32-10 whose state is
-// (seed, subsequence, offset), which is what graph replay needs (seed and offset read from device memory by
-// the kernels, advanced by a captured kernel); sharing the CPU's generator additionally makes the GPU's
-// random numbers testable element by element. cuRAND's host API fills the initial replay buffer.
+// Why that is the CPU's generator: kernels/philox.hpp's philox4x32_10(seed, stream, block) is, bit for bit,
+// cuRAND's Philox4_32_10 after curand_init(seed, subsequence = stream, offset = 4·block) — curand_init puts
+// the block in counter words 0–1, the subsequence in words 2–3 and the seed in the key, as philox.hpp does.
+// tests/test_curand_philox.cpp checks it against cuRAND's host generator on this machine; the CudaParity
+// tests check the kernels' draws against the CPU's on a GPU. Counter-based state (seed, offset) is what graph
+// replay needs: kernels read seed and offset from device memory, advanced by a captured kernel.
 #pragma once
 #include <cuda_runtime.h>
+#include <curand_kernel.h>
 
 #include <cstdint>
 
@@ -15,21 +19,29 @@
 
 namespace ebm::cuda {
 
-// Elements 4b..4b+3 of a normal stream at `offset` are philox_normal_at(seed, stream, offset, 4b + lane):
-// block offset + b, two Box–Muller pairs.
+// The four 32-bit words of Philox block `block` of stream `stream` (curand_init's work is a few integer
+// adds for Philox; the compiler drops the look-ahead block that curand4 computes into the dead state).
+__device__ __forceinline__ uint4 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
+  curandStatePhilox4_32_10_t s;
+  curand_init(seed, stream, 4 * block, &s);
+  return curand4(&s);
+}
+
+// Elements 4b..4b+3 of a normal stream: philox_normal_at(seed, stream, offset, 4b + lane) — two Box–Muller
+// pairs of block offset + b.
 __device__ __forceinline__ float4 philox_normal4(uint64_t seed, uint64_t stream, uint64_t block) {
-  const Philox4 r = philox4x32_10(seed, stream, block);
-  const float r0 = sqrtf(-2.0f * logf(u32_to_unit_open0(r.v[0])));
-  const float t0 = 6.2831853071795864f * u32_to_unit(r.v[1]);
-  const float r1 = sqrtf(-2.0f * logf(u32_to_unit_open0(r.v[2])));
-  const float t1 = 6.2831853071795864f * u32_to_unit(r.v[3]);
+  const uint4 r = philox_block(seed, stream, block);
+  const float r0 = sqrtf(-2.0f * logf(u32_to_unit_open0(r.x)));
+  const float t0 = 6.2831853071795864f * u32_to_unit(r.y);
+  const float r1 = sqrtf(-2.0f * logf(u32_to_unit_open0(r.z)));
+  const float t1 = 6.2831853071795864f * u32_to_unit(r.w);
   return make_float4(r0 * cosf(t0), r0 * sinf(t0), r1 * cosf(t1), r1 * sinf(t1));
 }
 
 // Elements 4b..4b+3 of a uniform [0, 1) stream: philox_uniform_at(seed, stream, offset, 4b + lane).
 __device__ __forceinline__ float4 philox_uniform4(uint64_t seed, uint64_t stream, uint64_t block) {
-  const Philox4 r = philox4x32_10(seed, stream, block);
-  return make_float4(u32_to_unit(r.v[0]), u32_to_unit(r.v[1]), u32_to_unit(r.v[2]), u32_to_unit(r.v[3]));
+  const uint4 r = philox_block(seed, stream, block);
+  return make_float4(u32_to_unit(r.x), u32_to_unit(r.y), u32_to_unit(r.z), u32_to_unit(r.w));
 }
 
 __device__ __forceinline__ float lane_of(const float4& v, int lane) {
@@ -38,8 +50,8 @@ __device__ __forceinline__ float lane_of(const float4& v, int lane) {
 
 // Rng::unit() at `block`: a uniform double in [0, 1) from 53 bits.
 __device__ __forceinline__ double philox_unit(uint64_t seed, uint64_t stream, uint64_t block) {
-  const Philox4 r = philox4x32_10(seed, stream, block);
-  const uint64_t bits = (static_cast<uint64_t>(r.v[0]) << 32 | r.v[1]) >> 11;
+  const uint4 r = philox_block(seed, stream, block);
+  const uint64_t bits = (static_cast<uint64_t>(r.x) << 32 | r.y) >> 11;
   return static_cast<double>(bits) * (1.0 / 9007199254740992.0);
 }
 
@@ -48,17 +60,8 @@ __device__ __forceinline__ double philox_unit(uint64_t seed, uint64_t stream, ui
 // blocks as the CPU's loop does, so in that event the GPU keeps the (negligibly biased) value and the two
 // backends diverge. Everywhere else they draw the same index.
 __device__ __forceinline__ uint64_t philox_below(uint64_t seed, uint64_t stream, uint64_t block, uint64_t n) {
-  const Philox4 r = philox4x32_10(seed, stream, block);
-  return (static_cast<uint64_t>(r.v[0]) << 32 | r.v[1]) % n;
+  const uint4 r = philox_block(seed, stream, block);
+  return (static_cast<uint64_t>(r.x) << 32 | r.y) % n;
 }
-
-// Where a kernel's normals come from: seed and base offset read from device memory (so a graph replay sees
-// the values of that replay), plus a constant block offset (e.g. Langevin step k · blocks per step).
-struct NoiseSource {
-  const uint64_t* seed;
-  const uint64_t* offset;
-  uint64_t stream;
-  uint64_t add;
-};
 
 }  // namespace ebm::cuda

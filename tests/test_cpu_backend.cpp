@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "kernels/ebm_math.hpp"
 #include "tests/test_support.hpp"
 

@@ -13,11 +13,11 @@
 #include <vector>
 
 #include "engine/backend.hpp"
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/rng.hpp"
 #include "host/backend_factory.hpp"
 #ifdef EBM_HAVE_CUDA
-#include "kernels/cuda_backend.hpp"
+#include "engine/cuda/cuda_backend.hpp"
 #endif
 
 using namespace ebm;

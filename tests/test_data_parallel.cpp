@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "engine/communicator.hpp"
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/rng.hpp"
 #include "host/checkpoint.hpp"
 #include "host/distributed.hpp"

@@ -69,7 +69,7 @@ TEST(EngineMath, CdLossHandComputed) {
   EXPECT_TRUE(std::isnan(cd_loss(fr, 2, bad, 1, 0.1f, dr, dfk).max_abs_f));
 }
 
-#include "engine/fast_math.hpp"
+#include "engine/cpu/fast_math.hpp"
 
 TEST(EngineMath, VectorisedBiasSwishMatchesLibm) {
   // 1000 values over [-100, 100] (both clamps, the polynomial's whole range) as 50 rows of 20

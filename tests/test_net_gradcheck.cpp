@@ -6,8 +6,8 @@
 #include <random>
 #include <vector>
 
-#include "engine/cpu_backend.hpp"
-#include "engine/cpu_net.hpp"
+#include "engine/cpu/cpu_backend.hpp"
+#include "engine/cpu/cpu_net.hpp"
 
 using namespace ebm;
 

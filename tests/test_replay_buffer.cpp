@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/replay_buffer.hpp"
+#include "engine/cpu/replay_buffer.hpp"
 
 using namespace ebm;
 

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/rng.hpp"
 #include "host/sampling.hpp"
 #include "kernels/ebm_math.hpp"

@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/small_gemm.hpp"
+#include "engine/cpu/small_gemm.hpp"
 
 using ebm::small_sgemm_nn;
 

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "host/checkpoint.hpp"

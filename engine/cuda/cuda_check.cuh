@@ -1,9 +1,8 @@
-// Error checks for CUDA, cuDNN and cuRAND calls: each failure throws ebm::Error naming the failed
+// Error checks for CUDA and cuDNN calls: each failure throws ebm::Error naming the failed
 // expression, file and line (library code never exits). NVTX ranges, compiled out without EBM_NVTX.
 #pragma once
 #include <cuda_runtime.h>
 #include <cudnn.h>
-#include <curand.h>
 
 #include <string>
 
@@ -27,13 +26,6 @@
       ::ebm::fail_at(#expr, __FILE__, __LINE__, std::string("cuDNN error: ") + cudnnGetErrorString(ebm_st_)); \
   } while (0)
 
-#define EBM_CURAND_CHECK(expr)                                                                                 \
-  do {                                                                                                         \
-    const curandStatus_t ebm_st_ = (expr);                                                                     \
-    if (ebm_st_ != CURAND_STATUS_SUCCESS)                                                                      \
-      ::ebm::fail_at(#expr, __FILE__, __LINE__, "cuRAND error " + std::to_string(static_cast<int>(ebm_st_))); \
-  } while (0)
-
 // After every kernel launch: launch-configuration errors surface here, not at the next sync.
 #define EBM_CUDA_LAUNCH_CHECK() EBM_CUDA_CHECK(cudaGetLastError())
 
@@ -50,11 +42,5 @@ struct NvtxRange {
   NvtxRange(const NvtxRange&) = delete;
   NvtxRange& operator=(const NvtxRange&) = delete;
 };
-
-// Grid size for a grid-stride loop over n items: enough blocks to fill the device, no more.
-inline unsigned grid_for(int64_t n, int threads, int max_blocks = 4096) {
-  const int64_t b = (n + threads - 1) / threads;
-  return static_cast<unsigned>(b < 1 ? 1 : (b > max_blocks ? max_blocks : b));
-}
 
 }  // namespace ebm::cuda

@@ -1,11 +1,11 @@
-#include "kernels/nccl_communicator.cuh"
+#include "engine/cuda/nccl_communicator.cuh"
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
 
-#include "kernels/cuda_check.cuh"
+#include "engine/cuda/cuda_check.cuh"
 
 namespace ebm::cuda {
 

@@ -1,4 +1,4 @@
-#include "engine/cpu_backend.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 
 #include <omp.h>
 
@@ -9,8 +9,8 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
-#include "engine/fast_math.hpp"
-#include "engine/gemm.hpp"
+#include "engine/cpu/fast_math.hpp"
+#include "engine/cpu/gemm.hpp"
 #include "engine/loss.hpp"
 #include "kernels/ebm_math.hpp"
 #include "kernels/philox.hpp"
@@ -178,11 +178,7 @@ int64_t CpuBackend::batches_per_epoch() const {
 }
 
 void CpuBackend::begin_epoch(int64_t epoch) {
-  // Fisher–Yates from a stream that depends only on (seed, epoch): resume needs no shuffle state.
-  Rng rng(opt_.seed, RngStream::kShuffle);
-  rng.offset = uint64_t(epoch) << 32;
-  std::iota(perm_.begin(), perm_.end(), 0);
-  for (size_t i = perm_.size(); i > 1; --i) std::swap(perm_[i - 1], perm_[rng.below(i)]);
+  perm_ = epoch_permutation(opt_.seed, epoch, int64_t(perm_.size()));
 }
 
 void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {

@@ -1,4 +1,4 @@
-#include "engine/replay_buffer.hpp"
+#include "engine/cpu/replay_buffer.hpp"
 
 #include <algorithm>
 #include <cstring>

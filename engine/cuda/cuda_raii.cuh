@@ -1,15 +1,14 @@
-// Owners for device memory, streams, cuDNN handles/descriptors, cuRAND generators and CUDA graphs.
+// Owners for device memory, streams, cuDNN handles/descriptors and CUDA graphs.
 // Move-only; destructors never throw (a failed free at process teardown is not worth an abort).
 #pragma once
 #include <cuda_runtime.h>
 #include <cudnn.h>
-#include <curand.h>
 
 #include <cstddef>
 #include <functional>
 #include <utility>
 
-#include "kernels/cuda_check.cuh"
+#include "engine/cuda/cuda_check.cuh"
 
 namespace ebm::cuda {
 
@@ -95,7 +94,6 @@ struct CudnnDestroy { void operator()(cudnnHandle_t h) const noexcept { cudnnDes
 struct TensorDescDestroy { void operator()(cudnnTensorDescriptor_t d) const noexcept { cudnnDestroyTensorDescriptor(d); } };
 struct FilterDescDestroy { void operator()(cudnnFilterDescriptor_t d) const noexcept { cudnnDestroyFilterDescriptor(d); } };
 struct ConvDescDestroy { void operator()(cudnnConvolutionDescriptor_t d) const noexcept { cudnnDestroyConvolutionDescriptor(d); } };
-struct CurandDestroy { void operator()(curandGenerator_t g) const noexcept { curandDestroyGenerator(g); } };
 
 using Stream = Handle<cudaStream_t, StreamDestroy>;
 using Event = Handle<cudaEvent_t, EventDestroy>;
@@ -104,7 +102,6 @@ using CudnnHandle = Handle<cudnnHandle_t, CudnnDestroy>;
 using TensorDesc = Handle<cudnnTensorDescriptor_t, TensorDescDestroy>;
 using FilterDesc = Handle<cudnnFilterDescriptor_t, FilterDescDestroy>;
 using ConvDesc = Handle<cudnnConvolutionDescriptor_t, ConvDescDestroy>;
-using CurandGenerator = Handle<curandGenerator_t, CurandDestroy>;
 
 inline Stream make_stream() {
   cudaStream_t s;

@@ -11,8 +11,8 @@
 #include <memory>
 
 #include "engine/backend.hpp"
-#include "engine/cpu_net.hpp"
-#include "engine/replay_buffer.hpp"
+#include "engine/cpu/cpu_net.hpp"
+#include "engine/cpu/replay_buffer.hpp"
 #include "engine/rng.hpp"
 
 namespace ebm {

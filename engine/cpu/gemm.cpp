@@ -1,4 +1,4 @@
-#include "engine/gemm.hpp"
+#include "engine/cpu/gemm.hpp"
 
 #include <vector>
 

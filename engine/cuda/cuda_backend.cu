@@ -1,10 +1,11 @@
-// The CUDA backend: the CPU reference (engine/cpu_backend.cpp) step for step, on one device.
+// The CUDA backend: the CPU reference (engine/cpu/cpu_backend.cpp) step for step, on one device.
 //
-// Layout: activations NCHW per layer, z (with bias, for swish') and a = swish(z), rows_ images each; a
-// training step's rows are [real (nr); fake (batch)] in one buffer, so the loss pass is one forward and one
-// backward over nr + batch rows. Everything a step touches is resident: parameters, Adam moments, replay
-// buffer (ring of capacity images), training set and its permutation, Philox offsets and counters
-// (DeviceState), per-step metrics (a ring read back by drain_metrics).
+// Layout, beside CpuBackend: the network is a CudaNet (engine/cuda/cuda_net.cuh), the replay buffer a
+// DeviceReplayBuffer (engine/cuda/device_replay_buffer.cuh); every kernel is reached through its launcher in
+// kernels/ (this file launches none itself). A training step's rows are [real (nr); fake (batch)] in one
+// buffer, so the loss pass is one forward and one backward over nr + batch rows. Everything a step touches is
+// resident: parameters, Adam moments, replay buffer, training set and its permutation, Philox offsets and
+// counters (DeviceState), per-step metrics (a ring read back by drain_metrics).
 //
 // Graphs: a full-batch train step is captured whole (data, Langevin loop, write-back, loss, backward, Adam)
 // at its second occurrence (the first runs eagerly, which loads every kernel and cuDNN engine before capture)
@@ -12,14 +13,14 @@
 // second time it sees the same shape. Kernels read seeds, offsets, ring position and Adam's t from device
 // memory, so replays draw fresh numbers.
 //
-// Random numbers: the engine's Philox streams (engine/rng.hpp) drawn in kernels as the CPU backend draws
-// them (kernels/random.cuh), so the same state gives the same noise on both; the initial replay-buffer noise
-// comes from cuRAND's host generator (seeded from (seed, kBufferInit)), which nothing else needs to reproduce.
+// Random numbers: the engine's Philox streams (engine/rng.hpp) drawn in kernels through cuRAND's device API
+// exactly as the CPU backend draws them (kernels/random.cuh), so the same state gives the same noise on both —
+// the initial replay buffer included. The epoch order is the CPU's permutation (epoch_permutation), uploaded.
 // rng_state() = {seed, real-noise, buffer-choice, buffer-fresh, langevin offsets}: CpuBackend's layout and
 // meaning, so checkpoints resume on either backend.
 //
 // Data-parallel (EngineOptions::comm with W > 1 ranks, one GPU each; needs NCCL): CpuBackend's semantics
-// (engine/cpu_backend.hpp) — global batch G = batch_size·W, rank r's share of each global batch's rows and its
+// (engine/cpu/cpu_backend.hpp) — global batch G = batch_size·W, rank r's share of each global batch's rows and its
 // slice of every global random draw (kernels/sharded_step.cuh), a 1/W replay-buffer shard, dL/df over the global
 // counts; the gradient (one flat buffer) and the loss sums are all-reduced by NCCL on its own stream, ordered
 // by events, inside the captured graph: no host sync is added. sync() waits with a deadline and NCCL's error
@@ -28,12 +29,11 @@
 // Options: EngineOptions::graphs = false (cuda.graphs) runs every step eagerly (debugging, profiling, the
 // graph-vs-eager test); EngineOptions::deterministic (cuda.deterministic) picks cuDNN algorithms by
 // heuristics instead of timing them.
-#include "kernels/cuda_backend.hpp"
+#include "engine/cuda/cuda_backend.hpp"
 
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
-#include <curand.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -48,30 +48,27 @@
 #include "engine/error.hpp"
 #include "engine/loss.hpp"  // guard_max: the divergence guard's measure
 #include "engine/rng.hpp"
+#include "engine/cuda/cuda_check.cuh"
+#include "engine/cuda/cuda_net.cuh"
+#include "engine/cuda/cuda_raii.cuh"
+#include "engine/cuda/device_replay_buffer.cuh"
 #include "kernels/adam.cuh"
-#include "kernels/cuda_check.cuh"
-#include "kernels/cuda_raii.cuh"
-#include "kernels/cudnn_conv.cuh"
-#include "kernels/dense.cuh"
 #include "kernels/device_state.cuh"
+#include "kernels/fill.cuh"
 #include "kernels/langevin.cuh"
-#include "kernels/reduce.cuh"
+#include "kernels/loss.cuh"
+#include "kernels/philox.hpp"
+#include "kernels/probe.cuh"
 #include "kernels/replay.cuh"
-#include "kernels/shuffle.cuh"
 #include "kernels/sharded_step.cuh"
-#include "kernels/swish.cuh"
 #ifdef EBM_HAVE_NCCL
-#include "kernels/nccl_communicator.cuh"
+#include "engine/cuda/nccl_communicator.cuh"
 #endif
 
 namespace ebm {
 namespace cuda {
 namespace {
 
-__global__ void probe_kernel() {}
-
-constexpr size_t kSearchWorkspaceCap = size_t(256) << 20;  // the most workspace a timed algorithm may take
-constexpr size_t kMinWorkspace = size_t(16) << 20;         // headroom for batch sizes planned later
 constexpr int kMaxSampleGraphs = 8;
 
 std::string arch_of(const cudaDeviceProp& p) { return "sm_" + std::to_string(p.major) + std::to_string(p.minor); }
@@ -132,43 +129,28 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  struct Layer {
-    ConvShape s;
-    FilterDesc w;
-    DeviceBuffer<float> z, a;  // (rows_, cout, hout, wout)
-  };
-
   int64_t img() const { return opt_.net.image_size(); }
   int64_t global_batch() const { return int64_t(opt_.batch_size) * world_; }
   int64_t num_params() const { return opt_.net.num_params; }
   cudaStream_t stream() const { return stream_.get(); }
   DeviceState* st() const { return state_.get(); }
-  Workspace workspace() const { return {ws_.get(), ws_.bytes()}; }
-  const float* param(int64_t off) const { return params_.get() + off; }
+  std::vector<int64_t> image_shape() const { return {opt_.net.in_c, opt_.net.in_h, opt_.net.in_w}; }
 
-  const ConvPlan& plan(size_t layer, int n);
-  void prepare(int n) {
-    for (size_t l = 0; l < layers_.size(); ++l) plan(l, n);
-  }
-  void ensure_rows(int n);
   void invalidate_graphs() {
     train_graph_.reset();
     sample_graphs_.clear();
   }
 
-  // f (n) = f(x) for x (n, img), keeping what backward() needs; f null skips the dense head (Langevin).
-  void forward(const float* x, int n, float* f);
-  // After forward(): dx (n, img) = Σ_i df_i ∂f_i/∂x and grad (num_params) = Σ_i df_i ∂f_i/∂θ, each skipped when null.
-  void backward(const float* df, int n, float* dx, float* grad);
   // x (n, img) refined in place; normals from stream `rng` at (*seed, *offset + k·blocks) for step k, where
   // blocks = philox_blocks(stride) (stride 0: n·img; a rank of a data-parallel step: G·img, the global draw).
-  void enqueue_langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
-                        const uint64_t* offset, int64_t stride = 0);
+  void langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
+                const uint64_t* offset, int64_t stride = 0);
   // nr real rows: this rank's share, from row real_first of a global batch of n_real (W = 1: 0 and nr).
   void enqueue_train_step(int nr, int64_t n_real, int64_t real_first);
   void run_sample_chunk(int n, const SamplerParams& q);
-  void fill_initial_buffer(int n, int64_t first = 0);
   void set_cursor(int64_t batch);
+  // perm_ ← order (N indices; empty: the identity), through perm_host_.
+  void upload_permutation(const std::vector<int64_t>& order);
   void collect_metrics();
 
   template <class T>
@@ -188,13 +170,18 @@ class CudaBackend final : public Backend {
     EBM_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
   // A capture that fails (e.g. a library call that cannot be captured) must not stop training: say so
-  // once, and run eagerly from then on. describe() carries it, so the graph test fails honestly.
+  // once, and run eagerly from then on. facts().graphs says so, so the graph test and the benchmark fail.
   void graphs_failed(const Error& e) {
     std::fprintf(stderr, "cuda: CUDA graph capture failed, running eagerly: %s\n", e.what());
     cudaGetLastError();
     use_graphs_ = false;
     describe_ += ", graphs off (capture failed)";
   }
+  // Whatever captured the old addresses is stale once a buffer moved.
+  void rows_for(int n) {
+    if (net_->reserve_rows(n) || ensure_scratch(n)) invalidate_graphs();
+  }
+  bool ensure_scratch(int n);
   DeviceState read_state();
   void write_state(const DeviceState& s);
 
@@ -203,24 +190,20 @@ class CudaBackend final : public Backend {
   bool use_graphs_ = true;
   Stream stream_;
   CudnnHandle cudnn_;
-  std::vector<Layer> layers_;
-  std::map<int, std::vector<ConvPlan>> plans_;  // by batch size
-  DeviceBuffer<unsigned char> ws_;               // the one cuDNN workspace; never moves once allocated
-  int rows_ = 0;                                 // images the activation buffers hold
+  DeviceBuffer<DeviceState> state_;                      // (1): declared before what keeps its address
+  std::unique_ptr<CudaNet> net_;
+  std::unique_ptr<DeviceReplayBuffer> buffer_;
+  int scratch_rows_ = 0;                                 // rows dx_, f_, df_, ones_ hold
 
   DeviceBuffer<float> params_, grad_, adam_m_, adam_v_;  // (num_params)
-  DeviceBuffer<float> da_[2];                            // (rows_, largest layer): gradient ping-pong
-  DeviceBuffer<float> dx_;                               // (rows_, img): input gradient
-  DeviceBuffer<float> f_, df_, ones_;                    // (rows_)
-  DeviceBuffer<float> partial_;                          // bias-gradient partial sums
+  DeviceBuffer<float> dx_;                               // (rows, img): input gradient
+  DeviceBuffer<float> f_, df_, ones_;                    // (rows)
   DeviceBuffer<float> batch_;                            // (2·batch, img): [real; fake] or [test; noise]
   DeviceBuffer<float> io_, io_f_;                        // staging for energy/sample/input_grad/param_grad
-  DeviceBuffer<float> buffer_;                           // (capacity, img): replay buffer ring
   DeviceBuffer<int32_t> slots_;                          // (batch): this step's buffer slots
   DeviceBuffer<float> train_;                            // (N, img)
-  DeviceBuffer<int32_t> perm_;                           // (N)
-  DeviceBuffer<uint64_t> keys_;                          // (N): shuffle scratch
-  DeviceBuffer<DeviceState> state_;                      // (1)
+  DeviceBuffer<int32_t> perm_;                           // (N): this epoch's order (epoch_permutation)
+  std::vector<int32_t> perm_host_;                       // its host copy, the upload's source
   DeviceBuffer<DeviceMetrics> ring_;                     // (kMetricsRing)
   DeviceBuffer<double> validation_stats_;  // (3 × validation batches): two means and max |f| each
   DeviceBuffer<double> dp_sums_;                         // (6): a data-parallel step's loss sums, all-reduced
@@ -230,8 +213,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<NcclCommunicator> nccl_;  // world_ > 1 only
 #endif
 
-  const float* fwd_input_ = nullptr;  // what the last forward() read, for backward()
-  int fwd_n_ = 0;
   int64_t n_train_ = 0, next_batch_ = 0;
   int buf_size_ = 0;  // host mirror of the ring's size, for the empty-buffer check
   uint64_t issued_ = 0, drained_ = 0;
@@ -287,10 +268,16 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   EBM_CUDNN_CHECK(cudnnCreate(&h));
   cudnn_ = CudnnHandle(h);
   EBM_CUDNN_CHECK(cudnnSetStream(h, stream()));
-  for (const ConvShape& s : net.convs) layers_.push_back({s, make_filter_desc(s.cout, s.cin, s.k, s.k), {}, {}});
+  state_.resize(1);
 
+  // cuDNN algorithms for the sizes a training step runs (Langevin: batch; loss: 2·batch), then the one
+  // workspace, sized for them.
   const int bs = opt_.batch_size;
-  const int64_t P = num_params(), im = img();
+  net_ = std::make_unique<CudaNet>(net, h, stream(), CudaNetOptions{opt_.tf32, opt_.deterministic, opt_.device},
+                                   std::vector<int>{bs, 2 * bs});
+  buffer_ = std::make_unique<DeviceReplayBuffer>(opt_.buffer_capacity, img(), st(), stream());
+
+  const int64_t P = num_params();
   params_.resize(P);
   grad_.resize(P);
   adam_m_.resize(P);
@@ -300,30 +287,13 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   EBM_CUDA_CHECK(cudaMemsetAsync(grad_.get(), 0, grad_.bytes(), stream()));
   EBM_CUDA_CHECK(cudaMemsetAsync(adam_m_.get(), 0, adam_m_.bytes(), stream()));
   EBM_CUDA_CHECK(cudaMemsetAsync(adam_v_.get(), 0, adam_v_.bytes(), stream()));
-  ensure_rows(2 * bs);
-  batch_.resize(size_t(2 * bs) * im);
+  rows_for(2 * bs);
+  batch_.resize(size_t(2 * bs) * img());
   slots_.resize(size_t(bs));
-  state_.resize(1);
   ring_.resize(kMetricsRing);
   dp_sums_.resize(6);
-  buffer_.resize(size_t(opt_.buffer_capacity) * im);
 
-  // cuDNN algorithms for the sizes a training step runs (Langevin: batch; loss: 2·batch), timed, then the
-  // one workspace, sized for them.
-  {
-    const bool timed = !opt_.deterministic;
-    size_t need = kMinWorkspace;
-    for (int n : {bs, 2 * bs}) {
-      std::vector<ConvPlan> v;
-      for (const Layer& L : layers_) {
-        v.push_back(make_conv_plan(h, L.s, L.w.get(), n, opt_.tf32, timed, kSearchWorkspaceCap, opt_.device));
-        need = std::max(need, v.back().algos.workspace);
-      }
-      plans_.emplace(n, std::move(v));
-    }
-    ws_.resize(need);
-  }
-
+  // The initial replay buffer: the CPU's draws (ReplayBuffer::fill_noise), this rank's rows of them.
   DeviceState s{};
   s.seed = opt_.seed;
   s.lr = opt_.lr;
@@ -331,195 +301,98 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   s.beta2 = opt_.beta2;
   s.eps = opt_.eps;
   const Share first = share_of(std::max(initial_global, 0), rank_, world_);  // W = 1: all of them
+  buffer_->fill_noise(int(first.count), opt_.seed, first.first);
+  s.head = 0;
   s.size = int32_t(first.count);
-  s.off_fresh = philox_blocks(uint64_t(std::max(initial_global, 0)) * im);  // as CpuBackend: past every rank's
+  s.off_fresh = philox_blocks(uint64_t(std::max(initial_global, 0)) * img());  // as CpuBackend: past every rank's
   write_state(s);
-  fill_initial_buffer(s.size, first.first);
   buf_size_ = s.size;
 }
 
-void CudaBackend::fill_initial_buffer(int n, int64_t first) {
-  if (n <= 0) return;
-  curandGenerator_t g;
-  EBM_CURAND_CHECK(curandCreateGenerator(&g, CURAND_RNG_PSEUDO_PHILOX4_32_10));
-  CurandGenerator gen(g);
-  EBM_CURAND_CHECK(curandSetStream(g, stream()));
-  EBM_CURAND_CHECK(curandSetPseudoRandomGeneratorSeed(
-      g, opt_.seed ^ (0x9E3779B97F4A7C15ull * stream_id(RngStream::kBufferInit))));
-  EBM_CURAND_CHECK(curandSetGeneratorOffset(g, uint64_t(first * img())));  // a rank's rows of the one sequence
-  const int64_t len = int64_t(n) * img();
-  EBM_CURAND_CHECK(curandGenerateUniform(g, buffer_.get(), size_t(len)));  // (0, 1]
-  affine(buffer_.get(), len, 2.0f, -1.0f, stream());                       // (−1, 1]
-  sync();  // before the generator (and any state it keeps on the device) goes away
-}
-
-const ConvPlan& CudaBackend::plan(size_t layer, int n) {
-  auto it = plans_.find(n);
-  if (it == plans_.end()) {
-    cudaStreamCaptureStatus cs;
-    EBM_CUDA_CHECK(cudaStreamIsCapturing(stream(), &cs));
-    EBM_CHECK(cs == cudaStreamCaptureStatusNone, "cuDNN plan for a new batch size requested during graph capture");
-    std::vector<ConvPlan> v;
-    for (const Layer& L : layers_) {
-      v.push_back(make_conv_plan(cudnn_.get(), L.s, L.w.get(), n, opt_.tf32, false, ws_.bytes(), opt_.device));
-      EBM_CHECK(v.back().algos.workspace <= ws_.bytes(), "cuDNN algorithm needs more than the allocated workspace");
-    }
-    it = plans_.emplace(n, std::move(v)).first;
-  }
-  return it->second[layer];
-}
-
-void CudaBackend::ensure_rows(int n) {
-  if (n <= rows_) return;
-  rows_ = n;
-  int64_t largest = img();
-  int64_t part = 0;
-  for (Layer& L : layers_) {
-    const int64_t per_row = int64_t(L.s.cout) * L.s.hout * L.s.wout;
-    L.z.resize(size_t(n * per_row));
-    L.a.resize(size_t(n * per_row));
-    largest = std::max(largest, per_row);
-    part = std::max(part, int64_t(L.s.cout) * swish_backward_blocks(n, L.s.hout * L.s.wout));
-  }
-  for (auto& d : da_) d.resize(size_t(n * largest));
+bool CudaBackend::ensure_scratch(int n) {
+  if (n <= scratch_rows_) return false;
+  scratch_rows_ = n;
   dx_.resize(size_t(n * img()));
   f_.resize(size_t(n));
   df_.resize(size_t(n));
   ones_.resize(size_t(n));
-  fill(ones_.get(), n, 1.0f, stream());
-  partial_.resize(size_t(part));
-  invalidate_graphs();  // they hold the old addresses
+  EBM_CUDA_CHECK(fill(ones_.get(), n, 1.0f, stream()));
+  return true;
 }
 
-// --- the network ---
-
-void CudaBackend::forward(const float* x, int n, float* f) {
-  EBM_CHECK(n > 0 && n <= rows_, "forward(): batch larger than the activation buffers");
-  const float* in = x;
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    Layer& L = layers_[l];
-    const ConvShape& s = L.s;
-    // z (n, cout, hout, wout) = conv(in (n, cin, hin, win)); then z += b, a = swish(z)
-    conv_forward(cudnn_.get(), plan(l, n), L.w.get(), in, param(s.w_off), L.z.get(), workspace());
-    bias_swish_forward(L.z.get(), L.a.get(), param(s.b_off), n, s.cout, s.hout * s.wout, stream());
-    in = L.a.get();
-  }
-  fwd_input_ = x;
-  fwd_n_ = n;
-  const NetSpec& net = opt_.net;
-  if (f) dense_forward(in, param(net.dense_w_off), param(net.dense_b_off), f, n, int(net.dense_in), stream());
-}
-
-void CudaBackend::backward(const float* df, int n, float* dx, float* grad) {
-  EBM_CHECK(n == fwd_n_ && fwd_input_ != nullptr, "backward() without its forward()");
-  const NetSpec& net = opt_.net;
-  if (grad) dense_backward(layers_.back().a.get(), df, grad + net.dense_w_off, grad + net.dense_b_off, n,
-                           int(net.dense_in), stream());
-  float* cur = da_[0].get();  // holds da of layer l on entry, dz of layer l after swish_backward
-  float* other = da_[1].get();
-  for (size_t l = layers_.size(); l-- > 0;) {
-    const Layer& L = layers_[l];
-    const ConvShape& s = L.s;
-    const ConvPlan& p = plan(l, n);
-    SwishUpstream up;
-    if (l + 1 == layers_.size()) {  // the dense head's input gradient, formed inside the kernel
-      up.df = df;
-      up.wd = param(net.dense_w_off);
-    } else {
-      up.da = cur;
-    }
-    swish_backward(up, L.z.get(), cur, partial_.get(), grad ? grad + s.b_off : nullptr, n, s.cout, s.hout * s.wout,
-                   stream());
-    const float* in = l > 0 ? layers_[l - 1].a.get() : fwd_input_;
-    if (grad) conv_backward_filter(cudnn_.get(), p, L.w.get(), in, cur, grad + s.w_off, workspace());
-    if (l == 0 && !dx) break;
-    conv_backward_data(cudnn_.get(), p, L.w.get(), param(s.w_off), cur, l > 0 ? other : dx, workspace());
-    std::swap(cur, other);
-  }
-}
-
-void CudaBackend::enqueue_langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
-                                   const uint64_t* offset, int64_t stride) {
+void CudaBackend::langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
+                           const uint64_t* offset, int64_t stride) {
   if (p.steps <= 0) return;
   NvtxRange range("langevin");
   const int64_t len = int64_t(n) * img();
   const uint64_t blocks = philox_blocks(uint64_t(stride > 0 ? stride : len));
   const bool noisy = p.noise > 0;
+  const float* params = params_.get();
   // Launch k: descend of step k−1 (k > 0), then perturb of step k (k < steps) — the CPU's order.
   auto update = [&](int k) {
     const bool descend = k > 0, perturb = noisy && k < p.steps;
     if (!descend && !perturb) return;
     const NoiseSource src{seed, offset, stream_id(rng), uint64_t(k) * blocks};
-    langevin_update(x, dx_.get(), len, p.step_size, p.grad_clip, p.noise, src, descend, perturb, stream());
+    EBM_CUDA_CHECK(langevin_update(x, dx_.get(), len, p.step_size, p.grad_clip, p.noise, src, descend, perturb,
+                                   stream()));
   };
   for (int k = 0; k < p.steps; ++k) {
     update(k);
-    forward(x, n, nullptr);
-    backward(ones_.get(), n, dx_.get(), nullptr);  // df/dx per image
+    net_->forward(params, x, n, nullptr);
+    net_->backward(params, ones_.get(), dx_.get(), nullptr);  // df/dx per image
   }
   update(p.steps);
 }
 
-// --- training ---
+// --- training: CpuBackend::train_step, on the device ---
 
 void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first) {
   NvtxRange range("train_step");
-  const int bs = opt_.batch_size, nf = bs, cap = opt_.buffer_capacity;
+  const int bs = opt_.batch_size, nf = bs;
   const int64_t im = img();
   float* real = batch_.get();
   float* fake = batch_.get() + int64_t(nr) * im;
   cudaStream_t s = stream();
 
-  if (world_ == 1) {
-    begin_step_kernel<<<1, 256, 0, s>>>(st(), slots_.get(), bs, opt_.reinit_prob, nr, im, opt_.sampler.steps,
-                                        opt_.sampler.noise > 0, cap);
-  } else {  // the snapshot points at this rank's slices; the live counters move past the global draw
-    sharded_begin_step_kernel<<<1, 256, 0, s>>>(st(), slots_.get(), bs, world_, rank_, opt_.reinit_prob, n_real,
-                                                real_first, im, opt_.sampler.steps, opt_.sampler.noise > 0, cap);
-  }
-  EBM_CUDA_LAUNCH_CHECK();
+  // This step's random choices (fresh-row count, buffer slots), and every stream advanced past the step.
+  const StepDraw draw{bs, opt_.reinit_prob, nr, im, opt_.sampler.steps, opt_.sampler.noise > 0,
+                      buffer_->capacity()};
+  if (world_ == 1) EBM_CUDA_CHECK(begin_step(st(), slots_.get(), draw, s));
+  else EBM_CUDA_CHECK(sharded_begin_step(st(), slots_.get(), draw, world_, rank_, n_real, real_first, s));
   {
     NvtxRange data("data");
-    // real (nr, img) ← clip(train[perm[batch·G + real_first + i]] + σ·N, −1, 1); fake (nf, img) ← fresh noise
-    // rows, then buffer rows
-    gather_real_kernel<<<grid_for((int64_t(nr) * im + 3) / 4, 256), 256, 0, s>>>(
-        train_.get(), perm_.get() + real_first, st(), real, nr, im, int(global_batch()), float(opt_.real_noise));
-    EBM_CUDA_LAUNCH_CHECK();
-    draw_fake_kernel<<<grid_for((int64_t(nf) * im + 3) / 4, 256), 256, 0, s>>>(buffer_.get(), slots_.get(), st(), fake,
-                                                                                nf, im);
-    EBM_CUDA_LAUNCH_CHECK();
+    // real ← clip(real + σ·N(0,1), −1, 1): this rank's rows of the global batch
+    EBM_CUDA_CHECK(gather_real(train_.get(), perm_.get() + real_first, st(), real, nr, im, int(global_batch()),
+                               float(opt_.real_noise), s));
   }
-  // No gradient flows through the sampler: it only refines the fake rows, which are then written back.
-  enqueue_langevin(fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin,
-                   global_batch() * im);
-  push_kernel<<<grid_for(int64_t(nf) * im, 256), 256, 0, s>>>(buffer_.get(), fake, st(), nf, im, cap);
-  EBM_CUDA_LAUNCH_CHECK();
+  // fake ← buffer draw refined by Langevin, then written back (no gradient flows through the sampler)
+  buffer_->draw(slots_.get(), fake, nf);
+  langevin(fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin,
+           global_batch() * im);
+  buffer_->push(fake, nf);
 
   // One forward/backward over [real; fake]: rows are independent.
-  forward(batch_.get(), nr + nf, f_.get());
+  const float* params = params_.get();
+  net_->forward(params, batch_.get(), nr + nf, f_.get());
   if (world_ == 1) {
-    loss_metrics_kernel<<<1, 256, 0, s>>>(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get());
-    EBM_CUDA_LAUNCH_CHECK();
-    backward(df_.get(), nr + nf, nullptr, grad_.get());
+    EBM_CUDA_CHECK(loss_metrics(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get(), s));
+    net_->backward(params, df_.get(), nullptr, grad_.get());
   } else {
 #ifdef EBM_HAVE_NCCL
     const float alpha = float(opt_.alpha);  // CpuBackend::sharded_loss's rounding
-    sharded_loss_partials_kernel<<<1, 256, 0, s>>>(f_.get(), df_.get(), nr, nf, alpha, 1.0f / float(n_real),
-                                                   1.0f / float(global_batch()), dp_sums_.get());
-    EBM_CUDA_LAUNCH_CHECK();
+    EBM_CUDA_CHECK(sharded_loss_partials(f_.get(), df_.get(), nr, nf, alpha, 1.0f / float(n_real),
+                                         1.0f / float(global_batch()), dp_sums_.get(), s));
     // grad_ (num_params): this rank's rows' Σ dL/df_i ∂f_i/∂θ, scaled by the global counts; the NCCL sum over
     // the ranks is the global batch's gradient, on every rank alike. Then the loss sums, then the metrics.
-    backward(df_.get(), nr + nf, nullptr, grad_.get());
+    net_->backward(params, df_.get(), nullptr, grad_.get());
     nccl_->allreduce_sum(grad_.get(), num_params(), s);
     nccl_->allreduce_sum(dp_sums_.get(), 4, s);
     nccl_->allreduce_max(dp_sums_.get() + 4, 2, s);
-    sharded_loss_metrics_kernel<<<1, 1, 0, s>>>(dp_sums_.get(), n_real, global_batch(), double(alpha), st(),
-                                                ring_.get());
-    EBM_CUDA_LAUNCH_CHECK();
+    EBM_CUDA_CHECK(sharded_loss_metrics(dp_sums_.get(), n_real, global_batch(), double(alpha), st(), ring_.get(), s));
 #endif
   }
   NvtxRange optim("optimizer");
-  cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), s);
+  EBM_CUDA_CHECK(cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), s));
 }
 
 void CudaBackend::train_step(int64_t b) {
@@ -537,8 +410,8 @@ void CudaBackend::train_step(int64_t b) {
 
   if (n_real == G && use_graphs_) {
     if (!train_graph_ && full_steps_ > 0) {
-      prepare(bs);
-      prepare(2 * bs);
+      net_->plan_for(bs);
+      net_->plan_for(2 * bs);
       try {
         train_graph_ = capture_graph(stream(), [&] { enqueue_train_step(nr, n_real, mine.first); });
         ++captures_;
@@ -581,8 +454,7 @@ std::vector<StepMetrics> CudaBackend::drain_metrics() {
 }
 
 void CudaBackend::set_cursor(int64_t batch) {
-  set_cursor_kernel<<<1, 1, 0, stream()>>>(st(), batch);
-  EBM_CUDA_LAUNCH_CHECK();
+  EBM_CUDA_CHECK(cuda::set_cursor(st(), batch, stream()));
 }
 
 void CudaBackend::set_train_data(const Tensor& train) {
@@ -592,18 +464,17 @@ void CudaBackend::set_train_data(const Tensor& train) {
   EBM_CHECK(n < int64_t(INT32_MAX), "training set larger than 2^31 images");
   bool moved = train_.reserve(size_t(n * im));
   moved |= perm_.reserve(size_t(n));
-  keys_.reserve(size_t(n));
   if (moved) invalidate_graphs();
   upload(train_.get(), train.ptr(), n * im);  // resident from now on
-  identity_permutation(perm_.get(), n, stream());
   n_train_ = n;
+  upload_permutation({});  // the identity: the order before the first begin_epoch, as on the CPU
   set_cursor(0);
   next_batch_ = 0;
 }
 
 void CudaBackend::begin_epoch(int64_t epoch) {
   NvtxRange range("shuffle");
-  shuffle_permutation(perm_.get(), keys_.get(), n_train_, opt_.seed, epoch, stream());
+  upload_permutation(epoch_permutation(opt_.seed, epoch, n_train_));  // the CPU's order
   set_cursor(0);
   next_batch_ = 0;
 }
@@ -655,28 +526,19 @@ AdamState CudaBackend::adam() {
 }
 
 void CudaBackend::set_buffer(const Tensor& images) {
-  const int64_t im = img(), n = images.numel() / im;
-  if (n > opt_.buffer_capacity || n * im != images.numel())
-    user_fail("replay buffer in checkpoint holds ", shape_str(images.shape), ", which does not fit capacity ",
-              opt_.buffer_capacity, " of ", im, "-pixel images");
-  upload(buffer_.get(), images.ptr(), n * im);  // oldest first: slots 0..n−1, head 0, as ReplayBuffer::restore
   DeviceState s = read_state();
-  s.head = 0;
-  s.size = int32_t(n);
+  buffer_->restore(images, s);
   write_state(s);
-  buf_size_ = int(n);
+  buf_size_ = s.size;
 }
 
-Tensor CudaBackend::buffer() {
-  const DeviceState s = read_state();
-  const int64_t im = img(), cap = opt_.buffer_capacity;
-  Tensor t({int64_t(s.size), opt_.net.in_c, opt_.net.in_h, opt_.net.in_w});
-  const int64_t first = std::min<int64_t>(s.size, cap - s.head);  // oldest first: [head, cap) then [0, ...)
-  EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr(), buffer_.get() + s.head * im, sizeof(float) * first * im,
-                                 cudaMemcpyDeviceToHost, stream()));
-  download(t.ptr() + first * im, buffer_.get(), (s.size - first) * im);
-  sync();
-  return t;
+Tensor CudaBackend::buffer() { return buffer_->snapshot(read_state(), image_shape()); }
+
+void CudaBackend::upload_permutation(const std::vector<int64_t>& order) {
+  perm_host_.resize(size_t(n_train_));
+  for (int64_t i = 0; i < n_train_; ++i) perm_host_[size_t(i)] = int32_t(order.empty() ? i : order[size_t(i)]);
+  upload(perm_.get(), perm_host_.data(), n_train_);
+  sync();  // perm_host_ changes at the next epoch; the copy must be done by then
 }
 
 std::vector<uint64_t> CudaBackend::rng_state() {
@@ -728,7 +590,7 @@ std::vector<float> CudaBackend::energy(const Tensor& x) {
   io_f_.reserve(size_t(n));
   for (int64_t s = 0; s < n; s += opt_.batch_size) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
-    forward(in + s * im, c, io_f_.get() + s);
+    net_->forward(params_.get(), in + s * im, c, io_f_.get() + s);
   }
   download(f.data(), io_f_.get(), n);
   return f;
@@ -754,11 +616,10 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
       // batch_ (2c, img) = [test rows; uniform noise rows], one forward for both
       EBM_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), in + (s + mine.first) * im, sizeof(float) * c * im,
                                      cudaMemcpyDeviceToDevice, stream()));
-      uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation),
-                   offset + uint64_t(mine.first * im / 4), -1.0f, 1.0f, stream());
-      forward(batch_.get(), 2 * c, f_.get());
-      pair_means_kernel<<<1, 256, 0, stream()>>>(f_.get(), c, validation_stats_.get() + 3 * b);
-      EBM_CUDA_LAUNCH_CHECK();
+      EBM_CUDA_CHECK(uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation),
+                                  offset + uint64_t(mine.first * im / 4), -1.0f, 1.0f, stream()));
+      net_->forward(params_.get(), batch_.get(), 2 * c, f_.get());
+      EBM_CUDA_CHECK(pair_means(f_.get(), c, validation_stats_.get() + 3 * b, stream()));
     }
     offset += philox_blocks(uint64_t(c_all) * im);
   }
@@ -791,11 +652,9 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
 void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
   if (q.steps <= 0) return;
   auto enqueue = [&] {
-    enqueue_langevin(io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off);
-    if (q.noise > 0) {
-      add_u64_kernel<<<1, 1, 0, stream()>>>(&st()->sample_off, uint64_t(q.steps) * philox_blocks(uint64_t(n) * img()));
-      EBM_CUDA_LAUNCH_CHECK();
-    }
+    langevin(io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off);
+    if (q.noise > 0)
+      EBM_CUDA_CHECK(add_u64(&st()->sample_off, uint64_t(q.steps) * philox_blocks(uint64_t(n) * img()), stream()));
   };
   if (!use_graphs_) return enqueue();
   const SampleKey key{n, q.steps, q.step_size, q.noise, q.grad_clip, io_.get()};
@@ -807,7 +666,7 @@ void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
     return;
   }
   if (!it->second) {
-    prepare(n);
+    net_->plan_for(n);
     try {
       it->second = capture_graph(stream(), enqueue);
       ++captures_;
@@ -825,10 +684,9 @@ void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int e
   const int n = int(n64);
   const bool chunked = every > 0 && traj;
   if (n > 0) {
-    ensure_rows(n);
+    rows_for(n);
     stage(x);
-    set_sample_stream_kernel<<<1, 1, 0, stream()>>>(st(), seed);
-    EBM_CUDA_LAUNCH_CHECK();
+    EBM_CUDA_CHECK(set_sample_stream(st(), seed, stream()));
   }
   auto run = [&](const SamplerParams& q) {
     if (n == 0) return;
@@ -851,10 +709,10 @@ void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfd
   f.assign(size_t(n), 0.0f);
   dfdx = Tensor(x.shape);
   if (n == 0) return;
-  ensure_rows(n);
+  rows_for(n);
   const float* in = stage(x);
-  forward(in, n, f_.get());
-  backward(ones_.get(), n, dx_.get(), nullptr);
+  net_->forward(params_.get(), in, n, f_.get());
+  net_->backward(params_.get(), ones_.get(), dx_.get(), nullptr);
   EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
   download(dfdx.ptr(), dx_.get(), int64_t(n) * im);
 }
@@ -866,11 +724,11 @@ void CudaBackend::param_grad(const Tensor& x, const std::vector<float>& w, std::
   f.assign(size_t(n), 0.0f);
   grad.assign(size_t(num_params()), 0.0f);
   if (n == 0) return;
-  ensure_rows(n);
+  rows_for(n);
   const float* in = stage(x);
   upload(df_.get(), w.data(), n);
-  forward(in, n, f_.get());
-  backward(df_.get(), n, nullptr, grad_.get());
+  net_->forward(params_.get(), in, n, f_.get());
+  net_->backward(params_.get(), df_.get(), nullptr, grad_.get());
   EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
   download(grad.data(), grad_.get(), num_params());
 }
@@ -879,7 +737,8 @@ void CudaBackend::adam_step(const std::vector<float>& grad) {
   EBM_CHECK(int64_t(grad.size()) == num_params(), "gradient size differs from the parameter count");
   upload(grad_.get(), grad.data(), num_params());
   NvtxRange range("optimizer");
-  cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), stream());
+  EBM_CUDA_CHECK(cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(),
+                                 stream()));
   sync();  // the interface's callers read state right after; also keeps `grad`'s lifetime simple
 }
 
@@ -899,8 +758,7 @@ int cuda_device_count(std::string* why) {
     return 0;
   }
   // The device must run this build's kernels (SASS for its architecture, or PTX it can compile).
-  cudaFuncAttributes attr;
-  const cudaError_t k = cudaFuncGetAttributes(&attr, cuda::probe_kernel);
+  const cudaError_t k = cuda::probe_device();
   if (k != cudaSuccess) {
     cudaGetLastError();
     cudaDeviceProp prop{};

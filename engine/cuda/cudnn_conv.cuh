@@ -20,7 +20,7 @@
 #include <string>
 
 #include "engine/net.hpp"
-#include "kernels/cuda_raii.cuh"
+#include "engine/cuda/cuda_raii.cuh"
 
 namespace ebm::cuda {
 

@@ -1,7 +1,7 @@
 // Register-blocked SGEMM micro-kernels (see small_gemm.hpp). A micro-tile of MR rows × NV·16 columns of C
 // lives in MR·NV vector accumulators; per k, NV vectors of B are loaded, each A[r][k] is broadcast and
 // fused-multiply-added into its row. Column panels are chosen so the main width divides N when possible.
-#include "engine/small_gemm.hpp"
+#include "engine/cpu/small_gemm.hpp"
 
 #include <cstddef>
 #include <cstdint>

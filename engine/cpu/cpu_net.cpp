@@ -1,13 +1,13 @@
-#include "engine/cpu_net.hpp"
+#include "engine/cpu/cpu_net.hpp"
 
 #include <algorithm>
 #include <climits>
 #include <cstring>
 #include <type_traits>
 
-#include "engine/fast_math.hpp"
-#include "engine/gemm.hpp"
-#include "engine/small_gemm.hpp"
+#include "engine/cpu/fast_math.hpp"
+#include "engine/cpu/gemm.hpp"
+#include "engine/cpu/small_gemm.hpp"
 
 namespace ebm {
 namespace {

@@ -1,0 +1,15 @@
+// The engine's named random streams: one Philox stream id per draw site, so no two sites ever share
+// numbers. Shared by the CPU backend (engine/rng.hpp) and the kernels, which draw the same streams.
+#pragma once
+#include <cstdint>
+
+namespace ebm {
+
+enum class RngStream : uint64_t {
+  kShuffle = 1, kRealNoise = 2, kBufferChoice = 3, kBufferInit = 4, kLangevin = 5, kValidation = 6,
+  kGenerate = 7, kInit = 8
+};
+
+constexpr uint64_t stream_id(RngStream s) { return static_cast<uint64_t>(s); }
+
+}  // namespace ebm
