@@ -1,15 +1,23 @@
 # Finds what the engine builds against and defines:
 #   ebm::blas (interface; EBM_HAVE_CBLAS when OpenBLAS' cblas is present), OpenMP::OpenMP_CXX,
-#   nlohmann_json::nlohmann_json, ZLIB::ZLIB, PNG::PNG (a stub interface when libpng is absent),
-#   GTest::gtest_main, and for CUDA: EBM_HAVE_CUDA, EBM_CUDA_ARCH_LIST, ebm::cudnn, CUDA::curand;
-#   optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl).
+#   nlohmann_json::nlohmann_json, ZLIB::ZLIB and PNG::PNG (stub interfaces when zlib or libpng is absent;
+#   EBM_HAVE_ZLIB / EBM_HAVE_PNG defined where present), GTest::gtest_main, and for CUDA: EBM_HAVE_CUDA,
+#   EBM_CUDA_ARCH_LIST, ebm::cudnn, CUDA::curand; optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl).
 # Machines without some -dev packages (the lent GPU machine) may point EBM_THIRD_PARTY at a folder
 # holding copies of nlohmann/ and googletest/ (see bench/device_check.sh).
 find_package(OpenMP REQUIRED COMPONENTS CXX)
-find_package(ZLIB REQUIRED)
 include(${CMAKE_CURRENT_LIST_DIR}/NlohmannJson.cmake)  # also sets EBM_THIRD_PARTY
 
-find_package(PNG QUIET)
+# zlib (optional): gzip IDX files. Without it raw IDX files read as ever, a gzip one is a one-line error
+# naming it, and the training set's CRC-32 comes from host/crc32.cpp's table (the same values).
+find_package(ZLIB QUIET)
+if(ZLIB_FOUND)
+  set_property(TARGET ZLIB::ZLIB APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS EBM_HAVE_ZLIB=1)
+else()
+  add_library(ZLIB::ZLIB INTERFACE IMPORTED)
+endif()
+
+find_package(PNG QUIET)  # FindPNG needs zlib too
 if(NOT PNG_FOUND)
   add_library(PNG::PNG INTERFACE IMPORTED)   # images then fail at run time with a clear message
 else()
