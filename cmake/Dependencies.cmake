@@ -17,9 +17,11 @@ else()
   add_library(ZLIB::ZLIB INTERFACE IMPORTED)
 endif()
 
-find_package(PNG QUIET)  # FindPNG needs zlib too
+# libpng (optional; FindPNG needs zlib too): without it ebm_train skips its pictures with one warning, and
+# ebm_sample / ebm_score refuse a .png output only when one is named.
+find_package(PNG QUIET)
 if(NOT PNG_FOUND)
-  add_library(PNG::PNG INTERFACE IMPORTED)   # images then fail at run time with a clear message
+  add_library(PNG::PNG INTERFACE IMPORTED)
 else()
   set_property(TARGET PNG::PNG APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS EBM_HAVE_PNG=1)
 endif()
