@@ -32,6 +32,7 @@
 #   EBM_CHECK_BUDGET_S     the deadline in seconds (default 420): a part that would start with under 20 s
 #                          left is skipped, and no part's limit runs past it
 #   EBM_CHECK_LIMIT_SCALE  multiplies every part's limit (default 1; the dry run on 2 cores uses 8)
+#   EBM_CHECK_CMAKE_ARGS   more configure options (the dry run in CI: -DEBM_WERROR=ON)
 #   EBM_DRY_RUN=1          a rehearsal on a machine without a GPU (scripts/device_dry_run.sh does this): the
 #                          parts that need a GPU say "stopped: no GPU here" — tests_cuda runs and must skip,
 #                          bench_cuda must stop with one line and exit 1, the torch parts and the GPU epoch are
@@ -174,6 +175,8 @@ command -v ninja > /dev/null && generator=(-G Ninja)
 cmake_args=(-S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DEBM_CUDA_ARCHITECTURES=90
             -DEBM_ENABLE_CUDA=ON)
 [[ -n $py ]] && cmake_args+=(-DPython3_EXECUTABLE="$py")  # the Python whose wheels were found above
+# shellcheck disable=SC2206  # EBM_CHECK_CMAKE_ARGS: more configure options, split on spaces
+cmake_args+=(${EBM_CHECK_CMAKE_ARGS:-})
 RECORD=0 run_part configure 90 cmake "${cmake_args[@]}"
 summary_lines=$(sed -n '/ebm_engine /,/warnings as errors/p' "$build/configure.out" 2> /dev/null | sed 's/^-- //')
 for lib in cuda libpng zlib; do

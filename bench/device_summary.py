@@ -202,7 +202,7 @@ def cmd_summarize(out_dir, build_dir):
             lines.append(f"  {part}: skipped: {r['skipped']}")
     if epoch:
         lines += ["", f"{epoch['part']}: {json.dumps(epoch['last'])}"]
-    text = "\n".join(lines)
+    text = "\n".join(line.rstrip() for line in lines)
     print(text)
     (out / "summary.txt").write_text(text + "\n")
     return status
