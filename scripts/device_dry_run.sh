@@ -19,8 +19,8 @@
 # The device check's table, summary.json and logs are in BUILD_DIR/out. The script then checks what the
 # summary says: ✓ cuda with cuDNN from the wheel, ✗ libpng, ✗ zlib, configure and build ok, tests_cuda and
 # bench_cuda "stopped: no GPU here", every other part ok, and the device check's exit status 3.
-# Exit 0 when all of that holds, 1 otherwise. About 10 minutes on 2 cores (the cold CUDA build is most of
-# it), so it is not a stage of scripts/test.sh; run it before taking the device check to a GPU machine.
+# Exit 0 when all of that holds, 1 otherwise. 2-5 minutes on 2 cores (the cold CUDA build is most of it); it
+# is the last stage of scripts/test.sh. Run it before taking the device check to a GPU machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${1:-$root/build-dryrun}")

@@ -6,7 +6,7 @@
 #      after the reproducers kept in tests/fuzz/regressions/ (tests/fuzz/README.md);
 #   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only);
 #   4. device dry run: scripts/device_dry_run.sh, the GPU machine's check (bench/device_check.sh) rehearsed
-#      here in an environment shaped like that machine's: a cold CUDA build, about 5 minutes on 2 cores.
+#      here in an environment shaped like that machine's: a cold CUDA build, 2-5 minutes on 2 cores.
 #   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--quick] [--fuzz-seconds N]
 # --quick is --no-fuzz --no-sanitize --no-device-dry-run; --cpu-only skips the dry run too (it needs the
 # CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later ones; the script
