@@ -1,23 +1,50 @@
 #!/usr/bin/env bash
-# The device check: build, test and time the engine on a lent GPU machine in one run of under 8 minutes.
+# The device check: build, test and time the engine on a lent GPU machine in one run of at most 7 minutes,
+# cold build included (16 cores).
 #
-#   bench/device_check.sh [BUILD_DIR]        BUILD_DIR defaults to build-device (git-ignored)
+# How to run it with the device tool. First, here (where Debian's packages can be installed):
+#   scripts/fetch_third_party.sh          # third_party/: nlohmann/json and GoogleTest, which the GPU machine lacks
+#   scripts/get_data.sh mnist data/mnist  # optional: the epoch part's data (data/ must be a real folder to carry)
+# then:
+#   run(command="bash bench/device_check.sh", carry=["third_party", "data/mnist"], timeout_s=450)
+# The table ends output_tail; $OUT (the tool brings it back) holds summary.json (parts with status, seconds
+# and limit, bench figures, graphs, test counts, the epoch's metrics, versions), summary.txt (the table),
+# device_check.log (every part's output), bench.jsonl and metrics.jsonl. Rehearse it here first with
+# scripts/device_dry_run.sh.
 #
-# Parts, each with its own timeout; one that fails or times out is reported and the rest still run:
-#   env        GPU, driver, nvcc, cmake, torch, where cuDNN comes from
-#   configure  Release, -DEBM_CUDA_ARCHITECTURES=90 (CUDA backend required: the run stops without it)
-#   build      ebm_tests, ebm_bench, ebm_train with all cores
-#   tests      CudaParity.* (GPU vs CPU), then every other test
-#   bench      ebm_bench --backend cuda and --backend cpu; bench/torch_step.py eager and torch.compile
-#   epoch      one epoch of configs/mnist.json on the GPU, if data/mnist is there
-# and prints a table of the timings and the parts. Output goes to $OUT when set (the device tool brings it
-# back): device_check.log (every part's output), summary.txt, bench.jsonl, metrics.jsonl.
+#   bench/device_check.sh [BUILD_DIR]      BUILD_DIR defaults to build-device (git-ignored)
 #
-# The GPU machine has no registry and few -dev packages: carry copies of nlohmann/ and googletest/ in
-# third_party/ (cmake/Dependencies.cmake falls back to them) and, for the epoch, data/mnist made here by
-# scripts/get_data.sh mnist. With the device tool:
-#   run(command="bash bench/device_check.sh", carry=["third_party", "data/mnist"], timeout_s=560)
-# EBM_CHECK_BUDGET_S (default 470) is the script's own deadline; parts that would start after it are skipped.
+# Parts, in this order; each has a time limit (below, for 16 cores), and none runs past the deadline:
+#   env            GPU, driver, nvcc, cmake, torch, where cuDNN/cuRAND/NCCL wheels are, what was carried
+#   configure  90  Release, CUDA architecture 90; the CUDA backend is required: without it the check
+#                  stops, printing what configure looked for and where (exit 2)
+#   build     240  ebm_tests, ebm_bench, ebm_train, ebm_sample, all cores (a failed build: exit 2)
+#   tests_cuda 90  every CudaParity* and CurandPhilox* test, one process each; a skip (no device) fails
+#   bench_cuda 45  ebm_bench --backend cuda; FAILED when its JSON says "graphs": false
+#   torch_eager 60 bench/torch_step.py: the same step in PyTorch, eager
+#   torch_compile 90  the same with torch.compile, capped at 60 s of compiling and warm-up; past the cap,
+#                  or failing to compile, it is "skipped: <why>", never a failure
+#   epoch      60  one epoch of configs/mnist.json on the GPU (skipped without data/mnist)
+#   tests_rest 90  every other GoogleTest case (ctest, all cores; the tools' cli_*.sh scripts run in CI)
+#   bench_cpu  45  ebm_bench --backend cpu, for the CPU ratio
+#
+# Environment:
+#   EBM_CHECK_BUDGET_S     the deadline in seconds (default 420): a part that would start with under 20 s
+#                          left is skipped, and no part's limit runs past it
+#   EBM_CHECK_LIMIT_SCALE  multiplies every part's limit (default 1; the dry run on 2 cores uses 8)
+#   EBM_CHECK_CMAKE_ARGS   more configure options (the dry run in CI: -DEBM_WERROR=ON)
+#   EBM_DRY_RUN=1          a rehearsal on a machine without a GPU (scripts/device_dry_run.sh does this): the
+#                          parts that need a GPU say "stopped: no GPU here" — tests_cuda runs and must skip,
+#                          bench_cuda must stop with one line and exit 1, the torch parts and the GPU epoch are
+#                          not started — and two parts run instead: epoch_cpu (an epoch of 2 batches on the
+#                          CPU backend, through the epoch end's pictures) and optional_libs (what a build
+#                          without libpng or zlib says). With a GPU present it is an ordinary run.
+#
+# Exit status (bench/device_summary.py decides it):
+#   0  every part passed (skipped parts say why, and are not failures)
+#   1  a part FAILED or ran past its limit (TIMEOUT)
+#   2  nothing was tested: the CUDA backend was not configured, or the build failed
+#   3  EBM_DRY_RUN=1 without a GPU: everything that runs without one passed; the rest "stopped: no GPU here"
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,151 +52,357 @@ build=${1:-$root/build-device}
 out=${OUT:-$build/device_check}
 mkdir -p "$build" "$out"
 log=$out/device_check.log
-bench_jsonl=$out/bench.jsonl
 : > "$log"
-: > "$bench_jsonl"
-deadline=$((SECONDS + ${EBM_CHECK_BUDGET_S:-470}))
-parts=()  # "name|status|seconds"
-cd "$root" || exit 1
+: > "$out/bench.jsonl"
+: > "$out/parts.tsv"
+rm -f "$out/metrics.jsonl" "$out/summary.json" "$out/summary.txt"
+budget=${EBM_CHECK_BUDGET_S:-420}
+scale=${EBM_CHECK_LIMIT_SCALE:-1}
+dry_run=${EBM_DRY_RUN:-0}
+deadline=$((SECONDS + budget))
+NO_GPU="stopped: no GPU here"
+cd "$root" || exit 2
 
-# run_part NAME LIMIT_S CMD...: CMD's output to $build/NAME.out and the log, within LIMIT_S and the deadline.
+say() { echo "$*" | tee -a "$log"; }
+envfact() { echo "$1=$2" >> "$out/env.txt"; }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >> "$out/parts.tsv"; }  # name status seconds limit
+
+# run_part NAME LIMIT_S CMD...: CMD's output to $build/NAME.out and the log, within LIMIT_S (scaled) and the
+# deadline. Sets part_rc (124 on a timeout) and part_s; records the part unless the caller decides its status
+# (RECORD=0), as the timing and dry-run parts do.
+part_rc=0 part_s=0 part_limit=0
 run_part() {
-  local name=$1 limit=$2
+  local name=$1 limit=$(($2 * scale))
   shift 2
   local left=$((deadline - SECONDS))
+  part_rc=0 part_s=0 part_limit=0
   if ((left < 20)); then
-    parts+=("$name|skipped: out of time|0")
-    echo "== $name: skipped, out of time" | tee -a "$log"
-    return 1
+    record "$name" "skipped: out of time (the ${budget} s budget)" 0
+    say "== $name: skipped, out of time"
+    part_rc=125
+    return 125
   fi
   ((limit > left)) && limit=$left
-  echo "== $name (limit ${limit}s): $*" | tee -a "$log"
-  local t0=$SECONDS rc status
+  part_limit=$limit
+  say "== $name (limit ${limit}s): $*"
+  local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" > "$build/$name.out" 2>&1
-  rc=$?
+  part_rc=$?
+  part_s=$((SECONDS - t0))
   cat "$build/$name.out" >> "$log"
-  if ((rc == 0)); then status=ok
-  elif ((rc == 124 || rc == 137)); then status="TIMEOUT after ${limit}s"
-  else status="FAILED (exit $rc)"; fi
-  parts+=("$name|$status|$((SECONDS - t0))")
-  echo "   $status in $((SECONDS - t0)) s" | tee -a "$log"
-  return $rc
+  ((part_rc == 137)) && part_rc=124
+  if [[ ${RECORD:-1} == 1 ]]; then
+    local status=ok
+    ((part_rc == 124)) && status="TIMEOUT after ${limit}s"
+    ((part_rc != 0 && part_rc != 124)) && status="FAILED (exit $part_rc)"
+    record "$name" "$status" "$part_s" "$limit"
+    say "   $status in ${part_s} s"
+  fi
+  return $part_rc
 }
 
-# The last JSON line of a part's output, tagged, into bench.jsonl.
-keep_json() {
-  local line
-  line=$(grep '^{' "$build/$1.out" 2>/dev/null | tail -n 1)
-  [[ -n $line ]] && echo "{\"part\": \"$1\", \"result\": $line}" >> "$bench_jsonl"
+# finish: the table and summary.json, and the check's exit status.
+finish() {
+  envfact total_s $((SECONDS))
+  say ""
+  python3 "$root/bench/device_summary.py" summarize "$out" "$build" | tee -a "$log"
+  local status=${PIPESTATUS[0]}
+  say "logs and summary.json: $out"
+  exit "$status"
 }
 
-# --- env ---
-env_report() {
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
-  nvcc --version | tail -n 2
-  cmake --version | head -n 1
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' || true
-  echo "nproc $(nproc)"
-  echo "cuDNN: ${cudnn_dir:-from the CUDA toolkit}"
-  for d in third_party/nlohmann third_party/googletest data/mnist; do
-    [[ -e $d ]] && echo "carried: $d" || echo "missing: $d"
-  done
-}
+# --- env: tools, the GPU, and where the wheel-provided libraries are ---
+: > "$out/env.txt"
+envfact dry_run "$dry_run"
+envfact budget_s "$budget"
 export PATH=/usr/local/cuda/bin:$PATH
-cudnn_dir=$(python3 -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2>/dev/null || true)
-if [[ -n $cudnn_dir && ! -e /usr/local/cuda/include/cudnn.h ]]; then
-  export CUDNN_PATH=$cudnn_dir  # cmake/Dependencies.cmake looks here; the loader needs its lib/ too
-  export LD_LIBRARY_PATH=$cudnn_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-else
-  cudnn_dir=""
+py=$(command -v python3 || true)
+# A pip wheel's folder: list(m.__path__)[0]. These nvidia.* packages ship no __init__.py (namespace
+# packages), so m.__file__ is None and os.path.dirname(m.__file__) fails (DESIGN §7).
+wheel_dir() {
+  [[ -n $py ]] || return 0
+  "$py" -c 'import importlib, sys
+try: m = importlib.import_module(sys.argv[1])
+except ImportError: sys.exit(0)
+print(list(m.__path__)[0])' "$1" 2> /dev/null
+}
+cudnn_wheel=$(wheel_dir nvidia.cudnn)
+nccl_wheel=$(wheel_dir nvidia.nccl)
+cu13_wheel=$(wheel_dir nvidia.cu13)
+curand_wheel=$(wheel_dir nvidia.curand)
+toolkit_cudnn=""
+[[ -e /usr/local/cuda/include/cudnn.h ]] && toolkit_cudnn=/usr/local/cuda/include/cudnn.h
+if [[ -n $cudnn_wheel && -z $toolkit_cudnn && -z ${CUDNN_PATH:-} ]]; then
+  export CUDNN_PATH=$cudnn_wheel  # cmake/Dependencies.cmake finds the wheel itself too; this says which
 fi
+# The loader needs the wheels' lib/ folders: libcudnn.so.9 opens its libcudnn_*.so.9 engines at run time.
+for d in "$cudnn_wheel" "$nccl_wheel" "$cu13_wheel" "$curand_wheel"; do
+  [[ -n $d && -d $d/lib ]] && export LD_LIBRARY_PATH=$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
 if ! command -v ninja > /dev/null; then
-  ninja_bin=$(python3 -c 'import ninja; print(ninja.BIN_DIR)' 2>/dev/null || true)
+  ninja_bin=$([[ -n $py ]] && "$py" -c 'import ninja; print(ninja.BIN_DIR)' 2> /dev/null || true)
   [[ -n $ninja_bin ]] && export PATH=$ninja_bin:$PATH
 fi
-echo "== env" | tee -a "$log"
-env_report 2>&1 | tee -a "$log"
-parts+=("env|ok|0")
+
+gpu=0
+gpu_line=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null | head -n 1)
+[[ -n $gpu_line ]] && gpu=1
+torch_line=$([[ -n $py ]] && timeout 60 "$py" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.backends.cudnn.version(), torch.cuda.is_available())' 2> /dev/null || true)
+{
+  say "== env ($([[ $dry_run == 1 ]] && echo "dry run" || echo "device"), budget ${budget} s, limits x${scale})"
+  say "gpu: ${gpu_line:-none (nvidia-smi lists no GPU)}"
+  say "nvcc: $(nvcc --version 2> /dev/null | grep -o 'release [0-9.]*' || echo 'not found')"
+  say "cmake: $(cmake --version | head -n 1)   ninja: $(ninja --version 2> /dev/null || echo 'not found')   nproc: $(nproc)"
+  say "python3: ${py:-not found}   torch: ${torch_line:-not importable}"
+  say "cuDNN: toolkit ${toolkit_cudnn:-has no cudnn.h}; wheel (python module nvidia.cudnn): ${cudnn_wheel:-not importable}; CUDNN_PATH=${CUDNN_PATH:-unset}"
+  say "wheels: nvidia.nccl ${nccl_wheel:-absent}; nvidia.cu13 ${cu13_wheel:-absent}; nvidia.curand ${curand_wheel:-absent}"
+  for d in third_party/nlohmann third_party/googletest data/mnist; do
+    [[ -e $d ]] && say "carried: $d" || say "missing: $d"
+  done
+}
+envfact version.gpu "${gpu_line:-none}"
+envfact version.nvcc "$(nvcc --version 2> /dev/null | grep -o 'release [0-9.]*' | cut -d' ' -f2)"
+envfact version.cmake "$(cmake --version | head -n 1 | awk '{print $3}')"
+envfact version.torch "${torch_line:-none}"
+envfact version.nproc "$(nproc)"
+envfact version.third_party "$(paste -sd, third_party/VERSIONS 2> /dev/null || echo 'system packages')"
+envfact version.cudnn_wheel "${cudnn_wheel:-none}"
+record env ok 0
 
 # --- configure and build ---
 generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 cmake_args=(-S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DEBM_CUDA_ARCHITECTURES=90
             -DEBM_ENABLE_CUDA=ON)
-# CMake before 3.26 knows no CUDA20 dialect flag for nvcc; name it (newer versions set their own).
-cmake_minor=$(cmake --version | head -n 1 | sed -E 's/.* ([0-9]+)\.([0-9]+).*/\1 \2/')
-read -r cmv cmm <<< "$cmake_minor"
-if ((cmv == 3 && cmm < 26)); then
-  cmake_args+=(-DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20)
+[[ -n $py ]] && cmake_args+=(-DPython3_EXECUTABLE="$py")  # the Python whose wheels were found above
+# shellcheck disable=SC2206  # EBM_CHECK_CMAKE_ARGS: more configure options, split on spaces
+cmake_args+=(${EBM_CHECK_CMAKE_ARGS:-})
+RECORD=0 run_part configure 90 cmake "${cmake_args[@]}"
+summary_lines=$(sed -n '/ebm_engine /,/warnings as errors/p' "$build/configure.out" 2> /dev/null | sed 's/^-- //')
+for lib in cuda libpng zlib; do
+  grep -q "✓ $lib" <<< "$summary_lines" && envfact "configure.$lib" true || envfact "configure.$lib" false
+done
+envfact configure.cudnn "$(grep -m1 '^ *cuDNN ' <<< "$summary_lines" | sed 's/^ *cuDNN //')"
+if ((part_rc == 124)); then status="TIMEOUT after ${part_limit}s"
+elif ((part_rc != 0)); then status="FAILED (exit $part_rc)"
+elif ! grep -q '✓ cuda' <<< "$summary_lines"; then status="FAILED: the CUDA backend was not configured"
+else status=ok; fi
+((part_rc == 125)) || { record configure "$status" "$part_s" "$part_limit"; say "   $status in ${part_s} s"; }
+if [[ $status == "FAILED: the CUDA backend was not configured" ]]; then
+  {
+    echo "!! the CUDA backend was not configured: nothing here can run on the GPU. What configure found:"
+    sed 's/^/     /' <<< "$summary_lines"
+    echo "   looked for cuDNN: cudnn.h in /usr/local/cuda/include (${toolkit_cudnn:-absent}); CUDNN_PATH (${CUDNN_PATH:-unset});"
+    echo "     the pip wheel nvidia-cudnn-cu13 through ${py:-python3 (not found)}: python module nvidia.cudnn -> ${cudnn_wheel:-not importable}"
+    echo "   looked for cuRAND: the toolkit (/usr/local/cuda/lib64), python modules nvidia.cu13 -> ${cu13_wheel:-not importable},"
+    echo "     nvidia.curand -> ${curand_wheel:-not importable}; nvcc: $(command -v nvcc || echo 'not on PATH (nor /usr/local/cuda/bin)')"
+    echo "   fix: pip install nvidia-cudnn-cu13 for that python, or set CUDNN_PATH to a folder holding include/cudnn.h and lib/libcudnn.so.9"
+  } | tee -a "$log" >&2
+  finish
 fi
-run_part configure 120 cmake "${cmake_args[@]}"
-if ! grep -q '✓ cuda' "$build/configure.out" 2>/dev/null; then
-  echo "!! the CUDA backend was not configured (see the configure part above); stopping" | tee -a "$log"
-  exit 1
-fi
-targets=(ebm_tests ebm_bench)
-[[ -e host/tools/ebm_train.cpp ]] && targets+=(ebm_train)
-run_part build 300 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" || {
-  echo "!! build failed; stopping" | tee -a "$log"
-  exit 1
+((part_rc == 0)) || { say "!! configure failed (see $log)"; finish; }
+targets=(ebm_tests ebm_bench ebm_train ebm_sample)
+run_part build 240 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" || {
+  say "!! build failed; stopping (the errors are in $log)"
+  finish
 }
+have_png=$(grep -q '✓ libpng' <<< "$summary_lines" && echo 1 || echo 0)
+have_zlib=$(grep -q '✓ zlib' <<< "$summary_lines" && echo 1 || echo 0)
+no_gpu_here() { [[ $dry_run == 1 && $gpu == 0 ]]; }
 
-# --- tests ---
-# One process per test: a device fault poisons the context, and must not hide which test caused it.
-run_part tests_cuda 150 ctest --test-dir "$build" -R '^CudaParity\.' --output-on-failure --timeout 60
-grep -E 'tests passed|tests failed|Skipped|Failed|Passed' "$build/tests_cuda.out"
-if grep -q -E 'Skipped|no CUDA device' "$build/tests_cuda.out"; then  # on the GPU machine a skip is a failure
-  echo "!! CudaParity skipped: $(grep -m1 -E 'Skipped|no CUDA device' "$build/tests_cuda.out")" | tee -a "$log"
-  parts+=("tests_cuda|SKIPPED: no device seen|0")
+# --- GPU tests: one process per test (a device fault poisons the context, and must not hide which test) ---
+RECORD=0 run_part tests_cuda 90 ctest --test-dir "$build" -R '^(CudaParity|CurandPhilox)' --output-on-failure --timeout 60
+if ((part_rc != 125)); then
+  skipped=$(grep -c '\*\*\*Skipped' "$build/tests_cuda.out")
+  why=$(grep -h -m1 -o 'no CUDA device: .*' "$build/Testing/Temporary/LastTest.log" 2> /dev/null | head -n 1)
+  if grep -q 'No tests were found' "$build/tests_cuda.out"; then
+    status="FAILED: no CudaParity* or CurandPhilox* test in this build"
+  elif ((part_rc == 124)); then
+    status="TIMEOUT after ${part_limit}s"
+  elif ((part_rc != 0)); then
+    status="FAILED (exit $part_rc)"
+  elif ((skipped > 0)) && no_gpu_here; then
+    status="$NO_GPU ($skipped tests skipped: ${why:-no CUDA device})"
+  elif ((skipped > 0)); then  # on the GPU machine a skip is a failure
+    status="FAILED: $skipped tests skipped: ${why:-no CUDA device}"
+  else
+    status=ok
+  fi
+  record tests_cuda "$status" "$part_s" "$part_limit"
+  say "   $status in ${part_s} s"
 fi
-run_part tests_rest 150 "$build/ebm_tests" --gtest_filter='-CudaParity*' --gtest_brief=1
 
 # --- timings ---
-run_part bench_cuda 90 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3 && keep_json bench_cuda
-run_part torch_eager 90 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3 && keep_json torch_eager
-run_part torch_compile 200 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3 --compile && keep_json torch_compile
-run_part bench_cpu 100 "$build/ebm_bench" --backend cpu --iters 3 --warmup 1 && keep_json bench_cpu
-
-# --- one epoch of the seed's run ---
-if [[ -e data/mnist/train-images-idx3-ubyte.gz && -x $build/ebm_train ]]; then
-  rm -rf "$build/run_mnist"
-  run_part epoch 120 "$build/ebm_train" configs/mnist.json --backend cuda --set train.epochs=1 \
-    --set output_dir="$build/run_mnist"
-  [[ -e $build/run_mnist/metrics.jsonl ]] && cp "$build/run_mnist/metrics.jsonl" "$out/metrics.jsonl"
+# timing_part NAME LIMIT CMD...: runs it; its status comes from its JSON (bench/device_summary.py).
+timing_part() {
+  local name=$1
+  RECORD=0 run_part "$@"
+  ((part_rc == 125)) && return
+  local status
+  if ((part_rc == 124)); then
+    status="TIMEOUT after ${part_limit}s"
+    [[ $name == torch_compile ]] && status="skipped: ran past its ${part_limit} s limit"
+  elif ((part_rc != 0)); then
+    status="FAILED (exit $part_rc): $(tail -n 1 "$build/$name.out" | cut -c1-120)"
+    [[ $name == torch_compile ]] && status="skipped: exited $part_rc: $(tail -n 1 "$build/$name.out" | cut -c1-100)"
+  else
+    status=$(python3 "$root/bench/device_summary.py" bench-verdict "$name" "$build/$name.out" "$out/bench.jsonl")
+  fi
+  record "$name" "$status" "$part_s" "$part_limit"
+  say "   $status in ${part_s} s"
+}
+if no_gpu_here; then
+  # The engine must stop with one line and exit 1 where a GPU is needed: no crash, no stack trace.
+  RECORD=0 run_part bench_cuda 45 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
+  if ((part_rc == 1)) && (($(wc -l < "$build/bench_cuda.out") == 1)); then
+    status="$NO_GPU ($(cut -c1-100 "$build/bench_cuda.out"))"
+  else
+    status="FAILED: ebm_bench --backend cuda without a GPU exited $part_rc with $(wc -l < "$build/bench_cuda.out") lines, not one line and exit 1"
+  fi
+  record bench_cuda "$status" "$part_s" "$part_limit"
+  say "   $status"
+  for name in torch_eager torch_compile epoch; do record "$name" "$NO_GPU (not started)" 0; done
 else
-  why="no data/mnist (run scripts/get_data.sh mnist where there is internet, carry data/mnist)"
-  [[ -x $build/ebm_train ]] || why="no ebm_train built"
-  parts+=("epoch|skipped: $why|0")
+  timing_part bench_cuda 45 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
+  if [[ $torch_line == *" True" ]]; then
+    timing_part torch_eager 60 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3
+    timing_part torch_compile 90 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3 --compile \
+      --compile-timeout $((60 * scale))
+  else
+    for name in torch_eager torch_compile; do
+      record "$name" "skipped: ${py:-python3} has no torch with a CUDA device (${torch_line:-cannot import torch})" 0
+    done
+  fi
 fi
 
-# --- summary ---
-python3 - "$bench_jsonl" "$out/summary.txt" "$(printf '%s\n' "${parts[@]}")" "$(head -n 1 data/mnist/SOURCE 2>/dev/null)" \
-  "${out}/metrics.jsonl" <<'PY'
-import json, sys
-bench, summary, parts, data_source, metrics = sys.argv[1:6]
-rows = [json.loads(l) for l in open(bench) if l.strip()]
-lines = ["timings (median; batch 128, 100 Langevin steps per train step):",
-         f"{'part':<14} {'ms/train step':>14} {'ms/Langevin step':>17} {'epoch s (469 steps)':>20}  backend"]
-by = {r["part"]: r["result"] for r in rows}
-for part, r in by.items():
-    lines.append(f"{part:<14} {r['ms_per_train_step']:>14.2f} {r['ms_per_langevin_step']:>17.3f} "
-                 f"{r.get('epoch_s_mnist', r['ms_per_train_step'] * 0.469):>20.1f}  {r.get('backend', '')}")
-ours = by.get("bench_cuda")
-for ref in ("torch_eager", "torch_compile", "bench_cpu"):
-    if ours and ref in by:
-        lines.append(f"ebm cuda vs {ref}: train step {by[ref]['ms_per_train_step'] / ours['ms_per_train_step']:.1f}x, "
-                     f"Langevin step {by[ref]['ms_per_langevin_step'] / ours['ms_per_langevin_step']:.1f}x")
-lines += ["", "parts:"]
-for p in parts.splitlines():
-    name, status, secs = p.split("|")
-    lines.append(f"  {name:<14} {status:<40} {secs:>4} s")
-try:
-    last = [json.loads(l) for l in open(metrics) if l.strip()][-1]
-    lines += ["", f"epoch on {data_source or 'data/mnist'}: last metrics line {json.dumps(last)}"]
-except (OSError, IndexError, ValueError):
-    pass
-text = "\n".join(lines)
-print(text)
-open(summary, "w").write(text + "\n")
+# --- one epoch of the seed's run ---
+# The data as this build reads it: data/mnist, decompressed to raw IDX under the build folder when the
+# build has no zlib (the reader then refuses .gz files).
+epoch_data() {
+  local src=data/mnist
+  [[ -e $src/train-images-idx3-ubyte.gz || -e $src/train-images-idx3-ubyte ]] || return 1
+  if ((have_zlib)) || [[ -e $src/train-images-idx3-ubyte ]]; then
+    echo "$src"
+    return 0
+  fi
+  local raw=$build/data_raw/mnist
+  mkdir -p "$raw"
+  python3 - "$src" "$raw" << 'PY' || return 1
+import gzip, pathlib, shutil, sys
+src, dst = map(pathlib.Path, sys.argv[1:3])
+for f in src.glob("*-ubyte.gz"):
+    with gzip.open(f) as i, open(dst / f.name[:-3], "wb") as o:
+        shutil.copyfileobj(i, o)
 PY
-echo "logs: $out"
+  echo "$raw"
+}
+data_dir=$(epoch_data) || data_dir=""
+if ! no_gpu_here; then
+  if [[ -n $data_dir ]]; then
+    rm -rf "$build/run_mnist"
+    run_part epoch 60 "$build/ebm_train" configs/mnist.json --backend cuda --set train.epochs=1 \
+      --set data.dir="$data_dir" --set output_dir="$build/run_mnist"
+    [[ -e $build/run_mnist/metrics.jsonl ]] && cp "$build/run_mnist/metrics.jsonl" "$out/metrics.jsonl" && envfact epoch_part epoch
+  else
+    record epoch "skipped: no data/mnist (scripts/get_data.sh mnist data/mnist here, and carry data/mnist)" 0
+  fi
+fi
+
+# --- dry run: what proves the build without a GPU ---
+if no_gpu_here; then
+  # An epoch of 2 batches on the CPU backend, through the epoch end (validation, pictures, checkpoint):
+  # a build without libpng must train through it with one warning and no picture.
+  rm -rf "$build/run_cpu"
+  synth=""
+  if [[ -z $data_dir ]]; then  # no data/mnist: 256 + 64 random raw IDX images
+    synth=$build/data_synth
+    python3 - "$synth" << 'PY'
+import os, random, struct, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True); r = random.Random(0)
+for name, n in (("train-images-idx3-ubyte", 256), ("t10k-images-idx3-ubyte", 64)):
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(r.randrange(256) for _ in range(n * 784)))
+PY
+  fi
+  RECORD=0 run_part epoch_cpu 60 "$build/ebm_train" configs/mnist.json --backend cpu --set train.epochs=1 \
+    --set data.limit=256 --set sampler.steps=5 --set generate.steps=5 --set generate.n=4 \
+    --set data.dir="${data_dir:-$synth}" --set output_dir="$build/run_cpu"
+  if ((part_rc != 125)); then
+    warnings=$(grep -c 'ebm_train: warning: this build has no libpng' "$build/epoch_cpu.out")
+    if ((part_rc != 0)); then
+      status="FAILED (exit $part_rc): $(tail -n 1 "$build/epoch_cpu.out" | cut -c1-100)"
+    elif [[ ! -e $build/run_cpu/epoch_1/model.safetensors ]]; then
+      status="FAILED: no epoch_1 checkpoint"
+    elif ((have_png)) && [[ ! -e $build/run_cpu/samples/epoch_1.png ]]; then
+      status="FAILED: built with libpng, but no samples/epoch_1.png"
+    elif ((!have_png)) && ((warnings != 1)) ; then
+      status="FAILED: built without libpng: $warnings 'no libpng' warnings, not one"
+    elif ((!have_png)) && [[ -e $build/run_cpu/samples || -e $build/run_cpu/curves.png ]]; then
+      status="FAILED: built without libpng, yet pictures were written"
+    else
+      status="ok ($( ((have_png)) && echo "pictures written" || echo "no libpng: pictures skipped with 1 warning"))"
+    fi
+    record epoch_cpu "$status" "$part_s" "$part_limit"
+    [[ -e $build/run_cpu/metrics.jsonl ]] && cp "$build/run_cpu/metrics.jsonl" "$out/metrics.jsonl" && envfact epoch_part epoch_cpu
+    say "   $status in ${part_s} s"
+  fi
+
+  # What a build without libpng or zlib says when asked for what it lacks: one line, and the exit code of a
+  # usage error (2) or a failure (1); never a crash.
+  optional_libs() {
+    local ckpt=$build/run_cpu/last fails=0 o rc
+    expect() {  # expect WANT_RC TEXT CMD...: exit WANT_RC, stderr holding TEXT, at most one stderr line
+      local want=$1 text=$2
+      shift 2
+      o=$("$@" 2>&1 > /dev/null)
+      rc=$?
+      if ((rc == want)) && [[ $o == *"$text"* ]] && (($(wc -l <<< "$o") == 1)); then
+        echo "ok: exit $rc: $o"
+      else
+        echo "FAILED: $* exited $rc (want $want) saying: $o"
+        fails=$((fails + 1))
+      fi
+    }
+    if ((!have_png)); then
+      expect 2 "--out $build/x.png: this build has no libpng" "$build/ebm_sample" --checkpoint "$ckpt" --out "$build/x.png"
+      expect 0 "this build has no libpng: the sample grid samples.png not written" \
+        "$build/ebm_sample" --checkpoint "$ckpt" --n 2 --steps 2 --npy "$build/x.npy" --backend cpu
+      [[ -e $build/x.npy ]] || { echo "FAILED: no --npy output"; fails=$((fails + 1)); }
+    fi
+    if ((!have_zlib)); then  # a gzip data set, as scripts/get_data.sh writes one
+      python3 - "$build/data_gz" << 'PY'
+import gzip, os, struct, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+for name, n in (("train-images-idx3-ubyte.gz", 8), ("t10k-images-idx3-ubyte.gz", 4)):
+    with gzip.open(os.path.join(d, name), "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(n * 784))
+PY
+      expect 1 "train-images-idx3-ubyte.gz: is gzip-compressed, and this build has no zlib" \
+        "$build/ebm_train" configs/mnist.json --backend cpu --set data.dir="$build/data_gz" --set output_dir="$build/run_gz"
+    fi
+    echo "$fails failed"
+    ((fails == 0))
+  }
+  if ((have_png && have_zlib)); then
+    record optional_libs "skipped: this build has libpng and zlib" 0
+  elif [[ -e $build/run_cpu/last ]]; then
+    say "== optional_libs"
+    t0=$SECONDS
+    optional_libs > "$build/optional_libs.out" 2>&1
+    rc=$?
+    cat "$build/optional_libs.out" >> "$log"
+    status=ok
+    ((rc == 0)) || status="FAILED: $(grep -m1 '^FAILED' "$build/optional_libs.out" | cut -c1-150)"
+    record optional_libs "$status" $((SECONDS - t0))
+    say "   $status in $((SECONDS - t0)) s"
+  else
+    record optional_libs "FAILED: no checkpoint from epoch_cpu to sample from" 0
+  fi
+fi
+
+# --- the other tests, and the CPU ratio ---
+run_part tests_rest 90 ctest --test-dir "$build" -E '^(CudaParity|CurandPhilox|cli_)' -j "$(nproc)" \
+  --output-on-failure --timeout 120
+timing_part bench_cpu 45 "$build/ebm_bench" --backend cpu --iters 3 --warmup 1
+
+finish

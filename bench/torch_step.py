@@ -2,23 +2,38 @@
 """The engine's training step written the way a PyTorch user would, timed for comparison with ebm_bench.
 
 The seed's network (convs ModuleList of 3x3/2 Conv2d + swish, dense Linear), the replay buffer on the
-device, Langevin with its clips (noise, grad clip 0.03, step, clip to [-1, 1]), the contrastive-divergence
-loss with its regulariser, Keras-style Adam (eps 1e-7). Prints one JSON line with ms_per_train_step and
-ms_per_langevin_step (medians after warm-up), like ebm_bench.
+device, Langevin in DESIGN §1's order (x <- clip(x + noise N(0,1)); g <- clip(grad_x(-f(x)), +-0.03);
+x <- clip(x - step g)) with the parameters held constant, the contrastive-divergence loss with its
+regulariser, Keras-style Adam (eps 1e-7). Prints one JSON line with ms_per_train_step and
+ms_per_langevin_step, like ebm_bench.
+
+Like with like (what ebm_bench does): batch 128, 100 Langevin steps per training step, fp32 (no TF32
+unless --tf32), the median of --iters steps after --warmup, each timed by a steady clock from a
+synchronised start to a synchronised end (the engine's drain_metrics() synchronises its step the same
+way); the Langevin step alone as a chain of min(steps, 20) steps on one batch, per step.
 
   bench/torch_step.py [--device cuda|cpu] [--batch 128] [--steps 100] [--iters 10] [--warmup 2]
-                      [--threads N] [--compile [--compile-mode reduce-overhead]]
+                      [--threads N] [--tf32] [--compile [--compile-mode reduce-overhead]
+                      [--compile-timeout 75]]
 
-Runs on torch 1.13 (CPU, eager) as well as 2.x; --compile needs torch.compile (2.0+).
+--compile (torch.compile of the network, the noise and the update) is optional and capped: when torch
+has no torch.compile, when compiling fails, or when compiling and the warm-up take longer than
+--compile-timeout seconds, the script prints {"skipped": "<why>", ...} and exits 0, so a caller reports
+it as skipped rather than failed. Runs on torch 1.13 (CPU, eager) as well as 2.x.
 """
 import argparse
 import json
+import math
+import os
+import signal
 import statistics
 import sys
 import time
 
 import torch
 import torch.nn as nn
+
+MNIST_TRAIN = 60000  # an epoch is ceil(60000 / batch) steps, as ebm_bench's epoch_s_mnist
 
 
 class EnergyNet(nn.Module):
@@ -51,21 +66,28 @@ class Trainer:
     def __init__(self, args, device):
         self.args, self.device = args, device
         self.model = EnergyNet().to(device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-7)
-        self.f = self.model
-        self.update = langevin_update
+        self.params = list(self.model.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=1e-4, betas=(0.9, 0.999), eps=1e-7)
+        self.f, self.update, self.perturb = self.model, langevin_update, perturb
         if args.compile:
             self.f = torch.compile(self.model, mode=args.compile_mode, dynamic=False)
             self.update = torch.compile(langevin_update, dynamic=False)
+            self.perturb = torch.compile(perturb, dynamic=False)
         self.capacity, self.size, self.head = 8192, args.batch, 0
         self.buffer = torch.empty(self.capacity, 1, 32, 32, device=device).uniform_(-1, 1)
         self.train = torch.empty(args.batch * 8, 1, 32, 32, device=device).uniform_(-1, 1)
 
     def langevin(self, x, steps, step_size=10.0, noise=0.005, grad_clip=0.03):
+        # The parameters are constants here (DESIGN §1): no weight gradients are computed, as in the engine.
+        # Eager autograd would skip them anyway; a compiled graph would not, unless told.
+        for p in self.params:
+            p.requires_grad_(False)
         for _ in range(steps):
-            x = perturb(x, noise).requires_grad_(True)
+            x = self.perturb(x, noise).requires_grad_(True)
             g = torch.autograd.grad(-self.f(x).sum(), x)[0]  # per image: rows are independent
             x = self.update(x.detach(), g, step_size, grad_clip)
+        for p in self.params:
+            p.requires_grad_(True)
         return x.detach()
 
     def sample_buffer(self, n, reinit_prob=0.05):
@@ -97,17 +119,26 @@ class Trainer:
 
 
 def timed(fn, device):
-    """Milliseconds for fn(): CUDA events on the GPU, a steady clock on the CPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
+    """Milliseconds for fn(): a steady clock from a synchronised start to a synchronised end, as ebm_bench."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return (time.perf_counter() - t0) * 1e3
+
+
+class CompileTimeout(BaseException):
+    """Raised by the alarm; a BaseException, so that no `except Exception` inside torch swallows it."""
+
+
+def skipped(why, args, **extra):
+    """The compiled variant could not be timed: say why on one JSON line, and exit 0 at once (compile
+    workers may still be running; they must not keep the process, or the budget, alive)."""
+    print(json.dumps({"skipped": why, "kind": "torch", "compile": True, "compile_mode": args.compile_mode,
+                      "torch": torch.__version__, **extra}), flush=True)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main():
@@ -118,33 +149,70 @@ def main():
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network and the Langevin update")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 in convolutions and matmuls (default: fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network, the noise and the update")
     p.add_argument("--compile-mode", default="reduce-overhead",
                    help="torch.compile mode (reduce-overhead uses CUDA graphs)")
+    p.add_argument("--compile-timeout", type=float, default=75.0,
+                   help="seconds allowed for compiling and the warm-up; past it the variant is skipped")
     args = p.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.compile and not hasattr(torch, "compile"):
-        sys.exit(f"torch_step.py: torch {torch.__version__} has no torch.compile")
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("torch_step.py: --device cuda, but torch sees no CUDA device")
+    if args.compile and not hasattr(torch, "compile"):
+        skipped(f"torch {torch.__version__} has no torch.compile", args)
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = False  # fp32 convolutions, as the engine's default
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True  # what a PyTorch user who cares about speed sets
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
     t = Trainer(args, device)
-    step_ms = [timed(lambda: t.step(i), device) for i in range(args.warmup + args.iters)][args.warmup:]
     k = min(args.steps, 20)  # as ebm_bench: a k-step chain on a batch, per step
     x = torch.empty(args.batch, 1, 32, 32, device=device)
-    lang_ms = [timed(lambda: t.langevin(x.uniform_(-1, 1), k), device) / k
-               for _ in range(args.warmup + args.iters)][args.warmup:]
+
+    # Warm-up (for --compile: compiling, and CUDA graph recording), under its own clock when compiling.
+    t_warm = time.perf_counter()
+    if args.compile:
+        def on_alarm(signum, frame):
+            raise CompileTimeout()
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(max(1, int(math.ceil(args.compile_timeout))))
+    try:
+        for i in range(args.warmup):
+            timed(lambda: t.step(i), device)
+            timed(lambda: t.langevin(x.uniform_(-1, 1), k), device)
+        if args.compile:
+            signal.alarm(0)
+    except CompileTimeout:
+        skipped(f"compiling and warm-up took over {args.compile_timeout:g} s", args)
+    except Exception as e:  # a compiler error: the eager numbers stand on their own
+        if not args.compile:
+            raise
+        signal.alarm(0)
+        if time.perf_counter() - t_warm >= args.compile_timeout:  # the alarm, wrapped by torch
+            skipped(f"compiling and warm-up took over {args.compile_timeout:g} s", args)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        skipped(f"torch.compile failed: {type(e).__name__}: {first}", args)
+    warm_s = time.perf_counter() - t_warm
+
+    step_ms = [timed(lambda: t.step(args.warmup + i), device) for i in range(args.iters)]
+    lang_ms = [timed(lambda: t.langevin(x.uniform_(-1, 1), k), device) / k for _ in range(args.iters)]
+
     impl = f"torch-compile({args.compile_mode})" if args.compile else "torch-eager"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(json.dumps({"backend": f"{impl} {torch.__version__}: {name}", "batch": args.batch,
-                      "langevin_steps": args.steps, "iters": args.iters,
-                      "ms_per_train_step": statistics.median(step_ms),
+    ms_step = statistics.median(step_ms)
+    epoch_steps = math.ceil(MNIST_TRAIN / args.batch)
+    print(json.dumps({"backend": f"{impl} {torch.__version__}: {name}", "kind": "torch", "torch": torch.__version__,
+                      "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
+                      "tf32": args.tf32, "cudnn_benchmark": True, "batch": args.batch,
+                      "langevin_steps": args.steps, "iters": args.iters, "warmup": args.warmup,
+                      "warmup_s": round(warm_s, 2),
+                      "ms_per_train_step": ms_step,
                       "ms_per_langevin_step": statistics.median(lang_ms),
-                      "epoch_s_mnist": statistics.median(step_ms) * 469 / 1000.0}), flush=True)
+                      "epoch_steps_mnist": epoch_steps,
+                      "epoch_s_mnist": ms_step * epoch_steps / 1000.0}), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include <zlib.h>
-
 #include "engine/error.hpp"
+#include "host/crc32.hpp"
 #include "host/idx.hpp"
 
 namespace ebm {
@@ -50,8 +49,7 @@ Tensor preprocess_images(const uint8_t* u8, int64_t n, int h, int w, int pad_to)
 }
 
 uint64_t dataset_fingerprint(const Tensor& images) {
-  const auto* bytes = reinterpret_cast<const Bytef*>(images.ptr());
-  const uLong crc = crc32_z(crc32_z(0L, Z_NULL, 0), bytes, images.data.size() * sizeof(float));
+  const uint32_t crc = crc32_ieee(images.ptr(), images.data.size() * sizeof(float));
   const uint64_t n = images.shape.empty() ? 0 : uint64_t(images.shape[0]);
   return uint64_t(crc) << 32 | (n & 0xffffffffu);
 }

@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
+#if EBM_HAVE_ZLIB
 #include <zlib.h>
+#endif
 
 #include "engine/error.hpp"
 
@@ -36,6 +38,7 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
 // to more than about 1032·n.
 constexpr uint64_t kMaxDeflateRatio = 1032;
 
+#if EBM_HAVE_ZLIB
 // Inflates a gzip file (concatenated members allowed, as gzip(1) does), stopping once more than `limit`
 // bytes have come out (then the result holds limit + 1 bytes, and no trailer was checked): what the IDX
 // header promises, never the whole stream blindly — a small .gz can inflate to gigabytes. A stream that
@@ -76,6 +79,13 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
   out.resize(out_len);
   return out;
 }
+#else
+// A build without zlib reads raw IDX only: a gzip file is one line naming it and what to do.
+[[noreturn]] std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&, uint64_t) {
+  user_fail(path, ": is gzip-compressed, and this build has no zlib to read it: decompress it first (gunzip -k ",
+            path, ") or rebuild with zlib (Debian: zlib1g-dev)");
+}
+#endif
 
 const char* idx_type_name(uint8_t t) {
   switch (t) {
@@ -117,6 +127,14 @@ std::string idx_dims_str(const std::vector<uint32_t>& dims) {
 }
 
 IdxU8 read_idx_u8(const std::string& path) { return parse_idx_u8(read_file_bytes(path), path); }
+
+bool gzip_available() {
+#if EBM_HAVE_ZLIB
+  return true;
+#else
+  return false;
+#endif
+}
 
 namespace {
 
@@ -198,6 +216,7 @@ void write_idx_u8(const std::string& path, const IdxU8& idx, bool gzip) {
     for (int s = 24; s >= 0; s -= 8) header.push_back(uint8_t(d >> s));
 
   if (gzip) {
+#if EBM_HAVE_ZLIB
     gzFile f = gzopen(path.c_str(), "wb");
     if (!f) user_fail(path, ": cannot open for writing: ", std::strerror(errno));
     bool ok = gzwrite(f, header.data(), unsigned(header.size())) == int(header.size());
@@ -207,6 +226,9 @@ void write_idx_u8(const std::string& path, const IdxU8& idx, bool gzip) {
     }
     if (gzclose(f) != Z_OK || !ok) user_fail(path, ": write error (gzip)");
     return;
+#else
+    user_fail(path, ": cannot write a gzip IDX file: this build has no zlib (rebuild with zlib, Debian: zlib1g-dev)");
+#endif
   }
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   if (!f) user_fail(path, ": cannot open for writing: ", std::strerror(errno));

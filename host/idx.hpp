@@ -13,6 +13,10 @@ struct IdxU8 {
   std::vector<uint8_t> data;   // prod(dims) bytes, C order
 };
 
+// Whether this build reads and writes gzip IDX files (it has zlib); without it a gzip file is a UserError
+// naming the file and saying so, and raw IDX files work as ever.
+bool gzip_available();
+
 // Reads a raw or gzip IDX file; gzip is detected by its 1f 8b magic, not by the file name.
 IdxU8 read_idx_u8(const std::string& path);
 // The same from the file's bytes (raw or gzip); `path` only names the source in messages.

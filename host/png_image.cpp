@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "engine/error.hpp"
 #include "host/output_files.hpp"
@@ -257,6 +258,35 @@ Image read_png(const std::string& path) {
 #else
   user_fail("cannot read ", path, ": built without libpng");
 #endif
+}
+
+bool png_available() {
+#if EBM_HAVE_PNG
+  return true;
+#else
+  return false;
+#endif
+}
+
+OptionalPictures::OptionalPictures(std::string tool, std::string what, bool have_png)
+    : tool_(std::move(tool)), what_(std::move(what)), have_png_(have_png) {}
+
+bool OptionalPictures::enabled(std::ostream& warn) {
+  if (have_png_) return true;
+  if (!warned_) {
+    std::fflush(stdout);  // after what the tool has printed so far, as print_warning does
+    warn << tool_ << ": warning: this build has no libpng: " << what_
+         << " not written (the rest of the output is; rebuild with libpng, Debian: libpng-dev, for pictures)"
+         << std::endl;
+    warned_ = true;
+  }
+  return false;
+}
+
+void require_png_output(const std::string& flag, const std::string& path, bool have_png) {
+  if (!have_png)
+    user_fail(flag, " ", path, ": this build has no libpng, so it writes no PNG pictures (rebuild with libpng, "
+              "Debian: libpng-dev)");
 }
 
 // ---------------------------------------------------------------------------------------------------

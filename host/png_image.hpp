@@ -1,8 +1,10 @@
 // Pictures people look at: sample grids with energy labels, energy histograms, training curves.
-// PNG I/O through libpng (a UserError "built without libpng" where CMake found none); drawing is a few
+// PNG I/O through libpng (a UserError "built without libpng" where CMake found none; OptionalPictures
+// and require_png_output decide what a tool does then); drawing is a few
 // primitives and a built-in 5x7 bitmap font (printable ASCII), so no font files are needed anywhere.
 #pragma once
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,29 @@ struct Image {
 // PNG files. write_png writes path.tmp then renames; both throw UserError naming the file.
 void write_png(const std::string& path, const Image& img);
 Image read_png(const std::string& path);  // 8-bit gray (channels 1) or RGB (3); alpha is dropped
+
+// Whether this build has libpng (CMake found it), so that PNG files can be written and read.
+bool png_available();
+
+// The pictures a tool draws on its own, that nobody named (ebm_train's sample grids and curves.png,
+// ebm_sample's default grid, ebm_score's default histogram): a build without libpng skips them, and says
+// so once, so that a long run never fails at its first epoch end for want of a picture.
+class OptionalPictures {
+ public:
+  // tool: the message's prefix; what: the pictures skipped, e.g. "samples/epoch_N.png and curves.png".
+  OptionalPictures(std::string tool, std::string what, bool have_png = png_available());
+  // Whether to draw them: true with libpng; without, false, and the first call prints one line
+  // "<tool>: warning: this build has no libpng: <what> not written ..." to `warn`.
+  bool enabled(std::ostream& warn);
+
+ private:
+  std::string tool_, what_;
+  bool have_png_, warned_ = false;
+};
+
+// A .png output the user named (--out, --trajectory, --hist): without libpng, a UserError naming the flag
+// and the file, before any work starts.
+void require_png_output(const std::string& flag, const std::string& path, bool have_png = png_available());
 
 // Drawing; everything is clipped to the image.
 void fill_rect(Image& img, int x, int y, int w, int h, Rgb c);

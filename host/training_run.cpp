@@ -355,6 +355,7 @@ class TrainingRun {
     start_step_ = state_.step;
     pending_ = Pending{snapshot(), {}};  // the starting state: good once its first step's forward pass passes
     tty_ = root() && !distributed() && isatty(fileno(stdout));  // mpirun gives ranks a pty, but its output is a log
+    if (root()) pictures_.enabled(err());  // a build without libpng says so now, not at the first epoch end
     const int result = loop();
     if (root()) report_folder();
     return result;
@@ -682,6 +683,7 @@ class TrainingRun {
   }
 
   void sample_grid(int epoch) {
+    if (!pictures_.enabled(err())) return;
     OffTheClock off(off_clock_s_, off_clock_depth_);
     const GenerateConfig& g = config_.generate;
     Tensor x({g.n, net_.in_c, net_.in_h, net_.in_w});
@@ -702,7 +704,7 @@ class TrainingRun {
 
   // Training curves from metrics.jsonl (so they survive resumes): step values and epoch means.
   void curves() {
-    if (!root()) return;
+    if (!root() || !pictures_.enabled(err())) return;
     OffTheClock off(off_clock_s_, off_clock_depth_);
     std::ifstream in(run_dir_ / "metrics.jsonl");
     std::vector<PlotSeries> s = {{"loss", {}, {}}, {"cdiv", {}, {}}, {"real", {}, {}}, {"fake", {}, {}}};
@@ -958,6 +960,7 @@ class TrainingRun {
   int64_t batches_per_epoch_ = 0, total_steps_ = 0, steps_here_ = 0, epoch_steps_start_ = 0;
   std::ofstream metrics_;
   bool tty_ = false;
+  OptionalPictures pictures_{"ebm_train", "samples/epoch_N.png and curves.png"};  // skipped without libpng
   Clock::time_point t_start_, t_print_;
   double off_clock_s_ = 0, epoch_clock_start_ = 0;
   int off_clock_depth_ = 0;

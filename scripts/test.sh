@@ -4,22 +4,26 @@
 #      so, where no CUDA device is present);
 #   2. fuzz: the file parsers' libFuzzer targets (clang, ASan + UBSan), each for 30 s on its seed corpus,
 #      after the reproducers kept in tests/fuzz/regressions/ (tests/fuzz/README.md);
-#   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only).
-#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--quick] [--fuzz-seconds N]
-# --quick is --no-fuzz --no-sanitize. A failing stage does not stop the later ones; the script fails if
-# any stage failed, after a summary with each stage's time. clang and libFuzzer missing is a failure.
+#   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only);
+#   4. device dry run: scripts/device_dry_run.sh, the GPU machine's check (bench/device_check.sh) rehearsed
+#      here in an environment shaped like that machine's: a cold CUDA build, 2-5 minutes on 2 cores.
+#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--quick] [--fuzz-seconds N]
+# --quick is --no-fuzz --no-sanitize --no-device-dry-run; --cpu-only skips the dry run too (it needs the
+# CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later ones; the script
+# fails if any stage failed, after a summary with each stage's time. clang and libFuzzer missing is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-preset=release fuzz=1 sanitize=1 fuzz_seconds=30 setup_args=()
+preset=release fuzz=1 sanitize=1 device_dry_run=1 fuzz_seconds=30 setup_args=()
 while (($#)); do
   case "$1" in
-    --cpu-only) preset=cpu-only; setup_args+=(--cpu-only) ;;
+    --cpu-only) preset=cpu-only device_dry_run=0; setup_args+=(--cpu-only) ;;
     --no-fuzz) fuzz=0 ;;
     --no-sanitize) sanitize=0 ;;
-    --quick) fuzz=0 sanitize=0 ;;
+    --no-device-dry-run) device_dry_run=0 ;;
+    --quick) fuzz=0 sanitize=0 device_dry_run=0 ;;
     --fuzz-seconds) fuzz_seconds="$2"; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -68,6 +72,14 @@ if ((sanitize)); then
   stage "asan build" asan_build
   if [[ " ${failed[*]} " != *" asan build "* ]]; then
     stage "asan ctest" ctest --preset asan
+  fi
+fi
+
+if ((device_dry_run)); then
+  if [[ -x /usr/local/cuda/bin/nvcc ]] || command -v nvcc > /dev/null; then
+    stage "device dry run" scripts/device_dry_run.sh
+  else
+    times+=("$(printf '%-16s %5ds  %s' "device dry run" 0 "skipped: no CUDA toolkit (nvcc) on this machine")")
   fi
 fi
 

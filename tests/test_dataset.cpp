@@ -5,8 +5,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <string_view>
+
+#if EBM_HAVE_ZLIB
+#include <zlib.h>
+#endif
 
 #include "engine/error.hpp"
+#include "host/crc32.hpp"
 #include "host/dataset.hpp"
 #include "host/idx.hpp"
 #include "tests/test_support.hpp"
@@ -40,10 +46,12 @@ std::string error_of(const DataConfig& cfg) {
   return "(no error)";
 }
 
-// A small MNIST-like set in `dir`: train gzip with labels, test raw without labels.
+// A small MNIST-like set in `dir`: train gzip with labels (raw under the .gz names in a build without zlib),
+// test raw without labels.
 void write_set(const TempDir& dir, uint32_t n_train, uint32_t n_test, uint32_t n_train_labels) {
-  write_idx_u8(dir / "train-images-idx3-ubyte.gz", {{n_train, 28, 28}, random_bytes(n_train * 784, 1)}, true);
-  write_idx_u8(dir / "train-labels-idx1-ubyte.gz", {{n_train_labels}, random_bytes(n_train_labels, 2)}, true);
+  const bool gz = gzip_available();
+  write_idx_u8(dir / "train-images-idx3-ubyte.gz", {{n_train, 28, 28}, random_bytes(n_train * 784, 1)}, gz);
+  write_idx_u8(dir / "train-labels-idx1-ubyte.gz", {{n_train_labels}, random_bytes(n_train_labels, 2)}, gz);
   write_idx_u8(dir / "t10k-images-idx3-ubyte", {{n_test, 28, 28}, random_bytes(n_test * 784, 3)}, false);
 }
 
@@ -119,6 +127,41 @@ TEST(Dataset, LoadsWithLimit) {
   EXPECT_EQ(load_dataset(cfg).train.dim(0), 10);
   cfg.pad_to = 28;  // no padding
   EXPECT_EQ(load_dataset(cfg).train.shape, (std::vector<int64_t>{10, 1, 28, 28}));
+}
+
+// The fingerprint a checkpoint records of its training set is zlib's CRC-32 where the build has zlib and a
+// table-driven copy where it does not: both must give the same values, or a checkpoint written by one
+// build would be refused ("other data") by the other.
+TEST(Crc32, KnownValues) {
+  for (auto crc : {crc32_ieee, crc32_ieee_table}) {
+    EXPECT_EQ(crc("", 0, 0), 0u);
+    EXPECT_EQ(crc("123456789", 9, 0), 0xCBF43926u);  // the CRC-32 check value
+    const std::string_view fox = "The quick brown fox jumps over the lazy dog";
+    EXPECT_EQ(crc(fox.data(), fox.size(), 0), 0x414FA339u);
+    // Continuing from a previous value is the CRC of the concatenation.
+    EXPECT_EQ(crc(fox.data() + 10, fox.size() - 10, crc(fox.data(), 10, 0)), 0x414FA339u);
+  }
+}
+
+TEST(Crc32, TableMatchesZlib) {
+#if EBM_HAVE_ZLIB
+  const std::vector<uint8_t> bytes = random_bytes(1 << 20, 7);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{3}, size_t{255}, size_t{4097}, bytes.size()}) {
+    const uint32_t zlib = uint32_t(::crc32(0L, bytes.data(), uInt(n)));
+    EXPECT_EQ(crc32_ieee_table(bytes.data(), n), zlib) << n << " bytes";
+    EXPECT_EQ(crc32_ieee(bytes.data(), n), zlib) << n << " bytes";
+  }
+#else
+  GTEST_SKIP() << "built without zlib: nothing to compare the table-driven CRC-32 with";
+#endif
+}
+
+TEST(Dataset, FingerprintIsTheSameWithOrWithoutZlib) {
+  // float32 bytes of these 8 values, CRC-32 0xC59533A0 (Python: zlib.crc32(struct.pack('<8f', ...))),
+  // in the high half; the image count, 2, in the low half.
+  Tensor t({2, 1, 2, 2});
+  t.data = {-1.f, -0.5f, 0.f, 0.5f, 1.f, 0.25f, -0.25f, 0.75f};
+  EXPECT_EQ(dataset_fingerprint(t), 0xC59533A000000002ull);
 }
 
 TEST(Dataset, MissingDirSaysHowToFetch) {

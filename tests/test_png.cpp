@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <sstream>
 
 #include "engine/error.hpp"
 #include "host/png_image.hpp"
@@ -187,4 +188,40 @@ TEST_F(Png, HistogramAndLinePlotAreDrawn) {
   const std::string p = path("plot.png");
   write_png(p, plot);
   EXPECT_EQ(read_png(p).pixels, plot.pixels);
+}
+
+// What a tool does with its pictures in a build without libpng (decided the same way in every build, so
+// these run in both): pictures nobody named are skipped with one warning; a named .png output is refused.
+TEST(OptionalPictures, WithLibpngTheyAreDrawnSilently) {
+  OptionalPictures pictures("ebm_train", "samples/epoch_N.png and curves.png", /*have_png=*/true);
+  std::ostringstream warn;
+  EXPECT_TRUE(pictures.enabled(warn));
+  EXPECT_TRUE(pictures.enabled(warn));
+  EXPECT_EQ(warn.str(), "");
+}
+
+TEST(OptionalPictures, WithoutLibpngTheyAreSkippedWithOneWarning) {
+  OptionalPictures pictures("ebm_train", "samples/epoch_N.png and curves.png", /*have_png=*/false);
+  std::ostringstream warn;
+  for (int epoch = 1; epoch <= 3; ++epoch) EXPECT_FALSE(pictures.enabled(warn)) << "epoch " << epoch;
+  EXPECT_EQ(warn.str(),
+            "ebm_train: warning: this build has no libpng: samples/epoch_N.png and curves.png not written (the rest "
+            "of the output is; rebuild with libpng, Debian: libpng-dev, for pictures)\n");
+}
+
+TEST(OptionalPictures, ANamedPngOutputIsRefusedWithoutLibpng) {
+  EXPECT_NO_THROW(require_png_output("--out", "grid.png", /*have_png=*/true));
+  test::expect_user_error([] { require_png_output("--hist", "runs/h.png", /*have_png=*/false); },
+                          {"--hist runs/h.png: this build has no libpng, so it writes no PNG pictures",
+                           "Debian: libpng-dev"});
+}
+
+TEST(OptionalPictures, TheBuildSaysWhetherItHasLibpng) {
+#if EBM_HAVE_PNG
+  EXPECT_TRUE(png_available());
+#else
+  EXPECT_FALSE(png_available());
+  test::TempDir dir;  // and the writer says so, naming the file, if anything calls it regardless
+  test::expect_user_error([&] { write_png(dir / "a.png", Image(2, 2, 1)); }, {dir / "a.png", "built without libpng"});
+#endif
 }

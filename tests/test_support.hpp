@@ -46,12 +46,13 @@ inline void spit(const std::filesystem::path& p, const std::string& bytes) {
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-// n random 28x28 u8 images as a gzip IDX file (what scripts/get_data.sh writes).
+// n random 28x28 u8 images as a gzip IDX file (what scripts/get_data.sh writes); raw IDX under the same
+// name in a build without zlib (readers go by the 1f 8b magic, not by the name).
 inline void write_random_idx_images(const std::filesystem::path& p, uint32_t n, uint64_t seed) {
   IdxU8 a{{n, 28, 28}, std::vector<uint8_t>(size_t(n) * 784)};
   Rng r(seed, RngStream::kInit);
   for (auto& v : a.data) v = uint8_t(r.below(256));
-  write_idx_u8(p.string(), a, true);
+  write_idx_u8(p.string(), a, gzip_available());
 }
 
 // Runs fn, which must throw a one-line UserError whose message holds every one of `parts`.

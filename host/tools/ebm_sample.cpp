@@ -17,6 +17,7 @@
 #include "host/config.hpp"
 #include "host/npy.hpp"
 #include "host/output_files.hpp"
+#include "host/png_image.hpp"
 #include "host/sampling.hpp"
 #include "host/scoring.hpp"
 #include "host/tool_main.hpp"
@@ -34,7 +35,8 @@ constexpr const char* kUsage =
     "from `generate`, grad clip from `sampler`, seed from `seed`. Chains start from uniform noise in [-1,1],\n"
     "or from the images of --init (.npy float32 in [-1,1] or uint8, or IDX; 28x28 images are padded as in\n"
     "training; --n then takes the first n, default all). --noise 0 with --init is deterministic.\n"
-    "  --out PATH         the sample grid (default samples.png)\n"
+    "  --out PATH         the sample grid (default samples.png; a build without libpng skips the default\n"
+    "                     grid with a warning, and refuses a named --out or --trajectory)\n"
     "  --npy PATH         the final samples as float32 [n,1,H,W]\n"
     "  --trajectory PATH  up to 8 chains (rows) every K steps (columns, step number above each)\n"
     "  --every K          snapshot period for --trajectory (default: steps/10, rounded up)\n"
@@ -47,6 +49,7 @@ constexpr const char* kTool = "ebm_sample";
 
 struct Flags {
   std::string checkpoint, init, out = "samples.png", npy, trajectory, backend = "auto";
+  bool out_named = false;  // --out given: a build without libpng refuses it; the default grid is skipped instead
   std::optional<int> n, steps;
   std::optional<long long> every;
   std::optional<uint64_t> seed;
@@ -75,6 +78,7 @@ Flags parse(int argc, char** argv, bool& help) {
   if (f.checkpoint.empty()) user_fail("--checkpoint DIR is required (see --help)");
   f.init = a.str("--init", "");
   f.out = a.str("--out", f.out);
+  f.out_named = a.has("--out");
   f.npy = a.str("--npy", "");
   f.trajectory = a.str("--trajectory", "");
   f.backend = a.str("--backend", f.backend);
@@ -89,7 +93,10 @@ Flags parse(int argc, char** argv, bool& help) {
   if (a.has("--every")) f.every = a.integer("--every", 0, 1, std::numeric_limits<int>::max());
   if (f.every && f.trajectory.empty()) user_fail("--every sets the --trajectory snapshot period: give --trajectory PATH too");
 
-  std::vector<OutputFile> outputs{{"--out", f.out, {".png"}}};
+  if (f.out_named) require_png_output("--out", f.out);
+  if (!f.trajectory.empty()) require_png_output("--trajectory", f.trajectory);
+  std::vector<OutputFile> outputs;
+  if (f.out_named || png_available()) outputs.push_back({"--out", f.out, {".png"}});
   if (!f.npy.empty()) outputs.push_back({"--npy", f.npy, {".npy"}});
   if (!f.trajectory.empty()) outputs.push_back({"--trajectory", f.trajectory, {".png"}});
   check_output_files(outputs, {{"--init", f.init}});
@@ -156,9 +163,11 @@ int run(const Flags& f) {
   std::printf("energy (E = -f) of the samples: mean %.6g, min %.6g, max %.6g  (%.1f s)\n", s.mean, s.min, s.max, secs);
   if (const std::string w = non_finite_energies(r.energy, "the samples"); !w.empty()) print_warning(kTool, w);
 
-  const Image grid = sample_grid(r.x, r.energy);
-  write_png(f.out, grid);
-  std::printf("wrote %s (%dx%d, %d samples)\n", f.out.c_str(), grid.width, grid.height, n);
+  if (OptionalPictures(kTool, "the sample grid " + f.out).enabled(std::cerr)) {
+    const Image grid = sample_grid(r.x, r.energy);
+    write_png(f.out, grid);
+    std::printf("wrote %s (%dx%d, %d samples)\n", f.out.c_str(), grid.width, grid.height, n);
+  }
   if (!f.npy.empty()) {
     write_npy(f.npy, r.x);
     std::printf("wrote %s %s float32\n", f.npy.c_str(), shape_str(r.x.shape).c_str());

@@ -34,7 +34,8 @@ constexpr const char* kUsage =
     "  --ood PATH2     a second (out-of-distribution) set: prints AUROC = P(E_ood > E_in) (ties 1/2) and\n"
     "                  writes a histogram of both sets' energies\n"
     "  --ood-out PATH  the energies of --ood, as --out\n"
-    "  --hist PATH     the histogram (default: energy_hist.png next to --out, else in the current dir)\n"
+    "  --hist PATH     the histogram (default: energy_hist.png next to --out, else in the current dir; a\n"
+    "                  build without libpng skips the default with a warning, and refuses a named --hist)\n"
     "  --backend B     auto (CUDA when a device is present), cpu or cuda (default auto)\n"
     "Every output path is checked before any work starts; nothing is written until every result is computed.\n";
 
@@ -42,6 +43,7 @@ constexpr const char* kTool = "ebm_score";
 
 struct Flags {
   std::string checkpoint, data, out, ood, ood_out, hist, backend = "auto";
+  bool hist_named = false;  // --hist given: a build without libpng refuses it; the default one is skipped instead
 };
 
 // Usage problems (an output that cannot be written among them) throw UserError from here: exit 2,
@@ -59,6 +61,7 @@ Flags parse(int argc, char** argv, bool& help) {
   f.ood = a.str("--ood", "");
   f.ood_out = a.str("--ood-out", "");
   f.hist = a.str("--hist", "");
+  f.hist_named = a.has("--hist");
   f.backend = a.str("--backend", f.backend);
   if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
     user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
@@ -70,7 +73,8 @@ Flags parse(int argc, char** argv, bool& help) {
   std::vector<OutputFile> outputs;
   if (!f.out.empty()) outputs.push_back({"--out", f.out, {".npy", ".csv"}});
   if (!f.ood_out.empty()) outputs.push_back({"--ood-out", f.ood_out, {".npy", ".csv"}});
-  if (!f.hist.empty()) outputs.push_back({"--hist", f.hist, {".png"}});
+  if (f.hist_named) require_png_output("--hist", f.hist);
+  if (!f.hist.empty() && (f.hist_named || png_available())) outputs.push_back({"--hist", f.hist, {".png"}});
   check_output_files(outputs, {{"--data", f.data}, {"--ood", f.ood}});
   return f;
 }
@@ -123,8 +127,10 @@ int run(const Flags& f) {
     }
     char title[64];
     std::snprintf(title, sizeof title, "Energy E = -f   AUROC %.4f", a);
-    write_png(f.hist, histogram_png(e_in, e_ood, in_label, ood_label, title));
-    std::printf("wrote %s\n", f.hist.c_str());
+    if (OptionalPictures(kTool, "the energy histogram " + f.hist).enabled(std::cerr)) {
+      write_png(f.hist, histogram_png(e_in, e_ood, in_label, ood_label, title));
+      std::printf("wrote %s\n", f.hist.c_str());
+    }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("done in %.1f s\n", secs);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Fills third_party/ (git-ignored) with what a machine without Debian's -dev packages needs to build the
+# engine and its tests: nlohmann/json's headers and GoogleTest's sources, copied from this machine's Debian
+# packages nlohmann-json3-dev and googletest (installed when missing). The lent GPU machine has neither
+# and reaches no registry (DESIGN §7): the device tool carries third_party/ there with the working tree,
+# and cmake/NlohmannJson.cmake and cmake/Dependencies.cmake fall back to it when find_package finds none.
+#   scripts/fetch_third_party.sh [DIR]      DIR defaults to third_party (the folder EBM_THIRD_PARTY names)
+# Writes DIR/nlohmann/, DIR/googletest/ and DIR/VERSIONS (the packages' versions); replaces what was there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=${1:-third_party}
+
+pkgs=(nlohmann-json3-dev googletest)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "fetch_third_party: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+fi
+for f in /usr/include/nlohmann/json.hpp /usr/src/googletest/CMakeLists.txt; do
+  [[ -e $f ]] || { echo "fetch_third_party: $f missing although its package is installed" >&2; exit 1; }
+done
+
+mkdir -p "$dest"
+rm -rf "$dest/nlohmann" "$dest/googletest"
+cp -rL /usr/include/nlohmann "$dest/nlohmann"
+cp -rL /usr/src/googletest "$dest/googletest"
+{
+  for p in "${pkgs[@]}"; do echo "$p $(dpkg-query -W -f='${Version}' "$p")"; done
+} > "$dest/VERSIONS"
+echo "fetch_third_party: $dest/nlohmann ($(du -sh "$dest/nlohmann" | cut -f1)), $dest/googletest ($(du -sh "$dest/googletest" | cut -f1)): $(paste -sd, "$dest/VERSIONS" | sed 's/,/, /g')"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The device check's verdicts and summary (bench/device_summary.py) on made-up part outputs: a bench_cuda run
+# with CUDA graphs off fails, torch.compile past its cap is skipped, the exit status says which case it is,
+# summary.json holds the figures and ratios. (The whole device check: scripts/device_dry_run.sh here, and the
+# GPU machine.)
+#   bash tests/cli_device_summary.sh BUILD_DIR SOURCE_DIR
+set -u
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+summary="$src/bench/device_summary.py"
+
+# verdict NAME WANT PART JSON_OR_TEXT: bench-verdict on an output holding that last line prints WANT...
+verdict() {
+  local name=$1 want=$2 part=$3
+  printf 'some log line\n%s\n' "$4" > "$tmp/$part.out"
+  local got
+  got=$(python3 "$summary" bench-verdict "$part" "$tmp/$part.out" "$tmp/bench.jsonl")
+  if [[ $got == "$want"* ]]; then ok; else bad "$name: got '$got', want '$want...'"; fi
+}
+cuda='{"backend":"cuda: NVIDIA H200","kind":"cuda","graphs":true,"graph_captures":1,"deterministic":true,"ms_per_train_step":4.0,"ms_per_langevin_step":0.03,"epoch_s_mnist":1.876}'
+verdict "graphs on" "ok" bench_cuda "$cuda"
+verdict "graphs off" "FAILED: CUDA graphs are off (graphs: false, graph_captures: 0)" bench_cuda \
+  "${cuda/\"graphs\":true,\"graph_captures\":1/\"graphs\":false,\"graph_captures\":0}"
+verdict "graphs missing" "FAILED: CUDA graphs are off (graphs: null" bench_cuda "${cuda/\"graphs\":true,/}"
+verdict "fell back to the CPU" "FAILED: ran on the 'cpu' backend, not cuda" bench_cuda "${cuda/\"kind\":\"cuda\"/\"kind\":\"cpu\"}"
+verdict "no JSON" "FAILED: no JSON line in its output" bench_cuda "ebm_bench: backend cuda: no CUDA device"
+verdict "compile past its cap" "skipped: compiling and warm-up took over 60 s" torch_compile \
+  '{"skipped": "compiling and warm-up took over 60 s", "kind": "torch", "compile": true}'
+verdict "cpu: graphs do not matter" "ok" bench_cpu '{"kind":"cpu","graphs":false,"ms_per_train_step":250.0,"ms_per_langevin_step":2.4}'
+: > "$tmp/bench.jsonl"
+verdict "torch eager" "ok" torch_eager '{"kind":"torch","ms_per_train_step":12.0,"ms_per_langevin_step":0.12,"epoch_s_mnist":5.6}'
+verdict "ours" "ok" bench_cuda "$cuda"
+
+# summarize: exit status and summary.json, for parts in each state.
+# status DIR_NAME DRY_RUN WANT_RC PARTS...: PARTS are "name|status".
+status() {
+  local name=$1 dry=$2 want=$3
+  shift 3
+  local d=$tmp/$name
+  mkdir -p "$d/out" "$d/build"
+  cp "$tmp/bench.jsonl" "$d/out/"
+  printf 'dry_run=%s\nbudget_s=420\nconfigure.cuda=true\nversion.nproc=16\n' "$dry" > "$d/out/env.txt"
+  for p in "$@"; do printf '%s\t%s\t3\t60\n' "${p%%|*}" "${p#*|}" >> "$d/out/parts.tsv"; done
+  python3 "$summary" summarize "$d/out" "$d/build" > "$d/table.txt"
+  local rc=$?
+  if ((rc == want)); then ok; else bad "$name: exit $rc, want $want; $(head -n 1 "$d/table.txt")"; fi
+}
+status all_ok 0 0 "configure|ok" "build|ok" "tests_cuda|ok" "bench_cuda|ok" "torch_compile|skipped: compiling and warm-up took over 60 s"
+status graphs_off 0 1 "configure|ok" "build|ok" "bench_cuda|FAILED: CUDA graphs are off (graphs: false, graph_captures: 0)"
+status timeout 0 1 "configure|ok" "build|ok" "tests_cuda|TIMEOUT after 90s"
+status no_cuda 0 2 "configure|FAILED: the CUDA backend was not configured"
+status build_failed 0 2 "configure|ok" "build|FAILED (exit 1)"
+status dry_run 1 3 "configure|ok" "build|ok" "tests_cuda|stopped: no GPU here (12 tests skipped: no CUDA device)" "tests_rest|ok"
+status dry_run_failing 1 1 "configure|ok" "build|ok" "tests_cuda|stopped: no GPU here" "tests_rest|FAILED (exit 8)"
+
+# summary.json of the all_ok case: the figures, the graphs flag and the ratio to PyTorch (12 ms / 4 ms = 3x).
+python3 - "$tmp/all_ok/out/summary.json" << 'PY' && ok || bad "summary.json: see above"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["mode"] == "device" and s["exit_status"] == 0 and s["verdict"] == "passed", s
+assert s["graphs"] is True and s["graph_captures"] == 1, s["graphs"]
+assert [p["name"] for p in s["parts"]] == ["configure", "build", "tests_cuda", "bench_cuda", "torch_compile"]
+assert s["parts"][0] == {"name": "configure", "status": "ok", "seconds": 3, "limit_s": 60}, s["parts"][0]
+assert s["bench"]["bench_cuda"]["ms_per_train_step"] == 4.0 and s["bench"]["torch_eager"]["ms_per_train_step"] == 12.0
+assert abs(s["ratios"]["torch_eager"]["train_step"] - 3.0) < 1e-9 and abs(s["ratios"]["torch_eager"]["langevin_step"] - 4.0) < 1e-9, s["ratios"]
+assert s["configure"] == {"cuda": True} and s["versions"] == {"nproc": "16"} and s["budget_s"] == 420
+PY
+grep -q "ebm cuda vs torch_eager: train step 3.0x, Langevin step 4.0x" "$tmp/all_ok/table.txt" && ok || bad "table: $(cat "$tmp/all_ok/table.txt")"
+grep -q "dry run passed: stopped where a GPU is needed" "$tmp/dry_run/table.txt" && ok || bad "dry-run table: $(head -n 1 "$tmp/dry_run/table.txt")"
+
+# The scripts parse (the GPU machine is the first to run some of their paths).
+bash -n "$src/bench/device_check.sh" && bash -n "$src/scripts/device_dry_run.sh" && bash -n "$src/scripts/fetch_third_party.sh" && ok || bad "bash -n"
+python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' "$src/bench/torch_step.py" \
+  "$src/bench/device_summary.py" && ok || bad "python syntax"
+
+echo "cli_device_summary: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
