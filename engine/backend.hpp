@@ -95,8 +95,9 @@ class Backend {
   virtual int64_t batches_per_epoch() const = 0;         // ceil(N / global batch): the last may be partial
   virtual void train_step(int64_t batch) = 0;            // batch index within the epoch
   virtual std::vector<StepMetrics> drain_metrics() = 0;  // every step's metrics since the last call
-  // Parity checks: this epoch's order of training rows [N] (begin_epoch's shuffle), and the loss gradient
-  // ∇θ(cdiv + reg) [num_params] of the last train_step, before Adam used it (global over ranks).
+  // Parity checks: this epoch's order of training rows [N] (begin_epoch's shuffle), and the last gradient
+  // [num_params] computed or applied: after train_step the loss gradient ∇θ(cdiv + reg) before Adam used it
+  // (global over ranks); after param_grad or adam_step(g), that gradient.
   virtual std::vector<int64_t> permutation() = 0;
   virtual std::vector<float> gradient() = 0;
 

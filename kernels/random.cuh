@@ -21,6 +21,8 @@ namespace ebm::cuda {
 
 // The four 32-bit words of Philox block `block` of stream `stream` (curand_init's work is a few integer
 // adds for Philox; the compiler drops the look-ahead block that curand4 computes into the dead state).
+// curand_init's offset counts 32-bit words, so blocks from 2^62 on are out of its reach (the CPU's
+// philox4x32_10 has no such limit); the engine's offsets stay far below (validation's largest is epoch·2^40).
 __device__ __forceinline__ uint4 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
   curandStatePhilox4_32_10_t s;
   curand_init(seed, stream, 4 * block, &s);

@@ -965,6 +965,54 @@ TEST_F(CudaParity, GraphReplaysDrawFreshNoise) {
   EXPECT_TRUE(near(check->buffer().data, cpu.buffer().data, kLangevin, "replay buffer after 3 steps"));
 }
 
+// Tool calls on more rows than a training step holds (2·batch), then training and validation: every buffer
+// a step touches (activations and the step's scratch: dx, f, df, ones) must have grown with the rows, and
+// must still serve the step afterwards. 40 rows at batch 8.
+void run_rows_beyond_a_step(const std::string& device) {
+  const EngineOptions o = parity_options();
+  CpuBackend cpu(o);
+  auto dev = make_backend(device, o);
+  const Tensor x = random_images(40, 21);
+  std::vector<float> fc, fd;
+  Tensor gc, gd;
+  cpu.input_grad(x, fc, gc);
+  dev->input_grad(x, fd, gd);
+  ASSERT_TRUE(varies(gc.data, "df/dx on the cpu"));
+  EXPECT_TRUE(near(gd.data, gc.data, kInputGrad, "df/dx, 40 rows"));
+  const std::vector<float> w = random_vector(40, 22, -1.0f, 1.0f);
+  std::vector<float> pc, pd;
+  cpu.param_grad(x, w, fc, pc);
+  dev->param_grad(x, w, fd, pd);
+  EXPECT_TRUE(near(pd, pc, kParamGrad, "dtheta, 40 rows", {.net = &o.net}));
+  Tensor a = x, b = x;
+  const SamplerParams p{2, 10.0f, 0.005f, 0.03f};
+  cpu.sample(a, p, 31);
+  dev->sample(b, p, 31);
+  EXPECT_TRUE(near(b.data, a.data, kLangevin, "x after 2 steps, 40 rows"));
+  align(*dev, cpu);
+  const Tensor data = random_images(12, 23);
+  cpu.set_train_data(data);
+  dev->set_train_data(data);
+  for (int64_t b2 = 0; b2 < cpu.batches_per_epoch(); ++b2) {
+    cpu.train_step(b2);
+    dev->train_step(b2);
+  }
+  const auto mc = cpu.drain_metrics(), md = dev->drain_metrics();
+  ASSERT_EQ(md.size(), mc.size());
+  for (size_t i = 0; i < mc.size(); ++i)
+    EXPECT_TRUE(near(as_vector(md[i]), as_vector(mc[i]), kMetrics, "step " + std::to_string(i) + " metrics"));
+  EXPECT_TRUE(near(dev->buffer().data, cpu.buffer().data, kLangevin, "replay buffer after the epoch"));
+  const Tensor test = random_images(19, 24);
+  EXPECT_TRUE(near(as_vector(dev->validate(test, 1)), as_vector(cpu.validate(test, 1)), kMetrics, "validation"));
+}
+
+TEST_F(CudaParity, RowsBeyondATrainingStep) {
+  REQUIRE_CUDA();
+  run_rows_beyond_a_step("cuda");
+}
+
+TEST_F(ParityHarness, RowsBeyondATrainingStep) { run_rows_beyond_a_step("cpu"); }
+
 // ---------------------------------------------------------------------------------------------------------
 // The harness's own checks (CPU only, every machine).
 

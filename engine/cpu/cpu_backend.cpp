@@ -319,6 +319,7 @@ std::vector<StepMetrics> CpuBackend::drain_metrics() {
 
 void CpuBackend::adam_step(const std::vector<float>& grad) {
   EBM_CHECK(grad.size() == params_.size(), "gradient size differs from the parameter count");
+  if (&grad != &grad_) grad_ = grad;  // gradient() is the last gradient applied, as on the GPU
   adam_.t += 1;
   const AdamHyper h = adam_hyper(opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, adam_.t);
   const int64_t n = int64_t(params_.size());

@@ -177,9 +177,12 @@ class CudaBackend final : public Backend {
     use_graphs_ = false;
     describe_ += ", graphs off (capture failed)";
   }
-  // Whatever captured the old addresses is stale once a buffer moved.
+  // The network's activations and the step's scratch (dx_, f_, df_, ones_) for n rows, both grown (never
+  // `a || b`: that would skip the second); whatever captured the old addresses is stale once one moved.
   void rows_for(int n) {
-    if (net_->reserve_rows(n) || ensure_scratch(n)) invalidate_graphs();
+    const bool net_moved = net_->reserve_rows(n);
+    const bool scratch_moved = ensure_scratch(n);
+    if (net_moved || scratch_moved) invalidate_graphs();
   }
   bool ensure_scratch(int n);
   DeviceState read_state();
@@ -300,10 +303,12 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   s.beta1 = opt_.beta1;
   s.beta2 = opt_.beta2;
   s.eps = opt_.eps;
+  // A rank whose share exceeds its shard keeps the newest rows, as the CPU's ring push does.
   const Share first = share_of(std::max(initial_global, 0), rank_, world_);  // W = 1: all of them
-  buffer_->fill_noise(int(first.count), opt_.seed, first.first);
+  const int64_t kept = std::min<int64_t>(first.count, buffer_->capacity());
+  buffer_->fill_noise(int(kept), opt_.seed, first.first + (first.count - kept));
   s.head = 0;
-  s.size = int32_t(first.count);
+  s.size = int32_t(kept);
   s.off_fresh = philox_blocks(uint64_t(std::max(initial_global, 0)) * img());  // as CpuBackend: past every rank's
   write_state(s);
   buf_size_ = s.size;
@@ -532,7 +537,7 @@ void CudaBackend::set_buffer(const Tensor& images) {
   buf_size_ = s.size;
 }
 
-Tensor CudaBackend::buffer() { return buffer_->snapshot(read_state(), image_shape()); }
+Tensor CudaBackend::buffer() { return buffer_->snapshot(read_state(), image_shape(), [this] { sync(); }); }
 
 void CudaBackend::upload_permutation(const std::vector<int64_t>& order) {
   perm_host_.resize(size_t(n_train_));

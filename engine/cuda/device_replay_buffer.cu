@@ -31,7 +31,8 @@ void DeviceReplayBuffer::push(const float* images, int n) {
   EBM_CUDA_CHECK(cuda::push(data_.get(), images, st_, n, image_size_, capacity_, stream_));
 }
 
-Tensor DeviceReplayBuffer::snapshot(const DeviceState& now, const std::vector<int64_t>& image_shape) {
+Tensor DeviceReplayBuffer::snapshot(const DeviceState& now, const std::vector<int64_t>& image_shape,
+                                    const std::function<void()>& wait) {
   std::vector<int64_t> shape{int64_t(now.size)};
   shape.insert(shape.end(), image_shape.begin(), image_shape.end());
   Tensor t(shape);
@@ -41,7 +42,7 @@ Tensor DeviceReplayBuffer::snapshot(const DeviceState& now, const std::vector<in
                                  cudaMemcpyDeviceToHost, stream_));
   EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr() + first * im, data_.get(), sizeof(float) * (now.size - first) * im,
                                  cudaMemcpyDeviceToHost, stream_));
-  EBM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  wait();
   return t;
 }
 

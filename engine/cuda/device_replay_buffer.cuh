@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/cuda/cuda_raii.cuh"
@@ -28,8 +29,9 @@ class DeviceReplayBuffer {
   void push(const float* images, int n);
 
   int capacity() const { return capacity_; }
-  // Images held, oldest first, as a tensor of image_shape rows; `now` is the device state read at a sync.
-  Tensor snapshot(const DeviceState& now, const std::vector<int64_t>& image_shape);
+  // Images held, oldest first, as a tensor of image_shape rows; `now` is the device state read at a sync,
+  // `wait` the caller's stream synchronisation (the backend's: with NCCL's deadline in data-parallel runs).
+  Tensor snapshot(const DeviceState& now, const std::vector<int64_t>& image_shape, const std::function<void()>& wait);
   // Replaces the contents with `images` [n, image] (n ≤ capacity), oldest first; sets now.head = 0,
   // now.size = n for the caller to write back.
   void restore(const Tensor& images, DeviceState& now);
