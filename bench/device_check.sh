@@ -146,7 +146,8 @@ if ! command -v ninja > /dev/null; then
 fi
 
 gpu=0
-gpu_line=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2> /dev/null | head -n 1)
+gpu_line=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader 2> /dev/null |
+           head -n 1)  # compute_mode: Exclusive_Process would make the 8 parallel GPU tests skip
 [[ -n $gpu_line ]] && gpu=1
 torch_line=$([[ -n $py ]] && timeout 60 "$py" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.backends.cudnn.version(), torch.cuda.is_available())' 2> /dev/null || true)
 {
@@ -174,7 +175,8 @@ record env ok 0
 generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 cmake_args=(-S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DEBM_CUDA_ARCHITECTURES=90
-            -DEBM_ENABLE_CUDA=ON)
+            -DEBM_ENABLE_CUDA=ON -DEBM_TEST_TIMEOUT=$((60 * scale)))  # a hung test fails alone (ctest's --timeout
+                                                                      # does not override the property)
 [[ -n $py ]] && cmake_args+=(-DPython3_EXECUTABLE="$py")  # the Python whose wheels were found above
 # shellcheck disable=SC2206  # EBM_CHECK_CMAKE_ARGS: more configure options, split on spaces
 cmake_args+=(${EBM_CHECK_CMAKE_ARGS:-})

@@ -152,7 +152,9 @@ def cmd_summarize(out_dir, build_dir):
     ratios = {}
     for ref in ("torch_eager", "torch_compile", "bench_cpu"):
         r = bench.get(ref)
-        if ours and r and "skipped" not in r and "skipped" not in ours:
+        if (ours and r and "skipped" not in r and "skipped" not in ours
+                and all(isinstance(x.get("ms_per_train_step"), (int, float)) and x["ms_per_train_step"] > 0
+                        for x in (ours, r))):
             ratios[ref] = {"train_step": r["ms_per_train_step"] / ours["ms_per_train_step"]}
             if r.get("ms_per_langevin_step") and ours.get("ms_per_langevin_step"):
                 ratios[ref]["langevin_step"] = r["ms_per_langevin_step"] / ours["ms_per_langevin_step"]
@@ -188,7 +190,8 @@ def cmd_summarize(out_dir, build_dir):
             lines.append(f"  {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped of {c['total']}")
     timed = {k: v for k, v in bench.items() if "skipped" not in v}
     if timed:
-        lines += ["", "timings (medians; batch 128, 100 Langevin steps per training step):",
+        lines += ["", "timings (batch 128, 100 Langevin steps per training step; ebm: train step = mean of one run with one "
+                  "read-back, Langevin step = chain-length difference; torch: medians of synced steps):",
                   f"  {'part':<14} {'ms/train step':>14} {'ms/Langevin step':>17} {'epoch s':>8}  graphs  backend"]
         for part, r in timed.items():
             lang = r.get("ms_per_langevin_step")

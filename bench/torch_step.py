@@ -8,9 +8,10 @@ regulariser, Keras-style Adam (eps 1e-7). Prints one JSON line with ms_per_train
 ms_per_langevin_step, like ebm_bench.
 
 Like with like (what ebm_bench does): batch 128, 100 Langevin steps per training step, fp32 (no TF32
-unless --tf32), the median of --iters steps after --warmup, each timed by a steady clock from a
-synchronised start to a synchronised end (the engine's drain_metrics() synchronises its step the same
-way); the Langevin step alone as a chain of min(steps, 20) steps on one batch, per step.
+unless --tf32); after --warmup (at least 2), --iters training steps timed as one run by a steady clock from
+a synchronised start to a synchronised end, per step (ebm_bench ends its run with one read-back the same
+way); the Langevin step alone as (median of 2k-step chains - median of k-step chains) / k, k = min(steps,
+20), each chain synchronised at both ends — the fixed cost per chain cancels, as in ebm_bench.
 
   bench/torch_step.py [--device cuda|cpu] [--batch 128] [--steps 100] [--iters 10] [--warmup 2]
                       [--threads N] [--tf32] [--compile [--compile-mode reduce-overhead]
@@ -180,9 +181,10 @@ def main():
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(max(1, int(math.ceil(args.compile_timeout))))
     try:
-        for i in range(args.warmup):
+        for i in range(max(args.warmup, 2)):
             timed(lambda: t.step(i), device)
             timed(lambda: t.langevin(x.uniform_(-1, 1), k), device)
+            timed(lambda: t.langevin(x.uniform_(-1, 1), 2 * k), device)
         if args.compile:
             signal.alarm(0)
     except CompileTimeout:
@@ -197,12 +199,14 @@ def main():
         skipped(f"torch.compile failed: {type(e).__name__}: {first}", args)
     warm_s = time.perf_counter() - t_warm
 
-    step_ms = [timed(lambda: t.step(args.warmup + i), device) for i in range(args.iters)]
-    lang_ms = [timed(lambda: t.langevin(x.uniform_(-1, 1), k), device) / k for _ in range(args.iters)]
+    first = max(args.warmup, 2)
+    ms_step = timed(lambda: [t.step(first + i) for i in range(args.iters)], device) / args.iters
+    short = statistics.median(timed(lambda: t.langevin(x.uniform_(-1, 1), k), device) for _ in range(args.iters))
+    long = statistics.median(timed(lambda: t.langevin(x.uniform_(-1, 1), 2 * k), device) for _ in range(args.iters))
+    ms_langevin = max(0.0, long - short) / k
 
     impl = f"torch-compile({args.compile_mode})" if args.compile else "torch-eager"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    ms_step = statistics.median(step_ms)
     epoch_steps = math.ceil(MNIST_TRAIN / args.batch)
     print(json.dumps({"backend": f"{impl} {torch.__version__}: {name}", "kind": "torch", "torch": torch.__version__,
                       "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
@@ -210,7 +214,7 @@ def main():
                       "langevin_steps": args.steps, "iters": args.iters, "warmup": args.warmup,
                       "warmup_s": round(warm_s, 2),
                       "ms_per_train_step": ms_step,
-                      "ms_per_langevin_step": statistics.median(lang_ms),
+                      "ms_per_langevin_step": ms_langevin,
                       "epoch_steps_mnist": epoch_steps,
                       "epoch_s_mnist": ms_step * epoch_steps / 1000.0}), flush=True)
 

@@ -71,9 +71,10 @@ constexpr Tol kTf32{"tf32", 0, 5e-3, 5e-3,
 constexpr Tol kLangevin{"langevin", 2e-6, 0, 0,
                         "x in [-1,1] after <= 3 steps: an ulp of x is up to 1.2e-7 and each backend lands within "
                         "1.6e-7 of the double reference; df/dx differences enter x10 (step size) but are ~1e-9"};
-constexpr Tol kTf32Langevin{"tf32_langevin", 3e-4, 0, 0,
-                            "x after 3 Langevin steps with TF32 gradients: the emulated TF32 reference moves x "
-                            "by up to 6e-5 from float32's; x5"};
+constexpr Tol kTf32Langevin{"tf32_langevin", 1e-3, 0, 0,
+                            "x after 3 Langevin steps with TF32 gradients: emulated round-to-nearest TF32 moves x "
+                            "by up to 6e-5; hardware that truncates shrinks df/dx by ~3e-3 in one direction, "
+                            "x10 step size x 0.03 clip x 3 steps ~ 9e-4"};
 constexpr Tol kAdam{"adam", 0, 1e-6, 1e-6,
                     "one Adam update from the same state: the same formula (kernels/ebm_math.hpp), a few "
                     "roundings apart (sqrt, division, FMA contraction, the bias correction's pow)"};
@@ -577,8 +578,11 @@ void expect_loss_gradient(const std::vector<float>& got, const LossGradient& ref
                    {.net = &net, .scale = &ref.terms}));
   double dot = 0, norm2 = 0;
   for (size_t i = 0; i < want.size(); ++i) dot += double(got[i]) * want[i], norm2 += double(want[i]) * want[i];
-  EXPECT_NEAR(dot / norm2, 1.0, 1e-3) << what << ": gradient() is " << dot / norm2
-                                      << "x the independent loss gradient (projected)";
+  // Float32: rounding leaves the projection within 1e-3 of 1. TF32 hardware that truncates inputs to a 10-bit
+  // mantissa shrinks every product by ~7e-4 in the same direction, ~3-4e-3 over the conv chain: 1e-2.
+  const double scale_tol = &tol == &kTf32 ? 1e-2 : 1e-3;
+  EXPECT_NEAR(dot / norm2, 1.0, scale_tol) << what << ": gradient() is " << dot / norm2
+                                           << "x the independent loss gradient (projected)";
   struct Mistake {
     const char* name;
     double cdiv, reg;

@@ -768,10 +768,12 @@ int cuda_device_count(std::string* why) {
     cudaGetLastError();
     cudaDeviceProp prop{};
     cudaGetDeviceProperties(&prop, 0);
-    if (why)
-      *why = "device 0 (" + std::string(prop.name) + ", " + cuda::arch_of(prop) + ") cannot run this build's kernels (" +
-             cudaGetErrorString(k) + "); rebuild with -DEBM_CUDA_ARCHITECTURES=" + std::to_string(prop.major) +
-             std::to_string(prop.minor);
+    const std::string dev = "device 0 (" + std::string(prop.name) + ", " + cuda::arch_of(prop) + ")";
+    if (why && k == cudaErrorNoKernelImageForDevice)
+      *why = dev + " cannot run this build's kernels (" + cudaGetErrorString(k) +
+             "); rebuild with -DEBM_CUDA_ARCHITECTURES=" + std::to_string(prop.major) + std::to_string(prop.minor);
+    else if (why)  // e.g. a device in exclusive-process mode that another process holds
+      *why = dev + " is not usable: " + cudaGetErrorString(k);
     return 0;
   }
   return n;

@@ -42,12 +42,15 @@ struct ConvPlan {
 
 namespace detail {
 
-// The first deterministic, successful result that fits the workspace (results come best first).
+// The first deterministic, successful result that fits the workspace (results come best first); without
+// TF32 also one that does not need tensor-op math (it will run with CUDNN_FMA_MATH); never one that may
+// convert float32 data down to half precision.
 template <class Perf>
-int pick(const Perf* perf, int count, size_t ws_cap) {
+int pick(const Perf* perf, int count, size_t ws_cap, bool tf32) {
   for (int i = 0; i < count; ++i)
     if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
-        perf[i].memory <= ws_cap)
+        perf[i].memory <= ws_cap && perf[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
+        (tf32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH))
       return i;
   return -1;
 }
@@ -103,7 +106,7 @@ inline ConvPlan make_conv_plan(cudnnHandle_t h, const ConvShape& s, cudnnFilterD
       else
         EBM_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.get(), w, p.fwd_conv.get(), p.y.get(),
                                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
-      const int i = detail::pick(perf, count, ws_cap);
+      const int i = detail::pick(perf, count, ws_cap, tf32);
       if (i < 0) detail::no_algorithm("forward", s, n, ws_cap);
       a.fwd = perf[i].algo;
       a.fwd_math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
@@ -118,7 +121,7 @@ inline ConvPlan make_conv_plan(cudnnHandle_t h, const ConvShape& s, cudnnFilterD
         EBM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, p.y.get(), p.bwd_data_conv.get(), p.x.get(),
                                                                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count,
                                                                     perf));
-      const int i = detail::pick(perf, count, ws_cap);
+      const int i = detail::pick(perf, count, ws_cap, tf32);
       if (i < 0) detail::no_algorithm("backward-data", s, n, ws_cap);
       a.bwd_data = perf[i].algo;
       a.bwd_data_math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
@@ -134,7 +137,7 @@ inline ConvPlan make_conv_plan(cudnnHandle_t h, const ConvShape& s, cudnnFilterD
         EBM_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.get(), p.y.get(), p.bwd_filter_conv.get(),
                                                                       w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
                                                                       &count, perf));
-      const int i = detail::pick(perf, count, ws_cap);
+      const int i = detail::pick(perf, count, ws_cap, tf32);
       if (i < 0) detail::no_algorithm("backward-filter", s, n, ws_cap);
       a.bwd_filter = perf[i].algo;
       a.bwd_filter_math = tf32 ? perf[i].mathType : CUDNN_FMA_MATH;

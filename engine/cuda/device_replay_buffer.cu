@@ -38,10 +38,12 @@ Tensor DeviceReplayBuffer::snapshot(const DeviceState& now, const std::vector<in
   Tensor t(shape);
   const int64_t im = image_size_;
   const int64_t first = std::min<int64_t>(now.size, capacity_ - now.head);  // oldest first: [head, cap) then [0, ...)
-  EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr(), data_.get() + now.head * im, sizeof(float) * first * im,
-                                 cudaMemcpyDeviceToHost, stream_));
-  EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr() + first * im, data_.get(), sizeof(float) * (now.size - first) * im,
-                                 cudaMemcpyDeviceToHost, stream_));
+  if (first > 0)
+    EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr(), data_.get() + now.head * im, sizeof(float) * first * im,
+                                   cudaMemcpyDeviceToHost, stream_));
+  if (now.size > first)
+    EBM_CUDA_CHECK(cudaMemcpyAsync(t.ptr() + first * im, data_.get(), sizeof(float) * (now.size - first) * im,
+                                   cudaMemcpyDeviceToHost, stream_));
   wait();
   return t;
 }
