@@ -19,7 +19,7 @@
 #   configure  90  Release, CUDA architecture 90; the CUDA backend is required: without it the check
 #                  stops, printing what configure looked for and where (exit 2)
 #   build     240  ebm_tests, ebm_bench, ebm_train, ebm_sample, all cores (a failed build: exit 2)
-#   tests_cuda 90  every CudaParity* and CurandPhilox* test (52), one process each, 8 at a time on the one GPU
+#   tests_cuda 90  every CudaParity* and CurandPhilox* test (53), one process each, 8 at a time on the one GPU
 #                  (each is a context start plus under a second of work); a skip (no device) fails
 #   bench_cuda 45  ebm_bench --backend cuda; FAILED when its JSON says "graphs": false
 #   torch_eager 60 bench/torch_step.py: the same step in PyTorch, eager
@@ -214,7 +214,7 @@ have_zlib=$(grep -q '✓ zlib' <<< "$summary_lines" && echo 1 || echo 0)
 no_gpu_here() { [[ $dry_run == 1 && $gpu == 0 ]]; }
 
 # --- GPU tests: one process per test (a device fault poisons the context, and must not hide which test),
-# 8 processes sharing the GPU at a time: 52 context starts in a row would take most of the part's limit ---
+# 8 processes sharing the GPU at a time: 53 context starts in a row would take most of the part's limit ---
 RECORD=0 run_part tests_cuda 90 ctest --test-dir "$build" -R '^(CudaParity|CurandPhilox)' -j 8 --output-on-failure \
   --timeout 60
 if ((part_rc != 125)); then
