@@ -117,7 +117,12 @@ finish() {
 envfact dry_run "$dry_run"
 envfact budget_s "$budget"
 export PATH=/usr/local/cuda/bin:$PATH
-py=$(command -v python3 || true)
+# The python3 that has torch (the PyTorch comparison needs it), else the first python3 on PATH.
+py=""
+for cand in $(type -ap python3) /usr/bin/python3; do
+  if "$cand" -c 'import torch' 2> /dev/null; then py=$cand; break; fi
+done
+[[ -n $py ]] || py=$(command -v python3 || true)
 # A pip wheel's folder: list(m.__path__)[0]. These nvidia.* packages ship no __init__.py (namespace
 # packages), so m.__file__ is None and os.path.dirname(m.__file__) fails (DESIGN §7).
 wheel_dir() {
@@ -170,6 +175,12 @@ envfact version.nproc "$(nproc)"
 envfact version.third_party "$(paste -sd, third_party/VERSIONS 2> /dev/null || echo 'system packages')"
 envfact version.cudnn_wheel "${cudnn_wheel:-none}"
 record env ok 0
+if [[ $gpu == 0 && $dry_run == 0 ]]; then  # minutes of building only to fail at the GPU tests: stop now
+  say "!! no GPU here (nvidia-smi lists none): this script is for a lent GPU machine. Rehearse it on this"
+  say "!! machine with scripts/device_dry_run.sh (or EBM_DRY_RUN=1 bash bench/device_check.sh)."
+  record gpu "FAILED: no GPU (nvidia-smi lists none) and not a dry run" 0
+  finish
+fi
 
 # --- configure and build ---
 generator=()

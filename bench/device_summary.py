@@ -76,6 +76,8 @@ def read_parts(path):
         if not line.strip():
             continue
         name, status, seconds, limit = (line.split("\t") + ["", "", ""])[:4]
+        if not status or not re.fullmatch(r"\d*", seconds) or not re.fullmatch(r"\d*", limit):
+            raise ValueError(f"{path}: malformed line {line!r} (want name, status, seconds, limit)")
         parts.append({"name": name, "status": status, "seconds": int(seconds or 0),
                       "limit_s": int(limit) if limit else None})
     return parts
@@ -113,6 +115,9 @@ def exit_status(parts, dry_run):
         if name in statuses and statuses[name] != "ok":
             return 2
     if any(s.startswith(("FAILED", "TIMEOUT")) for s in statuses.values()):
+        return 1
+    # A check that stopped early (killed, or cut off) passed nothing: these parts always record a status.
+    if any(name not in statuses for name in ("configure", "build", "tests_cuda", "bench_cuda")):
         return 1
     if dry_run and any(s.startswith(NO_GPU) for s in statuses.values()):
         return 3
@@ -212,10 +217,17 @@ def cmd_summarize(out_dir, build_dir):
 
 
 def main(argv):
-    if len(argv) == 5 and argv[1] == "bench-verdict":
-        return cmd_bench_verdict(argv[2], argv[3], argv[4])
-    if len(argv) == 4 and argv[1] == "summarize":
-        return cmd_summarize(argv[2], argv[3])
+    if len(argv) == 2 and argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    try:
+        if len(argv) == 5 and argv[1] == "bench-verdict":
+            return cmd_bench_verdict(argv[2], argv[3], argv[4])
+        if len(argv) == 4 and argv[1] == "summarize":
+            return cmd_summarize(argv[2], argv[3])
+    except (OSError, ValueError) as e:  # one line, never a traceback
+        sys.stderr.write(f"device_summary.py: {e}\n")
+        return 2
     sys.stderr.write("usage: device_summary.py bench-verdict PART OUTPUT BENCH_JSONL | summarize DIR BUILD\n")
     return 64
 

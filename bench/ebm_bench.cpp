@@ -31,7 +31,10 @@ constexpr const char* kUsage =
     "usage: ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]\n"
     "                 [--iters 10] [--warmup 2]\n"
     "Times one training step (Langevin chains, loss, Adam) and one Langevin step of the seed's network on\n"
-    "one backend: the median of --iters after --warmup, printed as one JSON line. --batch, --langevin-steps\n"
+    "one backend, printed as one JSON line: after --warmup steps (at least 2: the eager first step and the\n"
+    "CUDA graph capture are never timed), --iters training steps as one run ending in one read-back; the\n"
+    "Langevin step as the difference of 2k- and k-step chains over k (null when timing noise hides it).\n"
+    "--batch, --langevin-steps\n"
     "and --channels set (and take what is allowed for) data.batch_size, sampler.steps and model.channels;\n"
     "the rest is the default config. epoch_s_mnist extrapolates to one epoch of 60,000 images.\n";
 
@@ -112,7 +115,7 @@ int run(const Flags& f) {
       return median(ms);
     };
     const double short_ms = chain_ms(k), long_ms = chain_ms(2 * k);
-    ms_langevin = std::max(0.0, long_ms - short_ms) / k;
+    if (long_ms > short_ms) ms_langevin = (long_ms - short_ms) / k;  // else timing noise hides it: no figure
   }
   const int64_t epoch_steps = (kMnistTrain + opt.batch_size - 1) / opt.batch_size;
   const BackendFacts facts = be->facts();
@@ -126,6 +129,7 @@ int run(const Flags& f) {
                         {"channels", f.config.model.channels},
                         {"params", net.num_params},
                         {"iters", f.iters},
+                        {"warmup", std::max(f.warmup, 2)},
                         {"ms_per_train_step", ms_step},
                         {"ms_per_langevin_step", ms_langevin},
                         {"epoch_steps_mnist", epoch_steps},

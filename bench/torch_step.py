@@ -31,8 +31,12 @@ import statistics
 import sys
 import time
 
-import torch
-import torch.nn as nn
+try:
+    import torch
+    import torch.nn as nn
+except ImportError as e:  # one line, not a traceback: say which python lacks it
+    sys.exit(f"torch_step.py: needs PyTorch, which {sys.executable} cannot import ({e}); run it with a python "
+             "that has torch (Debian: python3-torch, /usr/bin/python3)")
 
 MNIST_TRAIN = 60000  # an epoch is ceil(60000 / batch) steps, as ebm_bench's epoch_s_mnist
 
@@ -157,6 +161,11 @@ def main():
     p.add_argument("--compile-timeout", type=float, default=75.0,
                    help="seconds allowed for compiling and the warm-up; past it the variant is skipped")
     args = p.parse_args()
+    for flag, value, least in (("--batch", args.batch, 1), ("--steps", args.steps, 1), ("--iters", args.iters, 1),
+                               ("--warmup", args.warmup, 0), ("--threads", args.threads, 0),
+                               ("--compile-timeout", args.compile_timeout, 1)):
+        if value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -203,7 +212,7 @@ def main():
     ms_step = timed(lambda: [t.step(first + i) for i in range(args.iters)], device) / args.iters
     short = statistics.median(timed(lambda: t.langevin(x.uniform_(-1, 1), k), device) for _ in range(args.iters))
     long = statistics.median(timed(lambda: t.langevin(x.uniform_(-1, 1), 2 * k), device) for _ in range(args.iters))
-    ms_langevin = max(0.0, long - short) / k
+    ms_langevin = (long - short) / k if long > short else None  # timing noise above the signal: no figure
 
     impl = f"torch-compile({args.compile_mode})" if args.compile else "torch-eager"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -211,7 +220,7 @@ def main():
     print(json.dumps({"backend": f"{impl} {torch.__version__}: {name}", "kind": "torch", "torch": torch.__version__,
                       "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
                       "tf32": args.tf32, "cudnn_benchmark": True, "batch": args.batch,
-                      "langevin_steps": args.steps, "iters": args.iters, "warmup": args.warmup,
+                      "langevin_steps": args.steps, "iters": args.iters, "warmup": max(args.warmup, 2),
                       "warmup_s": round(warm_s, 2),
                       "ms_per_train_step": ms_step,
                       "ms_per_langevin_step": ms_langevin,

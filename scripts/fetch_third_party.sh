@@ -7,8 +7,13 @@
 #   scripts/fetch_third_party.sh [DIR]      DIR defaults to third_party (the folder EBM_THIRD_PARTY names)
 # Writes DIR/nlohmann/, DIR/googletest/ and DIR/VERSIONS (the packages' versions); replaces what was there.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -*) echo "fetch_third_party: unknown option $1 (usage: scripts/fetch_third_party.sh [DIR])" >&2; exit 2 ;;
+esac
+(($# <= 1)) || { echo "fetch_third_party: one DIR at most, got $# arguments" >&2; exit 2; }
+dest=$(realpath -m "${1:-$(dirname "$0")/../third_party}")  # a relative DIR is from where you are
 cd "$(dirname "$0")/.."
-dest=${1:-third_party}
 
 pkgs=(nlohmann-json3-dev googletest)
 missing=()

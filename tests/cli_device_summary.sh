@@ -54,8 +54,19 @@ status graphs_off 0 1 "configure|ok" "build|ok" "bench_cuda|FAILED: CUDA graphs 
 status timeout 0 1 "configure|ok" "build|ok" "tests_cuda|TIMEOUT after 90s"
 status no_cuda 0 2 "configure|FAILED: the CUDA backend was not configured"
 status build_failed 0 2 "configure|ok" "build|FAILED (exit 1)"
-status dry_run 1 3 "configure|ok" "build|ok" "tests_cuda|stopped: no GPU here (12 tests skipped: no CUDA device)" "tests_rest|ok"
+status dry_run 1 3 "configure|ok" "build|ok" "tests_cuda|stopped: no GPU here (12 tests skipped: no CUDA device)" \
+  "bench_cuda|stopped: no GPU here" "tests_rest|ok"
 status dry_run_failing 1 1 "configure|ok" "build|ok" "tests_cuda|stopped: no GPU here" "tests_rest|FAILED (exit 8)"
+status stopped_early 0 1 "env|ok" "configure|ok"  # killed after configure: nothing was tested, not "passed"
+status no_gpu 0 1 "env|ok" "gpu|FAILED: no GPU (nvidia-smi lists none) and not a dry run"
+
+# Bad input to the summariser: one line and exit 2, never a traceback.
+mkdir -p "$tmp/malformed/out" "$tmp/malformed/build"
+printf 'env\tok\tabc\n' > "$tmp/malformed/out/parts.tsv"
+o=$(python3 "$summary" summarize "$tmp/malformed/out" "$tmp/malformed/build" 2>&1); rc=$?
+[[ $rc == 2 && $(wc -l <<< "$o") == 1 && $o == *"malformed line"* ]] && ok || bad "malformed parts.tsv: exit $rc: $o"
+o=$(python3 "$summary" summarize "$tmp/nowhere" "$tmp/nowhere" 2>&1); rc=$?
+[[ $rc == 2 && $(wc -l <<< "$o") == 1 ]] && ok || bad "missing folder: exit $rc: $o"
 
 # summary.json of the all_ok case: the figures, the graphs flag and the ratio to PyTorch (12 ms / 4 ms = 3x).
 python3 - "$tmp/all_ok/out/summary.json" << 'PY' && ok || bad "summary.json: see above"

@@ -755,7 +755,16 @@ int cuda_device_count(std::string* why) {
   const cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     cudaGetLastError();  // not sticky, but leave nothing behind for the next caller
-    if (why) *why = cudaGetErrorString(err);
+    int driver = 0;
+    cudaDriverGetVersion(&driver);  // 0: no driver installed at all
+    if (!why) return 0;
+    if (driver == 0 || err == cudaErrorNoDevice)
+      *why = "no NVIDIA GPU or driver found on this machine (" + std::string(cudaGetErrorString(err)) + ")";
+    else if (err == cudaErrorInsufficientDriver)
+      *why = "the NVIDIA driver (CUDA " + std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10) +
+             ") is older than this build's CUDA runtime needs: update the driver";
+    else
+      *why = cudaGetErrorString(err);
     return 0;
   }
   if (n == 0) {
