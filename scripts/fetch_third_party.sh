@@ -16,17 +16,8 @@ dest=$(realpath -m "${1:-$(dirname "$0")/../third_party}")  # a relative DIR is 
 cd "$(dirname "$0")/.."
 
 pkgs=(nlohmann-json3-dev googletest)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fetch_third_party: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
-fi
+source scripts/lib/packages.sh
+install_missing fetch_third_party "${pkgs[@]}" || true
 for f in /usr/include/nlohmann/json.hpp /usr/src/googletest/CMakeLists.txt; do
   [[ -e $f ]] || { echo "fetch_third_party: $f missing although its package is installed" >&2; exit 1; }
 done

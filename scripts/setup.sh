@@ -25,19 +25,8 @@ pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libgtest-dev z
       libopenmpi-dev openmpi-bin)
 # The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
 if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
-else
-  echo "setup: packages present"
-fi
+source scripts/lib/packages.sh  # cwd is the repository root (above)
+install_missing setup "${pkgs[@]}" || echo "setup: packages present"
 
 # --- 2. build (CUDA parts too where /usr/local/cuda or nvcc on PATH has the toolkit) ---
 werror=OFF
