@@ -224,6 +224,12 @@ std::string why_no_cuda() {
 
 bool on_gpu(Backend& be) { return be.facts().kind == BackendKind::kCuda; }
 
+// The backend replayed CUDA graphs (no capture failed) and captured exactly `captures` of them: `why` says which.
+void expect_captured(Backend& be, int64_t captures, const std::string& why) {
+  EXPECT_TRUE(be.facts().graphs) << "capture failed: " << be.describe();
+  EXPECT_EQ(be.facts().graph_captures, captures) << why;
+}
+
 Tensor random_images(int n, uint64_t seed) {
   Tensor t({n, 1, 32, 32});
   Rng(seed, RngStream::kInit).uniform(t.ptr(), t.numel(), -1.0f, 1.0f);
@@ -443,8 +449,7 @@ void run_noisy_langevin(const ParityCase& c, const std::string& device) {
     EXPECT_TRUE(near(x.data, a.data, kLangevin, "x, sampled in one chunk, run " + std::to_string(rep)));
   }
   if (on_gpu(*dev)) {  // each chunk shape captured at its second occurrence
-    EXPECT_TRUE(dev->facts().graphs) << "capture failed: " << dev->describe();
-    EXPECT_EQ(dev->facts().graph_captures, 2) << "the one-step chunk and the three-step chunk";
+    expect_captured(*dev, 2, "the one-step chunk and the three-step chunk");
   }
 }
 
@@ -661,8 +666,7 @@ void run_loss_gradient(const ParityCase& c, const std::string& device) {
   }
   EXPECT_EQ(dev->adam().t, cpu.adam().t);
   if (on_gpu(*dev)) {  // so the comparisons above covered graph replays too
-    EXPECT_TRUE(dev->facts().graphs) << "capture failed: " << dev->describe();
-    EXPECT_EQ(dev->facts().graph_captures, 1) << "the full batch's step captured at its second occurrence";
+    expect_captured(*dev, 1, "the full batch's step captured at its second occurrence");
   }
 }
 
@@ -696,8 +700,7 @@ void run_train_run(const ParityCase& c, const std::string& device) {
   }
   EXPECT_EQ(dev->adam().t, cpu.adam().t);
   if (on_gpu(*dev)) {  // so the comparisons above covered graph replays too
-    EXPECT_TRUE(dev->facts().graphs) << "capture failed: " << dev->describe();
-    EXPECT_EQ(dev->facts().graph_captures, 1) << "the full batch's step captured at its second occurrence";
+    expect_captured(*dev, 1, "the full batch's step captured at its second occurrence");
   }
 }
 
@@ -916,8 +919,7 @@ TEST_F(CudaParity, GraphReplayMatchesEager) {
       for (int64_t b = 0; b < be->batches_per_epoch(); ++b) be->train_step(b);
     }
   }
-  EXPECT_TRUE(graph->facts().graphs) << "capture failed: " << graph->describe();
-  EXPECT_EQ(graph->facts().graph_captures, 1) << "one capture: the full-batch step, at its second occurrence";
+  expect_captured(*graph, 1, "one capture: the full-batch step, at its second occurrence");
   EXPECT_FALSE(eager->facts().graphs);
   EXPECT_EQ(eager->facts().graph_captures, 0);
   EXPECT_EQ(graph->params(), eager->params());
@@ -951,7 +953,7 @@ TEST_F(CudaParity, GraphReplaysDrawFreshNoise) {
     newest.emplace_back(buf.data.end() - bs * img, buf.data.end());
     states.push_back(cuda->rng_state());
   }
-  EXPECT_EQ(cuda->facts().graph_captures, 1);
+  expect_captured(*cuda, 1, "the full-batch step, captured at its second occurrence");
   EXPECT_NE(newest[1], newest[0]);
   EXPECT_NE(newest[2], newest[1]);
   EXPECT_NE(states[2], states[1]);
