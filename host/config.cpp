@@ -196,7 +196,10 @@ json config_to_json(const Config& c) {
       {"sampler", {{"steps", s.steps}, {"step_size", s.step_size}, {"noise", s.noise},
                    {"grad_clip", s.grad_clip}}},
       {"buffer", {{"capacity", b.capacity}, {"initial", b.initial}, {"reinit_prob", b.reinit_prob}}},
-      {"train", {{"epochs", t.epochs}, {"lr", t.lr}, {"beta1", t.beta1}, {"beta2", t.beta2},
+      {"train", {{"epochs", t.epochs}, {"lr", t.lr},
+                 {"lr_schedule", t.lr_schedule}, {"lr_warmup_steps", t.lr_warmup_steps}, {"lr_gamma", t.lr_gamma},
+                 {"lr_step_epochs", t.lr_step_epochs}, {"lr_min_factor", t.lr_min_factor},
+                 {"beta1", t.beta1}, {"beta2", t.beta2},
                  {"eps", t.eps}, {"alpha", t.alpha}, {"real_noise", t.real_noise},
                  {"max_steps", t.max_steps}, {"log_every", t.log_every},
                  {"checkpoint_every", t.checkpoint_every}, {"keep_checkpoints", t.keep_checkpoints},
@@ -205,7 +208,8 @@ json config_to_json(const Config& c) {
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
                                  {"lr_factor", t.divergence.lr_factor},
-                                 {"max_rollbacks", t.divergence.max_rollbacks}}}}},
+                                 {"max_rollbacks", t.divergence.max_rollbacks}}},
+                 {"eval", {{"every", t.eval.every}, {"n", t.eval.n}}}}},
       {"generate", {{"n", g.n}, {"steps", g.steps}, {"step_size", g.step_size}, {"noise", g.noise}}},
       {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}, {"graphs", c.cuda.graphs},
                 {"deterministic", c.cuda.deterministic}}},
@@ -257,6 +261,11 @@ Config config_from_json(const json& user, const std::string& source) {
   auto& t = c.train;
   t.epochs = r.int32("train.epochs", 1);
   t.lr = r.real("train.lr", {.lo = 0, .lo_open = true});
+  t.lr_schedule = r.one_of("train.lr_schedule", {"constant", "step", "cosine"});
+  t.lr_warmup_steps = r.int64("train.lr_warmup_steps", 0);
+  t.lr_gamma = r.real("train.lr_gamma", {.lo = 0, .hi = 1, .lo_open = true});
+  t.lr_step_epochs = r.int32("train.lr_step_epochs", 1);
+  t.lr_min_factor = r.real("train.lr_min_factor", {.lo = 0, .hi = 1});
   t.beta1 = r.real("train.beta1", {.lo = 0, .hi = 1, .hi_open = true});
   t.beta2 = r.real("train.beta2", {.lo = 0, .hi = 1, .hi_open = true});
   t.eps = r.real("train.eps", {.lo = 0, .lo_open = true});
@@ -272,6 +281,8 @@ Config config_from_json(const json& user, const std::string& source) {
   t.divergence.action = r.one_of("train.divergence.action", {"stop", "rollback"});
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});
   t.divergence.max_rollbacks = r.int32("train.divergence.max_rollbacks", 0);
+  t.eval.every = r.int32("train.eval.every", 0);
+  t.eval.n = r.int32("train.eval.n", 2, kMaxGenerateN);
 
   c.generate.n = r.int32("generate.n", 1, kMaxGenerateN);
   c.generate.steps = r.int32("generate.steps", 0);

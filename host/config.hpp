@@ -49,9 +49,25 @@ struct DivergenceConfig {
   bool operator==(const DivergenceConfig&) const = default;
 };
 
+// Sample quality measured during training (host/eval_quality.hpp): every `every` epochs (0 = never),
+// `n` chains drawn from uniform noise with the `generate` settings and scored by the data set's classifier.
+struct EvalConfig {
+  int every = 0;
+  int n = 1000;
+  bool operator==(const EvalConfig&) const = default;
+};
+
 struct TrainConfig {
   int epochs = 10;
   double lr = 1e-4;
+  // The learning rate at step t is lr · warm-up(t) · schedule(t) (host/lr_schedule.hpp): constant; step
+  // (× lr_gamma every lr_step_epochs epochs); cosine (from 1 down to lr_min_factor over the run's steps
+  // after the warm-up). Warm-up: linear from lr/lr_warmup_steps to lr over the first lr_warmup_steps.
+  std::string lr_schedule = "constant";
+  int64_t lr_warmup_steps = 0;
+  double lr_gamma = 0.1;
+  int lr_step_epochs = 10;
+  double lr_min_factor = 0.0;
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-7;
@@ -64,6 +80,7 @@ struct TrainConfig {
   bool validate = true;            // validation on the test set at each epoch end
   double comm_timeout_s = 120;     // data-parallel runs: a collective waiting longer than this ends the job
   DivergenceConfig divergence;
+  EvalConfig eval;
   bool operator==(const TrainConfig&) const = default;
 };
 

@@ -25,6 +25,7 @@
 #include "host/dataset.hpp"
 #include "host/distributed.hpp"
 #include "host/json_text.hpp"
+#include "host/lr_schedule.hpp"
 #include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
 #ifdef EBM_HAVE_CUDA
@@ -506,6 +507,7 @@ class TrainingRun {
     backend_->set_adam(s.adam);
     backend_->set_buffer(s.buffer);
     backend_->set_lr(s.lr);
+    lr_now_ = s.lr;
     if (s.rng.empty()) {  // a new seed on resume
       backend_->reseed(s.seed);
     } else if (s.rng_backend == kind_) {
@@ -655,9 +657,24 @@ class TrainingRun {
       state_.epoch_sums[5] += 1;
       if (step % config_.train.log_every == 0)
         log({{"event", "step"}, {"step", step}, {"epoch", state_.epoch + 1}, {"loss", m.loss}, {"reg", m.reg},
-             {"cdiv", m.cdiv}, {"real", m.real}, {"fake", m.fake}, {"lr", state_.lr}, {"ms_per_step", ms_per_step()}});
+             {"cdiv", m.cdiv}, {"real", m.real}, {"fake", m.fake}, {"lr", lr_at(step - 1)}, {"ms_per_step", ms_per_step()}});
     }
     return true;
+  }
+
+  // The learning rate of the step after `steps_taken` steps in the current epoch: train.lr as rollbacks
+  // left it (state_.lr) times the schedule's factor (host/lr_schedule.hpp), planned over train.epochs —
+  // train.max_steps stops a run without reshaping it, so a run stopped there and resumed is the whole run.
+  double lr_at(int64_t steps_taken) const {
+    return state_.lr * lr_factor(config_.train, steps_taken, state_.epoch, config_.train.epochs * batches_per_epoch_);
+  }
+
+  // Gives the backend the next step's learning rate where the schedule changed it.
+  void apply_lr_schedule() {
+    const double lr = lr_at(state_.step);
+    if (lr == lr_now_) return;
+    backend_->set_lr(lr);
+    lr_now_ = lr;
   }
 
   double training_seconds() const {
@@ -856,6 +873,7 @@ class TrainingRun {
         }
         if (stop_requested()) return finish("signal");  // a stop asked for is never rolled back
         if (state_.step == options_.profile_begin) backend_->set_profiling(true);
+        apply_lr_schedule();
         {
           EBM_PROFILE_RANGE("step");
           backend_->train_step(state_.batch);
@@ -957,6 +975,7 @@ class TrainingRun {
   std::optional<Pending> pending_;  // the newest state awaiting its check
   std::array<double, 6> last_epoch_sums_{};
   int64_t start_step_ = 0, saved_step_ = -1;
+  double lr_now_ = 0;               // the learning rate the backend holds now
   int64_t batches_per_epoch_ = 0, total_steps_ = 0, steps_here_ = 0, epoch_steps_start_ = 0;
   std::ofstream metrics_;
   bool tty_ = false;

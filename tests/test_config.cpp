@@ -117,7 +117,9 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
       "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
       "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.epochs", "train.eps",
-      "train.keep_checkpoints", "train.log_every", "train.lr", "train.max_steps", "train.real_noise",
+      "train.eval.every", "train.eval.n", "train.keep_checkpoints", "train.log_every", "train.lr", "train.lr_gamma",
+      "train.lr_min_factor", "train.lr_schedule", "train.lr_step_epochs", "train.lr_warmup_steps", "train.max_steps",
+      "train.real_noise",
       "train.validate"};
   EXPECT_EQ(paths, expected);
   EXPECT_TRUE(s["seed"].is_number_unsigned());

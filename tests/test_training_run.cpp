@@ -360,6 +360,46 @@ TEST_F(TrainingRunTest, ResumeAppliesANewLearningRateFromTheNextStep) {
   EXPECT_DOUBLE_EQ(at4.lr, 1e-3);
 }
 
+TEST_F(TrainingRunTest, ACosineScheduleWithWarmupSetsEachStepsRateAndResumesExactly) {
+  // 3 epochs of 3 batches: T = 9 steps, warm-up W = 2, cosine to 0 over p = (t − 2)/7.
+  Config c = config("straight");
+  c.train.lr = 1e-3;
+  c.train.lr_schedule = "cosine";
+  c.train.lr_warmup_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  const double pi = std::acos(-1.0);
+  std::map<int, double> lr;
+  std::istringstream log(slurp(root_ / "straight/metrics.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "step") lr[j["step"].get<int>()] = j["lr"].get<double>();
+  }
+  ASSERT_EQ(lr.size(), 9u);
+  EXPECT_DOUBLE_EQ(lr[1], 1e-3 * 0.5);  // t = 0: warm-up (0+1)/2
+  EXPECT_DOUBLE_EQ(lr[2], 1e-3);        // t = 1: warm-up done, p = 0
+  EXPECT_DOUBLE_EQ(lr[3], 1e-3);        // t = 2: p = 0
+  EXPECT_NEAR(lr[6], 1e-3 * 0.5 * (1 + std::cos(pi * 3 / 7)), 1e-15);  // t = 5
+  EXPECT_NEAR(lr[9], 1e-3 * 0.5 * (1 + std::cos(pi * 6 / 7)), 1e-15);  // t = 8, the last step
+
+  // Stopped at step 4 and resumed: the same rates from the step count, so the same bits.
+  Config part = c;
+  part.output_dir = (root_ / "parts").string();
+  part.train.max_steps = 4;
+  ASSERT_EQ(run(part), 0);
+  part.train.max_steps = 0;
+  ASSERT_EQ(run(part, (root_ / "parts/last").string()), 0);
+  EXPECT_EQ(slurp(root_ / "straight/last/model.safetensors"), slurp(root_ / "parts/last/model.safetensors"));
+  EXPECT_EQ(slurp(root_ / "straight/last/train_state.safetensors"), slurp(root_ / "parts/last/train_state.safetensors"));
+
+  // And the schedule did something: the constant rate ends elsewhere.
+  Config flat = c;
+  flat.output_dir = (root_ / "flat").string();
+  flat.train.lr_schedule = "constant";
+  flat.train.lr_warmup_steps = 0;
+  ASSERT_EQ(run(flat), 0);
+  EXPECT_NE(slurp(root_ / "straight/last/model.safetensors"), slurp(root_ / "flat/last/model.safetensors"));
+}
+
 TEST_F(TrainingRunTest, ResumeWithANewSeedDrawsFreshStreams) {
   Config c = config("run");
   c.train.max_steps = 2;

@@ -571,11 +571,11 @@ void CudaBackend::reseed(uint64_t seed) {
   write_state(s);
 }
 
+// Stream-ordered and without a sync, since a learning-rate schedule sets it before every step: the steps
+// queued before it keep their rate. A copy from pageable memory is staged at once, so opt_.lr may change.
 void CudaBackend::set_lr(double lr) {
   opt_.lr = lr;
-  DeviceState s = read_state();
-  s.lr = lr;
-  write_state(s);
+  EBM_CUDA_CHECK(cudaMemcpyAsync(&st()->lr, &opt_.lr, sizeof(double), cudaMemcpyHostToDevice, stream()));
 }
 
 // --- evaluation and tools ---
