@@ -3,7 +3,7 @@
 # cold build included (16 cores).
 #
 # How to run it with the device tool. First, here (where Debian's packages can be installed):
-#   scripts/fetch_third_party.sh          # third_party/: nlohmann/json and GoogleTest, which the GPU machine lacks
+#   scripts/fetch_third_party.sh          # third_party/: nlohmann/json, Eigen, GoogleTest: the GPU machine lacks them
 #   scripts/get_data.sh mnist data/mnist  # optional: the epoch part's data (data/ must be a real folder to carry)
 # then:
 #   run(command="bash bench/device_check.sh", carry=["third_party", "data/mnist"], timeout_s=450)
@@ -163,7 +163,7 @@ torch_line=$([[ -n $py ]] && timeout 60 "$py" -c 'import torch; print(torch.__ve
   say "python3: ${py:-not found}   torch: ${torch_line:-not importable}"
   say "cuDNN: toolkit ${toolkit_cudnn:-has no cudnn.h}; wheel (python module nvidia.cudnn): ${cudnn_wheel:-not importable}; CUDNN_PATH=${CUDNN_PATH:-unset}"
   say "wheels: nvidia.nccl ${nccl_wheel:-absent}; nvidia.cu13 ${cu13_wheel:-absent}; nvidia.curand ${curand_wheel:-absent}"
-  for d in third_party/nlohmann third_party/googletest data/mnist; do
+  for d in third_party/nlohmann third_party/eigen3 third_party/googletest data/mnist; do
     [[ -e $d ]] && say "carried: $d" || say "missing: $d"
   done
 }

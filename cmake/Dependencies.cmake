@@ -1,11 +1,11 @@
 # Finds what the engine builds against and defines:
 #   ebm::blas (interface; EBM_HAVE_CBLAS when OpenBLAS' cblas is present), OpenMP::OpenMP_CXX,
-#   nlohmann_json::nlohmann_json, ZLIB::ZLIB and PNG::PNG (stub interfaces when zlib or libpng is absent;
+#   nlohmann_json::nlohmann_json, Eigen3::Eigen (EBM_EIGEN_FROM: its version and where), ZLIB::ZLIB and PNG::PNG (stub interfaces when zlib or libpng is absent;
 #   EBM_HAVE_ZLIB / EBM_HAVE_PNG defined where present), GTest::gtest_main, and for CUDA: EBM_HAVE_CUDA,
 #   EBM_CUDA_ARCH_LIST, ebm::cudnn (EBM_CUDNN_FROM: where it was found), CUDA::curand;
 #   optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl).
 # Machines without some -dev packages (the lent GPU machine) may point EBM_THIRD_PARTY at a folder
-# holding copies of nlohmann/ and googletest/ (scripts/fetch_third_party.sh fills third_party/).
+# holding copies of nlohmann/, eigen3/ and googletest/ (scripts/fetch_third_party.sh fills third_party/).
 
 # ebm_wheel_dir(MODULE OUT): the folder of a pip wheel's namespace package (e.g. nvidia.cudnn), "" when
 # Python or the module is absent. list(m.__path__)[0], not dirname(m.__file__): these packages have no
@@ -70,6 +70,23 @@ endmacro()
 
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 include(${CMAKE_CURRENT_LIST_DIR}/NlohmannJson.cmake)  # also sets EBM_THIRD_PARTY
+
+# Eigen (required, header-only): the symmetric eigendecompositions behind FID's matrix square root
+# (host/eval_metrics.cpp). The system package (libeigen3-dev), else the header copy in EBM_THIRD_PARTY/eigen3.
+find_package(Eigen3 3.3 QUIET NO_MODULE)
+if(TARGET Eigen3::Eigen)
+  set(EBM_EIGEN_FROM "${Eigen3_VERSION}")
+elseif(EXISTS "${EBM_THIRD_PARTY}/eigen3/Eigen/Core")
+  add_library(Eigen3::Eigen INTERFACE IMPORTED)
+  target_include_directories(Eigen3::Eigen INTERFACE "${EBM_THIRD_PARTY}/eigen3")
+  file(STRINGS "${EBM_THIRD_PARTY}/eigen3/Eigen/src/Core/util/Macros.h" _v
+       REGEX "^#define EIGEN_(WORLD|MAJOR|MINOR)_VERSION +[0-9]+")
+  string(REGEX REPLACE ".*WORLD_VERSION +([0-9]+).*MAJOR_VERSION +([0-9]+).*MINOR_VERSION +([0-9]+).*"
+         "\\1.\\2.\\3" _ver "${_v}")
+  set(EBM_EIGEN_FROM "${_ver} from ${EBM_THIRD_PARTY}/eigen3")
+else()
+  message(FATAL_ERROR "Eigen 3.3 or later not found: run scripts/setup.sh (apt package libeigen3-dev)")
+endif()
 
 # zlib (optional): gzip IDX files. Without it raw IDX files read as ever, a gzip one is a one-line error
 # naming it, and the training set's CRC-32 comes from host/crc32.cpp's table (the same values).

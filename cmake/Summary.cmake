@@ -39,6 +39,7 @@ if(CUDAToolkit_FOUND)  # where cuDNN (and a wheel's cuRAND) came from, or all th
   endif()
 endif()
 message(STATUS "  ${m_blas} OpenBLAS (CPU convolutions)   ${m_png} libpng (pictures)   ${m_zlib} zlib (gzip IDX)   ✓ nlohmann/json   ✓ OpenMP")
+message(STATUS "  ✓ Eigen ${EBM_EIGEN_FROM} (FID)")
 message(STATUS "  backends: ✓ cpu   ${m_backend} cuda (architectures: ${EBM_CUDA_ARCH_LIST})")
 message(STATUS "  data-parallel: ${m_mpi} MPI ${MPI_C_VERSION} (launch, CPU collectives)   ${m_nccl} NCCL (GPU all-reduce)")
 message(STATUS "  warnings as errors: ${EBM_WERROR}")

@@ -7,8 +7,8 @@
 #
 # The shape, inside a private mount namespace (unshare -m: needs root), with /usr under an overlay whose
 # upper layer is a temporary folder, so that nothing outside the namespace changes:
-#   - no nlohmann/json, GoogleTest, libpng or zlib development files (headers, CMake and pkg-config files,
-#     sources, static and unversioned libraries; the run-time libraries stay);
+#   - no nlohmann/json, Eigen, GoogleTest, libpng or zlib development files (headers, CMake and pkg-config
+#     files, sources, static and unversioned libraries; the run-time libraries stay);
 #   - no cuDNN, NCCL or cuRAND in the CUDA toolkit: they are laid out as their pip wheels lay them out,
 #     nvidia/cudnn/{include,lib} (nvidia-cudnn-cu13), nvidia/nccl/{include,lib} (nvidia-nccl-cu13) and
 #     nvidia/cu13/{include,lib} (CUDA 13's cuRAND), versioned .so names only, no __init__.py anywhere (so
@@ -66,6 +66,7 @@ wheel cu13 'curand*.h' 'libcurand.so.10'
 
 hidden=(
   /usr/include/nlohmann /usr/share/cmake/nlohmann_json /usr/share/pkgconfig/nlohmann_json.pc
+  /usr/include/eigen3 /usr/share/eigen3 /usr/share/pkgconfig/eigen3.pc
   /usr/include/gtest /usr/include/gmock /usr/src/googletest /usr/src/gtest "$lib"/cmake/GTest
   "$lib"/libgtest* "$lib"/libgmock* "$lib"/pkgconfig/gtest* "$lib"/pkgconfig/gmock*
   /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h /usr/include/libpng /usr/include/libpng16
@@ -77,10 +78,10 @@ hidden=(
 rm -rf "${hidden[@]}"
 
 export PYTHONPATH=$tmp/site${PYTHONPATH:+:$PYTHONPATH}
-echo "device_dry_run: hidden here: nlohmann/json, GoogleTest, libpng and zlib development files; cuDNN, NCCL and cuRAND in $cuda"
+echo "device_dry_run: hidden here: nlohmann/json, Eigen, GoogleTest, libpng and zlib development files; cuDNN, NCCL and cuRAND in $cuda"
 python3 -c 'import nvidia.cudnn as m, os; print("device_dry_run: python module nvidia.cudnn: __file__", m.__file__, "__path__", list(m.__path__),
       "/ lib:", " ".join(sorted(os.listdir(os.path.join(list(m.__path__)[0], "lib")))))'
-for f in /usr/include/nlohmann/json.hpp /usr/include/gtest/gtest.h /usr/include/png.h /usr/include/zlib.h "$cuda/include/cudnn.h"; do
+for f in /usr/include/nlohmann/json.hpp /usr/include/eigen3/Eigen/Core /usr/include/gtest/gtest.h /usr/include/png.h /usr/include/zlib.h "$cuda/include/cudnn.h"; do
   [[ -e $f ]] && { echo "device_dry_run: $f is still visible" >&2; exit 1; }
 done
 

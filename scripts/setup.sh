@@ -21,7 +21,7 @@ for a in "$@"; do
 done
 
 # --- 1. packages ---
-pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
+pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libeigen3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
       libopenmpi-dev openmpi-bin)
 # The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
 if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
