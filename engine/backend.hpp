@@ -48,6 +48,12 @@ struct EngineOptions {
   bool graphs = true;         // cuda only: replay training steps and sample chunks from CUDA graphs
   bool deterministic = true;  // cuda only: cuDNN algorithms by heuristics (same in every process: exact
                               // resume) instead of by timing (the fastest here, chosen anew by each process)
+  // Training recipe (both off by default: then every result is what it was without them).
+  //   ema_decay d in [0, 1): after every Adam update θ_ema ← d·θ_ema + (1−d)·θ (0 = no EMA).
+  //   spectral_norm: weights divided by their largest singular value, one power iteration per training step
+  //   (engine/spectral_norm.hpp: eff(θ, u), its backward, the u state).
+  double ema_decay = 0;
+  bool spectral_norm = false;
   // Data-parallel training (not owned; null or size 1 = this process alone). With W ranks, batch_size is
   // the per-rank batch (global batch = batch_size·W), buffer_capacity and buffer_initial are global (each
   // rank holds its 1/W shard), and train_step/validate reduce over all ranks.
@@ -88,6 +94,18 @@ class Backend {
   virtual std::vector<uint64_t> rng_state() = 0;
   virtual void set_lr(double lr) = 0;
   virtual void reseed(uint64_t seed) = 0;  // new random streams (divergence rollback)
+  // The recipe's state. θ_ema [num_params] (empty when ema_decay = 0): set_params(θ) also sets θ_ema = θ, so
+  // set_ema comes after it. The spectral norm's u vectors [sn_state_size(net)] (empty when off), layer by
+  // layer as engine/spectral_norm.hpp orders them. Setting either while its feature is off is an error.
+  virtual void set_ema(const std::vector<float>& flat) = 0;
+  virtual std::vector<float> ema() = 0;
+  virtual void set_sn_state(const std::vector<float>& u) = 0;
+  virtual std::vector<float> sn_state() = 0;
+  // The weights sample() and energy() use [num_params]: eff(θ_ema if EMA is on else θ, u) with u not
+  // updated (without spectral norm, eff is the identity: θ_ema or θ). Checkpoints' model.safetensors holds
+  // them. Training (its replay-buffer Langevin chains and loss) and validate() use the training weights,
+  // eff(θ, u) (θ without spectral norm); input_grad/param_grad/adam_step work on θ as set.
+  virtual std::vector<float> sampling_params() = 0;
 
   // --- training ---
   virtual void set_train_data(const Tensor& train) = 0;  // [N,C,H,W]; kept resident
@@ -97,7 +115,7 @@ class Backend {
   virtual std::vector<StepMetrics> drain_metrics() = 0;  // every step's metrics since the last call
   // Parity checks: this epoch's order of training rows [N] (begin_epoch's shuffle), and the last gradient
   // [num_params] computed or applied: after train_step the loss gradient ∇θ(cdiv + reg) before Adam used it
-  // (global over ranks); after param_grad or adam_step(g), that gradient.
+  // (global over ranks; with spectral norm, dL/dθ of the raw θ); after param_grad or adam_step(g), that gradient.
   virtual std::vector<int64_t> permutation() = 0;
   virtual std::vector<float> gradient() = 0;
 

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "engine/error.hpp"
+#include "engine/spectral_norm.hpp"
 #include "host/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -41,6 +42,8 @@ EngineOptions engine_options_for(const Config& c) {
   o.device = c.cuda.device;
   o.graphs = c.cuda.graphs;
   o.deterministic = c.cuda.deterministic;
+  o.ema_decay = c.train.ema_decay;
+  o.spectral_norm = c.model.spectral_norm;
   return o;
 }
 
@@ -82,13 +85,30 @@ void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainStat
   fs::create_directories(tmp, ec);
   if (ec) user_fail(tmp.string(), ": cannot create checkpoint directory (", ec.message(), ")");
 
+  const bool recipe = !s.ema.empty() || !s.sn_u.empty();
+  EBM_CHECK(!recipe || s.sampling.size() == s.params.size(), "checkpoint: the recipe's sampling weights are missing");
   SafeTensors model;
   model.metadata = {{"format", "pt"}, {"producer", "ebm_engine"}};
-  for (const ParamTensor& t : net.tensors()) model.put_f32(t.name, t.shape, s.params.data() + t.offset);
+  if (recipe)
+    model.metadata["weights"] = std::string(s.ema.empty() ? "" : "ema") + (s.ema.empty() || s.sn_u.empty() ? "" : "+") +
+                                (s.sn_u.empty() ? "" : "spectral_norm");
+  const std::vector<float>& weights = recipe ? s.sampling : s.params;
+  for (const ParamTensor& t : net.tensors()) model.put_f32(t.name, t.shape, weights.data() + t.offset);
   model.save((tmp / "model.safetensors").string());
 
   SafeTensors st;
   const std::vector<int64_t> np{net.num_params};
+  if (recipe) st.put_f32("params", np, s.params.data());
+  if (!s.ema.empty()) {
+    EBM_CHECK(int64_t(s.ema.size()) == net.num_params, "checkpoint: EMA weights of another size than the network's");
+    st.put_f32("ema", np, s.ema.data());
+  }
+  if (!s.sn_u.empty()) {
+    EBM_CHECK(int64_t(s.sn_u.size()) == sn_state_size(net), "checkpoint: spectral-norm state of another size");
+    const std::vector<SnLayer> layers = sn_layers(net);
+    for (size_t i = 0; i < layers.size(); ++i)
+      st.put_f32("sn.u." + std::to_string(i), {layers[i].rows}, s.sn_u.data() + layers[i].u_off);
+  }
   st.put_f32("adam.m", np, s.adam.m.data());
   st.put_f32("adam.v", np, s.adam.v.data());
   st.put_i64("adam.t", {1}, &s.adam.t);
@@ -196,12 +216,34 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   check_checkpoint_dir(dir);
   const fs::path d(dir);
   TrainState s;
-  s.params = load_params((d / "model.safetensors").string(), net);
   const std::string file = (d / "train_state.safetensors").string();
   const SafeTensors st = SafeTensors::load(file);
-  auto expect_len = [&](const char* name, size_t got, size_t want) {
+  auto expect_len = [&](const std::string& name, size_t got, size_t want) {
     if (got != want) user_fail(file, ": '", name, "' has ", got, " values, expected ", want);
   };
+  // With the recipe on, model.safetensors holds the sampling weights and the raw θ is here.
+  if (st.has("params")) {
+    s.params = st.get_f32("params").data;
+    expect_len("params", s.params.size(), size_t(net.num_params));
+  } else {
+    s.params = load_params((d / "model.safetensors").string(), net);
+  }
+  if (st.has("ema")) {
+    s.ema = st.get_f32("ema").data;
+    expect_len("ema", s.ema.size(), size_t(net.num_params));
+  }
+  if (st.has("sn.u.0")) {
+    const std::vector<SnLayer> layers = sn_layers(net);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const std::string name = "sn.u." + std::to_string(i);
+      if (!st.has(name)) user_fail(file, ": '", name, "' is missing (spectral norm keeps one u per layer, ", layers.size(), " here)");
+      const std::vector<float> u = st.get_f32(name).data;
+      expect_len(name, u.size(), size_t(layers[i].rows));
+      s.sn_u.insert(s.sn_u.end(), u.begin(), u.end());
+    }
+    if (st.has("sn.u." + std::to_string(layers.size())))
+      user_fail(file, ": more 'sn.u.*' tensors than the network's ", layers.size(), " layers");
+  }
   s.adam.m = st.get_f32("adam.m").data;
   s.adam.v = st.get_f32("adam.v").data;
   expect_len("adam.m", s.adam.m.size(), size_t(net.num_params));
@@ -345,6 +387,9 @@ std::string pack_train_state(const TrainState& s) {
     p.vec(s.rank_buffers[r].data);
     p.vec(s.rank_rngs[r]);
   }
+  p.vec(s.ema);
+  p.vec(s.sn_u);
+  p.vec(s.sampling);
   return std::move(p.out);
 }
 
@@ -380,6 +425,9 @@ TrainState unpack_train_state(const std::string& bytes) {
     s.rank_buffers.push_back(tensor());
     s.rank_rngs.push_back(u.vec<uint64_t>());
   }
+  s.ema = u.vec<float>();
+  s.sn_u = u.vec<float>();
+  s.sampling = u.vec<float>();
   EBM_CHECK(u.done(), "packed train state: trailing bytes");
   return s;
 }

@@ -1,6 +1,14 @@
 // Checkpoints (DESIGN §4): a directory with model.safetensors (PyTorch names, strict-loadable),
 // train_state.safetensors (Adam, buffer, RNG, counters) and config.json (the resolved config).
 // Written to a temporary sibling directory, then swapped in with one atomic rename.
+//
+// With the training recipe on (train.ema_decay > 0, model.spectral_norm), model.safetensors holds the
+// sampling weights (Backend::sampling_params(): eff(θ_ema or θ, u), engine/spectral_norm.hpp), so ebm_sample,
+// ebm_score and PyTorch load the EMA'd, spectrally normalised network as it is (tools run it with both off,
+// host/sampling.cpp), and its metadata says so: "weights": "ema", "spectral_norm" or "ema+spectral_norm"
+// (absent: the raw θ). train_state.safetensors then also holds the raw θ ("params", [num_params]), θ_ema
+// ("ema", [num_params], EMA on) and each layer's u ("sn.u.{i}", [rows], spectral norm on), so a resume is
+// exact. Without the recipe both files are what they were before it existed.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -36,6 +44,10 @@ struct TrainState {
   // `rng` are always that rank's own.
   std::vector<Tensor> rank_buffers;
   std::vector<std::vector<uint64_t>> rank_rngs;
+  // The recipe's state (empty where off, and in checkpoints written before it): θ_ema, the spectral norm's
+  // u's (flat, Backend::sn_state()'s layout), and the sampling weights model.safetensors holds instead of
+  // `params` (empty: `params`; never read back on resume — the backend recomputes them).
+  std::vector<float> ema, sn_u, sampling;
   int world_size() const { return rank_buffers.empty() ? 1 : int(rank_buffers.size()); }
 };
 

@@ -192,7 +192,7 @@ json config_to_json(const Config& c) {
       {"data", {{"dataset", d.dataset}, {"dir", d.dir}, {"pad_to", d.pad_to},
                 {"batch_size", d.batch_size}, {"limit", d.limit}}},
       {"model", {{"channels", m.channels}, {"kernel_size", m.kernel_size}, {"stride", m.stride},
-                 {"activation", m.activation}}},
+                 {"activation", m.activation}, {"spectral_norm", m.spectral_norm}}},
       {"sampler", {{"steps", s.steps}, {"step_size", s.step_size}, {"noise", s.noise},
                    {"grad_clip", s.grad_clip}}},
       {"buffer", {{"capacity", b.capacity}, {"initial", b.initial}, {"reinit_prob", b.reinit_prob}}},
@@ -204,7 +204,7 @@ json config_to_json(const Config& c) {
                  {"max_steps", t.max_steps}, {"log_every", t.log_every},
                  {"checkpoint_every", t.checkpoint_every}, {"keep_checkpoints", t.keep_checkpoints},
                  {"validate", t.validate},
-                 {"comm_timeout_s", t.comm_timeout_s},
+                 {"comm_timeout_s", t.comm_timeout_s}, {"ema_decay", t.ema_decay},
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
                                  {"lr_factor", t.divergence.lr_factor},
@@ -246,6 +246,7 @@ Config config_from_json(const json& user, const std::string& source) {
   if (c.model.kernel_size % 2 == 0) r.fail("model.kernel_size", "must be odd, got ", c.model.kernel_size);
   c.model.stride = r.int32("model.stride", 1, 4);
   c.model.activation = r.one_of("model.activation", {"swish"});
+  c.model.spectral_norm = r.boolean("model.spectral_norm");
 
   c.sampler.steps = r.int32("sampler.steps", 0);
   c.sampler.step_size = r.real("sampler.step_size", {.lo = 0});
@@ -277,6 +278,7 @@ Config config_from_json(const json& user, const std::string& source) {
   t.keep_checkpoints = r.int32("train.keep_checkpoints", 0);
   t.validate = r.boolean("train.validate");
   t.comm_timeout_s = r.real("train.comm_timeout_s", {.lo = 0, .lo_open = true});
+  t.ema_decay = r.real("train.ema_decay", {.lo = 0, .hi = 1, .hi_open = true});
   t.divergence.max_abs_f = r.real("train.divergence.max_abs_f", {.lo = 0, .lo_open = true});
   t.divergence.action = r.one_of("train.divergence.action", {"stop", "rollback"});
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});

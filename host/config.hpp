@@ -23,6 +23,7 @@ struct ModelConfig {
   int kernel_size = 3;   // odd
   int stride = 2;
   std::string activation = "swish";
+  bool spectral_norm = false;  // weights divided by their largest singular value (engine/spectral_norm.hpp)
   bool operator==(const ModelConfig&) const = default;
 };
 
@@ -79,6 +80,8 @@ struct TrainConfig {
   int keep_checkpoints = 3;        // keep the newest N epoch_<N>/ checkpoints (and last/); 0 = all
   bool validate = true;            // validation on the test set at each epoch end
   double comm_timeout_s = 120;     // data-parallel runs: a collective waiting longer than this ends the job
+  double ema_decay = 0;            // θ_ema ← d·θ_ema + (1−d)·θ after each step, in [0, 1); 0 = no EMA.
+                                   // Sampling, scoring and model.safetensors use θ_ema (engine/backend.hpp)
   DivergenceConfig divergence;
   EvalConfig eval;
   bool operator==(const TrainConfig&) const = default;

@@ -16,6 +16,10 @@ EngineOptions tool_engine_options(const Model& model) {
   // Tools never train: the smallest buffer the backends accept, not the run's 8192 images.
   o.buffer_capacity = model.config.data.batch_size;
   o.buffer_initial = model.config.data.batch_size;
+  // model.safetensors holds the sampling weights already (EMA'd and spectrally normalised where the run
+  // had them on): the tool's backend runs them as they are.
+  o.ema_decay = 0;
+  o.spectral_norm = false;
   return o;
 }
 

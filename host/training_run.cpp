@@ -205,6 +205,10 @@ const char* fixed_on_resume(const std::string& key) {
   return nullptr;
 }
 
+// Keys added after checkpoints were first written, whose absence from an older config.json means what their
+// default means (the feature did not exist, so it was off): such a checkpoint resumes with them off.
+bool off_when_absent(const std::string& key) { return key == "model.spectral_norm"; }
+
 // The settings a run's progress line and epoch summary show, from sums over the epoch: loss reg cdiv real fake.
 std::string metrics_text(const std::array<double, 6>& sums) {
   auto mean = [&](int i) { return sums[5] > 0 ? sums[i] / sums[5] : 0.0; };
@@ -263,12 +267,14 @@ class TrainingRun {
         std::vector<std::string> absent;
         const Config saved = load_checkpoint_config(*options_.resume, &absent);
         for (const std::string& key : absent)
-          if (fixed_on_resume(key))
+          if (fixed_on_resume(key) && !off_when_absent(key))
             user_fail("--resume ", *options_.resume, ": its config.json lacks \"", key, "\", so this run cannot check ",
                       "that it keeps ", fixed_on_resume(key), "; restore the key (or start a new run)");
         resumed = load_train_state(*options_.resume, net_spec_for(saved), comm_.size());
         changes = resume_changes(saved, config_, *options_.resume);
         resume_note_ = effective_settings_note(saved, resumed, changes);
+        const std::string recipe_note = recipe_on_resume(resumed);
+        if (!recipe_note.empty()) resume_note_ += (resume_note_.empty() ? "" : "\n") + recipe_note;
         apply_changes(changes, resumed);
         resumed.rollbacks = 0;  // train.divergence.max_rollbacks counts a run's own rollbacks
       }
@@ -429,6 +435,24 @@ class TrainingRun {
     }
   }
 
+  // The recipe's state of a resumed checkpoint for this run's settings (model.spectral_norm cannot change on
+  // resume: fixed_on_resume). EMA turned on where the checkpoint has none starts from its θ (set_params does
+  // that) and says so in one line; EMA turned off drops the checkpoint's θ_ema (the settings-change line says
+  // train.ema_decay changed). Returns the note, or "".
+  std::string recipe_on_resume(TrainState& s) const {
+    if (config_.model.spectral_norm && s.sn_u.empty())
+      user_fail("--resume ", *options_.resume, ": model.spectral_norm is on but its train_state.safetensors holds no ",
+                "'sn.u.*' tensors (damaged, or written by another program)");
+    if (!config_.model.spectral_norm) s.sn_u.clear();
+    if (config_.train.ema_decay == 0) {
+      s.ema.clear();
+      return "";
+    }
+    if (!s.ema.empty()) return "";
+    return "note: train.ema_decay is on and " + *options_.resume + " holds no EMA weights: the EMA starts from its "
+           "parameters at step " + std::to_string(s.step);
+  }
+
   // Said when the checkpoint trains at another learning rate or seed than its config.json's (rollbacks lower
   // the one and change the other): an unchanged train.lr keeps the checkpoint's, a changed one replaces it.
   static std::string effective_settings_note(const Config& saved, const TrainState& s,
@@ -486,6 +510,9 @@ class TrainingRun {
   TrainState snapshot() {
     TrainState s = state_;
     s.params = backend_->params();
+    if (config_.train.ema_decay > 0) s.ema = backend_->ema();
+    if (config_.model.spectral_norm) s.sn_u = backend_->sn_state();
+    if (!s.ema.empty() || !s.sn_u.empty()) s.sampling = backend_->sampling_params();  // model.safetensors
     s.adam = backend_->adam();
     s.buffer = backend_->buffer();
     s.rng = backend_->rng_state();
@@ -499,11 +526,14 @@ class TrainingRun {
   void adopt(TrainState s) {
     state_ = std::move(s);
     state_.params.clear(), state_.adam = {}, state_.buffer = Tensor(), state_.rng.clear();
+    state_.ema.clear(), state_.sn_u.clear(), state_.sampling.clear();
     state_.rank_buffers.clear(), state_.rank_rngs.clear();
   }
 
   void restore(const TrainState& s) {
-    backend_->set_params(s.params);
+    backend_->set_params(s.params);  // θ_ema = θ too, where EMA is on: what a checkpoint without θ_ema resumes with
+    if (!s.ema.empty()) backend_->set_ema(s.ema);
+    if (!s.sn_u.empty()) backend_->set_sn_state(s.sn_u);
     backend_->set_adam(s.adam);
     backend_->set_buffer(s.buffer);
     backend_->set_lr(s.lr);
@@ -583,7 +613,7 @@ class TrainingRun {
       if (!root()) return;
       for (int r = 0; r < comm_.size(); ++r) {
         TrainState p = unpack_train_state(parts[size_t(r)]);
-        if (p.params != s.params || p.adam.m != s.adam.m || p.adam.v != s.adam.v || p.adam.t != s.adam.t ||
+        if (p.params != s.params || p.ema != s.ema || p.sn_u != s.sn_u || p.adam.m != s.adam.m || p.adam.v != s.adam.v || p.adam.t != s.adam.t ||
             p.step != s.step || p.epoch != s.epoch || p.batch != s.batch)
           fail_at("every rank's state equals rank 0's", __FILE__, __LINE__,
                   "at step " + std::to_string(s.step) + ", rank " + std::to_string(r) +

@@ -21,7 +21,19 @@ __global__ void adam_kernel(float* __restrict__ p, float* __restrict__ m, float*
     adam_update(p[i], m[i], v[i], g[i], h);
 }
 
+template <class I>
+__global__ void ema_kernel(float* __restrict__ ema, const float* __restrict__ p, I n, double decay) {
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) ema_update(ema[i], p[i], decay);
+}
+
 }  // namespace
+
+cudaError_t ema_step(float* ema, const float* p, int64_t n, double decay, cudaStream_t s) {
+  return with_index_type(n, [&](auto zero) {
+    using I = decltype(zero);
+    ema_kernel<I><<<grid_for(n, 256, 1024), 256, 0, s>>>(ema, p, I(n), decay);
+  });
+}
 
 cudaError_t adam_step(float* p, float* m, float* v, const float* g, int64_t n, DeviceState* st, cudaStream_t s) {
   adam_prepare_kernel<<<1, 1, 0, s>>>(st);

@@ -50,4 +50,25 @@ EBM_HD void adam_update(float& p, float& m, float& v, float g, const AdamHyper& 
 EBM_HD float dloss_dreal(float f, float alpha, float inv_nr) { return (-1.0f + 2.0f * alpha * f) * inv_nr; }
 EBM_HD float dloss_dfake(float f, float alpha, float inv_nf) { return (1.0f + 2.0f * alpha * f) * inv_nf; }
 
+// --- Spectral normalisation (Miyato et al. 2018; torch.nn.utils.spectral_norm), engine/spectral_norm.hpp ---
+// normalize(x) = x / max(‖x‖, 1e-12): the factor, from Σ x² accumulated in double.
+EBM_HD double sn_inv_norm(double sum_sq) {
+  const double n = sqrt(sum_sq);
+  return 1.0 / (n > 1e-12 ? n : 1e-12);
+}
+
+// Backward through W_sn = W/σ with u', v held constant: dL/dW_ij = (G_ij − ⟨G, W_sn⟩·u'_i·v_j)/σ,
+// G = dL/dW_sn. In double, so both backends round once, to float, at the end.
+EBM_HD float sn_grad(float g, double g_dot_wsn, float u, float v, float sigma) {
+  return static_cast<float>((static_cast<double>(g) - g_dot_wsn * static_cast<double>(u) * static_cast<double>(v)) /
+                            static_cast<double>(sigma));
+}
+
+// --- EMA of the weights: θ_ema ← d·θ_ema + (1−d)·θ after every Adam update ---
+// One explicit fma in double, rounded once to float: the same bits on the CPU and the GPU (no contraction
+// left for a compiler to choose).
+EBM_HD void ema_update(float& ema, float p, double decay) {
+  ema = static_cast<float>(fma(decay, static_cast<double>(ema), (1.0 - decay) * static_cast<double>(p)));
+}
+
 }  // namespace ebm

@@ -96,6 +96,8 @@ TEST(ConfigDefaults, MatchDesignSection5) {
   EXPECT_EQ(c.train.divergence.action, "stop");
   EXPECT_EQ(c.train.divergence.lr_factor, 0.5);
   EXPECT_EQ(c.train.divergence.max_rollbacks, 3);
+  EXPECT_EQ(c.train.ema_decay, 0.0);  // the training recipe: off
+  EXPECT_FALSE(c.model.spectral_norm);
   EXPECT_FALSE(c.cuda.tf32);
   EXPECT_EQ(c.cuda.device, 0);
 }
@@ -113,10 +115,10 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.tf32",
       "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
-      "model.kernel_size", "model.stride", "output_dir", "sampler.grad_clip", "sampler.noise",
+      "model.kernel_size", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip", "sampler.noise",
       "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
       "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
-      "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.epochs", "train.eps",
+      "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.ema_decay", "train.epochs", "train.eps",
       "train.eval.every", "train.eval.n", "train.keep_checkpoints", "train.log_every", "train.lr", "train.lr_gamma",
       "train.lr_min_factor", "train.lr_schedule", "train.lr_step_epochs", "train.lr_warmup_steps", "train.max_steps",
       "train.real_noise",
@@ -126,6 +128,8 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
   EXPECT_TRUE(s["data"]["limit"].is_number_integer());
   EXPECT_TRUE(s["sampler"]["step_size"].is_number_float());  // 10.0 stays a float: it is the type
   EXPECT_TRUE(s["train"]["validate"].is_boolean());
+  EXPECT_TRUE(s["train"]["ema_decay"].is_number_float());  // 0.0: ema_decay=0.99 is accepted
+  EXPECT_TRUE(s["model"]["spectral_norm"].is_boolean());
   EXPECT_TRUE(s["model"]["channels"].is_array());
   EXPECT_TRUE(s["backend"].is_string());
 }
@@ -177,6 +181,8 @@ TEST(ConfigTypes, WrongTypesAreRejectedWithKeyPathAndValue) {
       {R"({"train": {"divergence": {"max_abs_f": [1]}}})", R"("train.divergence.max_abs_f" must be a number)"},
       {R"({"train": {"validate": 1}})", R"("train.validate" must be true or false, got 1)"},
       {R"({"cuda": {"tf32": "true"}})", R"("cuda.tf32" must be true or false, got "true")"},
+      {R"({"model": {"spectral_norm": 1}})", R"("model.spectral_norm" must be true or false, got 1)"},
+      {R"({"train": {"ema_decay": "0.99"}})", R"("train.ema_decay" must be a number, got "0.99")"},
       {R"({"backend": 3})", R"("backend" must be a string, got 3)"},
       {R"({"data": {"dir": ["a"]}})", R"("data.dir" must be a string, got ["a"])"},
       {R"({"model": {"channels": 16}})", R"("model.channels" must be an array, got 16)"},
@@ -267,6 +273,9 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
       {"train.divergence.lr_factor=0", R"("train.divergence.lr_factor" must be > 0, got 0)"},
       {"train.divergence.lr_factor=1.5", R"("train.divergence.lr_factor" must be <= 1, got 1.5)"},
       {"train.divergence.max_rollbacks=-1", R"("train.divergence.max_rollbacks" must be >= 0, got -1)"},
+      {"train.ema_decay=-0.1", R"("train.ema_decay" must be >= 0, got -0.1)"},
+      {"train.ema_decay=1", R"("train.ema_decay" must be < 1, got 1)"},
+      {"train.ema_decay=1.5", R"("train.ema_decay" must be < 1, got 1.5)"},
       {"generate.n=0", R"("generate.n" must be >= 1, got 0)"},
       {"generate.n=4097", R"("generate.n" must be <= 4096, got 4097)"},
       {"generate.steps=-1", R"("generate.steps" must be >= 0, got -1)"},
@@ -288,7 +297,8 @@ TEST(ConfigRanges, BoundaryValuesAreAccepted) {
                           "model.kernel_size=15", "model.stride=4", "sampler.steps=0", "sampler.step_size=0",
                           "buffer.initial=1", "buffer.capacity=1", "buffer.reinit_prob=1", "train.beta1=0",
                           "train.divergence.lr_factor=1", "train.divergence.action=rollback", "generate.n=4096",
-                          "backend=cuda", "data.dataset=fashion-mnist", "seed=18446744073709551615"}) {
+                          "backend=cuda", "data.dataset=fashion-mnist", "seed=18446744073709551615",
+                          "train.ema_decay=0", "train.ema_decay=0.9999", "model.spectral_norm=true"}) {
     SCOPED_TRACE(set);
     apply_override(j, set);
     EXPECT_EQ(user_error([&] { config_from_json(j, "r.json"); }), "(no error)");

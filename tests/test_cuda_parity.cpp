@@ -144,12 +144,14 @@ struct ParityCase {
                      // 0 where the op takes none
   int capacity = 0;  // replay buffer; 0: 20 at batch 8 (the ring wraps), 4·batch otherwise
   bool tf32 = false;
+  bool recipe = false;  // EMA of the weights (decay 0.9) and spectral norm on (engine/spectral_norm.hpp)
 
   std::string name() const {
     std::string s = std::string(op_name(op)) + "_" + shape->name + "_b" + std::to_string(batch);
     if (rows > 0) s += "_n" + std::to_string(rows);
     if (capacity > 0) s += "_cap" + std::to_string(capacity);
     if (tf32) s += "_tf32";
+    if (recipe) s += "_sn_ema";
     return s;
   }
 };
@@ -188,6 +190,10 @@ std::vector<ParityCase> parity_table() {
   t.push_back({Op::kTrainRun, &kSeedNet, 8, 12});
   t.push_back({Op::kTrainRun, &kSeedNet, 8, 12, 5});  // each write-back of 8 rows overruns the 5-image ring
   t.push_back({Op::kTrainRun, &kSeedNet, 128, 224});
+  // The training recipe: the step's spectral norm (power iteration, W/σ, the gradient transform) and the EMA,
+  // free-running, then the sampling weights and energy() on them.
+  t.push_back({Op::kTrainRun, &kSeedNet, 8, 12, 0, false, true});
+  t.push_back({Op::kTrainRun, &kWideNet, 128, 224, 0, false, true});
   return t;
 }
 
@@ -201,6 +207,10 @@ EngineOptions options_for(const ParityCase& c) {
   o.buffer_initial = c.batch;
   o.reinit_prob = 0.3;  // fresh-noise rows in most steps
   o.tf32 = c.tf32;
+  if (c.recipe) {
+    o.ema_decay = 0.9;
+    o.spectral_norm = true;
+  }
   return o;
 }
 
@@ -350,6 +360,8 @@ void expect_train_params_near(const std::vector<float>& got, const std::vector<f
 // The CPU backend's whole state copied into the other backend.
 void align(Backend& device, CpuBackend& cpu) {
   device.set_params(cpu.params());
+  if (cpu.options().ema_decay > 0) device.set_ema(cpu.ema());
+  if (cpu.options().spectral_norm) device.set_sn_state(cpu.sn_state());
   device.set_adam(cpu.adam());
   device.set_buffer(cpu.buffer());
   device.set_rng_state(cpu.rng_state());
@@ -697,6 +709,23 @@ void run_train_run(const ParityCase& c, const std::string& device) {
     EXPECT_EQ(bd.shape, bc.shape) << at;
     EXPECT_TRUE(near(bd.data, bc.data, kDrift, "replay buffer " + at));
     expect_train_params_near(dev->params(), cpu.params(), o.net, "theta " + at);
+    if (c.recipe) {
+      // θ_ema moves by (1 − d) of θ's moves: θ's tolerance holds. u: unit vectors from sums like the forward's.
+      expect_train_params_near(dev->ema(), cpu.ema(), o.net, "theta_ema " + at);
+      EXPECT_TRUE(near(dev->sn_state(), cpu.sn_state(), kDrift, "spectral-norm u " + at));
+    }
+  }
+  if (c.recipe) {
+    // The sampling weights eff(θ_ema, u) = θ_ema/σ per layer: θ_ema's differences, scaled by 1/σ, plus σ's
+    // rounding (kDrift, per tensor); then energy() on them, and on the CPU the identity with sn_apply.
+    const std::vector<float> sc = cpu.sampling_params();
+    ASSERT_TRUE(varies(sc, "sampling weights on the cpu"));
+    EXPECT_NE(sc, cpu.params());
+    EXPECT_TRUE(near(dev->sampling_params(), sc, kDrift, "sampling weights", {.net = &o.net}));
+    const Tensor x = random_images(c.batch + 3, 13);
+    const std::vector<float> u = dev->sn_state();
+    EXPECT_TRUE(near(dev->energy(x), cpu.energy(x), kDrift, "f on the sampling weights"));
+    EXPECT_EQ(dev->sn_state(), u) << "energy() leaves u as it is";
   }
   EXPECT_EQ(dev->adam().t, cpu.adam().t);
   if (on_gpu(*dev)) {  // so the comparisons above covered graph replays too

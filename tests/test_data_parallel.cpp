@@ -409,6 +409,36 @@ TEST_F(DataParallelRun, CheckpointMatchesOneRankAndResumesExactly) {
   EXPECT_EQ(slurp(root_ / "two/last/train_state.safetensors"), slurp(root_ / "part/last/train_state.safetensors"));
 }
 
+// The training recipe data-parallel: every rank normalises and averages the same all-reduced numbers, so the
+// 2-rank run's θ, θ_ema and u are the 1-rank run's within the gradient's rounding, and resume is exact.
+TEST_F(DataParallelRun, TheRecipeMatchesOneRankAndResumesExactly) {
+  auto recipe = [&](const std::string& out, int ranks) {
+    Config c = config(out, ranks);
+    c.train.ema_decay = 0.7;
+    c.model.spectral_norm = true;
+    c.train.max_steps = 4;
+    return c;
+  };
+  ASSERT_EQ(run(1, recipe("one", 1)), 0);
+  ASSERT_EQ(run(2, recipe("two", 2)), 0);
+  const NetSpec net = net_spec_for(recipe("one", 1));
+  const TrainState a = load_train_state((root_ / "one/last").string(), net);
+  const TrainState b = load_train_state((root_ / "two/last").string(), net, 2);
+  ASSERT_FALSE(a.ema.empty());
+  ASSERT_FALSE(a.sn_u.empty());
+  EXPECT_LT(max_abs_diff(a.params, b.params), kParamTol);
+  EXPECT_LT(max_abs_diff(a.ema, b.ema), kParamTol);
+  EXPECT_LT(max_abs_diff(a.sn_u, b.sn_u), kParamTol) << "unit vectors from the same θ";
+
+  Config part = recipe("part", 2);
+  part.train.max_steps = 2;
+  ASSERT_EQ(run(2, part), 0);
+  part.train.max_steps = 4;
+  ASSERT_EQ(run(2, part, (root_ / "part/last").string()), 0);
+  EXPECT_EQ(slurp(root_ / "two/last/model.safetensors"), slurp(root_ / "part/last/model.safetensors"));
+  EXPECT_EQ(slurp(root_ / "two/last/train_state.safetensors"), slurp(root_ / "part/last/train_state.safetensors"));
+}
+
 TEST_F(DataParallelRun, ResumeWithAnotherNumberOfRanksNamesBoth) {
   Config c = config("run", 2);
   c.train.max_steps = 1;

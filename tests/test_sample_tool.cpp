@@ -169,3 +169,25 @@ TEST_F(SamplePictures, TrajectoryDecodesAtTheLayoutSizeWithTilesInPlace) {
     for (int x = 0; x < back.width; ++x) lit += back.get(x, y).r > 128;
   EXPECT_GT(lit, 10);
 }
+
+// A run with the training recipe samples (its epoch grids) on its sampling weights; a tool given those weights
+// (model.safetensors) and neither feature (tool_engine_options) draws the very same chains and energies.
+TEST(SampleTool, ToolOnTheSamplingWeightsSamplesAsTheRecipeRunDoes) {
+  EngineOptions o = small_options(32);
+  o.ema_decay = 0.6;
+  o.spectral_norm = true;
+  CpuBackend run(o);
+  const Tensor data = random_images(8, 32, 3);
+  run.set_train_data(data);
+  for (int b = 0; b < 2; ++b) run.train_step(b);
+  CpuBackend tool(small_options(32));
+  tool.set_params(run.sampling_params());
+  const Tensor init = random_images(3, 32, 4);
+  const SamplerParams p{3, 10.0f, 0.005f, 0.03f};
+  const SampleRun a = run_sample(run, init, p, 7), b = run_sample(tool, init, p, 7);
+  EXPECT_EQ(a.x.data, b.x.data);
+  EXPECT_EQ(a.energy, b.energy);
+  CpuBackend raw(small_options(32));
+  raw.set_params(run.params());
+  EXPECT_NE(run_sample(raw, init, p, 7).energy, a.energy) << "the raw θ is not what the run samples with";
+}

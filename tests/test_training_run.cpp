@@ -16,6 +16,7 @@
 #include "host/checkpoint.hpp"
 #include "host/dataset.hpp"
 #include "host/safetensors.hpp"
+#include "host/sampling.hpp"
 #include "host/idx.hpp"
 #include "host/png_image.hpp"
 #include "host/training_run.hpp"
@@ -127,6 +128,115 @@ TEST_F(TrainingRunTest, ResumeIsBitExactAcrossAnEpochBoundary) {
   EXPECT_EQ(slurp(root_ / "straight/epoch_1/model.safetensors"), slurp(root_ / "parts/epoch_1/model.safetensors"));
   EXPECT_EQ(fs::exists(root_ / "parts/samples/epoch_1.png"), png_available());  // skipped without libpng
   EXPECT_TRUE(fs::exists(root_ / "parts/config.json"));
+}
+
+// The training recipe on (EMA and spectral norm): a resumed run equals an uninterrupted one bit for bit, and
+// model.safetensors holds the sampling weights, which the raw θ, θ_ema and u of train_state give back.
+TEST_F(TrainingRunTest, ResumeIsBitExactWithEmaAndSpectralNorm) {
+  auto recipe = [&](const std::string& out) {
+    Config c = config(out);
+    c.train.ema_decay = 0.8;
+    c.model.spectral_norm = true;
+    return c;
+  };
+  Config straight = recipe("straight");
+  straight.train.max_steps = 5;
+  ASSERT_EQ(run(straight), 0);
+  Config part = recipe("parts");
+  part.train.max_steps = 2;
+  ASSERT_EQ(run(part), 0);
+  part.train.max_steps = 5;  // across the epoch boundary (3 steps per epoch)
+  ASSERT_EQ(run(part, (root_ / "parts/last").string()), 0);
+  EXPECT_EQ(slurp(root_ / "straight/last/model.safetensors"), slurp(root_ / "parts/last/model.safetensors"));
+  EXPECT_EQ(slurp(root_ / "straight/last/train_state.safetensors"), slurp(root_ / "parts/last/train_state.safetensors"));
+  EXPECT_EQ(slurp(root_ / "straight/epoch_1/model.safetensors"), slurp(root_ / "parts/epoch_1/model.safetensors"));
+
+  const std::string dir = (root_ / "straight/last").string();
+  const Model m = load_model(dir);
+  const TrainState s = load_train_state(dir, m.net);
+  ASSERT_EQ(s.ema.size(), s.params.size());
+  ASSERT_EQ(int64_t(s.sn_u.size()), 4 + 8 + 1);
+  EngineOptions o = engine_options_for(m.config);
+  ASSERT_TRUE(o.spectral_norm);
+  ASSERT_EQ(o.ema_decay, 0.8);
+  CpuBackend be(o);
+  be.set_params(s.params);
+  be.set_ema(s.ema);
+  be.set_sn_state(s.sn_u);
+  EXPECT_EQ(be.sampling_params(), m.params) << "model.safetensors holds eff(θ_ema, u)";
+  EXPECT_NE(m.params, s.params);
+  EXPECT_EQ(SafeTensors::load(dir + "/model.safetensors").metadata.at("weights"), "ema+spectral_norm");
+  // The tools run model.safetensors as it is: their backend has neither feature.
+  const EngineOptions tool = tool_engine_options(m);
+  EXPECT_EQ(tool.ema_decay, 0.0);
+  EXPECT_FALSE(tool.spectral_norm);
+}
+
+TEST_F(TrainingRunTest, WithoutTheRecipeCheckpointsHoldNoRecipeState) {
+  Config c = config("run");
+  c.train.max_steps = 1;
+  ASSERT_EQ(run(c), 0);
+  const std::string dir = (root_ / "run/last").string();
+  const SafeTensors st = SafeTensors::load(dir + "/train_state.safetensors");
+  EXPECT_FALSE(st.has("params"));
+  EXPECT_FALSE(st.has("ema"));
+  EXPECT_FALSE(st.has("sn.u.0"));
+  EXPECT_EQ(SafeTensors::load(dir + "/model.safetensors").metadata.count("weights"), 0u);
+}
+
+TEST_F(TrainingRunTest, ResumeTurningEmaOnStartsItFromTheParametersAndSaysSo) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  const TrainState before = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  c.train.max_steps = 3;
+  c.train.ema_decay = 0.5;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("holds no EMA weights: the EMA starts from its parameters at step 2"), std::string::npos) << r.out;
+  const TrainState after = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  ASSERT_EQ(after.ema.size(), after.params.size());
+  std::vector<float> want = before.params;  // θ_ema = θ at step 2, then one update with θ at step 3
+  for (size_t i = 0; i < want.size(); ++i) want[i] = float(std::fma(0.5, double(want[i]), 0.5 * double(after.params[i])));
+  EXPECT_EQ(after.ema, want);
+  // ... and off again: the EMA is dropped, the checkpoint is a plain one.
+  c.train.max_steps = 4;
+  c.train.ema_decay = 0;
+  ASSERT_EQ(run(c, (root_ / "run/last").string()), 0);
+  EXPECT_TRUE(load_train_state((root_ / "run/last").string(), net_spec_for(c)).ema.empty());
+}
+
+TEST_F(TrainingRunTest, ResumeTurningSpectralNormOnIsRefused) {
+  Config c = config("run");
+  c.train.max_steps = 1;
+  ASSERT_EQ(run(c), 0);
+  const std::string before = slurp(root_ / "run/last/model.safetensors");
+  c.model.spectral_norm = true;
+  c.train.max_steps = 2;
+  try {
+    run(c, (root_ / "run/last").string());
+    FAIL() << "expected a UserError";
+  } catch (const UserError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("model.spectral_norm is false in the checkpoint but true now"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  EXPECT_EQ(slurp(root_ / "run/last/model.safetensors"), before);
+}
+
+TEST_F(TrainingRunTest, ACheckpointFromBeforeTheRecipeResumes) {
+  // config.json without model.spectral_norm and train.ema_decay (written before they existed): both off.
+  Config c = config("run");
+  c.train.max_steps = 1;
+  ASSERT_EQ(run(c), 0);
+  const fs::path cfg = root_ / "run/last/config.json";
+  auto j = nlohmann::json::parse(slurp(cfg));
+  j["model"].erase("spectral_norm");
+  j["train"].erase("ema_decay");
+  std::ofstream(cfg) << j.dump(2);
+  c.train.max_steps = 2;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  EXPECT_EQ(r.code, 0) << r.out;
 }
 
 TEST_F(TrainingRunTest, CheckpointLoadsBackWithPyTorchNames) {

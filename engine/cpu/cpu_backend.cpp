@@ -12,6 +12,7 @@
 #include "engine/cpu/fast_math.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/loss.hpp"
+#include "engine/spectral_norm.hpp"
 #include "kernels/ebm_math.hpp"
 #include "kernels/philox.hpp"
 
@@ -64,6 +65,13 @@ CpuBackend::CpuBackend(const EngineOptions& opt)
   grad_.assign(params_.size(), 0.0f);
   adam_.m.assign(params_.size(), 0.0f);
   adam_.v.assign(params_.size(), 0.0f);
+  if (ema_on()) ema_ = params_;
+  if (sn_on()) {
+    sn_u_ = sn_initial_state(opt_.net, opt_.seed);
+    step_w_.resize(params_.size());
+    sn_sigma_.resize(sn_layers(opt_.net).size());
+    sn_v_.resize(size_t(sn_v_size(opt_.net)));
+  }
   reseed(opt_.seed);
   fill_initial_buffer();
 }
@@ -158,6 +166,43 @@ void CpuBackend::set_params(const std::vector<float>& flat) {
   if (int64_t(flat.size()) != opt_.net.num_params)
     user_fail("parameters: got ", flat.size(), " values, the network has ", opt_.net.num_params);
   params_ = flat;
+  if (ema_on()) ema_ = flat;
+}
+
+void CpuBackend::set_ema(const std::vector<float>& flat) {
+  if (!ema_on()) user_fail("EMA weights given, but train.ema_decay is 0 (EMA off)");
+  if (flat.size() != params_.size())
+    user_fail("EMA weights: got ", flat.size(), " values, the network has ", params_.size());
+  ema_ = flat;
+}
+
+void CpuBackend::set_sn_state(const std::vector<float>& u) {
+  if (!sn_on()) user_fail("spectral-norm state given, but model.spectral_norm is off");
+  if (u.size() != sn_u_.size())
+    user_fail("spectral-norm state: got ", u.size(), " values, the network's layers need ", sn_u_.size());
+  sn_u_ = u;
+}
+
+const float* CpuBackend::training_weights() {
+  if (!sn_on()) return params_.data();
+  scratch_w_.resize(params_.size());
+  std::vector<float> u = sn_u_;
+  sn_apply(opt_.net, params_.data(), u.data(), false, scratch_w_.data());
+  return scratch_w_.data();
+}
+
+const float* CpuBackend::sampling_weights() {
+  const std::vector<float>& theta = ema_on() ? ema_ : params_;
+  if (!sn_on()) return theta.data();
+  scratch_w_.resize(params_.size());
+  std::vector<float> u = sn_u_;
+  sn_apply(opt_.net, theta.data(), u.data(), false, scratch_w_.data());
+  return scratch_w_.data();
+}
+
+std::vector<float> CpuBackend::sampling_params() {
+  const float* w = sampling_weights();
+  return std::vector<float>(w, w + params_.size());
 }
 
 void CpuBackend::set_adam(const AdamState& s) {
@@ -181,11 +226,8 @@ void CpuBackend::begin_epoch(int64_t epoch) {
   perm_ = epoch_permutation(opt_.seed, epoch, int64_t(perm_.size()));
 }
 
-void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng) {
-  langevin(x, n, p, rng, 0, int64_t(n) * opt_.net.image_size());
-}
-
-void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total) {
+void CpuBackend::langevin(const float* params, float* x, int n, const SamplerParams& p, Rng& rng, int64_t first,
+                          int64_t total) {
   const int64_t img = opt_.net.image_size(), len = int64_t(n) * img;
   // Step s draws element first + i of the stream at offset base + s·blocks: the same numbers for any split
   // over threads or ranks.
@@ -194,7 +236,6 @@ void CpuBackend::langevin(float* x, int n, const SamplerParams& p, Rng& rng, int
   dfdx_.resize(size_t(len));
   f_.resize(size_t(n));
   ones_.assign(size_t(n), 1.0f);
-  const float* params = params_.data();
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
     const int64_t lo = a * img, hi = b * img;
     for (int s = 0; s < p.steps; ++s) {
@@ -247,6 +288,9 @@ void CpuBackend::train_step(int64_t b) {
   const Share mine = share_of(n_real, rank_, world_);                          // this rank's real rows
   const int nr = int(mine.count);
   const int nf = bs;  // the buffer always gives a full one
+  // Spectral norm: (W_sn, u) ← eff(θ, u), the weights of this whole step.
+  if (sn_on()) sn_apply(opt_.net, params_.data(), sn_u_.data(), true, step_w_.data(), sn_sigma_.data(), sn_v_.data());
+  const float* w = sn_on() ? step_w_.data() : params_.data();
   batch_.resize(size_t(nr + nf) * img);
   float* real = batch_.data();
   float* fake = batch_.data() + int64_t(nr) * img;
@@ -263,7 +307,7 @@ void CpuBackend::train_step(int64_t b) {
   // fake ← buffer draw refined by Langevin, then written back (no gradient flows through the sampler)
   if (distributed()) draw_fake_shard(fake);
   else buffer_.draw(nf, opt_.reinit_prob, rng_choice_, rng_fresh_, fake);
-  langevin(fake, nf, opt_.sampler, rng_langevin_, int64_t(rank_) * nf * img, G * img);
+  langevin(w, fake, nf, opt_.sampler, rng_langevin_, int64_t(rank_) * nf * img, G * img);
   buffer_.push(fake, nf);
 
   // One forward/backward over [real; fake] — rows are independent, so this is both batches at once.
@@ -271,19 +315,27 @@ void CpuBackend::train_step(int64_t b) {
   f_.resize(size_t(n));
   df_.resize(size_t(n));
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
-    net.forward(params_.data(), batch_.data() + a * img, b - a, f_.data() + a);
+    net.forward(w, batch_.data() + a * img, b - a, f_.data() + a);
   });
   const StepMetrics m = distributed() ? sharded_loss(n_real, G) :
       cd_loss(f_.data(), nr, f_.data() + nr, nf, float(opt_.alpha), df_.data(), df_.data() + nr);
   parallel_rows(n, [&](CpuNet& net, int t, int a, int b) {  // same split, so each net still holds its rows
     grads_[t].resize(params_.size());
-    net.backward(params_.data(), df_.data() + a, nullptr, grads_[t].data());
+    net.backward(w, df_.data() + a, nullptr, grads_[t].data());
   });
   reduce_grads(n);
   // Σ over ranks of Σ_rows dL/df_i ∂f_i/∂θ, each term already scaled by the global counts: the gradient of
   // the global batch's loss, on every rank alike.
   if (distributed()) comm_->allreduce(grad_.data(), int64_t(grad_.size()), ReduceOp::kSum);
+  // dL/dW_sn → dL/dθ (the global gradient, so every rank transforms the same numbers)
+  if (sn_on()) sn_backward(opt_.net, grad_.data(), step_w_.data(), sn_u_.data(), sn_sigma_.data(), sn_v_.data());
   adam_step(grad_);
+  if (ema_on()) {
+    const double d = opt_.ema_decay;
+    const int64_t np = int64_t(params_.size());
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < np; ++i) ema_update(ema_[size_t(i)], params_[size_t(i)], d);
+  }
   pending_.push_back(m);
 }
 
@@ -332,16 +384,17 @@ std::vector<float> CpuBackend::energy(const Tensor& x) {
   const int64_t n = x.numel() / img;
   EBM_CHECK(n * img == x.numel(), "energy(): input shape does not match the network input");
   std::vector<float> f(static_cast<size_t>(n));
+  const float* w = sampling_weights();
   for (int64_t s = 0; s < n; s += opt_.batch_size) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
-    forward_rows(x.ptr() + s * img, c, f.data() + s);
+    forward_rows(w, x.ptr() + s * img, c, f.data() + s);
   }
   return f;
 }
 
-void CpuBackend::forward_rows(const float* x, int n, float* f) {
+void CpuBackend::forward_rows(const float* w, const float* x, int n, float* f) {
   const int64_t img = opt_.net.image_size();
-  parallel_rows(n, [&](CpuNet& net, int, int a, int b) { net.forward(params_.data(), x + a * img, b - a, f + a); });
+  parallel_rows(n, [&](CpuNet& net, int, int a, int b) { net.forward(w, x + a * img, b - a, f + a); });
 }
 
 ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
@@ -353,12 +406,13 @@ ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
   ValidationMetrics v;
   int batches = 0;
   std::vector<float> noise, fr(size_t(opt_.batch_size)), ff(size_t(opt_.batch_size));
+  const float* w = training_weights();
   for (int64_t s = 0; s < n; s += opt_.batch_size, ++batches) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
     noise.resize(size_t(c) * img);
     rng.uniform(noise.data(), int64_t(noise.size()), -1.0f, 1.0f);
-    forward_rows(test.ptr() + s * img, c, fr.data());
-    forward_rows(noise.data(), c, ff.data());
+    forward_rows(w, test.ptr() + s * img, c, fr.data());
+    forward_rows(w, noise.data(), c, ff.data());
     v.max_abs_f = guard_max(v.max_abs_f, guard_max(max_abs_f(fr.data(), c), max_abs_f(ff.data(), c)));
     const double mr = std::accumulate(fr.begin(), fr.begin() + c, 0.0) / c;
     const double mf = std::accumulate(ff.begin(), ff.begin() + c, 0.0) / c;
@@ -383,14 +437,15 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
   std::vector<double> sums(size_t(2 * batches), 0.0);  // per batch: Σ f(test rows), Σ f(noise rows)
   double worst = 0;  // this rank's max |f| (the guard's measure)
   std::vector<float> noise, fr(static_cast<size_t>(G)), ff(static_cast<size_t>(G));
+  const float* w = training_weights();
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t s = b * G, c = std::min(G, n - s);
     const Share mine = share_of(c, rank_, world_);
     if (mine.count > 0) {
       noise.resize(size_t(mine.count * img));
       uniform_slice(rng, mine.first * img, mine.count * img, -1.0f, 1.0f, noise.data());
-      forward_rows(test.ptr() + (s + mine.first) * img, int(mine.count), fr.data());
-      forward_rows(noise.data(), int(mine.count), ff.data());
+      forward_rows(w, test.ptr() + (s + mine.first) * img, int(mine.count), fr.data());
+      forward_rows(w, noise.data(), int(mine.count), ff.data());
       sums[size_t(2 * b)] = std::accumulate(fr.begin(), fr.begin() + mine.count, 0.0);
       sums[size_t(2 * b + 1)] = std::accumulate(ff.begin(), ff.begin() + mine.count, 0.0);
       worst = guard_max(worst, guard_max(max_abs_f(fr.data(), mine.count), max_abs_f(ff.data(), mine.count)));
@@ -417,15 +472,17 @@ void CpuBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int ev
   const int64_t img = opt_.net.image_size();
   const int n = int(x.numel() / img);
   Rng rng(seed, RngStream::kGenerate);
+  const float* w = sampling_weights();
+  const int64_t len = int64_t(n) * img;
   if (every <= 0 || !traj) {
-    langevin(x.ptr(), n, p, rng);
+    langevin(w, x.ptr(), n, p, rng, 0, len);
     return;
   }
   traj->push_back(x);
   SamplerParams chunk = p;
   for (int done = 0; done < p.steps; done += chunk.steps) {
     chunk.steps = std::min(every, p.steps - done);
-    langevin(x.ptr(), n, chunk, rng);
+    langevin(w, x.ptr(), n, chunk, rng, 0, len);
     traj->push_back(x);
   }
 }

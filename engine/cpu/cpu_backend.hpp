@@ -35,6 +35,11 @@ class CpuBackend final : public Backend {
   std::vector<uint64_t> rng_state() override;
   void set_lr(double lr) override { opt_.lr = lr; }
   void reseed(uint64_t seed) override;
+  void set_ema(const std::vector<float>& flat) override;
+  std::vector<float> ema() override { return ema_; }
+  void set_sn_state(const std::vector<float>& u) override;
+  std::vector<float> sn_state() override { return sn_u_; }
+  std::vector<float> sampling_params() override;
 
   void set_train_data(const Tensor& train) override;
   void begin_epoch(int64_t epoch) override;
@@ -55,9 +60,6 @@ class CpuBackend final : public Backend {
   void adam_step(const std::vector<float>& grad) override;
   bool data_parallel() const override { return true; }
 
-  // Langevin refinement of x [n, image] in place (the seed's generate_samples).
-  void langevin(float* x, int n, const SamplerParams& p, Rng& rng);
-
  private:
   std::vector<int64_t> image_shape() const { return {opt_.net.in_c, opt_.net.in_h, opt_.net.in_w}; }
   bool distributed() const { return world_ > 1; }
@@ -65,7 +67,8 @@ class CpuBackend final : public Backend {
 
   // x [n, image] refined in place; x's element i takes element first + i of the Langevin-noise stream, and
   // each step advances by philox_blocks(total) (a W-rank step draws its rows' slice of the global draw).
-  void langevin(float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total);
+  // w: the weights the chains run on (the training weights in train_step, the sampling weights in sample()).
+  void langevin(const float* w, float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total);
   void fill_initial_buffer();
   // fake [batch, image]: this rank's rows of the global buffer draw (W > 1; see cpu_backend.cpp).
   void draw_fake_shard(float* fake);
@@ -78,7 +81,13 @@ class CpuBackend final : public Backend {
   void parallel_rows(int n, Fn&& fn);
   // grad_ = Σ over threads of their partial parameter gradients, in thread order (deterministic).
   void reduce_grads(int n);
-  void forward_rows(const float* x, int n, float* f);  // f [n] = f(x), x [n, image]
+  void forward_rows(const float* w, const float* x, int n, float* f);  // f [n] = f(x; w), x [n, image]
+  bool ema_on() const { return opt_.ema_decay > 0; }
+  bool sn_on() const { return opt_.spectral_norm; }
+  // eff(θ, u) into scratch_w_ (u not updated), or θ itself without spectral norm.
+  const float* training_weights();
+  // eff(θ_ema or θ, u) into scratch_w_ (u not updated), or θ_ema / θ without spectral norm.
+  const float* sampling_weights();
 
   EngineOptions opt_;
   Communicator* comm_;
@@ -87,6 +96,11 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> grads_;      // per-thread partial gradients
   std::vector<float> params_, grad_;
   AdamState adam_;
+  std::vector<float> ema_;           // θ_ema [num_params] (EMA on)
+  std::vector<float> sn_u_;          // u, all layers [sn_state_size] (spectral norm on)
+  std::vector<float> step_w_;        // this step's W_sn [num_params] (spectral norm on)
+  std::vector<float> sn_sigma_, sn_v_;  // this step's σ per layer and v [sn_v_size], for the backward
+  std::vector<float> scratch_w_;     // training_weights() / sampling_weights()
   ReplayBuffer buffer_;
   Rng rng_real_, rng_choice_, rng_fresh_, rng_langevin_;
   const Tensor* train_ = nullptr;  // owned by the caller, outlives training

@@ -26,6 +26,14 @@
 // by events, inside the captured graph: no host sync is added. sync() waits with a deadline and NCCL's error
 // checks, so a dead or hung peer ends in CommError instead of a hang.
 //
+// Training recipe (engine/backend.hpp, engine/spectral_norm.hpp): with spectral norm, a step starts with
+// (W_sn, u) ← eff(θ, u) into step_w_ (kernels/spectral_norm.cuh, one block per layer), runs its Langevin chains,
+// loss and backward on step_w_, and turns dL/dW_sn into dL/dθ (after the all-reduce) before Adam; with EMA,
+// θ_ema is updated after Adam (kernels/adam.cuh ema_step). All inside the captured step, on buffers allocated
+// in the constructor. sample()/energy() run on the sampling weights and validate() on the training weights,
+// each computed into its own fixed buffer (sample_w_, eval_w_) before use, so captured sample chunks keep
+// their addresses.
+//
 // Options: EngineOptions::graphs = false (cuda.graphs) runs every step eagerly (debugging, profiling, the
 // graph-vs-eager test); EngineOptions::deterministic (cuda.deterministic) picks cuDNN algorithms by
 // heuristics instead of timing them.
@@ -48,6 +56,7 @@
 #include "engine/error.hpp"
 #include "engine/loss.hpp"  // guard_max: the divergence guard's measure
 #include "engine/rng.hpp"
+#include "engine/spectral_norm.hpp"
 #include "engine/cuda/cuda_check.cuh"
 #include "engine/cuda/cuda_net.cuh"
 #include "engine/cuda/cuda_raii.cuh"
@@ -61,6 +70,7 @@
 #include "kernels/probe.cuh"
 #include "kernels/replay.cuh"
 #include "kernels/sharded_step.cuh"
+#include "kernels/spectral_norm.cuh"
 #ifdef EBM_HAVE_NCCL
 #include "engine/cuda/nccl_communicator.cuh"
 #endif
@@ -102,6 +112,11 @@ class CudaBackend final : public Backend {
   std::vector<uint64_t> rng_state() override;
   void set_lr(double lr) override;
   void reseed(uint64_t seed) override;
+  void set_ema(const std::vector<float>& flat) override;
+  std::vector<float> ema() override;
+  void set_sn_state(const std::vector<float>& u) override;
+  std::vector<float> sn_state() override;
+  std::vector<float> sampling_params() override;
 
   void set_train_data(const Tensor& train) override;
   void begin_epoch(int64_t epoch) override;
@@ -143,8 +158,15 @@ class CudaBackend final : public Backend {
 
   // x (n, img) refined in place; normals from stream `rng` at (*seed, *offset + k·blocks) for step k, where
   // blocks = philox_blocks(stride) (stride 0: n·img; a rank of a data-parallel step: G·img, the global draw).
-  void langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
+  // w: the weights the chains run on.
+  void langevin(const float* w, float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
                 const uint64_t* offset, int64_t stride = 0);
+  bool ema_on() const { return opt_.ema_decay > 0; }
+  bool sn_on() const { return opt_.spectral_norm; }
+  // Enqueue eff(θ, u) into eval_w_ (u not updated), or return θ without spectral norm.
+  const float* training_weights();
+  // Enqueue eff(θ_ema or θ, u) into sample_w_ (u not updated), or return θ_ema / θ without spectral norm.
+  const float* sampling_weights();
   // nr real rows: this rank's share, from row real_first of a global batch of n_real (W = 1: 0 and nr).
   void enqueue_train_step(int nr, int64_t n_real, int64_t real_first);
   void run_sample_chunk(int n, const SamplerParams& q);
@@ -199,6 +221,12 @@ class CudaBackend final : public Backend {
   int scratch_rows_ = 0;                                 // rows dx_, f_, df_, ones_ hold
 
   DeviceBuffer<float> params_, grad_, adam_m_, adam_v_;  // (num_params)
+  DeviceBuffer<float> ema_;                              // (num_params): θ_ema, EMA on
+  DeviceBuffer<float> step_w_, eval_w_, sample_w_;       // (num_params): W_sn of the step / validate / sample
+  DeviceBuffer<float> sn_u_, sn_u_scratch_;              // (Σ rows): u, and u' of the passes that keep u
+  DeviceBuffer<float> sn_v_, sn_sigma_;                  // (Σ cols), (layers): the step's v and σ
+  DeviceBuffer<SnLayerDesc> sn_layers_;                  // (layers)
+  int sn_count_ = 0;                                     // layers normalised (0: spectral norm off)
   DeviceBuffer<float> dx_;                               // (rows, img): input gradient
   DeviceBuffer<float> f_, df_, ones_;                    // (rows)
   DeviceBuffer<float> batch_;                            // (2·batch, img): [real; fake] or [test; noise]
@@ -222,6 +250,7 @@ class CudaBackend final : public Backend {
   std::vector<StepMetrics> pending_;
   int64_t full_steps_ = 0;
   int64_t captures_ = 0;  // graphs captured (BackendFacts::graph_captures)
+  const float* sample_weights_ = nullptr;  // what sample()'s chunks run on (sampling_weights())
 
   // Declared last: destroyed before the buffers they reference.
   GraphExec train_graph_;
@@ -290,6 +319,32 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   EBM_CUDA_CHECK(cudaMemsetAsync(grad_.get(), 0, grad_.bytes(), stream()));
   EBM_CUDA_CHECK(cudaMemsetAsync(adam_m_.get(), 0, adam_m_.bytes(), stream()));
   EBM_CUDA_CHECK(cudaMemsetAsync(adam_v_.get(), 0, adam_v_.bytes(), stream()));
+  if (ema_on()) {
+    ema_.resize(P);
+    upload(ema_.get(), init.data(), P);
+  }
+  if (sn_on()) {
+    const std::vector<SnLayer> layers = sn_layers(net);
+    std::vector<SnLayerDesc> desc;
+    int64_t v_off = 0;
+    for (const SnLayer& l : layers) {
+      desc.push_back({l.w_off, l.rows, l.cols, l.u_off, v_off});
+      v_off += l.cols;
+    }
+    sn_count_ = int(desc.size());
+    sn_layers_.resize(desc.size());
+    upload(sn_layers_.get(), desc.data(), int64_t(desc.size()));
+    const std::vector<float> u = sn_initial_state(net, opt_.seed);  // the CPU backend's
+    sn_u_.resize(u.size());
+    sn_u_scratch_.resize(u.size());
+    upload(sn_u_.get(), u.data(), int64_t(u.size()));
+    sn_v_.resize(size_t(v_off));
+    sn_sigma_.resize(desc.size());
+    step_w_.resize(P);
+    eval_w_.resize(P);
+    sample_w_.resize(P);
+    sync();  // the host vectors go out of scope
+  }
   rows_for(2 * bs);
   batch_.resize(size_t(2 * bs) * img());
   slots_.resize(size_t(bs));
@@ -325,14 +380,13 @@ bool CudaBackend::ensure_scratch(int n) {
   return true;
 }
 
-void CudaBackend::langevin(float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
-                           const uint64_t* offset, int64_t stride) {
+void CudaBackend::langevin(const float* params, float* x, int n, const SamplerParams& p, RngStream rng,
+                           const uint64_t* seed, const uint64_t* offset, int64_t stride) {
   if (p.steps <= 0) return;
   NvtxRange range("langevin");
   const int64_t len = int64_t(n) * img();
   const uint64_t blocks = philox_blocks(uint64_t(stride > 0 ? stride : len));
   const bool noisy = p.noise > 0;
-  const float* params = params_.get();
   // Launch k: descend of step k−1 (k > 0), then perturb of step k (k < steps) — the CPU's order.
   auto update = [&](int k) {
     const bool descend = k > 0, perturb = noisy && k < p.steps;
@@ -362,6 +416,11 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
   // This step's random choices (fresh-row count, buffer slots), and every stream advanced past the step.
   const StepDraw draw{bs, opt_.reinit_prob, nr, im, opt_.sampler.steps, opt_.sampler.noise > 0,
                       buffer_->capacity()};
+  // Spectral norm: (W_sn, u) ← eff(θ, u), the weights of this whole step.
+  if (sn_on())
+    EBM_CUDA_CHECK(spectral_norm_forward(params_.get(), step_w_.get(), num_params(), sn_u_.get(), sn_u_.get(),
+                                         sn_v_.get(), sn_sigma_.get(), sn_layers_.get(), sn_count_, s));
+  const float* params = sn_on() ? step_w_.get() : params_.get();
   if (world_ == 1) EBM_CUDA_CHECK(begin_step(st(), slots_.get(), draw, s));
   else EBM_CUDA_CHECK(sharded_begin_step(st(), slots_.get(), draw, world_, rank_, n_real, real_first, s));
   {
@@ -372,12 +431,11 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
   }
   // fake ← buffer draw refined by Langevin, then written back (no gradient flows through the sampler)
   buffer_->draw(slots_.get(), fake, nf);
-  langevin(fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin,
+  langevin(params, fake, nf, opt_.sampler, RngStream::kLangevin, &st()->step.seed, &st()->step.off_langevin,
            global_batch() * im);
   buffer_->push(fake, nf);
 
   // One forward/backward over [real; fake]: rows are independent.
-  const float* params = params_.get();
   net_->forward(params, batch_.get(), nr + nf, f_.get());
   if (world_ == 1) {
     EBM_CUDA_CHECK(loss_metrics(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get(), s));
@@ -396,8 +454,13 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
     EBM_CUDA_CHECK(sharded_loss_metrics(dp_sums_.get(), n_real, global_batch(), double(alpha), st(), ring_.get(), s));
 #endif
   }
+  // dL/dW_sn → dL/dθ (the global gradient, after the all-reduce, as on the CPU)
+  if (sn_on())
+    EBM_CUDA_CHECK(spectral_norm_backward(grad_.get(), step_w_.get(), sn_u_.get(), sn_v_.get(), sn_sigma_.get(),
+                                          sn_layers_.get(), sn_count_, s));
   NvtxRange optim("optimizer");
   EBM_CUDA_CHECK(cuda::adam_step(params_.get(), adam_m_.get(), adam_v_.get(), grad_.get(), num_params(), st(), s));
+  if (ema_on()) EBM_CUDA_CHECK(ema_step(ema_.get(), params_.get(), num_params(), opt_.ema_decay, s));
 }
 
 void CudaBackend::train_step(int64_t b) {
@@ -501,7 +564,58 @@ void CudaBackend::set_params(const std::vector<float>& flat) {
   if (int64_t(flat.size()) != num_params())
     user_fail("parameters: got ", flat.size(), " values, the network has ", num_params());
   upload(params_.get(), flat.data(), num_params());
+  if (ema_on()) upload(ema_.get(), flat.data(), num_params());  // θ_ema = θ until set_ema says otherwise
   sync();
+}
+
+void CudaBackend::set_ema(const std::vector<float>& flat) {
+  if (!ema_on()) user_fail("EMA weights given, but train.ema_decay is 0 (EMA off)");
+  if (int64_t(flat.size()) != num_params())
+    user_fail("EMA weights: got ", flat.size(), " values, the network has ", num_params());
+  upload(ema_.get(), flat.data(), num_params());
+  sync();
+}
+
+std::vector<float> CudaBackend::ema() {
+  if (!ema_on()) return {};
+  std::vector<float> e(static_cast<size_t>(num_params()));
+  download(e.data(), ema_.get(), num_params());
+  return e;
+}
+
+void CudaBackend::set_sn_state(const std::vector<float>& u) {
+  if (!sn_on()) user_fail("spectral-norm state given, but model.spectral_norm is off");
+  if (u.size() != sn_u_.size())
+    user_fail("spectral-norm state: got ", u.size(), " values, the network's layers need ", sn_u_.size());
+  upload(sn_u_.get(), u.data(), int64_t(u.size()));
+  sync();
+}
+
+std::vector<float> CudaBackend::sn_state() {
+  std::vector<float> u(sn_u_.size());
+  download(u.data(), sn_u_.get(), int64_t(u.size()));
+  return u;
+}
+
+const float* CudaBackend::training_weights() {
+  if (!sn_on()) return params_.get();
+  EBM_CUDA_CHECK(spectral_norm_forward(params_.get(), eval_w_.get(), num_params(), sn_u_.get(), sn_u_scratch_.get(),
+                                       sn_v_.get(), sn_sigma_.get(), sn_layers_.get(), sn_count_, stream()));
+  return eval_w_.get();
+}
+
+const float* CudaBackend::sampling_weights() {
+  const float* theta = ema_on() ? ema_.get() : params_.get();
+  if (!sn_on()) return theta;
+  EBM_CUDA_CHECK(spectral_norm_forward(theta, sample_w_.get(), num_params(), sn_u_.get(), sn_u_scratch_.get(),
+                                       sn_v_.get(), sn_sigma_.get(), sn_layers_.get(), sn_count_, stream()));
+  return sample_w_.get();
+}
+
+std::vector<float> CudaBackend::sampling_params() {
+  std::vector<float> p(static_cast<size_t>(num_params()));
+  download(p.data(), sampling_weights(), num_params());
+  return p;
 }
 
 std::vector<float> CudaBackend::params() {
@@ -593,9 +707,10 @@ std::vector<float> CudaBackend::energy(const Tensor& x) {
   if (n == 0) return f;
   const float* in = stage(x);
   io_f_.reserve(size_t(n));
+  const float* w = sampling_weights();
   for (int64_t s = 0; s < n; s += opt_.batch_size) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
-    net_->forward(params_.get(), in + s * im, c, io_f_.get() + s);
+    net_->forward(w, in + s * im, c, io_f_.get() + s);
   }
   download(f.data(), io_f_.get(), n);
   return f;
@@ -612,6 +727,7 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
   validation_stats_.reserve(size_t(3 * batches));  // per batch: mean f(test rows), mean f(noise rows), max |f|
   if (world_ > 1) EBM_CUDA_CHECK(cudaMemsetAsync(validation_stats_.get(), 0, sizeof(double) * 3 * batches, stream()));
   uint64_t offset = uint64_t(epoch) << 40;  // CpuBackend::validate's stream position
+  const float* w = training_weights();
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t s = b * G;
     const int64_t c_all = std::min<int64_t>(G, n - s);
@@ -623,7 +739,7 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
                                      cudaMemcpyDeviceToDevice, stream()));
       EBM_CUDA_CHECK(uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation),
                                   offset + uint64_t(mine.first * im / 4), -1.0f, 1.0f, stream()));
-      net_->forward(params_.get(), batch_.get(), 2 * c, f_.get());
+      net_->forward(w, batch_.get(), 2 * c, f_.get());
       EBM_CUDA_CHECK(pair_means(f_.get(), c, validation_stats_.get() + 3 * b, stream()));
     }
     offset += philox_blocks(uint64_t(c_all) * im);
@@ -657,7 +773,7 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
 void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
   if (q.steps <= 0) return;
   auto enqueue = [&] {
-    langevin(io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off);
+    langevin(sample_weights_, io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off);
     if (q.noise > 0)
       EBM_CUDA_CHECK(add_u64(&st()->sample_off, uint64_t(q.steps) * philox_blocks(uint64_t(n) * img()), stream()));
   };
@@ -691,6 +807,7 @@ void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int e
   if (n > 0) {
     rows_for(n);
     stage(x);
+    sample_weights_ = sampling_weights();  // the same buffer every call: captured chunks stay valid
     EBM_CUDA_CHECK(set_sample_stream(st(), seed, stream()));
   }
   auto run = [&](const SamplerParams& q) {
