@@ -247,6 +247,7 @@ class TrainingRun {
   int run() {
     comm_.set_timeout(config_.train.comm_timeout_s);
     net_ = net_spec_for(config_);
+    require_energy_net(net_, "ebm_train");  // before any work: a classifier head is trained by ebm_eval
     const bool resuming = options_.resume.has_value();
     TrainState resumed;
     std::vector<SettingChange> changes;
@@ -262,7 +263,7 @@ class TrainingRun {
         std::vector<std::string> absent;
         const Config saved = load_checkpoint_config(*options_.resume, &absent);
         for (const std::string& key : absent)
-          if (fixed_on_resume(key))
+          if (key != "model.outputs" && fixed_on_resume(key))  // a checkpoint older than the key has 1 output
             user_fail("--resume ", *options_.resume, ": its config.json lacks \"", key, "\", so this run cannot check ",
                       "that it keeps ", fixed_on_resume(key), "; restore the key (or start a new run)");
         resumed = load_train_state(*options_.resume, net_spec_for(saved), comm_.size());
