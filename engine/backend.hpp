@@ -120,7 +120,13 @@ class Backend {
   virtual std::vector<float> gradient() = 0;
 
   // --- evaluation and tools ---
-  virtual std::vector<float> energy(const Tensor& x) = 0;  // f(x) per image (E = −f)
+  // K = options().net.outputs. Training (set_train_data's use: train_step, validate), sample, energy and
+  // input_grad need K = 1 and throw UserError (one line) otherwise; a K-output net (a classifier's logits, for
+  // ebm_eval) is constructed alike and trained through outputs + param_grad + adam_step.
+  virtual std::vector<float> energy(const Tensor& x) = 0;  // f(x) per image (E = −f); K = 1
+  // f [n][K] row-major for x [n,C,H,W]; with `features`, also the dense layer's input [n][D] row-major: the last
+  // conv activation NCHW-flattened (D = C·H·W), the "penultimate features" FID takes.
+  virtual std::vector<float> outputs(const Tensor& x, std::vector<float>* features = nullptr) = 0;
   virtual ValidationMetrics validate(const Tensor& test, int64_t epoch) = 0;
   // Langevin chains from `x` in place, noise from stream (seed, kGenerate). When `every` > 0, a copy
   // of x is appended to `trajectory` before the first step and after every `every` steps.
@@ -128,8 +134,9 @@ class Backend {
                       std::vector<Tensor>* trajectory = nullptr) = 0;
 
   // --- single ops, for parity tests and gradient checks ---
-  virtual void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) = 0;  // ∂f_i/∂x_i
-  // grad = ∂(Σ_i w_i f_i)/∂θ
+  virtual void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) = 0;  // ∂f_i/∂x_i; K = 1
+  // w and f [n·K] row-major (w_ik weighs output k of image i): f = outputs(x), grad = ∂(Σ_ik w_ik f_ik)/∂θ.
+  // A loss L(f) gives ∇θL with w = ∂L/∂f (softmax cross-entropy: w = (softmax(f_i) − onehot(y_i))/n).
   virtual void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
                           std::vector<float>& grad) = 0;
   virtual void adam_step(const std::vector<float>& grad) = 0;

@@ -8,10 +8,12 @@
 
 namespace ebm {
 
-NetSpec NetSpec::make(const std::vector<int>& channels, int kernel, int stride, int in_hw, int in_c) {
+NetSpec NetSpec::make(const std::vector<int>& channels, int kernel, int stride, int in_hw, int in_c, int outputs) {
   EBM_CHECK(!channels.empty() && kernel > 0 && stride > 0 && in_hw > 0, "bad network shape");
+  if (outputs < 1) user_fail("model.outputs must be at least 1, got ", outputs);
   NetSpec n;
   n.in_c = in_c;
+  n.outputs = outputs;
   n.in_h = n.in_w = in_hw;
   int c = in_c, h = in_hw, w = in_hw;
   int64_t off = 0;
@@ -30,8 +32,8 @@ NetSpec NetSpec::make(const std::vector<int>& channels, int kernel, int stride, 
     c = cout; h = s.hout; w = s.wout;
   }
   n.dense_in = int64_t(c) * h * w;
-  n.dense_w_off = off; off += n.dense_in;
-  n.dense_b_off = off; off += 1;
+  n.dense_w_off = off; off += int64_t(outputs) * n.dense_in;
+  n.dense_b_off = off; off += outputs;
   n.num_params = off;
   return n;
 }
@@ -43,8 +45,8 @@ std::vector<ParamTensor> NetSpec::tensors() const {
     t.push_back({"convs." + std::to_string(i) + ".weight", {s.cout, s.cin, s.k, s.k}, s.w_off, s.w_size()});
     t.push_back({"convs." + std::to_string(i) + ".bias", {s.cout}, s.b_off, s.cout});
   }
-  t.push_back({"dense.weight", {1, dense_in}, dense_w_off, dense_in});
-  t.push_back({"dense.bias", {1}, dense_b_off, 1});
+  t.push_back({"dense.weight", {outputs, dense_in}, dense_w_off, int64_t(outputs) * dense_in});
+  t.push_back({"dense.bias", {outputs}, dense_b_off, outputs});
   return t;
 }
 
@@ -56,7 +58,7 @@ std::string NetSpec::summary() const {
     os << "conv" << i << "  " << s.k << "x" << s.k << "/" << s.stride << "  -> [" << s.cout << "," << s.hout << ","
        << s.wout << "]  params " << s.w_size() + s.cout << "\n";
   }
-  os << "dense  " << dense_in << " -> 1  params " << dense_in + 1 << "\n";
+  os << "dense  " << dense_in << " -> " << outputs << "  params " << (dense_in + 1) * outputs << "\n";
   os << "total params " << num_params;
   return os.str();
 }
@@ -68,9 +70,15 @@ std::vector<float> init_params(const NetSpec& net, uint64_t seed) {
     const float limit = std::sqrt(6.0f / float(s.cin * s.k * s.k + s.cout * s.k * s.k));
     rng.uniform(p.data() + s.w_off, s.w_size(), -limit, limit);
   }
-  const float limit = std::sqrt(6.0f / float(net.dense_in + 1));
-  rng.uniform(p.data() + net.dense_w_off, net.dense_in, -limit, limit);
+  const float limit = std::sqrt(6.0f / float(net.dense_in + net.outputs));
+  rng.uniform(p.data() + net.dense_w_off, int64_t(net.outputs) * net.dense_in, -limit, limit);
   return p;
+}
+
+void require_energy_net(const NetSpec& net, const char* what) {
+  if (net.outputs != 1)
+    user_fail("model.outputs = ", net.outputs, ": EBM training/sampling needs 1 output (", what,
+              "); K > 1 is a classifier (ebm_eval: outputs and param_grad)");
 }
 
 }  // namespace ebm

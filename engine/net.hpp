@@ -1,6 +1,8 @@
 // The energy network's shape: conv layers (k×k, stride s, zero pad k/2, bias, swish), then a dense
-// layer to one scalar f(x). All parameters live in one flat float buffer, in checkpoint order:
-//   convs.0.weight [C0,Cin,k,k], convs.0.bias [C0], ..., dense.weight [1, C·H·W], dense.bias [1].
+// layer to K outputs f(x) [K] (K = `outputs`: 1 for the energy net, K > 1 for a classifier's logits). All
+// parameters live in one flat float buffer, in checkpoint order (PyTorch's nn.Linear(D, K) for the head):
+//   convs.0.weight [C0,Cin,k,k], convs.0.bias [C0], ..., dense.weight [K, D], dense.bias [K],
+// D = C·H·W of the last conv layer, NCHW-flattened.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -24,14 +26,20 @@ struct ParamTensor {
 struct NetSpec {
   int in_c = 1, in_h = 32, in_w = 32;
   std::vector<ConvShape> convs;
-  int64_t dense_in = 0, dense_w_off = 0, dense_b_off = 0;
+  int64_t dense_in = 0, dense_w_off = 0, dense_b_off = 0;  // D; dense.weight [K, D] and dense.bias [K] offsets
+  int outputs = 1;                                          // K
   int64_t num_params = 0;
 
-  static NetSpec make(const std::vector<int>& channels, int kernel, int stride, int in_hw, int in_c = 1);
+  static NetSpec make(const std::vector<int>& channels, int kernel, int stride, int in_hw, int in_c = 1,
+                      int outputs = 1);
   std::vector<ParamTensor> tensors() const;
   int64_t image_size() const { return int64_t(in_c) * in_h * in_w; }
   std::string summary() const;  // a Keras-like table
 };
+
+// EBM training, sampling and energies need f to be a scalar: throws UserError (one line) when outputs ≠ 1.
+// `what` names the call refused.
+void require_energy_net(const NetSpec& net, const char* what);
 
 // Keras' defaults: Glorot-uniform kernels (limit √(6/(fan_in+fan_out))), zero biases.
 std::vector<float> init_params(const NetSpec& net, uint64_t seed);

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 namespace ebm {
 
 NetSpec net_spec_for(const Config& c) {
-  return NetSpec::make(c.model.channels, c.model.kernel_size, c.model.stride, c.data.pad_to);
+  return NetSpec::make(c.model.channels, c.model.kernel_size, c.model.stride, c.data.pad_to, 1, c.model.outputs);
 }
 
 EngineOptions engine_options_for(const Config& c) {
@@ -148,7 +148,7 @@ std::vector<float> load_params(const std::string& file, const NetSpec& net) {
     const Tensor v = st.get_f32(t.name);
     if (v.shape != t.shape)
       user_fail(file, ": tensor '", t.name, "' has shape ", shape_str(v.shape), " but the config's network expects ",
-                shape_str(t.shape), " (model.channels / kernel_size / data.pad_to differ from the checkpoint's)");
+                shape_str(t.shape), " (model.channels / kernel_size / outputs / data.pad_to differ from the checkpoint's)");
     std::copy(v.data.begin(), v.data.end(), params.begin() + t.offset);
   }
   for (const std::string& name : st.names()) {

@@ -192,7 +192,7 @@ json config_to_json(const Config& c) {
       {"data", {{"dataset", d.dataset}, {"dir", d.dir}, {"pad_to", d.pad_to},
                 {"batch_size", d.batch_size}, {"limit", d.limit}}},
       {"model", {{"channels", m.channels}, {"kernel_size", m.kernel_size}, {"stride", m.stride},
-                 {"activation", m.activation}, {"spectral_norm", m.spectral_norm}}},
+                 {"activation", m.activation}, {"outputs", m.outputs}, {"spectral_norm", m.spectral_norm}}},
       {"sampler", {{"steps", s.steps}, {"step_size", s.step_size}, {"noise", s.noise},
                    {"grad_clip", s.grad_clip}}},
       {"buffer", {{"capacity", b.capacity}, {"initial", b.initial}, {"reinit_prob", b.reinit_prob}}},
@@ -246,6 +246,7 @@ Config config_from_json(const json& user, const std::string& source) {
   if (c.model.kernel_size % 2 == 0) r.fail("model.kernel_size", "must be odd, got ", c.model.kernel_size);
   c.model.stride = r.int32("model.stride", 1, 4);
   c.model.activation = r.one_of("model.activation", {"swish"});
+  c.model.outputs = r.int32("model.outputs", 1, 1000);
   c.model.spectral_norm = r.boolean("model.spectral_norm");
 
   c.sampler.steps = r.int32("sampler.steps", 0);

@@ -23,6 +23,7 @@ struct ModelConfig {
   int kernel_size = 3;   // odd
   int stride = 2;
   std::string activation = "swish";
+  int outputs = 1;       // the dense head's K: 1 = the energy net; K > 1 = a classifier's logits (ebm_eval)
   bool spectral_norm = false;  // weights divided by their largest singular value (engine/spectral_norm.hpp)
   bool operator==(const ModelConfig&) const = default;
 };

@@ -206,8 +206,9 @@ const char* fixed_on_resume(const std::string& key) {
 }
 
 // Keys added after checkpoints were first written, whose absence from an older config.json means what their
-// default means (the feature did not exist, so it was off): such a checkpoint resumes with them off.
-bool off_when_absent(const std::string& key) { return key == "model.spectral_norm"; }
+// default means (the feature did not exist, so it was off; before model.outputs every net had 1 output):
+// such a checkpoint resumes with their defaults.
+bool off_when_absent(const std::string& key) { return key == "model.spectral_norm" || key == "model.outputs"; }
 
 // The settings a run's progress line and epoch summary show, from sums over the epoch: loss reg cdiv real fake.
 std::string metrics_text(const std::array<double, 6>& sums) {
@@ -252,6 +253,7 @@ class TrainingRun {
   int run() {
     comm_.set_timeout(config_.train.comm_timeout_s);
     net_ = net_spec_for(config_);
+    require_energy_net(net_, "ebm_train");  // before any work: a classifier head is trained by ebm_eval
     const bool resuming = options_.resume.has_value();
     TrainState resumed;
     std::vector<SettingChange> changes;

@@ -25,19 +25,27 @@ __global__ void bias_swish_forward_kernel(float* __restrict__ z, float* __restri
 
 // Grid (blocks_per_channel, C): block (x, c) covers a share of channel c, so the bias gradient is a block sum,
 // written to partial[c·gridDim.x + x] (skipped when null) and summed in fixed order by bias_grad_kernel.
-// kFromDense: the layer feeds the dense head, whose input gradient da[i, c, q] = df[i]·wd[c·HW + q] is
-// formed on the fly instead of being written out.
+// kFromDense: the layer feeds the dense head, whose input gradient da[i, c, q] = Σ_k df[i, k]·wd[k, c·HW + q]
+// (df (n, K), wd (K, C·HW)) is formed on the fly instead of being written out.
 template <bool kFromDense, class I>
 __global__ void swish_backward_kernel(const float* da, const float* __restrict__ df, const float* __restrict__ wd,
                                       const float* __restrict__ z, float* dz, float* __restrict__ partial, I n, I C,
-                                      I HW) {
+                                      I HW, int K) {
   const I c = blockIdx.y;
   const I per_channel = n * HW;
   float acc = 0.0f;
   for (I r = blockIdx.x * I(blockDim.x) + threadIdx.x; r < per_channel; r += I(gridDim.x) * blockDim.x) {
     const I i = r / HW, q = r - i * HW;
     const I idx = (i * C + c) * HW + q;
-    const float up = kFromDense ? df[i] * wd[c * HW + q] : da[idx];
+    float up;
+    if constexpr (kFromDense) {
+      const I D = C * HW, j = c * HW + q;
+      const float* dfi = df + int64_t(i) * K;
+      up = dfi[0] * wd[j];
+      for (int k = 1; k < K; ++k) up += dfi[k] * wd[int64_t(k) * D + j];
+    } else {
+      up = da[idx];
+    }
     const float g = up * swish_gradf(z[idx]);
     dz[idx] = g;
     acc += g;
@@ -76,9 +84,9 @@ cudaError_t swish_backward(const SwishUpstream& up, const float* z, float* dz, f
   const cudaError_t e = with_index_type(int64_t(n) * C * HW, [&](auto zero) {
     using I = decltype(zero);
     if (up.df)
-      swish_backward_kernel<true, I><<<grid, 256, 0, s>>>(nullptr, up.df, up.wd, z, dz, part, I(n), I(C), I(HW));
+      swish_backward_kernel<true, I><<<grid, 256, 0, s>>>(nullptr, up.df, up.wd, z, dz, part, I(n), I(C), I(HW), up.K);
     else
-      swish_backward_kernel<false, I><<<grid, 256, 0, s>>>(up.da, nullptr, nullptr, z, dz, part, I(n), I(C), I(HW));
+      swish_backward_kernel<false, I><<<grid, 256, 0, s>>>(up.da, nullptr, nullptr, z, dz, part, I(n), I(C), I(HW), 1);
   });
   if (e != cudaSuccess || !grad_b) return e;
   bias_grad_kernel<<<C, 32, 0, s>>>(partial, nb, grad_b);

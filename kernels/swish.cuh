@@ -17,11 +17,13 @@ inline int swish_backward_blocks(int n, int HW) {
   return static_cast<int>(b < 1 ? 1 : (b > 256 ? 256 : b));
 }
 
-// Upstream gradient: da (n, C, HW), or, for the last conv layer, the dense head's df (n) and weights wd (C·HW).
+// Upstream gradient: da (n, C, HW), or, for the last conv layer, the dense head's df (n, K) and weights
+// wd (K, C·HW): da[i, c, q] = Σ_k df[i, k]·wd[k, c·HW + q], formed on the fly.
 struct SwishUpstream {
   const float* da = nullptr;
   const float* df = nullptr;
   const float* wd = nullptr;
+  int K = 1;  // the dense head's outputs
 };
 
 // dz (n, C, HW) = da ⊙ swish'(z) (dz may alias da); grad_b (C) = Σ over rows and pixels of dz when non-null,

@@ -68,6 +68,7 @@ TEST(ConfigDefaults, MatchDesignSection5) {
   EXPECT_EQ(c.model.kernel_size, 3);
   EXPECT_EQ(c.model.stride, 2);
   EXPECT_EQ(c.model.activation, "swish");
+  EXPECT_EQ(c.model.outputs, 1);
   EXPECT_EQ(c.sampler.steps, 100);
   EXPECT_EQ(c.sampler.step_size, 10.0);
   EXPECT_EQ(c.sampler.noise, 0.005);
@@ -115,7 +116,8 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.tf32",
       "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
-      "model.kernel_size", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip", "sampler.noise",
+      "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
+      "sampler.noise",
       "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
       "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
       "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.ema_decay", "train.epochs", "train.eps",
@@ -188,6 +190,8 @@ TEST(ConfigTypes, WrongTypesAreRejectedWithKeyPathAndValue) {
       {R"({"model": {"channels": 16}})", R"("model.channels" must be an array, got 16)"},
       {R"({"model": {"channels": [16, "a"]}})", R"("model.channels[1]" must be an integer, got "a")"},
       {R"({"model": {"channels": [16, 1.5]}})", R"("model.channels[1]" must be an integer, got 1.5)"},
+      {R"({"model": {"outputs": 2.5}})", R"("model.outputs" must be an integer, got 2.5)"},
+      {R"({"model": {"outputs": "10"}})", R"("model.outputs" must be an integer, got "10")"},
       {R"({"data": 5})", R"("data" must be an object, got 5)"},
       {R"({"train": {"divergence": "stop"}})", R"("train.divergence" must be an object, got "stop")"},
       {R"([1, 2])", R"(x.json: the config must be a JSON object, got [1,2])"},
@@ -245,6 +249,9 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
       {"model.stride=0", R"("model.stride" must be >= 1, got 0)"},
       {"model.stride=5", R"("model.stride" must be <= 4, got 5)"},
       {"model.activation=relu", R"("model.activation" must be one of swish, got "relu")"},
+      {"model.outputs=0", R"("model.outputs" must be >= 1, got 0)"},
+      {"model.outputs=-3", R"("model.outputs" must be >= 1, got -3)"},
+      {"model.outputs=1001", R"("model.outputs" must be <= 1000, got 1001)"},
       {"sampler.steps=-1", R"("sampler.steps" must be >= 0, got -1)"},
       {"sampler.steps=3000000000", R"("sampler.steps" must be <= 2147483647, got 3000000000)"},
       {"sampler.step_size=-0.5", R"("sampler.step_size" must be >= 0, got -0.5)"},
@@ -294,7 +301,7 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
 TEST(ConfigRanges, BoundaryValuesAreAccepted) {
   json j = config_defaults_json();
   for (const char* set : {"data.pad_to=28", "data.batch_size=65536", "model.channels=[1,2,3,4,5,6,7,4096]",
-                          "model.kernel_size=15", "model.stride=4", "sampler.steps=0", "sampler.step_size=0",
+                          "model.kernel_size=15", "model.stride=4", "model.outputs=1000", "sampler.steps=0", "sampler.step_size=0",
                           "buffer.initial=1", "buffer.capacity=1", "buffer.reinit_prob=1", "train.beta1=0",
                           "train.divergence.lr_factor=1", "train.divergence.action=rollback", "generate.n=4096",
                           "backend=cuda", "data.dataset=fashion-mnist", "seed=18446744073709551615",
@@ -442,7 +449,7 @@ TEST(ConfigRoundTrip, DefaultsAndAModifiedConfig) {
   c.seed = UINT64_MAX;
   c.output_dir = "runs/rt";
   c.data = {"fashion-mnist", "data/f", 64, 7, 12345};
-  c.model = {{3, 5, 7}, 5, 1, "swish"};
+  c.model = {{3, 5, 7}, 5, 1, "swish", 10};
   c.sampler = {17, 0.1 + 0.2, 1e-9, 2.5};
   c.buffer = {100, 100, 1.0};
   c.train.epochs = 2;

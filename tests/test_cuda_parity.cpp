@@ -5,7 +5,7 @@
 // their noise from the same Philox streams, so even noisy steps compare element by element.
 //
 // Names: every GPU test is CudaParity.<name>; the table's cases are CudaParity.Op/<op>_<shape>_b<batch>_n<rows>
-// [_cap<capacity>][_tf32] (one TEST_P, instantiated without a prefix), so ctest -R '^CudaParity' (and
+// [_cap<capacity>][_tf32][_k<outputs>] (one TEST_P, instantiated without a prefix), so ctest -R '^CudaParity' (and
 // '^CudaParity\.') and --gtest_filter='CudaParity*' select all of them. gtest_discover_tests appends gtest's
 // "  # GetParam() = <case>" to a parametrised test's ctest name; regexes anchored at the start are unaffected.
 // Every CudaParity test skips, saying why, where there is no CUDA device or the build has no CUDA backend.
@@ -109,7 +109,8 @@ const Shape kDeepNet{"deep", {16, 16, 32, 32, 64, 64}};  // 32→16→8→4→2�
 enum class Op {
   kForward,         // energy(x): f in chunks of the batch size
   kInputGradient,   // input_grad(x): f and ∂f/∂x
-  kParamGradient,   // param_grad(x, w): f and ∂(Σ w_i f_i)/∂θ
+  kParamGradient,   // param_grad(x, w): f and ∂(Σ w_i f_i)/∂θ; with K outputs, w and f [n·K]
+  kOutputs,         // outputs(x, &features): f [n·K] and the dense layer's input [n·D], in chunks of the batch
   kLangevin,        // sample(): one noise-free step
   kNoisyLangevin,   // sample(): three noisy steps, in one-step chunks and in one chunk (eager, then a graph)
   kValidate,        // validate(): test rows against uniform noise
@@ -125,6 +126,7 @@ const char* op_name(Op op) {
     case Op::kForward: return "forward";
     case Op::kInputGradient: return "input_gradient";
     case Op::kParamGradient: return "param_gradient";
+    case Op::kOutputs: return "outputs";
     case Op::kLangevin: return "langevin";
     case Op::kNoisyLangevin: return "noisy_langevin";
     case Op::kValidate: return "validate";
@@ -145,6 +147,7 @@ struct ParityCase {
   int capacity = 0;  // replay buffer; 0: 20 at batch 8 (the ring wraps), 4·batch otherwise
   bool tf32 = false;
   bool recipe = false;  // EMA of the weights (decay 0.9) and spectral norm on (engine/spectral_norm.hpp)
+  int outputs = 1;      // the dense head's K (model.outputs)
 
   std::string name() const {
     std::string s = std::string(op_name(op)) + "_" + shape->name + "_b" + std::to_string(batch);
@@ -152,6 +155,7 @@ struct ParityCase {
     if (capacity > 0) s += "_cap" + std::to_string(capacity);
     if (tf32) s += "_tf32";
     if (recipe) s += "_sn_ema";
+    if (outputs != 1) s += "_k" + std::to_string(outputs);
     return s;
   }
 };
@@ -172,6 +176,13 @@ std::vector<ParityCase> parity_table() {
     t.push_back({op, &kSeedNet, 128, fwd ? 224 : 128, 0, true});
     t.push_back({op, &kWideNet, 128, fwd ? 224 : 128, 0, true});
   }
+  // The K-output head (a classifier's logits, and the penultimate features FID takes): outputs() in chunks of 8, 8
+  // and 4, and of 128 and 96; the energy net's features; param_grad with w [n·K] (the fused Σ_k df·wd).
+  t.push_back({Op::kOutputs, &kSeedNet, 8, 20, 0, false, false, 10});
+  for (const Shape* s : shapes) t.push_back({Op::kOutputs, s, 128, 224, 0, false, false, 10});
+  t.push_back({Op::kOutputs, &kSeedNet, 128, 224});
+  t.push_back({Op::kParamGradient, &kSeedNet, 8, 6, 0, false, false, 10});
+  for (const Shape* s : shapes) t.push_back({Op::kParamGradient, s, 128, 128, 0, false, false, 10});
   t.push_back({Op::kLangevin, &kSeedNet, 8, 7});
   t.push_back({Op::kNoisyLangevin, &kSeedNet, 8, 4});
   for (const Shape* s : shapes) t.push_back({Op::kNoisyLangevin, s, 128, 128});
@@ -199,7 +210,7 @@ std::vector<ParityCase> parity_table() {
 
 EngineOptions options_for(const ParityCase& c) {
   EngineOptions o;
-  o.net = NetSpec::make(c.shape->channels, 3, 2, 32);
+  o.net = NetSpec::make(c.shape->channels, 3, 2, 32, 1, c.outputs);
   o.seed = 5;
   o.batch_size = c.batch;
   o.sampler = {3, 10.0f, 0.005f, 0.03f};
@@ -410,13 +421,37 @@ void run_param_gradient(const ParityCase& c, const std::string& device) {
   CpuBackend cpu(o);
   auto dev = make_backend(device, o);
   const Tensor x = random_images(c.rows, 3);
-  const std::vector<float> w = random_vector(size_t(c.rows), 4, -1.0f, 1.0f);
+  const std::vector<float> w = random_vector(size_t(c.rows) * c.outputs, 4, -1.0f, 1.0f);  // [n·K]
   std::vector<float> fc, fd, gc, gd;
   cpu.param_grad(x, w, fc, gc);
   dev->param_grad(x, w, fd, gd);
   ASSERT_TRUE(varies(gc, "dtheta on the cpu"));
   EXPECT_TRUE(near(fd, fc, c.tf32 ? kTf32 : kForward, "f"));
   EXPECT_TRUE(near(gd, gc, c.tf32 ? kTf32 : kParamGrad, "dtheta", {.net = &o.net}));
+}
+
+void run_outputs(const ParityCase& c, const std::string& device) {
+  const EngineOptions o = options_for(c);
+  const Tol& tol = c.tf32 ? kTf32 : kForward;
+  CpuBackend cpu(o);
+  auto dev = make_backend(device, o);
+  const Tensor x = random_images(c.rows, 7);
+  std::vector<float> feat_cpu, feat_dev;
+  const std::vector<float> fc = cpu.outputs(x, &feat_cpu);
+  ASSERT_EQ(fc.size(), size_t(c.rows) * c.outputs);
+  ASSERT_EQ(feat_cpu.size(), size_t(c.rows * o.net.dense_in));
+  ASSERT_TRUE(varies(fc, "f on the cpu"));
+  ASSERT_TRUE(varies(feat_cpu, "features on the cpu"));
+  const std::vector<float> fd = dev->outputs(x, &feat_dev);
+  EXPECT_TRUE(near(fd, fc, tol, "f [n·K]"));
+  // The last conv activation: the forward's rounding up to the dense layer (kForward's reason), in row order
+  // across the chunks (a chunk's features copied to the wrong rows differ by O(scale)).
+  EXPECT_TRUE(near(feat_dev, feat_cpu, tol, "features [n·D]"));
+  EXPECT_TRUE(near(dev->outputs(x), fd, Tol{"same_call", 0, 0, 0, "outputs() without features: the same f"},
+                   "f without features"));
+  if (c.outputs == 1) {
+    EXPECT_TRUE(near(dev->energy(x), fd, tol, "energy() against outputs()"));
+  }
 }
 
 // x moved: a Langevin comparison of images that did not move would pass for a sampler that does nothing.
@@ -738,6 +773,7 @@ void run_case(const ParityCase& c, const std::string& device) {
     case Op::kForward: return run_forward(c, device);
     case Op::kInputGradient: return run_input_gradient(c, device);
     case Op::kParamGradient: return run_param_gradient(c, device);
+    case Op::kOutputs: return run_outputs(c, device);
     case Op::kLangevin: return run_langevin(c, device);
     case Op::kNoisyLangevin: return run_noisy_langevin(c, device);
     case Op::kValidate: return run_validate(c, device);

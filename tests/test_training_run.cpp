@@ -894,3 +894,27 @@ TEST_F(TrainingRunTest, UnwritableOutputDirFailsClearly) {
     EXPECT_NE(std::string(e.what()).find("output_dir"), std::string::npos) << e.what();
   }
 }
+
+// model.outputs = K > 1 is a classifier's head (ebm_eval trains it through param_grad + adam_step): ebm_train
+// refuses it in one line before it reads data or creates the run folder.
+TEST_F(TrainingRunTest, AClassifierHeadIsRefusedBeforeAnyWork) {
+  Config c = config("classifier");
+  c.model.outputs = 10;
+  test::expect_user_error([&] { run(c); }, {"model.outputs = 10", "needs 1 output", "ebm_eval"});
+  EXPECT_FALSE(fs::exists(root_ / "classifier"));
+}
+
+// Checkpoints written before model.outputs existed lack the key: they have one output, and resume.
+TEST_F(TrainingRunTest, ACheckpointOlderThanModelOutputsResumes) {
+  Config c = config("run");
+  c.train.max_steps = 2;
+  ASSERT_EQ(run(c), 0);
+  auto j = nlohmann::json::parse(slurp(root_ / "run/last/config.json"));
+  ASSERT_TRUE(j["model"].contains("outputs"));
+  j["model"].erase("outputs");
+  test::spit(root_ / "run/last/config.json", j.dump());
+  c.train.max_steps = 3;
+  const Captured r = run_captured(c, (root_ / "run/last").string());
+  EXPECT_EQ(r.code, kRunOk) << r.out << r.err;
+  EXPECT_EQ(load_train_state((root_ / "run/last").string(), net_spec_for(c)).step, 3);
+}

@@ -279,6 +279,7 @@ void CpuBackend::draw_fake_shard(float* fake) {
 }
 
 void CpuBackend::train_step(int64_t b) {
+  require_energy_net(opt_.net, "train_step");
   EBM_CHECK(train_ != nullptr, "train_step before set_train_data");
   const int64_t img = opt_.net.image_size();
   const int bs = opt_.batch_size;
@@ -380,6 +381,7 @@ void CpuBackend::adam_step(const std::vector<float>& grad) {
 }
 
 std::vector<float> CpuBackend::energy(const Tensor& x) {
+  require_energy_net(opt_.net, "energy");
   const int64_t img = opt_.net.image_size();
   const int64_t n = x.numel() / img;
   EBM_CHECK(n * img == x.numel(), "energy(): input shape does not match the network input");
@@ -392,12 +394,30 @@ std::vector<float> CpuBackend::energy(const Tensor& x) {
   return f;
 }
 
+std::vector<float> CpuBackend::outputs(const Tensor& x, std::vector<float>* features) {
+  const int64_t img = opt_.net.image_size(), K = opt_.net.outputs, D = opt_.net.dense_in;
+  const int64_t n = x.numel() / img;
+  EBM_CHECK(n * img == x.numel(), "outputs(): input shape does not match the network input");
+  std::vector<float> f(size_t(n * K));
+  if (features) features->resize(size_t(n * D));
+  const float* w = sampling_weights();
+  for (int64_t s = 0; s < n; s += opt_.batch_size) {  // chunks of the batch size, as energy()
+    const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
+    parallel_rows(c, [&](CpuNet& net, int, int a, int b) {
+      net.forward(w, x.ptr() + (s + a) * img, b - a, f.data() + (s + a) * K);
+      if (features) net.features(features->data() + (s + a) * D);
+    });
+  }
+  return f;
+}
+
 void CpuBackend::forward_rows(const float* w, const float* x, int n, float* f) {
   const int64_t img = opt_.net.image_size();
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) { net.forward(w, x + a * img, b - a, f + a); });
 }
 
 ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
+  require_energy_net(opt_.net, "validate");
   if (distributed()) return validate_sharded(test, epoch);
   const int64_t img = opt_.net.image_size();
   const int64_t n = test.numel() / img;
@@ -469,6 +489,7 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
 }
 
 void CpuBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* traj) {
+  require_energy_net(opt_.net, "sample");
   const int64_t img = opt_.net.image_size();
   const int n = int(x.numel() / img);
   Rng rng(seed, RngStream::kGenerate);
@@ -488,6 +509,7 @@ void CpuBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int ev
 }
 
 void CpuBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) {
+  require_energy_net(opt_.net, "input_grad");
   const int n = int(x.numel() / opt_.net.image_size());
   f.resize(size_t(n));
   dfdx = Tensor(x.shape);
@@ -502,13 +524,14 @@ void CpuBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx
 void CpuBackend::param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
                             std::vector<float>& grad) {
   const int n = int(x.numel() / opt_.net.image_size());
-  EBM_CHECK(int(w.size()) == n, "param_grad: one weight per image");
-  f.resize(size_t(n));
+  const int64_t K = opt_.net.outputs;
+  EBM_CHECK(int64_t(w.size()) == n * K, "param_grad: one weight per image and output (w [n·K])");
+  f.resize(size_t(n * K));
   const int64_t img = opt_.net.image_size();
   parallel_rows(n, [&](CpuNet& net, int t, int a, int b) {
     grads_[t].resize(params_.size());
-    net.forward(params_.data(), x.ptr() + a * img, b - a, f.data() + a);
-    net.backward(params_.data(), w.data() + a, nullptr, grads_[t].data());
+    net.forward(params_.data(), x.ptr() + a * img, b - a, f.data() + a * K);
+    net.backward(params_.data(), w.data() + a * K, nullptr, grads_[t].data());
   });
   reduce_grads(n);
   grad = grad_;

@@ -50,6 +50,7 @@ class CpuBackend final : public Backend {
   std::vector<float> gradient() override { return grad_; }
 
   std::vector<float> energy(const Tensor& x) override;
+  std::vector<float> outputs(const Tensor& x, std::vector<float>* features = nullptr) override;
   ValidationMetrics validate(const Tensor& test, int64_t epoch) override;
   void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every = 0,
               std::vector<Tensor>* trajectory = nullptr) override;

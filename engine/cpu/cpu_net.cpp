@@ -320,20 +320,28 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
     ensure(out, size_t(p) * s.cout);
     bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
   }
-  // Dense over NCHW-flattened features: f_i = b + Σ_c Σ_q Wd[c·HW + q] · a[i·HW + q][c].
+  // Dense over NCHW-flattened features: f_ik = b_k + Σ_c Σ_q Wd[k][c·HW + q] · a[i·HW + q][c].
   const ConvShape& last = net_.convs.back();
-  const int hw = last.hout * last.wout, c_last = last.cout;
-  const T* wd = params + net_.dense_w_off;
-  const T bd = params[net_.dense_b_off];
+  const int hw = last.hout * last.wout, c_last = last.cout, K = net_.outputs;
+  const int64_t D = net_.dense_in;
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
-    T acc = T(0);
-    for (int q = 0; q < hw; ++q) {
-      const T* a = out_.data() + (int64_t(i) * hw + q) * c_last;
-      for (int c = 0; c < c_last; ++c) acc += wd[c * hw + q] * a[c];
+    for (int k = 0; k < K; ++k) {
+      const T* wd = params + net_.dense_w_off + k * D;
+      T acc = T(0);
+      for (int q = 0; q < hw; ++q) {
+        const T* a = out_.data() + (int64_t(i) * hw + q) * c_last;
+        for (int c = 0; c < c_last; ++c) acc += wd[c * hw + q] * a[c];
+      }
+      f[int64_t(i) * K + k] = acc + params[net_.dense_b_off + k];
     }
-    f[i] = acc + bd;
   }
+}
+
+template <class T>
+void CpuNetT<T>::features(T* out) const {
+  const ConvShape& last = net_.convs.back();
+  transpose_batch(out_.data(), out, n_, last.hout * last.wout, last.cout);  // NHWC -> NCHW
 }
 
 template <class T>
@@ -342,28 +350,37 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
   const size_t L = net_.convs.size();
   const ConvShape& last = net_.convs.back();
   const int hw = last.hout * last.wout, c_last = last.cout;
-  const T* wd = params + net_.dense_w_off;
+  const int K = net_.outputs;
+  const int64_t D = net_.dense_in;
+  const T* wd = params + net_.dense_w_off;  // [K][D]
 
-  // Dense: da[i·HW + q][c] = df_i·Wd[c·HW + q]; dWd = Σ_i df_i·a_i; db = Σ_i df_i.
+  // Dense: da[i·HW + q][c] = Σ_k df_ik·Wd[k][c·HW + q]; dWd[k] = Σ_i df_ik·a_i; db_k = Σ_i df_ik.
   ensure(da_, size_t(n) * hw * c_last);
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i)
     for (int q = 0; q < hw; ++q) {
       T* d = da_.data() + (int64_t(i) * hw + q) * c_last;
-      for (int c = 0; c < c_last; ++c) d[c] = df[i] * wd[c * hw + q];
+      const T* dfi = df + int64_t(i) * K;
+      for (int c = 0; c < c_last; ++c) d[c] = dfi[0] * wd[c * hw + q];
+      for (int k = 1; k < K; ++k)
+        for (int c = 0; c < c_last; ++c) d[c] += dfi[k] * wd[k * D + c * hw + q];
     }
   if (grad) {
     T* gwd = grad + net_.dense_w_off;
-    std::fill(gwd, gwd + net_.dense_in, T(0));
-    T gb = T(0);
-    for (int i = 0; i < n; ++i) {
-      for (int q = 0; q < hw; ++q) {
-        const T* a = out_.data() + (int64_t(i) * hw + q) * c_last;
-        for (int c = 0; c < c_last; ++c) gwd[c * hw + q] += df[i] * a[c];
+    std::fill(gwd, gwd + K * D, T(0));
+    for (int k = 0; k < K; ++k) {
+      T* gk = gwd + k * D;
+      T gb = T(0);
+      for (int i = 0; i < n; ++i) {
+        const T dfik = df[int64_t(i) * K + k];
+        for (int q = 0; q < hw; ++q) {
+          const T* a = out_.data() + (int64_t(i) * hw + q) * c_last;
+          for (int c = 0; c < c_last; ++c) gk[c * hw + q] += dfik * a[c];
+        }
+        gb += dfik;
       }
-      gb += df[i];
+      grad[net_.dense_b_off + k] = gb;
     }
-    grad[net_.dense_b_off] = gb;
   }
 
   for (size_t l = L; l-- > 0;) {

@@ -20,10 +20,13 @@ class CpuNetT {
   explicit CpuNetT(const NetSpec& net) : net_(net) {}
   const NetSpec& spec() const { return net_; }
 
-  // f [n] = f(x) for x [n,in_c,H,W]. Keeps what backward() needs.
+  // f [n][K] (row-major; K = spec().outputs) = f(x) for x [n,in_c,H,W]. Keeps what backward() needs.
   void forward(const T* params, const T* x, int n, T* f);
 
-  // After forward(): with upstream weights df [n] (dL/df_i), writes
+  // After forward(): the dense layer's input [n][D], the last conv activation NCHW-flattened (D = C·H·W).
+  void features(T* out) const;
+
+  // After forward(): with upstream weights df [n][K] (dL/df_ik), writes
   //   dx   [n,in_c,H,W] = dL/dx   (skipped when null)
   //   grad [num_params] = dL/dθ   (skipped when null; overwritten, not accumulated)
   void backward(const T* params, const T* df, T* dx, T* grad);

@@ -125,6 +125,7 @@ class CudaBackend final : public Backend {
   std::vector<StepMetrics> drain_metrics() override;
 
   std::vector<float> energy(const Tensor& x) override;
+  std::vector<float> outputs(const Tensor& x, std::vector<float>* features) override;
   ValidationMetrics validate(const Tensor& test, int64_t epoch) override;
   void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* trajectory) override;
 
@@ -147,6 +148,7 @@ class CudaBackend final : public Backend {
   int64_t img() const { return opt_.net.image_size(); }
   int64_t global_batch() const { return int64_t(opt_.batch_size) * world_; }
   int64_t num_params() const { return opt_.net.num_params; }
+  int64_t outputs_per_row() const { return opt_.net.outputs; }  // K
   cudaStream_t stream() const { return stream_.get(); }
   DeviceState* st() const { return state_.get(); }
   std::vector<int64_t> image_shape() const { return {opt_.net.in_c, opt_.net.in_h, opt_.net.in_w}; }
@@ -228,9 +230,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer<SnLayerDesc> sn_layers_;                  // (layers)
   int sn_count_ = 0;                                     // layers normalised (0: spectral norm off)
   DeviceBuffer<float> dx_;                               // (rows, img): input gradient
-  DeviceBuffer<float> f_, df_, ones_;                    // (rows)
+  DeviceBuffer<float> f_, df_;                           // (rows, K)
+  DeviceBuffer<float> ones_;                             // (rows)
   DeviceBuffer<float> batch_;                            // (2·batch, img): [real; fake] or [test; noise]
-  DeviceBuffer<float> io_, io_f_;                        // staging for energy/sample/input_grad/param_grad
+  DeviceBuffer<float> io_, io_f_;                        // staging for energy/outputs/sample/input_grad/param_grad
+  DeviceBuffer<float> io_features_;                      // (n, D): outputs()' features, chunk by chunk
   DeviceBuffer<int32_t> slots_;                          // (batch): this step's buffer slots
   DeviceBuffer<float> train_;                            // (N, img)
   DeviceBuffer<int32_t> perm_;                           // (N): this epoch's order (epoch_permutation)
@@ -373,8 +377,8 @@ bool CudaBackend::ensure_scratch(int n) {
   if (n <= scratch_rows_) return false;
   scratch_rows_ = n;
   dx_.resize(size_t(n * img()));
-  f_.resize(size_t(n));
-  df_.resize(size_t(n));
+  f_.resize(size_t(n * outputs_per_row()));
+  df_.resize(size_t(n * outputs_per_row()));
   ones_.resize(size_t(n));
   EBM_CUDA_CHECK(fill(ones_.get(), n, 1.0f, stream()));
   return true;
@@ -464,6 +468,7 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
 }
 
 void CudaBackend::train_step(int64_t b) {
+  require_energy_net(opt_.net, "train_step");
   EBM_CHECK(n_train_ > 0, "train_step before set_train_data");
   const int bs = opt_.batch_size;
   const int64_t G = global_batch();
@@ -701,6 +706,7 @@ float* CudaBackend::stage(const Tensor& x) {
 }
 
 std::vector<float> CudaBackend::energy(const Tensor& x) {
+  require_energy_net(opt_.net, "energy");
   const int64_t im = img(), n = x.numel() / im;
   EBM_CHECK(n * im == x.numel(), "energy(): input shape does not match the network input");
   std::vector<float> f(static_cast<size_t>(n));
@@ -716,7 +722,34 @@ std::vector<float> CudaBackend::energy(const Tensor& x) {
   return f;
 }
 
+// energy()'s chunks, K outputs per row; each chunk's features (the last conv activation, (c, D) at row s) are
+// copied out before the next chunk's forward overwrites them, so they come back in row order.
+std::vector<float> CudaBackend::outputs(const Tensor& x, std::vector<float>* features) {
+  const int64_t im = img(), n = x.numel() / im, K = outputs_per_row(), D = opt_.net.dense_in;
+  EBM_CHECK(n * im == x.numel(), "outputs(): input shape does not match the network input");
+  std::vector<float> f(static_cast<size_t>(n * K));
+  if (features) features->assign(size_t(n * D), 0.0f);
+  if (n == 0) return f;
+  const float* in = stage(x);
+  io_f_.reserve(size_t(n * K));
+  if (features) io_features_.reserve(size_t(n * D));
+  const float* w = sampling_weights();  // as energy(): θ, or θ_ema / eff(θ, u) with the recipe features on
+  for (int64_t s = 0; s < n; s += opt_.batch_size) {
+    const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
+    net_->forward(w, in + s * im, c, io_f_.get() + s * K);
+    if (features)
+      EBM_CUDA_CHECK(cudaMemcpyAsync(io_features_.get() + s * D, net_->features(), sizeof(float) * size_t(c * D),
+                                     cudaMemcpyDeviceToDevice, stream()));
+  }
+  if (features)
+    EBM_CUDA_CHECK(cudaMemcpyAsync(features->data(), io_features_.get(), sizeof(float) * size_t(n * D),
+                                   cudaMemcpyDeviceToHost, stream()));
+  download(f.data(), io_f_.get(), n * K);
+  return f;
+}
+
 ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
+  require_energy_net(opt_.net, "validate");
   const int64_t im = img(), n = test.numel() / im;
   EBM_CHECK(n * im == test.numel(), "validate(): test set shape does not match the network input");
   ValidationMetrics v;
@@ -800,6 +833,7 @@ void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
 }
 
 void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* traj) {
+  require_energy_net(opt_.net, "sample");
   const int64_t im = img(), n64 = x.numel() / im;
   EBM_CHECK(n64 * im == x.numel() && n64 < int64_t(INT32_MAX), "sample(): input shape does not match the network input");
   const int n = int(n64);
@@ -826,6 +860,7 @@ void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int e
 }
 
 void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) {
+  require_energy_net(opt_.net, "input_grad");
   const int64_t im = img();
   const int n = int(x.numel() / im);
   f.assign(size_t(n), 0.0f);
@@ -842,16 +877,17 @@ void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfd
 void CudaBackend::param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
                              std::vector<float>& grad) {
   const int n = int(x.numel() / img());
-  EBM_CHECK(int(w.size()) == n, "param_grad: one weight per image");
-  f.assign(size_t(n), 0.0f);
+  const int64_t K = outputs_per_row();
+  EBM_CHECK(int64_t(w.size()) == n * K, "param_grad: one weight per image and output (w [n·K])");
+  f.assign(size_t(n * K), 0.0f);
   grad.assign(size_t(num_params()), 0.0f);
   if (n == 0) return;
   rows_for(n);
   const float* in = stage(x);
-  upload(df_.get(), w.data(), n);
+  upload(df_.get(), w.data(), n * K);
   net_->forward(params_.get(), in, n, f_.get());
   net_->backward(params_.get(), df_.get(), nullptr, grad_.get());
-  EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
+  EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * size_t(n * K), cudaMemcpyDeviceToHost, stream()));
   download(grad.data(), grad_.get(), num_params());
 }
 

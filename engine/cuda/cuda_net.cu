@@ -85,7 +85,7 @@ void CudaNet::forward(const float* params, const float* x, int n, float* f) {
   fwd_n_ = n;
   if (f)
     EBM_CUDA_CHECK(dense_forward(in, params + net_.dense_w_off, params + net_.dense_b_off, f, n, int(net_.dense_in),
-                                 stream_));
+                                 net_.outputs, stream_));
 }
 
 void CudaNet::backward(const float* params, const float* df, float* dx, float* grad) {
@@ -93,7 +93,7 @@ void CudaNet::backward(const float* params, const float* df, float* dx, float* g
   const int n = fwd_n_;
   if (grad)
     EBM_CUDA_CHECK(dense_backward(layers_.back().a.get(), df, grad + net_.dense_w_off, grad + net_.dense_b_off, n,
-                                  int(net_.dense_in), stream_));
+                                  int(net_.dense_in), net_.outputs, stream_));
   float* cur = da_[0].get();  // holds da of layer l on entry, dz of layer l after swish_backward
   float* other = da_[1].get();
   for (size_t l = layers_.size(); l-- > 0;) {
@@ -104,6 +104,7 @@ void CudaNet::backward(const float* params, const float* df, float* dx, float* g
     if (l + 1 == layers_.size()) {  // the dense head's input gradient, formed inside the kernel
       up.df = df;
       up.wd = params + net_.dense_w_off;
+      up.K = net_.outputs;
     } else {
       up.da = cur;
     }

@@ -35,10 +35,12 @@ class CudaNet {
   // Algorithms for batch n, chosen now (never during a graph capture).
   void plan_for(int n);
 
-  // f [n] = f(x) for x [n, in_c, H, W], params [num_params] (device). Keeps what backward() needs.
-  // f null: stops before the dense head (the Langevin chain only needs the input gradient).
+  // f [n, K] (K = spec().outputs) = f(x) for x [n, in_c, H, W], params [num_params] (device). Keeps what
+  // backward() needs. f null: stops before the dense head (the Langevin chain only needs the input gradient).
   void forward(const float* params, const float* x, int n, float* f);
-  // After forward(): with upstream weights df [n] (dL/df_i), writes
+  // After forward(): the dense head's input (n, D), the last conv activation (NCHW = the flattened order).
+  const float* features() const { return layers_.back().a.get(); }
+  // After forward(): with upstream weights df [n, K] (dL/df_ik), writes
   //   dx   [n, in_c, H, W] = dL/dx   (skipped when null)
   //   grad [num_params]    = dL/dθ   (skipped when null; overwritten, not accumulated)
   void backward(const float* params, const float* df, float* dx, float* grad);
