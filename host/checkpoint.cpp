@@ -433,3 +433,24 @@ TrainState unpack_train_state(const std::string& bytes) {
 }
 
 }  // namespace ebm
+
+namespace ebm {
+
+void save_model(const std::string& dir, const NetSpec& net, const std::vector<float>& params, const Config& config,
+                const std::string& extra_name, const std::string& extra_text) {
+  const fs::path target(dir);
+  const fs::path tmp = target.string() + ".tmp." + std::to_string(getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) user_fail(tmp.string(), ": cannot create directory (", ec.message(), ")");
+  SafeTensors model;
+  model.metadata = {{"format", "pt"}, {"producer", "ebm_engine"}};
+  for (const ParamTensor& t : net.tensors()) model.put_f32(t.name, t.shape, params.data() + t.offset);
+  model.save((tmp / "model.safetensors").string());
+  write_text(tmp / "config.json", config_to_json(config).dump(2) + "\n");
+  if (!extra_name.empty()) write_text(tmp / extra_name, extra_text);
+  swap_into_place(tmp, target);
+}
+
+}  // namespace ebm

@@ -57,6 +57,11 @@ EngineOptions engine_options_for(const Config& c);
 
 void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainState& s, const Config& config);
 
+// A model without training state (the evaluator's classifier): model.safetensors, config.json and, when
+// `extra_name` is not empty, that file holding `extra_text`; written to a temporary sibling, then swapped in.
+void save_model(const std::string& dir, const NetSpec& net, const std::vector<float>& params, const Config& config,
+                const std::string& extra_name = "", const std::string& extra_text = "");
+
 // A checkpoint's network, for the tools: config.json and model.safetensors, shapes checked.
 struct Model {
   Config config;

@@ -292,6 +292,14 @@ void require_png_output(const std::string& flag, const std::string& path, bool h
 // ---------------------------------------------------------------------------------------------------
 // Drawing
 
+Image stack_vertically(const Image& top, const Image& bottom) {
+  EBM_CHECK(top.channels == 3 && bottom.channels == 3, "stack_vertically: RGB images only");
+  Image out(std::max(top.width, bottom.width), top.height + bottom.height, 3, Rgb{255, 255, 255});
+  for (int y = 0; y < top.height; ++y) std::copy_n(top.at(0, y), size_t(top.width) * 3, out.at(0, y));
+  for (int y = 0; y < bottom.height; ++y) std::copy_n(bottom.at(0, y), size_t(bottom.width) * 3, out.at(0, top.height + y));
+  return out;
+}
+
 void fill_rect(Image& img, int x, int y, int w, int h, Rgb c) {
   for (int yy = std::max(y, 0); yy < std::min(y + h, img.height); ++yy)
     for (int xx = std::max(x, 0); xx < std::min(x + w, img.width); ++xx) img.set(xx, yy, c);

@@ -81,6 +81,9 @@ Image image_grid(const float* images, int n, int h, int w, int cols, const std::
 Image histogram_png(const std::vector<float>& a, const std::vector<float>& b, const std::string& label_a,
                     const std::string& label_b, const std::string& title, int bins = 40);
 
+// `top` above `bottom` (RGB, both), left-aligned; the narrower one padded with white on the right.
+Image stack_vertically(const Image& top, const Image& bottom);
+
 // Training curves: named (x, y) series on one chart; non-finite points break the line.
 struct PlotSeries {
   std::string name;

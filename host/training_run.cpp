@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -24,10 +26,12 @@
 #include "host/checkpoint.hpp"
 #include "host/dataset.hpp"
 #include "host/distributed.hpp"
+#include "host/eval_quality.hpp"
 #include "host/json_text.hpp"
 #include "host/lr_schedule.hpp"
 #include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
+#include "host/sampling.hpp"
 #ifdef EBM_HAVE_CUDA
 #include "engine/cuda/cuda_backend.hpp"
 #endif
@@ -338,6 +342,13 @@ class TrainingRun {
         user_fail("--resume ", *options_.resume, ": its train_state puts the run at batch ", resumed.batch,
                   " of an epoch of ", batches_per_epoch_, " batches (corrupt, or written for other data)");
     });
+
+    if (config_.train.eval.every > 0)  // every rank: each draws its share of the chains (rank 0 scores them)
+      agree(comm_, [&] { quality_ = std::make_unique<QualityMeter>(config_.data, config_.backend, out(), options_.classifier); });
+    if (quality_)
+      out() << "eval: every " << config_.train.eval.every << " epoch" << (config_.train.eval.every == 1 ? "" : "s") << ", "
+            << config_.train.eval.n << " samples; classifier " << quality_->classifier().dir << " (test accuracy "
+            << fmt("%.2f", 100 * quality_->classifier().test_accuracy) << "%)\n";
 
     // Every check has passed: from here on the run writes.
     if (root()) {
@@ -751,16 +762,53 @@ class TrainingRun {
     std::cout << "  samples: " << path << "\n";
   }
 
+  // train.eval: eval.n chains by the evaluation protocol (host/eval_quality.hpp, seed = the run's seed, so every
+  // evaluation starts from the same noise), drawn with the backend's sampling weights; with several ranks each
+  // draws every W-th chunk and rank 0 scores them all. Rank 0's report (the others' is empty).
+  std::optional<QualityReport> evaluate_quality() {
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    EBM_PROFILE_RANGE("eval");
+    const int n = config_.train.eval.n, w = comm_.size(), r = comm_.rank();
+    const int64_t img = net_.image_size();
+    const Tensor start = uniform_start(n, net_, config_.seed);
+    std::string mine;  // this rank's chunks, in order, as raw floats
+    for (int first = 0, c = 0; first < n; first += kEvalChunk, ++c) {
+      if (c % w != r) continue;
+      const int m = std::min(kEvalChunk, n - first);
+      Tensor chunk({m, net_.in_c, net_.in_h, net_.in_w});
+      std::copy_n(start.ptr() + first * img, m * img, chunk.ptr());
+      backend_->sample(chunk, generate_params(config_), config_.seed + uint64_t(c));
+      mine.append(reinterpret_cast<const char*>(chunk.ptr()), size_t(m * img) * sizeof(float));
+    }
+    std::vector<std::string> parts = distributed() ? comm_.gather(mine, 0) : std::vector<std::string>{mine};
+    if (!root()) return std::nullopt;
+    Tensor x({n, net_.in_c, net_.in_h, net_.in_w});
+    std::vector<size_t> used(parts.size(), 0);
+    for (int first = 0, c = 0; first < n; first += kEvalChunk, ++c) {
+      const size_t bytes = size_t(std::min(kEvalChunk, n - first) * img) * sizeof(float);
+      std::string& part = parts[size_t(c % w)];
+      EBM_CHECK(used[size_t(c % w)] + bytes <= part.size(), "eval: a rank sent fewer samples than its chunks hold");
+      std::memcpy(x.ptr() + first * img, part.data() + used[size_t(c % w)], bytes);
+      used[size_t(c % w)] += bytes;
+    }
+    return quality_->score(x);
+  }
+
   // Training curves from metrics.jsonl (so they survive resumes): step values and epoch means.
   void curves() {
     if (!root() || !pictures_.enabled(err())) return;
     OffTheClock off(off_clock_s_, off_clock_depth_);
     std::ifstream in(run_dir_ / "metrics.jsonl");
     std::vector<PlotSeries> s = {{"loss", {}, {}}, {"cdiv", {}, {}}, {"real", {}, {}}, {"fake", {}, {}}};
+    PlotSeries is{"IS", {}, {}}, fid{"FID", {}, {}};
     std::string line;
     while (std::getline(in, line)) {
       try {
         const auto j = json::parse(line);
+        if (j.value("event", "") == "eval") {
+          is.x.push_back(j.at("step").get<double>()), is.y.push_back(j.at("is").get<double>());
+          fid.x.push_back(j.at("step").get<double>()), fid.y.push_back(j.at("fid").get<double>());
+        }
         if (j.value("event", "") != "step") continue;
         for (auto& ser : s) {
           ser.x.push_back(j.at("step").get<double>());
@@ -770,7 +818,13 @@ class TrainingRun {
       }
     }
     if (s[0].x.size() < 2) return;
-    write_png((run_dir_ / "curves.png").string(), line_plot(s, "training (per logged step)", "step"));
+    Image plot = line_plot(s, "training (per logged step)", "step");
+    if (!is.x.empty()) {  // train.eval: sample quality below, one chart each (their scales differ)
+      plot = stack_vertically(plot, line_plot({is}, "Inception Score of " + std::to_string(config_.train.eval.n) +
+                                                         " samples (1..10, higher is better)", "step"));
+      plot = stack_vertically(plot, line_plot({fid}, "FID to the test images (lower is better)", "step"));
+    }
+    write_png((run_dir_ / "curves.png").string(), plot);
   }
 
   // The run folder's size at the end, so that disk use is never a surprise.
@@ -954,6 +1008,8 @@ class TrainingRun {
         v = backend_->validate(data_->test, state_.epoch);
       }
     }
+    std::optional<QualityReport> quality;
+    if (quality_ && epoch % config_.train.eval.every == 0) quality = evaluate_quality();
     if (tty_) progress(true);  // finish the live line; in a log the summary below says it all
     auto mean = [&](int i) { return state_.epoch_sums[5] > 0 ? state_.epoch_sums[i] / state_.epoch_sums[5] : 0.0; };
     out() << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << config_.train.epochs << " - " << fmt("%.1f", seconds)
@@ -970,8 +1026,16 @@ class TrainingRun {
       rec["val_fake"] = v.fake;
       rec["val_max_abs_f"] = std::isfinite(v.max_abs_f) ? json(v.max_abs_f) : json(nullptr);
     }
+    if (quality) out() << " - IS: " << fmt("%.3f", quality->is) << " - FID: " << fmt("%.2f", quality->fid);
     out() << "\n";
     log(rec);
+    if (quality) {
+      json q = quality_json(*quality);
+      q["event"] = "eval";
+      q["epoch"] = epoch;
+      q["step"] = state_.step;
+      log(q);
+    }
     if (!config_.train.validate) v.max_abs_f = validation_max_abs_f();  // the guard checks every checkpoint on it
     if (!within_guard(v.max_abs_f)) {
       set_divergence(state_.step, "validation at the end of epoch " + std::to_string(epoch), v.max_abs_f);
@@ -1011,6 +1075,7 @@ class TrainingRun {
   int64_t batches_per_epoch_ = 0, total_steps_ = 0, steps_here_ = 0, epoch_steps_start_ = 0;
   std::ofstream metrics_;
   bool tty_ = false;
+  std::unique_ptr<QualityMeter> quality_;  // train.eval: the data set's classifier and reference statistics
   OptionalPictures pictures_{"ebm_train", "samples/epoch_N.png and curves.png"};  // skipped without libpng
   Clock::time_point t_start_, t_print_;
   double off_clock_s_ = 0, epoch_clock_start_ = 0;

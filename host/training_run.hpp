@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "host/classifier.hpp"
 #include "host/config.hpp"
 
 namespace ebm {
@@ -21,6 +22,8 @@ struct TrainRunOptions {
   // calls run_training with the same config; rank 0 writes the logs and checkpoints (holding every rank's
   // buffer shard and RNG state), a stop requested on any rank stops all of them after the same step.
   Communicator* comm = nullptr;
+  // train.eval's classifier, when it must be trained (tests and smoke runs shrink it).
+  ClassifierRecipe classifier;
 };
 
 // Exit codes of ebm_train.

@@ -55,6 +55,32 @@ inline void write_random_idx_images(const std::filesystem::path& p, uint32_t n, 
   write_idx_u8(p.string(), a, gzip_available());
 }
 
+// A labelled data set anyone can classify (the evaluator's tests): class k is a bright 4x8 block at column
+// 2 + 5·(k mod 5), row 4 + 12·(k div 5), moved by up to 1 pixel, over dim noise (0..40). Writes <dir>/
+// train-images/-labels (n_train, classes in turn) and t10k-images/-labels (n_test) as IDX.
+inline void write_glyph_dataset(const std::filesystem::path& dir, uint32_t n_train, uint32_t n_test, uint64_t seed) {
+  std::filesystem::create_directories(dir);
+  Rng r(seed, RngStream::kInit);
+  auto write = [&](const std::string& prefix, uint32_t n) {
+    IdxU8 img{{n, 28, 28}, std::vector<uint8_t>(size_t(n) * 784)};
+    IdxU8 lab{{n}, std::vector<uint8_t>(n)};
+    for (uint32_t i = 0; i < n; ++i) {
+      const int k = int(i % 10);
+      lab.data[i] = uint8_t(k);
+      uint8_t* px = img.data.data() + size_t(i) * 784;
+      for (int p = 0; p < 784; ++p) px[p] = uint8_t(r.below(41));
+      const int x0 = 2 + 5 * (k % 5) + int(r.below(3)) - 1, y0 = 4 + 12 * (k / 5) + int(r.below(3)) - 1;
+      for (int y = y0; y < y0 + 8; ++y)
+        for (int x = x0; x < x0 + 4; ++x) px[y * 28 + x] = 255;
+    }
+    const bool gz = gzip_available();
+    write_idx_u8((dir / (prefix + "-images-idx3-ubyte.gz")).string(), img, gz);
+    write_idx_u8((dir / (prefix + "-labels-idx1-ubyte.gz")).string(), lab, gz);
+  };
+  write("train", n_train);
+  write("t10k", n_test);
+}
+
 // Runs fn, which must throw a one-line UserError whose message holds every one of `parts`.
 inline void expect_user_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
   try {

@@ -1,0 +1,176 @@
+// ebm_eval: how good a model's samples are, as one JSON line — the Inception Score and FID under the data
+// set's classifier (host/classifier.hpp, trained once and cached beside the data), the class histogram and
+// the mean top probability — for chains drawn from a checkpoint by a fixed protocol (host/eval_quality.hpp)
+// or for given samples.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.hpp"
+#include "host/backend_factory.hpp"
+#include "host/checkpoint.hpp"
+#include "host/cli.hpp"
+#include "host/config.hpp"
+#include "host/eval_quality.hpp"
+#include "host/npy.hpp"
+#include "host/output_files.hpp"
+#include "host/png_image.hpp"
+#include "host/sampling.hpp"
+#include "host/scoring.hpp"
+#include "host/tool_main.hpp"
+
+using namespace ebm;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: ebm_eval (--checkpoint DIR | --samples X.npy) [--n 1000] [--steps N] [--step-size S] [--noise S]\n"
+    "                [--seed 0] [--data DIR] [--grid samples.png] [--npy out.npy] [--backend auto|cpu|cuda]\n"
+    "                [--classifier-images 240000]\n"
+    "Measures sample quality with the data set's classifier and prints one JSON line:\n"
+    "  is             Inception Score exp(E_x KL(p(y|x) || p(y))), from 1 (no class or one class) to 10\n"
+    "  fid            Frechet distance of the classifier's penultimate features to the data set's test images\n"
+    "  class_hist     how many samples the classifier puts in each class (argmax)\n"
+    "  mean_max_prob  mean over samples of the classifier's top probability\n"
+    "  n, classifier_accuracy (on the test split), and the sampling settings used\n"
+    "With --checkpoint, n chains start from uniform noise in [-1,1] and run the checkpoint's `generate`\n"
+    "settings (--steps, --step-size, --noise override them), in chunks of 250 chains, chunk c with seed\n"
+    "--seed + c (default seed 0, the same noise for every checkpoint). With --samples, the images of the\n"
+    "file (.npy float32 [n,1,H,W] in [-1,1], uint8, or IDX; 28x28 are padded) are scored as they are.\n"
+    "The classifier of --data DIR (default: the checkpoint's data.dir, else data/mnist) is trained on its\n"
+    "labelled training split the first time (about a minute on 2 cores) and cached in DIR/classifier-<P>/.\n"
+    "  --grid PATH   the first 100 samples, each labelled with its class and probability\n"
+    "  --npy PATH    the samples drawn, float32 [n,1,H,W]\n"
+    "  --classifier-images N  images the classifier sees when it must be trained (fewer: quicker, less\n"
+    "                accurate; a cache trained on another count is trained anew)\n"
+    "Progress goes to stderr; stdout holds only the JSON line.\n";
+
+constexpr const char* kTool = "ebm_eval";
+
+struct Flags {
+  std::string checkpoint, samples, data, grid, npy, backend = "auto";
+  std::optional<int> n, steps;
+  std::optional<double> step_size, noise;
+  uint64_t seed = 0;
+  ClassifierRecipe recipe;
+};
+
+std::optional<Config> flag_as_key(const Args& a, const std::string& flag, const std::string& key) {
+  if (!a.has(flag)) return std::nullopt;
+  return config_from_flag(flag, key, a.str(flag, ""));
+}
+
+Flags parse(int argc, char** argv, bool& help) {
+  Args a(argc, argv,
+         {"--checkpoint", "--samples", "--n", "--steps", "--step-size", "--noise", "--seed", "--data", "--grid", "--npy",
+          "--backend", "--classifier-images"},
+         {"--help"});
+  help = a.has("--help");
+  Flags f;
+  if (help) return f;
+  if (!a.positional().empty()) user_fail("unexpected argument '", a.positional()[0], "' (see --help)");
+  f.checkpoint = a.str("--checkpoint", "");
+  f.samples = a.str("--samples", "");
+  if (f.checkpoint.empty() == f.samples.empty())
+    user_fail(f.checkpoint.empty() ? "give --checkpoint DIR (samples drawn from it) or --samples X.npy (see --help)"
+                                   : "give --checkpoint or --samples, not both");
+  if (!f.samples.empty())
+    for (const char* flag : {"--n", "--steps", "--step-size", "--noise", "--seed", "--npy"})
+      if (a.has(flag)) user_fail(flag, " sets how samples are drawn from a checkpoint; --samples gives them already");
+  f.data = a.str("--data", "");
+  f.grid = a.str("--grid", "");
+  f.npy = a.str("--npy", "");
+  f.backend = a.str("--backend", f.backend);
+  if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
+    user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
+  if (auto c = flag_as_key(a, "--n", "generate.n")) {
+    f.n = c->generate.n;
+    if (*f.n < 2) user_fail("option --n: sample quality needs at least 2 samples, got ", *f.n);
+  }
+  if (auto c = flag_as_key(a, "--steps", "generate.steps")) f.steps = c->generate.steps;
+  if (auto c = flag_as_key(a, "--step-size", "generate.step_size")) f.step_size = c->generate.step_size;
+  if (auto c = flag_as_key(a, "--noise", "generate.noise")) f.noise = c->generate.noise;
+  if (auto c = flag_as_key(a, "--seed", "seed")) f.seed = c->seed;
+  f.recipe.images = a.integer("--classifier-images", f.recipe.images, 1, int64_t(1) << 40);
+  if (!f.grid.empty()) require_png_output("--grid", f.grid);
+  std::vector<OutputFile> outputs;
+  if (!f.grid.empty()) outputs.push_back({"--grid", f.grid, {".png"}});
+  if (!f.npy.empty()) outputs.push_back({"--npy", f.npy, {".npy"}});
+  check_output_files(outputs, {{"--samples", f.samples}});
+  return f;
+}
+
+int run(const Flags& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  nlohmann::json out;
+  DataConfig data;
+  std::optional<Model> model;
+  if (!f.checkpoint.empty()) {
+    model = load_model(f.checkpoint);
+    if (model->net.outputs != 1)
+      user_fail(f.checkpoint, ": model.outputs is ", model->net.outputs, ", a classifier, not an energy model to sample");
+    data = model->config.data;
+  }
+  if (!f.data.empty()) data.dir = f.data;
+  QualityMeter meter(data, f.backend, std::cerr, f.recipe);
+
+  Tensor x;
+  if (model) {
+    SamplerParams p = generate_params(model->config);
+    if (f.steps) p.steps = *f.steps;
+    if (f.step_size) p.step_size = float(*f.step_size);
+    if (f.noise) p.noise = float(*f.noise);
+    const int n = f.n.value_or(1000);
+    auto backend = make_backend(f.backend, tool_engine_options(*model));
+    backend->set_params(model->params);
+    std::cerr << "ebm_eval: sampling " << n << " chains x " << p.steps << " steps from uniform noise (step size "
+              << p.step_size << ", noise " << p.noise << ", seed " << f.seed << ") on " << backend_name(backend->facts().kind)
+              << "\n";
+    const auto ts = std::chrono::steady_clock::now();
+    x = draw_eval_samples(*backend, n, p, f.seed, [&](int done, int total) {
+      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+      std::cerr << "ebm_eval: " << done << "/" << total << " chains  " << int(el) << " s, ETA "
+                << int(el / done * (total - done)) << " s\n";
+    });
+    out = {{"checkpoint", f.checkpoint}, {"steps", p.steps}, {"step_size", p.step_size}, {"noise", p.noise},
+           {"seed", f.seed}, {"start", "uniform"}};
+    if (!f.npy.empty()) write_npy(f.npy, x);
+  } else {
+    std::vector<std::string> warnings;
+    x = load_images_for_net(f.samples, meter.net(), warnings);
+    for (const std::string& w : warnings) print_warning(kTool, w);
+    if (x.dim(0) < 2) user_fail(f.samples, ": sample quality needs at least 2 samples, the file holds ", x.dim(0));
+    out = {{"samples", f.samples}};
+  }
+
+  const QualityReport r = meter.score(x);
+  nlohmann::json line = quality_json(r);
+  line["classifier_accuracy"] = meter.classifier().test_accuracy;
+  line["classifier_test_images"] = meter.classifier().n_test;
+  line["classifier"] = meter.classifier().dir;
+  for (auto& [k, v] : out.items()) line[k] = v;
+  line["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (!f.grid.empty()) {
+    const int shown = int(std::min<int64_t>(100, x.dim(0)));
+    std::vector<std::string> labels;
+    for (int i = 0; i < shown; ++i) {
+      char buf[24];
+      std::snprintf(buf, sizeof buf, "%d %.2f", r.label[size_t(i)], double(r.max_prob[size_t(i)]));
+      labels.push_back(buf);
+    }
+    write_png(f.grid, image_grid(x.ptr(), shown, int(x.dim(2)), int(x.dim(3)), 10, labels, 2));
+    std::cerr << "ebm_eval: wrote " << f.grid << " (the first " << shown << " samples, class and probability)\n";
+  }
+  std::cout << line.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return ebm::tool_main(kTool, kUsage, argc, argv, parse, run); }
