@@ -510,6 +510,47 @@ TEST_F(TrainingRunTest, ACosineScheduleWithWarmupSetsEachStepsRateAndResumesExac
   EXPECT_NE(slurp(root_ / "straight/last/model.safetensors"), slurp(root_ / "flat/last/model.safetensors"));
 }
 
+TEST_F(TrainingRunTest, TrainEvalRecordsSampleQualityEachNthEpoch) {
+  test::write_glyph_dataset(root_ / "glyphs", 40, 40, 3);
+  Config c = config("eval");
+  c.data.dir = (root_ / "glyphs").string();
+  c.train.eval.every = 2;
+  c.train.eval.n = 30;
+  c.train.epochs = 4;
+  TrainRunOptions o;
+  o.config = c;
+  o.classifier.channels = {4, 8};
+  o.classifier.images = 640;
+  o.classifier.batch = 32;
+  ::testing::internal::CaptureStdout();
+  const int code = run_training(o);
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("eval: every 2 epochs, 30 samples; classifier"), std::string::npos) << out;
+  EXPECT_EQ(test::count(out, " - IS: "), 2u) << out;  // epochs 2 and 4
+  EXPECT_EQ(test::count(out, " - FID: "), 2u) << out;
+  std::vector<int> epochs;
+  std::istringstream log(slurp(root_ / "eval/metrics.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] != "eval") continue;
+    epochs.push_back(j["epoch"].get<int>());
+    EXPECT_EQ(j["n"], 30);
+    EXPECT_GE(j["is"].get<double>(), 1.0 - 1e-9);
+    EXPECT_LE(j["is"].get<double>(), 10.0 + 1e-9);
+    EXPECT_GE(j["fid"].get<double>(), 0.0);
+    int64_t total = 0;
+    for (const auto& h : j["class_hist"]) total += h.get<int64_t>();
+    EXPECT_EQ(total, 30);
+    EXPECT_EQ(j["step"].get<int>(), j["epoch"].get<int>() * 3);  // 3 batches per epoch
+  }
+  EXPECT_EQ(epochs, (std::vector<int>{2, 4}));
+  if (png_available()) {  // IS and FID charts under the training curves
+    const Image curves = read_png((root_ / "eval/curves.png").string());
+    EXPECT_EQ(curves.height, 3 * 400);
+  }
+}
+
 TEST_F(TrainingRunTest, ResumeWithANewSeedDrawsFreshStreams) {
   Config c = config("run");
   c.train.max_steps = 2;

@@ -137,7 +137,10 @@ int run(const Flags& f) {
       std::cerr << "ebm_eval: " << done << "/" << total << " chains  " << int(el) << " s, ETA "
                 << int(el / done * (total - done)) << " s\n";
     });
-    out = {{"checkpoint", f.checkpoint}, {"steps", p.steps}, {"step_size", p.step_size}, {"noise", p.noise},
+    // The settings as given (doubles), not their float copies in SamplerParams (0.005f prints as 0.004999…).
+    out = {{"checkpoint", f.checkpoint}, {"steps", p.steps},
+           {"step_size", f.step_size.value_or(model->config.generate.step_size)},
+           {"noise", f.noise.value_or(model->config.generate.noise)},
            {"seed", f.seed}, {"start", "uniform"}};
     if (!f.npy.empty()) write_npy(f.npy, x);
   } else {
