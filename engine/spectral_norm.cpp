@@ -15,7 +15,7 @@ std::vector<SnLayer> sn_layers(const NetSpec& net) {
     layers.push_back({c.w_off, c.cout, c.cin * c.k * c.k, u});
     u += c.cout;
   }
-  layers.push_back({net.dense_w_off, 1, int(net.dense_in), u});
+  layers.push_back({net.dense_w_off, net.outputs, int(net.dense_in), u});  // dense.weight [K, D]
   return layers;
 }
 

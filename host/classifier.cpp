@@ -19,6 +19,7 @@
 #include "engine/error.hpp"
 #include "engine/net.hpp"
 #include "host/backend_factory.hpp"
+#include "host/crc32.hpp"
 #include "host/dataset.hpp"
 
 namespace ebm {
@@ -89,19 +90,32 @@ Tensor rows_of(const Tensor& x, int64_t first, int64_t count) {
   return out;
 }
 
-// The cache in `dir`, when it is there, from this recipe, for these training images.
+// The cache in `dir`, when it is there, from this recipe, for these training images, and whole. `why` says
+// why a cache that is there is not taken (empty when there is none).
 bool load_cached(const fs::path& dir, uint64_t fingerprint, int64_t n_train, const ClassifierRecipe& recipe,
-                 Classifier& c) {
+                 Classifier& c, std::string& why) {
+  why.clear();
   std::error_code ec;
   const fs::path info = dir / "classifier.json";
-  if (!fs::is_regular_file(info, ec)) return false;
+  if (!fs::exists(dir, ec)) return false;
   try {
     std::ifstream f(info);
+    if (!f) throw std::runtime_error("no classifier.json");
     const json j = json::parse(f);
-    if (j.at("recipe") != recipe_json(recipe) || j.at("train_fingerprint").get<std::string>() != hex64(fingerprint) ||
-        j.at("n_train").get<int64_t>() != n_train)
+    if (j.at("recipe") != recipe_json(recipe)) {
+      why = "trained by another recipe";
       return false;
+    }
+    if (j.at("train_fingerprint").get<std::string>() != hex64(fingerprint) || j.at("n_train").get<int64_t>() != n_train) {
+      why = "trained on other images";
+      return false;
+    }
     c.model = load_model(dir.string());
+    if (c.model.net.outputs != kClasses || c.model.config.model.channels != recipe.channels)
+      throw std::runtime_error("its network is not the recipe's (model.outputs " + std::to_string(c.model.net.outputs) +
+                               ")");
+    for (float v : c.model.params)
+      if (!std::isfinite(v)) throw std::runtime_error("its weights hold NaN or infinity");
     c.info.dir = dir.string();
     c.info.test_accuracy = j.at("test_accuracy").get<double>();
     c.info.n_test = j.at("n_test").get<int64_t>();
@@ -109,9 +123,17 @@ bool load_cached(const fs::path& dir, uint64_t fingerprint, int64_t n_train, con
     c.info.seconds = j.at("seconds").get<double>();
     c.info.backend = j.at("backend").get<std::string>();
     return true;
-  } catch (const std::exception&) {  // unreadable or from an older layout: trained anew
+  } catch (const std::exception& e) {  // unreadable, damaged or from an older layout: trained anew
+    why = std::string("unreadable (") + e.what() + ")";
     return false;
   }
+}
+
+fs::path user_cache_dir(const DataConfig& data, uint64_t fingerprint, const std::string& name) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const fs::path cache = xdg && *xdg ? fs::path(xdg) : fs::path(home && *home ? home : "/tmp") / ".cache";
+  return cache / "ebm_engine" / (data.dataset + "-" + hex64(fingerprint) + "-" + name);
 }
 
 }  // namespace
@@ -134,16 +156,19 @@ Config classifier_config(const DataConfig& data, const ClassifierRecipe& recipe)
   return c;
 }
 
-std::string classifier_dir(const DataConfig& data, uint64_t fingerprint) {
-  const std::string name = "classifier-" + std::to_string(data.pad_to);
-  const fs::path beside = fs::path(data.dir) / name;
-  std::error_code ec;
-  if (fs::is_directory(beside, ec) || writable_dir(data.dir)) return beside.string();
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const fs::path cache = xdg && *xdg ? fs::path(xdg) : fs::path(home && *home ? home : "/tmp") / ".cache";
-  return (cache / "ebm_engine" / (data.dataset + "-" + hex64(fingerprint) + "-" + std::to_string(data.pad_to)))
-      .string();
+std::string classifier_dir_name(const DataConfig& data, const ClassifierRecipe& recipe) {
+  std::string name = "classifier-" + std::to_string(data.pad_to);
+  if (recipe_json(recipe) != recipe_json(ClassifierRecipe{})) {  // another recipe never replaces the default's cache
+    const std::string text = recipe_json(recipe).dump();
+    name += "-" + hex64(crc32_ieee(text.data(), text.size())).substr(8);
+  }
+  return name;
+}
+
+std::string classifier_dir(const DataConfig& data, uint64_t fingerprint, const ClassifierRecipe& recipe) {
+  const std::string name = classifier_dir_name(data, recipe);
+  if (writable_dir(data.dir)) return (fs::path(data.dir) / name).string();
+  return user_cache_dir(data, fingerprint, name).string();
 }
 
 void classify(Backend& classifier, const Tensor& x, std::vector<float>& probs, std::vector<float>* features) {
@@ -166,7 +191,7 @@ void classify(Backend& classifier, const Tensor& x, std::vector<float>& probs, s
 }
 
 Classifier load_or_train_classifier(const DataConfig& data_cfg, const std::string& backend, std::ostream& log,
-                                    const ClassifierRecipe& recipe) {
+                                    const ClassifierRecipe& recipe, bool save) {
   DataConfig dc = data_cfg;
   dc.limit = 0;
   const Dataset data = load_dataset(dc);
@@ -177,10 +202,18 @@ Classifier load_or_train_classifier(const DataConfig& data_cfg, const std::strin
     if (y >= kClasses) user_fail(dc.dir, ": a training label is ", int(y), "; the classifier knows classes 0-9");
   const int64_t n_train = data.train.dim(0);
   const uint64_t fingerprint = dataset_fingerprint(data.train);
-  const fs::path dir = classifier_dir(dc, fingerprint);
-
+  // Beside the data first, then the user's cache (where a read-only data folder's classifier goes).
+  const std::string name = classifier_dir_name(dc, recipe);
+  const fs::path beside = fs::path(dc.dir) / name, user = user_cache_dir(dc, fingerprint, name);
   Classifier c;
-  if (load_cached(dir, fingerprint, n_train, recipe, c)) return c;
+  std::string why, why_user;
+  if (load_cached(beside, fingerprint, n_train, recipe, c, why)) return c;
+  if (load_cached(user, fingerprint, n_train, recipe, c, why_user)) return c;
+  const fs::path dir = classifier_dir(dc, fingerprint, recipe);
+  if (!why.empty()) log << "classifier: the cache " << beside.string() << " is " << why << "; training anew\n";
+  if (save && !writable_dir(dir.parent_path()))
+    user_fail("cannot cache the sample-quality classifier: neither ", dc.dir, " nor ", dir.parent_path().string(),
+              " can be written (set XDG_CACHE_HOME to a writable folder)");
 
   const Config cc = classifier_config(dc, recipe);
   const int batch = recipe.batch, shift = recipe.shift;
@@ -260,9 +293,7 @@ Classifier load_or_train_classifier(const DataConfig& data_cfg, const std::strin
                      {"seconds", c.info.seconds},
                      {"backend", c.info.backend},
                      {"images_seen", steps * batch}};
-  std::error_code ec;
-  fs::create_directories(dir.parent_path(), ec);
-  save_model(dir.string(), net, c.model.params, cc, "classifier.json", info.dump(2) + "\n");
+  if (save) save_model(dir.string(), net, c.model.params, cc, "classifier.json", info.dump(2) + "\n");
   log << "classifier: test accuracy " << c.info.test_accuracy * 100 << "% on " << c.info.n_test << " images, trained in "
       << int(c.info.seconds) << " s\n" << std::flush;
   return c;

@@ -47,15 +47,18 @@ struct Classifier {
 // The classifier's own config for data set `data` (its net, data, batch).
 Config classifier_config(const DataConfig& data, const ClassifierRecipe& recipe = {});
 
-// Where the classifier of `data` is cached: <data.dir>/classifier-<pad_to>/ where that folder can be written,
-// else $XDG_CACHE_HOME (or ~/.cache)/ebm_engine/<dataset>-<fingerprint>-<pad_to>/.
-std::string classifier_dir(const DataConfig& data, uint64_t train_fingerprint);
+// Where the classifier of `data` is cached: <data.dir>/classifier-<pad_to>[-<recipe hash>]/ where that folder
+// can be written, else $XDG_CACHE_HOME (or ~/.cache)/ebm_engine/<dataset>-<fingerprint>-classifier-<pad_to>[...]/.
+// The default recipe's folder has no hash: another recipe never replaces it. Both places are looked in.
+std::string classifier_dir(const DataConfig& data, uint64_t train_fingerprint, const ClassifierRecipe& recipe = {});
 
 // The cached classifier of `data`'s set, or — when there is none, or it was trained on other images or by
-// another recipe — one trained now on backend `backend` (auto | cpu | cuda) and cached; what it does is said
-// on `log`, with progress. UserError when the data set has no label files.
+// another recipe, or is damaged (said on `log`) — one trained now on backend `backend` (auto | cpu | cuda) and,
+// with `save`, cached; what it does is said on `log`, with progress. UserError when the data set has no label
+// files, or when it must be cached and neither place can be written. Training is deterministic on the CPU, so
+// ranks that each train it hold the same classifier; one of them saves it.
 Classifier load_or_train_classifier(const DataConfig& data, const std::string& backend, std::ostream& log,
-                                    const ClassifierRecipe& recipe = {});
+                                    const ClassifierRecipe& recipe = {}, bool save = true);
 
 // p(y|x) [n][K] (softmax of the K outputs) and, when `features` is non-null, the penultimate features
 // [n][D] of images x [n,C,H,W] under `classifier` (a backend holding its weights).

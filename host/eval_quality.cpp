@@ -1,6 +1,7 @@
 #include "host/eval_quality.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <ostream>
 
 #include "engine/error.hpp"
@@ -27,8 +28,11 @@ Tensor draw_eval_samples(Backend& model, int n, const SamplerParams& p, uint64_t
 }
 
 QualityMeter::QualityMeter(const DataConfig& data, const std::string& backend, std::ostream& log,
-                           const ClassifierRecipe& recipe)
-    : classifier_(load_or_train_classifier(data, backend, log, recipe)) {
+                           const ClassifierRecipe& recipe, bool save)
+    : classifier_(load_or_train_classifier(data, backend, log, recipe, save)) {
+  if (classifier_.info.test_accuracy < kWeakClassifier)
+    log << "classifier: warning: " << classifier_.info.dir << " classifies only " << 100 * classifier_.info.test_accuracy
+        << "% of the test images right; IS and FID under it say little\n";
   EngineOptions o = engine_options_for(classifier_.model.config);
   o.net = classifier_.model.net;
   o.buffer_capacity = o.buffer_initial = o.batch_size;
@@ -52,6 +56,9 @@ QualityReport QualityMeter::score(const Tensor& samples) {
   QualityReport r;
   r.n = samples.dim(0);
   if (r.n < 2) user_fail("sample quality needs at least 2 samples, got ", r.n);
+  for (int64_t i = 0; i < samples.numel(); ++i)
+    if (!std::isfinite(samples.data[size_t(i)]))
+      user_fail("sample ", i / net.image_size(), " holds NaN or infinity (a diverged model?): no quality to measure");
   std::vector<float> probs, feats;
   classify(*backend_, samples, probs, &feats);
   const int k = net.outputs;

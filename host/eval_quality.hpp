@@ -25,6 +25,7 @@
 namespace ebm {
 
 constexpr int kEvalChunk = 250;
+constexpr double kWeakClassifier = 0.9;
 
 // n samples by the protocol above from `model` (a backend holding the energy net's sampling weights).
 // `progress(done, n)` is called after each chunk.
@@ -43,10 +44,11 @@ struct QualityReport {
 
 class QualityMeter {
  public:
-  // Loads (or trains and caches) the classifier of `data`'s set on backend `backend`, and the reference
-  // statistics of its test split. Progress and what it does are said on `log`.
+  // Loads (or trains and, with `save`, caches) the classifier of `data`'s set on backend `backend`, and the
+  // reference statistics of its test split. Progress and what it does are said on `log`, and a warning when
+  // the classifier is below kWeakClassifier on the test split (its figures then say little).
   QualityMeter(const DataConfig& data, const std::string& backend, std::ostream& log,
-               const ClassifierRecipe& recipe = {});
+               const ClassifierRecipe& recipe = {}, bool save = true);
   ~QualityMeter();
 
   // Scores samples [n,C,H,W] in [−1,1] (n >= 2) of the data set's image shape.

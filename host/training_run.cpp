@@ -343,8 +343,11 @@ class TrainingRun {
                   " of an epoch of ", batches_per_epoch_, " batches (corrupt, or written for other data)");
     });
 
-    if (config_.train.eval.every > 0)  // every rank: each draws its share of the chains (rank 0 scores them)
-      agree(comm_, [&] { quality_ = std::make_unique<QualityMeter>(config_.data, config_.backend, out(), options_.classifier); });
+    // Every rank: each draws its share of the chains, and rank 0 scores them. A classifier not cached yet is
+    // trained by every rank at once (the same one: no rank waits on another in a collective), saved by rank 0.
+    if (config_.train.eval.every > 0)
+      agree(comm_, [&] { quality_ = std::make_unique<QualityMeter>(config_.data, config_.backend, out(), options_.classifier, root());
+      });
     if (quality_)
       out() << "eval: every " << config_.train.eval.every << " epoch" << (config_.train.eval.every == 1 ? "" : "s") << ", "
             << config_.train.eval.n << " samples; classifier " << quality_->classifier().dir << " (test accuracy "
@@ -791,7 +794,12 @@ class TrainingRun {
       std::memcpy(x.ptr() + first * img, part.data() + used[size_t(c % w)], bytes);
       used[size_t(c % w)] += bytes;
     }
-    return quality_->score(x);
+    try {
+      return quality_->score(x);
+    } catch (const UserError& e) {  // samples the classifier cannot score (NaN): said, and training goes on
+      err() << "ebm_train: warning: no sample quality at step " << state_.step << ": " << e.what() << "\n";
+      return std::nullopt;
+    }
   }
 
   // Training curves from metrics.jsonl (so they survive resumes): step values and epoch means.
@@ -820,9 +828,8 @@ class TrainingRun {
     if (s[0].x.size() < 2) return;
     Image plot = line_plot(s, "training (per logged step)", "step");
     if (!is.x.empty()) {  // train.eval: sample quality below, one chart each (their scales differ)
-      plot = stack_vertically(plot, line_plot({is}, "Inception Score of " + std::to_string(config_.train.eval.n) +
-                                                         " samples (1..10, higher is better)", "step"));
-      plot = stack_vertically(plot, line_plot({fid}, "FID to the test images (lower is better)", "step"));
+      plot = stack_vertically(plot, line_plot({is}, "IS (higher is better)", "step"));
+      plot = stack_vertically(plot, line_plot({fid}, "FID (lower is better)", "step"));
     }
     write_png((run_dir_ / "curves.png").string(), plot);
   }
@@ -1008,8 +1015,9 @@ class TrainingRun {
         v = backend_->validate(data_->test, state_.epoch);
       }
     }
-    std::optional<QualityReport> quality;
-    if (quality_ && epoch % config_.train.eval.every == 0) quality = evaluate_quality();
+    if (!config_.train.validate) v.max_abs_f = validation_max_abs_f();  // the guard checks every checkpoint on it
+    std::optional<QualityReport> quality;  // weights the guard is about to refuse are not worth sampling
+    if (quality_ && epoch % config_.train.eval.every == 0 && within_guard(v.max_abs_f)) quality = evaluate_quality();
     if (tty_) progress(true);  // finish the live line; in a log the summary below says it all
     auto mean = [&](int i) { return state_.epoch_sums[5] > 0 ? state_.epoch_sums[i] / state_.epoch_sums[5] : 0.0; };
     out() << (tty_ ? "\n" : "") << "Epoch " << epoch << "/" << config_.train.epochs << " - " << fmt("%.1f", seconds)
@@ -1036,7 +1044,6 @@ class TrainingRun {
       q["step"] = state_.step;
       log(q);
     }
-    if (!config_.train.validate) v.max_abs_f = validation_max_abs_f();  // the guard checks every checkpoint on it
     if (!within_guard(v.max_abs_f)) {
       set_divergence(state_.step, "validation at the end of epoch " + std::to_string(epoch), v.max_abs_f);
       return false;

@@ -53,7 +53,10 @@ TEST_F(EvalQualityTest, TheClassifierLearnsTheClassesAndIsTrainedOnce) {
   EXPECT_EQ(first.info.n_test, 200);
   EXPECT_EQ(first.info.n_train, 400);
   EXPECT_EQ(first.model.net.outputs, 10);
-  EXPECT_EQ(fs::path(first.info.dir), tmp_.path / "glyphs" / "classifier-32");
+  // Beside the data; a recipe other than the default carries its hash, so it never replaces the default's cache.
+  EXPECT_EQ(fs::path(first.info.dir).parent_path(), tmp_.path / "glyphs");
+  EXPECT_EQ(fs::path(first.info.dir).filename().string().rfind("classifier-32-", 0), 0u) << first.info.dir;
+  EXPECT_EQ(fs::path(classifier_dir(data(), 0)).filename(), "classifier-32");
   EXPECT_TRUE(fs::exists(fs::path(first.info.dir) / "classifier.json"));
   EXPECT_NE(log.str().find("test accuracy"), std::string::npos) << log.str();
 
@@ -63,6 +66,14 @@ TEST_F(EvalQualityTest, TheClassifierLearnsTheClassesAndIsTrainedOnce) {
   EXPECT_EQ(cached.model.params, first.model.params);
   EXPECT_DOUBLE_EQ(cached.info.test_accuracy, first.info.test_accuracy);
   EXPECT_EQ(again.str(), "");  // nothing to say: loaded
+
+  // A damaged cache is said and trained anew (the same weights: training is deterministic).
+  test::spit(fs::path(first.info.dir) / "model.safetensors", "not a safetensors file");
+  std::ostringstream damaged;
+  const Classifier again2 = load_or_train_classifier(data(), "cpu", damaged, tiny_recipe());
+  EXPECT_TRUE(again2.info.trained_now);
+  EXPECT_NE(damaged.str().find("is unreadable"), std::string::npos) << damaged.str();
+  EXPECT_EQ(again2.model.params, first.model.params);
 
   ClassifierRecipe other = tiny_recipe();
   other.images = 3200;  // another recipe: its cache is not this one's
