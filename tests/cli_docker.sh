@@ -251,7 +251,7 @@ here_cmd=${here_cmd/\/opt\/ebm/\"$tmp/opt/ebm\"}
 echo "install step: $install_cmd  ->  $here_cmd"
 if (cd "$src" && eval "$here_cmd") > "$tmp/install.log" 2>&1; then ok; else bad "install: $(tail -5 "$tmp/install.log")"; fi
 prefix=$tmp/opt/ebm
-for t in ebm_train ebm_sample ebm_score ebm_bench; do
+for t in ebm_train ebm_sample ebm_score ebm_eval ebm_bench; do
   [ -x "$prefix/bin/$t" ] && ok || bad "installed tree lacks bin/$t (install() rules in CMakeLists.txt?)"
 done
 [ -f "$prefix/share/ebm/configs/mnist.json" ] && ok || bad "installed tree lacks share/ebm/configs/mnist.json"
