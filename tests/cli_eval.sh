@@ -33,7 +33,7 @@ echo "== a tiny checkpoint"
 "$build/ebm_train" "$src/configs/mnist.json" --backend cpu --set data.dir="$tmp/glyphs" --set output_dir="$tmp/run" \
   --set model.channels=[4,8] --set sampler.steps=3 --set train.epochs=1 --set data.batch_size=50 \
   --set buffer.capacity=100 --set buffer.initial=50 >"$tmp/train.log" 2>&1 || { cat "$tmp/train.log"; exit 1; }
-quick=(--classifier-images 6400 --backend cpu)
+quick=(--classifier-images 3200 --backend cpu)
 
 echo "== sampling from the checkpoint"
 if "$eval_" --checkpoint "$tmp/run/last" --n 40 --steps 5 "${quick[@]}" --grid "$tmp/grid.png" --npy "$tmp/s.npy" \
