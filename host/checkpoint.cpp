@@ -56,6 +56,16 @@ void write_text(const fs::path& p, const std::string& text) {
   if (!f) user_fail(p.string(), ": cannot write (", std::strerror(errno), ")");
 }
 
+// An empty temporary sibling of `target` (this process's own) to write into before swap_into_place.
+fs::path fresh_tmp_dir(const fs::path& target, const char* what) {
+  const fs::path tmp = target.string() + ".tmp." + std::to_string(getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) user_fail(tmp.string(), ": cannot create ", what, " (", ec.message(), ")");
+  return tmp;
+}
+
 // Replaces `dir` by `tmp` in one step: renameat2(RENAME_EXCHANGE) swaps two directories atomically, so
 // a reader (or a crash) sees either the old checkpoint or the new one, never a mix or nothing.
 void swap_into_place(const fs::path& tmp, const fs::path& dir) {
@@ -79,11 +89,7 @@ void swap_into_place(const fs::path& tmp, const fs::path& dir) {
 
 void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainState& s, const Config& config) {
   const fs::path target(dir);
-  const fs::path tmp = target.string() + ".tmp." + std::to_string(getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) user_fail(tmp.string(), ": cannot create checkpoint directory (", ec.message(), ")");
+  const fs::path tmp = fresh_tmp_dir(target, "checkpoint directory");
 
   const bool recipe = !s.ema.empty() || !s.sn_u.empty();
   EBM_CHECK(!recipe || s.sampling.size() == s.params.size(), "checkpoint: the recipe's sampling weights are missing");
@@ -439,11 +445,7 @@ namespace ebm {
 void save_model(const std::string& dir, const NetSpec& net, const std::vector<float>& params, const Config& config,
                 const std::string& extra_name, const std::string& extra_text) {
   const fs::path target(dir);
-  const fs::path tmp = target.string() + ".tmp." + std::to_string(getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) user_fail(tmp.string(), ": cannot create directory (", ec.message(), ")");
+  const fs::path tmp = fresh_tmp_dir(target, "directory");
   SafeTensors model;
   model.metadata = {{"format", "pt"}, {"producer", "ebm_engine"}};
   for (const ParamTensor& t : net.tensors()) model.put_f32(t.name, t.shape, params.data() + t.offset);

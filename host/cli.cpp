@@ -58,4 +58,9 @@ long long Args::integer(const std::string& flag, long long fallback, long long m
   return v;
 }
 
+std::optional<Config> flag_as_key(const Args& a, const std::string& flag, const std::string& key) {
+  if (!a.has(flag)) return std::nullopt;
+  return config_from_flag(flag, key, a.str(flag, ""));
+}
+
 }  // namespace ebm

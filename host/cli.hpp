@@ -3,9 +3,12 @@
 // config key holds is read with config_from_flag (config.hpp) instead, so it takes the key's rule.
 #pragma once
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "host/config.hpp"
 
 namespace ebm {
 
@@ -27,5 +30,10 @@ class Args {
   std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
 };
+
+// A flag that sets what a config key holds, read and bounded by that key's own rule (config_from_flag):
+// --grad-clip 0 is refused exactly as sampler.grad_clip=0 is. The defaults with that key set, or nothing
+// when the flag was not given.
+std::optional<Config> flag_as_key(const Args& a, const std::string& flag, const std::string& key);
 
 }  // namespace ebm

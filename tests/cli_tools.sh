@@ -10,27 +10,7 @@ build=$(cd "${1:?usage: cli_tools.sh BUILD_DIR SOURCE_DIR}" && pwd)
 src=$(cd "${2:?usage: cli_tools.sh BUILD_DIR SOURCE_DIR}" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ebm_cli_tools.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
-
-ok() { passed=$((passed + 1)); echo "  ok    $1"; }
-bad() { failed=$((failed + 1)); echo "  FAIL  $1"; [ -n "${2:-}" ] && sed 's/^/        /' <<<"$2"; }
-check() {  # check NAME COMMAND...: passes when the command exits 0
-  local name=$1; shift
-  if out=$("$@" 2>&1); then ok "$name"; else bad "$name" "$out"; fi
-}
-# expect_fail NAME NEEDLE COMMAND...: non-zero exit, exactly one line on stderr, and it mentions NEEDLE
-expect_fail() {
-  local name=$1 needle=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$? lines
-  lines=$(grep -c '' "$tmp/err")
-  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && grep -qF -- "$needle" "$tmp/err"; then
-    ok "$name (exit $rc: $(cat "$tmp/err"))"
-  else
-    bad "$name" "exit $rc, $lines stderr line(s), wanted one mentioning '$needle':
-$(cat "$tmp/err")"
-  fi
-}
+. "$src/tests/lib/cli_checks.sh"  # ok, bad, check, expect_fail
 # expect_warning NAME NEEDLE TOOL ARGS...: exit 0, and stderr is exactly one line "<tool>: warning: ..." with NEEDLE
 expect_warning() {
   local name=$1 needle=$2 tool=$3; shift 3

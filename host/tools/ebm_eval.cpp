@@ -60,11 +60,6 @@ struct Flags {
   ClassifierRecipe recipe;
 };
 
-std::optional<Config> flag_as_key(const Args& a, const std::string& flag, const std::string& key) {
-  if (!a.has(flag)) return std::nullopt;
-  return config_from_flag(flag, key, a.str(flag, ""));
-}
-
 Flags parse(int argc, char** argv, bool& help) {
   Args a(argc, argv,
          {"--checkpoint", "--samples", "--n", "--steps", "--step-size", "--noise", "--seed", "--data", "--grid", "--npy",

@@ -56,13 +56,6 @@ struct Flags {
   std::optional<double> step_size, noise, grad_clip;
 };
 
-// A flag that sets what a config key holds, read and bounded by that key's own rule (config_from_flag):
-// --grad-clip 0 is refused exactly as sampler.grad_clip=0 is.
-std::optional<Config> flag_as_key(const Args& a, const std::string& flag, const std::string& key) {
-  if (!a.has(flag)) return std::nullopt;
-  return config_from_flag(flag, key, a.str(flag, ""));
-}
-
 // Usage problems (unknown flags, bad values, a missing --checkpoint, an output that cannot be written)
 // throw UserError from here: exit 2, before anything is read or written.
 Flags parse(int argc, char** argv, bool& help) {
