@@ -141,7 +141,8 @@ Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vec
   // where this is a false alarm.
   if (lo >= 0)
     warnings.push_back(path + ": float pixels span " + range + " and never go below 0: the network was trained on [-1,1] "
-                       "(background -1); if these images are scaled to [0,1], use 2x - 1 or the energies mean nothing");
+                       "(background -1); if these images are scaled to [0,1], use 2x - 1, or what the network says of them "
+                       "(energies, classes) means nothing");
   if (x.shape[2] == net.in_h && x.shape[3] == net.in_w) return x;
   return pad_images(x, net.in_h);
 }
