@@ -238,7 +238,8 @@ TEST(Recipe, SpectralNormTrainsOnNormalisedWeightsAndSamplesWithoutUpdatingU) {
   CpuBackend be(o);
   const std::vector<float> u0 = be.sn_state();
   EXPECT_EQ(u0, sn_initial_state(o.net, o.seed));
-  be.set_train_data(random_images(16, 4));
+  const Tensor train1 = random_images(16, 4);  // kept alive: the backend holds the set, not a copy
+  be.set_train_data(train1);
   be.train_step(0);
   const std::vector<float> u1 = be.sn_state();
   EXPECT_NE(u1, u0) << "a training step runs one power iteration";
