@@ -116,15 +116,23 @@ Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vec
     return preprocess_images(im.pixels.data(), im.n, im.h, im.w, net.in_h);
   }
   NpyArray a = read_npy(path);
-  const auto& s = a.shape;
+  return images_for_net(path, a.shape, a.dtype == "|u1" ? a.u8.data() : nullptr, std::move(a.f32), net, warnings);
+}
+
+Tensor images_for_net(const std::string& what, const std::vector<int64_t>& s, const uint8_t* u8, std::vector<float> f32,
+                      const NetSpec& net, std::vector<std::string>& warnings) {
+  const std::string& path = what;
+  if (net.in_c != 1) user_fail(path, ": the checkpoint's network takes ", net.in_c, " channels; these images have 1");
+  if (net.in_h != net.in_w) user_fail(path, ": only square network inputs are supported");
   const bool nchw = s.size() == 4 && s[1] == 1, nhw = s.size() == 3;
   if (!nchw && !nhw) user_fail(path, ": expected images [N,1,H,W] or [N,H,W], found shape ", shape_str(s));
   const int64_t n = s[0], h = s[nchw ? 2 : 1], w = s[nchw ? 3 : 2];
   check_fits(path, n, h, w, net);
-  if (a.dtype == "|u1") return preprocess_images(a.u8.data(), n, int(h), int(w), net.in_h);
+  if (u8) return preprocess_images(u8, n, int(h), int(w), net.in_h);
   Tensor x;
   x.shape = {n, 1, h, w};
-  x.data = std::move(a.f32);
+  x.data = std::move(f32);
+  EBM_CHECK(x.numel() == n * h * w, "images_for_net: the values do not fill the shape");
   float lo = INFINITY, hi = -INFINITY;
   for (float v : x.data) {
     if (std::isnan(v)) user_fail(path, ": holds NaN pixels");
@@ -135,7 +143,7 @@ Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vec
   // 1e-3 of slack: files written through other tools' float round trips still pass.
   if (lo < -1.001f || hi > 1.001f)
     user_fail(path, ": float pixels span ", range, ", expected [-1,1] (the training scale (u - 127.5)/127.5; ",
-              "or save uint8 pixels 0..255)");
+              "or give uint8 pixels 0..255)");
   // In range, but the usual slip: images scaled to [0,1] (x / 255) rather than [-1,1]. The energies of
   // such images look plausible and mean nothing, so say it; a set of all-light images is the rare case
   // where this is a false alarm.

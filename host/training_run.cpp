@@ -236,6 +236,8 @@ class OffTheClock {
   Clock::time_point start_;
 };
 
+}  // namespace
+
 // With several ranks every rank runs this same loop in lockstep: the same steps, the same collectives in
 // the same order (inside train_step and validate, the stop flag each step, the checkpoint gather, the
 // guard's probe), and the same decisions, taken from all-reduced metrics. Rank 0 alone owns the run
@@ -254,7 +256,9 @@ class TrainingRun {
   explicit TrainingRun(const TrainRunOptions& o)
       : options_(o), config_(o.config), run_dir_(config_.output_dir), comm_(o.comm ? *o.comm : single_) {}
 
-  int run() {
+  // Every check, then the run folder (nothing is written before every check has passed). The run's result
+  // when there is nothing to do (a resume of a complete run), else nullopt: advance() trains.
+  std::optional<int> start() {
     comm_.set_timeout(config_.train.comm_timeout_s);
     net_ = net_spec_for(config_);
     require_energy_net(net_, "ebm_train");  // before any work: a classifier head is trained by ebm_eval
@@ -300,7 +304,7 @@ class TrainingRun {
       }
     }
 
-    Dataset data;
+    Dataset& data = data_storage_;
     agree(comm_, [&] {  // every rank reads the whole set: each needs N and the epoch's permutation
       EBM_PROFILE_RANGE("load_data");
       data = load_dataset(config_.data);
@@ -379,9 +383,44 @@ class TrainingRun {
     pending_ = Pending{snapshot(), {}};  // the starting state: good once its first step's forward pass passes
     tty_ = root() && !distributed() && isatty(fileno(stdout));  // mpirun gives ranks a pty, but its output is a log
     if (root()) pictures_.enabled(err());  // a build without libpng says so now, not at the first epoch end
-    const int result = loop();
-    if (root()) report_folder();
-    return result;
+    t_start_ = t_print_ = Clock::now();
+    return std::nullopt;
+  }
+
+  // One training step and what falls due around it (module comment of Training in the header); the result
+  // once the run has ended. The run's end is said (report_folder) once.
+  std::optional<int> advance() {
+    if (result_) return result_;
+    result_ = next_step();
+    if (result_ && root()) report_folder();
+    return result_;
+  }
+
+  std::optional<int> result() const { return result_; }
+  void finished(int result) { result_ = result; }  // start() found nothing to do
+  int64_t step() const { return state_.step; }
+  int64_t total_steps() const { return total_steps_; }
+  const Config& config() const { return config_; }
+  const NetSpec& net() const { return net_; }
+  // Why the run diverged and what to fall back on, once it has ended so ("" otherwise).
+  std::string divergence() const { return result_ == kRunDiverged ? why_ + "; " + fallback_ : std::string(); }
+  std::vector<float> sampling_params() { return backend_->sampling_params(); }
+
+  // A checkpoint of the state now in `dir`, once the guard's probe has passed it (the probe's sampler has its
+  // own stream: the training streams do not move). Steps run since the last read-back are read first.
+  void save(const std::string& dir) {
+    if (distributed()) user_fail("save: a data-parallel run writes its checkpoints itself (last/, epoch_N/)");
+    if (!drain()) user_fail("save: ", why_, "; nothing written");
+    TrainState s = snapshot();
+    const double worst = probe(s.buffer);
+    if (!within_guard(worst)) {
+      set_divergence(state_.step, "its weights, probed before saving", worst);
+      const std::string why = why_;
+      why_.clear();
+      user_fail("save: ", why, "; nothing written");
+    }
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    save_checkpoint(dir, net_, s, config_);
   }
 
  private:
@@ -393,8 +432,8 @@ class TrainingRun {
   bool root() const { return comm_.rank() == 0; }
   bool distributed() const { return comm_.size() > 1; }
   // The console: rank 0's; the other ranks' lines go nowhere. err(): what ends a run badly (a divergence).
-  std::ostream& out() { return root() ? std::cout : quiet_; }
-  std::ostream& err() { return root() ? std::cerr : quiet_; }
+  std::ostream& out() { return root() ? (options_.out ? *options_.out : std::cout) : quiet_; }
+  std::ostream& err() { return root() ? (options_.err ? *options_.err : std::cerr) : quiet_; }
 
   // Rank 0, before anything is written: what the output folder holds fits what this run does. A checkpoint
   // is not a run folder; the checkpoint resumed is not written into; a folder holding a run takes only a
@@ -683,6 +722,7 @@ class TrainingRun {
     if (!root()) return;
     metrics_ << j.dump() << "\n";
     metrics_.flush();
+    if (options_.on_record) options_.on_record(j);
   }
 
   // Reads back the steps run since the last call; false (and `why_`) when one of them diverged. Step k's
@@ -739,7 +779,7 @@ class TrainingRun {
     t_print_ = Clock::now();
     const double eta = ms_per_step() * double(total_steps_ - state_.step) / 1000.0;
     const bool ended = between_epochs();
-    std::cout << (tty_ ? "\r\033[K" : "") << "step " << state_.step << "/" << total_steps_ << "  epoch "
+    out() << (tty_ ? "\r\033[K" : "") << "step " << state_.step << "/" << total_steps_ << "  epoch "
               << (ended ? state_.epoch : state_.epoch + 1) << "/" << config_.train.epochs << "  "
               << fmt("%.1f", ms_per_step()) << " ms/step  ETA " << duration_str(eta) << "  "
               << metrics_text(ended ? last_epoch_sums_ : state_.epoch_sums) << (tty_ ? "" : "\n") << std::flush;
@@ -762,7 +802,7 @@ class TrainingRun {
     fs::create_directories(run_dir_ / "samples");
     const std::string path = (run_dir_ / "samples" / ("epoch_" + std::to_string(epoch) + ".png")).string();
     write_png(path, image_grid(x.ptr(), g.n, net_.in_h, net_.in_w, cols, labels, 3));
-    std::cout << "  samples: " << path << "\n";
+    out() << "  samples: " << path << "\n";
   }
 
   // train.eval: eval.n chains by the evaluation protocol (host/eval_quality.hpp, seed = the run's seed, so every
@@ -898,7 +938,8 @@ class TrainingRun {
     }
     if (may_roll_back && d.action == "rollback" && good_)
       err() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
-    err() << fallback() << std::endl;
+    fallback_ = fallback();
+    err() << fallback_ << std::endl;
     curves();
     return kRunDiverged;
   }
@@ -943,61 +984,66 @@ class TrainingRun {
     return state_.epoch >= config_.train.epochs || (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps);
   }
 
-  // Trains to the end. A divergence rolled back (diverged() returning −1) goes on from the good state, also
-  // when it was found at the very end.
-  int loop() {
-    t_start_ = t_print_ = Clock::now();
+  // One training step, and what falls due before it (an epoch's start or end, the run's end) and after it
+  // (the read-back of metrics at log_every, checkpoints, the guard); the RunResult once the run has ended.
+  // A divergence rolled back (diverged() returning −1) goes on from the good state, also when it was found
+  // at the very end.
+  std::optional<int> next_step() {
     for (;;) {
-      if (state_.epoch >= config_.train.epochs) {
-        const int r = finish("done");
-        if (r >= 0) return r;
-        continue;
-      }
-      backend_->begin_epoch(state_.epoch);
-      epoch_clock_start_ = training_seconds();
-      epoch_steps_start_ = steps_here_;
-      bool rolled_back = false;
-      while (state_.batch < batches_per_epoch_ && !rolled_back) {
-        if (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps) {
-          const int r = finish("train.max_steps");
+      if (!in_epoch_) {
+        if (state_.epoch >= config_.train.epochs) {
+          const int r = finish("done");
           if (r >= 0) return r;
-          rolled_back = true;
-          break;
-        }
-        if (stop_requested()) return finish("signal");  // a stop asked for is never rolled back
-        if (state_.step == options_.profile_begin) backend_->set_profiling(true);
-        apply_lr_schedule();
-        {
-          EBM_PROFILE_RANGE("step");
-          backend_->train_step(state_.batch);
-        }
-        ++state_.step;
-        ++state_.batch;
-        ++steps_here_;
-        if (state_.step == options_.profile_end) backend_->set_profiling(false);
-        const bool ckpt = config_.train.checkpoint_every > 0 && state_.step % config_.train.checkpoint_every == 0;
-        const bool check_pending = pending_ && pending_->state.step == state_.step - 1;
-        if (!(ckpt || check_pending || state_.step % config_.train.log_every == 0 || state_.batch == batches_per_epoch_))
           continue;
-        bool ok = drain();
-        if (ok) progress(false);
-        if (ok && ckpt && state_.batch < batches_per_epoch_) {  // an epoch end validates and checkpoints below
-          const double worst = validation_max_abs_f();
-          ok = within_guard(worst);
-          if (!ok) set_divergence(state_.step, "validation of its checkpoint", worst);
-          else checkpoint_after_next_step({"last"});
         }
-        if (!ok) {
+        backend_->begin_epoch(state_.epoch);
+        epoch_clock_start_ = training_seconds();
+        epoch_steps_start_ = steps_here_;
+        in_epoch_ = true;
+      }
+      if (state_.batch >= batches_per_epoch_) {  // the epoch's steps are done
+        in_epoch_ = false;
+        if (!end_epoch()) {
           const int r = diverged();
           if (r >= 0) return r;
-          rolled_back = true;
         }
+        continue;
       }
-      if (rolled_back) continue;
-      if (!end_epoch()) {
+      if (config_.train.max_steps > 0 && state_.step >= config_.train.max_steps) {
+        const int r = finish("train.max_steps");
+        if (r >= 0) return r;
+        in_epoch_ = false;  // rolled back: the epoch starts again from the good state
+        continue;
+      }
+      if (stop_requested()) return finish("signal");  // a stop asked for is never rolled back
+      if (state_.step == options_.profile_begin) backend_->set_profiling(true);
+      apply_lr_schedule();
+      {
+        EBM_PROFILE_RANGE("step");
+        backend_->train_step(state_.batch);
+      }
+      ++state_.step;
+      ++state_.batch;
+      ++steps_here_;
+      if (state_.step == options_.profile_end) backend_->set_profiling(false);
+      const bool ckpt = config_.train.checkpoint_every > 0 && state_.step % config_.train.checkpoint_every == 0;
+      const bool check_pending = pending_ && pending_->state.step == state_.step - 1;
+      if (!(ckpt || check_pending || state_.step % config_.train.log_every == 0 || state_.batch == batches_per_epoch_))
+        return std::nullopt;
+      bool ok = drain();
+      if (ok) progress(false);
+      if (ok && ckpt && state_.batch < batches_per_epoch_) {  // an epoch end validates and checkpoints below
+        const double worst = validation_max_abs_f();
+        ok = within_guard(worst);
+        if (!ok) set_divergence(state_.step, "validation of its checkpoint", worst);
+        else checkpoint_after_next_step({"last"});
+      }
+      if (!ok) {
         const int r = diverged();
         if (r >= 0) return r;
+        in_epoch_ = false;  // rolled back
       }
+      return std::nullopt;
     }
   }
 
@@ -1068,9 +1114,13 @@ class TrainingRun {
   std::unique_ptr<Backend> backend_;
   std::string kind_;                // "cpu" or "cuda": whose RNG layout the backend's state is in
   std::string why_;                 // why the run diverged
+  std::string fallback_;            // what to fall back on, said when the run ended diverged
   int64_t diverged_step_ = 0;       // and at which step
   std::string resume_note_;         // the resumed checkpoint's learning rate or seed, where rollbacks changed them
+  Dataset data_storage_;             // the data set, loaded by start()
   const Dataset* data_ = nullptr;
+  bool in_epoch_ = false;           // begin_epoch has run for state_.epoch
+  std::optional<int> result_;       // the RunResult, once the run has ended
   int64_t data_images_ = 0;
   uint64_t data_fingerprint_ = 0;
   TrainState state_;                // the counters and running sums; the tensors live in the backend
@@ -1089,8 +1139,6 @@ class TrainingRun {
   int off_clock_depth_ = 0;
 };
 
-}  // namespace
-
 std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& dir) {
   std::map<std::string, json> was, is;
   flatten(config_to_json(checkpoint), "", was);
@@ -1107,6 +1155,25 @@ std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config
   return changes;
 }
 
-int run_training(const TrainRunOptions& o) { return TrainingRun(o).run(); }
+int run_training(const TrainRunOptions& o) {
+  TrainingRun run(o);
+  if (const std::optional<int> r = run.start()) return *r;
+  for (;;)
+    if (const std::optional<int> r = run.advance()) return *r;
+}
+
+Training::Training(TrainRunOptions o) : options_(std::move(o)), run_(std::make_unique<TrainingRun>(options_)) {
+  if (const std::optional<int> r = run_->start()) run_->finished(*r);
+}
+Training::~Training() = default;
+std::optional<int> Training::advance() { return run_->advance(); }
+std::optional<int> Training::result() const { return run_->result(); }
+int64_t Training::step() const { return run_->step(); }
+int64_t Training::total_steps() const { return run_->total_steps(); }
+const Config& Training::config() const { return run_->config(); }
+const NetSpec& Training::net() const { return run_->net(); }
+std::string Training::divergence() const { return run_->divergence(); }
+std::vector<float> Training::sampling_params() { return run_->sampling_params(); }
+void Training::save(const std::string& dir) { run_->save(dir); }
 
 }  // namespace ebm

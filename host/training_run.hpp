@@ -2,6 +2,9 @@
 // summaries, checkpoints (every epoch, on stop, on SIGINT/SIGTERM), sample grids, divergence guard.
 #pragma once
 #include <atomic>
+#include <functional>
+#include <iosfwd>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +27,12 @@ struct TrainRunOptions {
   Communicator* comm = nullptr;
   // train.eval's classifier, when it must be trained (tests and smoke runs shrink it).
   ClassifierRecipe classifier;
+  // Where rank 0's console lines go (null: std::cout and std::cerr). The Python module hands buffers and
+  // forwards them to sys.stdout/sys.stderr between steps.
+  std::ostream* out = nullptr;
+  std::ostream* err = nullptr;
+  // Called with each record as it is appended to metrics.jsonl (rank 0), on the training thread.
+  std::function<void(const nlohmann::json&)> on_record;
 };
 
 // Exit codes of ebm_train.
@@ -50,5 +59,37 @@ std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config
 // thrown on every rank alike, when the run has several — and CommError when another rank fails; returns
 // a RunResult.
 int run_training(const TrainRunOptions& o);
+
+class TrainingRun;  // host/training_run.cpp
+
+// run_training one step at a time (the Python module's Trainer): the constructor makes every check and
+// prepares the run folder (UserError as run_training throws them, before anything is written); advance()
+// runs one training step with what falls due before and after it (an epoch's end, its checkpoints, the
+// run's end). Calling advance() until it returns a result is run_training, bit for bit.
+class Training {
+ public:
+  explicit Training(TrainRunOptions o);
+  ~Training();
+  Training(const Training&) = delete;
+  Training& operator=(const Training&) = delete;
+
+  // nullopt while the run goes on; the RunResult once it has ended (then every later call returns it).
+  std::optional<int> advance();
+  std::optional<int> result() const;
+  int64_t step() const;               // optimizer steps taken
+  int64_t total_steps() const;        // where the run ends (train.epochs, or train.max_steps)
+  const Config& config() const;
+  const NetSpec& net() const;
+  std::string divergence() const;  // why the run diverged, and what to fall back on ("" unless it ended so)
+  // The weights sample() and energy() use now (Backend::sampling_params), for a model of the run as it is.
+  std::vector<float> sampling_params();
+  // Writes the state now as a checkpoint in `dir` (a folder ebm_train --resume continues from), once the
+  // divergence guard's probe has passed it (UserError otherwise); the run's random streams do not move.
+  void save(const std::string& dir);
+
+ private:
+  TrainRunOptions options_;  // TrainingRun keeps a reference
+  std::unique_ptr<TrainingRun> run_;
+};
 
 }  // namespace ebm
