@@ -1,0 +1,575 @@
+// The Python module ebm_engine (pybind11): the engine's checkpoints and training runs from Python, over the
+// same library the command-line tools use — no second implementation. `load` gives a model (energies, Langevin
+// samples, weights under their PyTorch names); `Trainer` is ebm_train one step at a time (host/training_run.hpp:
+// Training), writing the same run folder bit for bit.
+//
+// Threads and signals: the GIL is released while the engine computes (a training step, sampling, energies), so
+// other Python threads run meanwhile. Ctrl-C (SIGINT: Python's handler only sets a flag while C++ runs) is
+// looked at between steps: the run stops after the current step and writes last/, as ebm_train does on SIGINT,
+// then KeyboardInterrupt is raised again.
+//
+// Arrays: results (energies, samples, weights) are numpy arrays over the engine's own buffers, handed over
+// without a copy; input images are copied once, into the engine's layout, while their range is checked.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/communicator.hpp"
+#include "engine/error.hpp"
+#include "host/backend_factory.hpp"
+#include "host/checkpoint.hpp"
+#include "host/config.hpp"
+#include "host/sampling.hpp"
+#include "host/scoring.hpp"
+#include "host/training_run.hpp"
+
+namespace py = pybind11;
+using json = nlohmann::json;
+
+namespace ebm {
+namespace {
+
+// The module's exception for a diverged run, made in PYBIND11_MODULE (the module's attribute keeps it alive).
+PyObject* g_diverged_error = nullptr;
+
+// JSON values cross through Python's json module: records are small, and NaN/None stay as metrics.jsonl has them.
+py::object to_python(const json& j) { return py::module_::import("json").attr("loads")(j.dump()); }
+std::string to_json_text(py::handle obj) { return py::module_::import("json").attr("dumps")(obj).cast<std::string>(); }
+
+// A numpy array that owns `v` (no copy): freed when the last array viewing it goes.
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v, const std::vector<py::ssize_t>& shape) {
+  auto* owner = new std::vector<T>(std::move(v));
+  py::capsule free_it(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, owner->data(), free_it);
+}
+
+py::array_t<float> tensor_to_numpy(Tensor&& t) {
+  std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
+  return to_numpy(std::move(t.data), shape);
+}
+
+// Images for `net` from a numpy array (or anything numpy takes): float in [-1,1] or uint8 pixels, [N,1,H,W] or
+// [N,H,W], smaller images padded as training pads them (host/scoring.hpp: images_for_net). Warnings (pixels in
+// [0,1]) become Python UserWarnings. UserError naming `what` on a bad array.
+Tensor images_from(py::handle x, const NetSpec& net, const std::string& what) {
+  py::array a = py::array::ensure(x);
+  if (!a) user_fail(what, ": expected a numpy array of images, got ", std::string(py::str(py::type::of(x))));
+  const std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+  std::vector<std::string> warnings;
+  Tensor t;
+  const char kind = a.dtype().kind();
+  if (a.dtype().is(py::dtype::of<uint8_t>())) {
+    auto c = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    t = images_for_net(what, shape, c.data(), {}, net, warnings);
+  } else if (kind == 'f') {
+    auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+    t = images_for_net(what, shape, nullptr, std::vector<float>(c.data(), c.data() + c.size()), net, warnings);
+  } else {
+    user_fail(what, ": expected float32 images in [-1,1] or uint8 pixels 0..255, got dtype ",
+              std::string(py::str(a.dtype())));
+  }
+  for (const std::string& w : warnings)
+    if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 2) != 0) throw py::error_already_set();
+  return t;
+}
+
+std::string backend_arg(const std::string& b) {
+  if (b != "auto" && b != "cpu" && b != "cuda") user_fail("backend: expected \"auto\", \"cpu\" or \"cuda\", got \"", b, "\"");
+  return b;
+}
+
+// A checkpoint's network with a backend to run it: what ebm_score and ebm_sample do, from Python.
+class PyModel {
+ public:
+  PyModel(Model m, const std::string& backend, std::string source) : model_(std::move(m)), source_(std::move(source)) {
+    require_energy_net(model_.net, "ebm_engine");
+    py::gil_scoped_release unlocked;
+    backend_ = make_backend(backend_arg(backend), tool_engine_options(model_));
+    backend_->set_params(model_.params);
+  }
+
+  // New weights for the same network (a Trainer's model as training goes on).
+  void set_params(std::vector<float> params) {
+    std::lock_guard<std::mutex> lock(mu_);
+    model_.params = std::move(params);
+    backend_->set_params(model_.params);
+  }
+
+  py::array_t<float> energy(py::handle x) {
+    const Tensor images = images_from(x, model_.net, "energy(x)");
+    std::vector<float> e;
+    {
+      py::gil_scoped_release unlocked;
+      std::lock_guard<std::mutex> lock(mu_);
+      e = energies_from_f(backend_->energy(images));
+    }
+    const auto n = py::ssize_t(e.size());
+    return to_numpy(std::move(e), {n});
+  }
+
+  py::object sample(std::optional<int> n, std::optional<int> steps, std::optional<double> step_size,
+                    std::optional<double> noise, uint64_t seed, py::object init, int every) {
+    const Config& c = model_.config;
+    // Each argument is checked by its config key's own rule (generate.*): the same bounds as ebm_sample's flags.
+    auto checked = [](const char* arg, const char* key, const json& v) { config_from_flag(arg, key, v.dump()); };
+    SamplerParams p = generate_params(c);
+    if (steps) checked("steps", "generate.steps", *steps), p.steps = *steps;
+    if (step_size) checked("step_size", "generate.step_size", *step_size), p.step_size = float(*step_size);
+    if (noise) checked("noise", "generate.noise", *noise), p.noise = float(*noise);
+    if (every < 0) user_fail("every: the snapshot period must be >= 0 steps (0 = no trajectory), got ", every);
+    Tensor start;
+    if (!init.is_none()) {
+      start = images_from(init, model_.net, "sample(init)");
+      if (n && *n != start.dim(0))
+        user_fail("sample: n = ", *n, " but init holds ", start.dim(0), " images; give one of them");
+      checked("init", "generate.n", start.dim(0));
+    } else {
+      const int count = n.value_or(c.generate.n);
+      checked("n", "generate.n", count);
+      start = uniform_start(count, model_.net, seed);
+    }
+    SampleRun r;
+    {
+      py::gil_scoped_release unlocked;
+      std::lock_guard<std::mutex> lock(mu_);
+      r = run_sample(*backend_, std::move(start), p, seed, every);
+    }
+    py::array_t<float> x = tensor_to_numpy(std::move(r.x));
+    if (every == 0) return x;
+    std::vector<py::ssize_t> shape{py::ssize_t(r.trajectory.size())};
+    for (int64_t d : r.trajectory.at(0).shape) shape.push_back(py::ssize_t(d));
+    std::vector<float> all;
+    all.reserve(r.trajectory.size() * r.trajectory[0].data.size());
+    for (const Tensor& t : r.trajectory) all.insert(all.end(), t.data.begin(), t.data.end());
+    return py::make_tuple(x, to_numpy(std::move(all), shape), py::cast(r.snapshot_steps));
+  }
+
+  py::dict state_dict() {
+    std::vector<float> params;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      params = model_.params;
+    }
+    auto* owner = new std::vector<float>(std::move(params));
+    py::capsule free_it(owner, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+    py::dict d;
+    for (const ParamTensor& t : model_.net.tensors()) {
+      const std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
+      py::array_t<float> view(shape, owner->data() + t.offset, free_it);
+      view.attr("flags").attr("writeable") = false;  // views of one buffer: a write would show in the others
+      d[py::str(t.name)] = view;
+    }
+    return d;
+  }
+
+  py::object config() const { return to_python(config_to_json(model_.config)); }
+  py::tuple input_shape() const { return py::make_tuple(model_.net.in_c, model_.net.in_h, model_.net.in_w); }
+  int64_t num_params() const { return model_.net.num_params; }
+  std::string backend() const { return backend_->describe(); }
+  std::string summary() const { return model_.net.summary(); }
+  std::string repr() const {
+    return "<ebm_engine.Model " + source_ + ": " + std::to_string(model_.net.num_params) + " parameters, input " +
+           std::to_string(model_.net.in_c) + "x" + std::to_string(model_.net.in_h) + "x" + std::to_string(model_.net.in_w) +
+           ", " + backend_name(backend_->facts().kind) + " backend>";
+  }
+
+ private:
+  Model model_;
+  std::string source_;
+  std::unique_ptr<Backend> backend_;
+  std::mutex mu_;  // one computation at a time on the backend
+};
+
+std::shared_ptr<PyModel> load(const std::string& dir, const std::string& backend) {
+  return std::make_shared<PyModel>(load_model(dir), backend, dir);
+}
+
+// The overrides argument as ebm_train's --set assignments: a dict {"train.epochs": 2} (values as JSON) or a
+// list of "key=value" strings.
+std::vector<std::string> override_list(py::handle overrides) {
+  std::vector<std::string> sets;
+  if (overrides.is_none()) return sets;
+  if (py::isinstance<py::dict>(overrides)) {
+    for (auto [k, v] : py::reinterpret_borrow<py::dict>(overrides))
+      sets.push_back(std::string(py::str(k)) + "=" + to_json_text(v));
+    return sets;
+  }
+  if (py::isinstance<py::str>(overrides))
+    user_fail("overrides: expected a dict {\"train.epochs\": 2} or a list of \"key=value\" strings, got a string");
+  for (py::handle o : overrides) {
+    if (!py::isinstance<py::str>(o))
+      user_fail("overrides: expected \"key=value\" strings in the list, got ", std::string(py::repr(o)));
+    sets.push_back(o.cast<std::string>());
+  }
+  return sets;
+}
+
+Config config_arg(py::handle config, const std::vector<std::string>& sets) {
+  if (py::isinstance<py::dict>(config)) return config_from_text(to_json_text(config), "config dict", sets);
+  if (py::isinstance<py::str>(config) || py::hasattr(config, "__fspath__"))
+    return load_config(py::str(py::module_::import("os").attr("fspath")(config)), sets);
+  user_fail("config: expected a path to a JSON config or a dict in its schema, got ",
+            std::string(py::str(py::type::of(config))));
+}
+
+// ebm_train, one step at a time.
+class PyTrainer {
+ public:
+  PyTrainer(py::object config, py::object overrides, std::optional<std::string> resume, std::optional<std::string> backend,
+            bool verbose)
+      : verbose_(verbose) {
+    std::vector<std::string> sets = override_list(overrides);
+    if (backend) sets.push_back("backend=" + backend_arg(*backend));
+    TrainRunOptions o;
+    o.config = config_arg(config, sets);
+    o.resume = resume;
+    o.stop = &stop_;
+    o.out = &out_;
+    o.err = &err_;
+    o.on_record = [this](const json& j) { records_.push_back(j); };
+    try {
+      py::gil_scoped_release unlocked;
+      training_ = std::make_unique<Training>(std::move(o));
+    } catch (...) {
+      forward_output();
+      throw;
+    }
+    forward_output();
+  }
+
+  py::object run(py::object on_log, py::object on_epoch) {
+    guarded([&] {
+      for (;;) {
+        deliver(on_log, on_epoch);
+        if (training_->result()) break;
+        step_once();
+      }
+    });
+    return final_result();
+  }
+
+  py::object next() {
+    guarded([&] {
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (!records_.empty()) return;
+        }
+        if (training_->result()) return;
+        step_once();
+      }
+    });
+    std::optional<json> j;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!records_.empty()) {
+        j = std::move(records_.front());
+        records_.pop_front();
+      }
+    }
+    if (!j) {
+      final_result();  // raises DivergedError for a diverged run
+      throw py::stop_iteration();
+    }
+    if (j->value("event", "") == "stopped") last_stopped_ = *j;
+    return to_python(*j);
+  }
+
+  // Stops the run now (after the step that ran last): the last checkpoint, as a signal does. The final record.
+  py::object stop() {
+    finish_now();
+    return final_result();
+  }
+
+  void save(const std::string& dir) {
+    {
+      py::gil_scoped_release unlocked;
+      std::lock_guard<std::mutex> lock(mu_);
+      training_->save(dir);
+    }
+    forward_output();
+  }
+
+  std::shared_ptr<PyModel> model() {
+    std::vector<float> params;
+    {
+      py::gil_scoped_release unlocked;
+      std::lock_guard<std::mutex> lock(mu_);
+      params = training_->sampling_params();
+    }
+    if (!model_) {
+      Model m{training_->config(), training_->net(), std::move(params)};
+      model_ = std::make_shared<PyModel>(std::move(m), training_->config().backend, training_->config().output_dir);
+    } else {
+      py::gil_scoped_release unlocked;
+      model_->set_params(std::move(params));
+    }
+    return model_;
+  }
+
+  int64_t step() const { return training_->step(); }
+  int64_t total_steps() const { return training_->total_steps(); }
+  std::string output_dir() const { return training_->config().output_dir; }
+  py::object config() const { return to_python(config_to_json(training_->config())); }
+  bool finished() const { return training_->result().has_value(); }
+
+ private:
+  // Runs `body`; a KeyboardInterrupt raised in it (between steps, or in a callback) stops the run with its
+  // checkpoint first, then goes on up.
+  template <class F>
+  void guarded(F&& body) {
+    try {
+      body();
+    } catch (py::error_already_set& e) {
+      if (e.matches(PyExc_KeyboardInterrupt) && !training_->result()) {
+        err_ << "KeyboardInterrupt: stopping after this step, with a checkpoint\n";
+        finish_now();
+      }
+      throw;
+    }
+  }
+
+  // One step with the GIL released, then the console lines and the pending signals (Ctrl-C raises here).
+  void step_once() {
+    {
+      py::gil_scoped_release unlocked;
+      std::lock_guard<std::mutex> lock(mu_);
+      training_->advance();
+    }
+    forward_output();
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+
+  void finish_now() {
+    stop_ = 1;
+    while (!training_->result()) {
+      {
+        py::gil_scoped_release unlocked;
+        std::lock_guard<std::mutex> lock(mu_);
+        training_->advance();
+      }
+      forward_output();
+    }
+  }
+
+  // The records since the last call to the callbacks: each `step` record to on_log, each `epoch` record to
+  // on_epoch (with its `eval` record's figures under "eval" where train.eval scored that epoch).
+  void deliver(py::handle on_log, py::handle on_epoch) {
+    std::deque<json> got;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      got.swap(records_);
+    }
+    for (size_t i = 0; i < got.size(); ++i) {
+      const std::string event = got[i].value("event", "");
+      if (event == "step" && !on_log.is_none()) on_log(to_python(got[i]));
+      if (event == "epoch" && !on_epoch.is_none()) {
+        json rec = got[i];
+        if (i + 1 < got.size() && got[i + 1].value("event", "") == "eval") rec["eval"] = got[i + 1];
+        on_epoch(to_python(rec));
+      }
+      if (event == "stopped") last_stopped_ = got[i];
+    }
+  }
+
+  // The run's end: its `stopped` record ({"event": "stopped", "step", "reason"}), None while it goes on or when
+  // it had nothing to do; DivergedError when it diverged.
+  py::object final_result() {
+    if (const auto r = training_->result(); r && *r == kRunDiverged) {
+      PyErr_SetString(g_diverged_error, training_->divergence().c_str());
+      throw py::error_already_set();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const json& j : records_)
+        if (j.value("event", "") == "stopped") last_stopped_ = j;
+    }
+    return last_stopped_ ? to_python(*last_stopped_) : py::none();
+  }
+
+  // The engine's console lines to sys.stdout / sys.stderr (GIL held), so that a notebook shows them. The
+  // text is taken under the lock and written after it: a write may let another thread run.
+  void forward_output() {
+    auto take = [](std::ostringstream& s) {
+      std::string text = s.str();
+      s.str("");
+      s.clear();
+      return text;
+    };
+    std::string out, err;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      out = take(out_), err = take(err_);
+    }
+    auto write = [](const std::string& text, const char* stream) {
+      if (text.empty()) return;
+      py::object f = py::module_::import("sys").attr(stream);
+      if (f.is_none()) return;
+      f.attr("write")(text);
+      f.attr("flush")();
+    };
+    if (verbose_) write(out, "stdout");
+    write(err, "stderr");
+  }
+
+  bool verbose_;
+  std::ostringstream out_, err_;
+  std::deque<json> records_;
+  std::optional<json> last_stopped_;
+  std::atomic<int> stop_{0};
+  std::mutex mu_;  // the training, the records and the console buffers
+  std::unique_ptr<Training> training_;
+  std::shared_ptr<PyModel> model_;
+};
+
+}  // namespace
+}  // namespace ebm
+
+using ebm::PyModel;
+using ebm::PyTrainer;
+
+PYBIND11_MODULE(ebm_engine, m) {
+  m.doc() = R"doc(ebm_engine: the EBM training engine from Python.
+
+Energy-based models trained by contrastive divergence with Langevin-dynamics sampling and a replay
+buffer (the seed notebook's method), on the same C++/CUDA engine as the command-line tools.
+
+    import ebm_engine
+    model = ebm_engine.load("runs/mnist/last")        # a checkpoint folder
+    e = model.energy(images)                            # [N] float32 energies E = -f (low = likely)
+    x = model.sample(n=16, steps=200, seed=0)           # [16,1,32,32] float32 in [-1,1]
+    t = ebm_engine.Trainer("configs/mnist.json", overrides={"train.epochs": 1})
+    for record in t: print(record)                      # the records metrics.jsonl holds
+    t.run(on_log=print)                                 # or: run to the end
+
+Images are numpy arrays [N,1,H,W] or [N,H,W], float32 in [-1,1] (training's scale (u - 127.5)/127.5) or
+uint8 pixels 0..255; images smaller than the network's input (MNIST's 28x28 for 32x32) are padded with -1
+as training pads them. Errors are ebm_engine.UserError (a ValueError) with the one-line message the tools
+print; a diverged run raises ebm_engine.DivergedError. The GIL is released while the engine computes.)doc";
+  m.attr("__version__") = "0.1.0";
+
+  static py::exception<ebm::UserError> user_error(m, "UserError", PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ebm::UserError& e) {
+      user_error(e.what());
+    } catch (const ebm::CommError& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (const ebm::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, (std::string("internal error: ") + e.what()).c_str());
+    }
+  });
+  ebm::g_diverged_error = PyErr_NewExceptionWithDoc("ebm_engine.DivergedError",
+                                "The training run diverged (train.divergence): the message says at which step, why, "
+                                "and which checkpoint to resume from.",
+                                PyExc_RuntimeError, nullptr);
+  if (!ebm::g_diverged_error) throw py::error_already_set();
+  m.attr("DivergedError") = py::reinterpret_steal<py::object>(ebm::g_diverged_error);
+
+  py::class_<PyModel, std::shared_ptr<PyModel>>(m, "Model", R"doc(A trained energy network and a backend to run it.
+
+Made by ebm_engine.load(checkpoint_dir) or Trainer.model. Holds the sampling weights a checkpoint's
+model.safetensors holds (EMA'd and spectrally normalised where the run had those on).)doc")
+      .def("energy", &PyModel::energy, py::arg("x"), R"doc(energy(x) -> numpy.ndarray [N] float32
+
+Energies E = -f(x) of the images x (low = probable under the model), as ebm_score computes them.
+x: numpy array [N,1,H,W] or [N,H,W]; float (taken as float32) in [-1,1], or uint8 pixels 0..255 (mapped as
+training maps them). H, W at most the network's input; smaller images are padded with -1.
+Raises UserError (ValueError) on another shape or dtype, NaN pixels, or floats outside [-1,1]; warns
+(UserWarning) when float pixels never go below 0 (images scaled to [0,1] by mistake).)doc")
+      .def("sample", &PyModel::sample, py::arg("n") = py::none(), py::arg("steps") = py::none(),
+           py::arg("step_size") = py::none(), py::arg("noise") = py::none(), py::arg("seed") = 0,
+           py::arg("init") = py::none(), py::arg("every") = 0,
+           R"doc(sample(n=None, steps=None, step_size=None, noise=None, seed=0, init=None, every=0)
+
+Langevin chains x <- clip(x + step_size * clip(grad_x f(x)) + noise * N(0,1)) (DESIGN §1), as ebm_sample
+runs them. Defaults: the checkpoint's `generate` settings (n, steps, step_size, noise; sampler.grad_clip).
+n: chains (1..4096); seed: the start's uniform noise and the chains' noise (same seed, same samples);
+init: start images instead of uniform noise in [-1,1] (as energy's x; n is then their count).
+Returns the samples, numpy float32 [n,1,H,W] in [-1,1]; with every = K > 0, a tuple (samples, trajectory,
+steps): trajectory [S,n,1,H,W] holds the chains before step 1 and every K steps after (steps lists which).
+Raises UserError (ValueError) on a value outside its config key's range, naming the argument.)doc")
+      .def("state_dict", &PyModel::state_dict, R"doc(state_dict() -> dict[str, numpy.ndarray]
+
+The weights under their PyTorch names and shapes (convs.0.weight [C0,1,k,k], convs.0.bias [C0], ...,
+dense.weight [1,D], dense.bias [1]), float32, read-only views of one buffer: torch.from_numpy(v.copy()) each
+for load_state_dict.)doc")
+      .def_property_readonly("config", &PyModel::config, "The checkpoint's resolved config (dict, the JSON schema).")
+      .def_property_readonly("input_shape", &PyModel::input_shape, "The network's input (C, H, W).")
+      .def_property_readonly("num_params", &PyModel::num_params, "Number of float32 parameters.")
+      .def_property_readonly("backend", &PyModel::backend, "The backend running the model, in words.")
+      .def_property_readonly("summary", &PyModel::summary, "The network as a Keras-like table (str).")
+      .def("__repr__", &PyModel::repr);
+
+  m.def("load", &ebm::load, py::arg("checkpoint_dir"), py::arg("backend") = "auto",
+        R"doc(load(checkpoint_dir, backend="auto") -> Model
+
+The model of a checkpoint folder (model.safetensors and config.json, e.g. runs/mnist/last or
+runs/mnist/epoch_10). backend: "auto" (CUDA where a device is present), "cpu" or "cuda".
+Raises UserError (ValueError) naming the file on a missing or damaged checkpoint.)doc");
+
+  py::class_<PyTrainer>(m, "Trainer", R"doc(Trainer(config, overrides=None, resume=None, backend=None, verbose=True)
+
+A training run, as `ebm_train CONFIG --set ... --resume DIR` runs it: the same run folder (output_dir:
+metrics.jsonl, checkpoints last/ and epoch_N/, samples/, curves.png), the same bits on the CPU.
+config: a path to a JSON config, or a dict in the same schema (keys left out take their defaults).
+overrides: a dict {"train.epochs": 2, "model.channels": [8, 16]} or a list of "key=value" strings.
+resume: a checkpoint folder to continue from (README: what a resumed run may change).
+backend: "auto", "cpu" or "cuda" (default: the config's).
+verbose: False keeps the console lines (progress, epoch summaries) out of sys.stdout; warnings still show.
+Every check runs here, before anything is written: UserError (ValueError) naming the key, file or value.
+
+Iterate over a Trainer to run it a record at a time: each item is a dict as metrics.jsonl holds it
+({"event": "step", "step": 10, "loss": ..., "cdiv": ..., "lr": ..., "ms_per_step": ...}, then "epoch",
+"eval", "stopped", ... records); a step record comes every train.log_every steps. Breaking out of the loop
+pauses the run: iterate again, or call run() or stop(), to go on.
+Ctrl-C stops the run after the current step with its last/ checkpoint, then raises KeyboardInterrupt.)doc")
+      .def(py::init<py::object, py::object, std::optional<std::string>, std::optional<std::string>, bool>(),
+           py::arg("config"), py::arg("overrides") = py::none(), py::arg("resume") = py::none(),
+           py::arg("backend") = py::none(), py::arg("verbose") = true)
+      .def("run", &PyTrainer::run, py::arg("on_log") = py::none(), py::arg("on_epoch") = py::none(),
+           R"doc(run(on_log=None, on_epoch=None) -> dict or None
+
+Trains to the end (train.epochs or train.max_steps). on_log(record) is called with each "step" record,
+on_epoch(record) with each "epoch" record (its "eval" record's IS/FID under "eval" where train.eval scored
+that epoch). Returns the final {"event": "stopped", "step": N, "reason": "done" | "train.max_steps" |
+"signal"} record (None when a resumed run had nothing to do). Raises DivergedError when the run diverged
+and could not roll back; an exception from a callback pauses the run (call run() again to go on).)doc")
+      .def("__iter__", [](py::object self) { return self; })
+      .def("__next__", &PyTrainer::next)
+      .def("stop", &PyTrainer::stop, R"doc(stop() -> dict
+
+Ends the run after the last step run: the last/ checkpoint (once the divergence guard has passed it), as
+SIGINT does. Returns the final "stopped" record.)doc")
+      .def("save", &PyTrainer::save, py::arg("dir"), R"doc(save(dir)
+
+Writes the state now as a checkpoint folder `dir` (ebm_train --resume continues from it, bit for bit), once
+the divergence guard's probe has passed it; the run goes on unchanged. UserError when it does not pass.)doc")
+      .def("samples", [](PyTrainer& t, std::optional<int> n, uint64_t seed) {
+             return t.model()->sample(n, std::nullopt, std::nullopt, std::nullopt, seed, py::none(), 0);
+           }, py::arg("n") = py::none(), py::arg("seed") = 0,
+           R"doc(samples(n=None, seed=0) -> numpy.ndarray [n,1,H,W]
+
+Samples of the model as it is now, by the config's `generate` settings (Model.sample's defaults).)doc")
+      .def_property_readonly("model", &PyTrainer::model,
+                             "The Model of the run as it is now (its sampling weights), on the run's backend.")
+      .def_property_readonly("step", &PyTrainer::step, "Optimizer steps taken.")
+      .def_property_readonly("total_steps", &PyTrainer::total_steps, "The step the run ends at.")
+      .def_property_readonly("finished", &PyTrainer::finished, "True once the run has ended.")
+      .def_property_readonly("output_dir", &PyTrainer::output_dir, "The run folder.")
+      .def_property_readonly("config", &PyTrainer::config, "The resolved config (dict).");
+
+  m.def("config_defaults", [] { return ebm::to_python(ebm::config_defaults_json()); },
+        "config_defaults() -> dict: every config key with its default (the schema a config dict follows).");
+}
