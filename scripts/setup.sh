@@ -22,7 +22,8 @@ done
 
 # --- 1. packages ---
 pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libeigen3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin
+      python3-dev python3-numpy pybind11-dev)  # the Python module ebm_engine (build/python)
 # The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
 if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
 source scripts/lib/packages.sh  # cwd is the repository root (above)

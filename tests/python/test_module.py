@@ -1,0 +1,328 @@
+"""The Python module ebm_engine against the command-line tools it wraps: the same energies as ebm_score, the same
+training bits as ebm_train, the same one-line errors, and Ctrl-C ending a run with its checkpoint."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ebm_engine
+from conftest import BUILD_DIR, MNIST_CONFIG, as_set_flags, tiny_overrides
+
+
+def ebm_train(overrides, *extra):
+    """Runs build/ebm_train on configs/mnist.json with `overrides`; returns its completed process."""
+    cmd = [str(BUILD_DIR / "ebm_train"), MNIST_CONFIG, *as_set_flags(overrides), *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def records(run_dir, drop=("ms_per_step", "seconds")):
+    """metrics.jsonl's records without the timings (which differ between any two runs)."""
+    out = []
+    for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out.append({k: v for k, v in r.items() if k not in drop})
+    return out
+
+
+def same_bytes(a, b):
+    return pathlib.Path(a).read_bytes() == pathlib.Path(b).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    """A checkpoint trained by ebm_train (2 epochs of the tiny run)."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    ebm_train(tiny_overrides(tiny_data, run))
+    return run / "last"
+
+
+# --- load: energies, samples, weights ---
+
+def test_energies_equal_ebm_score(checkpoint, tiny_data, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(10, 1, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([str(BUILD_DIR / "ebm_score"), "--checkpoint", str(checkpoint), "--data", str(tmp_path / "x.npy"),
+                        "--out", str(tmp_path / "e.npy"), "--backend", "cpu"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    want = np.load(tmp_path / "e.npy")
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    got = model.energy(x)
+    assert got.dtype == np.float32 and got.shape == (10,)
+    np.testing.assert_array_equal(got, want)  # the same code on the same backend: the same bits
+    # uint8 pixels of 28x28 are mapped and padded as training does: the IDX test set scored both ways agree
+    r = subprocess.run([str(BUILD_DIR / "ebm_score"), "--checkpoint", str(checkpoint), "--data",
+                        str(tiny_data / "t10k-images-idx3-ubyte.gz"), "--out", str(tmp_path / "t.npy"), "--backend", "cpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import gzip
+    raw = gzip.open(tiny_data / "t10k-images-idx3-ubyte.gz").read()[16:]
+    u8 = np.frombuffer(raw, dtype=np.uint8).reshape(16, 28, 28)
+    np.testing.assert_array_equal(model.energy(u8), np.load(tmp_path / "t.npy"))
+    # and the float form of the same pixels, [N,1,28,28], gives the same energies
+    np.testing.assert_array_equal(model.energy(((u8.astype(np.float32) - 127.5) / 127.5)[:, None]), np.load(tmp_path / "t.npy"))
+
+
+def test_energy_result_is_the_engines_buffer_not_a_copy(checkpoint):
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    e = model.energy(np.full((3, 32, 32), -1, np.float32))
+    assert not e.flags.owndata and e.base is not None  # a view over the engine's vector (a capsule owns it)
+
+
+def test_state_dict_holds_model_safetensors(checkpoint):
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    sd = model.state_dict()
+    raw = (checkpoint / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    assert list(sd) == ["convs.0.weight", "convs.0.bias", "convs.1.weight", "convs.1.bias", "dense.weight", "dense.bias"]
+    assert set(sd) == set(header)
+    for name, v in sd.items():
+        h = header[name]
+        assert list(v.shape) == h["shape"] and v.dtype == np.float32
+        begin, end = h["data_offsets"]
+        np.testing.assert_array_equal(v, np.frombuffer(raw[8 + n + begin:8 + n + end], dtype="<f4").reshape(h["shape"]))
+        assert not v.flags.writeable
+    assert sum(v.size for v in sd.values()) == model.num_params
+    assert sd["convs.0.weight"].shape == (4, 1, 3, 3) and sd["dense.weight"].shape == (1, 8 * 8 * 8)
+
+
+def test_sample_is_deterministic_in_its_seed_and_follows_the_chain(checkpoint):
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    a = model.sample(n=5, steps=20, seed=3)
+    b = model.sample(n=5, steps=20, seed=3)
+    c = model.sample(n=5, steps=20, seed=4)
+    assert a.shape == (5, 1, 32, 32) and a.dtype == np.float32
+    assert a.min() >= -1 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    x, traj, steps = model.sample(n=5, steps=20, seed=3, every=5)
+    assert steps == [0, 5, 10, 15, 20] and traj.shape == (5, 5, 1, 32, 32)
+    np.testing.assert_array_equal(x, a)          # snapshots do not change the chain
+    np.testing.assert_array_equal(traj[-1], a)   # the last snapshot is the result
+    # with noise 0 and step 0 nothing moves: the start comes back
+    start = np.linspace(-1, 1, 2 * 32 * 32, dtype=np.float32).reshape(2, 1, 32, 32)
+    np.testing.assert_array_equal(model.sample(init=start, steps=3, step_size=1e-30, noise=0.0), start)
+    assert model.sample().shape[0] == model.config["generate"]["n"]  # defaults: the checkpoint's generate.*
+
+
+def test_model_properties(checkpoint):
+    model = ebm_engine.load(str(checkpoint))
+    assert model.input_shape == (1, 32, 32)
+    assert model.config["model"]["channels"] == [4, 8]
+    assert "total params" in model.summary
+    assert "ebm_engine.Model" in repr(model)
+
+
+# --- bad input: one-line messages, as Python exceptions ---
+
+@pytest.mark.parametrize("call, exc, text", [
+    (lambda m: m.energy(np.zeros((2, 1, 40, 40), np.float32)), ValueError, "40x40"),
+    (lambda m: m.energy(np.zeros((2, 3, 32, 32), np.float32)), ValueError, "[2,3,32,32]"),
+    (lambda m: m.energy(np.full((2, 32, 32), 2.0, np.float32)), ValueError, "expected [-1,1]"),
+    (lambda m: m.energy(np.full((2, 32, 32), np.nan, np.float32)), ValueError, "NaN"),
+    (lambda m: m.energy(np.zeros((2, 32, 32), np.int64)), ValueError, "dtype int64"),
+    (lambda m: m.energy(np.zeros((0, 32, 32), np.float32)), ValueError, "no images"),
+    (lambda m: m.energy("digits.npy"), ValueError, "energy(x)"),
+    (lambda m: m.sample(steps=-1), ValueError, "generate.steps"),
+    (lambda m: m.sample(n=0), ValueError, "generate.n"),
+    (lambda m: m.sample(step_size=-1), ValueError, "generate.step_size"),
+    (lambda m: m.sample(noise=float("nan")), ValueError, "generate.noise"),
+    (lambda m: m.sample(every=-2), ValueError, "every"),
+    (lambda m: m.sample(n=3, init=np.full((2, 32, 32), -1, np.float32)), ValueError, "init holds 2"),
+])
+def test_bad_model_input_raises_one_line(checkpoint, call, exc, text):
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    with pytest.raises(exc) as e:
+        call(model)
+    assert text in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, ebm_engine.UserError)
+
+
+def test_images_in_zero_one_warn(checkpoint):
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    with pytest.warns(UserWarning, match="never go below 0"):
+        model.energy(np.full((2, 32, 32), 0.5, np.float32))
+
+
+def test_bad_load_and_trainer_arguments(tiny_data, tmp_path, checkpoint):
+    with pytest.raises(ValueError, match="no_such"):
+        ebm_engine.load(str(tmp_path / "no_such"))
+    with pytest.raises(ValueError, match='"gpu"'):
+        ebm_engine.load(str(checkpoint), backend="gpu")
+    with pytest.raises(ValueError, match='"train.epochz"'):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={"train.epochz": 1})
+    with pytest.raises(ValueError, match='"train.epochs"'):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={"train.epochs": "ten"})
+    with pytest.raises(ValueError, match='"train.lrr"'):
+        ebm_engine.Trainer({"train": {"lrr": 1}})  # a dict config is checked as a file is
+    with pytest.raises(ValueError, match='"data.batch_size"'):
+        ebm_engine.Trainer({"data": {"batch_size": 0}})
+    with pytest.raises(ValueError, match="no_such.json"):
+        ebm_engine.Trainer(str(tmp_path / "no_such.json"))
+    with pytest.raises(ValueError, match="overrides"):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides="train.epochs=1")
+    with pytest.raises(ValueError, match="config"):
+        ebm_engine.Trainer(42)
+    with pytest.raises(ValueError, match="scripts/get_data.sh"):  # data missing: said before anything is written
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={"data.dir": str(tmp_path / "none"), "output_dir": str(tmp_path / "r0")})
+    assert not (tmp_path / "r0").exists()
+    # a folder holding a run takes only a resume of its own checkpoints
+    with pytest.raises(ValueError, match="already holds a run"):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, checkpoint.parent))
+
+
+# --- Trainer: the same run as ebm_train ---
+
+def test_trainer_run_equals_ebm_train_bit_for_bit(tiny_data, tmp_path):
+    cli, py = tmp_path / "cli", tmp_path / "py"
+    ebm_train(tiny_overrides(tiny_data, cli, **{"train.checkpoint_every": 3}))
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, py, **{"train.checkpoint_every": 3}),
+                           verbose=False)
+    logged, epochs = [], []
+    final = t.run(on_log=logged.append, on_epoch=epochs.append)
+    assert final == {"event": "stopped", "step": 8, "reason": "done"} and t.finished and t.step == 8
+    for ckpt in ("last", "epoch_1", "epoch_2"):
+        for f in ("model.safetensors", "train_state.safetensors"):
+            assert same_bytes(cli / ckpt / f, py / ckpt / f), f"{ckpt}/{f} differs"
+    assert records(cli) == records(py)
+    assert [r["step"] for r in logged] == list(range(1, 9))
+    assert [r["epoch"] for r in epochs] == [1, 2] and all("val_cdiv" in r for r in epochs)
+    step_records = [r for r in records(py) if r["event"] == "step"]
+    assert step_records == [{k: v for k, v in r.items() if k != "ms_per_step"} for r in logged]
+
+
+def test_trainer_iterates_the_records_of_metrics_jsonl(tiny_data, tmp_path):
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    got = [r for r in t]
+    assert [r["event"] for r in got].count("step") == 8
+    assert got[-1] == {"event": "stopped", "step": 8, "reason": "done"}
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("ms_per_step", "seconds")}
+    assert [strip(r) for r in got] == records(tmp_path / "run")
+    with pytest.raises(StopIteration):
+        next(t)
+
+
+def test_trainer_paused_mid_run_then_resumed_through_the_module_equals_one_run(tiny_data, tmp_path):
+    # one run straight through, by the tool
+    ebm_train(tiny_overrides(tiny_data, tmp_path / "whole"))
+    # the same run: 3 records, a pause (break), the rest by run(); then a save() mid-run resumed by ebm_train
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "py"), verbose=False)
+    for i, r in enumerate(t):
+        if i == 2:
+            break
+    assert t.step == 3 and not t.finished
+    t.save(str(tmp_path / "at3"))
+    t.run()
+    assert same_bytes(tmp_path / "whole/last/train_state.safetensors", tmp_path / "py/last/train_state.safetensors")
+    # the saved state continues, by ebm_train --resume, to the same end
+    ebm_train(tiny_overrides(tiny_data, tmp_path / "resumed"), "--resume", str(tmp_path / "at3"))
+    assert same_bytes(tmp_path / "whole/last/train_state.safetensors", tmp_path / "resumed/last/train_state.safetensors")
+    # and a Trainer resumes a tool's checkpoint to the same end as well
+    t2 = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "whole"),
+                            resume=str(tmp_path / "whole/epoch_1"), verbose=False)
+    t2.run()
+    assert t2.step == 8
+
+
+def test_trainer_model_and_samples_follow_the_run(tiny_data, tmp_path):
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    t.run()
+    last = ebm_engine.load(str(tmp_path / "run/last"), backend="cpu")
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(t.model.energy(x), last.energy(x))  # the model of the run = its last checkpoint
+    np.testing.assert_array_equal(t.samples(n=3, seed=2), last.sample(n=3, seed=2))
+
+
+def test_a_diverged_run_raises_diverged_error_naming_the_step(tiny_data, tmp_path):
+    t = ebm_engine.Trainer(MNIST_CONFIG, verbose=False, overrides=tiny_overrides(
+        tiny_data, tmp_path / "run", **{"train.divergence.max_abs_f": 1e-9, "train.divergence.action": "stop"}))
+    with pytest.raises(ebm_engine.DivergedError, match=r"diverged at step 1: .*max_abs_f") as e:
+        t.run()
+    assert isinstance(e.value, RuntimeError) and "no good checkpoint" in str(e.value)
+
+
+# --- Ctrl-C ---
+
+def test_sigint_in_a_callback_stops_after_the_step_with_a_checkpoint(tiny_data, tmp_path):
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+
+    def on_log(r):
+        if r["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt here, in the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        t.run(on_log=on_log)
+    assert t.finished and t.step == 3
+    last = records(tmp_path / "run")[-1]
+    assert last == {"event": "stopped", "step": 3, "reason": "signal"}
+    # the checkpoint is of step 3: ebm_train resumes it there
+    r = ebm_train(tiny_overrides(tiny_data, tmp_path / "run", **{"train.max_steps": 4}), "--resume",
+                  str(tmp_path / "run/last"))
+    assert "at step 3 " in r.stdout
+
+
+SIGINT_SCRIPT = textwrap.dedent("""
+    import sys, ebm_engine
+    t = ebm_engine.Trainer(sys.argv[1], overrides=eval(sys.argv[2]))
+    try:
+        t.run(on_log=lambda r: print("STEP", r["step"], flush=True))
+    except KeyboardInterrupt:
+        print("INTERRUPTED", t.step, flush=True)
+        sys.exit(130)
+""")
+
+
+def test_ctrl_c_while_the_engine_computes_stops_the_run_with_last(tiny_data, tmp_path):
+    # A slower run (more Langevin steps), interrupted from outside while C++ holds no GIL.
+    o = tiny_overrides(tiny_data, tmp_path / "run", **{"sampler.steps": 60, "train.epochs": 50})
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, MNIST_CONFIG, repr(o)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=os.environ)
+    for line in p.stdout:
+        if line.startswith("STEP 2"):
+            p.send_signal(signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    step = int(out.strip().splitlines()[-1].split()[1])
+    assert step >= 2 and "stopping after this step, with a checkpoint" in err
+    assert records(tmp_path / "run")[-1] == {"event": "stopped", "step": step, "reason": "signal"}
+    # and the checkpoint resumes with the tool
+    ebm_train({**o, "train.epochs": 50, "train.max_steps": step + 1}, "--resume", str(tmp_path / "run/last"))
+
+
+# --- threads ---
+
+def test_the_gil_is_released_while_the_engine_samples(checkpoint):
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (model.sample(n=64, steps=300, seed=0), done.set()))
+    ticks = 0
+    start = time.monotonic()
+    worker.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    worker.join()
+    elapsed = time.monotonic() - start
+    # this thread ran all along: about one tick a millisecond (a held GIL would allow a handful)
+    assert elapsed > 0.05 and ticks > 0.2 * elapsed * 1000, (ticks, elapsed)
+
+
+def test_help_reads_well():
+    assert "energy" in ebm_engine.Model.energy.__doc__ and "[N]" in ebm_engine.Model.energy.__doc__
+    assert "Ctrl-C" in ebm_engine.Trainer.__doc__
+    assert ebm_engine.__doc__.startswith("ebm_engine")
+    d = ebm_engine.config_defaults()
+    assert d["train"]["epochs"] == 10 and d["sampler"]["steps"] == 100
