@@ -457,6 +457,9 @@ uint8 pixels 0..255; images smaller than the network's input (MNIST's 28x28 for 
 as training pads them. Errors are ebm_engine.UserError (a ValueError) with the one-line message the tools
 print; a diverged run raises ebm_engine.DivergedError. The GIL is released while the engine computes.)doc";
   m.attr("__version__") = "0.1.0";
+  // Each docstring starts with its own signature, in Python's terms (pybind11's would say `handle` for an array).
+  py::options options;
+  options.disable_function_signatures();
 
   static py::exception<ebm::UserError> user_error(m, "UserError", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr p) {
@@ -493,8 +496,8 @@ Raises UserError (ValueError) on another shape or dtype, NaN pixels, or floats o
            py::arg("init") = py::none(), py::arg("every") = 0,
            R"doc(sample(n=None, steps=None, step_size=None, noise=None, seed=0, init=None, every=0)
 
-Langevin chains x <- clip(x + step_size * clip(grad_x f(x)) + noise * N(0,1)) (DESIGN §1), as ebm_sample
-runs them. Defaults: the checkpoint's `generate` settings (n, steps, step_size, noise; sampler.grad_clip).
+Langevin chains, each step x <- clip(x + noise * N(0,1)); x <- clip(x - step_size * clip(grad_x E(x),
+±grad_clip)), clips to [-1,1] (DESIGN §1), as ebm_sample runs them. Defaults: the checkpoint's `generate` settings (n, steps, step_size, noise; sampler.grad_clip).
 n: chains (1..4096); seed: the start's uniform noise and the chains' noise (same seed, same samples);
 init: start images instead of uniform noise in [-1,1] (as energy's x; n is then their count).
 Returns the samples, numpy float32 [n,1,H,W] in [-1,1]; with every = K > 0, a tuple (samples, trajectory,
@@ -537,7 +540,8 @@ pauses the run: iterate again, or call run() or stop(), to go on.
 Ctrl-C stops the run after the current step with its last/ checkpoint, then raises KeyboardInterrupt.)doc")
       .def(py::init<py::object, py::object, std::optional<std::string>, std::optional<std::string>, bool>(),
            py::arg("config"), py::arg("overrides") = py::none(), py::arg("resume") = py::none(),
-           py::arg("backend") = py::none(), py::arg("verbose") = true)
+           py::arg("backend") = py::none(), py::arg("verbose") = true,
+           "__init__(config, overrides=None, resume=None, backend=None, verbose=True): see help(ebm_engine.Trainer).")
       .def("run", &PyTrainer::run, py::arg("on_log") = py::none(), py::arg("on_epoch") = py::none(),
            R"doc(run(on_log=None, on_epoch=None) -> dict or None
 
