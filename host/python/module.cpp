@@ -536,7 +536,8 @@ Every check runs here, before anything is written: UserError (ValueError) naming
 Iterate over a Trainer to run it a record at a time: each item is a dict as metrics.jsonl holds it
 ({"event": "step", "step": 10, "loss": ..., "cdiv": ..., "lr": ..., "ms_per_step": ...}, then "epoch",
 "eval", "stopped", ... records); a step record comes every train.log_every steps. Breaking out of the loop
-pauses the run: iterate again, or call run() or stop(), to go on.
+pauses the run: iterate again, or call run() or stop(), to go on. A Trainer dropped mid-run writes nothing
+more (its last checkpoint is the newest epoch's or checkpoint_every's): stop() ends it with last/.
 Ctrl-C stops the run after the current step with its last/ checkpoint, then raises KeyboardInterrupt.)doc")
       .def(py::init<py::object, py::object, std::optional<std::string>, std::optional<std::string>, bool>(),
            py::arg("config"), py::arg("overrides") = py::none(), py::arg("resume") = py::none(),
