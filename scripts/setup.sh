@@ -2,9 +2,9 @@
 # Installs what is missing (Debian packages), builds, and fetches MNIST. Idempotent: each step skips
 # what is already there.
 #   scripts/setup.sh [--no-data] [--cpu-only] [--debug] [--test-tools]
-# --test-tools also installs what only scripts/test.sh needs: clang 14 and libFuzzer (the parsers' fuzz
-# targets, tests/fuzz/). With CI set, warnings are errors; EBM_CMAKE_ARGS adds configure options
-# (e.g. -DEBM_NATIVE=OFF).
+# --test-tools also installs what only scripts/test.sh needs: clang 14 and libFuzzer (the parsers' fuzz targets,
+# tests/fuzz/) and the Python test tools (py_test_pkgs). With CI set, warnings are errors; EBM_CMAKE_ARGS adds
+# configure options (e.g. -DEBM_NATIVE=OFF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,10 @@ pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libeigen3-dev 
       python3-dev python3-numpy pybind11-dev)  # the Python module ebm_engine (build/python)
 # The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
 if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
+# Python test tools, for /usr/bin/python3: pytest for tests/python/, and what tests/python/test_notebook.py needs
+# to execute docs/notebooks/mnist_ebm.ipynb headless (nbconvert, an ipykernel, matplotlib).
+py_test_pkgs=(python3-numpy python3-pytest python3-matplotlib jupyter-nbconvert python3-ipykernel python3-nbformat)
+if ((test_tools)); then pkgs+=("${py_test_pkgs[@]}"); fi
 source scripts/lib/packages.sh  # cwd is the repository root (above)
 install_missing setup "${pkgs[@]}" || echo "setup: packages present"
 

@@ -28,7 +28,7 @@ while (($#)); do
   esac
   shift
 done
-if ((fuzz)); then setup_args+=(--test-tools); fi
+setup_args+=(--test-tools)  # the fuzz stage's clang and libFuzzer, and the Python test tools ctest's pytest files use
 werror=OFF
 [ -n "${CI:-}" ] && werror=ON
 
