@@ -770,9 +770,12 @@ class TrainingRun {
     std::cout << "  samples: " << path << "\n";
   }
 
-  // train.tensorboard, rank 0: the event files in tb/, cut back to the step this run starts from (as
-  // metrics.jsonl is), appended to from here on. A build without protobuf says so once and trains on.
+  // Rank 0: the event files in tb/ cut back to the step this run starts from, as metrics.jsonl is (also with
+  // train.tensorboard off: no step of an abandoned history stays there), and with it on, appended to from here.
+  // A build without protobuf says so once and trains on.
   void open_tensorboard() {
+    const std::string dir = (run_dir_ / "tb").string();
+    if (tensorboard_available() && fs::is_directory(dir)) truncate_tensorboard_events(dir, state_.step);
     if (!config_.train.tensorboard) return;
     if (!tensorboard_available()) {
       std::cout << std::flush;
@@ -780,8 +783,6 @@ class TrainingRun {
             << tensorboard_missing_reason() << "; training goes on (train.tensorboard=false silences this)" << std::endl;
       return;
     }
-    const std::string dir = (run_dir_ / "tb").string();
-    truncate_tensorboard_events(dir, state_.step);
     tb_ = std::make_unique<TensorBoardWriter>(dir, err());
   }
 
