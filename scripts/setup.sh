@@ -2,7 +2,8 @@
 # Installs what is missing (Debian packages), builds, and fetches MNIST. Idempotent: each step skips
 # what is already there.
 #   scripts/setup.sh [--no-data] [--cpu-only] [--debug] [--test-tools]
-# --test-tools also installs what only scripts/test.sh needs: clang 14 and libFuzzer (the parsers' fuzz
+# --test-tools also installs what only scripts/test.sh needs: pytest, python3-protobuf and python3-crc32c (ctest's
+# tensorboard_events, which decodes ebm_train's event files), clang 14 and libFuzzer (the parsers' fuzz
 # targets, tests/fuzz/). With CI set, warnings are errors; EBM_CMAKE_ARGS adds configure options
 # (e.g. -DEBM_NATIVE=OFF).
 set -euo pipefail
@@ -15,16 +16,17 @@ for a in "$@"; do
     --cpu-only) preset=cpu-only ;;
     --debug) preset=debug ;;
     --test-tools) test_tools=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a (see --help)" >&2; exit 2 ;;
   esac
 done
 
 # --- 1. packages ---
 pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libeigen3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
-      libopenmpi-dev openmpi-bin)
-# The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
-if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
+      libopenmpi-dev openmpi-bin protobuf-compiler libprotobuf-dev)
+# The TensorBoard test's decoders, the fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer
+# links libclang_rt.fuzzer).
+if ((test_tools)); then pkgs+=(python3-pytest python3-protobuf python3-crc32c clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
 source scripts/lib/packages.sh  # cwd is the repository root (above)
 install_missing setup "${pkgs[@]}" || echo "setup: packages present"
 

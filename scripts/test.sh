@@ -28,7 +28,9 @@ while (($#)); do
   esac
   shift
 done
-if ((fuzz)); then setup_args+=(--test-tools); fi
+# The test tools every run needs (the ctest stage's tensorboard_events decodes with python3-protobuf and
+# python3-crc32c), and the fuzz stage's clang: one list, scripts/setup.sh --test-tools.
+setup_args+=(--test-tools)
 werror=OFF
 [ -n "${CI:-}" ] && werror=ON
 
