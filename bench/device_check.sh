@@ -193,7 +193,7 @@ cmake_args=(-S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release 
 cmake_args+=(${EBM_CHECK_CMAKE_ARGS:-})
 RECORD=0 run_part configure 90 cmake "${cmake_args[@]}"
 summary_lines=$(sed -n '/ebm_engine /,/warnings as errors/p' "$build/configure.out" 2> /dev/null | sed 's/^-- //')
-for lib in cuda libpng zlib; do
+for lib in cuda libpng zlib tensorboard; do
   grep -q "✓ $lib" <<< "$summary_lines" && envfact "configure.$lib" true || envfact "configure.$lib" false
 done
 envfact configure.cudnn "$(grep -m1 '^ *cuDNN ' <<< "$summary_lines" | sed 's/^ *cuDNN //')"
@@ -222,6 +222,7 @@ run_part build 240 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 }
 have_png=$(grep -q '✓ libpng' <<< "$summary_lines" && echo 1 || echo 0)
 have_zlib=$(grep -q '✓ zlib' <<< "$summary_lines" && echo 1 || echo 0)
+have_tb=$(grep -q '✓ tensorboard' <<< "$summary_lines" && echo 1 || echo 0)
 no_gpu_here() { [[ $dry_run == 1 && $gpu == 0 ]]; }
 
 # --- GPU tests: one process per test (a device fault poisons the context, and must not hide which test),
@@ -327,7 +328,8 @@ fi
 # --- dry run: what proves the build without a GPU ---
 if no_gpu_here; then
   # An epoch of 2 batches on the CPU backend, through the epoch end (validation, pictures, checkpoint):
-  # a build without libpng must train through it with one warning and no picture.
+  # a build without libpng must train through it with one warning and no picture, and a build without
+  # protobuf with one line saying it writes no TensorBoard files, and no tb/ folder.
   rm -rf "$build/run_cpu"
   synth=""
   if [[ -z $data_dir ]]; then  # no data/mnist: 256 + 64 random raw IDX images
@@ -345,6 +347,7 @@ PY
     --set data.dir="${data_dir:-$synth}" --set output_dir="$build/run_cpu"
   if ((part_rc != 125)); then
     warnings=$(grep -c 'ebm_train: warning: this build has no libpng' "$build/epoch_cpu.out")
+    tb_warnings=$(grep -c 'this build writes no TensorBoard files' "$build/epoch_cpu.out")
     if ((part_rc != 0)); then
       status="FAILED (exit $part_rc): $(tail -n 1 "$build/epoch_cpu.out" | cut -c1-100)"
     elif [[ ! -e $build/run_cpu/epoch_1/model.safetensors ]]; then
@@ -355,8 +358,12 @@ PY
       status="FAILED: built without libpng: $warnings 'no libpng' warnings, not one"
     elif ((!have_png)) && [[ -e $build/run_cpu/samples || -e $build/run_cpu/curves.png ]]; then
       status="FAILED: built without libpng, yet pictures were written"
+    elif ((have_tb)) && ! compgen -G "$build/run_cpu/tb/events.out.tfevents.*" > /dev/null; then
+      status="FAILED: built with protobuf, but no tb/events.out.tfevents.* file"
+    elif ((!have_tb)) && { ((tb_warnings != 1)) || [[ -e $build/run_cpu/tb ]]; }; then
+      status="FAILED: built without protobuf: $tb_warnings 'no TensorBoard files' lines (not one), or a tb/ folder"
     else
-      status="ok ($( ((have_png)) && echo "pictures written" || echo "no libpng: pictures skipped with 1 warning"))"
+      status="ok ($( ((have_png)) && echo "pictures written" || echo "no libpng: pictures skipped with 1 warning"); $( ((have_tb)) && echo "TensorBoard file written" || echo "no protobuf: TensorBoard skipped with 1 line"))"
     fi
     record epoch_cpu "$status" "$part_s" "$part_limit"
     [[ -e $build/run_cpu/metrics.jsonl ]] && cp "$build/run_cpu/metrics.jsonl" "$out/metrics.jsonl" && envfact epoch_part epoch_cpu
@@ -417,7 +424,7 @@ PY
 fi
 
 # --- the other tests, and the CPU ratio ---
-run_part tests_rest 90 ctest --test-dir "$build" -E '^(CudaParity|CurandPhilox|cli_)' -j "$(nproc)" \
+run_part tests_rest 90 ctest --test-dir "$build" -E '^(CudaParity|CurandPhilox|cli_|py_)' -j "$(nproc)" \
   --output-on-failure --timeout 120
 timing_part bench_cpu 45 "$build/ebm_bench" --backend cpu --iters 3 --warmup 1
 

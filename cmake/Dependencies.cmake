@@ -3,7 +3,8 @@
 #   nlohmann_json::nlohmann_json, Eigen3::Eigen (EBM_EIGEN_FROM: its version and where), ZLIB::ZLIB and PNG::PNG (stub interfaces when zlib or libpng is absent;
 #   EBM_HAVE_ZLIB / EBM_HAVE_PNG defined where present), GTest::gtest_main, and for CUDA: EBM_HAVE_CUDA,
 #   EBM_CUDA_ARCH_LIST, ebm::cudnn (EBM_CUDNN_FROM: where it was found), CUDA::curand;
-#   optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl).
+#   optional: EBM_HAVE_MPI (MPI::MPI_C), EBM_HAVE_NCCL (ebm::nccl), EBM_HAVE_TENSORBOARD (protoc and
+#   protobuf::libprotobuf-lite; EBM_TENSORBOARD_WHY says what was missing).
 # Machines without some -dev packages (the lent GPU machine) may point EBM_THIRD_PARTY at a folder
 # holding copies of nlohmann/, eigen3/ and googletest/ (scripts/fetch_third_party.sh fills third_party/).
 
@@ -104,6 +105,20 @@ if(NOT PNG_FOUND)
   add_library(PNG::PNG INTERFACE IMPORTED)
 else()
   set_property(TARGET PNG::PNG APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS EBM_HAVE_PNG=1)
+endif()
+
+# Protocol Buffers (optional): TensorBoard event files (host/tensorboard.cpp, the schema in
+# host/tensorboard_event.proto compiled by protoc). Both the compiler and the (lite) runtime library are needed;
+# without either, ebm_train writes no tb/ folder and says so once when train.tensorboard is on.
+set(EBM_HAVE_TENSORBOARD FALSE)
+find_package(Protobuf QUIET)
+if(Protobuf_FOUND AND Protobuf_PROTOC_EXECUTABLE AND TARGET protobuf::libprotobuf-lite)
+  set(EBM_HAVE_TENSORBOARD TRUE)
+  set(EBM_TENSORBOARD_WHY "")
+elseif(NOT Protobuf_PROTOC_EXECUTABLE)
+  set(EBM_TENSORBOARD_WHY "protoc not found (Debian: protobuf-compiler, libprotobuf-dev)")
+else()
+  set(EBM_TENSORBOARD_WHY "the protobuf library and headers not found (Debian: libprotobuf-dev)")
 endif()
 
 # BLAS for the CPU backend's convolutions (im2col + SGEMM). Without it a portable blocked GEMM is used.

@@ -203,7 +203,7 @@ json config_to_json(const Config& c) {
                  {"eps", t.eps}, {"alpha", t.alpha}, {"real_noise", t.real_noise},
                  {"max_steps", t.max_steps}, {"log_every", t.log_every},
                  {"checkpoint_every", t.checkpoint_every}, {"keep_checkpoints", t.keep_checkpoints},
-                 {"validate", t.validate},
+                 {"validate", t.validate}, {"tensorboard", t.tensorboard},
                  {"comm_timeout_s", t.comm_timeout_s}, {"ema_decay", t.ema_decay},
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
@@ -278,6 +278,7 @@ Config config_from_json(const json& user, const std::string& source) {
   t.checkpoint_every = r.int64("train.checkpoint_every", 0);
   t.keep_checkpoints = r.int32("train.keep_checkpoints", 0);
   t.validate = r.boolean("train.validate");
+  t.tensorboard = r.boolean("train.tensorboard");
   t.comm_timeout_s = r.real("train.comm_timeout_s", {.lo = 0, .lo_open = true});
   t.ema_decay = r.real("train.ema_decay", {.lo = 0, .hi = 1, .hi_open = true});
   t.divergence.max_abs_f = r.real("train.divergence.max_abs_f", {.lo = 0, .lo_open = true});

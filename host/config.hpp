@@ -80,6 +80,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;    // also checkpoint to last/ every N steps (0 = epoch ends only)
   int keep_checkpoints = 3;        // keep the newest N epoch_<N>/ checkpoints (and last/); 0 = all
   bool validate = true;            // validation on the test set at each epoch end
+  bool tensorboard = true;         // TensorBoard event files in <output_dir>/tb/ (host/tensorboard.hpp)
   double comm_timeout_s = 120;     // data-parallel runs: a collective waiting longer than this ends the job
   double ema_decay = 0;            // θ_ema ← d·θ_ema + (1−d)·θ after each step, in [0, 1); 0 = no EMA.
                                    // Sampling, scoring and model.safetensors use θ_ema (engine/backend.hpp)

@@ -203,25 +203,68 @@ void Image::blend(int x, int y, Rgb c, float alpha) {
   set(x, y, {mix(o.r, c.r), mix(o.g, c.g), mix(o.b, c.b)});
 }
 
-void write_png(const std::string& path, const Image& img) {
+namespace {
+
+void check_pixels(const Image& img, const char* what) {
   EBM_CHECK((img.channels == 1 || img.channels == 3) && img.width > 0 && img.height > 0 &&
                 img.pixels.size() == static_cast<size_t>(img.width) * img.height * img.channels,
-            "write_png: image size does not match its pixels");
+            std::string(what) + ": image size does not match its pixels");
+}
+
+#if EBM_HAVE_PNG
+// libpng's simplified API reports errors through the struct instead of longjmp, which keeps C++ frames out
+// of its error path. False and `why` on failure.
+bool encode_png_to(const Image& img, std::string& out, std::string& why) {
+  auto fresh = [&] {
+    png_image pi;
+    std::memset(&pi, 0, sizeof pi);
+    pi.version = PNG_IMAGE_VERSION;
+    pi.width = static_cast<png_uint_32>(img.width);
+    pi.height = static_cast<png_uint_32>(img.height);
+    pi.format = img.channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+    return pi;
+  };
+  png_image pi = fresh();
+  png_alloc_size_t size = 0;  // a first pass with no buffer measures the file
+  if (!png_image_write_to_memory(&pi, nullptr, &size, 0, img.pixels.data(), 0, nullptr)) {
+    why = pi.message;
+    return false;
+  }
+  out.assign(size, '\0');
+  pi = fresh();
+  if (!png_image_write_to_memory(&pi, out.data(), &size, 0, img.pixels.data(), 0, nullptr)) {
+    why = pi.message;
+    return false;
+  }
+  out.resize(size);
+  return true;
+}
+#endif
+
+}  // namespace
+
+std::string encode_png(const Image& img) {
+  check_pixels(img, "encode_png");
+#if EBM_HAVE_PNG
+  std::string out, why;
+  if (!encode_png_to(img, out, why)) user_fail("cannot encode a PNG image: ", why);
+  return out;
+#else
+  user_fail("cannot encode a PNG image: built without libpng");
+#endif
+}
+
+void write_png(const std::string& path, const Image& img) {
+  check_pixels(img, "write_png");
 #if EBM_HAVE_PNG
   if (const std::string why = output_file_problem(path); !why.empty()) user_fail("cannot write ", path, ": ", why);
+  std::string bytes, why;
+  if (!encode_png_to(img, bytes, why)) user_fail("cannot write ", path, ": ", why);
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) user_fail("cannot write ", path, ": ", std::strerror(errno));
-  // libpng's simplified API reports errors through the struct instead of longjmp, which keeps C++
-  // frames out of its error path.
-  png_image pi;
-  std::memset(&pi, 0, sizeof pi);
-  pi.version = PNG_IMAGE_VERSION;
-  pi.width = static_cast<png_uint_32>(img.width);
-  pi.height = static_cast<png_uint_32>(img.height);
-  pi.format = img.channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
-  const int ok = png_image_write_to_stdio(&pi, f, 0, img.pixels.data(), 0, nullptr);
-  const std::string why = ok ? std::strerror(errno) : pi.message;
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  why = std::strerror(errno);
   if (std::fclose(f) != 0 || !ok) {
     std::filesystem::remove(tmp);
     user_fail("cannot write ", path, ": ", why);

@@ -29,6 +29,8 @@ struct Image {
 
 // PNG files. write_png writes path.tmp then renames; both throw UserError naming the file.
 void write_png(const std::string& path, const Image& img);
+// The bytes write_png writes (a PNG file in memory: TensorBoard's image summaries); UserError without libpng.
+std::string encode_png(const Image& img);
 Image read_png(const std::string& path);  // 8-bit gray (channels 1) or RGB (3); alpha is dropped
 
 // Whether this build has libpng (CMake found it), so that PNG files can be written and read.

@@ -32,6 +32,7 @@
 #include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
 #include "host/sampling.hpp"
+#include "host/tensorboard.hpp"
 #ifdef EBM_HAVE_CUDA
 #include "engine/cuda/cuda_backend.hpp"
 #endif
@@ -377,6 +378,7 @@ class TrainingRun {
       if (root()) write_file_atomic((run_dir_ / "metrics.jsonl").string(), [](std::ofstream&) {});
     }
     if (root()) metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
+    agree(comm_, [&] { open_tensorboard(); }, /*root_only=*/true);
     if (resuming) log_resume(changes);
     if (!resume_note_.empty()) out() << resume_note_ << "\n";
     start_step_ = state_.step;
@@ -722,6 +724,7 @@ class TrainingRun {
     if (!root()) return;
     metrics_ << j.dump() << "\n";
     metrics_.flush();
+    if (tb_) tb_->add_metrics(j);
     if (options_.on_record) options_.on_record(j);
   }
 
@@ -801,8 +804,49 @@ class TrainingRun {
     const int cols = int(std::ceil(std::sqrt(double(g.n))));
     fs::create_directories(run_dir_ / "samples");
     const std::string path = (run_dir_ / "samples" / ("epoch_" + std::to_string(epoch) + ".png")).string();
-    write_png(path, image_grid(x.ptr(), g.n, net_.in_h, net_.in_w, cols, labels, 3));
+    const Image grid = image_grid(x.ptr(), g.n, net_.in_h, net_.in_w, cols, labels, 3);
+    write_png(path, grid);
+    if (tb_) tb_->add_image("samples", state_.step, grid);
     out() << "  samples: " << path << "\n";
+  }
+
+  // Rank 0: the event files in tb/ cut back to the step this run starts from, as metrics.jsonl is (also with
+  // train.tensorboard off: no step of an abandoned history stays there), and with it on, appended to from here.
+  // A build without protobuf says so once and trains on.
+  void open_tensorboard() {
+    const std::string dir = (run_dir_ / "tb").string();
+    if (tensorboard_available() && fs::is_directory(dir)) truncate_tensorboard_events(dir, state_.step);
+    if (!config_.train.tensorboard) return;
+    if (!tensorboard_available()) {
+      out() << std::flush;
+      err() << "ebm_train: warning: this build writes no TensorBoard files (train.tensorboard is on): "
+            << tensorboard_missing_reason() << "; training goes on (train.tensorboard=false silences this)" << std::endl;
+      return;
+    }
+    tb_ = std::make_unique<TensorBoardWriter>(dir, err());
+  }
+
+  // train.tensorboard, rank 0, at an epoch end: histograms of E = −f (sampling weights, as ebm_score) of real
+  // images — the test set's first kHistogramImages — and of samples — this rank's newest kHistogramImages
+  // replay-buffer rows. Forward passes only: no random stream moves and nothing training holds changes.
+  void energy_histograms() {
+    if (!tb_) return;
+    OffTheClock off(off_clock_s_, off_clock_depth_);
+    constexpr int64_t kHistogramImages = 1000;
+    const int64_t img = net_.image_size();
+    auto energies = [&](const Tensor& t, bool newest) {  // E of t's first or newest rows [n, image]
+      const int64_t n = t.shape.empty() ? 0 : std::min(kHistogramImages, t.dim(0));
+      if (n == 0) return std::vector<float>();
+      Tensor rows({n, net_.in_c, net_.in_h, net_.in_w});
+      const float* src = t.ptr() + (newest ? t.dim(0) - n : 0) * img;
+      std::copy(src, src + n * img, rows.ptr());
+      std::vector<float> e = backend_->energy(rows);
+      for (float& v : e) v = -v;
+      return e;
+    };
+    if (data_->test.numel() > 0) tb_->add_histogram("energy/real", state_.step, energies(data_->test, false));
+    tb_->add_histogram("energy/samples", state_.step, energies(backend_->buffer(), true));  // oldest row first
+    tb_->flush();
   }
 
   // train.eval: eval.n chains by the evaluation protocol (host/eval_quality.hpp, seed = the run's seed, so every
@@ -930,6 +974,7 @@ class TrainingRun {
         metrics_.close();
         truncate_metrics(run_dir_ / "metrics.jsonl", state_.step, /*keep_events=*/true);
         metrics_.open(run_dir_ / "metrics.jsonl", std::ios::app);
+        if (tb_) tb_->rewind(state_.step);
       }
       out() << "rolled back to step " << state_.step << " (rollback " << n << "/" << d.max_rollbacks << "), lr "
             << fmt("%.3g", state_.lr) << ", seed " << state_.seed << "\n";
@@ -1100,6 +1145,7 @@ class TrainingRun {
     state_.epoch_sums.fill(0.0);
     checkpoint_after_next_step({"epoch_" + std::to_string(epoch), "last"});
     if (root()) sample_grid(epoch);  // the other ranks go on to the next epoch's first collective and wait
+    if (root()) energy_histograms();
     curves();
     return true;
   }
@@ -1131,6 +1177,7 @@ class TrainingRun {
   double lr_now_ = 0;               // the learning rate the backend holds now
   int64_t batches_per_epoch_ = 0, total_steps_ = 0, steps_here_ = 0, epoch_steps_start_ = 0;
   std::ofstream metrics_;
+  std::unique_ptr<TensorBoardWriter> tb_;  // train.tensorboard: rank 0's event files in tb/
   bool tty_ = false;
   std::unique_ptr<QualityMeter> quality_;  // train.eval: the data set's classifier and reference statistics
   OptionalPictures pictures_{"ebm_train", "samples/epoch_N.png and curves.png"};  // skipped without libpng

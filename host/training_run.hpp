@@ -48,7 +48,7 @@ struct SettingChange {
 // The settings `now` changes from `checkpoint`'s, in key order. A resumed run may change how it trains
 // from here on: train.lr (applied from the next step; Adam's moments are kept), seed (fresh random streams
 // from the next step), train.epochs and max_steps, the cadences (log_every, checkpoint_every,
-// keep_checkpoints, validate), train.divergence.*, the sampler, alpha, real_noise, Adam's betas and eps,
+// keep_checkpoints, validate, tensorboard), train.divergence.*, the sampler, alpha, real_noise, Adam's betas and eps,
 // buffer.reinit_prob, generate.*, the backend, cuda.*, output_dir, comm_timeout_s and data.dir (the data
 // itself is checked by fingerprint). It may not change what the state was built for: model.*, data.dataset,
 // data.pad_to, data.limit, data.batch_size, buffer.capacity and buffer.initial — a UserError naming the key,

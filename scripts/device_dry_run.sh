@@ -7,17 +7,17 @@
 #
 # The shape, inside a private mount namespace (unshare -m: needs root), with /usr under an overlay whose
 # upper layer is a temporary folder, so that nothing outside the namespace changes:
-#   - no nlohmann/json, Eigen, GoogleTest, libpng or zlib development files (headers, CMake and pkg-config
-#     files, sources, static and unversioned libraries; the run-time libraries stay);
+#   - no nlohmann/json, Eigen, GoogleTest, libpng, zlib, protobuf or pybind11 development files (headers, CMake and
+#     pkg-config files, sources, static and unversioned libraries, protoc; the run-time libraries stay);
 #   - no cuDNN, NCCL or cuRAND in the CUDA toolkit: they are laid out as their pip wheels lay them out,
 #     nvidia/cudnn/{include,lib} (nvidia-cudnn-cu13), nvidia/nccl/{include,lib} (nvidia-nccl-cu13) and
 #     nvidia/cu13/{include,lib} (CUDA 13's cuRAND), versioned .so names only, no __init__.py anywhere (so
 #     nvidia.cudnn.__file__ is None), on PYTHONPATH;
 #   - third_party/ filled by scripts/fetch_third_party.sh (run first, outside the namespace);
 #   - EBM_DRY_RUN=1, with the part limits scaled for 2 cores (EBM_CHECK_LIMIT_SCALE=8, budget 2400 s); with
-#     CI set, warnings are errors (the code paths without libpng and zlib are compiled nowhere else).
+#     CI set, warnings are errors (the code paths without libpng, zlib and protobuf are compiled nowhere else).
 # The device check's table, summary.json and logs are in BUILD_DIR/out. The script then checks what the
-# summary says: ✓ cuda with cuDNN from the wheel, ✗ libpng, ✗ zlib, configure and build ok, tests_cuda and
+# summary says: ✓ cuda with cuDNN from the wheel, ✗ libpng, ✗ zlib, ✗ tensorboard, configure and build ok, tests_cuda and
 # bench_cuda "stopped: no GPU here", every other part ok, and the device check's exit status 3.
 # Exit 0 when all of that holds, 1 otherwise. 2-5 minutes on 2 cores (the cold CUDA build is most of it); it
 # is the last stage of scripts/test.sh. Run it before taking the device check to a GPU machine.
@@ -72,23 +72,27 @@ hidden=(
   /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h /usr/include/libpng /usr/include/libpng16
   "$lib"/libpng.so "$lib"/libpng16.so "$lib"/libpng*.a "$lib"/pkgconfig/libpng*
   /usr/include/zlib.h /usr/include/zconf.h "$lib"/libz.so "$lib"/libz.a "$lib"/pkgconfig/zlib.pc
+  /usr/include/google/protobuf /usr/bin/protoc "$lib"/libprotobuf.so "$lib"/libprotobuf-lite.so "$lib"/libprotobuf*.a
+  "$lib"/libprotoc.so "$lib"/libprotoc.a "$lib"/pkgconfig/protobuf*.pc "$lib"/cmake/protobuf
+  /usr/include/pybind11 /usr/lib/cmake/pybind11 /usr/share/pkgconfig/pybind11.pc
   "$cuda"/include/cudnn*.h "$cuda"/lib/libcudnn* "$cuda"/include/nccl* "$cuda"/lib/libnccl*
   "$cuda"/include/curand*.h "$cuda"/lib/libcurand*
 )
 rm -rf "${hidden[@]}"
 
 export PYTHONPATH=$tmp/site${PYTHONPATH:+:$PYTHONPATH}
-echo "device_dry_run: hidden here: nlohmann/json, Eigen, GoogleTest, libpng and zlib development files; cuDNN, NCCL and cuRAND in $cuda"
+echo "device_dry_run: hidden here: nlohmann/json, Eigen, GoogleTest, libpng, zlib, protobuf and pybind11 development files (and protoc); cuDNN, NCCL and cuRAND in $cuda"
 python3 -c 'import nvidia.cudnn as m, os; print("device_dry_run: python module nvidia.cudnn: __file__", m.__file__, "__path__", list(m.__path__),
       "/ lib:", " ".join(sorted(os.listdir(os.path.join(list(m.__path__)[0], "lib")))))'
-for f in /usr/include/nlohmann/json.hpp /usr/include/eigen3/Eigen/Core /usr/include/gtest/gtest.h /usr/include/png.h /usr/include/zlib.h "$cuda/include/cudnn.h"; do
+for f in /usr/include/nlohmann/json.hpp /usr/include/eigen3/Eigen/Core /usr/include/gtest/gtest.h /usr/include/png.h /usr/include/zlib.h \
+         /usr/include/google/protobuf/message_lite.h /usr/bin/protoc /usr/include/pybind11/pybind11.h "$cuda/include/cudnn.h"; do
   [[ -e $f ]] && { echo "device_dry_run: $f is still visible" >&2; exit 1; }
 done
 
 cd "$root"
 rc=0
 werror=""
-[[ -n ${CI:-} ]] && werror=-DEBM_WERROR=ON  # CI: the code without libpng and zlib compiles only here
+[[ -n ${CI:-} ]] && werror=-DEBM_WERROR=ON  # CI: the code without libpng, zlib and protobuf compiles only here
 EBM_DRY_RUN=1 EBM_CHECK_BUDGET_S=2400 EBM_CHECK_LIMIT_SCALE=8 EBM_CHECK_CMAKE_ARGS=$werror OUT=$build/out \
   bash bench/device_check.sh "$build" || rc=$?
 
@@ -103,11 +107,13 @@ checks = [
     ("configure: ✓ cuda", s["configure"].get("cuda") is True),
     ("configure: cuDNN from the pip wheel", "from the pip wheel" in s["configure"].get("cudnn", "")),
     ("configure: ✗ libpng, ✗ zlib", s["configure"].get("libpng") is False and s["configure"].get("zlib") is False),
+    ("configure: ✗ tensorboard (protobuf hidden)", s["configure"].get("tensorboard") is False),
     ("configure and build ok", parts.get("configure") == "ok" and parts.get("build") == "ok"),
     ("tests_cuda and bench_cuda: stopped: no GPU here",
      all(parts.get(p, "").startswith("stopped: no GPU here") for p in ("tests_cuda", "bench_cuda"))),
     ("tests_rest ok", parts.get("tests_rest") == "ok"),
-    ("epoch_cpu ok (trained through an epoch end without libpng)", parts.get("epoch_cpu", "").startswith("ok")),
+    ("epoch_cpu ok (trained through an epoch end without libpng and without TensorBoard files)",
+     parts.get("epoch_cpu", "").startswith("ok")),
     ("optional_libs ok", parts.get("optional_libs") == "ok"),
     ("no part FAILED or timed out", not any(v.startswith(("FAILED", "TIMEOUT")) for v in parts.values())),
 ]

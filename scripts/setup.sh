@@ -3,8 +3,8 @@
 # what is already there.
 #   scripts/setup.sh [--no-data] [--cpu-only] [--debug] [--test-tools]
 # --test-tools also installs what only scripts/test.sh needs: clang 14 and libFuzzer (the parsers' fuzz targets,
-# tests/fuzz/) and the Python test tools (py_test_pkgs). With CI set, warnings are errors; EBM_CMAKE_ARGS adds
-# configure options (e.g. -DEBM_NATIVE=OFF).
+# tests/fuzz/) and the Python test tools (py_test_pkgs: pytest, the TensorBoard test's decoders, the notebook
+# test's Jupyter). With CI set, warnings are errors; EBM_CMAKE_ARGS adds configure options (e.g. -DEBM_NATIVE=OFF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +15,7 @@ for a in "$@"; do
     --cpu-only) preset=cpu-only ;;
     --debug) preset=debug ;;
     --test-tools) test_tools=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -23,12 +23,15 @@ done
 # --- 1. packages ---
 pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libeigen3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
       libopenmpi-dev openmpi-bin
-      python3-dev python3-numpy pybind11-dev)  # the Python module ebm_engine (build/python)
+      python3-dev python3-numpy pybind11-dev  # the Python module ebm_engine (build/python)
+      protobuf-compiler libprotobuf-dev)      # TensorBoard event files (host/tensorboard_event.proto)
 # The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
 if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
-# Python test tools, for /usr/bin/python3: pytest for tests/python/, and what tests/python/test_notebook.py needs
-# to execute docs/notebooks/mnist_ebm.ipynb headless (nbconvert, an ipykernel, matplotlib).
-py_test_pkgs=(python3-numpy python3-pytest python3-matplotlib jupyter-nbconvert python3-ipykernel python3-nbformat)
+# Python test tools, for /usr/bin/python3: pytest for tests/python/; python3-protobuf and python3-crc32c, which
+# decode and check ebm_train's TensorBoard event files (test_tensorboard_events.py); what test_notebook.py needs to
+# execute docs/notebooks/mnist_ebm.ipynb headless (nbconvert, an ipykernel, matplotlib).
+py_test_pkgs=(python3-numpy python3-pytest python3-protobuf python3-crc32c python3-matplotlib jupyter-nbconvert
+              python3-ipykernel python3-nbformat)
 if ((test_tools)); then pkgs+=("${py_test_pkgs[@]}"); fi
 source scripts/lib/packages.sh  # cwd is the repository root (above)
 install_missing setup "${pkgs[@]}" || echo "setup: packages present"

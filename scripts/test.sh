@@ -28,7 +28,9 @@ while (($#)); do
   esac
   shift
 done
-setup_args+=(--test-tools)  # the fuzz stage's clang and libFuzzer, and the Python test tools ctest's pytest files use
+# The test tools every run needs (ctest's pytest files: pytest, the TensorBoard decoders, Jupyter), and the fuzz
+# stage's clang: one list, scripts/setup.sh --test-tools.
+setup_args+=(--test-tools)
 werror=OFF
 [ -n "${CI:-}" ] && werror=ON
 

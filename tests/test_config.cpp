@@ -92,6 +92,7 @@ TEST(ConfigDefaults, MatchDesignSection5) {
   EXPECT_EQ(c.train.log_every, 10);
   EXPECT_EQ(c.train.checkpoint_every, 0);
   EXPECT_TRUE(c.train.validate);
+  EXPECT_TRUE(c.train.tensorboard);
   EXPECT_EQ(c.train.comm_timeout_s, 120.0);
   EXPECT_EQ(c.train.divergence.max_abs_f, 1e4);
   EXPECT_EQ(c.train.divergence.action, "stop");
@@ -123,13 +124,14 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.ema_decay", "train.epochs", "train.eps",
       "train.eval.every", "train.eval.n", "train.keep_checkpoints", "train.log_every", "train.lr", "train.lr_gamma",
       "train.lr_min_factor", "train.lr_schedule", "train.lr_step_epochs", "train.lr_warmup_steps", "train.max_steps",
-      "train.real_noise",
+      "train.real_noise", "train.tensorboard",
       "train.validate"};
   EXPECT_EQ(paths, expected);
   EXPECT_TRUE(s["seed"].is_number_unsigned());
   EXPECT_TRUE(s["data"]["limit"].is_number_integer());
   EXPECT_TRUE(s["sampler"]["step_size"].is_number_float());  // 10.0 stays a float: it is the type
   EXPECT_TRUE(s["train"]["validate"].is_boolean());
+  EXPECT_TRUE(s["train"]["tensorboard"].is_boolean());
   EXPECT_TRUE(s["train"]["ema_decay"].is_number_float());  // 0.0: ema_decay=0.99 is accepted
   EXPECT_TRUE(s["model"]["spectral_norm"].is_boolean());
   EXPECT_TRUE(s["model"]["channels"].is_array());
@@ -182,6 +184,7 @@ TEST(ConfigTypes, WrongTypesAreRejectedWithKeyPathAndValue) {
       {R"({"train": {"lr": true}})", R"("train.lr" must be a number, got true)"},
       {R"({"train": {"divergence": {"max_abs_f": [1]}}})", R"("train.divergence.max_abs_f" must be a number)"},
       {R"({"train": {"validate": 1}})", R"("train.validate" must be true or false, got 1)"},
+      {R"({"train": {"tensorboard": "yes"}})", R"("train.tensorboard" must be true or false, got "yes")"},
       {R"({"cuda": {"tf32": "true"}})", R"("cuda.tf32" must be true or false, got "true")"},
       {R"({"model": {"spectral_norm": 1}})", R"("model.spectral_norm" must be true or false, got 1)"},
       {R"({"train": {"ema_decay": "0.99"}})", R"("train.ema_decay" must be a number, got "0.99")"},
@@ -463,6 +466,7 @@ TEST(ConfigRoundTrip, DefaultsAndAModifiedConfig) {
   c.train.log_every = 1;
   c.train.checkpoint_every = 250;
   c.train.validate = false;
+  c.train.tensorboard = false;
   c.train.comm_timeout_s = 7.5;
   c.train.divergence = {123.5, "rollback", 0.25, 0};
   c.generate = {64, 0, 1.0 / 3.0, 0.0};

@@ -18,9 +18,13 @@
 #include "host/safetensors.hpp"
 #include "host/sampling.hpp"
 #include "host/idx.hpp"
+#include "host/tensorboard.hpp"
 #include "host/png_image.hpp"
 #include "host/training_run.hpp"
 #include "tests/test_support.hpp"
+#if EBM_HAVE_TENSORBOARD
+#include "host/tensorboard_event.pb.h"  // generated (build/proto/)
+#endif
 
 namespace fs = std::filesystem;
 using namespace ebm;
@@ -416,6 +420,20 @@ TEST_F(TrainingRunTest, AfterARollbackTheMetricsHoldOneRecordPerStep) {
   EXPECT_GE(rollbacks, 1);
   for (const auto& [step, n] : steps) EXPECT_EQ(n, 1) << "step " << step << " logged " << n << " times";
   EXPECT_EQ(steps.size(), 6u);
+#if EBM_HAVE_TENSORBOARD
+  // tb/ is cut back at the rollback as metrics.jsonl is: train/loss once for each step logged there.
+  std::map<int64_t, int> tb_steps;
+  for (const auto& f : fs::directory_iterator(root_ / "run/tb")) {
+    const std::string bytes = slurp(f.path());
+    for (std::string_view r : scan_tfrecords(bytes).records) {
+      ebm::tensorboard::Event e;
+      ASSERT_TRUE(e.ParseFromArray(r.data(), int(r.size())));
+      for (const auto& v : e.summary().value()) tb_steps[e.step()] += v.tag() == "train/loss";
+    }
+  }
+  std::erase_if(tb_steps, [](const auto& kv) { return kv.second == 0; });
+  EXPECT_EQ(tb_steps, steps);
+#endif
 }
 
 // --- resume with new settings: the recovery recipe ---
