@@ -3,8 +3,9 @@
 // phases where the GPU has __syncthreads(), and compares with the CPU backend's chain (CpuBackend::sample, the
 // reference). Order-dependent bits would be a race; the chain must equal the reference within kChainTol.
 //
-// CudaParity.FusedChain* runs the kernel itself (cuda.langevin "fused") against the CPU backend on a GPU, and
-// skips, saying why, where there is none.
+// CudaParityFusedChain.* runs the kernel itself (cuda.langevin "fused") against the CPU backend and the per-layer
+// path on a GPU, and skips, saying why, where there is none. (A suite of its own: gtest refuses plain TESTs in
+// test_cuda_parity.cpp's TEST_P suite CudaParity; the name still matches the device check's '^CudaParity'.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -300,16 +301,16 @@ void run_gpu_case(const GpuCase& c) {
   EXPECT_EQ(dl.bad, 0u) << "fused vs layers: worst " << dl.max_abs << " at " << dl.at;
 }
 
-TEST(CudaParity, FusedChainSeedNetOneStep) { run_gpu_case({&kSeed, 5, 1, true}); }
-TEST(CudaParity, FusedChainSeedNetOneStepNoNoise) { run_gpu_case({&kSeed, 5, 1, false}); }
-TEST(CudaParity, FusedChainSeedNet100Steps) { run_gpu_case({&kSeed, 128, 100, true}); }
-TEST(CudaParity, FusedChainSeedNet100StepsNoNoise) { run_gpu_case({&kSeed, 9, 100, false}); }
-TEST(CudaParity, FusedChainSmallNetPartialBatch) { run_gpu_case({&kSmall, 7, 100, true}); }
-TEST(CudaParity, FusedChainKernel5Stride1) { run_gpu_case({&kK5S1, 3, 10, true}); }
-TEST(CudaParity, FusedChainOddImage) { run_gpu_case({&kOdd, 5, 10, true}); }
+TEST(CudaParityFusedChain, SeedNetOneStep) { run_gpu_case({&kSeed, 5, 1, true}); }
+TEST(CudaParityFusedChain, SeedNetOneStepNoNoise) { run_gpu_case({&kSeed, 5, 1, false}); }
+TEST(CudaParityFusedChain, SeedNet100Steps) { run_gpu_case({&kSeed, 128, 100, true}); }
+TEST(CudaParityFusedChain, SeedNet100StepsNoNoise) { run_gpu_case({&kSeed, 9, 100, false}); }
+TEST(CudaParityFusedChain, SmallNetPartialBatch) { run_gpu_case({&kSmall, 7, 100, true}); }
+TEST(CudaParityFusedChain, Kernel5Stride1) { run_gpu_case({&kK5S1, 3, 10, true}); }
+TEST(CudaParityFusedChain, OddImage) { run_gpu_case({&kOdd, 5, 10, true}); }
 
 // A net past the budget falls back to the per-layer path and says so in facts().
-TEST(CudaParity, FusedChainFallsBackForALargeInput) {
+TEST(CudaParityFusedChain, FallsBackForALargeInput) {
   const std::string why = why_no_cuda();
   if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
   EngineOptions o;
