@@ -21,7 +21,8 @@
 #   build     240  ebm_tests, ebm_bench, ebm_train, ebm_sample, all cores (a failed build: exit 2)
 #   tests_cuda 90  every CudaParity* and CurandPhilox* test (53), one process each, 8 at a time on the one GPU
 #                  (each is a context start plus under a second of work); a skip (no device) fails
-#   bench_cuda 45  ebm_bench --backend cuda; FAILED when its JSON says "graphs": false
+#   bench_cuda 60  ebm_bench --backend cuda, both Langevin paths (per layer, then the fused chain: its figures
+#                  under "fused"); FAILED when its JSON says "graphs": false
 #   torch_eager 60 bench/torch_step.py: the same step in PyTorch, eager
 #   torch_compile 90  the same with torch.compile, capped at 60 s of compiling and warm-up; past the cap,
 #                  or failing to compile, it is "skipped: <why>", never a failure
@@ -270,7 +271,7 @@ timing_part() {
 }
 if no_gpu_here; then
   # The engine must stop with one line and exit 1 where a GPU is needed: no crash, no stack trace.
-  RECORD=0 run_part bench_cuda 45 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
+  RECORD=0 run_part bench_cuda 60 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
   if ((part_rc == 1)) && (($(wc -l < "$build/bench_cuda.out") == 1)); then
     status="$NO_GPU ($(cut -c1-100 "$build/bench_cuda.out"))"
   else
@@ -280,7 +281,7 @@ if no_gpu_here; then
   say "   $status"
   for name in torch_eager torch_compile epoch; do record "$name" "$NO_GPU (not started)" 0; done
 else
-  timing_part bench_cuda 45 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
+  timing_part bench_cuda 60 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
   if [[ $torch_line == *" True" ]]; then
     timing_part torch_eager 60 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3
     timing_part torch_compile 90 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3 --compile \

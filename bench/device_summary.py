@@ -205,6 +205,13 @@ def cmd_summarize(out_dir, build_dir):
         for ref, q in ratios.items():
             lines.append(f"  ebm cuda vs {ref}: train step {q['train_step']:.1f}x"
                          + (f", Langevin step {q['langevin_step']:.1f}x" if "langevin_step" in q else ""))
+        fused = (ours or {}).get("fused")
+        if fused:  # ebm_bench's second run, cuda.langevin "fused" (the top-level figures are the per-layer path's)
+            sp = (ours or {}).get("fused_speedup") or {}
+            lang = fused.get("ms_per_langevin_step")
+            lines.append(f"  ebm cuda, Langevin path {fused.get('langevin')!s}: train step {fused.get('ms_per_train_step', float('nan')):.2f} ms, "
+                         f"Langevin step {(lang if lang is not None else float('nan')):.3f} ms; per-layer / fused: "
+                         f"train step {sp.get('train_step') or float('nan'):.2f}x, Langevin step {sp.get('langevin_step') or float('nan'):.2f}x")
     for part, r in bench.items():
         if "skipped" in r:
             lines.append(f"  {part}: skipped: {r['skipped']}")

@@ -1,10 +1,13 @@
 // ebm_bench: times the seed's Langevin step and training step on one backend; one JSON line out.
 //   ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]
-//             [--iters 10] [--warmup 2]
+//             [--iters 10] [--warmup 2] [--langevin fused|layers|both]
 // Train step: --warmup steps, then --iters steps timed as one run ending in a read-back (the mean; no host
 // sync between steps, as in training). Langevin step: (median of k+k-step chains − median of k-step chains)/k,
 // so sample()'s upload, download and sync cancel. JSON also says which backend ran and whether CUDA graphs
-// were on ("graphs": a failed capture falls back to eager, which the device check must not time unknowingly).
+// were on ("graphs": a failed capture falls back to eager, which the device check must not time unknowingly),
+// and which Langevin path ran ("langevin": "layers" or "fused", cuda.langevin; a net past the fused kernel's
+// budget runs "layers"). On cuda the default times both paths: the top-level figures are the per-layer path's
+// (the config's default), "fused" holds the fused chain's, "fused_speedup" the ratios.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -29,14 +32,16 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]\n"
-    "                 [--iters 10] [--warmup 2]\n"
+    "                 [--iters 10] [--warmup 2] [--langevin fused|layers|both]\n"
     "Times one training step (Langevin chains, loss, Adam) and one Langevin step of the seed's network on\n"
     "one backend, printed as one JSON line: after --warmup steps (at least 2: the eager first step and the\n"
     "CUDA graph capture are never timed), --iters training steps as one run ending in one read-back; the\n"
     "Langevin step as the difference of 2k- and k-step chains over k (null when timing noise hides it).\n"
     "--batch, --langevin-steps\n"
     "and --channels set (and take what is allowed for) data.batch_size, sampler.steps and model.channels;\n"
-    "the rest is the default config. epoch_s_mnist extrapolates to one epoch of 60,000 images.\n";
+    "the rest is the default config. epoch_s_mnist extrapolates to one epoch of 60,000 images.\n"
+    "--langevin (cuda; default both): the per-layer Langevin path, the fused chain kernel (cuda.langevin), or\n"
+    "both, the fused one's figures under \"fused\"; \"langevin\" says which path ran.\n";
 
 // The MNIST training set's size: an epoch is ceil(kMnistTrain / batch) steps.
 constexpr int64_t kMnistTrain = 60000;
@@ -45,10 +50,11 @@ struct Flags {
   std::string backend = "cpu";
   Config config;  // the defaults with --batch, --langevin-steps and --channels applied
   int iters = 10, warmup = 2;
+  std::string langevin = "both";  // layers | fused | both (cuda); the cpu backend runs per layer
 };
 
 Flags parse(int argc, char** argv, bool& help) {
-  Args a(argc, argv, {"--backend", "--batch", "--langevin-steps", "--iters", "--warmup", "--channels"}, {"--help"});
+  Args a(argc, argv, {"--backend", "--batch", "--langevin-steps", "--iters", "--warmup", "--channels", "--langevin"}, {"--help"});
   help = a.has("--help");
   Flags f;
   if (help) return f;
@@ -62,6 +68,10 @@ Flags parse(int argc, char** argv, bool& help) {
     f.config.sampler.steps = config_from_flag("--langevin-steps", "sampler.steps", a.str("--langevin-steps", "")).sampler.steps;
   if (a.has("--channels"))
     f.config.model.channels = config_from_flag("--channels", "model.channels", a.str("--channels", "")).model.channels;
+  f.langevin = a.str("--langevin", f.langevin);
+  if (f.langevin != "layers" && f.langevin != "fused" && f.langevin != "both")
+    user_fail("option --langevin expects fused, layers or both, got \"", f.langevin, "\"");
+  if (f.backend == "cpu" && f.langevin == "fused") user_fail("--langevin fused needs --backend cuda (or auto)");
   f.iters = int(a.integer("--iters", f.iters, 1, 100000));
   f.warmup = int(a.integer("--warmup", f.warmup, 0, 100000));
   return f;
@@ -72,9 +82,11 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-int run(const Flags& f) {
+// One backend's figures, with cuda.langevin fused or not.
+nlohmann::json measure(const Flags& f, bool fused) {
   EngineOptions opt = engine_options_for(f.config);
   opt.buffer_initial = opt.batch_size;
+  opt.fused_langevin = fused;
   const NetSpec& net = opt.net;
   auto be = make_backend(f.backend, opt);
 
@@ -124,6 +136,7 @@ int run(const Flags& f) {
                         {"graphs", facts.graphs},
                         {"graph_captures", facts.graph_captures},
                         {"deterministic", facts.deterministic},
+                        {"langevin", facts.fused_langevin ? "fused" : "layers"},
                         {"batch", opt.batch_size},
                         {"langevin_steps", opt.sampler.steps},
                         {"channels", f.config.model.channels},
@@ -134,6 +147,26 @@ int run(const Flags& f) {
                         {"ms_per_langevin_step", ms_langevin},
                         {"epoch_steps_mnist", epoch_steps},
                         {"epoch_s_mnist", ms_step * double(epoch_steps) / 1000.0}};
+  return out;
+}
+
+int run(const Flags& f) {
+  if (f.langevin != "both") {
+    std::cout << measure(f, f.langevin == "fused").dump() << std::endl;
+    return 0;
+  }
+  nlohmann::json out = measure(f, false);
+  if (out["kind"] == "cuda") {  // the cpu backend has one path
+    nlohmann::json fused = measure(f, true);
+    auto ratio = [&](const char* key) -> nlohmann::json {
+      if (!out[key].is_number() || !fused[key].is_number() || fused[key].get<double>() <= 0) return nullptr;
+      return out[key].get<double>() / fused[key].get<double>();
+    };
+    out["fused_speedup"] = {{"train_step", ratio("ms_per_train_step")}, {"langevin_step", ratio("ms_per_langevin_step")}};
+    out["fused"] = {{"langevin", fused["langevin"]}, {"backend", fused["backend"]}, {"graphs", fused["graphs"]},
+                    {"ms_per_train_step", fused["ms_per_train_step"]},
+                    {"ms_per_langevin_step", fused["ms_per_langevin_step"]}, {"epoch_s_mnist", fused["epoch_s_mnist"]}};
+  }
   std::cout << out.dump() << std::endl;
   return 0;
 }

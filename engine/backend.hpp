@@ -27,6 +27,8 @@ struct BackendFacts {
   int64_t graph_captures = 0;  // CUDA graphs captured so far (the training step's and sample()'s chunks)
   bool deterministic = true;   // the same state gives the same bits in another process (cuda: algorithms
                                // chosen by cuDNN's heuristics, not by timing)
+  bool fused_langevin = false; // cuda: Langevin chains run as one fused kernel (kernels/langevin_chain.cuh);
+                               // false: per layer (EngineOptions::fused_langevin off, or the net does not fit)
 };
 
 struct SamplerParams {
@@ -48,6 +50,8 @@ struct EngineOptions {
   bool graphs = true;         // cuda only: replay training steps and sample chunks from CUDA graphs
   bool deterministic = true;  // cuda only: cuDNN algorithms by heuristics (same in every process: exact
                               // resume) instead of by timing (the fastest here, chosen anew by each process)
+  bool fused_langevin = false;  // cuda only: run Langevin chains (training and sample()) as one fused kernel per
+                                // chain where the net fits its shared-memory budget (cuda.langevin "fused")
   // Training recipe (both off by default: then every result is what it was without them).
   //   ema_decay d in [0, 1): after every Adam update θ_ema ← d·θ_ema + (1−d)·θ (0 = no EMA).
   //   spectral_norm: weights divided by their largest singular value, one power iteration per training step

@@ -42,6 +42,7 @@ EngineOptions engine_options_for(const Config& c) {
   o.device = c.cuda.device;
   o.graphs = c.cuda.graphs;
   o.deterministic = c.cuda.deterministic;
+  o.fused_langevin = c.cuda.langevin == "fused";
   o.ema_decay = c.train.ema_decay;
   o.spectral_norm = c.model.spectral_norm;
   return o;

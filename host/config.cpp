@@ -212,7 +212,7 @@ json config_to_json(const Config& c) {
                  {"eval", {{"every", t.eval.every}, {"n", t.eval.n}}}}},
       {"generate", {{"n", g.n}, {"steps", g.steps}, {"step_size", g.step_size}, {"noise", g.noise}}},
       {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}, {"graphs", c.cuda.graphs},
-                {"deterministic", c.cuda.deterministic}}},
+                {"deterministic", c.cuda.deterministic}, {"langevin", c.cuda.langevin}}},
   };
 }
 
@@ -297,6 +297,7 @@ Config config_from_json(const json& user, const std::string& source) {
   c.cuda.device = r.int32("cuda.device", 0);
   c.cuda.graphs = r.boolean("cuda.graphs");
   c.cuda.deterministic = r.boolean("cuda.deterministic");
+  c.cuda.langevin = r.one_of("cuda.langevin", {"layers", "fused"});
   return c;
 }
 

@@ -107,6 +107,8 @@ struct CudaConfig {
   bool graphs = true;              // replay training steps from CUDA graphs (false: every kernel eagerly)
   bool deterministic = true;       // cuDNN algorithms by heuristics: every process picks the same ones, so a
                                    // resumed run is bit-exact; false: timed, the fastest in this process
+  std::string langevin = "layers"; // layers | fused: Langevin chains per layer (cuDNN), or one fused kernel per chain
+                                   // where the net fits its shared memory (kernels/langevin_chain.cuh)
   bool operator==(const CudaConfig&) const = default;
 };
 

@@ -102,6 +102,7 @@ TEST(ConfigDefaults, MatchDesignSection5) {
   EXPECT_FALSE(c.model.spectral_norm);
   EXPECT_FALSE(c.cuda.tf32);
   EXPECT_EQ(c.cuda.device, 0);
+  EXPECT_EQ(c.cuda.langevin, "layers");  // fused: once GPU parity is shown
 }
 
 TEST(ConfigDefaults, EmptyUserConfigGivesDefaults) {
@@ -114,7 +115,7 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
   std::vector<std::string> paths;
   leaf_paths(s, "", paths);
   const std::vector<std::string> expected{
-      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.tf32",
+      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.langevin", "cuda.tf32",
       "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
       "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
@@ -232,6 +233,7 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
   };
   const Case cases[] = {
       {"backend=gpu", R"("backend" must be one of auto, cpu, cuda, got "gpu")"},
+      {"cuda.langevin=fast", R"("cuda.langevin" must be one of layers, fused, got "fast")"},
       {"seed=-1", R"("seed" must be >= 0, got -1)"},
       {"output_dir=", R"("output_dir" must not be empty)"},
       {"data.dataset=cifar10", R"("data.dataset" must be one of mnist, fashion-mnist, got "cifar10")"},
@@ -471,6 +473,7 @@ TEST(ConfigRoundTrip, DefaultsAndAModifiedConfig) {
   c.train.divergence = {123.5, "rollback", 0.25, 0};
   c.generate = {64, 0, 1.0 / 3.0, 0.0};
   c.cuda = {true, 3};
+  c.cuda.langevin = "fused";
   EXPECT_EQ(config_from_json(config_to_json(c), "rt"), c);
   // Through text too (the run directory's config.json): doubles print to round-trip precision.
   EXPECT_EQ(config_from_json(json::parse(config_to_json(c).dump()), "rt"), c);

@@ -36,7 +36,10 @@
 //
 // Options: EngineOptions::graphs = false (cuda.graphs) runs every step eagerly (debugging, profiling, the
 // graph-vs-eager test); EngineOptions::deterministic (cuda.deterministic) picks cuDNN algorithms by
-// heuristics instead of timing them.
+// heuristics instead of timing them; EngineOptions::fused_langevin (cuda.langevin "fused") runs each Langevin
+// chain — the training step's and sample()'s chunks — as one launch of kernels/langevin_chain.cuh instead of
+// K·(forward + backward + update) per-layer launches, where the net fits the kernel's shared-memory budget (else
+// one line on stderr at construction, and the per-layer path; facts().fused_langevin says which runs).
 #include "engine/cuda/cuda_backend.hpp"
 
 #include <cuda_profiler_api.h>
@@ -54,6 +57,7 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
+#include "engine/langevin_chain_plan.hpp"  // chain_net_for, chain_refusal: whether the fused chain takes the net
 #include "engine/loss.hpp"  // guard_max: the divergence guard's measure
 #include "engine/rng.hpp"
 #include "engine/spectral_norm.hpp"
@@ -65,6 +69,7 @@
 #include "kernels/device_state.cuh"
 #include "kernels/fill.cuh"
 #include "kernels/langevin.cuh"
+#include "kernels/langevin_chain.cuh"
 #include "kernels/loss.cuh"
 #include "kernels/philox.hpp"
 #include "kernels/probe.cuh"
@@ -89,7 +94,9 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override { cudaStreamSynchronize(stream_.get()); }  // errors here have nowhere to go
 
   std::string describe() const override { return describe_; }
-  BackendFacts facts() const override { return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic}; }
+  BackendFacts facts() const override {
+    return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic, chain_images_ > 0};
+  }
   std::vector<int64_t> permutation() override {
     std::vector<int32_t> p(static_cast<size_t>(n_train_));
     download(p.data(), perm_.get(), n_train_);
@@ -254,6 +261,8 @@ class CudaBackend final : public Backend {
   std::vector<StepMetrics> pending_;
   int64_t full_steps_ = 0;
   int64_t captures_ = 0;  // graphs captured (BackendFacts::graph_captures)
+  ChainNet chain_net_;     // the fused chain's view of the net (fused_langevin)
+  int chain_images_ = 0;   // images per block of the fused chain; 0: the per-layer path
   const float* sample_weights_ = nullptr;  // what sample()'s chunks run on (sampling_weights())
 
   // Declared last: destroyed before the buffers they reference.
@@ -282,6 +291,19 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
               (use_graphs_ ? "" : ", graphs off");
 
   stream_ = make_stream();
+  if (opt_.fused_langevin) {
+    const std::string why = chain_refusal(net, prop.sharedMemPerBlockOptin);
+    if (!why.empty()) {
+      std::fprintf(stderr, "cuda: cuda.langevin \"fused\" falls back to the per-layer path: %s\n", why.c_str());
+    } else {
+      chain_net_ = chain_net_for(net);
+      chain_images_ = chain_images_per_block(chain_net_, prop.sharedMemPerBlockOptin, prop.sharedMemPerMultiprocessor);
+      EBM_CUDA_CHECK(langevin_chain_prepare(chain_net_, chain_images_));
+      describe_ += ", fused Langevin chain (" + std::to_string(chain_images_) + " image" +
+                   (chain_images_ > 1 ? "s" : "") + " a block, " +
+                   std::to_string(langevin_chain_smem_bytes(chain_net_, chain_images_) / 1024) + " KB shared)";
+    }
+  }
   const int capacity_global = opt_.buffer_capacity, initial_global = std::min(opt_.buffer_initial, capacity_global);
   if (opt_.comm && opt_.comm->size() > 1) {
     rank_ = opt_.comm->rank();
@@ -390,6 +412,12 @@ void CudaBackend::langevin(const float* params, float* x, int n, const SamplerPa
   NvtxRange range("langevin");
   const int64_t len = int64_t(n) * img();
   const uint64_t blocks = philox_blocks(uint64_t(stride > 0 ? stride : len));
+  if (chain_images_ > 0) {  // the whole chain in one launch; the same noise (step k at *offset + k·blocks)
+    const ChainNoiseSource src{seed, offset, stream_id(rng), 0, blocks};
+    EBM_CUDA_CHECK(langevin_chain(x, params, n, chain_net_, chain_images_,
+                                  ChainSampler{p.steps, p.step_size, p.noise, p.grad_clip}, src, stream()));
+    return;
+  }
   const bool noisy = p.noise > 0;
   // Launch k: descend of step k−1 (k > 0), then perturb of step k (k < steps) — the CPU's order.
   auto update = [&](int k) {
