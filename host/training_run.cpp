@@ -1,6 +1,8 @@
 #include "host/training_run.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,7 +177,9 @@ std::string run_contents(const fs::path& dir) {
   for (const char* name : {"last", "last.old"})
     if (fs::is_directory(dir / name, ec)) held.push_back(std::string(name) + "/");
   for (const auto& [n, path] : epoch_checkpoints(dir)) held.push_back(path.filename().string() + "/");
-  if (fs::exists(dir / "metrics.jsonl", ec)) held.push_back("metrics.jsonl");
+  // An empty metrics.jsonl is a run that never logged a step (made, then dropped or killed, before its first
+  // record): no history to keep, so a fresh run may take the folder over.
+  if (fs::exists(dir / "metrics.jsonl", ec) && fs::file_size(dir / "metrics.jsonl", ec) > 0) held.push_back("metrics.jsonl");
   std::string s;
   for (size_t i = 0; i < held.size() && i < 4; ++i) s += (i ? ", " : "") + held[i];
   if (held.size() > 4) s += " and " + std::to_string(held.size() - 4) + " more";
@@ -256,6 +260,9 @@ class TrainingRun {
  public:
   explicit TrainingRun(const TrainRunOptions& o)
       : options_(o), config_(o.config), run_dir_(config_.output_dir), comm_(o.comm ? *o.comm : single_) {}
+  ~TrainingRun() { unlock_run_dir(); }
+  TrainingRun(const TrainingRun&) = delete;
+  TrainingRun& operator=(const TrainingRun&) = delete;
 
   // Every check, then the run folder (nothing is written before every check has passed). The run's result
   // when there is nothing to do (a resume of a complete run), else nullopt: advance() trains.
@@ -395,7 +402,27 @@ class TrainingRun {
     if (result_) return result_;
     result_ = next_step();
     if (result_ && root()) report_folder();
+    if (result_) unlock_run_dir();  // the run writes no more
     return result_;
+  }
+
+  // save(dir) writes only into a new (or empty) folder of its own: not over a file or a folder holding anything,
+  // not over the run folder or a folder above it, not as one of the run's own checkpoint names.
+  void check_save_target(const std::string& dir) const {
+    if (dir.empty()) user_fail("save: the checkpoint path is empty; give a new folder");
+    std::error_code ec;
+    const std::string name = "save: \"" + dir + "\"";
+    const fs::path target = fs::weakly_canonical(fs::absolute(dir, ec), ec), run = fs::weakly_canonical(run_dir_, ec);
+    if (std::mismatch(target.begin(), target.end(), run.begin(), run.end()).first == target.end())
+      user_fail(name, " is the run folder or holds it (", run_dir_.string(), "); give a folder of its own");
+    if (target.parent_path() == run && checkpoint_name(target.filename().string()))
+      user_fail(name, ": the run writes its own ", target.filename().string(), "/ there; give another name");
+    if (fs::exists(dir, ec)) {
+      if (!fs::is_directory(dir, ec)) user_fail(name, " exists and is not a folder; give a new folder (nothing is overwritten)");
+      if (!fs::is_empty(dir, ec))
+        user_fail(name, " already holds files; give a new or empty folder (nothing is overwritten)");
+    }
+    check_output_dir(dir);
   }
 
   std::optional<int> result() const { return result_; }
@@ -412,6 +439,7 @@ class TrainingRun {
   // own stream: the training streams do not move). Steps run since the last read-back are read first.
   void save(const std::string& dir) {
     if (distributed()) user_fail("save: a data-parallel run writes its checkpoints itself (last/, epoch_N/)");
+    check_save_target(dir);
     if (!drain()) user_fail("save: ", why_, "; nothing written");
     TrainState s = snapshot();
     const double worst = probe(s.buffer);
@@ -462,6 +490,13 @@ class TrainingRun {
         user_fail(name, " already holds a run whose last checkpoint a run killed while saving moved aside: rename ",
                   (run_dir_ / "last.old").string(), " to ", (run_dir_ / "last").string(), " and continue it with --resume ",
                   (run_dir_ / "last").string(), ", or start a new run elsewhere with --set output_dir=DIR");
+      const auto epochs = epoch_checkpoints(run_dir_);
+      if (!fs::exists(run_dir_ / "last", ec) && !epochs.empty())
+        user_fail(name, " already holds a run (", held, "); continue it with --resume ", epochs.back().second.string(),
+                  ", or start a new one elsewhere with --set output_dir=DIR");
+      if (!fs::exists(run_dir_ / "last", ec))
+        user_fail(name, " already holds a run that wrote no checkpoint (", held, "); remove the folder to start again, ",
+                  "or start a new run elsewhere with --set output_dir=DIR");
       user_fail(name, " already holds a run (", held, "); continue it with --resume ", (run_dir_ / "last").string(),
                 ", or start a new one elsewhere with --set output_dir=DIR");
     }
@@ -475,8 +510,28 @@ class TrainingRun {
     std::error_code ec;
     fs::create_directories(run_dir_, ec);
     if (ec) user_fail("output_dir \"", run_dir_.string(), "\": cannot create it (", ec.message(), ")");
+    lock_run_dir();
     for (const std::string& name : remove_stale_temporaries(run_dir_))
       out() << "removed " << (run_dir_ / name).string() << " (a half-written checkpoint a killed run left)\n";
+  }
+
+  // Rank 0 holds an exclusive flock on <output_dir>/.lock from before its first write until the run ends: a second
+  // run writing the same folder (another ebm_train, or a second ebm_engine.Trainer, resuming the same checkpoint)
+  // would interleave two histories in metrics.jsonl, tb/ and the checkpoints. The file stays; the lock goes with
+  // the run (or the process).
+  void lock_run_dir() {
+    const fs::path file = run_dir_ / ".lock";
+    lock_fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0) user_fail("output_dir \"", run_dir_.string(), "\": cannot create ", file.string(), " (", std::strerror(errno), ")");
+    if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      unlock_run_dir();
+      user_fail("output_dir \"", run_dir_.string(), "\" is in use by another training run (one holds ", file.string(),
+                "); let it end, or write this run elsewhere with --set output_dir=DIR");
+    }
+  }
+  void unlock_run_dir() {
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
   }
 
   // The resumed state with the changed settings that live in it: a new learning rate, or a new seed (fresh
@@ -992,7 +1047,7 @@ class TrainingRun {
   // The run's end (max_steps, a signal, or the last epoch done): the last checkpoint, once the probe has
   // checked its weights. Returns the exit code.
   int finish(const std::string& reason) {
-    const bool signal = reason == "signal";
+    const bool signal = reason == "signal" || reason == "stop";  // asked for: never rolled back
     if (!drain()) return diverged(!signal);
     std::vector<std::string> names{"last"};
     if (pending_) {  // wanted of this very state (an epoch end, a checkpoint_every step): written with it
@@ -1060,7 +1115,8 @@ class TrainingRun {
         in_epoch_ = false;  // rolled back: the epoch starts again from the good state
         continue;
       }
-      if (stop_requested()) return finish("signal");  // a stop asked for is never rolled back
+      if (stop_requested())  // a stop asked for is never rolled back
+        return finish(options_.stop && options_.stop->load() == kStopByCall ? "stop" : "signal");
       if (state_.step == options_.profile_begin) backend_->set_profiling(true);
       apply_lr_schedule();
       {
@@ -1167,6 +1223,7 @@ class TrainingRun {
   const Dataset* data_ = nullptr;
   bool in_epoch_ = false;           // begin_epoch has run for state_.epoch
   std::optional<int> result_;       // the RunResult, once the run has ended
+  int lock_fd_ = -1;                // rank 0: the flock on output_dir/.lock while the run may write
   int64_t data_images_ = 0;
   uint64_t data_fingerprint_ = 0;
   TrainState state_;                // the counters and running sums; the tensors live in the backend

@@ -16,6 +16,11 @@ namespace ebm {
 
 class Communicator;
 
+// TrainRunOptions::stop's values: 0 train on; kStopBySignal, SIGINT/SIGTERM (ebm_train's handler, or Ctrl-C seen by
+// the Python module); kStopByCall, the caller (ebm_engine's Trainer.stop()). The run's "stopped" record says
+// "signal" or "stop".
+constexpr int kStopBySignal = 1, kStopByCall = 2;
+
 struct TrainRunOptions {
   Config config;
   std::optional<std::string> resume;        // checkpoint dir to continue from (none = a fresh run; "" is an error)

@@ -28,6 +28,7 @@
 #include "host/backend_factory.hpp"
 #include "host/checkpoint.hpp"
 #include "host/config.hpp"
+#include "host/memory_plan.hpp"
 #include "host/sampling.hpp"
 #include "host/scoring.hpp"
 #include "host/training_run.hpp"
@@ -43,7 +44,53 @@ PyObject* g_diverged_error = nullptr;
 
 // JSON values cross through Python's json module: records are small, and NaN/None stay as metrics.jsonl has them.
 py::object to_python(const json& j) { return py::module_::import("json").attr("loads")(j.dump()); }
-std::string to_json_text(py::handle obj) { return py::module_::import("json").attr("dumps")(obj).cast<std::string>(); }
+
+// `obj` as JSON text; numpy scalars and arrays as the numbers and lists they hold (.tolist()). Anything else that is
+// not JSON (a set, an object) is a UserError naming `what` (e.g. the override's key) and the value's type.
+std::string to_json_text(py::handle obj, const std::string& what) {
+  py::cpp_function as_json([](py::handle o) -> py::object {
+    if (py::hasattr(o, "tolist")) return o.attr("tolist")();
+    throw py::type_error(std::string(py::str(py::type::of(o).attr("__name__"))));
+  });
+  try {
+    return py::module_::import("json").attr("dumps")(obj, py::arg("default") = as_json).cast<std::string>();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError) && !e.matches(PyExc_ValueError)) throw;
+    user_fail(what, ": a value of type ", std::string(py::str(e.value())), " is not JSON (numbers, strings, booleans, ",
+              "lists, dicts)");
+  }
+}
+
+// A path argument: str or os.PathLike.
+std::string path_arg(py::handle p, const char* what) {
+  if (py::isinstance<py::str>(p) || py::hasattr(p, "__fspath__"))
+    return py::str(py::module_::import("os").attr("fspath")(p));
+  user_fail(what, ": expected a path (str or os.PathLike), got ", std::string(py::str(py::type::of(p).attr("__name__"))));
+}
+
+// An integer argument (None: not given): a UserError naming it for a non-integer (bool included) or one beyond
+// a 64-bit integer; the bounds of its config key are checked by the caller.
+std::optional<long long> int_arg(py::handle v, const char* what) {
+  if (v.is_none()) return std::nullopt;
+  if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
+    user_fail(what, ": expected an integer, got ", std::string(py::repr(v)));
+  int overflow = 0;
+  const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0) user_fail(what, ": ", std::string(py::repr(v)), " is out of range");
+  return x;
+}
+
+// A seed: an integer in [0, 2^64).
+uint64_t seed_arg(py::handle v) {
+  if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
+    user_fail("seed: expected an integer in [0, 2^64), got ", std::string(py::repr(v)));
+  const unsigned long long x = PyLong_AsUnsignedLongLong(v.ptr());
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    user_fail("seed: expected an integer in [0, 2^64), got ", std::string(py::repr(v)));
+  }
+  return x;
+}
 
 // A numpy array that owns `v` (no copy): freed when the last array viewing it goes.
 template <class T>
@@ -78,8 +125,8 @@ Tensor images_from(py::handle x, const NetSpec& net, const std::string& what) {
     user_fail(what, ": expected float32 images in [-1,1] or uint8 pixels 0..255, got dtype ",
               std::string(py::str(a.dtype())));
   }
-  for (const std::string& w : warnings)
-    if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 2) != 0) throw py::error_already_set();
+  for (const std::string& w : warnings)  // stacklevel 1: the line of Python that called the engine
+    if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1) != 0) throw py::error_already_set();
   return t;
 }
 
@@ -117,16 +164,34 @@ class PyModel {
     return to_numpy(std::move(e), {n});
   }
 
-  py::object sample(std::optional<int> n, std::optional<int> steps, std::optional<double> step_size,
-                    std::optional<double> noise, uint64_t seed, py::object init, int every) {
+  py::object sample(py::handle n_arg, py::handle steps_arg, std::optional<double> step_size,
+                    std::optional<double> noise, py::handle seed_obj, py::object init, py::handle every_arg) {
     const Config& c = model_.config;
     // Each argument is checked by its config key's own rule (generate.*): the same bounds as ebm_sample's flags.
     auto checked = [](const char* arg, const char* key, const json& v) { config_from_flag(arg, key, v.dump()); };
+    auto finite = [](const char* arg, double v) {
+      if (!std::isfinite(v)) user_fail(arg, ": expected a finite number, got ", v);
+    };
+    const std::optional<long long> n = int_arg(n_arg, "n"), steps = int_arg(steps_arg, "steps");
+    const int every = int(std::clamp<long long>(int_arg(every_arg, "every").value_or(0), -1, 1LL << 30));
+    const uint64_t seed = seed_arg(seed_obj);
     SamplerParams p = generate_params(c);
-    if (steps) checked("steps", "generate.steps", *steps), p.steps = *steps;
-    if (step_size) checked("step_size", "generate.step_size", *step_size), p.step_size = float(*step_size);
-    if (noise) checked("noise", "generate.noise", *noise), p.noise = float(*noise);
+    if (steps) checked("steps", "generate.steps", *steps), p.steps = int(*steps);
+    if (step_size) finite("step_size", *step_size), checked("step_size", "generate.step_size", *step_size), p.step_size = float(*step_size);
+    if (noise) finite("noise", *noise), checked("noise", "generate.noise", *noise), p.noise = float(*noise);
     if (every < 0) user_fail("every: the snapshot period must be >= 0 steps (0 = no trajectory), got ", every);
+    // The result, and with every > 0 the trajectory (held in memory until it is returned): refused up front when
+    // it would not fit, rather than found out by the kernel's OOM killer minutes later.
+    const int64_t count = init.is_none() ? n.value_or(c.generate.n) : 0;
+    if (init.is_none()) checked("n", "generate.n", count);
+    if (every > 0 && count > 0) {
+      const double snapshots = double(p.steps / every + 2), bytes = snapshots * double(count) * double(model_.net.image_size()) * 4;
+      const double avail = host_memory_available();
+      if (avail > 0 && bytes > 0.8 * avail)
+        user_fail("sample: the trajectory of ", count, " chains every ", every, " of ", p.steps, " steps is ",
+                  int64_t(snapshots), " snapshots, ", human_bytes(bytes), "; this machine has ", human_bytes(avail),
+                  " available: raise every, or lower n or steps");
+    }
     Tensor start;
     if (!init.is_none()) {
       start = images_from(init, model_.net, "sample(init)");
@@ -134,9 +199,7 @@ class PyModel {
         user_fail("sample: n = ", *n, " but init holds ", start.dim(0), " images; give one of them");
       checked("init", "generate.n", start.dim(0));
     } else {
-      const int count = n.value_or(c.generate.n);
-      checked("n", "generate.n", count);
-      start = uniform_start(count, model_.net, seed);
+      start = uniform_start(int(count), model_.net, seed);
     }
     SampleRun r;
     {
@@ -190,7 +253,8 @@ class PyModel {
   std::mutex mu_;  // one computation at a time on the backend
 };
 
-std::shared_ptr<PyModel> load(const std::string& dir, const std::string& backend) {
+std::shared_ptr<PyModel> load(py::handle dir_arg, const std::string& backend) {
+  const std::string dir = path_arg(dir_arg, "checkpoint_dir");
   return std::make_shared<PyModel>(load_model(dir), backend, dir);
 }
 
@@ -200,12 +264,15 @@ std::vector<std::string> override_list(py::handle overrides) {
   std::vector<std::string> sets;
   if (overrides.is_none()) return sets;
   if (py::isinstance<py::dict>(overrides)) {
-    for (auto [k, v] : py::reinterpret_borrow<py::dict>(overrides))
-      sets.push_back(std::string(py::str(k)) + "=" + to_json_text(v));
+    for (auto [k, v] : py::reinterpret_borrow<py::dict>(overrides)) {
+      const std::string key = py::str(k);
+      sets.push_back(key + "=" + to_json_text(v, "overrides: \"" + key + "\""));
+    }
     return sets;
   }
-  if (py::isinstance<py::str>(overrides))
-    user_fail("overrides: expected a dict {\"train.epochs\": 2} or a list of \"key=value\" strings, got a string");
+  if (!py::isinstance<py::list>(overrides) && !py::isinstance<py::tuple>(overrides))
+    user_fail("overrides: expected a dict {\"train.epochs\": 2} or a list of \"key=value\" strings, got ",
+              std::string(py::str(py::type::of(overrides).attr("__name__"))));
   for (py::handle o : overrides) {
     if (!py::isinstance<py::str>(o))
       user_fail("overrides: expected \"key=value\" strings in the list, got ", std::string(py::repr(o)));
@@ -215,7 +282,7 @@ std::vector<std::string> override_list(py::handle overrides) {
 }
 
 Config config_arg(py::handle config, const std::vector<std::string>& sets) {
-  if (py::isinstance<py::dict>(config)) return config_from_text(to_json_text(config), "config dict", sets);
+  if (py::isinstance<py::dict>(config)) return config_from_text(to_json_text(config, "config"), "config dict", sets);
   if (py::isinstance<py::str>(config) || py::hasattr(config, "__fspath__"))
     return load_config(py::str(py::module_::import("os").attr("fspath")(config)), sets);
   user_fail("config: expected a path to a JSON config or a dict in its schema, got ",
@@ -248,6 +315,9 @@ class PyTrainer {
   }
 
   py::object run(py::object on_log, py::object on_epoch) {
+    for (auto [f, name] : {std::pair{on_log, "on_log"}, std::pair{on_epoch, "on_epoch"}})
+      if (!f.is_none() && !PyCallable_Check(f.ptr()))
+        user_fail(name, ": expected a function of one record (or None), got ", std::string(py::repr(f)));
     guarded([&] {
       for (;;) {
         deliver(on_log, on_epoch);
@@ -287,11 +357,12 @@ class PyTrainer {
 
   // Stops the run now (after the step that ran last): the last checkpoint, as a signal does. The final record.
   py::object stop() {
-    finish_now();
+    finish_now(kStopCall);
     return final_result();
   }
 
-  void save(const std::string& dir) {
+  void save(py::handle dir_arg) {
+    const std::string dir = path_arg(dir_arg, "save(dir)");
     {
       py::gil_scoped_release unlocked;
       std::lock_guard<std::mutex> lock(mu_);
@@ -333,7 +404,7 @@ class PyTrainer {
     } catch (py::error_already_set& e) {
       if (e.matches(PyExc_KeyboardInterrupt) && !training_->result()) {
         err_ << "KeyboardInterrupt: stopping after this step, with a checkpoint\n";
-        finish_now();
+        finish_now(kStopSignal);
       }
       throw;
     }
@@ -350,8 +421,8 @@ class PyTrainer {
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
 
-  void finish_now() {
-    stop_ = 1;
+  void finish_now(int how) {
+    if (!training_->result()) stop_ = how;
     while (!training_->result()) {
       {
         py::gil_scoped_release unlocked;
@@ -422,6 +493,7 @@ class PyTrainer {
     write(err, "stderr");
   }
 
+  static constexpr int kStopSignal = kStopBySignal, kStopCall = kStopByCall;
   bool verbose_;
   std::ostringstream out_, err_;
   std::deque<json> records_;
@@ -492,8 +564,8 @@ training maps them). H, W at most the network's input; smaller images are padded
 Raises UserError (ValueError) on another shape or dtype, NaN pixels, or floats outside [-1,1]; warns
 (UserWarning) when float pixels never go below 0 (images scaled to [0,1] by mistake).)doc")
       .def("sample", &PyModel::sample, py::arg("n") = py::none(), py::arg("steps") = py::none(),
-           py::arg("step_size") = py::none(), py::arg("noise") = py::none(), py::arg("seed") = 0,
-           py::arg("init") = py::none(), py::arg("every") = 0,
+           py::arg("step_size") = py::none(), py::arg("noise") = py::none(), py::arg("seed") = py::int_(0),
+           py::arg("init") = py::none(), py::arg("every") = py::int_(0),
            R"doc(sample(n=None, steps=None, step_size=None, noise=None, seed=0, init=None, every=0)
 
 Langevin chains, each step x <- clip(x + noise * N(0,1)); x <- clip(x - step_size * clip(grad_x E(x),
@@ -502,7 +574,9 @@ n: chains (1..4096); seed: the start's uniform noise and the chains' noise (same
 init: start images instead of uniform noise in [-1,1] (as energy's x; n is then their count).
 Returns the samples, numpy float32 [n,1,H,W] in [-1,1]; with every = K > 0, a tuple (samples, trajectory,
 steps): trajectory [S,n,1,H,W] holds the chains before step 1 and every K steps after (steps lists which).
-Raises UserError (ValueError) on a value outside its config key's range, naming the argument.)doc")
+Raises UserError (ValueError) on a value outside its config key's range, naming the argument, and up front when
+the trajectory would not fit in memory. Runs to the end once started: Ctrl-C is seen when it returns (a
+long chain, e.g. steps=10**6, cannot be interrupted midway).)doc")
       .def("state_dict", &PyModel::state_dict, R"doc(state_dict() -> dict[str, numpy.ndarray]
 
 The weights under their PyTorch names and shapes (convs.0.weight [C0,1,k,k], convs.0.bias [C0], ...,
@@ -519,7 +593,7 @@ for load_state_dict.)doc")
         R"doc(load(checkpoint_dir, backend="auto") -> Model
 
 The model of a checkpoint folder (model.safetensors and config.json, e.g. runs/mnist/last or
-runs/mnist/epoch_10). backend: "auto" (CUDA where a device is present), "cpu" or "cuda".
+runs/mnist/epoch_10; str or os.PathLike). backend: "auto" (CUDA where a device is present), "cpu" or "cuda".
 Raises UserError (ValueError) naming the file on a missing or damaged checkpoint.)doc");
 
   py::class_<PyTrainer>(m, "Trainer", R"doc(Trainer(config, overrides=None, resume=None, backend=None, verbose=True)
@@ -549,7 +623,7 @@ Ctrl-C stops the run after the current step with its last/ checkpoint, then rais
 Trains to the end (train.epochs or train.max_steps). on_log(record) is called with each "step" record,
 on_epoch(record) with each "epoch" record (its "eval" record's IS/FID under "eval" where train.eval scored
 that epoch). Returns the final {"event": "stopped", "step": N, "reason": "done" | "train.max_steps" |
-"signal"} record (None when a resumed run had nothing to do). Raises DivergedError when the run diverged
+"signal" | "stop"} record (None when a resumed run had nothing to do). Raises DivergedError when the run diverged
 and could not roll back; an exception from a callback pauses the run (call run() again to go on).)doc")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &PyTrainer::next)
@@ -560,15 +634,18 @@ SIGINT does. Returns the final "stopped" record.)doc")
       .def("save", &PyTrainer::save, py::arg("dir"), R"doc(save(dir)
 
 Writes the state now as a checkpoint folder `dir` (ebm_train --resume continues from it, bit for bit), once
-the divergence guard's probe has passed it; the run goes on unchanged. UserError when it does not pass.)doc")
-      .def("samples", [](PyTrainer& t, std::optional<int> n, uint64_t seed) {
-             return t.model()->sample(n, std::nullopt, std::nullopt, std::nullopt, seed, py::none(), 0);
-           }, py::arg("n") = py::none(), py::arg("seed") = 0,
+the divergence guard's probe has passed it; the run goes on unchanged. `dir` must be new or an empty folder,
+outside the names the run writes (its folder, last/, epoch_N/): nothing is overwritten. UserError otherwise,
+or when the probe does not pass.)doc")
+      .def("samples", [](PyTrainer& t, py::object n, py::object seed) {
+             return t.model()->sample(n, py::none(), std::nullopt, std::nullopt, seed, py::none(), py::int_(0));
+           }, py::arg("n") = py::none(), py::arg("seed") = py::int_(0),
            R"doc(samples(n=None, seed=0) -> numpy.ndarray [n,1,H,W]
 
 Samples of the model as it is now, by the config's `generate` settings (Model.sample's defaults).)doc")
       .def_property_readonly("model", &PyTrainer::model,
-                             "The Model of the run as it is now (its sampling weights), on the run's backend.")
+                             "The Model of the run as it is now: a copy of its sampling weights at this call, on the run's "
+                             "backend (take it again for newer weights).")
       .def_property_readonly("step", &PyTrainer::step, "Optimizer steps taken.")
       .def_property_readonly("total_steps", &PyTrainer::total_steps, "The step the run ends at.")
       .def_property_readonly("finished", &PyTrainer::finished, "True once the run has ended.")

@@ -138,7 +138,7 @@ def test_model_properties(checkpoint):
     (lambda m: m.sample(steps=-1), ValueError, "generate.steps"),
     (lambda m: m.sample(n=0), ValueError, "generate.n"),
     (lambda m: m.sample(step_size=-1), ValueError, "generate.step_size"),
-    (lambda m: m.sample(noise=float("nan")), ValueError, "generate.noise"),
+    (lambda m: m.sample(noise=float("nan")), ValueError, "noise: expected a finite number"),
     (lambda m: m.sample(every=-2), ValueError, "every"),
     (lambda m: m.sample(n=3, init=np.full((2, 32, 32), -1, np.float32)), ValueError, "init holds 2"),
 ])
@@ -326,3 +326,75 @@ def test_help_reads_well():
     assert ebm_engine.__doc__.startswith("ebm_engine")
     d = ebm_engine.config_defaults()
     assert d["train"]["epochs"] == 10 and d["sampler"]["steps"] == 100
+
+
+# --- what a review found: nothing overwritten, one run per folder, arguments as Python passes them ---
+
+def test_save_writes_only_into_a_new_folder(tiny_data, tmp_path):
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    for r in t:
+        if r["step"] == 2:
+            break
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a.txt").write_text("mine too")
+    for target, text in [(tmp_path / "notes.txt", "not a folder"), (tmp_path / "full", "already holds files"),
+                         (tmp_path / "run", "is the run folder"), (tmp_path, "is the run folder or holds it"),
+                         (tmp_path / "run" / "last", "writes its own last/"),
+                         (tmp_path / "run" / "epoch_3", "writes its own epoch_3/"), ("", "empty")]:
+        with pytest.raises(ValueError, match=text):
+            t.save(target)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "full" / "a.txt").read_text() == "mine too"
+    assert (tmp_path / "run" / "metrics.jsonl").stat().st_size > 0
+    (tmp_path / "empty").mkdir()
+    t.save(tmp_path / "empty")             # an empty folder, given as a pathlib.Path
+    t.save(tmp_path / "run" / "snapshots")  # a folder of its own inside the run folder
+    assert (tmp_path / "empty" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "snapshots" / "train_state.safetensors").exists()
+    assert t.stop() == {"event": "stopped", "step": 2, "reason": "stop"}
+
+
+def test_one_run_at_a_time_in_a_folder(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    ebm_train(tiny_overrides(tiny_data, run))
+    more = tiny_overrides(tiny_data, run, **{"train.epochs": 3})
+    a = ebm_engine.Trainer(MNIST_CONFIG, overrides=more, resume=str(run / "last"), verbose=False)
+    with pytest.raises(ValueError, match="in use by another training run"):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides=more, resume=str(run / "last"), verbose=False)
+    r = subprocess.run([str(BUILD_DIR / "ebm_train"), MNIST_CONFIG, *as_set_flags(more), "--resume", str(run / "last")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "in use by another training run" in r.stderr and r.stderr.count("\n") == 1
+    a.run()  # the run ends: the folder is free again
+    steps = [x["step"] for x in records(run) if x["event"] == "step"]
+    assert steps == list(range(1, 13))  # each step once: no second history interleaved
+
+
+def test_a_trainer_made_and_dropped_before_its_first_step_leaves_the_folder_reusable(tiny_data, tmp_path):
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    del t
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    assert t.run()["step"] == 8
+
+
+def test_arguments_as_python_passes_them(checkpoint, tiny_data, tmp_path):
+    import pathlib as pl
+    model = ebm_engine.load(pl.Path(checkpoint), backend="cpu")  # os.PathLike
+    # numpy scalars and arrays in overrides are the numbers and lists they hold
+    t = ebm_engine.Trainer(MNIST_CONFIG, verbose=False, overrides={
+        **tiny_overrides(tiny_data, tmp_path / "run"), "train.lr": np.float32(2e-4), "train.epochs": np.int64(1),
+        "model.channels": np.array([4, 8])})
+    assert t.config["train"]["epochs"] == 1 and t.config["model"]["channels"] == [4, 8]
+    for bad, text in [({"train.lr": {1, 2}}, '"train.lr": a value of type set'), (3, "got int")]:
+        with pytest.raises(ValueError, match=text):
+            ebm_engine.Trainer(MNIST_CONFIG, overrides=bad)
+    with pytest.raises(ValueError, match="on_log: expected a function"):
+        t.run(on_log=5)
+    assert t.step == 0  # refused before any step
+    for kwargs, text in [({"seed": -1}, r"seed: .*\[0, 2\^64\)"), ({"seed": 2**64}, "seed"), ({"steps": 2**40}, "steps"),
+                         ({"n": 10**12}, "n"), ({"n": True}, "n: expected an integer"), ({"step_size": float("nan")}, "finite")]:
+        with pytest.raises(ebm_engine.UserError, match=text) as e:
+            model.sample(**kwargs)
+        assert "\n" not in str(e.value)
+    assert model.sample(n=2, steps=1, seed=2**64 - 1).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="trajectory .* available"):  # refused at once, not by the OOM killer
+        model.sample(n=4096, steps=100000, every=1)
