@@ -714,7 +714,7 @@ TEST_F(TrainingRunTest, TheOutputFolderMustFitTheRun) {
                           {"other/last.old does: a run killed while saving moved it aside"});
   fs::rename(root_ / "other/last.old", root_ / "other/last");
   fs::remove_all(root_ / "other/last");
-  test::expect_user_error([&] { run(fresh); }, {"already holds a run (metrics.jsonl)"});
+  test::expect_user_error([&] { run(fresh); }, {"already holds a run that wrote no checkpoint (metrics.jsonl)", "remove the folder"});
   EXPECT_EQ(folder_contents(root_ / "run"), before);
   // A run folder given as the checkpoint: the hint names its last/.
   test::expect_user_error([&] { run(into, (root_ / "run").string()); }, {"a run folder, not a checkpoint", "run/last"});
