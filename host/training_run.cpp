@@ -34,6 +34,7 @@
 #include "host/memory_plan.hpp"
 #include "host/png_image.hpp"
 #include "host/sampling.hpp"
+#include "host/scoring.hpp"
 #include "host/tensorboard.hpp"
 #ifdef EBM_HAVE_CUDA
 #include "engine/cuda/cuda_backend.hpp"
@@ -686,6 +687,16 @@ class TrainingRun {
     return data_->test.numel() > 0 ? backend_->validate(data_->test, state_.epoch).max_abs_f : 0.0;
   }
 
+  // At most `max_rows` rows of t [n, image] as network inputs: its first rows, or its newest (the replay buffer
+  // writes its newest last). The guard's probe and the TensorBoard histograms take theirs so.
+  Tensor rows_of(const Tensor& t, int64_t max_rows, bool newest) const {
+    const int64_t n = t.shape.empty() ? 0 : std::min(max_rows, t.dim(0)), img = net_.image_size();
+    Tensor rows({n, net_.in_c, net_.in_h, net_.in_w});
+    const float* src = t.ptr() + (newest ? t.dim(0) - n : 0) * img;
+    std::copy(src, src + n * img, rows.ptr());
+    return rows;
+  }
+
   // The next training step's forward pass on the current weights, without the update: the first rows of
   // the training set, and this rank's newest rows of `buffer` (its replay buffer now) refined by the
   // training sampler (its own random stream: the training streams do not move); and validation's pass.
@@ -693,16 +704,9 @@ class TrainingRun {
   double probe(const Tensor& buffer) {
     OffTheClock off(off_clock_s_, off_clock_depth_);
     EBM_PROFILE_RANGE("guard_probe");
-    const int64_t img = net_.image_size(), b = config_.data.batch_size;
-    auto batch_of = [&](const Tensor& t, bool newest) {  // a batch's rows of t [n, image]: its first or newest
-      const int64_t n = t.shape.empty() ? 0 : std::min(b, t.dim(0));
-      Tensor rows({n, net_.in_c, net_.in_h, net_.in_w});
-      const float* src = t.ptr() + (newest ? t.dim(0) - n : 0) * img;
-      std::copy(src, src + n * img, rows.ptr());
-      return rows;
-    };
-    const std::vector<float> real = backend_->energy(batch_of(data_->train, false));
-    Tensor fake = batch_of(buffer, true);  // the newest rows are written last
+    const int64_t b = config_.data.batch_size;
+    const std::vector<float> real = backend_->energy(rows_of(data_->train, b, false));
+    Tensor fake = rows_of(buffer, b, true);  // the newest rows are written last
     backend_->sample(fake, engine_options_for(config_).sampler, state_.seed ^ 0x5bd1e995u ^ uint64_t(state_.step));
     const std::vector<float> refined = backend_->energy(fake);
     const double mine = guard_max(max_abs_f(real.data(), int64_t(real.size())),
@@ -888,16 +892,9 @@ class TrainingRun {
     if (!tb_) return;
     OffTheClock off(off_clock_s_, off_clock_depth_);
     constexpr int64_t kHistogramImages = 1000;
-    const int64_t img = net_.image_size();
-    auto energies = [&](const Tensor& t, bool newest) {  // E of t's first or newest rows [n, image]
-      const int64_t n = t.shape.empty() ? 0 : std::min(kHistogramImages, t.dim(0));
-      if (n == 0) return std::vector<float>();
-      Tensor rows({n, net_.in_c, net_.in_h, net_.in_w});
-      const float* src = t.ptr() + (newest ? t.dim(0) - n : 0) * img;
-      std::copy(src, src + n * img, rows.ptr());
-      std::vector<float> e = backend_->energy(rows);
-      for (float& v : e) v = -v;
-      return e;
+    auto energies = [&](const Tensor& t, bool newest) {  // E of t's first or newest rows
+      const Tensor rows = rows_of(t, kHistogramImages, newest);
+      return rows.dim(0) == 0 ? std::vector<float>() : energies_from_f(backend_->energy(rows));
     };
     if (data_->test.numel() > 0) tb_->add_histogram("energy/real", state_.step, energies(data_->test, false));
     tb_->add_histogram("energy/samples", state_.step, energies(backend_->buffer(), true));  // oldest row first
