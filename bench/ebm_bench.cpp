@@ -1,13 +1,14 @@
 // ebm_bench: times the seed's Langevin step and training step on one backend; one JSON line out.
 //   ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]
-//             [--iters 10] [--warmup 2] [--langevin fused|layers|both]
+//             [--iters 10] [--warmup 2] [--langevin fused|layers|both] [--chain auto|resident|tiled|generic|all]
 // Train step: --warmup steps, then --iters steps timed as one run ending in a read-back (the mean; no host
 // sync between steps, as in training). Langevin step: (median of k+k-step chains − median of k-step chains)/k,
 // so sample()'s upload, download and sync cancel. JSON also says which backend ran and whether CUDA graphs
 // were on ("graphs": a failed capture falls back to eager, which the device check must not time unknowingly),
 // and which Langevin path ran ("langevin": "layers" or "fused", cuda.langevin; a net past the fused kernel's
 // budget runs "layers"). On cuda the default times both paths: the top-level figures are the per-layer path's
-// (the config's default), "fused" holds the fused chain's, "fused_speedup" the ratios.
+// (the config's default), "fused" holds the fused chain's, "fused_speedup" the ratios. "chain" names the fused
+// kernel that ran (cuda.chain; engine/langevin_chain_plan.hpp); --chain all times each, under "chains".
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -32,7 +33,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]\n"
-    "                 [--iters 10] [--warmup 2] [--langevin fused|layers|both]\n"
+    "                 [--iters 10] [--warmup 2] [--langevin fused|layers|both] [--chain auto|resident|tiled|generic|all]\n"
     "Times one training step (Langevin chains, loss, Adam) and one Langevin step of the seed's network on\n"
     "one backend, printed as one JSON line: after --warmup steps (at least 2: the eager first step and the\n"
     "CUDA graph capture are never timed), --iters training steps as one run ending in one read-back; the\n"
@@ -41,7 +42,10 @@ constexpr const char* kUsage =
     "and --channels set (and take what is allowed for) data.batch_size, sampler.steps and model.channels;\n"
     "the rest is the default config. epoch_s_mnist extrapolates to one epoch of 60,000 images.\n"
     "--langevin (cuda; default both): the per-layer Langevin path, the fused chain kernel (cuda.langevin), or\n"
-    "both, the fused one's figures under \"fused\"; \"langevin\" says which path ran.\n";
+    "both, the fused one's figures under \"fused\"; \"langevin\" says which path ran.\n"
+    "--chain (with a fused chain; default auto): which fused kernel (cuda.chain); all: each of resident, tiled\n"
+    "and generic, their figures under \"chains\"; \"chain\" says which kernel ran (a net a kernel does not take runs\n"
+    "the next one, as training would).\n";
 
 // The MNIST training set's size: an epoch is ceil(kMnistTrain / batch) steps.
 constexpr int64_t kMnistTrain = 60000;
@@ -51,10 +55,12 @@ struct Flags {
   Config config;  // the defaults with --batch, --langevin-steps and --channels applied
   int iters = 10, warmup = 2;
   std::string langevin = "both";  // layers | fused | both (cuda); the cpu backend runs per layer
+  std::string chain = "auto";     // auto | resident | tiled | generic | all: the fused kernel (cuda.chain)
 };
 
 Flags parse(int argc, char** argv, bool& help) {
-  Args a(argc, argv, {"--backend", "--batch", "--langevin-steps", "--iters", "--warmup", "--channels", "--langevin"}, {"--help"});
+  Args a(argc, argv, {"--backend", "--batch", "--langevin-steps", "--iters", "--warmup", "--channels", "--langevin", "--chain"},
+         {"--help"});
   help = a.has("--help");
   Flags f;
   if (help) return f;
@@ -72,6 +78,9 @@ Flags parse(int argc, char** argv, bool& help) {
   if (f.langevin != "layers" && f.langevin != "fused" && f.langevin != "both")
     user_fail("option --langevin expects fused, layers or both, got \"", f.langevin, "\"");
   if (f.backend == "cpu" && f.langevin == "fused") user_fail("--langevin fused needs --backend cuda (or auto)");
+  f.chain = a.str("--chain", f.chain);
+  if (f.chain != "all") f.config.cuda.chain = config_from_flag("--chain", "cuda.chain", "\"" + f.chain + "\"").cuda.chain;
+  if (f.chain != "auto" && f.langevin == "layers") user_fail("--chain ", f.chain, " needs a fused chain (--langevin fused or both)");
   f.iters = int(a.integer("--iters", f.iters, 1, 100000));
   f.warmup = int(a.integer("--warmup", f.warmup, 0, 100000));
   return f;
@@ -82,9 +91,11 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// One backend's figures, with cuda.langevin fused or not.
-nlohmann::json measure(const Flags& f, bool fused) {
-  EngineOptions opt = engine_options_for(f.config);
+// One backend's figures, with cuda.langevin fused or not, and cuda.chain `chain` (a config value).
+nlohmann::json measure(const Flags& f, bool fused, const std::string& chain) {
+  Config config = f.config;
+  config.cuda.chain = chain;
+  EngineOptions opt = engine_options_for(config);
   opt.buffer_initial = opt.batch_size;
   opt.fused_langevin = fused;
   const NetSpec& net = opt.net;
@@ -137,6 +148,7 @@ nlohmann::json measure(const Flags& f, bool fused) {
                         {"graph_captures", facts.graph_captures},
                         {"deterministic", facts.deterministic},
                         {"langevin", facts.fused_langevin ? "fused" : "layers"},
+                        {"chain", facts.fused_langevin ? nlohmann::json(chain_kernel_name(facts.chain_kernel)) : nullptr},
                         {"batch", opt.batch_size},
                         {"langevin_steps", opt.sampler.steps},
                         {"channels", f.config.model.channels},
@@ -151,21 +163,31 @@ nlohmann::json measure(const Flags& f, bool fused) {
 }
 
 int run(const Flags& f) {
+  const std::string chain = f.chain == "all" ? "auto" : f.chain;
+  nlohmann::json out;
   if (f.langevin != "both") {
-    std::cout << measure(f, f.langevin == "fused").dump() << std::endl;
-    return 0;
+    out = measure(f, f.langevin == "fused", chain);
+  } else {
+    out = measure(f, false, chain);
+    if (out["kind"] == "cuda") {  // the cpu backend has one path
+      nlohmann::json fused = measure(f, true, chain);
+      auto ratio = [&](const char* key) -> nlohmann::json {
+        if (!out[key].is_number() || !fused[key].is_number() || fused[key].get<double>() <= 0) return nullptr;
+        return out[key].get<double>() / fused[key].get<double>();
+      };
+      out["fused_speedup"] = {{"train_step", ratio("ms_per_train_step")}, {"langevin_step", ratio("ms_per_langevin_step")}};
+      out["fused"] = {{"langevin", fused["langevin"]}, {"chain", fused["chain"]}, {"backend", fused["backend"]},
+                      {"graphs", fused["graphs"]}, {"ms_per_train_step", fused["ms_per_train_step"]},
+                      {"ms_per_langevin_step", fused["ms_per_langevin_step"]}, {"epoch_s_mnist", fused["epoch_s_mnist"]}};
+    }
   }
-  nlohmann::json out = measure(f, false);
-  if (out["kind"] == "cuda") {  // the cpu backend has one path
-    nlohmann::json fused = measure(f, true);
-    auto ratio = [&](const char* key) -> nlohmann::json {
-      if (!out[key].is_number() || !fused[key].is_number() || fused[key].get<double>() <= 0) return nullptr;
-      return out[key].get<double>() / fused[key].get<double>();
-    };
-    out["fused_speedup"] = {{"train_step", ratio("ms_per_train_step")}, {"langevin_step", ratio("ms_per_langevin_step")}};
-    out["fused"] = {{"langevin", fused["langevin"]}, {"backend", fused["backend"]}, {"graphs", fused["graphs"]},
-                    {"ms_per_train_step", fused["ms_per_train_step"]},
-                    {"ms_per_langevin_step", fused["ms_per_langevin_step"]}, {"epoch_s_mnist", fused["epoch_s_mnist"]}};
+  if (f.chain == "all" && out["kind"] == "cuda") {
+    for (const char* k : {"resident", "tiled", "generic"}) {
+      const nlohmann::json m = measure(f, true, k);
+      out["chains"][k] = {{"chain", m["chain"]}, {"langevin", m["langevin"]}, {"graphs", m["graphs"]},
+                          {"ms_per_train_step", m["ms_per_train_step"]},
+                          {"ms_per_langevin_step", m["ms_per_langevin_step"]}};
+    }
   }
   std::cout << out.dump() << std::endl;
   return 0;

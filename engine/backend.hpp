@@ -20,6 +20,18 @@ class Communicator;  // engine/communicator.hpp
 enum class BackendKind { kCpu, kCuda };
 inline const char* backend_name(BackendKind k) { return k == BackendKind::kCuda ? "cuda" : "cpu"; }
 
+// Which fused-chain kernel runs the Langevin chains of a net with fused_langevin (config cuda.chain):
+//   kGeneric   kernels/langevin_chain.cuh: any net that fits shared memory, shapes at run time (the first design);
+//   kTiled     kernels/langevin_chain_tiled.cuh with the weights read from global memory (L1/L2);
+//   kResident  the same with the weights on chip: leading layers in shared memory, the rest streamed through a ring.
+// kTiled and kResident exist for the nets compiled in (kernels/langevin_chain_tiled_nets.hpp). kAuto: resident where
+// the net is compiled in and fits, else tiled, else generic (engine/langevin_chain_plan.hpp).
+enum class ChainKernel { kAuto, kGeneric, kTiled, kResident };
+inline const char* chain_kernel_name(ChainKernel k) {
+  return k == ChainKernel::kGeneric ? "generic" : k == ChainKernel::kTiled ? "tiled"
+                                                 : k == ChainKernel::kResident ? "resident" : "auto";
+}
+
 struct BackendFacts {
   BackendKind kind = BackendKind::kCpu;
   bool graphs = false;         // cuda: full training steps replay a captured CUDA graph (false: eager, by
@@ -29,6 +41,7 @@ struct BackendFacts {
                                // chosen by cuDNN's heuristics, not by timing)
   bool fused_langevin = false; // cuda: Langevin chains run as one fused kernel (kernels/langevin_chain.cuh);
                                // false: per layer (EngineOptions::fused_langevin off, or the net does not fit)
+  ChainKernel chain_kernel = ChainKernel::kGeneric;  // with fused_langevin: which kernel (never kAuto)
 };
 
 struct SamplerParams {
@@ -52,6 +65,7 @@ struct EngineOptions {
                               // resume) instead of by timing (the fastest here, chosen anew by each process)
   bool fused_langevin = false;  // cuda only: run Langevin chains (training and sample()) as one fused kernel per
                                 // chain where the net fits its shared-memory budget (cuda.langevin "fused")
+  ChainKernel chain_kernel = ChainKernel::kAuto;  // cuda only, with fused_langevin: which kernel (cuda.chain)
   // Training recipe (both off by default: then every result is what it was without them).
   //   ema_decay d in [0, 1): after every Adam update θ_ema ← d·θ_ema + (1−d)·θ (0 = no EMA).
   //   spectral_norm: weights divided by their largest singular value, one power iteration per training step

@@ -43,6 +43,10 @@ EngineOptions engine_options_for(const Config& c) {
   o.graphs = c.cuda.graphs;
   o.deterministic = c.cuda.deterministic;
   o.fused_langevin = c.cuda.langevin == "fused";
+  o.chain_kernel = c.cuda.chain == "resident" ? ChainKernel::kResident
+                   : c.cuda.chain == "tiled"  ? ChainKernel::kTiled
+                   : c.cuda.chain == "generic" ? ChainKernel::kGeneric
+                                              : ChainKernel::kAuto;
   o.ema_decay = c.train.ema_decay;
   o.spectral_norm = c.model.spectral_norm;
   return o;

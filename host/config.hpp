@@ -109,6 +109,8 @@ struct CudaConfig {
                                    // resumed run is bit-exact; false: timed, the fastest in this process
   std::string langevin = "layers"; // layers | fused: Langevin chains per layer (cuDNN), or one fused kernel per chain
                                    // where the net fits its shared memory (kernels/langevin_chain.cuh)
+  std::string chain = "auto";      // auto | resident | tiled | generic: which fused kernel, with langevin "fused"
+                                   // (engine/langevin_chain_plan.hpp: auto takes the fastest that runs the net)
   bool operator==(const CudaConfig&) const = default;
 };
 

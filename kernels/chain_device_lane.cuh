@@ -45,6 +45,7 @@ struct DeviceLane {
   __device__ __forceinline__ void syncwarp(int = 0) { __syncwarp(); }
   __device__ __forceinline__ void sync(int = 0) { __syncthreads(); }
   __device__ __forceinline__ void phase(int) {}
+  __device__ __forceinline__ void key(int) {}
 
   __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(bar)), "r"(count) : "memory");

@@ -25,9 +25,14 @@
 //   bulk_g2s(dst, src, bytes, mbar)        cp.async.bulk global → shared, completing `bytes` of tx on mbar
 //   tf32(x), mma_tf32(d, a, b)             cvt.rna.tf32.f32; mma.sync.m16n8k8 TF32, D += A·B in fp32 (fragments as the
 //                                          PTX ISA lays them out, §9.7.14.5.7)
-//   phase(name)                            marks the start of a phase for the recorder (no code on the GPU)
+//   phase(id), key(k)                      for the recorder only (no code on the GPU): the start of a phase; the
+//                                          iteration of a loop some lanes skip (the warp runs the union of the keys
+//                                          its lanes reach: code with lane-dependent branches names them, -1 = none)
+// HostLane (below) is the plain one for code run one thread at a time on the CPU: direct accesses, nothing recorded.
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/hostdevice.hpp"
 
@@ -45,5 +50,24 @@ EBM_HD uint32_t tf32_bits_rna(uint32_t u) {
   if ((u & 0x7f800000u) == 0x7f800000u) return u;  // inf / NaN
   return (u + 0x1000u) & 0xffffe000u;              // add half an ulp of the 10-bit mantissa, cut (ties away)
 }
+
+// The Lane of code run one thread at a time on the CPU (tests/test_langevin_chain_harness.cpp): direct accesses;
+// no warp or block operations (a caller that runs threads one after another has no other thread to meet).
+struct HostLane {
+  int t = 0, n = 1;
+  int tid() const { return t; }
+  int nthreads() const { return n; }
+  float lds(const float* p, int = 0) { return *p; }
+  float lds_if(bool pred, const float* p, int = 0) { return pred ? *p : 0.0f; }
+  F4 lds4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
+  void sts(float* p, float v, int = 0) { *p = v; }
+  void sts4(float* p, F4 v, int = 0) { p[0] = v.x, p[1] = v.y, p[2] = v.z, p[3] = v.w; }
+  float ldg(const float* p, int = 0) { return *p; }
+  F4 ldg4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
+  void stg(float* p, float v, int = 0) { *p = v; }
+  float fma(float a, float b, float c, int = 0) { return std::fma(a, b, c); }
+  void phase(int) {}
+  void key(int) {}
+};
 
 }  // namespace ebm

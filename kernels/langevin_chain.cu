@@ -1,4 +1,5 @@
 // Kernel of langevin_chain.cuh: the phase loop of kernels/langevin_chain_block.hpp with a barrier between phases.
+#include "kernels/chain_device_lane.cuh"  // DeviceLane
 #include "kernels/langevin_chain.cuh"
 
 namespace ebm::cuda {
@@ -18,8 +19,9 @@ __global__ void __launch_bounds__(kChainThreads, 2)
   const ChainNoise nz{noisy ? *src.seed : 0, src.stream, noisy ? *src.offset + src.add : 0, src.blocks_per_step};
   float* xg = x + int64_t(first) * net.img;
   const int phases = chain_phases(net, p.steps);
+  DeviceLane lane;
   for (int ph = 0; ph < phases; ++ph) {
-    chain_phase<kImages>(ph, threadIdx.x, blockDim.x, smem, net, params, xg, nimg, first, p, nz);
+    chain_phase<kImages>(lane, ph, threadIdx.x, blockDim.x, smem, net, params, xg, nimg, first, p, nz);
     if (ph + 1 < phases) __syncthreads();
   }
 }

@@ -10,7 +10,9 @@
 //     backward 0       dfdx = convᵀ_0(dz_0); x ← clip(x − step·clip(−dfdx, ±grad_clip), −1, 1), then step k+1's
 //                      perturb; after the last step x goes back to global memory instead
 //
-// A phase is chain_phase(phase, tid, nthreads, ...): thread tid does its share of the phase's elements; a barrier
+// A phase is chain_phase(lane, phase, tid, nthreads, ...): thread tid does its share of the phase's elements, its memory
+// accesses and multiply-adds through `lane` (kernels/chain_lane.hpp: the GPU's instructions, or the CPU's records); a
+// barrier
 // (__syncthreads on the GPU) separates phases. Within a phase every thread writes only the elements it owns and
 // reads only what earlier phases wrote, so the result does not depend on thread order or count —
 // tests/test_langevin_chain_harness.cpp runs each phase for every tid in ascending and in descending order (and
@@ -21,7 +23,7 @@
 //   x    [img]                       the chain's state, layer 0's input
 //   s_l  [C_l·H_l·W_l], l < L−1       swish'(z_l), kept for the backward pass
 //   buf0, buf1 [max_l C_l·H_l·W_l]    ping-pong: a_l (forward) and dz_l (backward) both live in buf[l % 2]
-// Weights and biases are read from global memory through the read-only cache (EBM_LDG), shared by the
+// Weights and biases are read from global memory through the read-only cache (lane.ldg), shared by the
 // images of a block: each weight load feeds kImages multiply-adds.
 //
 // Noise: element e of image g (global row index) at step k is element g·img + e of Philox stream (seed, stream)
@@ -30,15 +32,10 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/chain_lane.hpp"   // the Lane the phases go through (DeviceLane, HostLane, tests' SimLane)
 #include "kernels/ebm_math.hpp"     // clampf, sigmoidf, langevin_perturb, langevin_descend
 #include "kernels/hostdevice.hpp"   // EBM_HD
 #include "kernels/philox.hpp"       // philox_normal_at, philox_normal4
-
-#if defined(__CUDA_ARCH__)
-#define EBM_LDG(p) __ldg(p)
-#else
-#define EBM_LDG(p) (*(p))
-#endif
 
 namespace ebm {
 
@@ -106,8 +103,8 @@ EBM_HD void normals4(const ChainNoise& nz, int step, uint64_t base, bool aligned
 }
 
 // Phase 0: x (smem) ← perturb(x (global)) for the block's images.
-template <int kImages>
-EBM_HD void load(int tid, int nthreads, float* smem, const ChainNet& net, const float* xg, int nimg,
+template <int kImages, class Lane>
+EBM_HD void load(Lane& lane, int tid, int nthreads, float* smem, const ChainNet& net, const float* xg, int nimg,
                  int64_t first_image, const ChainSampler& p, const ChainNoise& nz) {
   const int img = net.img, groups = (img + 3) / 4;
   const bool noisy = p.noise > 0.0f && p.steps > 0, aligned = img % 4 == 0;
@@ -119,15 +116,18 @@ EBM_HD void load(int tid, int nthreads, float* smem, const ChainNet& net, const 
       const float* src = xg + int64_t(i) * img;
       float n4[4] = {0, 0, 0, 0};
       if (noisy) normals4(nz, 0, uint64_t(first_image + i) * uint64_t(img) + uint64_t(e0), aligned, count, n4);
-      for (int j = 0; j < count; ++j) x[e0 + j] = noisy ? langevin_perturb(src[e0 + j], p.noise, n4[j]) : src[e0 + j];
+      for (int j = 0; j < count; ++j) {
+        const float v = lane.ldg(src + e0 + j);
+        lane.sts(x + e0 + j, noisy ? langevin_perturb(v, p.noise, n4[j]) : v);
+      }
     }
   }
 }
 
 // Forward of layer l for output elements e = tid, tid + nthreads, ... of every image.
-template <int kImages>
-EBM_HD void forward(int l, int tid, int nthreads, float* smem, const ChainNet& net, const float* __restrict__ params,
-                    int nimg) {
+template <int kImages, class Lane>
+EBM_HD void forward(Lane& lane, int l, int tid, int nthreads, float* smem, const ChainNet& net,
+                    const float* __restrict__ params, int nimg) {
   const ChainLayer& c = net.l[l];
   const bool last = l + 1 == net.layers;
   const int in_off = l == 0 ? 0 : net.buf_off[(l - 1) % 2], out_off = net.buf_off[l % 2];
@@ -147,34 +147,36 @@ EBM_HD void forward(int l, int tid, int nthreads, float* smem, const ChainNet& n
         for (int kx = 0; kx < c.k; ++kx) {
           const int ix = ix0 + kx;
           if (ix < 0 || ix >= c.win) continue;
-          const float wv = EBM_LDG(wc + ky * c.k + kx);
+          lane.key((ci * c.k + ky) * c.k + kx);  // lanes on the border skip taps: the warp runs the union
+          const float wv = lane.ldg(wc + ky * c.k + kx);
           const int at = in_c + iy * c.win + ix;
           for (int i = 0; i < kImages; ++i)
-            if (i < nimg) acc[i] += smem[i * net.image_floats + at] * wv;
+            if (i < nimg) acc[i] = lane.fma(lane.lds(smem + i * net.image_floats + at), wv, acc[i]);
         }
       }
     }
-    const float b = EBM_LDG(params + c.b_off + co);
-    const float wd = last ? EBM_LDG(params + net.dense_w_off + e) : 0.0f;
+    lane.key(-1);
+    const float b = lane.ldg(params + c.b_off + co);
+    const float wd = last ? lane.ldg(params + net.dense_w_off + e) : 0.0f;
     for (int i = 0; i < kImages; ++i) {
       if (i >= nimg) break;
       float* base = smem + i * net.image_floats;
       const float z = acc[i] + b, s = sigmoidf(z);
       const float ds = s * (1.0f + z * (1.0f - s));  // swish'(z), as kernels/ebm_math.hpp's swish_gradf
       if (last) {
-        base[out_off + e] = wd * ds;  // dz_{L−1} = df/da ⊙ swish'(z), df/da = wd
+        lane.sts(base + out_off + e, wd * ds);  // dz_{L−1} = df/da ⊙ swish'(z), df/da = wd
       } else {
-        base[out_off + e] = z * s;    // a = swish(z)
-        base[c.s_off + e] = ds;
+        lane.sts(base + out_off + e, z * s);    // a = swish(z)
+        lane.sts(base + c.s_off + e, ds);
       }
     }
   }
 }
 
 // dL/d(input element (ci, iy, ix)) of layer l for every image: Σ over the taps that read it of dz·w.
-template <int kImages>
-EBM_HD void gather(const ChainLayer& c, const float* __restrict__ w, const float* smem, int image_floats, int dz_off,
-                   int nimg, int ci, int iy, int ix, float acc[kImages]) {
+template <int kImages, class Lane>
+EBM_HD void gather(Lane& lane, const ChainLayer& c, const float* __restrict__ w, const float* smem, int image_floats,
+                   int dz_off, int nimg, int ci, int iy, int ix, float acc[kImages]) {
   for (int i = 0; i < kImages; ++i) acc[i] = 0.0f;
   const int kk = c.k * c.k, hw = c.hout * c.wout;
   for (int ky = 0; ky < c.k; ++ky) {
@@ -186,38 +188,41 @@ EBM_HD void gather(const ChainLayer& c, const float* __restrict__ w, const float
       if (tx < 0 || tx % c.stride != 0 || tx / c.stride >= c.wout) continue;
       const int q = oy * c.wout + tx / c.stride;
       const float* __restrict__ wt = w + int64_t(ci) * kk + ky * c.k + kx;  // + co·cin·kk
+      lane.key(ky * c.k + kx);  // lanes of other parities skip this tap: the warp runs the union of taps
       for (int co = 0; co < c.cout; ++co) {
-        const float wv = EBM_LDG(wt + int64_t(co) * c.cin * kk);
+        const float wv = lane.ldg(wt + int64_t(co) * c.cin * kk);
         const int at = dz_off + co * hw + q;
         for (int i = 0; i < kImages; ++i)
-          if (i < nimg) acc[i] += smem[i * image_floats + at] * wv;
+          if (i < nimg) acc[i] = lane.fma(lane.lds(smem + i * image_floats + at), wv, acc[i]);
       }
     }
   }
+  lane.key(-1);
 }
 
 // Backward of layer l ≥ 1: dz_{l−1} = convᵀ(dz_l) ⊙ s_{l−1}.
-template <int kImages>
-EBM_HD void backward(int l, int tid, int nthreads, float* smem, const ChainNet& net, const float* __restrict__ params,
-                     int nimg) {
+template <int kImages, class Lane>
+EBM_HD void backward(Lane& lane, int l, int tid, int nthreads, float* smem, const ChainNet& net,
+                     const float* __restrict__ params, int nimg) {
   const ChainLayer& c = net.l[l];
   const int dz_off = net.buf_off[l % 2], out_off = net.buf_off[(l - 1) % 2], s_off = net.l[l - 1].s_off;
   const int hw = c.hin * c.win, count = c.cin * hw;
   for (int e = tid; e < count; e += nthreads) {
     float acc[kImages];
-    gather<kImages>(c, params + c.w_off, smem, net.image_floats, dz_off, nimg, e / hw, (e % hw) / c.win, e % c.win, acc);
+    gather<kImages>(lane, c, params + c.w_off, smem, net.image_floats, dz_off, nimg, e / hw, (e % hw) / c.win,
+                    e % c.win, acc);
     for (int i = 0; i < kImages; ++i) {
       if (i >= nimg) break;
       float* base = smem + i * net.image_floats;
-      base[out_off + e] = acc[i] * base[s_off + e];
+      lane.sts(base + out_off + e, acc[i] * lane.lds(base + s_off + e));
     }
   }
 }
 
 // Backward of layer 0 fused with the update: step k's descend, then step k+1's perturb, or the store after the
 // last step. Groups of 4 input elements per thread, one Philox block each.
-template <int kImages>
-EBM_HD void backward_update(int step, int tid, int nthreads, float* smem, const ChainNet& net,
+template <int kImages, class Lane>
+EBM_HD void backward_update(Lane& lane, int step, int tid, int nthreads, float* smem, const ChainNet& net,
                             const float* __restrict__ params, float* xg, int nimg, int64_t first_image,
                             const ChainSampler& p, const ChainNoise& nz) {
   const ChainLayer& c = net.l[0];
@@ -234,15 +239,15 @@ EBM_HD void backward_update(int step, int tid, int nthreads, float* smem, const 
     for (int j = 0; j < count; ++j) {
       const int e = e0 + j;
       float dfdx[kImages];
-      gather<kImages>(c, params + c.w_off, smem, net.image_floats, dz_off, nimg, e / hw, (e % hw) / c.win, e % c.win,
-                      dfdx);
+      gather<kImages>(lane, c, params + c.w_off, smem, net.image_floats, dz_off, nimg, e / hw, (e % hw) / c.win,
+                      e % c.win, dfdx);
       for (int i = 0; i < kImages; ++i) {
         if (i >= nimg) break;
         float* x = smem + i * net.image_floats;
-        float v = langevin_descend(x[e], dfdx[i], p.step_size, p.grad_clip);
+        float v = langevin_descend(lane.lds(x + e), dfdx[i], p.step_size, p.grad_clip);
         if (noisy) v = langevin_perturb(v, p.noise, n4[i][j]);
-        if (last) xg[int64_t(i) * img + e] = v;
-        else x[e] = v;
+        if (last) lane.stg(xg + int64_t(i) * img + e, v);
+        else lane.sts(x + e, v);
       }
     }
   }
@@ -253,16 +258,20 @@ EBM_HD void backward_update(int step, int tid, int nthreads, float* smem, const 
 // One phase of the chain for the block's images: xg = the block's first image in global memory (nimg ≤ kImages
 // images, rows first_image.. of the whole batch, for the noise), smem = kImages·net.image_floats floats. Phases
 // 0 .. chain_phases(net, p.steps) − 1, each after a barrier behind the previous one; p.steps ≥ 1.
-template <int kImages>
-EBM_HD void chain_phase(int phase, int tid, int nthreads, float* smem, const ChainNet& net,
+template <int kImages, class Lane>
+EBM_HD void chain_phase(Lane& lane, int phase, int tid, int nthreads, float* smem, const ChainNet& net,
                         const float* __restrict__ params, float* xg, int nimg, int64_t first_image,
                         const ChainSampler& p, const ChainNoise& nz) {
-  if (phase == 0) return chain_detail::load<kImages>(tid, nthreads, smem, net, xg, nimg, first_image, p, nz);
+  if (phase == 0) {
+    lane.phase(-1);
+    return chain_detail::load<kImages>(lane, tid, nthreads, smem, net, xg, nimg, first_image, p, nz);
+  }
   const int L = net.layers, q = phase - 1, step = q / (2 * L), r = q % (2 * L);
-  if (r < L) return chain_detail::forward<kImages>(r, tid, nthreads, smem, net, params, nimg);
+  lane.phase(r);  // the tiled chain's phase ids: forward l is l, backward l is 2L−1−l
+  if (r < L) return chain_detail::forward<kImages>(lane, r, tid, nthreads, smem, net, params, nimg);
   const int l = 2 * L - 1 - r;
-  if (l > 0) return chain_detail::backward<kImages>(l, tid, nthreads, smem, net, params, nimg);
-  chain_detail::backward_update<kImages>(step, tid, nthreads, smem, net, params, xg, nimg, first_image, p, nz);
+  if (l > 0) return chain_detail::backward<kImages>(lane, l, tid, nthreads, smem, net, params, nimg);
+  chain_detail::backward_update<kImages>(lane, step, tid, nthreads, smem, net, params, xg, nimg, first_image, p, nz);
 }
 
 }  // namespace ebm

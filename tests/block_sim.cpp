@@ -44,8 +44,8 @@ void SimLane::record(Op op, const void* p, int bytes, int line) {
   if (!sim_->opt_.record) return;
   uint64_t addr = reinterpret_cast<uint64_t>(p);
   if (op == Op::kLds || op == Op::kSts) addr = sim_->shared_offset(p, bytes, line);
-  const int occ = f.occ[line]++;
-  f.events.push_back({addr, line, occ, op, uint8_t(bytes)});
+  const int occ = f.occ[{line, f.key}]++;
+  f.events.push_back({addr, line, f.key, occ, op, uint8_t(bytes)});
 }
 
 void SimLane::block(int line) {
@@ -116,6 +116,7 @@ void SimLane::sync(int line) {
   block(line);
 }
 void SimLane::phase(int id) { sim_->fibers_[size_t(tid_)].phase = id; }
+void SimLane::key(int k) { sim_->fibers_[size_t(tid_)].key = k; }
 
 void SimLane::mbar_init(uint64_t* bar, int count) {
   sim_->shared_offset(bar, 8, 0);
@@ -418,15 +419,17 @@ void BlockSim::close_interval() {
   st.fma_thread_min += fmin;
   if (opt_.record) {
     struct Key {
-      int line, occ;
-      bool operator<(const Key& o) const { return line != o.line ? line < o.line : occ < o.occ; }
+      int line, key, occ;
+      bool operator<(const Key& o) const {
+        return line != o.line ? line < o.line : key != o.key ? key < o.key : occ < o.occ;
+      }
     };
     const int warps = opt_.nthreads / 32;
     for (int w = 0; w < warps; ++w) {
       std::map<Key, std::pair<Op, std::vector<std::pair<uint64_t, int>>>> instr;
       for (int l = 0; l < 32; ++l)
         for (const Event& e : fibers_[size_t(w * 32 + l)].events) {
-          auto& in = instr[Key{e.line, e.occ}];
+          auto& in = instr[Key{e.line, e.key, e.occ}];
           in.first = e.op;
           in.second.push_back({e.addr, e.bytes});
           ++st.lane_instr;
@@ -458,6 +461,7 @@ void BlockSim::close_interval() {
           ++st.mma;
         } else if (op == Op::kFma) {
           st.fma += int64_t(in.second.size());
+          ++st.fma_warp;
         }
       }
     }
@@ -468,6 +472,7 @@ void BlockSim::close_interval() {
     f.events.clear();
     f.occ.clear();
     f.fma_interval = 0;
+    f.key = -1;
   }
 }
 

@@ -32,7 +32,7 @@ enum class Op : uint8_t { kLds, kSts, kLdg, kStg, kShfl, kFma, kMma, kWarpSync, 
 
 struct Event {
   uint64_t addr;  // byte address (shared: offset from the block's shared memory)
-  int32_t line, occ;
+  int32_t line, key, occ;
   Op op;
   uint8_t bytes;
 };
@@ -46,6 +46,7 @@ struct PhaseStats {
   int64_t sts = 0, sts_wavefronts = 0, sts_ideal = 0, sts_worst = 0;
   int64_t ldg = 0, ldg_sectors = 0, stg = 0, stg_sectors = 0;
   int64_t shfl = 0, mma = 0, fma = 0;           // warp instructions (fma: lane multiply-adds, mma: warp mmas)
+  int64_t fma_warp = 0;                         // warp FFMA instructions (with inactive lanes)
   int64_t fma_thread_max = 0, fma_thread_min = 0;  // per thread, over the phase
   int worst_lds_line = 0, worst_sts_line = 0;   // where the worst shared access is
   double simt() const { return warp_instr ? double(lane_instr) / (32.0 * double(warp_instr)) : 1.0; }
@@ -75,6 +76,7 @@ class SimLane {
   void syncwarp(int line = __builtin_LINE());
   void sync(int line = __builtin_LINE());
   void phase(int id);
+  void key(int k);
 
   void mbar_init(uint64_t* bar, int count);
   void mbar_fence_init() {}
@@ -140,9 +142,9 @@ class BlockSim {
     WarpOp warp;
     const uint64_t* mbar = nullptr;
     int mbar_parity = 0;
-    int phase = 0;
+    int phase = 0, key = -1;
     std::vector<Event> events;
-    std::unordered_map<int, int> occ;  // per line, this interval
+    std::map<std::pair<int, int>, int> occ;  // per (line, key), this interval
     int64_t fma_interval = 0;
   };
   struct Mbar {

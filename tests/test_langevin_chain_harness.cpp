@@ -97,8 +97,9 @@ void run_host_chain(const ChainNet& net, const float* params, std::vector<float>
     for (int ph = 0; ph < phases; ++ph)
       for (int i = 0; i < nthreads; ++i) {
         const int tid = descending ? nthreads - 1 - i : i;
-        chain_phase<kImages>(ph, tid, nthreads, smem.data(), net, params, x.data() + int64_t(first) * net.img, nimg,
-                             first, p, nz);
+        HostLane lane{tid, nthreads};
+        chain_phase<kImages>(lane, ph, tid, nthreads, smem.data(), net, params, x.data() + int64_t(first) * net.img,
+                             nimg, first, p, nz);
       }
   }
 }

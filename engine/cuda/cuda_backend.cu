@@ -37,9 +37,11 @@
 // Options: EngineOptions::graphs = false (cuda.graphs) runs every step eagerly (debugging, profiling, the
 // graph-vs-eager test); EngineOptions::deterministic (cuda.deterministic) picks cuDNN algorithms by
 // heuristics instead of timing them; EngineOptions::fused_langevin (cuda.langevin "fused") runs each Langevin
-// chain — the training step's and sample()'s chunks — as one launch of kernels/langevin_chain.cuh instead of
-// K·(forward + backward + update) per-layer launches, where the net fits the kernel's shared-memory budget (else
-// one line on stderr at construction, and the per-layer path; facts().fused_langevin says which runs).
+// chain — the training step's and sample()'s chunks — as one launch of a chain kernel instead of
+// K·(forward + backward + update) per-layer launches: EngineOptions::chain_kernel (cuda.chain) picks the tiled kernels
+// (kernels/langevin_chain_tiled.cuh, after one packing kernel of the weights) for the nets compiled in, else the
+// generic one (kernels/langevin_chain.cuh) where the net fits its shared memory, else the per-layer path; one line on
+// stderr at construction says which (engine/langevin_chain_plan.hpp), and facts() records it.
 #include "engine/cuda/cuda_backend.hpp"
 
 #include <cuda_profiler_api.h>
@@ -70,6 +72,7 @@
 #include "kernels/fill.cuh"
 #include "kernels/langevin.cuh"
 #include "kernels/langevin_chain.cuh"
+#include "kernels/langevin_chain_tiled.cuh"
 #include "kernels/loss.cuh"
 #include "kernels/philox.hpp"
 #include "kernels/probe.cuh"
@@ -95,7 +98,7 @@ class CudaBackend final : public Backend {
 
   std::string describe() const override { return describe_; }
   BackendFacts facts() const override {
-    return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic, chain_images_ > 0};
+    return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic, chain_.fused, chain_.kernel};
   }
   std::vector<int64_t> permutation() override {
     std::vector<int32_t> p(static_cast<size_t>(n_train_));
@@ -261,8 +264,12 @@ class CudaBackend final : public Backend {
   std::vector<StepMetrics> pending_;
   int64_t full_steps_ = 0;
   int64_t captures_ = 0;  // graphs captured (BackendFacts::graph_captures)
-  ChainNet chain_net_;     // the fused chain's view of the net (fused_langevin)
-  int chain_images_ = 0;   // images per block of the fused chain; 0: the per-layer path
+  ChainChoice chain_;      // which chain kernel runs (fused_langevin), and the line that says so
+  ChainNet chain_net_;     // the generic chain's view of the net
+  int chain_images_ = 0;   // images per block of the generic chain; 0: it does not run
+  TiledKernelInfo tiled_;  // the tiled chain's kernel (kTiled, kResident)
+  TiledParamOffsets tiled_offsets_;
+  DeviceBuffer<float> tiled_packed_;  // (tiled_.packed_floats): the weights in its layout, packed before each chain
   const float* sample_weights_ = nullptr;  // what sample()'s chunks run on (sampling_weights())
 
   // Declared last: destroyed before the buffers they reference.
@@ -292,16 +299,25 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
 
   stream_ = make_stream();
   if (opt_.fused_langevin) {
-    const std::string why = chain_refusal(net, prop.sharedMemPerBlockOptin);
-    if (!why.empty()) {
-      std::fprintf(stderr, "cuda: cuda.langevin \"fused\" falls back to the per-layer path: %s\n", why.c_str());
-    } else {
+    chain_ = choose_chain(net, opt_.chain_kernel, prop.sharedMemPerBlockOptin);
+    std::fprintf(stderr, "cuda: %s\n", chain_.line.c_str());
+    if (chain_.fused && chain_.kernel == ChainKernel::kGeneric) {
       chain_net_ = chain_net_for(net);
       chain_images_ = chain_images_per_block(chain_net_, prop.sharedMemPerBlockOptin, prop.sharedMemPerMultiprocessor);
       EBM_CUDA_CHECK(langevin_chain_prepare(chain_net_, chain_images_));
-      describe_ += ", fused Langevin chain (" + std::to_string(chain_images_) + " image" +
+      describe_ += ", fused Langevin chain: generic (" + std::to_string(chain_images_) + " image" +
                    (chain_images_ > 1 ? "s" : "") + " a block, " +
                    std::to_string(langevin_chain_smem_bytes(chain_net_, chain_images_) / 1024) + " KB shared)";
+    } else if (chain_.fused) {
+      tiled_ = tiled_chain_info(tiled_channels(net),
+                                chain_.kernel == ChainKernel::kResident ? TiledHome::kShared : TiledHome::kGlobal);
+      EBM_CHECK(tiled_.found, "cuda backend: the tiled chain's plan and kernels disagree about the net");
+      EBM_CUDA_CHECK(tiled_chain_prepare(tiled_));
+      tiled_offsets_ = tiled_offsets(net);
+      tiled_packed_.resize(size_t(tiled_.packed_floats));
+      describe_ += std::string(", fused Langevin chain: ") + chain_kernel_name(chain_.kernel) + " (" +
+                   std::to_string(tiled_.threads) + " threads, " + std::to_string(tiled_.smem_bytes / 1024) +
+                   " KB shared)";
     }
   }
   const int capacity_global = opt_.buffer_capacity, initial_global = std::min(opt_.buffer_initial, capacity_global);
@@ -416,6 +432,13 @@ void CudaBackend::langevin(const float* params, float* x, int n, const SamplerPa
     const ChainNoiseSource src{seed, offset, stream_id(rng), 0, blocks};
     EBM_CUDA_CHECK(langevin_chain(x, params, n, chain_net_, chain_images_,
                                   ChainSampler{p.steps, p.step_size, p.noise, p.grad_clip}, src, stream()));
+    return;
+  }
+  if (tiled_.found) {  // pack these weights, then the whole chain in one launch, the same noise
+    const ChainNoiseSource src{seed, offset, stream_id(rng), 0, blocks};
+    EBM_CUDA_CHECK(tiled_pack(tiled_packed_.get(), params, tiled_, tiled_offsets_, stream()));
+    EBM_CUDA_CHECK(tiled_chain(x, tiled_packed_.get(), n, tiled_,
+                               TiledSampler{p.steps, p.step_size, p.noise, p.grad_clip}, src, stream()));
     return;
   }
   const bool noisy = p.noise > 0;
