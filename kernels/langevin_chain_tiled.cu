@@ -26,7 +26,8 @@ __global__ void tiled_pack_kernel(float* __restrict__ packed, const float* __res
                                   const TiledParamOffsets o) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < P.packed_floats; i += gridDim.x * blockDim.x) {
     const int64_t s = tiled_pack_source(P, o, i);
-    packed[i] = s >= 0 ? params[s] : 0.0f;
+    const float v = s >= 0 ? params[s] : 0.0f;
+    packed[i] = tiled_pack_tf32(P, i) ? round_tf32(v) : v;  // a TF32 layer's weights, as the tensor cores read them
   }
 }
 

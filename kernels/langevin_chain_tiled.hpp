@@ -193,6 +193,7 @@ struct TiledPlan {
   int ring_slots = 0;          // slots of the ring the other layers stream through (0: none streams)
   int chunk_floats = 0;        // one ring slot: the largest streamed layer's tap, cin·wp
   int chunks = 0;              // chunks a forward pass streams: 9 × streamed layers
+  int tf32_from = kTiledMaxLayers;  // layers l ≥ tf32_from run on TF32 tensor cores (mma.m16n8k8); none by default
   ChainTiles fwd[kTiledMaxLayers], bwd[kTiledMaxLayers];
   int cin[kTiledMaxLayers] = {}, cout[kTiledMaxLayers] = {}, hin[kTiledMaxLayers] = {};
   int pp[kTiledMaxLayers + 1] = {}, cp[kTiledMaxLayers + 1] = {};  // parity planes at grid level g: plane, channel pitch
@@ -243,6 +244,14 @@ struct PitchModel {
 constexpr int PitchModel::weights(const TiledPlan& P, int l, int wp) {
   const int pix = (P.hin[l] / 2) * (P.hin[l] / 2);
   int cost = 0;
+  if (l >= P.tf32_from) {  // mma A fragments: forward W[k0 + t][m0 + g], backward W[m0 + g][k0 + t] (g = lane/4, t = lane%4)
+    BankSet f, b;
+    for (int lane = 0; lane < 32; ++lane) {
+      f.add((lane % 4) * wp + lane / 4);
+      b.add((lane / 4) * wp + lane % 4);
+    }
+    return f.waves() * kTaps * P.cin[l] / 8 * 4 + b.waves() * kTaps * P.cout[l] / 8 * 4;
+  }
   {  // forward: float4 of W[ci = s + sk·m][cg·tc + 4q]
     const ChainTiles t = P.fwd[l];
     BankSet b;
@@ -267,7 +276,10 @@ constexpr int PitchModel::weights(const TiledPlan& P, int l, int wp) {
 constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
   const int plane = (P.hin[g] / 2) * (P.hin[g] / 2);
   PitchTerms T;
-  {  // forward g reads in[ci = s + sk·m][plane][pg + npg·j + shift]
+  if (g >= P.tf32_from) {  // mma B fragments: in[ci = k0 + t][n0 + g + shift]
+    T.begin(kTaps * P.cin[g] / 8 * 2);
+    for (int lane = 0; lane < 32; ++lane) T.add(lane % 4, 0, lane / 4);
+  } else {  // forward g reads in[ci = s + sk·m][plane][pg + npg·j + shift]
     const ChainTiles t = P.fwd[g];
     T.begin(kTaps * (P.cin[g] / t.sk) * t.tp);
     for (int lane = 0; lane < 32; ++lane) {
@@ -275,7 +287,25 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
       T.add(it.s, 0, it.pg);
     }
   }
-  if (g >= 1) {  // forward g−1's epilogue writes a and s' (pixel p of its output = this level's grid)
+  if (g >= 1 && g - 1 >= P.tf32_from) {  // an mma forward's epilogue: co = m0 + g (+8), p = n0 + 2t (+1)
+    const int wol = P.hin[g - 1] / 2, pix = wol * wol;
+    for (int r = 0; r < 4; ++r) {
+      T.begin(2);
+      for (int lane = 0; lane < 32; ++lane) {
+        const int p = 2 * (lane % 4) + (r & 1), oy = p / wol, ox = p % wol;
+        if (p >= pix) continue;
+        T.add(lane / 4 + 8 * (r >> 1), (oy & 1) * 2 + (ox & 1), (oy >> 1) * (wol / 2) + (ox >> 1));
+      }
+    }
+  }
+  if (g >= P.tf32_from) {  // an mma backward's epilogue reads s'[ci = m0 + g (+8)][par][q = n0 + 2t (+1)]
+    for (int r = 0; r < 4; ++r) {
+      T.begin(4);
+      for (int lane = 0; lane < 32; ++lane)
+        if (2 * (lane % 4) + (r & 1) < plane) T.add(lane / 4 + 8 * (r >> 1), 0, 2 * (lane % 4) + (r & 1));
+    }
+  }
+  if (g >= 1 && g - 1 < P.tf32_from) {  // forward g−1's epilogue writes a and s' (pixel p of its output = this level)
     const int l = g - 1, wol = P.hin[l] / 2, pix = wol * wol;
     const ChainTiles t = P.fwd[l];
     const int v = t.tc * t.tp, mine = v / t.sk > 0 ? v / t.sk : 1, npg = pix / t.tp;
@@ -289,6 +319,8 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
         T.add(co, (oy & 1) * 2 + (ox & 1), (oy >> 1) * (wol / 2) + (ox >> 1));
       }
     }
+  }
+  if (g >= 1 && g < P.tf32_from) {
     // backward g's epilogue reads s'[ci][par][q] (its super-pixels q are this level's plane positions)
     const ChainTiles u = P.bwd[g];
     const int vb = u.tc * u.tp * 4, mb = vb / u.sk > 0 ? vb / u.sk : 1, npq = plane / u.tp;
@@ -301,7 +333,8 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
         T.add(it.cg * u.tc + idx % u.tc, par, it.pg + npq * j);
       }
     }
-  } else {  // the update reads and writes x[ci][2py + px][q], a pixel pair a lane
+  }
+  if (g == 0) {  // the update reads and writes x[ci][2py + px][q], a pixel pair a lane
     const ChainTiles u = P.bwd[0];
     const int vb = u.tc * u.tp * 4, mb = vb / u.sk, npq = plane / u.tp;
     for (int k = 0; k < mb; k += 2 * u.tc)
@@ -321,7 +354,10 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
 constexpr PitchTerms PitchModel::dz(const TiledPlan& P, int l) {
   const int L = P.layers, wo = P.hin[l] / 2, pix = wo * wo;
   PitchTerms T;
-  {  // backward l reads dz[4·(s + sk·m) + k][q + shift]
+  if (l >= P.tf32_from) {  // mma B fragments: dz[co = k0 + t][n0 + g + shift]
+    T.begin(kTaps * P.cout[l] / 8 * 2);
+    for (int lane = 0; lane < 32; ++lane) T.add(lane % 4, 0, lane / 4);
+  } else {  // backward l reads dz[4·(s + sk·m) + k][q + shift]
     const ChainTiles t = P.bwd[l];
     T.begin(kTaps * (P.cout[l] / 4 / t.sk) * 4 * t.tp);
     for (int lane = 0; lane < 32; ++lane) {
@@ -329,7 +365,25 @@ constexpr PitchTerms PitchModel::dz(const TiledPlan& P, int l) {
       T.add(4 * it.s, 0, it.pg);
     }
   }
-  if (l == L - 1) {  // the last forward writes dz[co][p]
+  if (l == L - 1 && l >= P.tf32_from) {  // an mma last forward writes dz[co = m0 + g (+8)][p = n0 + 2t (+1)]
+    for (int r = 0; r < 4; ++r) {
+      T.begin(1);
+      for (int lane = 0; lane < 32; ++lane)
+        if (2 * (lane % 4) + (r & 1) < pix) T.add(lane / 4 + 8 * (r >> 1), 0, 2 * (lane % 4) + (r & 1));
+    }
+  } else if (l < L - 1 && l + 1 >= P.tf32_from) {  // an mma backward l+1 writes dz[ci][iy·hin + ix]
+    const int m = l + 1, wom = P.hin[m] / 2, plane = wom * wom;
+    for (int par = 0; par < 4; ++par)
+      for (int r = 0; r < 4; ++r) {
+        T.begin(1);
+        for (int lane = 0; lane < 32; ++lane) {
+          const int q = 2 * (lane % 4) + (r & 1);
+          if (q >= plane) continue;
+          const int iy = 2 * (q / wom) + (par >> 1), ix = 2 * (q % wom) + (par & 1);
+          T.add(lane / 4 + 8 * (r >> 1), 0, iy * P.hin[m] + ix);
+        }
+      }
+  } else if (l == L - 1) {  // the last forward writes dz[co][p]
     const ChainTiles t = P.fwd[l];
     const int v = t.tc * t.tp, mine = v / t.sk > 0 ? v / t.sk : 1, npg = pix / t.tp;
     for (int k = 0; k < mine; ++k) {
@@ -360,14 +414,16 @@ constexpr PitchTerms PitchModel::dz(const TiledPlan& P, int l) {
 }
 
 // Plans a net for nt threads a block; `resident`: weights in shared memory (then the leading layers stay, the others
-// stream through `ring_slots` slots, as many leading layers as fit `smem_budget` bytes).
+// stream through `ring_slots` slots, as many leading layers as fit `smem_budget` bytes); `tf32`: layers after the
+// first on TF32 tensor cores.
 template <class Net>
-constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int smem_budget) {
+constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int smem_budget, bool tf32 = false) {
   TiledPlan P;
   const int L = Net::layers;
   P.layers = L;
   P.nt = nt;
   P.resident = resident;
+  P.tf32_from = tf32 ? 1 : kTiledMaxLayers;  // the first layer (one input channel: K = 9) stays FP32
   for (int l = 0; l < L; ++l) {
     P.cin[l] = Net::ch[l];
     P.cout[l] = Net::ch[l + 1];
@@ -548,6 +604,21 @@ EBM_HD int64_t tiled_pack_source(const TiledPlan& P, const TiledParamOffsets& o,
   return co < P.cout[l] ? o.w_off[l] + (int64_t(co) * P.cin[l] + ci) * kTaps + tap : -1;
 }
 
+// Whether packed element i is a weight of a TF32 layer: packed already rounded to TF32, as the tensor cores read it.
+EBM_HD bool tiled_pack_tf32(const TiledPlan& P, int i) {
+  return P.tf32_from < P.layers && i >= P.gw[P.tf32_from];
+}
+
+// x rounded to TF32 (cvt.rna.tf32.f32), as a float.
+EBM_HD float round_tf32(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  u = tf32_bits_rna(u);
+  float r;
+  memcpy(&r, &u, 4);
+  return r;
+}
+
 // --- the chain ---
 
 // Where the chain's normals come from (resolved): step k's normal for element e of image g is philox_normal_at(seed,
@@ -585,19 +656,23 @@ EBM_HD void swish_and_grad(float z, float& a, float& ds) {
 #endif
 // A plan where device code can read it: nvcc lets device code use a host constexpr object of class type only inside
 // constant expressions, so the phases read this copy (folded to immediates wherever the index is a constant).
-template <class Net, int NT, bool kResident, int kRingSlots, int kSmemBudget>
-EBM_DEVICE_VAR constexpr TiledPlan kTiledPlan = make_tiled_plan<Net>(NT, kResident, kRingSlots, kSmemBudget);
+template <class Net, int NT, bool kResident, bool kTf32, int kRingSlots, int kSmemBudget>
+EBM_DEVICE_VAR constexpr TiledPlan kTiledPlan = make_tiled_plan<Net>(NT, kResident, kRingSlots, kSmemBudget, kTf32);
 
-template <class Net, int NT, bool kResident, int kRingSlots = 4, int kSmemBudget = 227 * 1024>
+// The chain for one net: NT threads a block, weights resident (kResident) or read from global memory, layers after the
+// first on TF32 tensor cores (kTf32), a ring of kRingSlots slots at most, kSmemBudget bytes of shared memory at most.
+template <class Net, int NT, bool kResident, bool kTf32 = false, int kRingSlots = 4, int kSmemBudget = 227 * 1024>
 struct TiledChain {
-  static constexpr TiledPlan P = make_tiled_plan<Net>(NT, kResident, kRingSlots, kSmemBudget);
+  static constexpr TiledPlan P = make_tiled_plan<Net>(NT, kResident, kRingSlots, kSmemBudget, kTf32);
   EBM_HD static const TiledPlan& plan() {
 #if defined(__CUDA_ARCH__)
-    return kTiledPlan<Net, NT, kResident, kRingSlots, kSmemBudget>;
+    return kTiledPlan<Net, NT, kResident, kTf32, kRingSlots, kSmemBudget>;
 #else
     return P;
 #endif
   }
+  template <int l>
+  static constexpr bool kMma = l >= P.tf32_from;  // layer l on the tensor cores
   static constexpr int L = Net::layers;
   static constexpr bool kStreams = kResident && P.resident_layers < L;
   static constexpr int kSlots = kStreams ? P.ring_slots : 0;
@@ -663,6 +738,10 @@ struct TiledChain {
     return shared ? lane.lds4(p, line) : lane.ldg4(p, line);
   }
   template <class Lane>
+  EBM_HD static float ldw(Lane& lane, bool shared, const float* p, int line = __builtin_LINE()) {
+    return shared ? lane.lds(p, line) : lane.ldg(p, line);
+  }
+  template <class Lane>
   EBM_HD static float ldp(Lane& lane, const float* p, int line = __builtin_LINE()) {  // biases, dense weights
     return kResident ? lane.lds(p, line) : lane.ldg(p, line);
   }
@@ -713,12 +792,110 @@ struct TiledChain {
 
   // Forward of layer l: z = conv(in) + b; a = swish(z), s = swish'(z) into parity planes; the last layer writes
   // dz = wd ⊙ swish'(z) instead. Taps in order 0..8 (a streamed layer's ring uses u0 .. u0 + 8).
+  // Forward of layer l on the tensor cores: warp tiles of 16 output channels × 8 pixels (mma.m16n8k8, K = 8 input
+  // channels of one tap), a warp's tiles tile = warp, warp + NW, ... (every warp walks every tap: the ring counts
+  // on it); operands already TF32 (the packing rounded W, the previous epilogue a); fp32 sums, the fp32 epilogue.
+  template <int l, class Lane>
+  EBM_HD static void forward_mma(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total) {
+    constexpr int CIN = P.cin[l], COUT = P.cout[l], WO = P.hin[l] / 2, PIX = WO * WO, NW = NT / 32;
+    constexpr int MT = COUT / 16, TILES = MT * ((PIX + 7) / 8), TPW = (TILES + NW - 1) / NW;
+    constexpr int CPI = P.cp[l], PPI = P.pp[l], WP = P.wp[l];
+    constexpr bool ROUND = l + 1 < L || kMma<l>;  // the consumer (forward l+1, or backward l) is on the tensor cores
+    static_assert(CIN % 8 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 8 input and 16 output channels");
+    const float* in = sm + plan().off_buf[(l - 1) % 2];
+    const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
+    const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
+    lane.phase(l);
+    float d[TPW][4];
+    int m0[TPW], n0[TPW];
+    bool has[TPW], top = false, left = false;
+    int pix = 0;
+    EBM_UNROLL
+    for (int i = 0; i < TPW; ++i) {
+      const int tile = warp + NW * i;
+      has[i] = tile < TILES;
+      m0[i] = (tile % MT) * 16;
+      n0[i] = (tile / MT) * 8;
+      EBM_UNROLL
+      for (int r = 0; r < 4; ++r) d[i][r] = 0.0f;
+    }
+    EBM_NO_UNROLL
+    for (int tt = 0; tt < kTaps; ++tt) {
+      const int tap = fwd_tap(tt), ky = tap / 3, kx = tap % 3, plane = (ky != 1) * 2 + (kx != 1);
+      const int shift = (ky == 0 ? -WO : 0) + (kx == 0 ? -1 : 0);
+      const float* w;
+      if constexpr (kWStreamed<l>) w = ring_acquire(lane, sm, u0 + tt);
+      else w = wbase + tap * CIN * WP;
+      EBM_UNROLL
+      for (int i = 0; i < TPW; ++i) {
+        if (!has[i]) continue;  // warp-uniform
+        pix = n0[i] + g;
+        const bool inside = pix < PIX;
+        top = pix / WO > 0;
+        left = pix % WO > 0;
+        const bool ok = inside && (ky != 0 || top) && (kx != 0 || left);
+        const float* b_src = in + plane * PPI + (inside ? pix + shift : 0);
+        EBM_NO_UNROLL
+        for (int k0 = 0; k0 < CIN; k0 += 8) {
+          const float* wa = w + (k0 + t) * WP + m0[i] + g;  // A[co][ci] = W[tap][ci][co]
+          const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
+                                 bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8)),
+                                 bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP)),
+                                 bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP + 8))};
+          const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (k0 + t) * CPI)),
+                                 bits(lane.lds_if(ok, b_src + (k0 + t + 4) * CPI))};
+          lane.mma_tf32(d[i], a, b);
+        }
+      }
+      if constexpr (kWStreamed<l>) ring_release(lane, sm, packed, u0 + tt, total);
+    }
+    EBM_UNROLL
+    for (int i = 0; i < TPW; ++i) {
+      if (!has[i]) continue;
+      EBM_UNROLL
+      for (int r = 0; r < 4; ++r) {
+        const int co = m0[i] + g + 8 * (r >> 1), p = n0[i] + 2 * t + (r & 1);
+        if (p >= PIX) continue;
+        forward_epilogue<l, ROUND>(lane, sm, packed, d[i][r], co, p);
+      }
+    }
+  }
+
+  // The forward epilogue of output (co, p): z = sum + b; a = swish(z) and s' into parity planes, or dz = wd ⊙ swish'(z)
+  // for the last layer. ROUND: what is written is an mma operand next (TF32, rounded here once).
+  template <int l, bool ROUND, class Lane>
+  EBM_HD static void forward_epilogue(Lane& lane, float* sm, const float* __restrict__ packed, float sum, int co, int p) {
+    constexpr int WO = P.hin[l] / 2, PIX = WO * WO;
+    const float z = sum + ldp(lane, (kResident ? sm + plan().off_w : packed) + plan().gb[l] + co);
+    float a, ds;
+    swish_and_grad(z, a, ds);
+    if constexpr (l + 1 == L) {
+      const float wd = ldp(lane, (kResident ? sm + plan().off_w : packed) + plan().gwd + co * PIX + p);
+      const float dz = wd * ds;
+      lane.sts(sm + plan().off_buf[l % 2] + co * plan().dp[l] + p, ROUND ? round_tf32(dz) : dz);
+    } else {
+      const int oy = p / WO, ox = p % WO;
+      const int at = co * plan().cp[l + 1] + ((oy & 1) * 2 + (ox & 1)) * plan().pp[l + 1] + (oy >> 1) * (WO / 2) + (ox >> 1);
+      lane.sts(sm + plan().off_buf[l % 2] + at, ROUND ? round_tf32(a) : a);
+      lane.sts(sm + plan().off_s[l + 1] + at, ds);
+    }
+  }
+
+  EBM_HD static uint32_t bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+  }
+
   template <int l, class Lane>
   EBM_HD static void forward(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total) {
+    if constexpr (kMma<l>) {
+      forward_mma<l>(lane, sm, packed, u0, total);
+      return;
+    }
     constexpr ChainTiles T = P.fwd[l];
     constexpr int CIN = P.cin[l], COUT = P.cout[l], HIN = P.hin[l], WO = HIN / 2, PIX = WO * WO;
     constexpr int NPG = PIX / T.tp, NCG = COUT / T.tc, ITEMS = NPG * T.sk * NCG, R = ITEMS / NT;
-    constexpr bool LAST = l + 1 == L;
     constexpr int CPI = P.cp[l], PPI = P.pp[l];
     static_assert(ITEMS % NT == 0 && (!kWStreamed<l> || R == 1), "tiles cover the phase exactly");
     const float* in = sm + (l == 0 ? plan().off_x : plan().off_buf[(l - 1) % 2]);
@@ -773,18 +950,7 @@ struct TiledChain {
       EBM_UNROLL
       for (int k = 0; k < MINE; ++k) {
         const int idx = off + k, j = idx / T.tc, c = idx % T.tc, co = co0 + c, p = pg + NPG * j;
-        const float z = acc[k] + ldp(lane, (kResident ? sm + plan().off_w : packed) + plan().gb[l] + co);
-        float a, ds;
-        swish_and_grad(z, a, ds);
-        if constexpr (LAST) {
-          const float wd = ldp(lane, (kResident ? sm + plan().off_w : packed) + plan().gwd + co * PIX + p);
-          lane.sts(sm + plan().off_buf[l % 2] + co * plan().dp[l] + p, wd * ds);
-        } else {
-          const int oy = p / WO, ox = p % WO;
-          const int at = co * plan().cp[l + 1] + ((oy & 1) * 2 + (ox & 1)) * plan().pp[l + 1] + (oy >> 1) * (WO / 2) + (ox >> 1);
-          lane.sts(sm + plan().off_buf[l % 2] + at, a);
-          lane.sts(sm + plan().off_s[l + 1] + at, ds);
-        }
+        forward_epilogue<l, (l + 1 < L && kMma<l + 1>) || (l + 1 == L && kMma<l>)>(lane, sm, packed, acc[k], co, p);
       }
     }
   }
@@ -845,9 +1011,90 @@ struct TiledChain {
     }
   }
 
+  // Backward of layer l ≥ 1 on the tensor cores: per parity class par, D_par[ci][q] = Σ over its taps and output
+  // channels of W[tap][ci][co]·dz[co][q + neighbour] — warp tiles of 16 input channels × 8 super-pixels, four classes'
+  // accumulators a tile; then dz(l−1) = D ⊙ s', rounded to TF32 when backward l−1 is on the tensor cores too.
+  template <int l, class Lane>
+  EBM_HD static void backward_mma(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total) {
+    constexpr int CIN = P.cin[l], COUT = P.cout[l], HIN = P.hin[l], WO = HIN / 2, Q = WO * WO, NW = NT / 32;
+    constexpr int MT = CIN / 16, TILES = MT * ((Q + 7) / 8), TPW = (TILES + NW - 1) / NW;
+    constexpr int DP = P.dp[l], WP = P.wp[l];
+    constexpr bool ROUND = l - 1 >= 1 && kMma<l - 1>;
+    static_assert(CIN % 16 == 0 && COUT % 8 == 0, "TF32 layers take multiples of 16 input and 8 output channels");
+    const float* dz = sm + plan().off_buf[l % 2];
+    const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
+    const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
+    lane.phase(L + (L - 1 - l));
+    float d[TPW][4][4];
+    int m0[TPW], n0[TPW];
+    bool has[TPW];
+    EBM_UNROLL
+    for (int i = 0; i < TPW; ++i) {
+      const int tile = warp + NW * i;
+      has[i] = tile < TILES;
+      m0[i] = (tile % MT) * 16;
+      n0[i] = (tile / MT) * 8;
+      EBM_UNROLL
+      for (int c = 0; c < 4; ++c)
+        EBM_UNROLL
+        for (int r = 0; r < 4; ++r) d[i][c][r] = 0.0f;
+    }
+    EBM_UNROLL
+    for (int pi = 0; pi < 4; ++pi) {
+      const int par = 3 - pi;
+      EBM_NO_UNROLL
+      for (int e = 0; e < bwd_class_taps(par); ++e) {
+        const int tt = bwd_class_first(par) + e, tap = bwd_tap(par, e), ky = tap / 3, kx = tap % 3;
+        const int shift = (ky == 0 ? WO : 0) + (kx == 0 ? 1 : 0);
+        const float* w;
+        if constexpr (kWStreamed<l>) w = ring_acquire(lane, sm, u0 + tt);
+        else w = wbase + tap * CIN * WP;
+        EBM_UNROLL
+        for (int i = 0; i < TPW; ++i) {
+          if (!has[i]) continue;  // warp-uniform
+          const int q = n0[i] + g;
+          const bool inside = q < Q;
+          const bool ok = inside && (ky != 0 || q / WO + 1 < WO) && (kx != 0 || q % WO + 1 < WO);
+          const float* b_src = dz + (inside ? q + shift : 0);
+          EBM_NO_UNROLL
+          for (int k0 = 0; k0 < COUT; k0 += 8) {
+            const float* wa = w + (m0[i] + g) * WP + k0 + t;  // A[ci][co] = W[tap][ci][co]
+            const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
+                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP)),
+                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4)),
+                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP + 4))};
+            const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (k0 + t) * DP)),
+                                   bits(lane.lds_if(ok, b_src + (k0 + t + 4) * DP))};
+            lane.mma_tf32(d[i][par], a, b);
+          }
+        }
+        if constexpr (kWStreamed<l>) ring_release(lane, sm, packed, u0 + tt, total);
+      }
+    }
+    EBM_UNROLL
+    for (int i = 0; i < TPW; ++i) {
+      if (!has[i]) continue;
+      EBM_UNROLL
+      for (int par = 0; par < 4; ++par)
+        EBM_UNROLL
+        for (int r = 0; r < 4; ++r) {
+          const int ci = m0[i] + g + 8 * (r >> 1), q = n0[i] + 2 * t + (r & 1);
+          if (q >= Q) continue;
+          const int iy = 2 * (q / WO) + (par >> 1), ix = 2 * (q % WO) + (par & 1);
+          const float sd = lane.lds(sm + plan().off_s[l] + ci * plan().cp[l] + par * plan().pp[l] + q);
+          const float v = d[i][par][r] * sd;
+          lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix, ROUND ? round_tf32(v) : v);
+        }
+    }
+  }
+
   // Backward of layer l ≥ 1: dz(l−1) = convᵀ(dz(l)) ⊙ s_{l−1}.
   template <int l, class Lane>
   EBM_HD static void backward(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total) {
+    if constexpr (kMma<l>) {
+      backward_mma<l>(lane, sm, packed, u0, total);
+      return;
+    }
     constexpr ChainTiles T = P.bwd[l];
     constexpr int CIN = P.cin[l], HIN = P.hin[l], WO = HIN / 2, PIX = WO * WO;
     constexpr int NPG = PIX / T.tp, NCG = CIN / T.tc, ITEMS = NPG * T.sk * NCG, R = ITEMS / NT;
@@ -871,7 +1118,9 @@ struct TiledChain {
         const int idx = off + k, j = idx / (4 * T.tc), par = (idx / T.tc) % 4, ci = cg * T.tc + idx % T.tc;
         const int q = pg + NPG * j, iy = 2 * (q / WO) + (par >> 1), ix = 2 * (q % WO) + (par & 1);
         const float sd = lane.lds(sm + plan().off_s[l] + ci * plan().cp[l] + par * plan().pp[l] + q);
-        lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix, acc[k] * sd);
+        const float v = acc[k] * sd;
+        lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix,
+                 l - 1 >= 1 && kMma<l - 1> ? round_tf32(v) : v);
       }
     }
   }

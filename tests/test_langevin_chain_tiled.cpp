@@ -81,7 +81,8 @@ std::vector<F4> pack(const NetSpec& spec, const std::vector<float>& params) {
   const TiledParamOffsets o = tiled_offsets(spec);
   for (int i = 0; i < P.packed_floats; ++i) {
     const int64_t s = tiled_pack_source(P, o, i);
-    f[i] = s >= 0 ? params[size_t(s)] : 0.0f;
+    const float v = s >= 0 ? params[size_t(s)] : 0.0f;
+    f[i] = tiled_pack_tf32(P, i) ? round_tf32(v) : v;
   }
   return out;
 }
@@ -509,6 +510,83 @@ TEST(TiledChainRing, TapOrdersArePermutationsAndMirrorEachOther) {
   EXPECT_EQ(bwd, rev);
   std::sort(fwd.begin(), fwd.end());
   for (int i = 0; i < 9; ++i) EXPECT_EQ(fwd[size_t(i)], i);
+}
+
+// --- TF32 tensor cores (cuda.precision tf32): the layers after the first as mma.m16n8k8 tiles ---
+//
+// On the CPU the simulator runs the kernel's own code with the tensor core modelled lane by lane (BlockSim's mma: the
+// PTX fragment layout, TF32 operands, an fp32 sum): this is the emulation a GPU run of the TF32 kernel is compared
+// with. TF32 keeps 10 mantissa bits, so each operand is off by up to 2^-11 relative; through a layer's sum that is
+// ~1e-3 of the gradient, times step_size 10 and the gradient clip 0.03: ≤ ~3e-4 in x after one step where the gradient
+// is not clipped — far below the 0.005·N(0,1) noise each step adds.
+const char* phase_name(int id, int L);  // below, with the model
+
+// Bands ~10× what this machine measured (one step: max 1.4e-5, mean 1.8e-6; 40 steps: mean E equal to 1e-5).
+constexpr double kTf32BandOne = 2e-4;     // |x_tf32 − x_fp32| after one step
+constexpr double kTf32EnergyBand = 2e-3;  // |mean E_tf32 − mean E_fp32| after 40 steps, E in the net's units
+
+TEST(TiledChainTf32, OneStepStaysWithinTf32RoundingOfFp32) {
+  const NetSpec spec = spec_of(kSeed);
+  const std::vector<float> params = params_for(spec, 7);
+  const SamplerParams sp{1, 10.0f, 0.005f, 0.03f};
+  const std::vector<float> x0 = images(2, 1024, 21);
+  const TiledNoise nz = sample_noise(11, 2, 1024);
+  const SimRun f = sim_tiled<TiledChain<TiledSeedNet, 512, true, false>>(spec, params, x0, 2, sp, nz, false);
+  const SimRun t = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(spec, params, x0, 2, sp, nz, false);
+  const SimRun td = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(spec, params, x0, 2, sp, nz, true);
+  EXPECT_TRUE(same_bits(t.x, td.x)) << "thread orders differ";
+  const Diff d = compare(t.x, f.x, kTf32BandOne);
+  double mean = 0;
+  for (size_t i = 0; i < f.x.size(); ++i) mean += std::fabs(double(f.x[i]) - double(t.x[i]));
+  mean /= double(f.x.size());
+  std::printf("[  tf32    ] one step: max |tf32 - fp32| %.3g, mean %.3g (band %.3g)\n", d.max_abs, mean, kTf32BandOne);
+  EXPECT_EQ(d.bad, 0u) << "worst " << d.max_abs;
+  EXPECT_GT(d.max_abs, 0.0) << "the TF32 kernel gave fp32's bits: did it run on the (modelled) tensor cores?";
+}
+
+TEST(TiledChainTf32, EnergiesAfter40StepsStayWithinABandOfFp32) {
+  const NetSpec spec = spec_of(kSeed);
+  const std::vector<float> params = params_for(spec, 7);
+  const SamplerParams sp{40, 10.0f, 0.005f, 0.03f};
+  const int n = 2;
+  const std::vector<float> x0 = images(n, 1024, 23);
+  const TiledNoise nz = sample_noise(12, n, 1024);
+  const SimRun f = sim_tiled<TiledChain<TiledSeedNet, 512, true, false>>(spec, params, x0, n, sp, nz, false);
+  const SimRun t = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(spec, params, x0, n, sp, nz, false);
+  EngineOptions o;
+  o.net = spec;
+  o.batch_size = n;
+  o.buffer_initial = n;
+  CpuBackend cpu(o);
+  cpu.set_params(params);
+  Tensor a({n, 1, 32, 32}), b({n, 1, 32, 32}), start({n, 1, 32, 32});
+  a.data = f.x, b.data = t.x, start.data = x0;
+  const std::vector<float> ea = cpu.energy(a), eb = cpu.energy(b), e0 = cpu.energy(start);
+  double ma = 0, mb = 0, m0 = 0;
+  for (int i = 0; i < n; ++i) ma += ea[size_t(i)] / n, mb += eb[size_t(i)] / n, m0 += e0[size_t(i)] / n;
+  std::printf("[  tf32    ] mean E: start %.6f, fp32 %.6f, tf32 %.6f (band %.3g)\n", m0, ma, mb, kTf32EnergyBand);
+  EXPECT_LT(std::fabs(ma - mb), kTf32EnergyBand);
+  EXPECT_GT(std::fabs(ma - m0), 5 * std::fabs(ma - mb)) << "the chain should move E far more than TF32 does";
+}
+
+// The TF32 kernel's properties, measured as the FP32 kernels' are (the mma phases: tensor-core instructions instead of
+// FFMAs; idle warps where a layer has fewer 16×8 tiles than the block has warps).
+TEST(TiledChainTf32, MeasuredProperties) {
+  const NetSpec spec = spec_of(kSeed);
+  const SimRun r = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(
+      spec, params_for(spec, 7), images(1, 1024, 21), 1, {1, 10.0f, 0.005f, 0.03f}, sample_noise(11, 1, 1024), false,
+      true);
+  for (const auto& [id, st] : r.stats) {
+    std::printf("[  tf32    ] %-20s SIMT %.2f, LDS wavefronts/ideal %.2f (worst %lld), mma %lld, FFMA %lld\n",
+                phase_name(id, 4), st.simt(), st.lds_ways(), (long long)st.lds_worst, (long long)st.mma,
+                (long long)st.fma);
+    EXPECT_GE(st.simt(), 0.9) << phase_name(id, 4);
+    EXPECT_LE(st.lds_worst, 2) << phase_name(id, 4);
+  }
+  // conv2..conv4 forward and backward on the tensor cores: (196,608 + 147,456 + 147,456 + 196,608 + ...) MACs / 1024.
+  int64_t mma_macs = 0;
+  for (const auto& [id, st] : r.stats) mma_macs += st.mma * 16 * 8 * 8;
+  EXPECT_GE(mma_macs, 2 * (294912 + 294912 + 147456));  // padded tiles (conv4: 4 of 8 columns) add to it
 }
 
 // --- which kernel runs which net ---
