@@ -42,6 +42,7 @@ struct BackendFacts {
   bool fused_langevin = false; // cuda: Langevin chains run as one fused kernel (kernels/langevin_chain.cuh);
                                // false: per layer (EngineOptions::fused_langevin off, or the net does not fit)
   ChainKernel chain_kernel = ChainKernel::kGeneric;  // with fused_langevin: which kernel (never kAuto)
+  bool chain_tf32 = false;  // with a tiled chain kernel: its layers after the first on TF32 tensor cores
 };
 
 struct SamplerParams {
@@ -66,6 +67,8 @@ struct EngineOptions {
   bool fused_langevin = false;  // cuda only: run Langevin chains (training and sample()) as one fused kernel per
                                 // chain where the net fits its shared-memory budget (cuda.langevin "fused")
   ChainKernel chain_kernel = ChainKernel::kAuto;  // cuda only, with fused_langevin: which kernel (cuda.chain)
+  bool chain_tf32 = false;  // cuda only (cuda.precision "tf32"): the tiled chain's layers after the first on TF32
+                            // tensor cores (fp32 sums; the generic chain and the CPU stay fp32)
   // Training recipe (both off by default: then every result is what it was without them).
   //   ema_decay d in [0, 1): after every Adam update θ_ema ← d·θ_ema + (1−d)·θ (0 = no EMA).
   //   spectral_norm: weights divided by their largest singular value, one power iteration per training step

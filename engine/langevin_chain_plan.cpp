@@ -60,7 +60,7 @@ struct TiledSummary {
   size_t smem_bytes = 0;
 };
 
-TiledSummary tiled_summary(const NetSpec& net, ChainKernel kernel) {
+TiledSummary tiled_summary(const NetSpec& net, ChainKernel kernel, bool tf32) {
   const std::vector<int> ch = tiled_channels(net);
   TiledSummary out;
   for_each_tiled_net([&](auto n, const std::vector<int>& c) {
@@ -71,15 +71,19 @@ TiledSummary tiled_summary(const NetSpec& net, ChainKernel kernel) {
       out = {true, C::P.nt, C::P.resident ? C::P.resident_layers : 0, C::P.resident ? C::P.ring_slots : 0,
              size_t(C::smem_bytes())};
     };
-    if (kernel == ChainKernel::kResident) take(TiledKernel<Net, TiledHome::kShared>{});
-    if (kernel == ChainKernel::kTiled) take(TiledKernel<Net, TiledHome::kGlobal>{});
+    if (kernel == ChainKernel::kResident && !tf32) take(TiledKernel<Net, TiledHome::kShared, false>{});
+    if (kernel == ChainKernel::kTiled && !tf32) take(TiledKernel<Net, TiledHome::kGlobal, false>{});
+    if (kernel == ChainKernel::kResident && tf32) take(TiledKernel<Net, TiledHome::kShared, true>{});
+    if (kernel == ChainKernel::kTiled && tf32) take(TiledKernel<Net, TiledHome::kGlobal, true>{});
   });
   return out;
 }
 
 }  // namespace
 
-size_t tiled_smem_bytes(const NetSpec& net, ChainKernel kernel) { return tiled_summary(net, kernel).smem_bytes; }
+size_t tiled_smem_bytes(const NetSpec& net, ChainKernel kernel, bool tf32) {
+  return tiled_summary(net, kernel, tf32).smem_bytes;
+}
 
 TiledParamOffsets tiled_offsets(const NetSpec& net) {
   TiledParamOffsets o;
@@ -91,13 +95,13 @@ TiledParamOffsets tiled_offsets(const NetSpec& net) {
   return o;
 }
 
-ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block) {
+ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block, bool tf32) {
   ChainChoice c;
   auto kb = [](size_t b) { return std::to_string((b + 1023) / 1024) + " KB"; };
   // Why the tiled kernel asked for does not run, as the start of the line ("" when it does, or none was asked for).
   std::string why;
   if (want == ChainKernel::kResident || want == ChainKernel::kTiled) {
-    const TiledSummary s = tiled_summary(net, want);
+    const TiledSummary s = tiled_summary(net, want, tf32);
     if (!s.found)
       why = std::string("cuda.chain \"") + chain_kernel_name(want) +
             "\" is compiled for 1×32×32 inputs, 3×3 stride-2 layers of channels [16,32,64,64], [8,16] or [32,64,64] "
@@ -110,12 +114,14 @@ ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_b
   if (want == ChainKernel::kAuto || want == ChainKernel::kResident) order = {ChainKernel::kResident, ChainKernel::kTiled};
   if (want == ChainKernel::kTiled) order = {ChainKernel::kTiled};
   for (ChainKernel k : order) {
-    const TiledSummary s = tiled_summary(net, k);
+    const TiledSummary s = tiled_summary(net, k, tf32);
     if (!s.found || s.smem_bytes > smem_per_block) continue;
     c.fused = true;
     c.kernel = k;
+    c.tf32 = tf32;
     c.line = why + "fused Langevin chain: the " + chain_kernel_name(k) + " kernel (" + std::to_string(s.threads) +
-             " threads, " + kb(s.smem_bytes) + " of shared memory, ";
+             " threads, " + kb(s.smem_bytes) + " of shared memory, " +
+             (tf32 ? "layers 2–" + std::to_string(net.convs.size()) + " on TF32 tensor cores, " : "");
     if (k == ChainKernel::kTiled) c.line += "weights read through L1/L2)";
     else if (s.ring_slots == 0) c.line += "every layer's weights on chip)";
     else
@@ -131,7 +137,8 @@ ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_b
   c.fused = true;
   c.kernel = ChainKernel::kGeneric;
   c.line = why + "fused Langevin chain: the generic kernel (shapes at run time" +
-           std::string(want == ChainKernel::kGeneric ? ", as cuda.chain asks)" : "; no tiled kernel is compiled for this net)");
+           std::string(want == ChainKernel::kGeneric ? ", as cuda.chain asks" : "; no tiled kernel is compiled for this net") +
+           (tf32 ? "; fp32: it has no TF32 build)" : ")");
   return c;
 }
 

@@ -30,8 +30,9 @@ int chain_images_per_block(const ChainNet& net, size_t smem_per_block, size_t sm
 // channel, 32×32, 3×3 kernels, stride 2, one output, listed channels); empty when it is not.
 std::vector<int> tiled_channels(const NetSpec& net);
 
-// Shared memory a block of the tiled chain takes for `net` in `kernel` (kTiled or kResident); 0 when not compiled in.
-size_t tiled_smem_bytes(const NetSpec& net, ChainKernel kernel);
+// Shared memory a block of the tiled chain takes for `net` in `kernel` (kTiled or kResident), fp32 or tf32; 0 when not
+// compiled in.
+size_t tiled_smem_bytes(const NetSpec& net, ChainKernel kernel, bool tf32 = false);
 
 // Where the engine keeps the net's parameters, for the tiled chain's packing.
 TiledParamOffsets tiled_offsets(const NetSpec& net);
@@ -39,11 +40,14 @@ TiledParamOffsets tiled_offsets(const NetSpec& net);
 // Which kernel runs the chains of `net` when cuda.chain asks for `want`, on a device with `smem_per_block` bytes of
 // opt-in shared memory a block: `kernel` (kGeneric, kTiled or kResident) and one line saying so, and why when it is not
 // what was asked for; `fused` false when no chain kernel takes the net (then the per-layer path runs, `line` says why).
+// With tf32 (cuda.precision "tf32") the tiled kernels' TF32 builds are chosen; the generic kernel has none (the line
+// says so).
 struct ChainChoice {
   bool fused = false;
   ChainKernel kernel = ChainKernel::kGeneric;
+  bool tf32 = false;
   std::string line;
 };
-ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block);
+ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block, bool tf32 = false);
 
 }  // namespace ebm

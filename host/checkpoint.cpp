@@ -38,7 +38,7 @@ EngineOptions engine_options_for(const Config& c) {
   o.eps = c.train.eps;
   o.alpha = c.train.alpha;
   o.real_noise = c.train.real_noise;
-  o.tf32 = c.cuda.tf32;
+  o.tf32 = c.cuda.tf32 || c.cuda.precision == "tf32";  // cuda.precision tf32 includes cuDNN's TF32
   o.device = c.cuda.device;
   o.graphs = c.cuda.graphs;
   o.deterministic = c.cuda.deterministic;
@@ -47,6 +47,7 @@ EngineOptions engine_options_for(const Config& c) {
                    : c.cuda.chain == "tiled"  ? ChainKernel::kTiled
                    : c.cuda.chain == "generic" ? ChainKernel::kGeneric
                                               : ChainKernel::kAuto;
+  o.chain_tf32 = c.cuda.precision == "tf32";
   o.ema_decay = c.train.ema_decay;
   o.spectral_norm = c.model.spectral_norm;
   return o;

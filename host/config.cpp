@@ -212,7 +212,8 @@ json config_to_json(const Config& c) {
                  {"eval", {{"every", t.eval.every}, {"n", t.eval.n}}}}},
       {"generate", {{"n", g.n}, {"steps", g.steps}, {"step_size", g.step_size}, {"noise", g.noise}}},
       {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}, {"graphs", c.cuda.graphs},
-                {"deterministic", c.cuda.deterministic}, {"langevin", c.cuda.langevin}, {"chain", c.cuda.chain}}},
+                {"deterministic", c.cuda.deterministic}, {"langevin", c.cuda.langevin}, {"chain", c.cuda.chain},
+                {"precision", c.cuda.precision}}},
   };
 }
 
@@ -299,6 +300,7 @@ Config config_from_json(const json& user, const std::string& source) {
   c.cuda.deterministic = r.boolean("cuda.deterministic");
   c.cuda.langevin = r.one_of("cuda.langevin", {"layers", "fused"});
   c.cuda.chain = r.one_of("cuda.chain", {"auto", "resident", "tiled", "generic"});
+  c.cuda.precision = r.one_of("cuda.precision", {"fp32", "tf32"});
   return c;
 }
 

@@ -111,6 +111,8 @@ struct CudaConfig {
                                    // where the net fits its shared memory (kernels/langevin_chain.cuh)
   std::string chain = "auto";      // auto | resident | tiled | generic: which fused kernel, with langevin "fused"
                                    // (engine/langevin_chain_plan.hpp: auto takes the fastest that runs the net)
+  std::string precision = "fp32";  // fp32 | tf32: TF32 tensor cores in the tiled chain (layers after the first) and
+                                   // in cuDNN's convolutions (as tf32: true)
   bool operator==(const CudaConfig&) const = default;
 };
 

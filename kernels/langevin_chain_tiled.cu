@@ -37,6 +37,7 @@ TiledKernelInfo info_of(TiledHome home) {
   TiledKernelInfo k;
   k.found = true;
   k.home = home;
+  k.tf32 = plan.tf32_mask != 0;
   k.threads = plan.nt;
   k.packed_floats = plan.packed_floats;
   k.resident_layers = plan.resident ? plan.resident_layers : 0;
@@ -46,29 +47,42 @@ TiledKernelInfo info_of(TiledHome home) {
   return k;
 }
 
-// The kernel of a found net: compares the plan's address with each instantiation's.
+// Calls f(Chain{}) for every kernel this file compiles: each listed net, both homes, both precisions.
+template <class F>
+void for_each_kernel(F&& f) {
+  for_each_tiled_net([&](auto net, const std::vector<int>&) {
+    using Net = decltype(net);
+    f(TiledKernel<Net, TiledHome::kGlobal, false>{});
+    f(TiledKernel<Net, TiledHome::kShared, false>{});
+    f(TiledKernel<Net, TiledHome::kGlobal, true>{});
+    f(TiledKernel<Net, TiledHome::kShared, true>{});
+  });
+}
+
+// The kernel of a found net: the one whose plan is k's.
 template <class F>
 bool with_kernel(const TiledKernelInfo& k, F&& f) {
   bool done = false;
-  for_each_tiled_net([&](auto net, const std::vector<int>&) {
-    using Net = decltype(net);
-    using G = TiledKernel<Net, TiledHome::kGlobal>;
-    using S = TiledKernel<Net, TiledHome::kShared>;
-    if (!done && k.plan == info_of<G>(TiledHome::kGlobal).plan) done = true, f(tiled_chain_kernel<G>);
-    if (!done && k.plan == info_of<S>(TiledHome::kShared).plan) done = true, f(tiled_chain_kernel<S>);
+  for_each_kernel([&](auto chain) {
+    using C = decltype(chain);
+    if (!done && k.plan == info_of<C>(k.home).plan) done = true, f(tiled_chain_kernel<C>);
   });
   return done;
 }
 
 }  // namespace
 
-TiledKernelInfo tiled_chain_info(const std::vector<int>& channels, TiledHome home) {
+TiledKernelInfo tiled_chain_info(const std::vector<int>& channels, TiledHome home, bool tf32) {
   TiledKernelInfo out;
   for_each_tiled_net([&](auto net, const std::vector<int>& ch) {
     using Net = decltype(net);
     if (out.found || ch != channels) return;
-    out = home == TiledHome::kShared ? info_of<TiledKernel<Net, TiledHome::kShared>>(home)
-                                     : info_of<TiledKernel<Net, TiledHome::kGlobal>>(home);
+    if (home == TiledHome::kShared)
+      out = tf32 ? info_of<TiledKernel<Net, TiledHome::kShared, true>>(home)
+                 : info_of<TiledKernel<Net, TiledHome::kShared, false>>(home);
+    else
+      out = tf32 ? info_of<TiledKernel<Net, TiledHome::kGlobal, true>>(home)
+                 : info_of<TiledKernel<Net, TiledHome::kGlobal, false>>(home);
   });
   return out;
 }

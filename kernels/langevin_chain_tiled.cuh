@@ -19,13 +19,14 @@ namespace ebm::cuda {
 struct TiledKernelInfo {
   bool found = false;
   TiledHome home = TiledHome::kGlobal;
+  bool tf32 = false;
   int threads = 0, packed_floats = 0, resident_layers = 0, ring_slots = 0;
   size_t smem_bytes = 0;
   const TiledPlan* plan = nullptr;  // the net's plan (host copy), for tiled_pack
 };
 
-// The kernel for a net given by its channels (1 input channel, 32×32, 3×3, stride 2), in `home`.
-TiledKernelInfo tiled_chain_info(const std::vector<int>& channels, TiledHome home);
+// The kernel for a net given by its channels (1 input channel, 32×32, 3×3, stride 2), in `home`, fp32 or tf32.
+TiledKernelInfo tiled_chain_info(const std::vector<int>& channels, TiledHome home, bool tf32);
 
 // Lets the kernel take its shared memory (above 48 KB). Once per backend, before any graph capture.
 [[nodiscard]] cudaError_t tiled_chain_prepare(const TiledKernelInfo& k);

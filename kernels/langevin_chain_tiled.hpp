@@ -193,7 +193,8 @@ struct TiledPlan {
   int ring_slots = 0;          // slots of the ring the other layers stream through (0: none streams)
   int chunk_floats = 0;        // one ring slot: the largest streamed layer's tap, cin·wp
   int chunks = 0;              // chunks a forward pass streams: 9 × streamed layers
-  int tf32_from = kTiledMaxLayers;  // layers l ≥ tf32_from run on TF32 tensor cores (mma.m16n8k8); none by default
+  unsigned tf32_mask = 0;      // bit l: layer l runs on TF32 tensor cores (mma.m16n8k8); none by default
+  constexpr bool mma(int l) const { return l >= 0 && l < layers && ((tf32_mask >> l) & 1u) != 0; }
   ChainTiles fwd[kTiledMaxLayers], bwd[kTiledMaxLayers];
   int cin[kTiledMaxLayers] = {}, cout[kTiledMaxLayers] = {}, hin[kTiledMaxLayers] = {};
   int pp[kTiledMaxLayers + 1] = {}, cp[kTiledMaxLayers + 1] = {};  // parity planes at grid level g: plane, channel pitch
@@ -244,7 +245,7 @@ struct PitchModel {
 constexpr int PitchModel::weights(const TiledPlan& P, int l, int wp) {
   const int pix = (P.hin[l] / 2) * (P.hin[l] / 2);
   int cost = 0;
-  if (l >= P.tf32_from) {  // mma A fragments: forward W[k0 + t][m0 + g], backward W[m0 + g][k0 + t] (g = lane/4, t = lane%4)
+  if (P.mma(l)) {  // mma A fragments: forward W[k0 + t][m0 + g], backward W[m0 + g][k0 + t] (g = lane/4, t = lane%4)
     BankSet f, b;
     for (int lane = 0; lane < 32; ++lane) {
       f.add((lane % 4) * wp + lane / 4);
@@ -276,7 +277,7 @@ constexpr int PitchModel::weights(const TiledPlan& P, int l, int wp) {
 constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
   const int plane = (P.hin[g] / 2) * (P.hin[g] / 2);
   PitchTerms T;
-  if (g >= P.tf32_from) {  // mma B fragments: in[ci = k0 + t][n0 + g + shift]
+  if (P.mma(g)) {  // mma B fragments: in[ci = k0 + t][n0 + g + shift]
     T.begin(kTaps * P.cin[g] / 8 * 2);
     for (int lane = 0; lane < 32; ++lane) T.add(lane % 4, 0, lane / 4);
   } else {  // forward g reads in[ci = s + sk·m][plane][pg + npg·j + shift]
@@ -287,7 +288,7 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
       T.add(it.s, 0, it.pg);
     }
   }
-  if (g >= 1 && g - 1 >= P.tf32_from) {  // an mma forward's epilogue: co = m0 + g (+8), p = n0 + 2t (+1)
+  if (g >= 1 && P.mma(g - 1)) {  // an mma forward's epilogue: co = m0 + g (+8), p = n0 + 2t (+1)
     const int wol = P.hin[g - 1] / 2, pix = wol * wol;
     for (int r = 0; r < 4; ++r) {
       T.begin(2);
@@ -298,14 +299,14 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
       }
     }
   }
-  if (g >= P.tf32_from) {  // an mma backward's epilogue reads s'[ci = m0 + g (+8)][par][q = n0 + 2t (+1)]
+  if (g >= 1 && P.mma(g)) {  // an mma backward's epilogue reads s'[ci = m0 + g (+8)][par][q = n0 + 2t (+1)]
     for (int r = 0; r < 4; ++r) {
       T.begin(4);
       for (int lane = 0; lane < 32; ++lane)
         if (2 * (lane % 4) + (r & 1) < plane) T.add(lane / 4 + 8 * (r >> 1), 0, 2 * (lane % 4) + (r & 1));
     }
   }
-  if (g >= 1 && g - 1 < P.tf32_from) {  // forward g−1's epilogue writes a and s' (pixel p of its output = this level)
+  if (g >= 1 && !P.mma(g - 1)) {  // forward g−1's epilogue writes a and s' (pixel p of its output = this level)
     const int l = g - 1, wol = P.hin[l] / 2, pix = wol * wol;
     const ChainTiles t = P.fwd[l];
     const int v = t.tc * t.tp, mine = v / t.sk > 0 ? v / t.sk : 1, npg = pix / t.tp;
@@ -320,7 +321,7 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
       }
     }
   }
-  if (g >= 1 && g < P.tf32_from) {
+  if (g >= 1 && !P.mma(g)) {
     // backward g's epilogue reads s'[ci][par][q] (its super-pixels q are this level's plane positions)
     const ChainTiles u = P.bwd[g];
     const int vb = u.tc * u.tp * 4, mb = vb / u.sk > 0 ? vb / u.sk : 1, npq = plane / u.tp;
@@ -354,7 +355,7 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
 constexpr PitchTerms PitchModel::dz(const TiledPlan& P, int l) {
   const int L = P.layers, wo = P.hin[l] / 2, pix = wo * wo;
   PitchTerms T;
-  if (l >= P.tf32_from) {  // mma B fragments: dz[co = k0 + t][n0 + g + shift]
+  if (P.mma(l)) {  // mma B fragments: dz[co = k0 + t][n0 + g + shift]
     T.begin(kTaps * P.cout[l] / 8 * 2);
     for (int lane = 0; lane < 32; ++lane) T.add(lane % 4, 0, lane / 4);
   } else {  // backward l reads dz[4·(s + sk·m) + k][q + shift]
@@ -365,13 +366,13 @@ constexpr PitchTerms PitchModel::dz(const TiledPlan& P, int l) {
       T.add(4 * it.s, 0, it.pg);
     }
   }
-  if (l == L - 1 && l >= P.tf32_from) {  // an mma last forward writes dz[co = m0 + g (+8)][p = n0 + 2t (+1)]
+  if (l == L - 1 && P.mma(l)) {  // an mma last forward writes dz[co = m0 + g (+8)][p = n0 + 2t (+1)]
     for (int r = 0; r < 4; ++r) {
       T.begin(1);
       for (int lane = 0; lane < 32; ++lane)
         if (2 * (lane % 4) + (r & 1) < pix) T.add(lane / 4 + 8 * (r >> 1), 0, 2 * (lane % 4) + (r & 1));
     }
-  } else if (l < L - 1 && l + 1 >= P.tf32_from) {  // an mma backward l+1 writes dz[ci][iy·hin + ix]
+  } else if (l < L - 1 && P.mma(l + 1)) {  // an mma backward l+1 writes dz[ci][iy·hin + ix]
     const int m = l + 1, wom = P.hin[m] / 2, plane = wom * wom;
     for (int par = 0; par < 4; ++par)
       for (int r = 0; r < 4; ++r) {
@@ -423,7 +424,11 @@ constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int s
   P.layers = L;
   P.nt = nt;
   P.resident = resident;
-  P.tf32_from = tf32 ? 1 : kTiledMaxLayers;  // the first layer (one input channel: K = 9) stays FP32
+  // TF32 where a layer fills mma tiles: 16 rows of output (forward) and input (backward) channels, K of 8. The
+  // first layer (one input channel) stays FP32, as does any layer of fewer channels.
+  for (int l = 1; l < L && tf32; ++l)
+    if (Net::ch[l] % 16 == 0 && Net::ch[l + 1] % 16 == 0) P.tf32_mask |= 1u << l;
+
   for (int l = 0; l < L; ++l) {
     P.cin[l] = Net::ch[l];
     P.cout[l] = Net::ch[l + 1];
@@ -606,7 +611,9 @@ EBM_HD int64_t tiled_pack_source(const TiledPlan& P, const TiledParamOffsets& o,
 
 // Whether packed element i is a weight of a TF32 layer: packed already rounded to TF32, as the tensor cores read it.
 EBM_HD bool tiled_pack_tf32(const TiledPlan& P, int i) {
-  return P.tf32_from < P.layers && i >= P.gw[P.tf32_from];
+  for (int l = 0; l < P.layers; ++l)
+    if (P.mma(l) && i >= P.gw[l] && i < P.gw[l] + kTaps * P.cin[l] * P.wp[l]) return true;
+  return false;
 }
 
 // x rounded to TF32 (cvt.rna.tf32.f32), as a float.
@@ -672,7 +679,7 @@ struct TiledChain {
 #endif
   }
   template <int l>
-  static constexpr bool kMma = l >= P.tf32_from;  // layer l on the tensor cores
+  static constexpr bool kMma = P.mma(l);  // layer l on the tensor cores
   static constexpr int L = Net::layers;
   static constexpr bool kStreams = kResident && P.resident_layers < L;
   static constexpr int kSlots = kStreams ? P.ring_slots : 0;

@@ -19,8 +19,9 @@ constexpr int kTiledThreads = 512;  // threads a block of the engine's tiled ker
 // shared memory for the whole chain, the rest streamed through a ring (resident).
 enum class TiledHome { kGlobal, kShared };
 
-template <class Net, TiledHome H>
-using TiledKernel = TiledChain<Net, kTiledThreads, H == TiledHome::kShared>;
+// The engine's kernel for a net, home and precision (tf32: layers after the first on TF32 tensor cores).
+template <class Net, TiledHome H, bool kTf32 = false>
+using TiledKernel = TiledChain<Net, kTiledThreads, H == TiledHome::kShared, kTf32>;
 
 // Calls f(Net{}, channels) for every listed net.
 template <class F>

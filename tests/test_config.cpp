@@ -115,7 +115,7 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
   std::vector<std::string> paths;
   leaf_paths(s, "", paths);
   const std::vector<std::string> expected{
-      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.chain", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.langevin", "cuda.tf32",
+      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.chain", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.langevin", "cuda.precision", "cuda.tf32",
       "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
       "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
@@ -235,6 +235,7 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
       {"backend=gpu", R"("backend" must be one of auto, cpu, cuda, got "gpu")"},
       {"cuda.langevin=fast", R"("cuda.langevin" must be one of layers, fused, got "fast")"},
       {"cuda.chain=fastest", R"("cuda.chain" must be one of auto, resident, tiled, generic, got "fastest")"},
+      {"cuda.precision=fp16", R"("cuda.precision" must be one of fp32, tf32, got "fp16")"},
       {"seed=-1", R"("seed" must be >= 0, got -1)"},
       {"output_dir=", R"("output_dir" must not be empty)"},
       {"data.dataset=cifar10", R"("data.dataset" must be one of mnist, fashion-mnist, got "cifar10")"},

@@ -98,7 +98,7 @@ class CudaBackend final : public Backend {
 
   std::string describe() const override { return describe_; }
   BackendFacts facts() const override {
-    return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic, chain_.fused, chain_.kernel};
+    return {BackendKind::kCuda, use_graphs_, captures_, opt_.deterministic, chain_.fused, chain_.kernel, chain_.tf32};
   }
   std::vector<int64_t> permutation() override {
     std::vector<int32_t> p(static_cast<size_t>(n_train_));
@@ -299,7 +299,7 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
 
   stream_ = make_stream();
   if (opt_.fused_langevin) {
-    chain_ = choose_chain(net, opt_.chain_kernel, prop.sharedMemPerBlockOptin);
+    chain_ = choose_chain(net, opt_.chain_kernel, prop.sharedMemPerBlockOptin, opt_.chain_tf32);
     std::fprintf(stderr, "cuda: %s\n", chain_.line.c_str());
     if (chain_.fused && chain_.kernel == ChainKernel::kGeneric) {
       chain_net_ = chain_net_for(net);
@@ -310,14 +310,15 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
                    std::to_string(langevin_chain_smem_bytes(chain_net_, chain_images_) / 1024) + " KB shared)";
     } else if (chain_.fused) {
       tiled_ = tiled_chain_info(tiled_channels(net),
-                                chain_.kernel == ChainKernel::kResident ? TiledHome::kShared : TiledHome::kGlobal);
+                                chain_.kernel == ChainKernel::kResident ? TiledHome::kShared : TiledHome::kGlobal,
+                                chain_.tf32);
       EBM_CHECK(tiled_.found, "cuda backend: the tiled chain's plan and kernels disagree about the net");
       EBM_CUDA_CHECK(tiled_chain_prepare(tiled_));
       tiled_offsets_ = tiled_offsets(net);
       tiled_packed_.resize(size_t(tiled_.packed_floats));
       describe_ += std::string(", fused Langevin chain: ") + chain_kernel_name(chain_.kernel) + " (" +
                    std::to_string(tiled_.threads) + " threads, " + std::to_string(tiled_.smem_bytes / 1024) +
-                   " KB shared)";
+                   " KB shared" + (chain_.tf32 ? ", TF32" : "") + ")";
     }
   }
   const int capacity_global = opt_.buffer_capacity, initial_global = std::min(opt_.buffer_initial, capacity_global);
