@@ -55,19 +55,19 @@ EBM_HD uint32_t tf32_bits_rna(uint32_t u) {
 // no warp or block operations (a caller that runs threads one after another has no other thread to meet).
 struct HostLane {
   int t = 0, n = 1;
-  int tid() const { return t; }
-  int nthreads() const { return n; }
-  float lds(const float* p, int = 0) { return *p; }
-  float lds_if(bool pred, const float* p, int = 0) { return pred ? *p : 0.0f; }
-  F4 lds4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
-  void sts(float* p, float v, int = 0) { *p = v; }
-  void sts4(float* p, F4 v, int = 0) { p[0] = v.x, p[1] = v.y, p[2] = v.z, p[3] = v.w; }
-  float ldg(const float* p, int = 0) { return *p; }
-  F4 ldg4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
-  void stg(float* p, float v, int = 0) { *p = v; }
-  float fma(float a, float b, float c, int = 0) { return std::fma(a, b, c); }
-  void phase(int) {}
-  void key(int) {}
+  EBM_HD int tid() const { return t; }
+  EBM_HD int nthreads() const { return n; }
+  EBM_HD float lds(const float* p, int = 0) { return *p; }
+  EBM_HD float lds_if(bool pred, const float* p, int = 0) { return pred ? *p : 0.0f; }
+  EBM_HD F4 lds4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
+  EBM_HD void sts(float* p, float v, int = 0) { *p = v; }
+  EBM_HD void sts4(float* p, F4 v, int = 0) { p[0] = v.x, p[1] = v.y, p[2] = v.z, p[3] = v.w; }
+  EBM_HD float ldg(const float* p, int = 0) { return *p; }
+  EBM_HD F4 ldg4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
+  EBM_HD void stg(float* p, float v, int = 0) { *p = v; }
+  EBM_HD float fma(float a, float b, float c, int = 0) { return fmaf(a, b, c); }
+  EBM_HD void phase(int) {}
+  EBM_HD void key(int) {}
 };
 
 }  // namespace ebm

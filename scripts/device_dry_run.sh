@@ -19,8 +19,10 @@
 # The device check's table, summary.json and logs are in BUILD_DIR/out. The script then checks what the
 # summary says: ✓ cuda with cuDNN from the wheel, ✗ libpng, ✗ zlib, ✗ tensorboard, configure and build ok, tests_cuda and
 # bench_cuda "stopped: no GPU here", every other part ok, and the device check's exit status 3.
-# Exit 0 when all of that holds, 1 otherwise. 2-5 minutes on 2 cores (the cold CUDA build is most of it); it
-# is the last stage of scripts/test.sh. Run it before taking the device check to a GPU machine.
+# Then bench/gpu_sweep.sh (the kernel sweep, nvcc alone) in its dry run: it must build with no register spill, run its
+# host reference and stop with exit 3 where a GPU is needed.
+# Exit 0 when all of that holds, 1 otherwise. 3-6 minutes on 2 cores (the cold CUDA build is most of it); it
+# is the last stage of scripts/test.sh. Run it before taking the device check or the sweep to a GPU machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${1:-$root/build-dryrun}")
@@ -96,11 +98,17 @@ werror=""
 EBM_DRY_RUN=1 EBM_CHECK_BUDGET_S=2400 EBM_CHECK_LIMIT_SCALE=8 EBM_CHECK_CMAKE_ARGS=$werror OUT=$build/out \
   bash bench/device_check.sh "$build" || rc=$?
 
+# --- the kernel sweep (bench/gpu_sweep.sh): nvcc alone builds it, ptxas finds no spill, it stops where a GPU is needed ---
+sweep_rc=0
+EBM_DRY_RUN=1 OUT=$build/sweep bash bench/gpu_sweep.sh "$build/sweep-build" > "$build/sweep.out" 2>&1 || sweep_rc=$?
+tail -8 "$build/sweep.out"
+
 # --- what the summary must say ---
-python3 - "$build/out/summary.json" "$rc" << 'PY'
+python3 - "$build/out/summary.json" "$rc" "$sweep_rc" "$build/sweep/summary.txt" << 'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 rc = int(sys.argv[2])
+sweep_rc, sweep = int(sys.argv[3]), open(sys.argv[4]).read() if __import__("os").path.exists(sys.argv[4]) else ""
 parts = {p["name"]: p["status"] for p in s["parts"]}
 checks = [
     ("the device check exited 3 (dry run: stopped where a GPU is needed)", rc == 3),
@@ -116,6 +124,8 @@ checks = [
      parts.get("epoch_cpu", "").startswith("ok")),
     ("optional_libs ok", parts.get("optional_libs") == "ok"),
     ("no part FAILED or timed out", not any(v.startswith(("FAILED", "TIMEOUT")) for v in parts.values())),
+    ("gpu_sweep.sh: built with no spill, host reference ran, stopped where a GPU is needed (exit 3)",
+     sweep_rc == 3 and "no spills" in sweep and "host reference ok" in sweep),
 ]
 for what, ok in checks:
     print(f"device_dry_run: {'ok  ' if ok else 'FAIL'} {what}")

@@ -645,6 +645,22 @@ TEST(TiledChainPlan, CompiledPlansFitAndCoverEveryPhase) {
     };
     check(TiledKernel<Net, TiledHome::kGlobal>{});
     check(TiledKernel<Net, TiledHome::kShared>{});
+    check(TiledKernel<Net, TiledHome::kGlobal, true>{});
+    check(TiledKernel<Net, TiledHome::kShared, true>{});
+    // The budget table of bench/README.md.
+    auto show = [&](auto chain, const char* what) {
+      using C = decltype(chain);
+      constexpr TiledPlan P = C::P;
+      int act = P.off_w;
+      std::printf("[  plan    ] %-14s %-18s %3d KB shared (activations %3d KB, weights %3d KB, ring %d × %d KB), "
+                  "%d of %d layers resident, TF32 mask %x\n",
+                  (std::to_string(ch.size()) + " layers").c_str(), what, C::smem_bytes() / 1024, act * 4 / 1024,
+                  P.resident ? (P.off_ring - P.off_w) * 4 / 1024 : 0, P.ring_slots, P.chunk_floats * 4 / 1024,
+                  P.resident ? P.resident_layers : 0, P.layers, P.tf32_mask);
+    };
+    show(TiledKernel<Net, TiledHome::kShared>{}, "resident");
+    show(TiledKernel<Net, TiledHome::kGlobal>{}, "tiled");
+    show(TiledKernel<Net, TiledHome::kShared, true>{}, "resident tf32");
   });
 }
 
@@ -669,12 +685,22 @@ const char* phase_name(int id, int L) {
 // The throughput model of bench/README.md, per phase in SM cycles: 4 warp FFMAs, 1 shared-memory wavefront (loads,
 // stores, shuffles) and 4 warp instructions (the recorded ones) a cycle, whichever binds; global sectors at 21 bytes
 // a cycle (an SM's share of ~5.5 TB/s of L2 at 1.98 GHz); a block barrier ~40 cycles.
+// TF32 mma.m16n8k8 (1,024 multiply-adds) at 2 cycles an SM: half of Hopper's dense TF32 peak (~950 MACs a cycle an SM
+// through wgmma), which mma.sync is reported not to reach.
 double phase_cycles(const sim::PhaseStats& s) {
-  const double fma = double(s.fma_warp) / 4.0;
+  const double fma = double(s.fma_warp) / 4.0 + 2.0 * double(s.mma);
   const double smem = double(s.lds_wavefronts + s.sts_wavefronts + s.shfl);
   const double issue = double(s.warp_instr) / 4.0;
   const double l2 = double(s.ldg_sectors + s.stg_sectors) * 32.0 / 21.0;
   return std::max({fma, smem, issue, l2});
+}
+
+// A step's modelled µs at 1.98 GHz (the sum of its phases and barriers).
+double model_us(const ModelRow& r) {
+  double total = 40.0 * double(r.barriers - 1);
+  for (const auto& [id, s] : r.phases)
+    if (id >= 0) total += phase_cycles(s);
+  return total / 1980.0;
 }
 
 std::string model_table(const std::vector<ModelRow>& rows, int L) {
@@ -747,6 +773,14 @@ TEST(ChainModel, SeedNetKernelsMeetTheirTargets) {
   rows.push_back({"generic 256 (first kernel)", g.stats, g.barriers, 0, 0});
   const std::string table = model_table(rows, 4);
   std::printf("%s", table.c_str());
+  // The predictions bench/gpu_sweep.cu prints beside each configuration (written there before any GPU run).
+  std::vector<ModelRow> more = rows;
+  more.push_back(measure_tiled<TiledChain<TiledSeedNet, 256, false>>("tiled 256"));
+  more.push_back(measure_tiled<TiledChain<TiledSeedNet, 512, true, false, 2>>("resident 512 ring 2"));
+  more.push_back(measure_tiled<TiledChain<TiledSeedNet, 512, true, true>>("resident 512 tf32"));
+  more.push_back(measure_tiled<TiledChain<TiledSeedNet, 256, true, true>>("resident 256 tf32"));
+  more.push_back(measure_tiled<TiledChain<TiledSeedNet, 512, false, true>>("tiled 512 tf32"));
+  for (const ModelRow& r : more) std::printf("[  model   ] %-28s %6.1f µs a Langevin step\n", r.variant.c_str(), model_us(r));
   // The first kernel's backward diverges: its lanes of other parities idle through each other's taps.
   EXPECT_LT(g.stats.at(5).simt(), 0.5);
 }
@@ -793,6 +827,70 @@ TEST(CudaParityTiledChain, SeedNetResident100Steps) { run_gpu_case(kSeed, 128, 1
 TEST(CudaParityTiledChain, SeedNetTiled100StepsNoNoise) { run_gpu_case(kSeed, 9, 100, false, ChainKernel::kTiled); }
 TEST(CudaParityTiledChain, SmallNetResident) { run_gpu_case(kSmall, 7, 100, true, ChainKernel::kResident); }
 TEST(CudaParityTiledChain, WideNetResident) { run_gpu_case(kWide, 3, 10, true, ChainKernel::kResident); }
+
+// TF32 on the GPU against its CPU emulation (the same kernel code on the simulator, the tensor core modelled lane by
+// lane with one rounding of each 8-term sum): the two differ only in how the mma sums its fp32 products (order and
+// width unspecified by the PTX ISA), ~1 ulp of a partial sum — the same order as the FP32 kernels' parity, so the
+// one-step tolerance is FP32's.
+TEST(CudaParityTiledChain, SeedNetTf32OneStepMatchesItsCpuEmulation) {
+  const std::string why = why_no_cuda();
+  if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  EngineOptions o;
+  o.net = spec_of(kSeed);
+  o.batch_size = 8;
+  o.buffer_initial = 8;
+  o.fused_langevin = true;
+  o.chain_kernel = ChainKernel::kResident;
+  o.chain_tf32 = true;
+  auto gpu = make_backend("cuda", o);
+  ASSERT_TRUE(gpu->facts().chain_tf32) << gpu->describe();
+  const std::vector<float> params = params_for(o.net, 7);
+  gpu->set_params(params);
+  const int n = 4;
+  const SamplerParams sp{1, 10.0f, 0.005f, 0.03f};
+  const std::vector<float> x0 = images(n, 1024, 21);
+  Tensor xg({n, 1, 32, 32});
+  xg.data = x0;
+  gpu->sample(xg, sp, 11);
+  const SimRun emu = sim_tiled<TiledKernel<TiledSeedNet, TiledHome::kShared, true>>(
+      o.net, params, x0, n, sp, sample_noise(11, n, 1024), false);
+  const Diff d = compare(xg.data, emu.x, kTolOne);
+  std::printf("[  tf32    ] gpu vs cpu emulation, one step: max %.3g (tolerance %.3g)\n", d.max_abs, kTolOne);
+  EXPECT_EQ(d.bad, 0u) << "worst " << d.max_abs << " at " << d.at;
+}
+
+// A short training run with TF32 stays within a band of FP32's metrics: 20 steps, batch 32, 20 Langevin steps. The band
+// (0.02 + 5 % of the value on the step-averaged real and fake f) is a first bound, wider than the CPU's energy band
+// (2e-3 after 40 steps) because training feeds TF32's differences back through 20 Adam updates; a GPU run calibrates it.
+TEST(CudaParityTiledChain, Tf32TrainingMetricsStayWithinABandOfFp32) {
+  const std::string why = why_no_cuda();
+  if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  std::vector<StepMetrics> means;
+  for (bool tf32 : {false, true}) {
+    EngineOptions o;
+    o.net = spec_of(kSeed);
+    o.batch_size = 32;
+    o.buffer_initial = 32;
+    o.sampler.steps = 20;
+    o.fused_langevin = true;
+    o.chain_kernel = ChainKernel::kResident;
+    o.chain_tf32 = tf32;
+    auto gpu = make_backend("cuda", o);
+    Tensor train({256, 1, 32, 32});
+    train.data = images(256, 1024, 8);
+    gpu->set_train_data(train);
+    gpu->begin_epoch(0);
+    for (int s = 0; s < 20; ++s) gpu->train_step(s % 8);
+    StepMetrics m;
+    const std::vector<StepMetrics> all = gpu->drain_metrics();
+    for (const StepMetrics& x : all) m.real += x.real / double(all.size()), m.fake += x.fake / double(all.size());
+    means.push_back(m);
+  }
+  std::printf("[  tf32    ] 20 steps: real f %.5f (fp32) %.5f (tf32), fake f %.5f %.5f\n", means[0].real, means[1].real,
+              means[0].fake, means[1].fake);
+  EXPECT_NEAR(means[1].real, means[0].real, 0.02 + 0.05 * std::fabs(means[0].real));
+  EXPECT_NEAR(means[1].fake, means[0].fake, 0.02 + 0.05 * std::fabs(means[0].fake));
+}
 
 // On the GPU as on the CPU, the two weight homes give the same bits; the training step runs (graphs captured) on each.
 TEST(CudaParityTiledChain, TiledAndResidentGiveTheSameBitsAndTrain) {
