@@ -6,29 +6,40 @@
 #   scripts/fetch_third_party.sh          # third_party/: nlohmann/json, Eigen, GoogleTest: the GPU machine lacks them
 #   scripts/get_data.sh mnist data/mnist  # optional: the epoch part's data (data/ must be a real folder to carry)
 # then:
-#   run(command="bash bench/device_check.sh", carry=["third_party", "data/mnist"], timeout_s=450)
+#   run(command="EBM_COMMIT=<git rev-parse --short HEAD, spelled out> bash bench/device_check.sh",
+#       carry=["third_party", "data/mnist"], timeout_s=450)     (the device's copy of the tree has no .git)
 # The table ends output_tail; $OUT (the tool brings it back) holds summary.json (parts with status, seconds
-# and limit, bench figures, graphs, test counts, the epoch's metrics, versions), summary.txt (the table),
-# device_check.log (every part's output), bench.jsonl and metrics.jsonl. Rehearse it here first with
-# scripts/device_dry_run.sh.
+# and limit, bench figures, graphs, test counts, the main job's metrics, eval, TensorBoard tags, the kernel
+# breakdown, versions), summary.txt (the table), device_check.log (every part's output), bench.jsonl, the main
+# job's files and result-*.json. Rehearse it here first with scripts/device_dry_run.sh.
 #
 #   bench/device_check.sh [BUILD_DIR]      BUILD_DIR defaults to build-device (git-ignored)
 #
-# Parts, in this order; each has a time limit (below, for 16 cores), and none runs past the deadline:
+# Parts, in this order (what matters most first: the deadline skips the tail); each has a time limit (below, for
+# 16 cores), and none runs past the deadline:
 #   env            GPU, driver, nvcc, cmake, torch, where cuDNN/cuRAND/NCCL wheels are, what was carried
 #   configure  90  Release, CUDA architecture 90; the CUDA backend is required: without it the check
 #                  stops, printing what configure looked for and where (exit 2)
-#   build     240  ebm_tests, ebm_bench, ebm_train, ebm_sample, all cores (a failed build: exit 2)
-#   tests_cuda 90  every CudaParity* and CurandPhilox* test (53), one process each, 8 at a time on the one GPU
+#   build     240  ebm_tests, ebm_bench, ebm_train, ebm_sample, ebm_eval, all cores (a failed build: exit 2)
+#   main_job  180  the README's main command on the GPU: ebm_train configs/mnist.json --backend cuda, all 10 epochs on
+#                  the carried digits; $OUT gets metrics.jsonl, curves.png and samples_last.png (skipped without data)
+#   eval       90  ebm_eval of its last checkpoint on the GPU: $OUT/eval.json (IS, FID, class histogram)
+#   tensorboard 30 the run's tb/ files read by the tensorboard package's own EventAccumulator: the tags and how many
+#                  events each holds, $OUT/tensorboard.json (skipped where python3 has no tensorboard)
+#   tests_cuda 90  every CudaParity* and CurandPhilox* test, one process each, 8 at a time on the one GPU
 #                  (each is a context start plus under a second of work); a skip (no device) fails
-#   bench_cuda 60  ebm_bench --backend cuda, both Langevin paths (per layer, then the fused chain: its figures
-#                  under "fused"); FAILED when its JSON says "graphs": false
+#   bench_cuda 90  ebm_bench --backend cuda --chain all: the per-layer path, the fused chain (cuda.chain auto: its
+#                  figures under "fused") and each chain kernel (under "chains"); FAILED when "graphs": false
 #   torch_eager 60 bench/torch_step.py: the same step in PyTorch, eager
+#   breakdown  90  ncu --graph-profiling node over one training step (10 Langevin steps), per-layer and fused: every
+#                  kernel's name, count and GPU time ($OUT/breakdown.json): where the step's time goes besides
+#                  the chain
+#   tests_rest 90  every other GoogleTest case (ctest, all cores; the tools' cli_*.sh scripts run in CI)
 #   torch_compile 90  the same with torch.compile, capped at 60 s of compiling and warm-up; past the cap,
 #                  or failing to compile, it is "skipped: <why>", never a failure
-#   epoch      60  one epoch of configs/mnist.json on the GPU (skipped without data/mnist)
-#   tests_rest 90  every other GoogleTest case (ctest, all cores; the tools' cli_*.sh scripts run in CI)
 #   bench_cpu  45  ebm_bench --backend cpu, for the CPU ratio
+# At the end $OUT/result-<date>-<gpu>-<commit>.json holds the summary with the GPU, driver, CUDA, cuDNN and PyTorch
+# versions and the commit measured (EBM_COMMIT, else git's, else "unknown"): commit it under bench/results/.
 #
 # Environment:
 #   EBM_CHECK_BUDGET_S     the deadline in seconds (default 420): a part that would start with under 20 s
@@ -106,6 +117,8 @@ run_part() {
 # finish: the table and summary.json, and the check's exit status.
 finish() {
   envfact total_s $((SECONDS))
+  envfact commit "${EBM_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2> /dev/null || echo unknown)}"
+  envfact date "$(date -u +%F)"
   say ""
   python3 "$root/bench/device_summary.py" summarize "$out" "$build" | tee -a "$log"
   local status=${PIPESTATUS[0]}
@@ -216,7 +229,7 @@ if [[ $status == "FAILED: the CUDA backend was not configured" ]]; then
   finish
 fi
 ((part_rc == 0)) || { say "!! configure failed (see $log)"; finish; }
-targets=(ebm_tests ebm_bench ebm_train ebm_sample)
+targets=(ebm_tests ebm_bench ebm_train ebm_sample ebm_eval)
 run_part build 240 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" || {
   say "!! build failed; stopping (the errors are in $log)"
   finish
@@ -225,6 +238,78 @@ have_png=$(grep -q '✓ libpng' <<< "$summary_lines" && echo 1 || echo 0)
 have_zlib=$(grep -q '✓ zlib' <<< "$summary_lines" && echo 1 || echo 0)
 have_tb=$(grep -q '✓ tensorboard' <<< "$summary_lines" && echo 1 || echo 0)
 no_gpu_here() { [[ $dry_run == 1 && $gpu == 0 ]]; }
+
+# --- the README's main command on the GPU: all 10 epochs, then ebm_eval and the TensorBoard files ---
+# The data as this build reads it: data/mnist, decompressed to raw IDX under the build folder when the
+# build has no zlib (the reader then refuses .gz files).
+epoch_data() {
+  local src=data/mnist
+  [[ -e $src/train-images-idx3-ubyte.gz || -e $src/train-images-idx3-ubyte ]] || return 1
+  if ((have_zlib)) || [[ -e $src/train-images-idx3-ubyte ]]; then
+    echo "$src"
+    return 0
+  fi
+  local raw=$build/data_raw/mnist
+  mkdir -p "$raw"
+  python3 - "$src" "$raw" << 'PY' || return 1
+import gzip, pathlib, shutil, sys
+src, dst = map(pathlib.Path, sys.argv[1:3])
+for f in src.glob("*-ubyte.gz"):
+    with gzip.open(f) as i, open(dst / f.name[:-3], "wb") as o:
+        shutil.copyfileobj(i, o)
+PY
+  echo "$raw"
+}
+data_dir=$(epoch_data) || data_dir=""
+run_dir=$build/run_mnist
+if no_gpu_here; then
+  for name in main_job eval tensorboard; do record "$name" "$NO_GPU (not started)" 0; done
+elif [[ -z $data_dir ]]; then
+  for name in main_job eval tensorboard; do
+    record "$name" "skipped: no data/mnist (scripts/get_data.sh mnist data/mnist here, and carry data/mnist)" 0
+  done
+else
+  rm -rf "$run_dir"
+  run_part main_job 180 "$build/ebm_train" configs/mnist.json --backend cuda --set data.dir="$data_dir" \
+    --set output_dir="$run_dir"
+  [[ -e $run_dir/metrics.jsonl ]] && cp "$run_dir/metrics.jsonl" "$out/metrics.jsonl" && envfact epoch_part main_job
+  [[ -e $run_dir/curves.png ]] && cp "$run_dir/curves.png" "$out/curves.png"
+  last_png=$(ls "$run_dir"/samples/epoch_*.png 2> /dev/null | sort -V | tail -n 1)
+  [[ -n $last_png ]] && cp "$last_png" "$out/samples_last.png" && envfact samples_png "$(basename "$last_png")"
+  if [[ -e $run_dir/last/model.safetensors ]]; then
+    RECORD=0 run_part eval 90 "$build/ebm_eval" --checkpoint "$run_dir/last" --backend cuda --data "$data_dir"
+    if ((part_rc != 125)); then
+      status=$(python3 "$root/bench/device_summary.py" json-part eval "$build/eval.out" "$out/eval.json" "$part_rc")
+      ((part_rc == 124)) && status="TIMEOUT after ${part_limit}s"
+      record eval "$status" "$part_s" "$part_limit"
+      say "   $status in ${part_s} s"
+    fi
+  else
+    record eval "FAILED: the main job left no last/ checkpoint" 0
+  fi
+  if [[ -z $py ]] || ! "$py" -c 'import tensorboard' 2> /dev/null; then
+    record tensorboard "skipped: ${py:-python3} has no tensorboard package" 0
+  elif ! compgen -G "$run_dir/tb/events.out.tfevents.*" > /dev/null; then
+    record tensorboard "FAILED: the main job wrote no tb/events.out.tfevents.* file" 0
+  else
+    RECORD=0 run_part tensorboard 30 "$py" - "$run_dir/tb" << 'PY'
+import json, sys
+from tensorboard.backend.event_processing import event_accumulator as ea
+acc = ea.EventAccumulator(sys.argv[1], size_guidance={ea.SCALARS: 0, ea.IMAGES: 0, ea.HISTOGRAMS: 0})
+acc.Reload()
+tags = acc.Tags()
+print(json.dumps({"scalars": {t: len(acc.Scalars(t)) for t in tags.get("scalars", [])},
+                  "images": {t: len(acc.Images(t)) for t in tags.get("images", [])},
+                  "histograms": {t: len(acc.Histograms(t)) for t in tags.get("histograms", [])}}))
+PY
+    if ((part_rc != 125)); then
+      status=$(python3 "$root/bench/device_summary.py" json-part tensorboard "$build/tensorboard.out" \
+               "$out/tensorboard.json" "$part_rc")
+      record tensorboard "$status" "$part_s" "$part_limit"
+      say "   $status in ${part_s} s"
+    fi
+  fi
+fi
 
 # --- GPU tests: one process per test (a device fault poisons the context, and must not hide which test),
 # 8 processes sharing the GPU at a time: 53 context starts in a row would take most of the part's limit ---
@@ -279,51 +364,45 @@ if no_gpu_here; then
   fi
   record bench_cuda "$status" "$part_s" "$part_limit"
   say "   $status"
-  for name in torch_eager torch_compile epoch; do record "$name" "$NO_GPU (not started)" 0; done
+  for name in torch_eager torch_compile; do record "$name" "$NO_GPU (not started)" 0; done
 else
-  timing_part bench_cuda 60 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3
+  timing_part bench_cuda 90 "$build/ebm_bench" --backend cuda --iters 20 --warmup 3 --chain all
   if [[ $torch_line == *" True" ]]; then
     timing_part torch_eager 60 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3
-    timing_part torch_compile 90 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3 --compile \
-      --compile-timeout $((60 * scale))
   else
-    for name in torch_eager torch_compile; do
-      record "$name" "skipped: ${py:-python3} has no torch with a CUDA device (${torch_line:-cannot import torch})" 0
-    done
+    record torch_eager "skipped: ${py:-python3} has no torch with a CUDA device (${torch_line:-cannot import torch})" 0
   fi
 fi
 
-# --- one epoch of the seed's run ---
-# The data as this build reads it: data/mnist, decompressed to raw IDX under the build folder when the
-# build has no zlib (the reader then refuses .gz files).
-epoch_data() {
-  local src=data/mnist
-  [[ -e $src/train-images-idx3-ubyte.gz || -e $src/train-images-idx3-ubyte ]] || return 1
-  if ((have_zlib)) || [[ -e $src/train-images-idx3-ubyte ]]; then
-    echo "$src"
-    return 0
-  fi
-  local raw=$build/data_raw/mnist
-  mkdir -p "$raw"
-  python3 - "$src" "$raw" << 'PY' || return 1
-import gzip, pathlib, shutil, sys
-src, dst = map(pathlib.Path, sys.argv[1:3])
-for f in src.glob("*-ubyte.gz"):
-    with gzip.open(f) as i, open(dst / f.name[:-3], "wb") as o:
-        shutil.copyfileobj(i, o)
+# --- where a training step's time goes: every kernel of one step under ncu, per layer and fused ---
+# One step (step 3, after the capture) of a 10-Langevin-step run between cudaProfilerStart/Stop, each graph node
+# profiled as a kernel (Nsight Systems cannot make reports on the GPU machine).
+if no_gpu_here; then
+  record breakdown "$NO_GPU (not started)" 0
+elif ! command -v ncu > /dev/null; then
+  record breakdown "skipped: no ncu on PATH" 0
+else
+  breakdown() {
+    local synth=$build/data_profile
+    python3 - "$synth" << 'PY'
+import os, random, struct, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True); r = random.Random(0)
+for name, n in (("train-images-idx3-ubyte", 1024), ("t10k-images-idx3-ubyte", 128)):
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(r.randrange(256) for _ in range(n * 784)))
 PY
-  echo "$raw"
-}
-data_dir=$(epoch_data) || data_dir=""
-if ! no_gpu_here; then
-  if [[ -n $data_dir ]]; then
-    rm -rf "$build/run_mnist"
-    run_part epoch 60 "$build/ebm_train" configs/mnist.json --backend cuda --set train.epochs=1 \
-      --set data.dir="$data_dir" --set output_dir="$build/run_mnist"
-    [[ -e $build/run_mnist/metrics.jsonl ]] && cp "$build/run_mnist/metrics.jsonl" "$out/metrics.jsonl" && envfact epoch_part epoch
-  else
-    record epoch "skipped: no data/mnist (scripts/get_data.sh mnist data/mnist here, and carry data/mnist)" 0
-  fi
+    for path in layers fused; do
+      rm -rf "$build/run_profile_$path"
+      ncu --profile-from-start off --graph-profiling node --metrics gpu__time_duration.sum --print-units base --csv \
+        --kernel-name-base demangled "$build/ebm_train" configs/mnist.json --backend cuda --set cuda.langevin=$path \
+        --set sampler.steps=10 --set train.max_steps=4 --profile-steps 3:4 --set train.validate=false \
+        --set train.tensorboard=false --set data.dir="$synth" --set output_dir="$build/run_profile_$path" \
+        > "$build/breakdown_$path.csv" || return 1
+    done
+    python3 "$root/bench/device_summary.py" breakdown "$out/breakdown.json" "$build/breakdown_layers.csv" \
+      "$build/breakdown_fused.csv"
+  }
+  run_part breakdown 90 breakdown
 fi
 
 # --- dry run: what proves the build without a GPU ---
@@ -430,6 +509,14 @@ fi
 # past their 60 s limit.
 run_part tests_rest 90 env OMP_NUM_THREADS=2 ctest --test-dir "$build" -E '^(CudaParity|CurandPhilox|cli_|py_)' \
   -j "$(( $(nproc) > 3 ? $(nproc) / 2 : 1 ))" --output-on-failure --timeout 120
+if ! no_gpu_here; then
+  if [[ $torch_line == *" True" ]]; then
+    timing_part torch_compile 90 python3 bench/torch_step.py --device cuda --iters 10 --warmup 3 --compile \
+      --compile-timeout $((60 * scale))
+  else
+    record torch_compile "skipped: ${py:-python3} has no torch with a CUDA device (${torch_line:-cannot import torch})" 0
+  fi
+fi
 timing_part bench_cpu 45 "$build/ebm_bench" --backend cpu --iters 3 --warmup 1
 
 finish

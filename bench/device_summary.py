@@ -7,20 +7,31 @@
       {"skipped": why}, as bench/torch_step.py --compile past its cap) or "FAILED: <why>". bench_cuda fails
       when ebm_bench ran on another backend or reports "graphs": false: the training step is meant to
       replay as one CUDA graph, and a run without it times something else.
+  device_summary.py json-part PART OUTPUT DEST RC
+      A part whose output ends in one JSON object (ebm_eval, the TensorBoard reader): writes it to DEST and prints
+      the part's status: "ok: <what it holds>", or "FAILED: ..." (exit RC ≠ 0, no JSON, or for tensorboard no
+      scalar or image tag).
+  device_summary.py breakdown DEST LAYERS_CSV FUSED_CSV
+      ncu's CSV (--metrics gpu__time_duration.sum --print-units base --csv) of one training step, per-layer and
+      fused: per path, each kernel's launches and total GPU time (µs), largest first, into DEST (JSON); prints
+      "ok: ..." with each path's total.
   device_summary.py summarize DIR BUILD
       Reads DIR/parts.tsv (name, status, seconds, limit; tab-separated, one part a line), DIR/env.txt
-      (key=value), DIR/bench.jsonl, DIR/metrics.jsonl (the epoch's, if any) and the tests parts' ctest
-      output in BUILD/<part>.out; writes DIR/summary.json and DIR/summary.txt, prints the table, and exits
-      with the check's status:
+      (key=value), DIR/bench.jsonl, DIR/metrics.jsonl (the main job's, if any), DIR/eval.json,
+      DIR/tensorboard.json, DIR/breakdown.json and the tests parts' ctest output in BUILD/<part>.out; writes
+      DIR/summary.json, DIR/summary.txt and DIR/result-<date>-<gpu>-<commit>.json (the summary with the versions and
+      the commit measured, for bench/results/), prints the table, and exits with the check's status:
         0  every part passed (or was skipped for a reason that is not a failure)
         1  a part FAILED or ran past its limit (TIMEOUT)
         2  nothing could be tested: the CUDA backend was not configured, or the build failed
         3  a dry run (EBM_DRY_RUN=1) on a machine without a GPU: everything that runs without one passed,
            and the parts that need one say "stopped: no GPU here"
 """
+import csv
 import json
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 NO_GPU = "stopped: no GPU here"
@@ -67,6 +78,65 @@ def cmd_bench_verdict(part, output, bench_jsonl):
         with open(bench_jsonl, "a") as f:
             f.write(json.dumps({"part": part, "result": result}) + "\n")
     print(bench_verdict(part, result))
+    return 0
+
+
+def cmd_json_part(part, output, dest, rc):
+    result = last_json(output)
+    if int(rc) != 0:
+        print(f"FAILED (exit {rc}): {Path(output).read_text(errors='replace').strip().splitlines()[-1:] or ''}"[:150])
+        return 0
+    if result is None:
+        print("FAILED: no JSON line in its output")
+        return 0
+    Path(dest).write_text(json.dumps(result, indent=2) + "\n")
+    if part == "tensorboard":
+        sc, im, hi = (result.get(k) or {} for k in ("scalars", "images", "histograms"))
+        if not sc or not im:
+            print(f"FAILED: the reader found {len(sc)} scalar and {len(im)} image tags")
+        else:
+            print(f"ok: {len(sc)} scalar tags ({max(sc.values())} events at most), {len(im)} image, {len(hi)} histogram")
+        return 0
+    if part == "eval":
+        print(f"ok: IS {result.get('is')}, FID {result.get('fid')}")
+        return 0
+    print("ok")
+    return 0
+
+
+def read_breakdown(path):
+    """ncu --csv rows of gpu__time_duration.sum → {kernel: [launches, µs]}."""
+    per = defaultdict(lambda: [0, 0.0])
+    with open(path, newline="", errors="replace") as f:
+        rows = [r for r in csv.reader(line for line in f if line.startswith('"'))]
+    if not rows:
+        return {}
+    head = rows[0]
+    try:
+        ki, mi, vi, ui = (head.index(k) for k in ("Kernel Name", "Metric Name", "Metric Value", "Metric Unit"))
+    except ValueError:
+        return {}
+    for r in rows[1:]:
+        if len(r) <= max(ki, mi, vi, ui) or r[mi] != "gpu__time_duration.sum":
+            continue
+        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}.get(r[ui], 1e-3)
+        name = re.sub(r"\(.*", "", r[ki]).strip() or r[ki]
+        per[name][0] += 1
+        per[name][1] += float(r[vi].replace(",", "")) * scale
+    return per
+
+
+def cmd_breakdown(dest, layers_csv, fused_csv):
+    out, said = {}, []
+    for path, csv_path in (("layers", layers_csv), ("fused", fused_csv)):
+        per = read_breakdown(csv_path)
+        total = sum(v[1] for v in per.values())
+        out[path] = {"total_us": round(total, 1), "kernels": [
+            {"kernel": k, "launches": v[0], "us": round(v[1], 2)} for k, v in sorted(per.items(), key=lambda kv: -kv[1][1])]}
+        said.append(f"{path} {total:.0f} µs in {sum(v[0] for v in per.values())} kernels")
+    out["note"] = "one training step with 10 Langevin steps (sampler.steps=10), every graph node profiled alone"
+    Path(dest).write_text(json.dumps(out, indent=2) + "\n")
+    print(("ok: " if all(out[p]["kernels"] for p in ("layers", "fused")) else "FAILED: no kernel rows: ") + "; ".join(said))
     return 0
 
 
@@ -164,6 +234,13 @@ def cmd_summarize(out_dir, build_dir):
             if r.get("ms_per_langevin_step") and ours.get("ms_per_langevin_step"):
                 ratios[ref]["langevin_step"] = r["ms_per_langevin_step"] / ours["ms_per_langevin_step"]
 
+    def load(name):
+        try:
+            return json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            return None
+    evaluation, tensorboard, breakdown = load("eval.json"), load("tensorboard.json"), load("breakdown.json")
+
     status = exit_status(parts, dry_run)
     summary = {
         "mode": "dry-run" if dry_run else "device",
@@ -178,11 +255,27 @@ def cmd_summarize(out_dir, build_dir):
         "ratios": ratios,
         "tests": tests,
         "epoch": epoch,
+        "eval": evaluation,
+        "tensorboard": tensorboard,
+        "breakdown": breakdown,
+        "samples_png": env.get("samples_png"),
         "configure": {k[len("configure."):]: {"true": True, "false": False}.get(v, v)
                       for k, v in env.items() if k.startswith("configure.")},
         "versions": {k[len("version."):]: v for k, v in env.items() if k.startswith("version.")},
+        "commit": env.get("commit", "unknown"),
+        "date": env.get("date", ""),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if not dry_run:  # a device run's record, named as bench/results/ keeps it
+        gpu_fields = [x.strip() for x in summary["versions"].get("gpu", "none").split(",")]
+        slug = re.sub(r"[^a-z0-9]+", "-", gpu_fields[0].lower().replace("nvidia", "")).strip("-") or "gpu"
+        torch = summary["versions"].get("torch", "none").split()
+        result = {"date": summary["date"], "commit": summary["commit"], "script": "bench/device_check.sh",
+                  "gpu": gpu_fields[0], "driver": gpu_fields[1] if len(gpu_fields) > 1 else None,
+                  "cuda_nvcc": summary["versions"].get("nvcc"), "cudnn": summary["configure"].get("cudnn"),
+                  "torch": torch[0] if torch else None, "torch_cuda": torch[1] if len(torch) > 1 else None,
+                  "summary": summary}
+        (out / f"result-{summary['date']}-{slug}-{summary['commit']}.json").write_text(json.dumps(result, indent=2) + "\n")
 
     lines = [f"device check ({summary['mode']}): {summary['verdict']} (exit {status}), "
              f"{summary['total_s']} s of a {summary['budget_s']} s budget", "",
@@ -215,8 +308,24 @@ def cmd_summarize(out_dir, build_dir):
     for part, r in bench.items():
         if "skipped" in r:
             lines.append(f"  {part}: skipped: {r['skipped']}")
+    chains = (ours or {}).get("chains")
+    if chains:
+        lines.append("  chain kernels (ebm_bench --chain all; cuda.langevin fused):")
+        for k, c in chains.items():
+            lang = c.get("ms_per_langevin_step")
+            lines.append(f"    {k:<9} ran {c.get('chain')!s:<9} train step {c.get('ms_per_train_step') or float('nan'):8.2f} ms, "
+                         f"Langevin step {(lang if lang is not None else float('nan')) * 1000:8.1f} µs")
     if epoch:
         lines += ["", f"{epoch['part']}: {json.dumps(epoch['last'])}"]
+    if evaluation:
+        lines.append(f"eval: IS {evaluation.get('is')}, FID {evaluation.get('fid')}, classes {evaluation.get('class_hist')}")
+    if tensorboard:
+        lines.append("tensorboard: " + ", ".join(f"{kind} {len(tags)} tags" for kind, tags in tensorboard.items()))
+    if breakdown:
+        for path in ("layers", "fused"):
+            b = breakdown.get(path) or {}
+            top = ", ".join(f"{k['kernel'][:40]} {k['us']:.0f} µs×{k['launches']}" for k in (b.get("kernels") or [])[:4])
+            lines.append(f"breakdown {path}: {b.get('total_us')} µs a step (10 Langevin steps): {top}")
     text = "\n".join(line.rstrip() for line in lines)
     print(text)
     (out / "summary.txt").write_text(text + "\n")
@@ -232,10 +341,15 @@ def main(argv):
             return cmd_bench_verdict(argv[2], argv[3], argv[4])
         if len(argv) == 4 and argv[1] == "summarize":
             return cmd_summarize(argv[2], argv[3])
+        if len(argv) == 6 and argv[1] == "json-part":
+            return cmd_json_part(argv[2], argv[3], argv[4], argv[5])
+        if len(argv) == 5 and argv[1] == "breakdown":
+            return cmd_breakdown(argv[2], argv[3], argv[4])
     except (OSError, ValueError) as e:  # one line, never a traceback
         sys.stderr.write(f"device_summary.py: {e}\n")
         return 2
-    sys.stderr.write("usage: device_summary.py bench-verdict PART OUTPUT BENCH_JSONL | summarize DIR BUILD\n")
+    sys.stderr.write("usage: device_summary.py bench-verdict PART OUTPUT BENCH_JSONL | summarize DIR BUILD | "
+                     "json-part PART OUTPUT DEST RC | breakdown DEST LAYERS_CSV FUSED_CSV\n")
     return 64
 
 

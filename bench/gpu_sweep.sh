@@ -3,7 +3,7 @@
 # bench/gpu_sweep.cu with nvcc alone, records every kernel's resources, checks and times every variant beside the
 # machine's ceilings, runs compute-sanitizer on the staged (ring) variants and profiles the baseline and the fastest
 # FP32 and TF32 variants with ncu. Nothing to carry:
-#   run(command="bash bench/gpu_sweep.sh", timeout_s=420)
+#   run(command="EBM_COMMIT=<git rev-parse --short HEAD, spelled out> bash bench/gpu_sweep.sh", timeout_s=420)
 # Run it before bench/device_check.sh in a GPU window: it answers which kernel the engine should default to.
 #
 #   bench/gpu_sweep.sh [BUILD_DIR]       BUILD_DIR defaults to build-sweep (git-ignored)
@@ -18,8 +18,9 @@
 #   ncu        5-step launches over 128 images of the baseline (generic256) and the fastest FP32 and TF32 variants that
 #              passed → ncu.tar.gz (details and raw CSV pages: SIMT efficiency, stall reasons, bank conflicts, sectors
 #              per request, pipe use)
-# $OUT (at most 8 files): summary.txt (each part's status, then the sweep's table), sweep.json, sweep.txt, ptxas.txt,
-# sass.txt.gz, sanitizer.log, ncu.tar.gz, gpu_sweep.log (every part's output).
+# $OUT (at most 8 files): summary.txt (each part's status, then the sweep's table), sweep.json, ptxas.txt,
+# sass.txt.gz, sanitizer.log, ncu.tar.gz, gpu_sweep.log (every part's output), and on a GPU
+# result-<date>-<gpu>-<commit>-sweep.json (sweep.json with the versions and the commit: commit it under bench/results/).
 #
 # EBM_DRY_RUN=1 (scripts/device_dry_run.sh, CI): no GPU here — build and the ptxas check run, the sweep runs to its
 # "no CUDA device" stop (its host reference included), sass/sanitizer/ncu say "stopped: no GPU here".
@@ -37,6 +38,7 @@ dry_run=${EBM_DRY_RUN:-0}
 deadline=$((SECONDS + budget))
 export PATH=/usr/local/cuda/bin:$PATH
 parts=()
+gpu=0  # set after the build: whether nvidia-smi lists a GPU
 failed=0
 cd "$root" || exit 2
 
@@ -46,6 +48,20 @@ left() { echo $((deadline - SECONDS)); }
 
 finish() {
   local status=$1
+  if ((gpu)) && [[ -f $out/sweep.json ]]; then  # the run's record for bench/results/
+    python3 - "$out" "${EBM_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2> /dev/null || echo unknown)}" \
+      "$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2> /dev/null | head -n 1)" \
+      "$(nvcc --version 2> /dev/null | grep -o 'release [0-9.]*' | cut -d' ' -f2)" << 'PY' >> "$log" 2>&1
+import datetime, json, re, sys
+out, commit, driver, nvcc = sys.argv[1:5]
+s = json.load(open(f"{out}/sweep.json"))
+date = datetime.date.today().isoformat()
+slug = re.sub(r"[^a-z0-9]+", "-", s.get("gpu", "gpu").lower().replace("nvidia", "")).strip("-") or "gpu"
+r = {"date": date, "commit": commit, "script": "bench/gpu_sweep.sh", "gpu": s.get("gpu"), "driver": driver,
+     "cuda_nvcc": nvcc, "sweep": s}
+open(f"{out}/result-{date}-{slug}-{commit}-sweep.json", "w").write(json.dumps(r, indent=2) + "\n")
+PY
+  fi
   {
     echo "gpu_sweep.sh: $(date -u +%FT%TZ), $(git -C "$root" rev-parse --short HEAD 2> /dev/null || echo '?'), budget ${budget} s, ${SECONDS} s used"
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2> /dev/null | sed 's/^/gpu: /'
@@ -53,6 +69,7 @@ finish() {
     echo
     [[ -f $out/sweep.txt ]] && cat "$out/sweep.txt"
   } > "$out/summary.txt"
+  rm -f "$out/sweep.txt"  # it is in summary.txt
   cat "$out/summary.txt"
   exit "$status"
 }

@@ -83,8 +83,55 @@ PY
 grep -q "ebm cuda vs torch_eager: train step 3.0x, Langevin step 4.0x" "$tmp/all_ok/table.txt" && ok || bad "table: $(cat "$tmp/all_ok/table.txt")"
 grep -q "dry run passed: stopped where a GPU is needed" "$tmp/dry_run/table.txt" && ok || bad "dry-run table: $(head -n 1 "$tmp/dry_run/table.txt")"
 
+# json-part: ebm_eval's line and the TensorBoard reader's, into their files; a reader that found no image is a failure.
+printf 'log\n{"is": 8.1, "fid": 240.5, "class_hist": [1,2]}\n' > "$tmp/eval.out"
+got=$(python3 "$summary" json-part eval "$tmp/eval.out" "$tmp/eval.json" 0)
+[[ $got == "ok: IS 8.1, FID 240.5" && -s $tmp/eval.json ]] && ok || bad "json-part eval: $got"
+got=$(python3 "$summary" json-part eval "$tmp/eval.out" "$tmp/eval2.json" 3)
+[[ $got == "FAILED (exit 3)"* && ! -e $tmp/eval2.json ]] && ok || bad "json-part eval, exit 3: $got"
+printf '{"scalars": {"loss": 10, "cdiv": 10}, "images": {}, "histograms": {}}\n' > "$tmp/tb.out"
+got=$(python3 "$summary" json-part tensorboard "$tmp/tb.out" "$tmp/tb.json" 0)
+[[ $got == "FAILED: the reader found 2 scalar and 0 image tags" ]] && ok || bad "json-part tensorboard: $got"
+printf '{"scalars": {"loss": 10}, "images": {"samples": 10}, "histograms": {"E": 20}}\n' > "$tmp/tb.out"
+got=$(python3 "$summary" json-part tensorboard "$tmp/tb.out" "$tmp/tb.json" 0)
+[[ $got == "ok: 1 scalar tags (10 events at most), 1 image, 1 histogram" ]] && ok || bad "json-part tensorboard: $got"
+
+# breakdown: ncu's CSV (a preamble, then quoted rows) of both paths, kernels summed and sorted by time.
+ncu_csv() {  # ncu_csv FILE (kernel us)...
+  local f=$1
+  shift
+  { echo '==PROF== Connected to process 1'
+    echo '"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"'
+    local i=0
+    while (($#)); do echo "\"$i\",\"$1(float*)\",\"gpu__time_duration.sum\",\"ns\",\"$2\""; i=$((i + 1)); shift 2; done
+  } > "$f"
+}
+ncu_csv "$tmp/l.csv" conv_fwd 3000 swish 1000 conv_fwd 3000 adam 500
+ncu_csv "$tmp/f.csv" tiled_chain_kernel 9000 tiled_pack_kernel 200 adam 500
+got=$(python3 "$summary" breakdown "$tmp/breakdown.json" "$tmp/l.csv" "$tmp/f.csv")
+[[ $got == "ok: layers 8 µs in 4 kernels; fused 10 µs in 3 kernels" ]] && ok || bad "breakdown: $got"
+python3 - "$tmp/breakdown.json" << 'PY' && ok || bad "breakdown.json"
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["layers"]["kernels"][0] == {"kernel": "conv_fwd", "launches": 2, "us": 6.0}, b["layers"]
+assert b["fused"]["total_us"] == 9.7 and b["fused"]["kernels"][-1]["kernel"] == "tiled_pack_kernel", b["fused"]
+PY
+
+# A device run's summary comes with its record for bench/results/: named by date, GPU and commit, with the versions.
+mkdir -p "$tmp/result/out" "$tmp/result/build"
+printf 'configure\tok\t3\t60\nbuild\tok\t40\t240\ntests_cuda\tok\t20\t90\nbench_cuda\tok\t30\t90\n' > "$tmp/result/out/parts.tsv"
+printf 'dry_run=0\nversion.gpu=NVIDIA H100 80GB HBM3, 580.65.06, 81559 MiB, Default\nversion.torch=2.11.0 13.0 91900 True\nversion.nvcc=13.0\nconfigure.cudnn=9.19.0 from the pip wheel\ncommit=abc1234\ndate=2026-12-07\n' > "$tmp/result/out/env.txt"
+cp "$tmp/eval.json" "$tmp/result/out/eval.json"
+python3 "$summary" summarize "$tmp/result/out" "$tmp/result/build" > /dev/null
+python3 - "$tmp/result/out/result-2026-12-07-h100-80gb-hbm3-abc1234.json" << 'PY' && ok || bad "result file: $(ls "$tmp/result/out")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert (r["gpu"], r["driver"], r["cuda_nvcc"], r["torch"], r["commit"]) == ("NVIDIA H100 80GB HBM3", "580.65.06", "13.0", "2.11.0", "abc1234"), r
+assert r["cudnn"] == "9.19.0 from the pip wheel" and r["summary"]["eval"]["fid"] == 240.5, r
+PY
+
 # The scripts parse (the GPU machine is the first to run some of their paths).
-bash -n "$src/bench/device_check.sh" && bash -n "$src/scripts/device_dry_run.sh" && bash -n "$src/scripts/fetch_third_party.sh" && ok || bad "bash -n"
+bash -n "$src/bench/device_check.sh" && bash -n "$src/bench/gpu_sweep.sh" && bash -n "$src/scripts/device_dry_run.sh" && bash -n "$src/scripts/fetch_third_party.sh" && ok || bad "bash -n"
 python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' "$src/bench/torch_step.py" \
   "$src/bench/device_summary.py" && ok || bad "python syntax"
 
