@@ -31,6 +31,7 @@ struct DeviceLane {
     *reinterpret_cast<float4*>(p) = make_float4(v.x, v.y, v.z, v.w);
   }
   __device__ __forceinline__ float ldg(const float* p, int = 0) { return __ldg(p); }
+  __device__ __forceinline__ float ld(const float* p, int = 0) { return *p; }
   __device__ __forceinline__ F4 ldg4(const float* p, int = 0) {
     const float4 v = __ldg(reinterpret_cast<const float4*>(p));
     return {v.x, v.y, v.z, v.w};
@@ -47,35 +48,48 @@ struct DeviceLane {
   __device__ __forceinline__ void phase(int) {}
   __device__ __forceinline__ void key(int) {}
 
+  // sm_90: mbarrier try_wait.parity and cp.async.bulk (the engine runs the tiled chain on compute capability 9.0+
+  // only; a build for older architectures compiles these to a trap).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define EBM_SM90_ONLY(...) __trap()
+#else
+#define EBM_SM90_ONLY(...) __VA_ARGS__
+#endif
   __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(bar)), "r"(count) : "memory");
+    EBM_SM90_ONLY(asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(bar)), "r"(count) : "memory"));
   }
   // Makes the initialised barriers visible to the bulk-copy (async) proxy; a __syncthreads follows before any use.
   __device__ __forceinline__ void mbar_fence_init() {
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    EBM_SM90_ONLY(asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"));
+    EBM_SM90_ONLY(asm volatile("fence.proxy.async.shared::cta;" ::: "memory"));
+  }
+  // Orders this thread's (and, after the mbarrier wait it follows, every releasing warp's) generic-proxy accesses to
+  // shared memory before a following bulk copy's async-proxy write (PTX ISA: a cross-proxy fence).
+  __device__ __forceinline__ void fence_proxy_async() {
+    EBM_SM90_ONLY(asm volatile("fence.proxy.async.shared::cta;" ::: "memory"));
   }
   __device__ __forceinline__ void mbar_arrive(uint64_t* bar, int = 0) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(bar)) : "memory");
+    EBM_SM90_ONLY(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(bar)) : "memory"));
   }
   __device__ __forceinline__ void mbar_arrive_tx(uint64_t* bar, uint32_t bytes, int = 0) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bar)), "r"(bytes) : "memory");
+    EBM_SM90_ONLY(
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(bar)), "r"(bytes) : "memory"));
   }
   __device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity, int = 0) {
     uint32_t done = 0;
     do {
-      asm volatile(
+      EBM_SM90_ONLY(asm volatile(
           "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
           : "=r"(done)
           : "r"(saddr(bar)), "r"(parity)
-          : "memory");
+          : "memory"));
     } while (!done);
   }
   __device__ __forceinline__ void bulk_g2s(float* dst, const float* src, uint32_t bytes, uint64_t* bar, int = 0) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     saddr(dst)),
-                 "l"(src), "r"(bytes), "r"(saddr(bar))
-                 : "memory");
+    EBM_SM90_ONLY(asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(saddr(dst)),
+        "l"(src), "r"(bytes), "r"(saddr(bar))
+        : "memory"));
   }
 
   static __device__ __forceinline__ uint32_t tf32(float x) {

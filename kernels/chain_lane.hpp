@@ -17,11 +17,13 @@
 //                                          address either way); lds4 reads 16 aligned bytes
 //   sts(p, v)                              shared store
 //   ldg(p), ldg4(p), stg(p, v)             global loads through the read-only path, global store
+//   ld(p)                                  a global load of data the kernel also writes (not the read-only path)
 //   fma(a, b, c)                           a·b + c rounded once (fmaf); one multiply-add of the phase's count
 //   shfl_xor_n(v, n, mask)                 v[i] ← v[i] of lane (lane ^ mask), i < n, the whole warp at once
 //   syncwarp(), sync()                     __syncwarp(), __syncthreads()
 //   mbar_init/arrive/arrive_tx/wait        an mbarrier in shared memory (8 bytes, 8-aligned): init with a count,
 //                                          arrive, arrive + expect_tx bytes, wait for the phase of a parity
+//   fence_proxy_async()                    generic-proxy shared accesses before a following bulk copy's writes
 //   bulk_g2s(dst, src, bytes, mbar)        cp.async.bulk global → shared, completing `bytes` of tx on mbar
 //   tf32(x), mma_tf32(d, a, b)             cvt.rna.tf32.f32; mma.sync.m16n8k8 TF32, D += A·B in fp32 (fragments as the
 //                                          PTX ISA lays them out, §9.7.14.5.7)
@@ -63,6 +65,7 @@ struct HostLane {
   EBM_HD void sts(float* p, float v, int = 0) { *p = v; }
   EBM_HD void sts4(float* p, F4 v, int = 0) { p[0] = v.x, p[1] = v.y, p[2] = v.z, p[3] = v.w; }
   EBM_HD float ldg(const float* p, int = 0) { return *p; }
+  EBM_HD float ld(const float* p, int = 0) { return *p; }
   EBM_HD F4 ldg4(const float* p, int = 0) { return {p[0], p[1], p[2], p[3]}; }
   EBM_HD void stg(float* p, float v, int = 0) { *p = v; }
   EBM_HD float fma(float a, float b, float c, int = 0) { return fmaf(a, b, c); }

@@ -545,12 +545,16 @@ EBM_HD constexpr int bwd_tap(int par, int e) {  // entry e of parity class par i
   return 3 * (py ? 2 - 2 * (e / nx) : 1) + (px ? 2 - 2 * (e % nx) : 1);
 }
 
-// --- the ring: which load holds a use, and when a slot is free ---
+// --- the ring: which load holds a use, which slot holds a load, and when a slot is free ---
 //
 // Per step the streamed chunks (9 taps of each streamed layer, forward order c = 0..n−1) are used in the order
 // c = 0..n−1 (forward pass) then n−1..0 (backward pass): use u is half h = u / n, position i = u % n. A half's first S
-// positions reuse the loads of the previous half's last S positions (the ring still holds them), the others are new
-// loads; load j goes to slot j % S, and its full barrier completes phase j / S.
+// positions reuse the loads of the previous half's last S positions (the ring still holds them, S ≤ n/2), the others
+// are new loads, numbered in the order they are needed. A slot is refilled when its load's last use is past (every
+// warp has released it), and the refill is the next load in need order: the k-th release (in use order) frees the slot
+// of load S + k. Since a turn's reuses are released in the reverse order of their loads, the slots of a half's new
+// loads run backwards in odd halves: load J_h + i of half h ≥ 1 (J_h = n + (h−1)(n−S)) goes to slot (n−1−(i mod S))
+// mod S when h is odd, i mod S when h is even; half 0's load j to j mod S.
 struct RingUse {
   int load;        // the load that holds this use's chunk
   bool last_use;   // no later use reads this load (then the slot may be refilled)
@@ -582,6 +586,30 @@ EBM_HD int ring_chunk_of_load(int j, int n, int S) {
   const int jj = j - n, h = 1 + jj / (n - S), i = S + jj % (n - S);
   return h % 2 == 0 ? i : n - 1 - i;
 }
+
+// The slot load j goes to (above).
+EBM_HD int ring_slot_of_load(int j, int n, int S) {
+  if (j < n) return j % S;
+  const int h = 1 + (j - n) / (n - S), k = ((j - n) % (n - S)) % S;
+  return h % 2 == 1 ? (n - 1 - k) % S : k;
+}
+
+// How many loads went to load j's slot before it: its full barrier's phase (it completes phase `fill` when load j
+// lands), and the empty barrier's phase that says the previous one was released.
+EBM_HD int ring_fill_of_load(int j, int n, int S) {
+  const int s = ring_slot_of_load(j, n, S);
+  auto count = [](int len, int k, int S) { return len > k ? (len - k + S - 1) / S : 0; };  // i < len, i ≡ k (mod S)
+  if (j < n) return count(j, s, S);
+  const int h = 1 + (j - n) / (n - S), i = (j - n) % (n - S);
+  const int k_odd = (n - 1 - s) % S, k_even = s;  // the relative index (mod S) that lands in slot s
+  const int odd = h / 2, even = (h - 1) / 2;      // full halves 1 .. h−1 of each parity
+  return count(n, s, S) + odd * count(n - S, k_odd, S) + even * count(n - S, k_even, S) +
+         count(i, h % 2 == 1 ? k_odd : k_even, S);
+}
+
+// The position in release order of a last use u (every half but the last releases its first n − S positions; the
+// last, all n): load S + release_index(u) refills the slot u's load frees.
+EBM_HD int64_t ring_release_index(int64_t u, int n, int S) { return (u / n) * (n - S) + u % n; }
 
 // --- packing the engine's parameters into the chain's layout ---
 
@@ -692,6 +720,7 @@ struct TiledChain {
     return P.hin[L - 1] % 2 == 0;
   }
   static constexpr int smem_bytes() { return 4 * P.smem_floats; }
+  static_assert(4 * P.smem_floats <= kSmemBudget, "the plan does not fit its shared-memory budget");
   // Total ring uses of a chain of `steps` steps.
   EBM_HD static int64_t ring_total(int steps) { return int64_t(steps) * 2 * plan().chunks; }
 
@@ -766,7 +795,7 @@ struct TiledChain {
     const int c = ring_chunk_of_load(j, plan().chunks, kSlots);
     const int l = plan().resident_layers + c / kTaps, tap = fwd_tap(c % kTaps);
     const int floats = plan().cin[l] * plan().wp[l];
-    const int slot = j % kSlots;
+    const int slot = ring_slot_of_load(j, plan().chunks, kSlots);
     lane.mbar_arrive_tx(full_bar(sm, slot), uint32_t(4 * floats));
     lane.bulk_g2s(sm + plan().off_ring + slot * plan().chunk_floats, packed + plan().gw[l] + tap * floats, uint32_t(4 * floats),
                   full_bar(sm, slot));
@@ -774,22 +803,25 @@ struct TiledChain {
   // Waits for use u's chunk and returns its slot.
   template <class Lane>
   EBM_HD static const float* ring_acquire(Lane& lane, float* sm, int64_t u) {
-    const int j = ring_load_of(u, plan().chunks, kSlots);
-    lane.mbar_wait(full_bar(sm, j % kSlots), (j / kSlots) & 1);
-    return sm + plan().off_ring + (j % kSlots) * plan().chunk_floats;
+    const int n = plan().chunks, j = ring_load_of(u, n, kSlots), slot = ring_slot_of_load(j, n, kSlots);
+    lane.mbar_wait(full_bar(sm, slot), ring_fill_of_load(j, n, kSlots) & 1);
+    return sm + plan().off_ring + slot * plan().chunk_floats;
   }
-  // After use u: on its load's last use every warp says so, and thread 0 refills the slot once all have.
+  // After use u: on its load's last use every warp says so, and thread 0 — once all have — refills the slot with the
+  // next load in need order (after a proxy fence: the slot's generic reads before the bulk copy's async write).
   template <class Lane>
   EBM_HD static void ring_release(Lane& lane, float* sm, const float* packed, int64_t u, int64_t total) {
-    const RingUse r = ring_use(u, plan().chunks, kSlots, total);
+    const int n = plan().chunks;
+    const RingUse r = ring_use(u, n, kSlots, total);
     if (!r.last_use) return;
-    const int slot = r.load % kSlots;
+    const int slot = ring_slot_of_load(r.load, n, kSlots);
     lane.syncwarp();
     if (lane.tid() % 32 == 0) lane.mbar_arrive(empty_bar(sm, slot));
     if (lane.tid() == 0) {
-      const int next = r.load + kSlots;
-      if (next < ring_loads(total, plan().chunks, kSlots)) {
-        lane.mbar_wait(empty_bar(sm, slot), (r.load / kSlots) & 1);
+      const int next = kSlots + int(ring_release_index(u, n, kSlots));
+      if (next < ring_loads(total, n, kSlots)) {
+        lane.mbar_wait(empty_bar(sm, slot), ring_fill_of_load(r.load, n, kSlots) & 1);
+        lane.fence_proxy_async();
         ring_issue(lane, sm, packed, next);
       }
     }
@@ -808,12 +840,14 @@ struct TiledChain {
     constexpr int MT = COUT / 16, TILES = MT * ((PIX + 7) / 8), TPW = (TILES + NW - 1) / NW;
     constexpr int CPI = P.cp[l], PPI = P.pp[l], WP = P.wp[l];
     constexpr bool ROUND = l + 1 < L || kMma<l>;  // the consumer (forward l+1, or backward l) is on the tensor cores
-    static_assert(CIN % 8 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 8 input and 16 output channels");
+    static_assert(CIN % 16 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 16 input and output channels");
     const float* in = sm + plan().off_buf[(l - 1) % 2];
     const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
     lane.phase(l);
-    float d[TPW][4];
+    // Two accumulator chains a tile (K chunks of 8 alternate between them, summed in the epilogue): an mma waits for
+    // the previous one into the same accumulators, so one chain would serialise a warp on the tensor core's latency.
+    float d[TPW][2][4];
     int m0[TPW], n0[TPW];
     bool has[TPW], top = false, left = false;
     int pix = 0;
@@ -824,7 +858,9 @@ struct TiledChain {
       m0[i] = (tile % MT) * 16;
       n0[i] = (tile / MT) * 8;
       EBM_UNROLL
-      for (int r = 0; r < 4; ++r) d[i][r] = 0.0f;
+      for (int c = 0; c < 2; ++c)
+        EBM_UNROLL
+        for (int r = 0; r < 4; ++r) d[i][c][r] = 0.0f;
     }
     EBM_NO_UNROLL
     for (int tt = 0; tt < kTaps; ++tt) {
@@ -842,17 +878,20 @@ struct TiledChain {
         left = pix % WO > 0;
         const bool ok = inside && (ky != 0 || top) && (kx != 0 || left);
         const float* b_src = in + plane * PPI + (inside ? pix + shift : 0);
-        EBM_NO_UNROLL
-        for (int k0 = 0; k0 < CIN; k0 += 8) {
-          const float* wa = w + (k0 + t) * WP + m0[i] + g;  // A[co][ci] = W[tap][ci][co]
-          const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
-                                 bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8)),
-                                 bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP)),
-                                 bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP + 8))};
-          const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (k0 + t) * CPI)),
-                                 bits(lane.lds_if(ok, b_src + (k0 + t + 4) * CPI))};
-          lane.mma_tf32(d[i], a, b);
-        }
+        EBM_UNROLL
+        for (int k0 = 0; k0 < CIN; k0 += 16)
+          EBM_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            const int kk = k0 + 8 * c;
+            const float* wa = w + (kk + t) * WP + m0[i] + g;  // A[co][ci] = W[tap][ci][co]
+            const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
+                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8)),
+                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP)),
+                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP + 8))};
+            const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (kk + t) * CPI)),
+                                   bits(lane.lds_if(ok, b_src + (kk + t + 4) * CPI))};
+            lane.mma_tf32(d[i][c], a, b);
+          }
       }
       if constexpr (kWStreamed<l>) ring_release(lane, sm, packed, u0 + tt, total);
     }
@@ -863,7 +902,7 @@ struct TiledChain {
       for (int r = 0; r < 4; ++r) {
         const int co = m0[i] + g + 8 * (r >> 1), p = n0[i] + 2 * t + (r & 1);
         if (p >= PIX) continue;
-        forward_epilogue<l, ROUND>(lane, sm, packed, d[i][r], co, p);
+        forward_epilogue<l, ROUND>(lane, sm, packed, d[i][0][r] + d[i][1][r], co, p);
       }
     }
   }
@@ -1027,12 +1066,12 @@ struct TiledChain {
     constexpr int MT = CIN / 16, TILES = MT * ((Q + 7) / 8), TPW = (TILES + NW - 1) / NW;
     constexpr int DP = P.dp[l], WP = P.wp[l];
     constexpr bool ROUND = l - 1 >= 1 && kMma<l - 1>;
-    static_assert(CIN % 16 == 0 && COUT % 8 == 0, "TF32 layers take multiples of 16 input and 8 output channels");
+    static_assert(CIN % 16 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 16 input and output channels");
     const float* dz = sm + plan().off_buf[l % 2];
     const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
     lane.phase(L + (L - 1 - l));
-    float d[TPW][4][4];
+    float d[TPW][4][2][4];  // a tile's four parity classes, two accumulator chains each (see forward_mma)
     int m0[TPW], n0[TPW];
     bool has[TPW];
     EBM_UNROLL
@@ -1044,7 +1083,9 @@ struct TiledChain {
       EBM_UNROLL
       for (int c = 0; c < 4; ++c)
         EBM_UNROLL
-        for (int r = 0; r < 4; ++r) d[i][c][r] = 0.0f;
+        for (int h = 0; h < 2; ++h)
+          EBM_UNROLL
+          for (int r = 0; r < 4; ++r) d[i][c][h][r] = 0.0f;
     }
     EBM_UNROLL
     for (int pi = 0; pi < 4; ++pi) {
@@ -1063,17 +1104,20 @@ struct TiledChain {
           const bool inside = q < Q;
           const bool ok = inside && (ky != 0 || q / WO + 1 < WO) && (kx != 0 || q % WO + 1 < WO);
           const float* b_src = dz + (inside ? q + shift : 0);
-          EBM_NO_UNROLL
-          for (int k0 = 0; k0 < COUT; k0 += 8) {
-            const float* wa = w + (m0[i] + g) * WP + k0 + t;  // A[ci][co] = W[tap][ci][co]
-            const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
-                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP)),
-                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4)),
-                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP + 4))};
-            const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (k0 + t) * DP)),
-                                   bits(lane.lds_if(ok, b_src + (k0 + t + 4) * DP))};
-            lane.mma_tf32(d[i][par], a, b);
-          }
+          EBM_UNROLL
+          for (int k0 = 0; k0 < COUT; k0 += 16)
+            EBM_UNROLL
+            for (int h = 0; h < 2; ++h) {
+              const int kk = k0 + 8 * h;
+              const float* wa = w + (m0[i] + g) * WP + kk + t;  // A[ci][co] = W[tap][ci][co]
+              const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
+                                     bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP)),
+                                     bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4)),
+                                     bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP + 4))};
+              const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (kk + t) * DP)),
+                                     bits(lane.lds_if(ok, b_src + (kk + t + 4) * DP))};
+              lane.mma_tf32(d[i][par][h], a, b);
+            }
         }
         if constexpr (kWStreamed<l>) ring_release(lane, sm, packed, u0 + tt, total);
       }
@@ -1089,7 +1133,7 @@ struct TiledChain {
           if (q >= Q) continue;
           const int iy = 2 * (q / WO) + (par >> 1), ix = 2 * (q % WO) + (par & 1);
           const float sd = lane.lds(sm + plan().off_s[l] + ci * plan().cp[l] + par * plan().pp[l] + q);
-          const float v = d[i][par][r] * sd;
+          const float v = (d[i][par][0][r] + d[i][par][1][r]) * sd;
           lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix, ROUND ? round_tf32(v) : v);
         }
     }
@@ -1201,7 +1245,7 @@ struct TiledChain {
       EBM_UNROLL
       for (int i = 0; i < 4; ++i) {
         const int e = e0 + i, c = e / (HIN * HIN), iy = (e / HIN) % HIN, ix = e % HIN;
-        const float v = lane.ldg(xg + e);
+        const float v = lane.ld(xg + e);  // not the read-only path: the update writes x back at the end
         lane.sts(sm + plan().off_x + c * plan().cp[0] + ((iy & 1) * 2 + (ix & 1)) * plan().pp[0] + (iy >> 1) * WO + (ix >> 1),
                  noisy ? langevin_perturb(v, p.noise, n4[i]) : v);
       }

@@ -69,6 +69,7 @@ class SimLane {
   void sts(float* p, float v, int line = __builtin_LINE());
   void sts4(float* p, F4 v, int line = __builtin_LINE());
   float ldg(const float* p, int line = __builtin_LINE());
+  float ld(const float* p, int line = __builtin_LINE()) { return ldg(p, line); }
   F4 ldg4(const float* p, int line = __builtin_LINE());
   void stg(float* p, float v, int line = __builtin_LINE());
   float fma(float a, float b, float c, int line = __builtin_LINE());
@@ -80,6 +81,7 @@ class SimLane {
 
   void mbar_init(uint64_t* bar, int count);
   void mbar_fence_init() {}
+  void fence_proxy_async() {}  // the simulator has one proxy; a bulk copy's destination is NaN until it lands
   void mbar_arrive(uint64_t* bar, int line = __builtin_LINE());
   void mbar_arrive_tx(uint64_t* bar, uint32_t bytes, int line = __builtin_LINE());
   void mbar_wait(uint64_t* bar, int parity, int line = __builtin_LINE());

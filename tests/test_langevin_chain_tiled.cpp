@@ -456,35 +456,52 @@ TEST(TiledChainNoise, DrawsTheEnginesPhiloxStreamBitForBit) {
 // --- the ring's schedule, exhaustively ---
 
 // Replays the uses of chains of 1..5 steps for n chunks a pass and S slots the way the kernel issues loads (S at the
-// start; load j + S after every warp released load j), and checks that every use finds its chunk in its slot, and
-// that a slot is refilled only once its load's last use is past.
+// start; after the k-th release, load S + k into the slot that release freed), and checks that every use finds its
+// chunk in the slot the kernel computes for it, that a slot is refilled only once its load's last use is past, that
+// each load's fill count (its full barrier's phase) is the number of loads its slot has taken, and that a refill is
+// issued before the use that needs it by at least S − 1 uses, the turns between passes included.
 TEST(TiledChainRing, EveryUseFindsItsChunkAndNoSlotIsRefilledEarly) {
   for (int n : {9, 18, 27})
     for (int S = 2; S <= 4; ++S)
       for (int steps = 1; steps <= 5; ++steps) {
         const int64_t total = int64_t(steps) * 2 * n;
         const int loads = ring_loads(total, n, S);
-        std::vector<int> slot_chunk(size_t(S), -1), slot_load(size_t(S), -1);
+        std::vector<int> slot_chunk(size_t(S), -1), slot_load(size_t(S), -1), slot_fills(size_t(S), 0);
         std::vector<bool> released(size_t(loads), false);
-        auto issue = [&](int j) {
+        std::vector<int64_t> issued_at(size_t(loads), -1);
+        int64_t releases = 0;
+        auto issue = [&](int j, int freed_slot, int64_t now) {
           ASSERT_LT(j, loads);
-          const int s = j % S;
+          const int s = ring_slot_of_load(j, n, S);
+          if (freed_slot >= 0) {
+            ASSERT_EQ(s, freed_slot) << "load " << j << " is not meant for the slot its trigger freed";
+          }
           if (slot_load[size_t(s)] >= 0) {
             ASSERT_TRUE(released[size_t(slot_load[size_t(s)])]) << "refilled early";
           }
+          ASSERT_EQ(ring_fill_of_load(j, n, S), slot_fills[size_t(s)]) << "n " << n << " S " << S << " load " << j;
+          ++slot_fills[size_t(s)];
           slot_load[size_t(s)] = j;
           slot_chunk[size_t(s)] = ring_chunk_of_load(j, n, S);
+          issued_at[size_t(j)] = now;
         };
-        for (int j = 0; j < std::min(S, loads); ++j) issue(j);
+        for (int j = 0; j < std::min(S, loads); ++j) issue(j, -1, -1);
         for (int64_t u = 0; u < total; ++u) {
           const int64_t h = u / n, i = u % n;
           const int want = h % 2 == 0 ? int(i) : int(n - 1 - i);  // forward pass, then backward: reversed
           const RingUse r = ring_use(u, n, S, total);
-          ASSERT_EQ(slot_load[size_t(r.load % S)], r.load) << "n " << n << " S " << S << " use " << u;
-          ASSERT_EQ(slot_chunk[size_t(r.load % S)], want) << "n " << n << " S " << S << " use " << u;
+          const int s = ring_slot_of_load(r.load, n, S);
+          ASSERT_EQ(slot_load[size_t(s)], r.load) << "n " << n << " S " << S << " use " << u;
+          ASSERT_EQ(slot_chunk[size_t(s)], want) << "n " << n << " S " << S << " use " << u;
+          if (issued_at[size_t(r.load)] >= 0) {  // a load issued during the chain: how far ahead of its first use
+            EXPECT_GE(u - issued_at[size_t(r.load)], S - 1) << "n " << n << " S " << S << " load " << r.load;
+            issued_at[size_t(r.load)] = -2;
+          }
           if (r.last_use) {
             released[size_t(r.load)] = true;
-            if (r.load + S < loads) issue(r.load + S);
+            ASSERT_EQ(ring_release_index(u, n, S), releases);
+            ++releases;
+            if (S + ring_release_index(u, n, S) < loads) issue(S + int(ring_release_index(u, n, S)), s, u);
           }
         }
         for (int j = 0; j < loads; ++j) EXPECT_TRUE(released[size_t(j)]) << "load " << j << " never released";
