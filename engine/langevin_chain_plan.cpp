@@ -95,12 +95,16 @@ TiledParamOffsets tiled_offsets(const NetSpec& net) {
   return o;
 }
 
-ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block, bool tf32) {
+ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block, bool tf32, int cc_major) {
   ChainChoice c;
   auto kb = [](size_t b) { return std::to_string((b + 1023) / 1024) + " KB"; };
   // Why the tiled kernel asked for does not run, as the start of the line ("" when it does, or none was asked for).
   std::string why;
-  if (want == ChainKernel::kResident || want == ChainKernel::kTiled) {
+  if (cc_major < 9) {
+    if (want == ChainKernel::kResident || want == ChainKernel::kTiled)
+      why = std::string("cuda.chain \"") + chain_kernel_name(want) + "\" needs compute capability 9.0 (its bulk copies " +
+            "and mbarriers), this GPU has " + std::to_string(cc_major) + ".x; ";
+  } else if (want == ChainKernel::kResident || want == ChainKernel::kTiled) {
     const TiledSummary s = tiled_summary(net, want, tf32);
     if (!s.found)
       why = std::string("cuda.chain \"") + chain_kernel_name(want) +
@@ -113,6 +117,7 @@ ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_b
   std::vector<ChainKernel> order;
   if (want == ChainKernel::kAuto || want == ChainKernel::kResident) order = {ChainKernel::kResident, ChainKernel::kTiled};
   if (want == ChainKernel::kTiled) order = {ChainKernel::kTiled};
+  if (cc_major < 9) order.clear();
   for (ChainKernel k : order) {
     const TiledSummary s = tiled_summary(net, k, tf32);
     if (!s.found || s.smem_bytes > smem_per_block) continue;

@@ -48,6 +48,8 @@ struct ChainChoice {
   bool tf32 = false;
   std::string line;
 };
-ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block, bool tf32 = false);
+// cc_major: the device's compute capability (the tiled kernels' bulk copies and mbarriers need 9.0).
+ChainChoice choose_chain(const NetSpec& net, ChainKernel want, size_t smem_per_block, bool tf32 = false,
+                         int cc_major = 9);
 
 }  // namespace ebm

@@ -637,6 +637,10 @@ TEST(TiledChainPlan, ChoosesTheKernelPerNetAndSaysWhy) {
     EXPECT_EQ(c.kernel, ChainKernel::kGeneric) << c.line;
     EXPECT_NE(c.line.find("not this net"), std::string::npos) << c.line;
   }
+  // An Ampere GPU (compute capability 8.x): no bulk copies, so the generic kernel, and the line says why.
+  c = choose_chain(seed, ChainKernel::kResident, kH100, false, 8);
+  EXPECT_EQ(c.kernel, ChainKernel::kGeneric) << c.line;
+  EXPECT_NE(c.line.find("needs compute capability 9.0"), std::string::npos) << c.line;
   c = choose_chain(NetSpec::make({16, 32}, 3, 2, 256), ChainKernel::kAuto, kH100);
   EXPECT_FALSE(c.fused);
   EXPECT_NE(c.line.find("per-layer path"), std::string::npos) << c.line;

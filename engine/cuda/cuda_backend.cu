@@ -299,7 +299,7 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
 
   stream_ = make_stream();
   if (opt_.fused_langevin) {
-    chain_ = choose_chain(net, opt_.chain_kernel, prop.sharedMemPerBlockOptin, opt_.chain_tf32);
+    chain_ = choose_chain(net, opt_.chain_kernel, prop.sharedMemPerBlockOptin, opt_.chain_tf32, prop.major);
     std::fprintf(stderr, "cuda: %s\n", chain_.line.c_str());
     if (chain_.fused && chain_.kernel == ChainKernel::kGeneric) {
       chain_net_ = chain_net_for(net);
