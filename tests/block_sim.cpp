@@ -23,9 +23,33 @@ namespace ebm::sim {
 
 namespace {
 
-thread_local BlockSim* g_sim = nullptr;
-
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error("block_sim: " + what); }
+
+// getcontext/makecontext and swapcontext return twice; kept in functions of their own so that no local of the
+// scheduler lives across them (GCC's -Wclobbered).
+[[gnu::noinline]] void prepare_context(ucontext_t* ctx, char* stack, size_t bytes, void (*fn)(), unsigned lo,
+                                       unsigned hi, int tid) {
+  getcontext(ctx);
+  ctx->uc_stack.ss_sp = stack;
+  ctx->uc_stack.ss_size = bytes;
+  ctx->uc_link = nullptr;
+  makecontext(ctx, fn, 3, lo, hi, tid);
+}
+
+// Switches from `save` to `to`; `to_stack`/`to_bytes` name the stack switched to (ASan: null for the scheduler's),
+// `leaving` says the current fiber will not be resumed.
+[[gnu::noinline]] void switch_context(ucontext_t* save, ucontext_t* to, const void* to_stack, size_t to_bytes,
+                                      bool leaving) {
+#ifdef EBM_SIM_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(leaving ? nullptr : &fake, to_stack, to_bytes);
+  swapcontext(save, to);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  (void)to_stack, (void)to_bytes, (void)leaving;
+  swapcontext(save, to);
+#endif
+}
 
 }  // namespace
 
@@ -208,7 +232,8 @@ void BlockSim::complete_if_done(Mbar& m) {
 void BlockSim::trampoline(unsigned lo, unsigned hi, int tid) {
   BlockSim* s = reinterpret_cast<BlockSim*>((uintptr_t(hi) << 32) | uintptr_t(lo));
 #ifdef EBM_SIM_ASAN
-  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+  // The stack switched from is the scheduler's: its bounds are what the switches back to it name.
+  __sanitizer_finish_switch_fiber(nullptr, &s->sched_stack_, &s->sched_stack_bytes_);
 #endif
   (*s->body_)(s->lanes_[size_t(tid)]);
   s->fibers_[size_t(tid)].wait = Wait::kDone;
@@ -217,14 +242,7 @@ void BlockSim::trampoline(unsigned lo, unsigned hi, int tid) {
 
 void BlockSim::yield(int tid) {
   Fiber& f = fibers_[size_t(tid)];
-#ifdef EBM_SIM_ASAN
-  void* fake = nullptr;
-  __sanitizer_start_switch_fiber(f.wait == Wait::kDone ? nullptr : &fake, nullptr, 0);
-  swapcontext(&f.ctx, &sched_);
-  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#else
-  swapcontext(&f.ctx, &sched_);
-#endif
+  switch_context(&f.ctx, &sched_, sched_stack_, sched_stack_bytes_, f.wait == Wait::kDone);
 }
 
 std::string BlockSim::where() const {
@@ -343,7 +361,6 @@ bool BlockSim::resolve() {
 
 void BlockSim::run(const std::function<void(SimLane&)>& body) {
   body_ = &body;
-  g_sim = this;
   const uintptr_t self = reinterpret_cast<uintptr_t>(this);
   for (int t = 0; t < opt_.nthreads; ++t) {
     Fiber& f = fibers_[size_t(t)];
@@ -352,12 +369,9 @@ void BlockSim::run(const std::function<void(SimLane&)>& body) {
     f.events.clear();
     f.occ.clear();
     f.fma_interval = 0;
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.get();
-    f.ctx.uc_stack.ss_size = opt_.stack_bytes;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, reinterpret_cast<void (*)()>(&BlockSim::trampoline), 3, unsigned(self & 0xffffffffu),
-                unsigned(self >> 32), t);
+    f.key = -1;
+    prepare_context(&f.ctx, f.stack.get(), opt_.stack_bytes, reinterpret_cast<void (*)()>(&BlockSim::trampoline),
+                    unsigned(self & 0xffffffffu), unsigned(self >> 32), t);
   }
   for (;;) {
     bool ran = false;
@@ -365,14 +379,7 @@ void BlockSim::run(const std::function<void(SimLane&)>& body) {
       const int t = opt_.descending ? opt_.nthreads - 1 - i : i;
       Fiber& f = fibers_[size_t(t)];
       if (f.wait != Wait::kRun) continue;
-#ifdef EBM_SIM_ASAN
-      void* fake = nullptr;
-      __sanitizer_start_switch_fiber(&fake, f.stack.get(), opt_.stack_bytes);
-      swapcontext(&sched_, &f.ctx);
-      __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#else
-      swapcontext(&sched_, &f.ctx);
-#endif
+      switch_context(&sched_, &f.ctx, f.stack.get(), opt_.stack_bytes, false);
       ran = true;
     }
     bool all_done = true;

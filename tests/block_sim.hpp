@@ -170,6 +170,8 @@ class BlockSim {
   std::string where() const;
 
   SimOptions opt_;
+  const void* sched_stack_ = nullptr;  // the scheduler's stack, for ASan's fiber switches (null: the thread's own)
+  size_t sched_stack_bytes_ = 0;
   float* smem_ = nullptr;
   size_t smem_floats_ = 0;
   ucontext_t sched_{};
