@@ -708,6 +708,13 @@ struct TiledChain {
   }
   template <int l>
   static constexpr bool kMma = P.mma(l);  // layer l on the tensor cores
+  // Whether what a phase writes is an mma operand next, and so rounded to TF32 once, there: forward l's output is
+  // forward l+1's input (the last layer's dz, backward l's); backward l's dz(l−1) is backward l−1's (layer 0 never
+  // runs on the tensor cores).
+  template <int l>
+  static constexpr bool kRoundForwardOut = l + 1 < Net::layers ? P.mma(l + 1) : P.mma(l);
+  template <int l>
+  static constexpr bool kRoundBackwardOut = l >= 2 && P.mma(l - 1);
   static constexpr int L = Net::layers;
   static constexpr bool kStreams = kResident && P.resident_layers < L;
   static constexpr int kSlots = kStreams ? P.ring_slots : 0;
@@ -829,17 +836,51 @@ struct TiledChain {
 
   // --- phases ---
 
-  // Forward of layer l: z = conv(in) + b; a = swish(z), s = swish'(z) into parity planes; the last layer writes
-  // dz = wd ⊙ swish'(z) instead. Taps in order 0..8 (a streamed layer's ring uses u0 .. u0 + 8).
+  // The backward epilogue of input channel ci, parity par of super-pixel q: dz(l−1) = sum ⊙ s', plain [C][H·W] layout
+  // (rounded to TF32 when an mma reads it next).
+  template <int l, class Lane>
+  EBM_HD static void backward_epilogue(Lane& lane, float* sm, float sum, int ci, int par, int q) {
+    constexpr int HIN = P.hin[l], WO = HIN / 2;
+    const int iy = 2 * (q / WO) + (par >> 1), ix = 2 * (q % WO) + (par & 1);
+    const float sd = lane.lds(sm + plan().off_s[l] + ci * plan().cp[l] + par * plan().pp[l] + q);
+    const float v = sum * sd;
+    lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix,
+             kRoundBackwardOut<l> ? round_tf32(v) : v);
+  }
+
+  // One mma.m16n8k8 into d: A's fragment from a (element (m, k) at a + m·am + k·ak for the lane's m = g, k = t, and
+  // the +8 rows, +4 columns), B's from b (element (k, n) at b + k·bk for k = t, t + 4; the lane's column is in b,
+  // read only where ok). Operands are TF32 already (bits: no conversion).
+  template <bool kWShared, class Lane>
+  EBM_HD static void mma_step(Lane& lane, const float* a, int am, int ak, const float* b, int bk, bool ok,
+                              float (&d)[4]) {
+    const uint32_t af[4] = {bits(ldw(lane, kWShared, a)), bits(ldw(lane, kWShared, a + 8 * am)),
+                            bits(ldw(lane, kWShared, a + 4 * ak)), bits(ldw(lane, kWShared, a + 8 * am + 4 * ak))};
+    const uint32_t bf[2] = {bits(lane.lds_if(ok, b)), bits(lane.lds_if(ok, b + 4 * bk))};
+    lane.mma_tf32(d, af, bf);
+  }
+
+  // The warp tiles (16 rows × 8 columns) warp `warp` computes: tiles warp, warp + NW, ... of MT row tiles × the column
+  // tiles; has[i] false past the last (warp-uniform).
+  template <int MT, int TILES, int TPW>
+  EBM_HD static void mma_tiles(int warp, bool (&has)[TPW], int (&m0)[TPW], int (&n0)[TPW]) {
+    EBM_UNROLL
+    for (int i = 0; i < TPW; ++i) {
+      const int tile = warp + (NT / 32) * i;
+      has[i] = tile < TILES;
+      m0[i] = (tile % MT) * 16;
+      n0[i] = (tile / MT) * 8;
+    }
+  }
+
   // Forward of layer l on the tensor cores: warp tiles of 16 output channels × 8 pixels (mma.m16n8k8, K = 8 input
   // channels of one tap), a warp's tiles tile = warp, warp + NW, ... (every warp walks every tap: the ring counts
   // on it); operands already TF32 (the packing rounded W, the previous epilogue a); fp32 sums, the fp32 epilogue.
   template <int l, class Lane>
   EBM_HD static void forward_mma(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total) {
     constexpr int CIN = P.cin[l], COUT = P.cout[l], WO = P.hin[l] / 2, PIX = WO * WO, NW = NT / 32;
-    constexpr int MT = COUT / 16, TILES = MT * ((PIX + 7) / 8), TPW = (TILES + NW - 1) / NW;
+    constexpr int MT = COUT / 16, TILES = MT * ((PIX + 7) / 8), TPW = (TILES + NW - 1) / NW;  // row tiles: co
     constexpr int CPI = P.cp[l], PPI = P.pp[l], WP = P.wp[l];
-    constexpr bool ROUND = l + 1 < L || kMma<l>;  // the consumer (forward l+1, or backward l) is on the tensor cores
     static_assert(CIN % 16 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 16 input and output channels");
     const float* in = sm + plan().off_buf[(l - 1) % 2];
     const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
@@ -847,21 +888,10 @@ struct TiledChain {
     lane.phase(l);
     // Two accumulator chains a tile (K chunks of 8 alternate between them, summed in the epilogue): an mma waits for
     // the previous one into the same accumulators, so one chain would serialise a warp on the tensor core's latency.
-    float d[TPW][2][4];
+    float d[TPW][2][4] = {};
     int m0[TPW], n0[TPW];
-    bool has[TPW], top = false, left = false;
-    int pix = 0;
-    EBM_UNROLL
-    for (int i = 0; i < TPW; ++i) {
-      const int tile = warp + NW * i;
-      has[i] = tile < TILES;
-      m0[i] = (tile % MT) * 16;
-      n0[i] = (tile / MT) * 8;
-      EBM_UNROLL
-      for (int c = 0; c < 2; ++c)
-        EBM_UNROLL
-        for (int r = 0; r < 4; ++r) d[i][c][r] = 0.0f;
-    }
+    bool has[TPW];
+    mma_tiles<MT, TILES, TPW>(warp, has, m0, n0);
     EBM_NO_UNROLL
     for (int tt = 0; tt < kTaps; ++tt) {
       const int tap = fwd_tap(tt), ky = tap / 3, kx = tap % 3, plane = (ky != 1) * 2 + (kx != 1);
@@ -872,25 +902,17 @@ struct TiledChain {
       EBM_UNROLL
       for (int i = 0; i < TPW; ++i) {
         if (!has[i]) continue;  // warp-uniform
-        pix = n0[i] + g;
+        const int pix = n0[i] + g;
         const bool inside = pix < PIX;
-        top = pix / WO > 0;
-        left = pix % WO > 0;
-        const bool ok = inside && (ky != 0 || top) && (kx != 0 || left);
+        const bool ok = inside && (ky != 0 || pix / WO > 0) && (kx != 0 || pix % WO > 0);
         const float* b_src = in + plane * PPI + (inside ? pix + shift : 0);
         EBM_UNROLL
         for (int k0 = 0; k0 < CIN; k0 += 16)
           EBM_UNROLL
-          for (int c = 0; c < 2; ++c) {
+          for (int c = 0; c < 2; ++c) {  // A[co][ci] = W[tap][ci][co]; B[ci][pixel] = in[ci][pixel]
             const int kk = k0 + 8 * c;
-            const float* wa = w + (kk + t) * WP + m0[i] + g;  // A[co][ci] = W[tap][ci][co]
-            const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
-                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8)),
-                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP)),
-                                   bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4 * WP + 8))};
-            const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (kk + t) * CPI)),
-                                   bits(lane.lds_if(ok, b_src + (kk + t + 4) * CPI))};
-            lane.mma_tf32(d[i][c], a, b);
+            mma_step<kWShared<l> || kWStreamed<l>>(lane, w + (kk + t) * WP + m0[i] + g, 1, WP, b_src + (kk + t) * CPI,
+                                                   CPI, ok, d[i][c]);
           }
       }
       if constexpr (kWStreamed<l>) ring_release(lane, sm, packed, u0 + tt, total);
@@ -902,16 +924,17 @@ struct TiledChain {
       for (int r = 0; r < 4; ++r) {
         const int co = m0[i] + g + 8 * (r >> 1), p = n0[i] + 2 * t + (r & 1);
         if (p >= PIX) continue;
-        forward_epilogue<l, ROUND>(lane, sm, packed, d[i][0][r] + d[i][1][r], co, p);
+        forward_epilogue<l>(lane, sm, packed, d[i][0][r] + d[i][1][r], co, p);
       }
     }
   }
 
   // The forward epilogue of output (co, p): z = sum + b; a = swish(z) and s' into parity planes, or dz = wd ⊙ swish'(z)
-  // for the last layer. ROUND: what is written is an mma operand next (TF32, rounded here once).
-  template <int l, bool ROUND, class Lane>
+  // for the last layer (rounded to TF32 when an mma reads it next).
+  template <int l, class Lane>
   EBM_HD static void forward_epilogue(Lane& lane, float* sm, const float* __restrict__ packed, float sum, int co, int p) {
     constexpr int WO = P.hin[l] / 2, PIX = WO * WO;
+    constexpr bool ROUND = kRoundForwardOut<l>;
     const float z = sum + ldp(lane, (kResident ? sm + plan().off_w : packed) + plan().gb[l] + co);
     float a, ds;
     swish_and_grad(z, a, ds);
@@ -933,6 +956,8 @@ struct TiledChain {
     return u;
   }
 
+  // Forward of layer l: z = conv(in) + b; a = swish(z), s = swish'(z) into parity planes; the last layer writes
+  // dz = wd ⊙ swish'(z) instead. Taps in order 0..8 (a streamed layer's ring uses u0 .. u0 + 8).
   template <int l, class Lane>
   EBM_HD static void forward(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total) {
     if constexpr (kMma<l>) {
@@ -996,7 +1021,7 @@ struct TiledChain {
       EBM_UNROLL
       for (int k = 0; k < MINE; ++k) {
         const int idx = off + k, j = idx / T.tc, c = idx % T.tc, co = co0 + c, p = pg + NPG * j;
-        forward_epilogue<l, (l + 1 < L && kMma<l + 1>) || (l + 1 == L && kMma<l>)>(lane, sm, packed, acc[k], co, p);
+        forward_epilogue<l>(lane, sm, packed, acc[k], co, p);
       }
     }
   }
@@ -1065,28 +1090,15 @@ struct TiledChain {
     constexpr int CIN = P.cin[l], COUT = P.cout[l], HIN = P.hin[l], WO = HIN / 2, Q = WO * WO, NW = NT / 32;
     constexpr int MT = CIN / 16, TILES = MT * ((Q + 7) / 8), TPW = (TILES + NW - 1) / NW;
     constexpr int DP = P.dp[l], WP = P.wp[l];
-    constexpr bool ROUND = l - 1 >= 1 && kMma<l - 1>;
     static_assert(CIN % 16 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 16 input and output channels");
     const float* dz = sm + plan().off_buf[l % 2];
     const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
     lane.phase(L + (L - 1 - l));
-    float d[TPW][4][2][4];  // a tile's four parity classes, two accumulator chains each (see forward_mma)
+    float d[TPW][4][2][4] = {};  // a tile's four parity classes, two accumulator chains each (see forward_mma)
     int m0[TPW], n0[TPW];
     bool has[TPW];
-    EBM_UNROLL
-    for (int i = 0; i < TPW; ++i) {
-      const int tile = warp + NW * i;
-      has[i] = tile < TILES;
-      m0[i] = (tile % MT) * 16;
-      n0[i] = (tile / MT) * 8;
-      EBM_UNROLL
-      for (int c = 0; c < 4; ++c)
-        EBM_UNROLL
-        for (int h = 0; h < 2; ++h)
-          EBM_UNROLL
-          for (int r = 0; r < 4; ++r) d[i][c][h][r] = 0.0f;
-    }
+    mma_tiles<MT, TILES, TPW>(warp, has, m0, n0);  // row tiles: ci
     EBM_UNROLL
     for (int pi = 0; pi < 4; ++pi) {
       const int par = 3 - pi;
@@ -1107,16 +1119,10 @@ struct TiledChain {
           EBM_UNROLL
           for (int k0 = 0; k0 < COUT; k0 += 16)
             EBM_UNROLL
-            for (int h = 0; h < 2; ++h) {
+            for (int h = 0; h < 2; ++h) {  // A[ci][co] = W[tap][ci][co]; B[co][super-pixel] = dz[co][q + shift]
               const int kk = k0 + 8 * h;
-              const float* wa = w + (m0[i] + g) * WP + kk + t;  // A[ci][co] = W[tap][ci][co]
-              const uint32_t a[4] = {bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa)),
-                                     bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP)),
-                                     bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 4)),
-                                     bits(ldw(lane, kWShared<l> || kWStreamed<l>, wa + 8 * WP + 4))};
-              const uint32_t b[2] = {bits(lane.lds_if(ok, b_src + (kk + t) * DP)),
-                                     bits(lane.lds_if(ok, b_src + (kk + t + 4) * DP))};
-              lane.mma_tf32(d[i][par][h], a, b);
+              mma_step<kWShared<l> || kWStreamed<l>>(lane, w + (m0[i] + g) * WP + kk + t, WP, 1, b_src + (kk + t) * DP,
+                                                     DP, ok, d[i][par][h]);
             }
         }
         if constexpr (kWStreamed<l>) ring_release(lane, sm, packed, u0 + tt, total);
@@ -1131,10 +1137,7 @@ struct TiledChain {
         for (int r = 0; r < 4; ++r) {
           const int ci = m0[i] + g + 8 * (r >> 1), q = n0[i] + 2 * t + (r & 1);
           if (q >= Q) continue;
-          const int iy = 2 * (q / WO) + (par >> 1), ix = 2 * (q % WO) + (par & 1);
-          const float sd = lane.lds(sm + plan().off_s[l] + ci * plan().cp[l] + par * plan().pp[l] + q);
-          const float v = (d[i][par][0][r] + d[i][par][1][r]) * sd;
-          lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix, ROUND ? round_tf32(v) : v);
+          backward_epilogue<l>(lane, sm, d[i][par][0][r] + d[i][par][1][r], ci, par, q);
         }
     }
   }
@@ -1167,11 +1170,7 @@ struct TiledChain {
       EBM_UNROLL
       for (int k = 0; k < MINE; ++k) {
         const int idx = off + k, j = idx / (4 * T.tc), par = (idx / T.tc) % 4, ci = cg * T.tc + idx % T.tc;
-        const int q = pg + NPG * j, iy = 2 * (q / WO) + (par >> 1), ix = 2 * (q % WO) + (par & 1);
-        const float sd = lane.lds(sm + plan().off_s[l] + ci * plan().cp[l] + par * plan().pp[l] + q);
-        const float v = acc[k] * sd;
-        lane.sts(sm + plan().off_buf[(l - 1) % 2] + ci * plan().dp[l - 1] + iy * HIN + ix,
-                 l - 1 >= 1 && kMma<l - 1> ? round_tf32(v) : v);
+        backward_epilogue<l>(lane, sm, acc[k], ci, par, pg + NPG * j);
       }
     }
   }
