@@ -24,7 +24,10 @@
 #include "kernels/langevin_chain_block.hpp"  // chain_phase: the code under test
 #include "kernels/philox.hpp"               // philox_blocks
 
+#include "tests/chain_test_support.hpp"  // chain_params, chain_images, compare, same_bits, why_no_cuda
+
 using namespace ebm;
+using namespace ebm::test;
 
 namespace {
 
@@ -67,21 +70,6 @@ EngineOptions options_for(const ChainShape& s) {
   return o;
 }
 
-// Glorot weights (the CPU backend's initial θ) and nonzero biases, so every term of the layers is exercised.
-std::vector<float> params_for(const NetSpec& net, uint64_t seed) {
-  std::vector<float> p = init_params(net, seed);
-  Rng r(seed + 1, RngStream::kInit);
-  for (const ConvShape& c : net.convs) r.uniform(p.data() + c.b_off, c.cout, -0.2f, 0.2f);
-  r.uniform(p.data() + net.dense_b_off, 1, -0.2f, 0.2f);
-  return p;
-}
-
-std::vector<float> images(int n, int img, uint64_t seed) {
-  std::vector<float> x(size_t(n) * size_t(img));
-  Rng(seed, RngStream::kInit).uniform(x.data(), int64_t(x.size()), -1.0f, 1.0f);
-  return x;
-}
-
 // The GPU's launch, on the host: block b owns images [b·kImages, ...); every phase runs for every thread index
 // in `order` before the next phase starts (the barrier). Shared memory starts as NaN, so a read of anything no
 // earlier phase wrote shows up in the result.
@@ -117,26 +105,6 @@ ChainNoise sample_noise(uint64_t seed, int n, int img) {
   return {seed, stream_id(RngStream::kGenerate), 0, philox_blocks(uint64_t(n) * uint64_t(img))};
 }
 
-struct Diff {
-  double max_abs = 0;
-  size_t bad = 0, at = 0;
-};
-Diff compare(const std::vector<float>& got, const std::vector<float>& want, double tol) {
-  Diff d;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double e = std::fabs(double(got[i]) - double(want[i]));
-    if (!(e <= tol)) ++d.bad;
-    if (!(e <= d.max_abs)) d.max_abs = e, d.at = i;
-  }
-  return d;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](float u, float v) {
-           return std::memcmp(&u, &v, sizeof u) == 0;
-         });
-}
-
 struct HarnessCase {
   const ChainShape* shape;
   int n, steps;
@@ -156,14 +124,14 @@ TEST_P(LangevinChainHarness, MatchesCpuBackendInEveryThreadOrder) {
   const HarnessCase& c = GetParam();
   const EngineOptions o = options_for(*c.shape);
   CpuBackend cpu(o);
-  const std::vector<float> params = params_for(o.net, 7);
+  const std::vector<float> params = chain_params(o.net, 7);
   cpu.set_params(params);
   const ChainNet net = chain_net_for(o.net);
   ASSERT_EQ(chain_refusal(o.net, 227 * 1024), "");
   const int img = net.img;
   const SamplerParams sp{c.steps, 10.0f, c.noise ? 0.005f : 0.0f, 0.03f};
   const uint64_t seed = 11;
-  const std::vector<float> x0 = images(c.n, img, 21);
+  const std::vector<float> x0 = chain_images(c.n, img, 21);
 
   Tensor ref({c.n, 1, o.net.in_h, o.net.in_w});
   ref.data = x0;
@@ -221,7 +189,7 @@ TEST(LangevinChainNoise, DrawsTheEnginesPhiloxStreamBitForBit) {
     const SamplerParams sp{5, 10.0f, 0.005f, 0.03f};
     const uint64_t seed = 9, blocks = philox_blocks(uint64_t(n) * uint64_t(img)) + 3;
     const ChainNoise nz{seed, stream_id(RngStream::kLangevin), 1234, blocks};
-    std::vector<float> want = images(n, img, 5);
+    std::vector<float> want = chain_images(n, img, 5);
     const std::vector<float> x0 = want;
     for (int k = 0; k < sp.steps; ++k) {
       Rng r(seed, RngStream::kLangevin);
@@ -255,12 +223,6 @@ TEST(LangevinChainPlan, BudgetAndRefusals) {
 
 // --- on a GPU: the kernel against the CPU backend, and against the per-layer path ---
 
-std::string why_no_cuda() {
-  std::string why;
-  if (cuda_usable(&why)) return "";
-  return why.empty() ? std::string("cuda_usable() found no device") : why;
-}
-
 struct GpuCase {
   const ChainShape* shape;
   int n, steps;
@@ -275,12 +237,12 @@ void run_gpu_case(const GpuCase& c) {
   CpuBackend cpu(o);
   auto gpu = make_backend("cuda", o);
   ASSERT_TRUE(gpu->facts().fused_langevin) << "the fused chain fell back: " << gpu->describe();
-  const std::vector<float> params = params_for(o.net, 7);
+  const std::vector<float> params = chain_params(o.net, 7);
   cpu.set_params(params);
   gpu->set_params(params);
   const SamplerParams sp{c.steps, 10.0f, c.noise ? 0.005f : 0.0f, 0.03f};
   Tensor xc({c.n, 1, o.net.in_h, o.net.in_w});
-  xc.data = images(c.n, int(o.net.image_size()), 21);
+  xc.data = chain_images(c.n, int(o.net.image_size()), 21);
   const Tensor x0 = xc;
   Tensor xg = xc;
   cpu.sample(xc, sp, 11);

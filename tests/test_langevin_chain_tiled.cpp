@@ -26,7 +26,10 @@
 #include "kernels/langevin_chain_tiled_nets.hpp"  // TiledChain and the nets compiled in: the code under test
 #include "tests/block_sim.hpp"                    // BlockSim, SimLane
 
+#include "tests/chain_test_support.hpp"  // chain_params, chain_images, compare, same_bits, why_no_cuda
+
 using namespace ebm;
+using namespace ebm::test;
 using sim::BlockSim;
 using sim::SimLane;
 
@@ -65,21 +68,6 @@ const Shape kSmall{"small", {8, 16}, 3, 2, 32};
 const Shape kWide{"wide3", {32, 64, 64}, 3, 2, 32};
 
 NetSpec spec_of(const Shape& s) { return NetSpec::make(s.channels, s.k, s.stride, s.hw); }
-
-// Glorot weights (the CPU backend's initial θ) and nonzero biases, so every term of the layers is exercised.
-std::vector<float> params_for(const NetSpec& net, uint64_t seed) {
-  std::vector<float> p = init_params(net, seed);
-  Rng r(seed + 1, RngStream::kInit);
-  for (const ConvShape& c : net.convs) r.uniform(p.data() + c.b_off, c.cout, -0.2f, 0.2f);
-  r.uniform(p.data() + net.dense_b_off, 1, -0.2f, 0.2f);
-  return p;
-}
-
-std::vector<float> images(int n, int img, uint64_t seed) {
-  std::vector<float> x(size_t(n) * size_t(img));
-  Rng(seed, RngStream::kInit).uniform(x.data(), int64_t(x.size()), -1.0f, 1.0f);
-  return x;
-}
 
 // sample()'s noise: stream (seed, kGenerate) from block 0, step k at k·philox_blocks(n·img).
 TiledNoise sample_noise(uint64_t seed, int n, int img) {
@@ -160,31 +148,25 @@ SimRun sim_generic(const NetSpec& spec, const std::vector<float>& params, std::v
   return out;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-struct Diff {
-  double max_abs = 0;
-  size_t bad = 0, at = 0;
-};
-Diff compare(const std::vector<float>& got, const std::vector<float>& want, double tol) {
-  Diff d;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double e = std::fabs(double(got[i]) - double(want[i]));
-    if (!(e <= tol)) ++d.bad;
-    if (!(e <= d.max_abs)) d.max_abs = e, d.at = i;
-  }
-  return d;
-}
-
-std::vector<float> cpu_chain(const NetSpec& spec, const std::vector<float>& params, const std::vector<float>& x0, int n,
-                             const SamplerParams& sp, uint64_t seed) {
+// An engine for net `spec` with batches (and a replay buffer) of n images; fused_options adds the fused chain.
+EngineOptions chain_options(const NetSpec& spec, int n) {
   EngineOptions o;
   o.net = spec;
   o.batch_size = n;
   o.buffer_initial = n;
-  CpuBackend cpu(o);
+  return o;
+}
+EngineOptions fused_options(const NetSpec& spec, int n, ChainKernel kernel, bool tf32 = false) {
+  EngineOptions o = chain_options(spec, n);
+  o.fused_langevin = true;
+  o.chain_kernel = kernel;
+  o.chain_tf32 = tf32;
+  return o;
+}
+
+std::vector<float> cpu_chain(const NetSpec& spec, const std::vector<float>& params, const std::vector<float>& x0, int n,
+                             const SamplerParams& sp, uint64_t seed) {
+  CpuBackend cpu(chain_options(spec, n));
   cpu.set_params(params);
   Tensor t({n, spec.in_c, spec.in_h, spec.in_w});
   t.data = x0;
@@ -389,10 +371,10 @@ class TiledChainSim : public ::testing::TestWithParam<Case> {};
 TEST_P(TiledChainSim, MatchesCpuBackendInBothThreadOrders) {
   const Case& c = GetParam();
   const NetSpec spec = spec_of(*c.shape);
-  const std::vector<float> params = params_for(spec, 7);
+  const std::vector<float> params = chain_params(spec, 7);
   const int img = int(spec.image_size());
   const SamplerParams sp{c.steps, 10.0f, c.noise ? 0.005f : 0.0f, 0.03f};
-  const std::vector<float> x0 = images(c.n, img, 21);
+  const std::vector<float> x0 = chain_images(c.n, img, 21);
   const std::vector<float> ref = cpu_chain(spec, params, x0, c.n, sp, 11);
   const TiledNoise nz = sample_noise(11, c.n, img);
   const std::vector<float> asc = run_any(c, spec, params, x0, sp, nz, false);
@@ -434,8 +416,8 @@ INSTANTIATE_TEST_SUITE_P(, TiledChainSim, ::testing::ValuesIn(cases()),
 // ring's every load, reuse and refill is exercised (its slots read NaN from a refill's issue until it lands).
 TEST(TiledChainHomes, TiledAndResidentGiveTheSameBits) {
   const NetSpec spec = spec_of(kSeed);
-  const std::vector<float> params = params_for(spec, 3);
-  const std::vector<float> x0 = images(1, 1024, 5);
+  const std::vector<float> params = chain_params(spec, 3);
+  const std::vector<float> x0 = chain_images(1, 1024, 5);
   const SamplerParams sp{30 / kLong, 10.0f, 0.005f, 0.03f};
   const TiledNoise nz = sample_noise(4, 1, 1024);
   const SimRun a = sim_tiled<TiledKernel<TiledSeedNet, TiledHome::kGlobal>>(spec, params, x0, 1, sp, nz, false);
@@ -454,7 +436,7 @@ TEST(TiledChainNoise, DrawsTheEnginesPhiloxStreamBitForBit) {
   const SamplerParams sp{4, 10.0f, 0.005f, 0.03f};
   const uint64_t seed = 9, blocks = philox_blocks(uint64_t(n) * uint64_t(img)) + 3;
   const TiledNoise nz{seed, stream_id(RngStream::kLangevin), 1234, blocks};
-  std::vector<float> want = images(n, img, 5);
+  std::vector<float> want = chain_images(n, img, 5);
   const std::vector<float> x0 = want;
   for (int k = 0; k < sp.steps; ++k) {
     Rng r(seed, RngStream::kLangevin);
@@ -558,9 +540,9 @@ constexpr double kTf32EnergyBand = 2e-3;  // |mean E_tf32 − mean E_fp32| after
 
 TEST(TiledChainTf32, OneStepStaysWithinTf32RoundingOfFp32) {
   const NetSpec spec = spec_of(kSeed);
-  const std::vector<float> params = params_for(spec, 7);
+  const std::vector<float> params = chain_params(spec, 7);
   const SamplerParams sp{1, 10.0f, 0.005f, 0.03f};
-  const std::vector<float> x0 = images(2, 1024, 21);
+  const std::vector<float> x0 = chain_images(2, 1024, 21);
   const TiledNoise nz = sample_noise(11, 2, 1024);
   const SimRun f = sim_tiled<TiledChain<TiledSeedNet, 512, true, false>>(spec, params, x0, 2, sp, nz, false);
   const SimRun t = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(spec, params, x0, 2, sp, nz, false);
@@ -577,18 +559,14 @@ TEST(TiledChainTf32, OneStepStaysWithinTf32RoundingOfFp32) {
 
 TEST(TiledChainTf32, EnergiesAfter40StepsStayWithinABandOfFp32) {
   const NetSpec spec = spec_of(kSeed);
-  const std::vector<float> params = params_for(spec, 7);
+  const std::vector<float> params = chain_params(spec, 7);
   const SamplerParams sp{40 / kLong, 10.0f, 0.005f, 0.03f};
   const int n = 2;
-  const std::vector<float> x0 = images(n, 1024, 23);
+  const std::vector<float> x0 = chain_images(n, 1024, 23);
   const TiledNoise nz = sample_noise(12, n, 1024);
   const SimRun f = sim_tiled<TiledChain<TiledSeedNet, 512, true, false>>(spec, params, x0, n, sp, nz, false);
   const SimRun t = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(spec, params, x0, n, sp, nz, false);
-  EngineOptions o;
-  o.net = spec;
-  o.batch_size = n;
-  o.buffer_initial = n;
-  CpuBackend cpu(o);
+  CpuBackend cpu(chain_options(spec, n));
   cpu.set_params(params);
   Tensor a({n, 1, 32, 32}), b({n, 1, 32, 32}), start({n, 1, 32, 32});
   a.data = f.x, b.data = t.x, start.data = x0;
@@ -605,8 +583,8 @@ TEST(TiledChainTf32, EnergiesAfter40StepsStayWithinABandOfFp32) {
 TEST(TiledChainTf32, MeasuredProperties) {
   const NetSpec spec = spec_of(kSeed);
   const SimRun r = sim_tiled<TiledChain<TiledSeedNet, 512, true, true>>(
-      spec, params_for(spec, 7), images(1, 1024, 21), 1, {1, 10.0f, 0.005f, 0.03f}, sample_noise(11, 1, 1024), false,
-      true);
+      spec, chain_params(spec, 7), chain_images(1, 1024, 21), 1, {1, 10.0f, 0.005f, 0.03f}, sample_noise(11, 1, 1024),
+      false, true);
   for (const auto& [id, st] : r.stats) {
     std::printf("[  tf32    ] %-20s SIMT %.2f, LDS wavefronts/ideal %.2f (worst %lld), mma %lld, FFMA %lld\n",
                 phase_name(id, 4), st.simt(), st.lds_ways(), (long long)st.lds_worst, (long long)st.mma,
@@ -778,9 +756,10 @@ std::string model_table(const std::vector<ModelRow>& rows, int L) {
 template <class Chain>
 ModelRow measure_tiled(const std::string& name) {
   const NetSpec spec = spec_of(kSeed);
-  const std::vector<float> params = params_for(spec, 7);
+  const std::vector<float> params = chain_params(spec, 7);
   const SamplerParams sp{1, 10.0f, 0.005f, 0.03f};
-  const SimRun r = sim_tiled<Chain>(spec, params, images(1, 1024, 21), 1, sp, sample_noise(11, 1, 1024), false, true);
+  const SimRun r =
+      sim_tiled<Chain>(spec, params, chain_images(1, 1024, 21), 1, sp, sample_noise(11, 1, 1024), false, true);
   ModelRow row{name, r.stats, r.barriers, r.mbar_waits, 0};
   constexpr TiledPlan P = Chain::P;
   if (P.resident && P.ring_slots > 0)
@@ -806,7 +785,7 @@ TEST(ChainModel, SeedNetKernelsMeetTheirTargets) {
     }
   // The first kernel, for the table: one image a block, 256 threads.
   const NetSpec spec = spec_of(kSeed);
-  const SimRun g = sim_generic(spec, params_for(spec, 7), images(1, 1024, 21), 1, {1, 10.0f, 0.005f, 0.03f},
+  const SimRun g = sim_generic(spec, chain_params(spec, 7), chain_images(1, 1024, 21), 1, {1, 10.0f, 0.005f, 0.03f},
                                sample_noise(11, 1, 1024), 256, true);
   rows.push_back({"generic 256 (first kernel)", g.stats, g.barriers, 0, 0});
   const std::string table = model_table(rows, 4);
@@ -825,29 +804,18 @@ TEST(ChainModel, SeedNetKernelsMeetTheirTargets) {
 
 // --- on a GPU: the kernels against the CPU backend, and against each other ---
 
-std::string why_no_cuda() {
-  std::string why;
-  if (cuda_usable(&why)) return "";
-  return why.empty() ? std::string("cuda_usable() found no device") : why;
-}
-
 void run_gpu_case(const Shape& shape, int n, int steps, bool noise, ChainKernel kernel) {
   const std::string why = why_no_cuda();
   if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
-  EngineOptions o;
-  o.net = spec_of(shape);
+  EngineOptions o = fused_options(spec_of(shape), 8, kernel);
   o.seed = 3;
-  o.batch_size = 8;
-  o.buffer_initial = 8;
-  o.fused_langevin = true;
-  o.chain_kernel = kernel;
   auto gpu = make_backend("cuda", o);
   ASSERT_TRUE(gpu->facts().fused_langevin);
   ASSERT_EQ(gpu->facts().chain_kernel, kernel) << gpu->describe();
-  const std::vector<float> params = params_for(o.net, 7);
+  const std::vector<float> params = chain_params(o.net, 7);
   gpu->set_params(params);
   const SamplerParams sp{steps, 10.0f, noise ? 0.005f : 0.0f, 0.03f};
-  const std::vector<float> x0 = images(n, int(o.net.image_size()), 21);
+  const std::vector<float> x0 = chain_images(n, int(o.net.image_size()), 21);
   const std::vector<float> ref = cpu_chain(o.net, params, x0, n, sp, 11);
   Tensor xg({n, 1, o.net.in_h, o.net.in_w});
   xg.data = x0;
@@ -873,20 +841,14 @@ TEST(CudaParityTiledChain, WideNetResident) { run_gpu_case(kWide, 3, 10, true, C
 TEST(CudaParityTiledChain, SeedNetTf32OneStepMatchesItsCpuEmulation) {
   const std::string why = why_no_cuda();
   if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
-  EngineOptions o;
-  o.net = spec_of(kSeed);
-  o.batch_size = 8;
-  o.buffer_initial = 8;
-  o.fused_langevin = true;
-  o.chain_kernel = ChainKernel::kResident;
-  o.chain_tf32 = true;
+  const EngineOptions o = fused_options(spec_of(kSeed), 8, ChainKernel::kResident, true);
   auto gpu = make_backend("cuda", o);
   ASSERT_TRUE(gpu->facts().chain_tf32) << gpu->describe();
-  const std::vector<float> params = params_for(o.net, 7);
+  const std::vector<float> params = chain_params(o.net, 7);
   gpu->set_params(params);
   const int n = 4;
   const SamplerParams sp{1, 10.0f, 0.005f, 0.03f};
-  const std::vector<float> x0 = images(n, 1024, 21);
+  const std::vector<float> x0 = chain_images(n, 1024, 21);
   Tensor xg({n, 1, 32, 32});
   xg.data = x0;
   gpu->sample(xg, sp, 11);
@@ -905,17 +867,11 @@ TEST(CudaParityTiledChain, Tf32TrainingMetricsStayWithinABandOfFp32) {
   if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
   std::vector<StepMetrics> means;
   for (bool tf32 : {false, true}) {
-    EngineOptions o;
-    o.net = spec_of(kSeed);
-    o.batch_size = 32;
-    o.buffer_initial = 32;
+    EngineOptions o = fused_options(spec_of(kSeed), 32, ChainKernel::kResident, tf32);
     o.sampler.steps = 20;
-    o.fused_langevin = true;
-    o.chain_kernel = ChainKernel::kResident;
-    o.chain_tf32 = tf32;
     auto gpu = make_backend("cuda", o);
     Tensor train({256, 1, 32, 32});
-    train.data = images(256, 1024, 8);
+    train.data = chain_images(256, 1024, 8);
     gpu->set_train_data(train);
     gpu->begin_epoch(0);
     for (int s = 0; s < 20; ++s) gpu->train_step(s % 8);
@@ -936,16 +892,11 @@ TEST(CudaParityTiledChain, TiledAndResidentGiveTheSameBitsAndTrain) {
   if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
   std::vector<std::vector<float>> out;
   for (ChainKernel k : {ChainKernel::kTiled, ChainKernel::kResident}) {
-    EngineOptions o;
-    o.net = spec_of(kSeed);
-    o.batch_size = 16;
-    o.buffer_initial = 16;
+    EngineOptions o = fused_options(spec_of(kSeed), 16, k);
     o.sampler.steps = 10;
-    o.fused_langevin = true;
-    o.chain_kernel = k;
     auto gpu = make_backend("cuda", o);
     Tensor train({64, 1, 32, 32});
-    train.data = images(64, 1024, 8);
+    train.data = chain_images(64, 1024, 8);
     gpu->set_train_data(train);
     gpu->begin_epoch(0);
     for (int s = 0; s < 3; ++s) gpu->train_step(s);
