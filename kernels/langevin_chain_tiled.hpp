@@ -205,20 +205,29 @@ struct TiledPlan {
   // shared memory (floats)
   int off_x = 0, off_s[kTiledMaxLayers + 1] = {}, off_buf[2] = {0, 0}, off_w = 0, off_ring = 0, off_mbar = 0;
   int smem_floats = 0;
+  bool pitch_model_complete = true;  // every access pattern fit PitchTerms (TiledChain asserts it)
 };
 
 // Warp instructions whose lanes' words are ch·A + pl·B + pos for pitches (A, B) under search: built once from the
-// phases' own index arithmetic, then scored for each candidate pitch by the wavefronts they take.
+// phases' own index arithmetic, then scored for each candidate pitch by the wavefronts they take. What does not fit
+// sets `overflow` (the plan then says so, and TiledChain refuses to compile it) rather than go unscored.
 struct PitchTerms {
-  static constexpr int kMaxEntries = 1536, kMaxInstr = 64;
+  static constexpr int kMaxEntries = 2048, kMaxInstr = 64;
   int ch[kMaxEntries] = {}, pl[kMaxEntries] = {}, pos[kMaxEntries] = {};
   int start[kMaxInstr + 1] = {}, weight[kMaxInstr] = {}, width[kMaxInstr] = {};
   int n = 0, instr = 0;
+  bool overflow = false;
   constexpr void begin(int w, int wid = 1) {
-    if (instr < kMaxInstr) start[instr] = n, weight[instr] = w, width[instr] = wid, ++instr;
+    if (instr < kMaxInstr)
+      start[instr] = n, weight[instr] = w, width[instr] = wid, ++instr;
+    else
+      overflow = true;
   }
   constexpr void add(int c, int l, int q) {
-    if (n < kMaxEntries) ch[n] = c, pl[n] = l, pos[n] = q, ++n;
+    if (n < kMaxEntries)
+      ch[n] = c, pl[n] = l, pos[n] = q, ++n;
+    else
+      overflow = true;
   }
   constexpr int cost(int A, int B) const {
     int total = 0;
@@ -240,6 +249,36 @@ struct PitchModel {
   static constexpr PitchTerms level(const TiledPlan& P, int g);
   // dz(l) (A = channel pitch): backward l's reads and its writer's stores
   static constexpr PitchTerms dz(const TiledPlan& P, int l);
+
+ private:
+  // A SIMT phase's epilogue as warp 0's lanes run it: tiles t over `plane` positions, `classes` parity classes an item
+  // (1 forward, 4 backward); a warp instruction (weight w) per round, then f(channel, class, position) for each lane
+  // holding an item in that round (the split of the phases' own epilogue loops: split_offset, idx → c, class, j).
+  template <class F>
+  static constexpr void simt_epilogue(PitchTerms& T, int w, const ChainTiles& t, int plane, int classes, F f) {
+    const int v = t.tc * t.tp * classes, mine = v / t.sk > 0 ? v / t.sk : 1, np = plane / t.tp;
+    for (int k = 0; k < mine; ++k) {
+      T.begin(w);
+      for (int lane = 0; lane < 32; ++lane) {
+        const TileItem it = decode_item(lane, np, t.sk, t.pgw);
+        if (v < t.sk && it.s >= v) continue;
+        const int idx = split_offset(v, t.sk, it.s) + k;
+        f(it.cg * t.tc + idx % t.tc, (idx / t.tc) % classes, it.pg + np * (idx / (classes * t.tc)));
+      }
+    }
+  }
+  // An mma phase's epilogue as warp 0's lanes hold a 16×8 tile: a warp instruction (weight w) per accumulator register
+  // r, then f(row g (+8), column 2t (+1)) for each lane whose column is below cols.
+  template <class F>
+  static constexpr void mma_epilogue(PitchTerms& T, int w, int cols, F f) {
+    for (int r = 0; r < 4; ++r) {
+      T.begin(w);
+      for (int lane = 0; lane < 32; ++lane) {
+        const int row = lane / 4 + 8 * (r >> 1), col = 2 * (lane % 4) + (r & 1);
+        if (col < cols) f(row, col);
+      }
+    }
+  }
 };
 
 constexpr int PitchModel::weights(const TiledPlan& P, int l, int wp) {
@@ -288,52 +327,23 @@ constexpr PitchTerms PitchModel::level(const TiledPlan& P, int g) {
       T.add(it.s, 0, it.pg);
     }
   }
-  if (g >= 1 && P.mma(g - 1)) {  // an mma forward's epilogue: co = m0 + g (+8), p = n0 + 2t (+1)
-    const int wol = P.hin[g - 1] / 2, pix = wol * wol;
-    for (int r = 0; r < 4; ++r) {
-      T.begin(2);
-      for (int lane = 0; lane < 32; ++lane) {
-        const int p = 2 * (lane % 4) + (r & 1), oy = p / wol, ox = p % wol;
-        if (p >= pix) continue;
-        T.add(lane / 4 + 8 * (r >> 1), (oy & 1) * 2 + (ox & 1), (oy >> 1) * (wol / 2) + (ox >> 1));
-      }
-    }
+  if (g >= 1) {  // forward g−1's epilogue writes a and s' (co, pixel p of its output = this level's parity plane)
+    const int wol = P.hin[g - 1] / 2;
+    const auto write = [&](int co, int, int p) {
+      const int oy = p / wol, ox = p % wol;
+      T.add(co, (oy & 1) * 2 + (ox & 1), (oy >> 1) * (wol / 2) + (ox >> 1));
+    };
+    if (P.mma(g - 1))  // co = m0 + g (+8), p = n0 + 2t (+1)
+      mma_epilogue(T, 2, wol * wol, [&](int co, int p) { write(co, 0, p); });
+    else
+      simt_epilogue(T, 2, P.fwd[g - 1], wol * wol, 1, write);
   }
-  if (g >= 1 && P.mma(g)) {  // an mma backward's epilogue reads s'[ci = m0 + g (+8)][par][q = n0 + 2t (+1)]
-    for (int r = 0; r < 4; ++r) {
-      T.begin(4);
-      for (int lane = 0; lane < 32; ++lane)
-        if (2 * (lane % 4) + (r & 1) < plane) T.add(lane / 4 + 8 * (r >> 1), 0, 2 * (lane % 4) + (r & 1));
-    }
-  }
-  if (g >= 1 && !P.mma(g - 1)) {  // forward g−1's epilogue writes a and s' (pixel p of its output = this level)
-    const int l = g - 1, wol = P.hin[l] / 2, pix = wol * wol;
-    const ChainTiles t = P.fwd[l];
-    const int v = t.tc * t.tp, mine = v / t.sk > 0 ? v / t.sk : 1, npg = pix / t.tp;
-    for (int k = 0; k < mine; ++k) {
-      T.begin(2);
-      for (int lane = 0; lane < 32; ++lane) {
-        const TileItem it = decode_item(lane, npg, t.sk, t.pgw);
-        if (v < t.sk && it.s >= v) continue;
-        const int idx = split_offset(v, t.sk, it.s) + k, j = idx / t.tc, c = idx % t.tc, co = it.cg * t.tc + c;
-        const int p = it.pg + npg * j, oy = p / wol, ox = p % wol;
-        T.add(co, (oy & 1) * 2 + (ox & 1), (oy >> 1) * (wol / 2) + (ox >> 1));
-      }
-    }
-  }
-  if (g >= 1 && !P.mma(g)) {
-    // backward g's epilogue reads s'[ci][par][q] (its super-pixels q are this level's plane positions)
-    const ChainTiles u = P.bwd[g];
-    const int vb = u.tc * u.tp * 4, mb = vb / u.sk > 0 ? vb / u.sk : 1, npq = plane / u.tp;
-    for (int k = 0; k < mb; ++k) {
-      T.begin(1);
-      for (int lane = 0; lane < 32; ++lane) {
-        const TileItem it = decode_item(lane, npq, u.sk, u.pgw);
-        if (vb < u.sk && it.s >= vb) continue;
-        const int idx = split_offset(vb, u.sk, it.s) + k, j = idx / (4 * u.tc), par = (idx / u.tc) % 4;
-        T.add(it.cg * u.tc + idx % u.tc, par, it.pg + npq * j);
-      }
-    }
+  if (g >= 1) {  // backward g's epilogue reads s'[ci][par][q] (its super-pixels q are this level's plane positions)
+    const auto read = [&](int ci, int par, int q) { T.add(ci, par, q); };
+    if (P.mma(g))  // ci = m0 + g (+8), q = n0 + 2t (+1); par is the instruction's, a common offset
+      mma_epilogue(T, 4, plane, [&](int ci, int q) { read(ci, 0, q); });
+    else
+      simt_epilogue(T, 1, P.bwd[g], plane, 4, read);
   }
   if (g == 0) {  // the update reads and writes x[ci][2py + px][q], a pixel pair a lane
     const ChainTiles u = P.bwd[0];
@@ -366,50 +376,21 @@ constexpr PitchTerms PitchModel::dz(const TiledPlan& P, int l) {
       T.add(4 * it.s, 0, it.pg);
     }
   }
-  if (l == L - 1 && P.mma(l)) {  // an mma last forward writes dz[co = m0 + g (+8)][p = n0 + 2t (+1)]
-    for (int r = 0; r < 4; ++r) {
-      T.begin(1);
-      for (int lane = 0; lane < 32; ++lane)
-        if (2 * (lane % 4) + (r & 1) < pix) T.add(lane / 4 + 8 * (r >> 1), 0, 2 * (lane % 4) + (r & 1));
-    }
-  } else if (l < L - 1 && P.mma(l + 1)) {  // an mma backward l+1 writes dz[ci][iy·hin + ix]
-    const int m = l + 1, wom = P.hin[m] / 2, plane = wom * wom;
-    for (int par = 0; par < 4; ++par)
-      for (int r = 0; r < 4; ++r) {
-        T.begin(1);
-        for (int lane = 0; lane < 32; ++lane) {
-          const int q = 2 * (lane % 4) + (r & 1);
-          if (q >= plane) continue;
-          const int iy = 2 * (q / wom) + (par >> 1), ix = 2 * (q % wom) + (par & 1);
-          T.add(lane / 4 + 8 * (r >> 1), 0, iy * P.hin[m] + ix);
-        }
-      }
-  } else if (l == L - 1) {  // the last forward writes dz[co][p]
-    const ChainTiles t = P.fwd[l];
-    const int v = t.tc * t.tp, mine = v / t.sk > 0 ? v / t.sk : 1, npg = pix / t.tp;
-    for (int k = 0; k < mine; ++k) {
-      T.begin(1);
-      for (int lane = 0; lane < 32; ++lane) {
-        const TileItem it = decode_item(lane, npg, t.sk, t.pgw);
-        if (v < t.sk && it.s >= v) continue;
-        const int idx = split_offset(v, t.sk, it.s) + k;
-        T.add(it.cg * t.tc + idx % t.tc, 0, it.pg + npg * (idx / t.tc));
-      }
-    }
-  } else {  // backward l+1's epilogue writes dz[ci][iy·hin + ix] over its super-pixels
-    const int m = l + 1, wom = P.hin[m] / 2, plane = wom * wom;
-    const ChainTiles u = P.bwd[m];
-    const int vb = u.tc * u.tp * 4, mb = vb / u.sk > 0 ? vb / u.sk : 1, npq = plane / u.tp;
-    for (int k = 0; k < mb; ++k) {
-      T.begin(1);
-      for (int lane = 0; lane < 32; ++lane) {
-        const TileItem it = decode_item(lane, npq, u.sk, u.pgw);
-        if (vb < u.sk && it.s >= vb) continue;
-        const int idx = split_offset(vb, u.sk, it.s) + k, j = idx / (4 * u.tc), par = (idx / u.tc) % 4;
-        const int q = it.pg + npq * j, iy = 2 * (q / wom) + (par >> 1), ix = 2 * (q % wom) + (par & 1);
-        T.add(it.cg * u.tc + idx % u.tc, 0, iy * P.hin[m] + ix);
-      }
-    }
+  const auto write = [&](int c, int, int p) { T.add(c, 0, p); };
+  if (l == L - 1) {  // the last forward writes dz[co][p]
+    if (P.mma(l))    // co = m0 + g (+8), p = n0 + 2t (+1)
+      mma_epilogue(T, 1, pix, [&](int co, int p) { write(co, 0, p); });
+    else
+      simt_epilogue(T, 1, P.fwd[l], pix, 1, write);
+  } else {  // backward l+1's epilogue writes dz[ci][iy·hin + ix] over its super-pixels q, parity class par
+    const int m = l + 1, wom = P.hin[m] / 2;
+    const auto write_class = [&](int ci, int par, int q) {
+      write(ci, 0, (2 * (q / wom) + (par >> 1)) * P.hin[m] + 2 * (q % wom) + (par & 1));
+    };
+    if (P.mma(m))  // ci = m0 + g (+8), q = n0 + 2t (+1), a class at a time
+      for (int par = 0; par < 4; ++par) mma_epilogue(T, 1, wom * wom, [&](int ci, int q) { write_class(ci, par, q); });
+    else
+      simt_epilogue(T, 1, P.bwd[m], wom * wom, 4, write_class);
   }
   return T;
 }
@@ -455,6 +436,7 @@ constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int s
   for (int g = 0; g < L; ++g) {  // planes: the channel pitch's padding, then the plane pitch's
     const int plane = (P.hin[g] / 2) * (P.hin[g] / 2);
     const PitchTerms T = PitchModel::level(P, g);
+    P.pitch_model_complete = P.pitch_model_complete && !T.overflow;
     int best = 1 << 30, pad = 0, best_pp = plane;
     for (int b = 0; b < 32; ++b) {
       const int c = T.cost(4 * plane + b, plane);
@@ -470,6 +452,7 @@ constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int s
   for (int l = 0; l < L; ++l) {  // dz buffers
     const int pix = (P.hin[l] / 2) * (P.hin[l] / 2);
     const PitchTerms T = PitchModel::dz(P, l);
+    P.pitch_model_complete = P.pitch_model_complete && !T.overflow;
     int best = 1 << 30;
     for (int d = pix; d < pix + 32; ++d) {
       const int c = T.cost(d, 0);
@@ -728,6 +711,7 @@ struct TiledChain {
   }
   static constexpr int smem_bytes() { return 4 * P.smem_floats; }
   static_assert(4 * P.smem_floats <= kSmemBudget, "the plan does not fit its shared-memory budget");
+  static_assert(P.pitch_model_complete, "the pitch search's access patterns outgrew PitchTerms::kMaxEntries/kMaxInstr");
   // Total ring uses of a chain of `steps` steps.
   EBM_HD static int64_t ring_total(int steps) { return int64_t(steps) * 2 * plan().chunks; }
 

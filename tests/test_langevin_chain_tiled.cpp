@@ -677,6 +677,28 @@ TEST(TiledChainPlan, CompiledPlansFitAndCoverEveryPhase) {
   });
 }
 
+// The pitch search scores every warp instruction of every access pattern: for the compiled nets at both block sizes,
+// both weight homes, FP32 and TF32, no PitchTerms overflows, and where every lane of every instruction touches the
+// buffer it holds 32 entries an instruction. Level 1 of [32,64,64] at 256 threads takes 49 instructions (1,568
+// entries): past the 1,536 the model once held, whose last instruction then went unscored.
+TEST(TiledChainPlan, PitchModelScoresEveryAccess) {
+  for_each_tiled_net([](auto net, const std::vector<int>&) {
+    using Net = decltype(net);
+    for (int nt : {256, 512})
+      for (bool resident : {false, true})
+        for (bool tf32 : {false, true}) {
+          const TiledPlan P = make_tiled_plan<Net>(nt, resident, 4, 227 * 1024, tf32);
+          EXPECT_TRUE(P.pitch_model_complete) << nt << " threads";
+          for (int g = 0; g < P.layers; ++g) EXPECT_FALSE(PitchModel::level(P, g).overflow) << "level " << g;
+          for (int l = 0; l < P.layers; ++l) EXPECT_FALSE(PitchModel::dz(P, l).overflow) << "dz " << l;
+        }
+  });
+  const PitchTerms T = PitchModel::level(make_tiled_plan<TiledWide3Net>(256, false, 4, 227 * 1024, false), 1);
+  EXPECT_FALSE(T.overflow);
+  EXPECT_EQ(T.instr, 49);
+  EXPECT_EQ(T.n, 32 * 49);
+}
+
 // --- what decides the speed on a GPU, measured from the kernels' code ---
 
 // One kernel's measurements over one Langevin step of one image (one SM's share of a batch of 128 on 128 SMs).
