@@ -1,6 +1,6 @@
 // What the Langevin-chain kernels' tests share (tests/test_langevin_chain_harness.cpp for the generic chain,
-// tests/test_langevin_chain_tiled.cpp for the tiled one): their inputs, how results are compared, and why a GPU test
-// skips.
+// tests/test_langevin_chain_tiled.cpp for the tiled one): their inputs, the noise-only reference chain, how results
+// are compared, and why a GPU test skips.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -11,6 +11,7 @@
 #include "engine/net.hpp"            // NetSpec, init_params
 #include "engine/rng.hpp"            // Rng
 #include "host/backend_factory.hpp"  // cuda_usable
+#include "kernels/ebm_math.hpp"      // langevin_perturb
 
 namespace ebm::test {
 
@@ -27,6 +28,20 @@ inline std::vector<float> chain_params(const NetSpec& net, uint64_t seed) {
 inline std::vector<float> chain_images(int n, int img, uint64_t seed) {
   std::vector<float> x(size_t(n) * size_t(img));
   Rng(seed, RngStream::kInit).uniform(x.data(), int64_t(x.size()), -1.0f, 1.0f);
+  return x;
+}
+
+// A chain of `steps` noise-only Langevin steps (zero weights: no gradient) from x, as the engine draws it: step k's
+// normals by Rng::normal from stream (seed, kLangevin) at block offset + k·blocks, then x ← clamp(x + noise·n).
+inline std::vector<float> noise_only_chain(std::vector<float> x, int steps, float noise, uint64_t seed, uint64_t offset,
+                                           uint64_t blocks) {
+  std::vector<float> n(x.size());
+  for (int k = 0; k < steps; ++k) {
+    Rng r(seed, RngStream::kLangevin);
+    r.offset = offset + uint64_t(k) * blocks;
+    r.normal(n.data(), int64_t(n.size()), 0.0f, 1.0f);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = langevin_perturb(x[i], noise, n[i]);
+  }
   return x;
 }
 

@@ -436,15 +436,8 @@ TEST(TiledChainNoise, DrawsTheEnginesPhiloxStreamBitForBit) {
   const SamplerParams sp{4, 10.0f, 0.005f, 0.03f};
   const uint64_t seed = 9, blocks = philox_blocks(uint64_t(n) * uint64_t(img)) + 3;
   const TiledNoise nz{seed, stream_id(RngStream::kLangevin), 1234, blocks};
-  std::vector<float> want = chain_images(n, img, 5);
-  const std::vector<float> x0 = want;
-  for (int k = 0; k < sp.steps; ++k) {
-    Rng r(seed, RngStream::kLangevin);
-    r.offset = nz.offset + uint64_t(k) * blocks;
-    std::vector<float> noise(want.size());
-    r.normal(noise.data(), int64_t(noise.size()), 0.0f, 1.0f);
-    for (size_t i = 0; i < want.size(); ++i) want[i] = langevin_perturb(want[i], sp.noise, noise[i]);
-  }
+  const std::vector<float> x0 = chain_images(n, img, 5);
+  const std::vector<float> want = noise_only_chain(x0, sp.steps, sp.noise, seed, nz.offset, blocks);
   EXPECT_TRUE(same_bits(sim_tiled<TiledKernel<TiledSmallNet, TiledHome::kShared>>(spec, zero, x0, n, sp, nz, false).x,
                         want));
 }
@@ -881,6 +874,16 @@ TEST(CudaParityTiledChain, SeedNetTf32OneStepMatchesItsCpuEmulation) {
   EXPECT_EQ(d.bad, 0u) << "worst " << d.max_abs << " at " << d.at;
 }
 
+// A CUDA backend for o, at the start of epoch 0 of a training set of `images` random images.
+std::unique_ptr<Backend> cuda_training(const EngineOptions& o, int images) {
+  auto gpu = make_backend("cuda", o);
+  Tensor train({images, o.net.in_c, o.net.in_h, o.net.in_w});
+  train.data = chain_images(images, int(o.net.image_size()), 8);
+  gpu->set_train_data(train);
+  gpu->begin_epoch(0);
+  return gpu;
+}
+
 // A short training run with TF32 stays within a band of FP32's metrics: 20 steps, batch 32, 20 Langevin steps. The band
 // (0.02 + 5 % of the value on the step-averaged real and fake f) is a first bound, wider than the CPU's energy band
 // (2e-3 after 40 steps) because training feeds TF32's differences back through 20 Adam updates; a GPU run calibrates it.
@@ -891,11 +894,7 @@ TEST(CudaParityTiledChain, Tf32TrainingMetricsStayWithinABandOfFp32) {
   for (bool tf32 : {false, true}) {
     EngineOptions o = fused_options(spec_of(kSeed), 32, ChainKernel::kResident, tf32);
     o.sampler.steps = 20;
-    auto gpu = make_backend("cuda", o);
-    Tensor train({256, 1, 32, 32});
-    train.data = chain_images(256, 1024, 8);
-    gpu->set_train_data(train);
-    gpu->begin_epoch(0);
+    auto gpu = cuda_training(o, 256);
     for (int s = 0; s < 20; ++s) gpu->train_step(s % 8);
     StepMetrics m;
     const std::vector<StepMetrics> all = gpu->drain_metrics();
@@ -916,11 +915,7 @@ TEST(CudaParityTiledChain, TiledAndResidentGiveTheSameBitsAndTrain) {
   for (ChainKernel k : {ChainKernel::kTiled, ChainKernel::kResident}) {
     EngineOptions o = fused_options(spec_of(kSeed), 16, k);
     o.sampler.steps = 10;
-    auto gpu = make_backend("cuda", o);
-    Tensor train({64, 1, 32, 32});
-    train.data = chain_images(64, 1024, 8);
-    gpu->set_train_data(train);
-    gpu->begin_epoch(0);
+    auto gpu = cuda_training(o, 64);
     for (int s = 0; s < 3; ++s) gpu->train_step(s);
     gpu->drain_metrics();
     out.push_back(gpu->params());
