@@ -238,6 +238,21 @@ have_png=$(grep -q '✓ libpng' <<< "$summary_lines" && echo 1 || echo 0)
 have_zlib=$(grep -q '✓ zlib' <<< "$summary_lines" && echo 1 || echo 0)
 have_tb=$(grep -q '✓ tensorboard' <<< "$summary_lines" && echo 1 || echo 0)
 no_gpu_here() { [[ $dry_run == 1 && $gpu == 0 ]]; }
+# write_synth_idx DIR NTRAIN NTEST [gz]: an MNIST-shaped data set of random 28×28 images in raw IDX (gzip-compressed
+# with gz), for the parts that need data but not MNIST's.
+write_synth_idx() {
+  python3 - "$@" << 'PY'
+import gzip, os, random, struct, sys
+d, ntrain, ntest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+gz = len(sys.argv) > 4 and sys.argv[4] == "gz"
+os.makedirs(d, exist_ok=True)
+r = random.Random(0)
+for name, n in (("train-images-idx3-ubyte", ntrain), ("t10k-images-idx3-ubyte", ntest)):
+    path = os.path.join(d, name + (".gz" if gz else ""))
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(r.randrange(256) for _ in range(n * 784)))
+PY
+}
 
 # --- the README's main command on the GPU: all 10 epochs, then ebm_eval and the TensorBoard files ---
 # The data as this build reads it: data/mnist, decompressed to raw IDX under the build folder when the
@@ -384,13 +399,7 @@ elif ! command -v ncu > /dev/null; then
 else
   breakdown() {
     local synth=$build/data_profile
-    python3 - "$synth" << 'PY'
-import os, random, struct, sys
-d = sys.argv[1]; os.makedirs(d, exist_ok=True); r = random.Random(0)
-for name, n in (("train-images-idx3-ubyte", 1024), ("t10k-images-idx3-ubyte", 128)):
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(r.randrange(256) for _ in range(n * 784)))
-PY
+    write_synth_idx "$synth" 1024 128 || return 1
     for path in layers fused; do
       rm -rf "$build/run_profile_$path"
       ncu --profile-from-start off --graph-profiling node --metrics gpu__time_duration.sum --print-units base --csv \
@@ -414,13 +423,7 @@ if no_gpu_here; then
   synth=""
   if [[ -z $data_dir ]]; then  # no data/mnist: 256 + 64 random raw IDX images
     synth=$build/data_synth
-    python3 - "$synth" << 'PY'
-import os, random, struct, sys
-d = sys.argv[1]; os.makedirs(d, exist_ok=True); r = random.Random(0)
-for name, n in (("train-images-idx3-ubyte", 256), ("t10k-images-idx3-ubyte", 64)):
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(r.randrange(256) for _ in range(n * 784)))
-PY
+    write_synth_idx "$synth" 256 64
   fi
   RECORD=0 run_part epoch_cpu 60 "$build/ebm_train" configs/mnist.json --backend cpu --set train.epochs=1 \
     --set data.limit=256 --set sampler.steps=5 --set generate.steps=5 --set generate.n=4 \
@@ -473,13 +476,7 @@ PY
       [[ -e $build/x.npy ]] || { echo "FAILED: no --npy output"; fails=$((fails + 1)); }
     fi
     if ((!have_zlib)); then  # a gzip data set, as scripts/get_data.sh writes one
-      python3 - "$build/data_gz" << 'PY'
-import gzip, os, struct, sys
-d = sys.argv[1]; os.makedirs(d, exist_ok=True)
-for name, n in (("train-images-idx3-ubyte.gz", 8), ("t10k-images-idx3-ubyte.gz", 4)):
-    with gzip.open(os.path.join(d, name), "wb") as f:
-        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(n * 784))
-PY
+      write_synth_idx "$build/data_gz" 8 4 gz
       expect 1 "train-images-idx3-ubyte.gz: is gzip-compressed, and this build has no zlib" \
         "$build/ebm_train" configs/mnist.json --backend cpu --set data.dir="$build/data_gz" --set output_dir="$build/run_gz"
     fi
