@@ -798,6 +798,14 @@ struct TiledChain {
     lane.mbar_wait(full_bar(sm, slot), ring_fill_of_load(j, n, kSlots) & 1);
     return sm + plan().off_ring + slot * plan().chunk_floats;
   }
+  // Layer l's W[tap] ([cin][wp]): for a streamed layer, use u's ring slot (waiting for it to land); else from the
+  // layer's home, shared memory (resident) or global.
+  template <int l, class Lane>
+  EBM_HD static const float* tap_weights(Lane& lane, float* sm, const float* __restrict__ packed, int tap, int64_t u) {
+    constexpr int kTapFloats = P.cin[l] * P.wp[l];
+    if constexpr (kWStreamed<l>) return ring_acquire(lane, sm, u);
+    else return (kWShared<l> ? sm + plan().off_w : packed) + plan().gw[l] + tap * kTapFloats;
+  }
   // After use u: on its load's last use every warp says so, and thread 0 — once all have — refills the slot with the
   // next load in need order (after a proxy fence: the slot's generic reads before the bulk copy's async write).
   template <class Lane>
@@ -867,7 +875,6 @@ struct TiledChain {
     constexpr int CPI = P.cp[l], PPI = P.pp[l], WP = P.wp[l];
     static_assert(CIN % 16 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 16 input and output channels");
     const float* in = sm + plan().off_buf[(l - 1) % 2];
-    const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
     lane.phase(l);
     // Two accumulator chains a tile (K chunks of 8 alternate between them, summed in the epilogue): an mma waits for
@@ -880,9 +887,7 @@ struct TiledChain {
     for (int tt = 0; tt < kTaps; ++tt) {
       const int tap = fwd_tap(tt), ky = tap / 3, kx = tap % 3, plane = (ky != 1) * 2 + (kx != 1);
       const int shift = (ky == 0 ? -WO : 0) + (kx == 0 ? -1 : 0);
-      const float* w;
-      if constexpr (kWStreamed<l>) w = ring_acquire(lane, sm, u0 + tt);
-      else w = wbase + tap * CIN * WP;
+      const float* w = tap_weights<l>(lane, sm, packed, tap, u0 + tt);
       EBM_UNROLL
       for (int i = 0; i < TPW; ++i) {
         if (!has[i]) continue;  // warp-uniform
@@ -954,7 +959,6 @@ struct TiledChain {
     constexpr int CPI = P.cp[l], PPI = P.pp[l];
     static_assert(ITEMS % NT == 0 && (!kWStreamed<l> || R == 1), "tiles cover the phase exactly");
     const float* in = sm + (l == 0 ? plan().off_x : plan().off_buf[(l - 1) % 2]);
-    const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     lane.phase(l);
     for (int r = 0; r < R; ++r) {
       int pg, s, cg;
@@ -975,9 +979,7 @@ struct TiledChain {
       for (int t = 0; t < kTaps; ++t) {
         const int tap = fwd_tap(t), ky = tap / 3, kx = tap % 3, plane = (ky != 1) * 2 + (kx != 1);
         const int shift = (ky == 0 ? -WO : 0) + (kx == 0 ? -1 : 0);
-        const float* w;
-        if constexpr (kWStreamed<l>) w = ring_acquire(lane, sm, u0 + t);
-        else w = wbase + tap * CIN * plan().wp[l];
+        const float* w = tap_weights<l>(lane, sm, packed, tap, u0 + t);
         const float* src = in + plane * PPI;
         EBM_NO_UNROLL
         for (int m = 0; m < CIN / T.sk; ++m) {
@@ -1016,9 +1018,8 @@ struct TiledChain {
   EBM_HD static void backward_sums(Lane& lane, float* sm, const float* __restrict__ packed, int64_t u0, int64_t total,
                                    int s, int ci0, const int* sp, float (&acc)[V]) {
     constexpr ChainTiles T = P.bwd[l];
-    constexpr int CIN = P.cin[l], COUT = P.cout[l], WO = P.hin[l] / 2, DP = P.dp[l];
+    constexpr int COUT = P.cout[l], WO = P.hin[l] / 2, DP = P.dp[l];
     const float* dz = sm + plan().off_buf[l % 2];
-    const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     bool bottom[T.tp], right[T.tp];
     EBM_UNROLL
     for (int j = 0; j < T.tp; ++j) {
@@ -1034,9 +1035,7 @@ struct TiledChain {
       for (int e = 0; e < bwd_class_taps(par); ++e) {
         const int t = bwd_class_first(par) + e, tap = bwd_tap(par, e), ky = tap / 3, kx = tap % 3;
         const int shift = (ky == 0 ? WO : 0) + (kx == 0 ? 1 : 0);
-        const float* w;
-        if constexpr (kWStreamed<l>) w = ring_acquire(lane, sm, u0 + t);
-        else w = wbase + tap * CIN * plan().wp[l];
+        const float* w = tap_weights<l>(lane, sm, packed, tap, u0 + t);
         EBM_NO_UNROLL
         for (int m = 0; m < COUT / 4 / T.sk; ++m) {
           const int cb = s + T.sk * m;
@@ -1076,7 +1075,6 @@ struct TiledChain {
     constexpr int DP = P.dp[l], WP = P.wp[l];
     static_assert(CIN % 16 == 0 && COUT % 16 == 0, "TF32 layers take multiples of 16 input and output channels");
     const float* dz = sm + plan().off_buf[l % 2];
-    const float* wbase = kWShared<l> ? sm + plan().off_w + plan().gw[l] : packed + plan().gw[l];
     const int warp = lane.tid() / 32, g = (lane.tid() % 32) / 4, t = lane.tid() % 4;
     lane.phase(L + (L - 1 - l));
     float d[TPW][4][2][4] = {};  // a tile's four parity classes, two accumulator chains each (see forward_mma)
@@ -1090,9 +1088,7 @@ struct TiledChain {
       for (int e = 0; e < bwd_class_taps(par); ++e) {
         const int tt = bwd_class_first(par) + e, tap = bwd_tap(par, e), ky = tap / 3, kx = tap % 3;
         const int shift = (ky == 0 ? WO : 0) + (kx == 0 ? 1 : 0);
-        const float* w;
-        if constexpr (kWStreamed<l>) w = ring_acquire(lane, sm, u0 + tt);
-        else w = wbase + tap * CIN * WP;
+        const float* w = tap_weights<l>(lane, sm, packed, tap, u0 + tt);
         EBM_UNROLL
         for (int i = 0; i < TPW; ++i) {
           if (!has[i]) continue;  // warp-uniform
