@@ -16,6 +16,7 @@
 #pragma once
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -53,6 +54,26 @@ struct PhaseStats {
   double lds_ways() const { return lds_ideal ? double(lds_wavefronts) / double(lds_ideal) : 1.0; }
   double balance() const;                        // max / mean multiply-adds a thread
   int64_t nthreads = 0;
+};
+
+// Global memory for a simulated kernel, aligned as cudaMalloc aligns it (256 bytes), so that the 32-byte sectors an
+// access touches are counted as on a GPU. (A std::vector is 16-byte aligned: the count would gain or lose a sector with
+// where the heap put the buffer, and a measurement would change with the tests that ran before it.)
+class GlobalMemory {
+ public:
+  explicit GlobalMemory(const std::vector<float>& v) : blocks_((v.size() + 63) / 64), n_(v.size()) {
+    std::copy(v.begin(), v.end(), data());
+  }
+  float* data() { return blocks_.empty() ? nullptr : blocks_[0].f; }
+  const float* data() const { return blocks_.empty() ? nullptr : blocks_[0].f; }
+  std::vector<float> values() const { return std::vector<float>(data(), data() + n_); }
+
+ private:
+  struct alignas(256) Block {
+    float f[64];
+  };
+  std::vector<Block> blocks_;
+  size_t n_;
 };
 
 class BlockSim;

@@ -74,12 +74,12 @@ TiledNoise sample_noise(uint64_t seed, int n, int img) {
   return {seed, stream_id(RngStream::kGenerate), 0, philox_blocks(uint64_t(n) * uint64_t(img))};
 }
 
-// The packed weights as the GPU's tiled_pack writes them (tiled_pack_source, element by element), 16-byte aligned.
+// The packed weights as the GPU's tiled_pack writes them (tiled_pack_source, element by element).
 template <class Chain>
-std::vector<F4> pack(const NetSpec& spec, const std::vector<float>& params) {
+std::vector<float> pack(const NetSpec& spec, const std::vector<float>& params) {
   constexpr TiledPlan P = Chain::P;
-  std::vector<F4> out(size_t(P.packed_floats + 3) / 4);
-  float* f = &out[0].x;
+  std::vector<float> out(size_t(P.packed_floats));
+  float* f = out.data();
   const TiledParamOffsets o = tiled_offsets(spec);
   for (int i = 0; i < P.packed_floats; ++i) {
     const int64_t s = tiled_pack_source(P, o, i);
@@ -95,12 +95,14 @@ struct SimRun {
   int64_t barriers = 0, mbar_waits = 0;  // of the last image
 };
 
-// The GPU's launch on the CPU: one block an image, shared memory NaN at the start (a read of anything unwritten shows).
+// The GPU's launch on the CPU: one block an image, shared memory NaN at the start (a read of anything unwritten shows),
+// global memory aligned as cudaMalloc's.
 template <class Chain>
-SimRun sim_tiled(const NetSpec& spec, const std::vector<float>& params, std::vector<float> x, int n,
+SimRun sim_tiled(const NetSpec& spec, const std::vector<float>& params, const std::vector<float>& x0, int n,
                  const SamplerParams& sp, const TiledNoise& nz, bool descending, bool record = false) {
   constexpr TiledPlan P = Chain::P;
-  const std::vector<F4> packed = pack<Chain>(spec, params);
+  const sim::GlobalMemory packed(pack<Chain>(spec, params));
+  sim::GlobalMemory x(x0);
   std::vector<F4> smem(size_t(P.smem_floats + 3) / 4);
   const int img = int(spec.image_size());
   SimRun out;
@@ -111,19 +113,21 @@ SimRun sim_tiled(const NetSpec& spec, const std::vector<float>& params, std::vec
     BlockSim s({P.nt, descending, record});
     s.set_shared(sm, size_t(P.smem_floats));
     float* xg = x.data() + size_t(g) * size_t(img);
-    s.run([&](SimLane& lane) { Chain::run(lane, sm, &packed[0].x, xg, g, p, nz); });
+    s.run([&](SimLane& lane) { Chain::run(lane, sm, packed.data(), xg, g, p, nz); });
     out.stats = s.stats();
     out.barriers = s.block_barriers();
     out.mbar_waits = s.mbar_waits();
   }
-  out.x = std::move(x);
+  out.x = x.values();
   return out;
 }
 
 // The generic chain (kernels/langevin_chain_block.hpp, one image a block) under the simulator, for its measurements.
-SimRun sim_generic(const NetSpec& spec, const std::vector<float>& params, std::vector<float> x, int n,
+SimRun sim_generic(const NetSpec& spec, const std::vector<float>& params0, const std::vector<float>& x0, int n,
                    const SamplerParams& sp, const TiledNoise& tnz, int nthreads, bool record) {
   const ChainNet net = chain_net_for(spec);
+  const sim::GlobalMemory params(params0);
+  sim::GlobalMemory x(x0);
   const ChainSampler p{sp.steps, sp.step_size, sp.noise, sp.grad_clip};
   const ChainNoise nz{tnz.seed, tnz.stream, tnz.offset, tnz.blocks_per_step};
   std::vector<F4> smem(size_t(net.image_floats + 3) / 4);
@@ -144,7 +148,7 @@ SimRun sim_generic(const NetSpec& spec, const std::vector<float>& params, std::v
     out.stats = s.stats();
     out.barriers = s.block_barriers();
   }
-  out.x = std::move(x);
+  out.x = x.values();
   return out;
 }
 
@@ -259,6 +263,27 @@ TEST(BlockSim, BulkCopiesAreAsynchronous) {
   });
   EXPECT_TRUE(std::isnan(early));
   EXPECT_EQ(late, 2.0f);
+}
+
+// Global memory is aligned as cudaMalloc's, so a warp's 32 consecutive floats are 4 sectors of 32 bytes, and 5 when
+// they start 16 bytes in — the same wherever the heap put the buffer.
+TEST(BlockSim, GlobalSectorsCountedAsOnAGpu) {
+  for (size_t n : {1, 63, 64, 65, 1000}) {
+    const sim::GlobalMemory g(std::vector<float>(n, 1.0f));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(g.data()) % 256, 0u) << n;
+    EXPECT_EQ(g.values(), std::vector<float>(n, 1.0f));
+  }
+  sim::GlobalMemory g(std::vector<float>(64, 0.5f));
+  for (int start : {0, 4}) {
+    BlockSim s({32, false, true});
+    float sum = 0;
+    s.run([&](SimLane& lane) {
+      lane.phase(0);
+      sum += lane.ldg(g.data() + start + lane.tid());
+    });
+    EXPECT_EQ(sum, 16.0f);
+    EXPECT_EQ(s.stats().at(0).ldg_sectors, start == 0 ? 4 : 5) << "start " << start;
+  }
 }
 
 // The lane-level model of mma.m16n8k8 (PTX ISA §9.7.14.5.7): fragments loaded by the ISA's row/column formulas give
