@@ -19,11 +19,11 @@
 
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
-#include "host/backend_factory.hpp"
-#include "host/checkpoint.hpp"
-#include "host/cli.hpp"
-#include "host/config.hpp"
-#include "host/tool_main.hpp"
+#include "host/eval/backend_factory.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/config.hpp"
+#include "host/tools/cli.hpp"
+#include "host/tools/tool_main.hpp"
 #include "nlohmann/json.hpp"
 
 using namespace ebm;

@@ -73,7 +73,7 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 include(${CMAKE_CURRENT_LIST_DIR}/NlohmannJson.cmake)  # also sets EBM_THIRD_PARTY
 
 # Eigen (required, header-only): the symmetric eigendecompositions behind FID's matrix square root
-# (host/eval_metrics.cpp). The system package (libeigen3-dev), else the header copy in EBM_THIRD_PARTY/eigen3.
+# (host/eval/eval_metrics.cpp). The system package (libeigen3-dev), else the header copy in EBM_THIRD_PARTY/eigen3.
 find_package(Eigen3 3.3 QUIET NO_MODULE)
 if(TARGET Eigen3::Eigen)
   set(EBM_EIGEN_FROM "${Eigen3_VERSION}")
@@ -90,7 +90,7 @@ else()
 endif()
 
 # zlib (optional): gzip IDX files. Without it raw IDX files read as ever, a gzip one is a one-line error
-# naming it, and the training set's CRC-32 comes from host/crc32.cpp's table (the same values).
+# naming it, and the training set's CRC-32 comes from host/io/crc32.cpp's table (the same values).
 find_package(ZLIB QUIET)
 if(ZLIB_FOUND)
   set_property(TARGET ZLIB::ZLIB APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS EBM_HAVE_ZLIB=1)
@@ -107,8 +107,8 @@ else()
   set_property(TARGET PNG::PNG APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS EBM_HAVE_PNG=1)
 endif()
 
-# Protocol Buffers (optional): TensorBoard event files (host/tensorboard.cpp, the schema in
-# host/tensorboard_event.proto compiled by protoc). Both the compiler and the (lite) runtime library are needed;
+# Protocol Buffers (optional): TensorBoard event files (host/io/tensorboard.cpp, the schema in
+# host/io/tensorboard_event.proto compiled by protoc). Both the compiler and the (lite) runtime library are needed;
 # without either, ebm_train writes no tb/ folder and says so once when train.tensorboard is on.
 set(EBM_HAVE_TENSORBOARD FALSE)
 find_package(Protobuf QUIET)

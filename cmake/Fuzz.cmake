@@ -4,10 +4,10 @@
 #
 # Which sources: EBM_FUZZ_PARSER_SOURCES (the readers under test) plus every host/ or engine/ .cpp whose
 # header they include, directly or through other headers, found by reading their #include lines. So a
-# helper the parsers start to use (e.g. host/json_text.cpp) joins the build by being included; a library
+# helper the parsers start to use (e.g. host/io/json_text.cpp) joins the build by being included; a library
 # they start to link (beyond zlib and nlohmann/json) goes in EBM_FUZZ_LIBS.
 
-set(EBM_FUZZ_PARSER_SOURCES host/idx.cpp host/npy.cpp host/safetensors.cpp host/config.cpp)
+set(EBM_FUZZ_PARSER_SOURCES host/io/idx.cpp host/io/npy.cpp host/io/safetensors.cpp host/io/config.cpp)
 set(EBM_FUZZ_LIBS ZLIB::ZLIB nlohmann_json::nlohmann_json)
 
 if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")

@@ -39,7 +39,7 @@
 
 namespace ebm {
 
-constexpr int kChainMaxLayers = 8;   // model.channels allows at most 8 layers (host/config.cpp)
+constexpr int kChainMaxLayers = 8;   // model.channels allows at most 8 layers (host/io/config.cpp)
 constexpr int kChainThreads = 256;   // threads per block on the GPU
 
 // One conv layer (k×k, stride, zero pad, bias, swish), NCHW, and where its data lives.

@@ -24,7 +24,7 @@ done
 pkgs=(cmake ninja-build g++ pkg-config python3 nlohmann-json3-dev libeigen3-dev libgtest-dev zlib1g-dev libpng-dev libopenblas-dev
       libopenmpi-dev openmpi-bin
       python3-dev python3-numpy pybind11-dev  # the Python module ebm_engine (build/python)
-      protobuf-compiler libprotobuf-dev)      # TensorBoard event files (host/tensorboard_event.proto)
+      protobuf-compiler libprotobuf-dev)      # TensorBoard event files (host/io/tensorboard_event.proto)
 # The fuzz preset's compiler and clang's libFuzzer runtime (-fsanitize=fuzzer links libclang_rt.fuzzer).
 if ((test_tools)); then pkgs+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev); fi
 # Python test tools, for /usr/bin/python3: pytest for tests/python/; python3-protobuf and python3-crc32c, which

@@ -10,7 +10,7 @@
 
 #include "engine/net.hpp"            // NetSpec, init_params
 #include "engine/rng.hpp"            // Rng
-#include "host/backend_factory.hpp"  // cuda_usable
+#include "host/eval/backend_factory.hpp"  // cuda_usable
 #include "kernels/ebm_math.hpp"      // langevin_perturb
 
 namespace ebm::test {

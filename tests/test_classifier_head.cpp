@@ -12,8 +12,8 @@
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
-#include "host/checkpoint.hpp"
-#include "host/safetensors.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/safetensors.hpp"
 #include "tests/test_support.hpp"
 
 using namespace ebm;

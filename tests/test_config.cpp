@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "engine/error.hpp"
-#include "host/config.hpp"
+#include "host/io/config.hpp"
 
 #include "tests/test_support.hpp"
 

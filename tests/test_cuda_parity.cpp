@@ -31,7 +31,7 @@
 #include "engine/backend.hpp"          // Backend, EngineOptions, BackendFacts
 #include "engine/cpu/cpu_backend.hpp"  // CpuBackend: the reference
 #include "engine/rng.hpp"              // Rng, RngStream: inputs, and the real rows' noise rebuilt on the host
-#include "host/backend_factory.hpp"    // make_backend("cuda" | "cpu"), cuda_usable: no CUDA backend header here
+#include "host/eval/backend_factory.hpp"    // make_backend("cuda" | "cpu"), cuda_usable: no CUDA backend header here
 #include "kernels/ebm_math.hpp"        // langevin_perturb: the real rows' noise step, as train_step applies it
 
 using namespace ebm;

@@ -12,9 +12,9 @@
 #endif
 
 #include "engine/error.hpp"
-#include "host/crc32.hpp"
-#include "host/dataset.hpp"
-#include "host/idx.hpp"
+#include "host/io/crc32.hpp"
+#include "host/io/dataset.hpp"
+#include "host/io/idx.hpp"
 #include "tests/test_support.hpp"
 
 namespace fs = std::filesystem;

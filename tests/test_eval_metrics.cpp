@@ -7,8 +7,8 @@
 #include <random>
 
 #include "engine/error.hpp"
-#include "host/eigen_dense.hpp"  // defines: Eigen::MatrixXd, LLT, HouseholderQR
-#include "host/eval_metrics.hpp"
+#include "host/eval/eigen_dense.hpp"  // defines: Eigen::MatrixXd, LLT, HouseholderQR
+#include "host/eval/eval_metrics.hpp"
 #include "tests/test_support.hpp"
 // defines: MatrixBase::sqrt (Schur-based, like scipy's sqrtm); after eigen_dense.hpp, which silences
 // GCC 12's false warnings in the AVX-512 intrinsics Eigen inlines

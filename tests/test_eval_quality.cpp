@@ -9,11 +9,11 @@
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
-#include "host/checkpoint.hpp"
-#include "host/classifier.hpp"
-#include "host/dataset.hpp"
-#include "host/eval_quality.hpp"
-#include "host/sampling.hpp"
+#include "host/eval/classifier.hpp"
+#include "host/eval/eval_quality.hpp"
+#include "host/eval/sampling.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/dataset.hpp"
 #include "tests/test_support.hpp"
 
 namespace fs = std::filesystem;

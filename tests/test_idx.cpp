@@ -9,7 +9,7 @@
 #include <random>
 
 #include "engine/error.hpp"
-#include "host/idx.hpp"
+#include "host/io/idx.hpp"
 #include "tests/test_support.hpp"
 
 namespace fs = std::filesystem;

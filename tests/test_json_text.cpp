@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "host/json_text.hpp"
+#include "host/io/json_text.hpp"
 
 using namespace ebm;
 using json = nlohmann::json;

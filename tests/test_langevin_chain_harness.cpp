@@ -20,7 +20,7 @@
 #include "engine/cpu/cpu_backend.hpp"       // CpuBackend: the reference chain
 #include "engine/langevin_chain_plan.hpp"   // chain_net_for, chain_refusal, chain_images_per_block
 #include "engine/rng.hpp"                   // Rng: inputs, and the noise stream drawn directly
-#include "host/backend_factory.hpp"         // make_backend, cuda_usable
+#include "host/eval/backend_factory.hpp"         // make_backend, cuda_usable
 #include "kernels/langevin_chain_block.hpp"  // chain_phase: the code under test
 #include "kernels/philox.hpp"               // philox_blocks
 

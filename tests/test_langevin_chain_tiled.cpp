@@ -21,7 +21,7 @@
 #include "engine/cpu/cpu_backend.hpp"             // CpuBackend: the reference chain
 #include "engine/langevin_chain_plan.hpp"         // choose_chain, tiled_offsets, chain_net_for
 #include "engine/rng.hpp"                         // Rng, stream_id
-#include "host/backend_factory.hpp"               // make_backend, cuda_usable
+#include "host/eval/backend_factory.hpp"               // make_backend, cuda_usable
 #include "kernels/langevin_chain_block.hpp"       // the generic chain, measured for comparison
 #include "kernels/langevin_chain_tiled_nets.hpp"  // TiledChain and the nets compiled in: the code under test
 #include "tests/block_sim.hpp"                    // BlockSim, SimLane

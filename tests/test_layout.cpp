@@ -1,11 +1,13 @@
 // The source layout DESIGN §2 asks for, enforced: kernels/ is a leaf (it includes no engine or host header),
 // engine/ includes no host header, the two backends sit side by side (engine/cpu/, engine/cuda/) and neither
-// includes the other, and every kernel launch (`<<<`) is in kernels/, each .cu beside the header that
-// declares its launchers.
+// includes the other, every kernel launch (`<<<`) is in kernels/, each .cu beside the header that declares its
+// launchers; host/ is in folders by concern (io/, eval/, train/, tools/, python/), each including only the
+// folders before it.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -117,4 +119,39 @@ TEST(Layout, KernelLaunchesOnlyInKernels) {
   EXPECT_TRUE(outside.empty()) << "kernel launches belong in kernels/*.cu, behind a launcher:" << joined(outside);
   EXPECT_TRUE(unpaired.empty()) << "each kernels/*.cu needs the .cuh declaring its launchers:" << joined(unpaired);
   EXPECT_GE(kernels, 8) << "kernels/ holds the backend's kernels";
+}
+
+// host/ by concern (README "Layout"): io/ (files in and out: config, data sets, checkpoints, formats, pictures),
+// eval/ (a model put to use: backends from a config, sampling, scoring, the classifier and sample quality),
+// train/ (the training run and its collaborators), tools/ (the command-line programs and their flag parser)
+// and python/ (the module's bindings). Each layer includes only those before it: io ← eval ← train ← tools,
+// python. No source sits in host/ itself.
+TEST(Layout, HostIsInFoldersByConcern) {
+  std::vector<std::string> loose;
+  for (const auto& e : fs::directory_iterator(kRoot / "host"))
+    if (e.is_regular_file()) loose.push_back(fs::relative(e.path(), kRoot).string());
+    else if (e.is_directory())
+      EXPECT_TRUE(std::set<std::string>({"io", "eval", "train", "tools", "python"}).count(e.path().filename().string()))
+          << "host/" << e.path().filename().string() << "/ is not one of the layout's folders";
+  EXPECT_TRUE(loose.empty()) << "host/ holds folders only:" << joined(loose);
+  for (const char* f : {"host/io/config.hpp", "host/io/checkpoint.hpp", "host/io/png_image.hpp", "host/io/charts.hpp",
+                        "host/eval/scoring.hpp", "host/eval/eval_quality.hpp", "host/train/training_run.hpp",
+                        "host/tools/cli.hpp", "host/python/module.cpp"})
+    EXPECT_TRUE(fs::exists(kRoot / f)) << f;
+}
+
+TEST(Layout, HostLayersIncludeOnlyTheLayersBeforeThem) {
+  auto v = violations(kRoot / "host" / "io", {"host/eval/", "host/train/", "host/tools/", "host/python/"});
+  auto w = violations(kRoot / "host" / "eval", {"host/train/", "host/tools/", "host/python/"});
+  auto x = violations(kRoot / "host" / "train", {"host/tools/", "host/python/"});
+  auto y = violations(kRoot / "host" / "python", {"host/tools/"});
+  for (auto* more : {&w, &x, &y}) v.insert(v.end(), more->begin(), more->end());
+  EXPECT_TRUE(v.empty()) << "io/ <- eval/ <- train/ <- tools/, python/:" << joined(v);
+}
+
+// The PNG encoder knows nothing of what is drawn: charts, grids and the font are host/io/charts.*.
+TEST(Layout, PngEncoderApartFromCharts) {
+  const std::string png = read(kRoot / "host/io/png_image.cpp") + read(kRoot / "host/io/png_image.hpp");
+  for (const char* drawing : {"kFont", "image_grid", "line_plot", "histogram_png", "draw_text"})
+    EXPECT_EQ(png.find(drawing), std::string::npos) << "host/io/png_image.* draws (" << drawing << "): that is charts.*";
 }

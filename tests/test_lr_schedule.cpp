@@ -1,12 +1,12 @@
-// Learning-rate schedules (host/lr_schedule.hpp) on hand-computed values, and their config keys.
+// Learning-rate schedules (host/train/lr_schedule.hpp) on hand-computed values, and their config keys.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <numbers>
 
 #include "engine/error.hpp"
-#include "host/config.hpp"
-#include "host/lr_schedule.hpp"
+#include "host/io/config.hpp"
+#include "host/train/lr_schedule.hpp"
 
 namespace ebm {
 namespace {

@@ -9,7 +9,7 @@
 #include <functional>
 
 #include "engine/error.hpp"
-#include "host/npy.hpp"
+#include "host/io/npy.hpp"
 #include "tests/test_support.hpp"
 
 using namespace ebm;

@@ -6,8 +6,8 @@
 
 #include <filesystem>
 
-#include "host/atomic_file.hpp"
-#include "host/output_files.hpp"
+#include "host/io/atomic_file.hpp"
+#include "host/io/output_files.hpp"
 #include "tests/test_support.hpp"
 
 using namespace ebm;

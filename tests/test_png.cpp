@@ -11,7 +11,8 @@
 #include <sstream>
 
 #include "engine/error.hpp"
-#include "host/png_image.hpp"
+#include "host/io/charts.hpp"
+#include "host/io/png_image.hpp"
 #include "tests/test_support.hpp"
 
 using namespace ebm;

@@ -14,7 +14,7 @@
 
 #include "engine/error.hpp"
 #include "engine/profiling.hpp"
-#include "host/profile_range.hpp"
+#include "host/tools/profile_range.hpp"
 
 namespace {
 

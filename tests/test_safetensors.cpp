@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.hpp"
-#include "host/safetensors.hpp"
+#include "host/io/safetensors.hpp"
 #include "tests/test_support.hpp"
 
 using namespace ebm;

@@ -10,7 +10,8 @@
 
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/rng.hpp"
-#include "host/sampling.hpp"
+#include "host/eval/sampling.hpp"
+#include "host/io/charts.hpp"
 #include "kernels/ebm_math.hpp"
 #include "tests/test_support.hpp"
 

@@ -12,10 +12,10 @@
 
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
-#include "host/dataset.hpp"
-#include "host/idx.hpp"
-#include "host/npy.hpp"
-#include "host/scoring.hpp"
+#include "host/eval/scoring.hpp"
+#include "host/io/dataset.hpp"
+#include "host/io/idx.hpp"
+#include "host/io/npy.hpp"
 #include "tests/test_support.hpp"
 
 using namespace ebm;

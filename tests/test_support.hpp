@@ -15,7 +15,7 @@
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "engine/tensor.hpp"
-#include "host/idx.hpp"
+#include "host/io/idx.hpp"
 
 namespace ebm::test {
 

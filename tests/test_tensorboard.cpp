@@ -1,4 +1,4 @@
-// TensorBoard event files (host/tensorboard.hpp): CRC-32C and its masking, the TFRecord framing, the Event
+// TensorBoard event files (host/io/tensorboard.hpp): CRC-32C and its masking, the TFRecord framing, the Event
 // schema's bytes, histograms, the scalars of metrics records, and cutting a folder's files back to a step.
 // tests/python/test_tensorboard_events.py reads what ebm_train writes with python3-protobuf and crc32c.
 #include <sys/stat.h>
@@ -11,12 +11,12 @@
 
 #include <gtest/gtest.h>
 
-#include "host/crc32.hpp"
-#include "host/tensorboard.hpp"
+#include "host/io/crc32.hpp"
+#include "host/io/tensorboard.hpp"
 #include "test_support.hpp"
 
 #if EBM_HAVE_TENSORBOARD
-#include "host/tensorboard_event.pb.h"  // generated (build/proto/)
+#include "host/io/tensorboard_event.pb.h"  // generated (build/proto/)
 #endif
 
 namespace ebm {

@@ -13,17 +13,17 @@
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
-#include "host/checkpoint.hpp"
-#include "host/dataset.hpp"
-#include "host/safetensors.hpp"
-#include "host/sampling.hpp"
-#include "host/idx.hpp"
-#include "host/tensorboard.hpp"
-#include "host/png_image.hpp"
-#include "host/training_run.hpp"
+#include "host/eval/sampling.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/dataset.hpp"
+#include "host/io/idx.hpp"
+#include "host/io/png_image.hpp"
+#include "host/io/safetensors.hpp"
+#include "host/io/tensorboard.hpp"
+#include "host/train/training_run.hpp"
 #include "tests/test_support.hpp"
 #if EBM_HAVE_TENSORBOARD
-#include "host/tensorboard_event.pb.h"  // generated (build/proto/)
+#include "host/io/tensorboard_event.pb.h"  // generated (build/proto/)
 #endif
 
 namespace fs = std::filesystem;

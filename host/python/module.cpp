@@ -1,6 +1,6 @@
 // The Python module ebm_engine (pybind11): the engine's checkpoints and training runs from Python, over the
 // same library the command-line tools use — no second implementation. `load` gives a model (energies, Langevin
-// samples, weights under their PyTorch names); `Trainer` is ebm_train one step at a time (host/training_run.hpp:
+// samples, weights under their PyTorch names); `Trainer` is ebm_train one step at a time (host/train/training_run.hpp:
 // Training), writing the same run folder bit for bit.
 //
 // Threads and signals: the GIL is released while the engine computes (a training step, sampling, energies), so
@@ -25,13 +25,13 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
-#include "host/backend_factory.hpp"
-#include "host/checkpoint.hpp"
-#include "host/config.hpp"
-#include "host/memory_plan.hpp"
-#include "host/sampling.hpp"
-#include "host/scoring.hpp"
-#include "host/training_run.hpp"
+#include "host/eval/backend_factory.hpp"
+#include "host/eval/sampling.hpp"
+#include "host/eval/scoring.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/config.hpp"
+#include "host/train/memory_plan.hpp"
+#include "host/train/training_run.hpp"
 
 namespace py = pybind11;
 using json = nlohmann::json;
@@ -106,7 +106,7 @@ py::array_t<float> tensor_to_numpy(Tensor&& t) {
 }
 
 // Images for `net` from a numpy array (or anything numpy takes): float in [-1,1] or uint8 pixels, [N,1,H,W] or
-// [N,H,W], smaller images padded as training pads them (host/scoring.hpp: images_for_net). Warnings (pixels in
+// [N,H,W], smaller images padded as training pads them (host/eval/scoring.hpp: images_for_net). Warnings (pixels in
 // [0,1]) become Python UserWarnings. UserError naming `what` on a bad array.
 Tensor images_from(py::handle x, const NetSpec& net, const std::string& what) {
   py::array a = py::array::ensure(x);

@@ -1,6 +1,6 @@
 // ebm_eval: how good a model's samples are, as one JSON line — the Inception Score and FID under the data
-// set's classifier (host/classifier.hpp, trained once and cached beside the data), the class histogram and
-// the mean top probability — for chains drawn from a checkpoint by a fixed protocol (host/eval_quality.hpp)
+// set's classifier (host/eval/classifier.hpp, trained once and cached beside the data), the class histogram and
+// the mean top probability — for chains drawn from a checkpoint by a fixed protocol (host/eval/eval_quality.hpp)
 // or for given samples.
 #include <chrono>
 #include <cstdio>
@@ -12,17 +12,18 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.hpp"
-#include "host/backend_factory.hpp"
-#include "host/checkpoint.hpp"
-#include "host/cli.hpp"
-#include "host/config.hpp"
-#include "host/eval_quality.hpp"
-#include "host/npy.hpp"
-#include "host/output_files.hpp"
-#include "host/png_image.hpp"
-#include "host/sampling.hpp"
-#include "host/scoring.hpp"
-#include "host/tool_main.hpp"
+#include "host/eval/backend_factory.hpp"
+#include "host/eval/eval_quality.hpp"
+#include "host/eval/sampling.hpp"
+#include "host/eval/scoring.hpp"
+#include "host/io/charts.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/config.hpp"
+#include "host/io/npy.hpp"
+#include "host/io/output_files.hpp"
+#include "host/io/png_image.hpp"
+#include "host/tools/cli.hpp"
+#include "host/tools/tool_main.hpp"
 
 using namespace ebm;
 

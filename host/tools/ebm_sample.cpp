@@ -11,16 +11,16 @@
 #include <vector>
 
 #include "engine/error.hpp"
-#include "host/backend_factory.hpp"
-#include "host/checkpoint.hpp"
-#include "host/cli.hpp"
-#include "host/config.hpp"
-#include "host/npy.hpp"
-#include "host/output_files.hpp"
-#include "host/png_image.hpp"
-#include "host/sampling.hpp"
-#include "host/scoring.hpp"
-#include "host/tool_main.hpp"
+#include "host/eval/backend_factory.hpp"
+#include "host/eval/sampling.hpp"
+#include "host/eval/scoring.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/config.hpp"
+#include "host/io/npy.hpp"
+#include "host/io/output_files.hpp"
+#include "host/io/png_image.hpp"
+#include "host/tools/cli.hpp"
+#include "host/tools/tool_main.hpp"
 
 using namespace ebm;
 

@@ -7,12 +7,12 @@
 
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
-#include "host/cli.hpp"
-#include "host/config.hpp"
-#include "host/distributed.hpp"
-#include "host/mpi_communicator.hpp"
-#include "host/profile_range.hpp"
-#include "host/training_run.hpp"
+#include "host/io/config.hpp"
+#include "host/tools/cli.hpp"
+#include "host/tools/profile_range.hpp"
+#include "host/train/distributed.hpp"
+#include "host/train/mpi_communicator.hpp"
+#include "host/train/training_run.hpp"
 
 namespace {
 

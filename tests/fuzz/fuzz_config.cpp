@@ -1,4 +1,4 @@
-// libFuzzer target: run configs (host/config.cpp) through config_from_text with --set overrides.
+// libFuzzer target: run configs (host/io/config.cpp) through config_from_text with --set overrides.
 // Input: the config file's text, then any number of "\n--set " each followed by one override
 // ("dotted.key=value"), e.g.
 //   {"train": {"lr": 3e-4}}
@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "host/config.hpp"
+#include "host/io/config.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace {

@@ -1,4 +1,4 @@
-// libFuzzer target: IDX files, raw or gzip (host/idx.cpp), through parse_idx_u8 and, for inputs that
+// libFuzzer target: IDX files, raw or gzip (host/io/idx.cpp), through parse_idx_u8 and, for inputs that
 // parse, read_idx_images (with and without a labels file).
 // On success: 1..4 dims whose product is the data size; written back (raw and gzip) and read again,
 // the same dims and bytes; read_idx_images agrees with the parse.
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "host/idx.hpp"
+#include "host/io/idx.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace {

@@ -1,4 +1,4 @@
-// libFuzzer target: .npy files (host/npy.cpp) through parse_npy and, for inputs that parse, the
+// libFuzzer target: .npy files (host/io/npy.cpp) through parse_npy and, for inputs that parse, the
 // tools' image reader npy_images_f32.
 // On success: dtype '<f4' or '|u1' with exactly numel(shape) values of it; a '<f4' array written with
 // write_npy and read again is the same shape and the same bits; npy_images_f32 gives [N,1,H,W] with
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/tensor.hpp"
-#include "host/npy.hpp"
+#include "host/io/npy.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace {

@@ -1,4 +1,4 @@
-// libFuzzer target: safetensors files (host/safetensors.cpp) through SafeTensors::parse.
+// libFuzzer target: safetensors files (host/io/safetensors.cpp) through SafeTensors::parse.
 // On success: every tensor has a known dtype and numel(shape) * itemsize bytes, its typed getter
 // returns them; saved with save() and loaded again, the same metadata and the same tensors (names,
 // dtypes, shapes, bytes).
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "host/safetensors.hpp"
+#include "host/io/safetensors.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace {

@@ -1,6 +1,6 @@
 """ebm_train's TensorBoard event files (tb/events.out.tfevents.*), read back as TensorBoard reads them.
 
-Decodes every record with python3-protobuf (the classes protoc generated from host/tensorboard_event.proto
+Decodes every record with python3-protobuf (the classes protoc generated from host/io/tensorboard_event.proto
 into the build folder) and checks both CRCs of every record with python3-crc32c: the file_version record,
 that the scalars are metrics.jsonl's records (float32), one sample-grid image per epoch (the PNG of
 samples/epoch_N.png) and the energy histograms; that a resume from an earlier checkpoint leaves each step
@@ -49,15 +49,15 @@ def _decoder_modules():
 
 
 def _event_module(tmp_dir):
-    """tensorboard_event_pb2: CMake's (build/python/host/), else protoc's output into tmp_dir."""
-    generated = BINARY_DIR / "python" / "host"
+    """tensorboard_event_pb2: CMake's (build/python/host/io/), else protoc's output into tmp_dir."""
+    generated = BINARY_DIR / "python" / "host" / "io"
     if not (generated / "tensorboard_event_pb2.py").exists():
         protoc = shutil.which("protoc")
         if protoc is None:
             pytest.skip(f"no {generated}/tensorboard_event_pb2.py and no protoc to make it")
         generated = Path(tmp_dir)
-        subprocess.run([protoc, f"-I{SOURCE_DIR / 'host'}", f"--python_out={generated}",
-                        str(SOURCE_DIR / "host" / "tensorboard_event.proto")], check=True)
+        subprocess.run([protoc, f"-I{SOURCE_DIR / 'host' / 'io'}", f"--python_out={generated}",
+                        str(SOURCE_DIR / "host" / "io" / "tensorboard_event.proto")], check=True)
     spec = importlib.util.spec_from_file_location("tensorboard_event_pb2", generated / "tensorboard_event_pb2.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,0 +1,152 @@
+#include "host/eval/eval_metrics.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.hpp"       // defines: ebm::user_fail (UserError)
+#include "host/eval/eigen_dense.hpp"  // defines: Eigen::MatrixXd, Eigen::SelfAdjointEigenSolver
+
+namespace ebm {
+namespace {
+
+// Row sums of a probability table may be off by float32 rounding of a softmax (K terms, ~1e-7 each) and by
+// a classifier that stores probabilities at reduced precision; 1e-3 allows that and still catches logits
+// or unnormalised scores passed by mistake.
+constexpr double kRowSumTolerance = 1e-3;
+
+// probs [n][K]: sizes agree, every entry finite and >= 0, every row sums to 1 within kRowSumTolerance.
+void check_probs(const char* what, const std::vector<float>& probs, int64_t n, int K) {
+  if (n < 1 || K < 1) user_fail(what, ": need n >= 1 rows and K >= 1 classes, got n=", n, ", K=", K);
+  if (static_cast<int64_t>(probs.size()) != n * K)
+    user_fail(what, ": probs holds ", probs.size(), " values, expected n*K = ", n, "*", K, " = ", n * K);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = probs.data() + i * K;
+    double sum = 0;
+    for (int y = 0; y < K; ++y) {
+      if (!(row[y] >= 0.0f) || !std::isfinite(row[y]))
+        user_fail(what, ": probs row ", i, " class ", y, " is ", row[y], ", not a probability");
+      sum += row[y];
+    }
+    if (!(std::abs(sum - 1.0) <= kRowSumTolerance))
+      user_fail(what, ": probs row ", i, " sums to ", sum, ", not 1 (within ", kRowSumTolerance,
+                "): pass softmax probabilities, not logits");
+  }
+}
+
+// A GaussianStats' sizes agree with its d.
+void check_stats(const char* which, const GaussianStats& s) {
+  if (s.d < 1 || s.mean.size() != static_cast<size_t>(s.d) ||
+      s.cov.size() != static_cast<size_t>(s.d) * static_cast<size_t>(s.d))
+    user_fail("frechet_distance: stats ", which, " has d=", s.d, " but a mean of ", s.mean.size(),
+              " and a covariance of ", s.cov.size(), " values (expected d and d*d)");
+}
+
+// cov [d][d] row-major to an Eigen matrix, symmetric from its lower triangle.
+Eigen::MatrixXd symmetric_from_lower(const std::vector<double>& cov, int d) {
+  Eigen::MatrixXd m(d, d);
+  for (int r = 0; r < d; ++r)
+    for (int c = 0; c <= r; ++c) m(r, c) = m(c, r) = cov[static_cast<size_t>(r) * d + c];
+  return m;
+}
+
+}  // namespace
+
+double inception_score(const std::vector<float>& probs, int64_t n, int K) {
+  check_probs("inception_score", probs, n, K);
+  std::vector<double> marginal(K, 0.0);  // p(y) [K]
+  for (int64_t i = 0; i < n; ++i)
+    for (int y = 0; y < K; ++y) marginal[y] += probs[i * K + y];
+  for (double& m : marginal) m /= static_cast<double>(n);
+
+  double kl_sum = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int y = 0; y < K; ++y) {
+      const double p = probs[i * K + y];
+      if (p > 0) kl_sum += p * std::log(p / marginal[y]);  // marginal[y] >= p/n > 0 here; 0·ln 0 = 0
+    }
+  return std::exp(kl_sum / static_cast<double>(n));
+}
+
+std::vector<int64_t> class_histogram(const std::vector<float>& probs, int64_t n, int K) {
+  check_probs("class_histogram", probs, n, K);
+  std::vector<int64_t> counts(K, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = probs.data() + i * K;
+    ++counts[std::max_element(row, row + K) - row];  // the first maximum: ties go to the lowest class
+  }
+  return counts;
+}
+
+double mean_max_prob(const std::vector<float>& probs, int64_t n, int K) {
+  check_probs("mean_max_prob", probs, n, K);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += *std::max_element(probs.data() + i * K, probs.data() + (i + 1) * K);
+  return sum / static_cast<double>(n);
+}
+
+GaussianStats gaussian_stats(const std::vector<float>& feats, int64_t n, int d) {
+  if (n < 2) user_fail("gaussian_stats: need n >= 2 feature vectors for a covariance, got n=", n);
+  if (d < 1) user_fail("gaussian_stats: need feature dimension d >= 1, got d=", d);
+  if (static_cast<int64_t>(feats.size()) != n * d)
+    user_fail("gaussian_stats: feats holds ", feats.size(), " values, expected n*d = ", n, "*", d, " = ", n * d);
+
+  GaussianStats s;
+  s.d = d;
+  s.n = n;
+  s.mean.assign(d, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int j = 0; j < d; ++j) {
+      const float v = feats[i * d + j];
+      if (!std::isfinite(v)) user_fail("gaussian_stats: feats row ", i, " column ", j, " is ", v, ", not finite");
+      s.mean[j] += v;
+    }
+  for (double& m : s.mean) m /= static_cast<double>(n);
+
+  // Two passes (centre, then multiply): no cancellation when the mean is large against the spread.
+  s.cov.assign(static_cast<size_t>(d) * d, 0.0);
+  std::vector<double> centred(d);  // x_i - mean [d]
+  for (int64_t i = 0; i < n; ++i) {
+    for (int j = 0; j < d; ++j) centred[j] = feats[i * d + j] - s.mean[j];
+    for (int r = 0; r < d; ++r)
+      for (int c = 0; c <= r; ++c) s.cov[static_cast<size_t>(r) * d + c] += centred[r] * centred[c];
+  }
+  for (int r = 0; r < d; ++r)
+    for (int c = 0; c <= r; ++c) {
+      double& v = s.cov[static_cast<size_t>(r) * d + c];
+      v /= static_cast<double>(n - 1);
+      s.cov[static_cast<size_t>(c) * d + r] = v;
+    }
+  return s;
+}
+
+double frechet_distance(const GaussianStats& a, const GaussianStats& b) {
+  check_stats("a", a);
+  check_stats("b", b);
+  if (a.d != b.d) user_fail("frechet_distance: feature dimensions differ: ", a.d, " and ", b.d);
+  const int d = a.d;
+
+  double mean_term = 0;  // |mu1 - mu2|²
+  for (int j = 0; j < d; ++j) mean_term += (a.mean[j] - b.mean[j]) * (a.mean[j] - b.mean[j]);
+
+  const Eigen::MatrixXd s1 = symmetric_from_lower(a.cov, d);
+  const Eigen::MatrixXd s2 = symmetric_from_lower(b.cov, d);
+
+  // sqrt(S1) = V diag(sqrt(max(λ, 0))) V^T from S1 = V diag(λ) V^T.
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig1(s1);
+  if (eig1.info() != Eigen::Success) user_fail("frechet_distance: the eigendecomposition of covariance a failed");
+  const Eigen::VectorXd root_l1 = eig1.eigenvalues().cwiseMax(0.0).cwiseSqrt();
+  const Eigen::MatrixXd sqrt_s1 = eig1.eigenvectors() * root_l1.asDiagonal() * eig1.eigenvectors().transpose();
+
+  // A = sqrt(S1) S2 sqrt(S1): symmetric PSD with the eigenvalues of S1 S2; symmetrised against rounding.
+  Eigen::MatrixXd prod = sqrt_s1 * s2 * sqrt_s1;
+  prod = 0.5 * (prod + prod.transpose());
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig_a(prod, Eigen::EigenvaluesOnly);
+  if (eig_a.info() != Eigen::Success)
+    user_fail("frechet_distance: the eigendecomposition of sqrt(S1) S2 sqrt(S1) failed");
+  const double tr_sqrt = eig_a.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();  // tr sqrt(S1 S2)
+
+  const double fid = mean_term + s1.trace() + s2.trace() - 2.0 * tr_sqrt;
+  return std::max(fid, 0.0);
+}
+
+}  // namespace ebm

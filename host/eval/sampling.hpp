@@ -1,0 +1,48 @@
+// Pictures of what a model learned (ebm_sample): Langevin chains from uniform noise or from given
+// images, the sample grid labelled with each sample's energy, and the trajectory picture of a few
+// chains from noise to digit. The tool's main() only parses flags and calls these.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/png_image.hpp"
+
+namespace ebm {
+
+// The backend settings a tool needs for a checkpoint's network (batch size, seed, sampler from its config).
+EngineOptions tool_engine_options(const Model& model);
+
+// The checkpoint's generation settings (DESIGN §5 `generate`), grad_clip from its `sampler`.
+SamplerParams generate_params(const Config& config);
+
+// n uniform-noise images in [-1,1] for `net`, from stream (seed, kInit) at offset 2^48 — far past
+// anything parameter initialisation draws from that stream, so the two never share numbers.
+Tensor uniform_start(int n, const NetSpec& net, uint64_t seed);
+
+struct SampleRun {
+  Tensor x;                       // [n,1,H,W] the final samples
+  std::vector<float> energy;      // [n] E = −f of the final samples
+  std::vector<Tensor> trajectory; // snapshots (every > 0 only): before step 1, then every `every` steps
+  std::vector<int> snapshot_steps;
+  std::vector<double> snapshot_mean_energy;  // mean E over all n chains at each snapshot
+};
+
+// Runs the chains from `start` (its images are the initial state): noise from (seed, kGenerate) inside
+// the backend, so with p.noise == 0 the result does not depend on the seed at all.
+SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uint64_t seed, int every = 0);
+
+// The sample grid: near-square, each tile labelled "E=<energy>", tiles upscaled by `scale`.
+Image sample_grid(const Tensor& x, const std::vector<float>& energy, int scale = 2);
+
+// The sampler at work: one row per chain (the first `chains` of them), one column per snapshot,
+// the step number above each column.
+Image trajectory_image(const std::vector<Tensor>& snapshots, const std::vector<int>& steps, int chains = 8,
+                       int scale = 2);
+
+// Most snapshots a trajectory picture holds (wider pictures stop being readable).
+constexpr int kMaxSnapshots = 64;
+
+}  // namespace ebm

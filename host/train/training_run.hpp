@@ -1,0 +1,100 @@
+// The training run around the engine: data, backend, progress line and ETA, metrics.jsonl, epoch
+// summaries, checkpoints (every epoch, on stop, on SIGINT/SIGTERM), sample grids, divergence guard.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "host/eval/classifier.hpp"
+#include "host/io/config.hpp"
+
+namespace ebm {
+
+class Communicator;
+
+// TrainRunOptions::stop's values: 0 train on; kStopBySignal, SIGINT/SIGTERM (ebm_train's handler, or Ctrl-C seen by
+// the Python module); kStopByCall, the caller (ebm_engine's Trainer.stop()). The run's "stopped" record says
+// "signal" or "stop".
+constexpr int kStopBySignal = 1, kStopByCall = 2;
+
+struct TrainRunOptions {
+  Config config;
+  std::optional<std::string> resume;        // checkpoint dir to continue from (none = a fresh run; "" is an error)
+  const std::atomic<int>* stop = nullptr;   // set by a signal handler: finish the step, checkpoint, return
+  int profile_begin = -1, profile_end = -1; // steps [begin, end) inside cudaProfilerStart/Stop (-1 = off)
+  // Data-parallel runs: this process's place among the ranks (not owned; null = one process). Every rank
+  // calls run_training with the same config; rank 0 writes the logs and checkpoints (holding every rank's
+  // buffer shard and RNG state), a stop requested on any rank stops all of them after the same step.
+  Communicator* comm = nullptr;
+  // train.eval's classifier, when it must be trained (tests and smoke runs shrink it).
+  ClassifierRecipe classifier;
+  // Where rank 0's console lines go (null: std::cout and std::cerr). The Python module hands buffers and
+  // forwards them to sys.stdout/sys.stderr between steps.
+  std::ostream* out = nullptr;
+  std::ostream* err = nullptr;
+  // Called with each record as it is appended to metrics.jsonl (rank 0), on the training thread.
+  std::function<void(const nlohmann::json&)> on_record;
+};
+
+// Exit codes of ebm_train.
+enum RunResult : int { kRunOk = 0, kRunDiverged = 3 };
+
+// One setting a resumed run changes from its checkpoint's config.json: the dotted key, the checkpoint's
+// value and the new one.
+struct SettingChange {
+  std::string key;
+  nlohmann::json from, to;
+};
+
+// The settings `now` changes from `checkpoint`'s, in key order. A resumed run may change how it trains
+// from here on: train.lr (applied from the next step; Adam's moments are kept), seed (fresh random streams
+// from the next step), train.epochs and max_steps, the cadences (log_every, checkpoint_every,
+// keep_checkpoints, validate, tensorboard), train.divergence.*, the sampler, alpha, real_noise, Adam's betas and eps,
+// buffer.reinit_prob, generate.*, the backend, cuda.*, output_dir, comm_timeout_s and data.dir (the data
+// itself is checked by fingerprint). It may not change what the state was built for: model.*, data.dataset,
+// data.pad_to, data.limit, data.batch_size, buffer.capacity and buffer.initial — a UserError naming the key,
+// the checkpoint's value and the new one, from `checkpoint_dir`.
+std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& checkpoint_dir);
+
+// Throws UserError on bad input (data, checkpoint, output dir) — SharedUserError (host/train/distributed.hpp),
+// thrown on every rank alike, when the run has several — and CommError when another rank fails; returns
+// a RunResult.
+int run_training(const TrainRunOptions& o);
+
+class TrainingRun;  // host/train/training_run.cpp
+
+// run_training one step at a time (the Python module's Trainer): the constructor makes every check and
+// prepares the run folder (UserError as run_training throws them, before anything is written); advance()
+// runs one training step with what falls due before and after it (an epoch's end, its checkpoints, the
+// run's end). Calling advance() until it returns a result is run_training, bit for bit.
+class Training {
+ public:
+  explicit Training(TrainRunOptions o);
+  ~Training();
+  Training(const Training&) = delete;
+  Training& operator=(const Training&) = delete;
+
+  // nullopt while the run goes on; the RunResult once it has ended (then every later call returns it).
+  std::optional<int> advance();
+  std::optional<int> result() const;
+  int64_t step() const;               // optimizer steps taken
+  int64_t total_steps() const;        // where the run ends (train.epochs, or train.max_steps)
+  const Config& config() const;
+  const NetSpec& net() const;
+  std::string divergence() const;  // why the run diverged, and what to fall back on ("" unless it ended so)
+  // The weights sample() and energy() use now (Backend::sampling_params), for a model of the run as it is.
+  std::vector<float> sampling_params();
+  // Writes the state now as a checkpoint in `dir` (a folder ebm_train --resume continues from), once the
+  // divergence guard's probe has passed it (UserError otherwise); the run's random streams do not move.
+  void save(const std::string& dir);
+
+ private:
+  TrainRunOptions options_;  // TrainingRun keeps a reference
+  std::unique_ptr<TrainingRun> run_;
+};
+
+}  // namespace ebm
