@@ -6,24 +6,29 @@
 #      after the reproducers kept in tests/fuzz/regressions/ (tests/fuzz/README.md);
 #   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only);
 #   4. device dry run: scripts/device_dry_run.sh, the GPU machine's check (bench/device_check.sh) rehearsed
-#      here in an environment shaped like that machine's: a cold CUDA build, 2-5 minutes on 2 cores.
-#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--quick] [--fuzz-seconds N]
-# --quick is --no-fuzz --no-sanitize --no-device-dry-run; --cpu-only skips the dry run too (it needs the
+#      here in an environment shaped like that machine's: a cold CUDA build, 2-5 minutes on 2 cores;
+#   5. plain build: `cmake -S . -B build-plain && cmake --build build-plain` as most people type it, with
+#      CMake's default generator (Unix Makefiles, not the presets' Ninja) into a fresh folder: the build path
+#      (generated sources, their folders, link order), CPU backend, unoptimised, without the test binary.
+#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--no-plain-build] [--quick]
+#                   [--fuzz-seconds N]
+# --quick is --no-fuzz --no-sanitize --no-device-dry-run --no-plain-build; --cpu-only skips the dry run too (it needs the
 # CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later ones; the script
 # fails if any stage failed, after a summary with each stage's time. clang and libFuzzer missing is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-preset=release fuzz=1 sanitize=1 device_dry_run=1 fuzz_seconds=30 setup_args=()
+preset=release fuzz=1 sanitize=1 device_dry_run=1 plain_build=1 fuzz_seconds=30 setup_args=()
 while (($#)); do
   case "$1" in
     --cpu-only) preset=cpu-only device_dry_run=0; setup_args+=(--cpu-only) ;;
     --no-fuzz) fuzz=0 ;;
     --no-sanitize) sanitize=0 ;;
     --no-device-dry-run) device_dry_run=0 ;;
-    --quick) fuzz=0 sanitize=0 device_dry_run=0 ;;
+    --no-plain-build) plain_build=0 ;;
+    --quick) fuzz=0 sanitize=0 device_dry_run=0 plain_build=0 ;;
     --fuzz-seconds) fuzz_seconds="$2"; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -83,6 +88,19 @@ if ((device_dry_run)); then
   else
     times+=("$(printf '%-16s %5ds  %s' "device dry run" 0 "skipped: no CUDA toolkit (nvcc) on this machine")")
   fi
+fi
+
+if ((plain_build)); then
+  plain() {
+    rm -rf build-plain
+    env -u CMAKE_GENERATOR cmake -S . -B build-plain -DEBM_ENABLE_CUDA=OFF -DBUILD_TESTING=OFF \
+      -DEBM_WERROR="$werror" > "$log" 2>&1 || { cat "$log"; return 1; }
+    grep -q '^CMAKE_GENERATOR:INTERNAL=Unix Makefiles$' build-plain/CMakeCache.txt ||
+      { echo "test.sh: build-plain was not configured with the default generator (Unix Makefiles)" >&2; return 1; }
+    env -u CMAKE_GENERATOR cmake --build build-plain -j 2 > "$log" 2>&1 || { tail -40 "$log"; return 1; }
+    ls build-plain/ebm_train build-plain/ebm_sample build-plain/ebm_score build-plain/ebm_eval build-plain/ebm_bench > /dev/null
+  }
+  stage "plain build" plain
 fi
 
 echo "=== test.sh: summary"

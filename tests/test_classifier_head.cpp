@@ -265,14 +265,7 @@ TEST(ClassifierHead, CheckpointRoundTripWithTenOutputs) {
   ASSERT_EQ(net.dense_in, 512);
   CpuBackend be(engine_options_for(c));
   be.set_params(random_params(net, 8));
-  TrainState s;
-  s.params = be.params();
-  s.adam = be.adam();
-  s.buffer = be.buffer();
-  s.rng = be.rng_state();
-  s.rng_backend = "cpu";
-  s.lr = c.train.lr;
-  s.seed = c.seed;
+  const TrainState s = test::state_of(be, c);
   const std::string dir = tmp / "ck";
   save_checkpoint(dir, net, s, c);
 

@@ -128,11 +128,14 @@ TEST(Layout, KernelLaunchesOnlyInKernels) {
 // python. No source sits in host/ itself.
 TEST(Layout, HostIsInFoldersByConcern) {
   std::vector<std::string> loose;
-  for (const auto& e : fs::directory_iterator(kRoot / "host"))
-    if (e.is_regular_file()) loose.push_back(fs::relative(e.path(), kRoot).string());
-    else if (e.is_directory())
+  for (const auto& e : fs::directory_iterator(kRoot / "host")) {
+    if (e.is_regular_file()) {
+      loose.push_back(fs::relative(e.path(), kRoot).string());
+    } else if (e.is_directory()) {
       EXPECT_TRUE(std::set<std::string>({"io", "eval", "train", "tools", "python"}).count(e.path().filename().string()))
           << "host/" << e.path().filename().string() << "/ is not one of the layout's folders";
+    }
+  }
   EXPECT_TRUE(loose.empty()) << "host/ holds folders only:" << joined(loose);
   for (const char* f : {"host/io/config.hpp", "host/io/checkpoint.hpp", "host/io/png_image.hpp", "host/io/charts.hpp",
                         "host/eval/scoring.hpp", "host/eval/eval_quality.hpp", "host/train/training_run.hpp",
@@ -154,4 +157,20 @@ TEST(Layout, PngEncoderApartFromCharts) {
   const std::string png = read(kRoot / "host/io/png_image.cpp") + read(kRoot / "host/io/png_image.hpp");
   for (const char* drawing : {"kFont", "image_grid", "line_plot", "histogram_png", "draw_text"})
     EXPECT_EQ(png.find(drawing), std::string::npos) << "host/io/png_image.* draws (" << drawing << "): that is charts.*";
+}
+
+// The tools and the Python module reach the training run through the headers meant for them: training_run.hpp
+// (run_training, Training), the ranks' helpers, the MPI communicator and the memory plan. The run's collaborators
+// (run_folder, resume, run_log, divergence_guard, checkpoint_keeper, epoch_reports) are the loop's own.
+TEST(Layout, ToolsReachTheTrainingRunThroughItsPublicHeaders) {
+  const std::set<std::string> meant = {"host/train/training_run.hpp", "host/train/distributed.hpp",
+                                       "host/train/mpi_communicator.hpp", "host/train/memory_plan.hpp"};
+  std::vector<std::string> v = violations(kRoot / "host" / "tools", {"host/train/"});
+  auto w = violations(kRoot / "host" / "python", {"host/train/"});
+  auto b = violations(kRoot / "bench", {"host/train/"});
+  v.insert(v.end(), w.begin(), w.end());
+  v.insert(v.end(), b.begin(), b.end());
+  std::erase_if(v, [&](const std::string& s) { return meant.count(s.substr(s.find(": includes ") + 11)) > 0; });
+  EXPECT_TRUE(v.empty()) << "a collaborator of the training run included from outside it:" << joined(v);
+  for (const std::string& h : meant) EXPECT_TRUE(fs::exists(kRoot / h)) << h;
 }

@@ -15,6 +15,8 @@
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "engine/tensor.hpp"
+#include "engine/backend.hpp"
+#include "host/io/checkpoint.hpp"
 #include "host/io/idx.hpp"
 
 namespace ebm::test {
@@ -91,6 +93,19 @@ inline void expect_user_error(const std::function<void()>& fn, const std::vector
     for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
   }
+}
+
+// What a checkpoint holds of `be` now (its tensors and streams), at step 0 of a run of `c`: a state to save.
+inline TrainState state_of(Backend& be, const Config& c) {
+  TrainState s;
+  s.params = be.params();
+  s.adam = be.adam();
+  s.buffer = be.buffer();
+  s.rng = be.rng_state();
+  s.rng_backend = backend_name(be.facts().kind);
+  s.lr = c.train.lr;
+  s.seed = c.seed;
+  return s;
 }
 
 // Occurrences of `needle` in `text` (events in a metrics.jsonl, lines in a log).

@@ -188,6 +188,14 @@ std::vector<float> energies_from_f(const std::vector<float>& f) {
   return e;
 }
 
+Tensor image_rows(const Tensor& t, const NetSpec& net, int64_t max_rows, bool newest) {
+  const int64_t n = t.shape.empty() ? 0 : std::min(max_rows, t.dim(0)), img = net.image_size();
+  Tensor rows({n, net.in_c, net.in_h, net.in_w});
+  const float* src = t.ptr() + (newest ? t.dim(0) - n : 0) * img;
+  std::copy(src, src + n * img, rows.ptr());
+  return rows;
+}
+
 EnergyStats energy_stats(const std::vector<float>& e) {
   EnergyStats s;
   s.count = e.size();

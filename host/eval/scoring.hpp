@@ -52,6 +52,10 @@ void write_energies(const std::string& path, const std::vector<float>& energy);
 // E = −f, elementwise.
 std::vector<float> energies_from_f(const std::vector<float>& f);
 
+// At most `max_rows` rows of t [n, image] (any shape whose rows hold net.image_size() values) as network inputs
+// [m, C, H, W]: its first rows, or with `newest` its last (the replay buffer writes its newest last).
+Tensor image_rows(const Tensor& t, const NetSpec& net, int64_t max_rows, bool newest);
+
 struct EnergyStats {
   size_t count = 0;
   double mean = 0, min = 0, max = 0;

@@ -1,5 +1,7 @@
-// The training run around the engine: data, backend, progress line and ETA, metrics.jsonl, epoch
-// summaries, checkpoints (every epoch, on stop, on SIGINT/SIGTERM), sample grids, divergence guard.
+// The training run around the engine: data, backend, the step loop, and what falls due around it — progress
+// line and ETA, metrics.jsonl, epoch summaries, checkpoints (every epoch, on stop, on SIGINT/SIGTERM), sample
+// grids, the divergence guard. The loop is host/train/training_run.cpp; each of those jobs is a collaborator
+// of its own beside it (run_folder, resume, run_log, divergence_guard, checkpoint_keeper, epoch_reports).
 #pragma once
 #include <atomic>
 #include <functional>
@@ -42,23 +44,6 @@ struct TrainRunOptions {
 
 // Exit codes of ebm_train.
 enum RunResult : int { kRunOk = 0, kRunDiverged = 3 };
-
-// One setting a resumed run changes from its checkpoint's config.json: the dotted key, the checkpoint's
-// value and the new one.
-struct SettingChange {
-  std::string key;
-  nlohmann::json from, to;
-};
-
-// The settings `now` changes from `checkpoint`'s, in key order. A resumed run may change how it trains
-// from here on: train.lr (applied from the next step; Adam's moments are kept), seed (fresh random streams
-// from the next step), train.epochs and max_steps, the cadences (log_every, checkpoint_every,
-// keep_checkpoints, validate, tensorboard), train.divergence.*, the sampler, alpha, real_noise, Adam's betas and eps,
-// buffer.reinit_prob, generate.*, the backend, cuda.*, output_dir, comm_timeout_s and data.dir (the data
-// itself is checked by fingerprint). It may not change what the state was built for: model.*, data.dataset,
-// data.pad_to, data.limit, data.batch_size, buffer.capacity and buffer.initial — a UserError naming the key,
-// the checkpoint's value and the new one, from `checkpoint_dir`.
-std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& checkpoint_dir);
 
 // Throws UserError on bad input (data, checkpoint, output dir) — SharedUserError (host/train/distributed.hpp),
 // thrown on every rank alike, when the run has several — and CommError when another rank fails; returns

@@ -1,0 +1,68 @@
+#include "host/train/divergence_guard.hpp"
+
+#include <cmath>
+
+#include "engine/loss.hpp"
+#include "host/eval/scoring.hpp"
+#include "host/train/run_log.hpp"
+
+namespace ebm {
+
+bool DivergenceGuard::within(double max_abs_f) const { return std::isfinite(max_abs_f) && max_abs_f <= c_.max_abs_f; }
+
+bool DivergenceGuard::check_step(int64_t step, double loss, double max_abs_f) {
+  if (std::isfinite(loss) && within(max_abs_f)) return true;
+  found(step, "", std::isfinite(loss) ? max_abs_f : NAN);
+  return false;
+}
+
+void DivergenceGuard::found(int64_t step, const std::string& where, double max_abs_f) {
+  step_ = step;
+  why_ = "diverged at step " + std::to_string(step) + (where.empty() ? "" : " (" + where + ")") + ": " +
+         (std::isfinite(max_abs_f) ? "|f| reached " + fmt("%.4g", max_abs_f) + " > train.divergence.max_abs_f = " +
+                                         fmt("%.4g", c_.max_abs_f)
+                                   : std::string("the energy is NaN/inf"));
+}
+
+std::optional<TrainState> DivergenceGuard::roll_back(int64_t rollbacks, bool may_roll_back) {
+  if (!may_roll_back || c_.action != "rollback" || rollbacks >= c_.max_rollbacks || !good_) return std::nullopt;
+  const int64_t n = rollbacks + 1;
+  TrainState back = *good_;
+  back.rollbacks = n;
+  back.lr = good_->lr * c_.lr_factor;
+  back.seed = good_->seed + 1000003ull * uint64_t(n);
+  good_ = back;
+  return back;
+}
+
+std::string DivergenceGuard::fallback(const FallbackFacts& f) const {
+  const std::string lr = "train.lr (now " + fmt("%.3g", f.lr) + ")";
+  const std::string hint = c_.action == "stop" ? "; try a lower " + lr + " or train.divergence.action=rollback"
+                                               : "; try a lower " + lr + " or another seed";
+  if (f.saved_step >= 0)
+    return "the last good checkpoint is " + f.last + " (step " + std::to_string(f.saved_step) +
+           "): resume it with a lower learning rate, e.g. --resume " + f.last + " --set train.lr=" + fmt("%.3g", f.lr * 0.5) +
+           (c_.action == "stop" ? " (or set train.divergence.action=rollback)" : "");
+  if (f.resumed)
+    return "this run wrote no checkpoint; the one it resumed from, " + *f.resumed + " (step " +
+           std::to_string(f.start_step) + "), is unchanged" +
+           (good_ ? "" : ", but its own weights already fail the guard with these settings (the first step after "
+                         "resuming diverged): raise train.divergence.max_abs_f or resume an earlier checkpoint") +
+           (good_ ? hint : "");
+  if (!good_)
+    return "no good checkpoint exists: the starting weights already fail the guard (step " +
+           std::to_string(f.start_step + 1) + "'s forward pass); raise train.divergence.max_abs_f or change model.*";
+  return "no good checkpoint exists yet: the run diverged before its first checkpoint was written" + hint;
+}
+
+double probe_max_abs_f(Backend& backend, const NetSpec& net, const Config& config, const Tensor& train,
+                       const Tensor& buffer, uint64_t seed, int64_t step) {
+  const int64_t b = config.data.batch_size;
+  const std::vector<float> real = backend.energy(image_rows(train, net, b, /*newest=*/false));
+  Tensor fake = image_rows(buffer, net, b, /*newest=*/true);  // the newest rows are written last
+  backend.sample(fake, engine_options_for(config).sampler, seed ^ 0x5bd1e995u ^ uint64_t(step));
+  const std::vector<float> refined = backend.energy(fake);
+  return guard_max(max_abs_f(real.data(), int64_t(real.size())), max_abs_f(refined.data(), int64_t(refined.size())));
+}
+
+}  // namespace ebm

@@ -1,0 +1,74 @@
+// The divergence guard (train.divergence): which states of a run are good, what a divergence is, and what
+// happens then — a rollback to the newest good state with a lower learning rate and a new seed, or a stop
+// with one line saying what to fall back on.
+//
+// A step's forward pass runs on the weights of the step before, so the weights a step produces are checked
+// only by the next forward pass on them. A state is "good" once such a pass has passed the guard (finite f,
+// |f| <= max_abs_f): the next training step's, the epoch-end validation's, or — for the last checkpoint of a
+// run, which no step follows — the probe (probe_max_abs_f), which makes the next step's forward pass without
+// the update. Rollbacks go to the newest good state; checkpoints are written only of good states
+// (host/train/checkpoint_keeper.hpp).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "engine/backend.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/io/config.hpp"
+
+namespace ebm {
+
+// What the run can fall back on when it stops diverged (DivergenceGuard::fallback).
+struct FallbackFacts {
+  double lr = 0;                        // the learning rate now (rollbacks may have lowered it)
+  int64_t saved_step = -1;              // the step of the newest checkpoint written (-1: none)
+  std::string last;                     // that checkpoint's folder (<output_dir>/last)
+  std::optional<std::string> resumed;   // the checkpoint this run resumed from
+  int64_t start_step = 0;               // the step the run started from
+};
+
+class DivergenceGuard {
+ public:
+  explicit DivergenceGuard(DivergenceConfig c) : c_(std::move(c)) {}
+
+  // Whether a measure of max |f| (NaN: some f was NaN/inf) passes: finite and <= max_abs_f.
+  bool within(double max_abs_f) const;
+  // A training step's metrics: false, and why(), when its loss is not finite or its |f| does not pass.
+  bool check_step(int64_t step, double loss, double max_abs_f);
+  // Records a divergence at `step` (the weights of that step, or its forward pass), found by `where` ("" for the
+  // step's own metrics), with max |f| (NaN: some f was NaN/inf).
+  void found(int64_t step, const std::string& where, double max_abs_f);
+  const std::string& why() const { return why_; }
+  int64_t step() const { return step_; }
+  void forget() { why_.clear(); }  // a divergence that ended nothing (a refused save)
+
+  // `s` passed a forward pass: the newest good state, where a rollback goes.
+  void passed(TrainState s) { good_ = std::move(s); }
+  const std::optional<TrainState>& good() const { return good_; }
+
+  // After a divergence, with `rollbacks` taken so far: the state to go on from (the newest good one, with
+  // rollbacks + 1, lr × lr_factor and seed + 1000003·(rollbacks + 1)), which becomes the good state; nullopt when
+  // the run stops instead (action stop, max_rollbacks reached, no good state, or `may_roll_back` false: a stop
+  // asked for is never rolled back).
+  std::optional<TrainState> roll_back(int64_t rollbacks, bool may_roll_back);
+  // Whether a run that stops now stops because it used up its rollbacks ("gave up after N rollbacks").
+  bool gave_up(bool may_roll_back) const { return may_roll_back && c_.action == "rollback" && good_.has_value(); }
+  // What the user can fall back on, said plainly (one line).
+  std::string fallback(const FallbackFacts& f) const;
+
+ private:
+  DivergenceConfig c_;
+  std::string why_;
+  int64_t step_ = 0;
+  std::optional<TrainState> good_;
+};
+
+// The probe: the next training step's forward pass on the weights `backend` holds now, without the update —
+// energies of the first batch_size rows of `train` and of this rank's newest batch_size rows of `buffer` (the
+// replay buffer) refined by the training sampler on its own stream (the training streams do not move). This
+// rank's max |f| (NaN when any f is); the run adds validation's and takes the maximum over ranks.
+double probe_max_abs_f(Backend& backend, const NetSpec& net, const Config& config, const Tensor& train,
+                       const Tensor& buffer, uint64_t seed, int64_t step);
+
+}  // namespace ebm
