@@ -62,7 +62,6 @@ void CheckpointKeeper::write(const TrainState& s, const std::vector<std::string>
       all.rank_rngs.push_back(std::move(p.rng));
     }
   }
-  EBM_CHECK(folder_ != nullptr, "rank 0 writes checkpoints into its run folder");
   int64_t newest_epoch = 0;
   for (const std::string& name : names) {
     save_checkpoint((*folder_ / name).string(), net_, all, config_);

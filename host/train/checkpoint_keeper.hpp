@@ -20,7 +20,8 @@ namespace ebm {
 
 class CheckpointKeeper {
  public:
-  // `folder`: rank 0's run folder (null on the other ranks); `config`: the run's (saved as config.json).
+  // `folder`: the run folder (rank 0 writes into it; the other ranks only send rank 0 their state);
+  // `config`: the run's (saved as config.json).
   CheckpointKeeper(RunFolder* folder, const NetSpec& net, const Config& config, Communicator& comm)
       : folder_(folder), net_(net), config_(config), comm_(comm) {}
 

@@ -1,7 +1,7 @@
 // The run folder (a run's output_dir): whether this run may write there (checks that write nothing), its
 // lock, the half-written checkpoints a killed run left, which epoch_<N>/ checkpoints stay
 // (train.keep_checkpoints), and its size at the end. One folder, one run: TrainingRun (host/train/
-// training_run.hpp) holds one RunFolder, on rank 0.
+// training_run.hpp) holds one RunFolder on every rank, and rank 0 alone checks, locks and writes it.
 #pragma once
 #include <cstdint>
 #include <filesystem>
