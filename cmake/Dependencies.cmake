@@ -128,10 +128,15 @@ set(BLA_VENDOR OpenBLAS)
 find_package(BLAS QUIET)
 find_path(EBM_CBLAS_INCLUDE cblas.h PATH_SUFFIXES openblas openblas-pthread x86_64-linux-gnu/openblas-pthread
           HINTS /usr/include/x86_64-linux-gnu/openblas-pthread)
+# OpenBLAS is loaded at the first GEMM (engine/cpu/gemm.cpp), by its soname, after OPENBLAS_NUM_THREADS=1: linked,
+# its pthread build would start its own thread pool before main, each thread mapping a 128 MiB work buffer that
+# nothing uses (the backend runs one-thread GEMMs inside OpenMP regions), and under ulimit -v retrying that map
+# forever. The headers give the declarations; the library found here is what the soname resolves to at run time.
+set(EBM_OPENBLAS_SONAME "libopenblas.so.0" CACHE STRING "OpenBLAS's soname, loaded at the first GEMM")
 if(BLAS_FOUND AND EBM_CBLAS_INCLUDE)
-  target_link_libraries(ebm_blas INTERFACE ${BLAS_LIBRARIES})
+  target_link_libraries(ebm_blas INTERFACE ${CMAKE_DL_LIBS})
   target_include_directories(ebm_blas INTERFACE ${EBM_CBLAS_INCLUDE})
-  target_compile_definitions(ebm_blas INTERFACE EBM_HAVE_CBLAS=1)
+  target_compile_definitions(ebm_blas INTERFACE EBM_HAVE_CBLAS=1 EBM_OPENBLAS_SONAME="${EBM_OPENBLAS_SONAME}")
   set(EBM_BLAS_FOUND TRUE)
 endif()
 

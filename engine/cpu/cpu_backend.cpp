@@ -3,10 +3,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <numeric>
 
+#include "engine/address_space.hpp"
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/cpu/fast_math.hpp"
@@ -55,11 +58,24 @@ void uniform_slice(const Rng& r, int64_t first, int64_t n, float lo, float hi, f
 
 }  // namespace
 
+int cpu_backend_threads() { return omp_get_max_threads(); }
+
 CpuBackend::CpuBackend(const EngineOptions& opt)
     : opt_(opt), comm_(opt.comm), rank_(comm_ ? comm_->rank() : 0), world_(comm_ ? comm_->size() : 1),
       buffer_(shard_capacity(opt), opt.net.image_size()) {
+  // Under ulimit -v, what the threads will map must fit before the first GEMM (engine/address_space.hpp).
+  // OpenBLAS keeps a thread's work buffer for the process's life: threads an earlier backend used map none again.
+  static std::atomic<int> buffered{0};
+  const int threads = cpu_backend_threads();
+  if (const std::optional<AddressSpace> as = address_space())
+    check_address_space(threads_address_space(threads, as->threads, gemm_maps_work_buffers(), buffered),
+                        "the CPU backend's " + std::to_string(threads) + " thread" + (threads == 1 ? "" : "s") +
+                            " (OpenBLAS's work buffer, a stack and a malloc arena each)",
+                        threads, threads_address_space(1, as->threads, gemm_maps_work_buffers(), buffered));
+  for (int b = buffered; b < threads && !buffered.compare_exchange_weak(b, threads);) {
+  }
   set_gemm_threads(1);  // parallelism comes from splitting the batch over threads
-  for (int t = 0; t < omp_get_max_threads(); ++t) nets_.push_back(std::make_unique<CpuNet>(opt_.net));
+  for (int t = 0; t < threads; ++t) nets_.push_back(std::make_unique<CpuNet>(opt_.net));
   grads_.resize(nets_.size());
   params_ = init_params(opt_.net, opt_.seed);
   grad_.assign(params_.size(), 0.0f);
@@ -114,15 +130,24 @@ void perturb_slice(float* x, int64_t lo, int64_t hi, float sigma, uint64_t seed,
 
 }  // namespace
 
+// An exception thrown on a thread (std::bad_alloc, a UserError) must not leave the parallel region, where it
+// would end the process (std::terminate): the first one is kept and rethrown once every thread is done.
 template <class Fn>
 void CpuBackend::parallel_rows(int n, Fn&& fn) {
   const int threads = std::max(1, std::min(int(nets_.size()), n));
+  std::exception_ptr error;
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
     const int a = int(int64_t(n) * t / threads), b = int(int64_t(n) * (t + 1) / threads);
-    if (b > a) fn(*nets_[t], t, a, b);
+    try {
+      if (b > a) fn(*nets_[t], t, a, b);
+    } catch (...) {
+#pragma omp critical(ebm_parallel_rows_error)
+      if (!error) error = std::current_exception();
+    }
   }
+  if (error) std::rethrow_exception(error);
 }
 
 void CpuBackend::reduce_grads(int n) {

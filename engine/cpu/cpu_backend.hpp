@@ -17,6 +17,9 @@
 
 namespace ebm {
 
+// The threads a CpuBackend made now runs (OMP_NUM_THREADS where set, else one per core).
+int cpu_backend_threads();
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const EngineOptions& opt);

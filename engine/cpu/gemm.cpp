@@ -3,24 +3,61 @@
 #include <vector>
 
 #ifdef EBM_HAVE_CBLAS
-#include <cblas.h>
+#include <cblas.h>  // the declarations only: the library is loaded at the first GEMM
+#include <dlfcn.h>
+
+#include <cstdlib>
+
+#include "engine/error.hpp"
 #endif
 
 namespace ebm {
 
 #ifdef EBM_HAVE_CBLAS
+namespace {
+
+struct OpenBlas {
+  decltype(&cblas_sgemm) sgemm = nullptr;
+  decltype(&cblas_dgemm) dgemm = nullptr;
+  decltype(&openblas_set_num_threads) set_num_threads = nullptr;
+};
+
+// OpenBLAS, loaded once. The backend runs one-thread GEMMs inside its OpenMP regions, so OpenBLAS's own thread
+// pool never works; yet its pthread build starts that pool when the library loads, each thread mapping its
+// 128 MiB work buffer at once, and under an address-space limit (ulimit -v) a map that fails is retried forever
+// (blas_memory_alloc), a hang that exit then waits on. Loaded after OPENBLAS_NUM_THREADS=1 (unless the user set
+// it), it starts no pool. A process that has OpenBLAS loaded already (numpy's, in Python) shares that copy.
+const OpenBlas& openblas() {
+  static const OpenBlas lib = [] {
+    setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/0);
+    void* h = dlopen(EBM_OPENBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!h) user_fail("cannot load OpenBLAS (", EBM_OPENBLAS_SONAME, "): ", dlerror(), " (Debian: libopenblas0)");
+    OpenBlas b;
+    b.sgemm = reinterpret_cast<decltype(b.sgemm)>(dlsym(h, "cblas_sgemm"));
+    b.dgemm = reinterpret_cast<decltype(b.dgemm)>(dlsym(h, "cblas_dgemm"));
+    b.set_num_threads = reinterpret_cast<decltype(b.set_num_threads)>(dlsym(h, "openblas_set_num_threads"));
+    if (!b.sgemm || !b.dgemm || !b.set_num_threads)
+      user_fail(EBM_OPENBLAS_SONAME, " lacks cblas_sgemm, cblas_dgemm or openblas_set_num_threads: not OpenBLAS");
+    return b;
+  }();
+  return lib;
+}
+
+}  // namespace
+
 void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
            float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
-              b, ldb, beta, c, ldc);
+  openblas().sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+                   lda, b, ldb, beta, c, ldc);
 }
 void dgemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb,
            double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
-              b, ldb, beta, c, ldc);
+  openblas().dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
+                   lda, b, ldb, beta, c, ldc);
 }
 const char* gemm_provider() { return "OpenBLAS"; }
-void set_gemm_threads(int n) { openblas_set_num_threads(n); }
+void set_gemm_threads(int n) { openblas().set_num_threads(n); }
+bool gemm_maps_work_buffers() { return true; }
 #else
 namespace {
 // i-p-j order so the inner loop runs along contiguous rows of B and C and vectorises.
@@ -54,6 +91,7 @@ void dgemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a,
 }
 const char* gemm_provider() { return "portable loop (no BLAS found)"; }
 void set_gemm_threads(int) {}
+bool gemm_maps_work_buffers() { return false; }
 #endif
 
 }  // namespace ebm

@@ -16,5 +16,7 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const doub
 
 const char* gemm_provider();
 void set_gemm_threads(int n);  // OpenBLAS' own pool; a no-op for the portable loop
+// Whether each thread calling gemm maps a work buffer of its own (OpenBLAS: kBlasWorkBuffer, engine/address_space.hpp).
+bool gemm_maps_work_buffers();
 
 }  // namespace ebm

@@ -9,6 +9,8 @@
 #include <numeric>
 #include <sstream>
 
+#include "engine/address_space.hpp"
+#include "engine/cpu/gemm.hpp"
 #include "engine/error.hpp"
 #include "engine/net.hpp"
 
@@ -82,6 +84,52 @@ double cgroup_value(const char* file) {
 
 }  // namespace
 
+double cgroup_memory_left(const std::string& proc_cgroup, const std::string& mountinfo, const std::string& root) {
+  // Where each hierarchy is mounted: mountinfo's fields are "id parent dev root mountpoint opts ... - fstype src super".
+  std::string v2_mount, v2_root, v1_mount, v1_root;
+  std::istringstream mounts(mountinfo);
+  for (std::string line; std::getline(mounts, line);) {
+    const size_t dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream head(line.substr(0, dash)), tail(line.substr(dash + 3));
+    std::string id, parent, dev, mroot, point, fstype, src, super;
+    if (!(head >> id >> parent >> dev >> mroot >> point) || !(tail >> fstype >> src >> super)) continue;
+    if (fstype == "cgroup2" && v2_mount.empty()) v2_mount = point, v2_root = mroot;
+    if (fstype == "cgroup" && ("," + super + ",").find(",memory,") != std::string::npos) v1_mount = point, v1_root = mroot;
+  }
+  double left = -1;
+  auto at_most = [&](double limit, double usage) {
+    if (limit < 0 || limit >= 1e18) return;  // none ("max"), or v1's "no limit"
+    const double l = limit - std::max(0.0, usage);
+    if (left < 0 || l < left) left = std::max(l, 1.0);
+  };
+  // The process's cgroup in each hierarchy ("0::/path" for v2, "N:...memory...:/path" for v1), then every
+  // cgroup above it up to the mount's root: a parent's limit holds its children too.
+  auto walk = [&](const std::string& mount, const std::string& mroot, std::string path, const char* limit_file,
+                  const char* usage_file) {
+    if (mount.empty()) return;
+    if (mroot != "/" && path.starts_with(mroot)) path = path.substr(mroot.size());  // a namespaced mount
+    for (;;) {
+      const std::string dir = root + mount + (path == "/" ? std::string() : path);
+      at_most(cgroup_value((dir + "/" + limit_file).c_str()), cgroup_value((dir + "/" + usage_file).c_str()));
+      if (path.empty() || path == "/") break;
+      const size_t slash = path.rfind('/');
+      path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+    }
+  };
+  std::istringstream groups(proc_cgroup);
+  for (std::string line; std::getline(groups, line);) {
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (line.compare(0, a, "0") == 0 && controllers.empty())
+      walk(v2_mount, v2_root, path, "memory.max", "memory.current");
+    else if (("," + controllers + ",").find(",memory,") != std::string::npos)
+      walk(v1_mount, v1_root, path, "memory.limit_in_bytes", "memory.usage_in_bytes");
+  }
+  return left;
+}
+
 double host_memory_available() {
   double available = proc_kb("/proc/meminfo", "MemAvailable:");
   if (available < 0) {
@@ -95,12 +143,14 @@ double host_memory_available() {
   rlimit as{};
   if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
     at_most(double(as.rlim_cur) - std::max(0.0, proc_kb("/proc/self/status", "VmSize:")));
-  // A container's or a batch job's memory limit (cgroup v2, then v1) less what the group uses.
-  const double v2 = cgroup_value("/sys/fs/cgroup/memory.max");
-  if (v2 >= 0) at_most(v2 - std::max(0.0, cgroup_value("/sys/fs/cgroup/memory.current")));
-  const double v1 = cgroup_value("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-  if (v1 >= 0 && v1 < 1e18)  // v1 reports "no limit" as a huge number
-    at_most(v1 - std::max(0.0, cgroup_value("/sys/fs/cgroup/memory/memory.usage_in_bytes")));
+  // A container's or a batch job's memory limit: this process's cgroup's, or a parent's, less what they use.
+  auto text = [](const char* file) {
+    std::ifstream in(file);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  at_most(cgroup_memory_left(text("/proc/self/cgroup"), text("/proc/self/mountinfo")));
   return available;
 }
 
@@ -113,6 +163,21 @@ void check_host_memory(const std::vector<MemoryItem>& plan, double available) {
       *std::max_element(plan.begin(), plan.end(), [](const MemoryItem& a, const MemoryItem& b) { return a.bytes < b.bytes; });
   user_fail(big.key, ": the run needs about ", human_bytes(total), " of memory, ", human_bytes(big.bytes), " of it for the ",
             big.what, ", but this machine has ", human_bytes(available), " available; lower ", big.key);
+}
+
+void check_address_space_for_run(const std::vector<MemoryItem>& plan, bool cpu_backend, int threads) {
+  const std::optional<AddressSpace> as = address_space();
+  if (!as) return;
+  const double data =
+      std::accumulate(plan.begin(), plan.end(), 0.0, [](double s, const MemoryItem& m) { return s + m.bytes; });
+  const bool blas = gemm_maps_work_buffers();
+  const double own = cpu_backend ? threads_address_space(threads, as->threads, blas) : 0.0;
+  check_address_space(data + own,
+                      "the run (" + human_bytes(data) + " for its replay buffer, network and activations)" +
+                          (cpu_backend ? " and the CPU backend's " + std::to_string(threads) + " thread" +
+                                             (threads == 1 ? "" : "s") + " (OpenBLAS's work buffer, a stack and a malloc arena each)"
+                                       : std::string()),
+                      cpu_backend ? threads : 1, data + threads_address_space(1, as->threads, blas));
 }
 
 }  // namespace ebm

@@ -30,8 +30,20 @@ std::vector<MemoryItem> host_memory_plan(const Config& c, const NetSpec& net, in
 // Slurm job) leaves less; 0 when unknown (then nothing is checked).
 double host_memory_available();
 
+// What this process's memory cgroup still allows (limit − usage; the tightest over its cgroup and every cgroup
+// above it), or −1 where none limits it. `proc_cgroup` and `mountinfo`: the texts of /proc/self/cgroup and
+// /proc/self/mountinfo; the limit files are read under `root` + the mount point (root "" on a live system). Both
+// hierarchies: cgroup v2 (memory.max, memory.current, wherever cgroup2 is mounted) and v1's memory controller
+// (memory.limit_in_bytes, memory.usage_in_bytes; its "no limit" is a huge number).
+double cgroup_memory_left(const std::string& proc_cgroup, const std::string& mountinfo, const std::string& root = "");
+
 // UserError naming the largest item's key, its size and what is available, when the plan does not fit.
 void check_host_memory(const std::vector<MemoryItem>& plan, double available);
+
+// Under an address-space limit (ulimit -v), a UserError in one line when the plan and, for a run on the CPU
+// backend, what its `threads` threads map besides (engine/address_space.hpp: OpenBLAS's work buffers, stacks,
+// malloc arenas) do not fit in what the process may still map. Nothing without a limit.
+void check_address_space_for_run(const std::vector<MemoryItem>& plan, bool cpu_backend, int threads);
 
 // "8.8 TB", "33.6 MB": decimal units, three significant digits.
 std::string human_bytes(double bytes);

@@ -9,9 +9,9 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <thread>
 
 #include "engine/communicator.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "engine/loss.hpp"
 #include "engine/profiling.hpp"
@@ -220,8 +220,11 @@ class TrainingRun {
                   resumed->data_images, " training images, fingerprint ", resumed->data_fingerprint, ") than ",
                   data_.train_path, " holds now (", data_images_, " images, fingerprint ", data_fingerprint_,
                   "); a resumed run keeps its data set");
-      check_host_memory(host_memory_plan(config_, net_, comm_.size(), int(std::thread::hardware_concurrency())),
-                        host_memory_available());
+      const int threads = cpu_backend_threads();
+      const std::vector<MemoryItem> plan = host_memory_plan(config_, net_, comm_.size(), threads);
+      check_host_memory(plan, host_memory_available());
+      check_address_space_for_run(plan, config_.backend == "cpu" || (config_.backend == "auto" && !cuda_usable(nullptr)),
+                                  threads);
     });
     out() << "data: train " << shape_str(data_.train.shape) << " from " << data_.train_path << ", test "
           << shape_str(data_.test.shape) << "\n";
