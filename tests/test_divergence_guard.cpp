@@ -99,6 +99,11 @@ TEST(DivergenceGuard, TheFallbackSaysWhatIsLeft) {
   FallbackFacts f{0.001, 120, "runs/x/last", std::nullopt, 0};
   EXPECT_EQ(g.fallback(f), "the last good checkpoint is runs/x/last (step 120): resume it with a lower learning rate, "
                            "e.g. --resume runs/x/last --set train.lr=0.0005 (or set train.divergence.action=rollback)");
+  f.python_api = true;  // a Trainer's DivergedError: the same advice as Trainer's arguments
+  EXPECT_EQ(g.fallback(f), "the last good checkpoint is runs/x/last (step 120): resume it with a lower learning rate, "
+                           "e.g. Trainer(config, resume=\"runs/x/last\", overrides={\"train.lr\": 0.0005}) (or add "
+                           "\"train.divergence.action\": \"rollback\" to the overrides)");
+  f.python_api = false;
   f.saved_step = -1;
   EXPECT_EQ(g.fallback(f), "no good checkpoint exists: the starting weights already fail the guard (step 1's forward "
                            "pass); raise train.divergence.max_abs_f or change model.*");

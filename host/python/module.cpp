@@ -6,7 +6,8 @@
 // Threads and signals: the GIL is released while the engine computes (a training step, sampling, energies), so
 // other Python threads run meanwhile. Ctrl-C (SIGINT: Python's handler only sets a flag while C++ runs) is
 // looked at between steps: the run stops after the current step and writes last/, as ebm_train does on SIGINT,
-// then KeyboardInterrupt is raised again.
+// then KeyboardInterrupt is raised again. SIGTERM during Trainer.run() (scancel, docker stop) stops the run the
+// same way and then ends the process by that signal (PyTrainer::SigtermDeferred).
 //
 // Arrays: results (energies, samples, weights) are numpy arrays over the engine's own buffers, handed over
 // without a copy; input images are copied once, into the engine's layout, while their range is checked.
@@ -15,12 +16,14 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <cmath>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/communicator.hpp"
@@ -47,7 +50,32 @@ py::object to_python(const json& j) { return py::module_::import("json").attr("l
 
 // `obj` as JSON text; numpy scalars and arrays as the numbers and lists they hold (.tolist()). Anything else that is
 // not JSON (a set, an object) is a UserError naming `what` (e.g. the override's key) and the value's type.
+// The dotted key of the first float in `obj` (dicts and lists, walked in order) that is NaN or infinite — JSON has
+// no such number, and json.dumps would write one that no reader takes back — with its repr; nullopt when none.
+std::optional<std::pair<std::string, std::string>> non_finite(py::handle obj, const std::string& key) {
+  if (py::isinstance<py::dict>(obj)) {
+    for (auto [k, v] : py::reinterpret_borrow<py::dict>(obj)) {
+      const std::string name = std::string(py::str(k));
+      if (auto found = non_finite(v, key.empty() ? name : key + "." + name)) return found;
+    }
+  } else if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
+    size_t i = 0;
+    for (py::handle v : obj) {
+      if (auto found = non_finite(v, key + "[" + std::to_string(i++) + "]")) return found;
+    }
+  } else if (py::isinstance<py::float_>(obj)) {
+    if (!std::isfinite(obj.cast<double>())) return std::make_pair(key, std::string(py::repr(obj)));
+  } else if (py::hasattr(obj, "tolist")) {  // numpy scalars and arrays, as json.dumps below takes them
+    return non_finite(obj.attr("tolist")(), key);
+  }
+  return std::nullopt;
+}
+
 std::string to_json_text(py::handle obj, const std::string& what) {
+  if (auto bad = non_finite(obj, "")) {
+    if (bad->first.empty()) user_fail(what, ": must be a finite number, got ", bad->second);
+    user_fail(what, ": \"", bad->first, "\" must be a finite number, got ", bad->second);
+  }
   py::cpp_function as_json([](py::handle o) -> py::object {
     if (py::hasattr(o, "tolist")) return o.attr("tolist")();
     throw py::type_error(std::string(py::str(py::type::of(o).attr("__name__"))));
@@ -304,6 +332,7 @@ class PyTrainer {
     o.out = &out_;
     o.err = &err_;
     o.on_record = [this](const json& j) { records_.push_back(j); };
+    o.python_api = true;  // advice names Trainer(..., resume=..., overrides={...}), not command-line flags
     try {
       py::gil_scoped_release unlocked;
       training_ = std::make_unique<Training>(std::move(o));
@@ -318,13 +347,16 @@ class PyTrainer {
     for (auto [f, name] : {std::pair{on_log, "on_log"}, std::pair{on_epoch, "on_epoch"}})
       if (!f.is_none() && !PyCallable_Check(f.ptr()))
         user_fail(name, ": expected a function of one record (or None), got ", std::string(py::repr(f)));
-    guarded([&] {
-      for (;;) {
-        deliver(on_log, on_epoch);
-        if (training_->result()) break;
-        step_once();
-      }
-    });
+    {
+      const SigtermDeferred deferred(*this);
+      guarded([&] {
+        for (;;) {
+          deliver(on_log, on_epoch);
+          if (training_->result()) break;
+          step_once();
+        }
+      });
+    }
     return final_result();
   }
 
@@ -395,6 +427,46 @@ class PyTrainer {
   bool finished() const { return training_->result().has_value(); }
 
  private:
+  // SIGTERM (what scancel, docker stop and Kubernetes send) during run(), as ebm_train takes it: the run stops
+  // after the current step with its last/ checkpoint, and then the signal is delivered as it would have been (the
+  // process ends, by SIGTERM). Python lets only the main thread set a handler, and one the caller installed is
+  // left alone (it runs between steps); elsewhere SIGTERM ends the process at once, as it does any Python program.
+  class SigtermDeferred {
+   public:
+    explicit SigtermDeferred(PyTrainer& t) : t_(t), signal_(py::module_::import("signal")) {
+      py::module_ threading = py::module_::import("threading");
+      if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return;
+      if (!signal_.attr("getsignal")(signal_.attr("SIGTERM")).is(signal_.attr("SIG_DFL"))) return;
+      signal_.attr("signal")(signal_.attr("SIGTERM"), py::cpp_function([this](py::args) {
+                               got_ = true;
+                               if (!t_.training_->result()) t_.stop_ = kStopSignal;
+                             }));
+      installed_ = true;
+    }
+    ~SigtermDeferred() {
+      if (!installed_) return;
+      try {
+        signal_.attr("signal")(signal_.attr("SIGTERM"), signal_.attr("SIG_DFL"));
+        if (got_ && !PyErr_Occurred()) {
+          t_.err_ << "SIGTERM: stopped after the step with a checkpoint; ending the process as the signal asked\n";
+          t_.forward_output();
+          py::module_ sys = py::module_::import("sys");
+          sys.attr("stdout").attr("flush")();
+          sys.attr("stderr").attr("flush")();
+          signal_.attr("raise_signal")(signal_.attr("SIGTERM"));
+        }
+      } catch (py::error_already_set&) {
+      }
+    }
+    SigtermDeferred(const SigtermDeferred&) = delete;
+    SigtermDeferred& operator=(const SigtermDeferred&) = delete;
+
+   private:
+    PyTrainer& t_;
+    py::module_ signal_;
+    bool installed_ = false, got_ = false;
+  };
+
   // Runs `body`; a KeyboardInterrupt raised in it (between steps, or in a callback) stops the run with its
   // checkpoint first, then goes on up.
   template <class F>
@@ -612,7 +684,10 @@ Iterate over a Trainer to run it a record at a time: each item is a dict as metr
 "eval", "stopped", ... records); a step record comes every train.log_every steps. Breaking out of the loop
 pauses the run: iterate again, or call run() or stop(), to go on. A Trainer dropped mid-run writes nothing
 more (its last checkpoint is the newest epoch's or checkpoint_every's): stop() ends it with last/.
-Ctrl-C stops the run after the current step with its last/ checkpoint, then raises KeyboardInterrupt.)doc")
+Ctrl-C stops the run after the current step with its last/ checkpoint, then raises KeyboardInterrupt.
+SIGTERM (scancel, docker stop, Kubernetes) during run() stops it the same way, then ends the process by that
+signal, as ebm_train does; this needs run() on the main thread and SIGTERM at its default (a handler of yours
+is left alone and runs between steps).)doc")
       .def(py::init<py::object, py::object, std::optional<std::string>, std::optional<std::string>, bool>(),
            py::arg("config"), py::arg("overrides") = py::none(), py::arg("resume") = py::none(),
            py::arg("backend") = py::none(), py::arg("verbose") = true,

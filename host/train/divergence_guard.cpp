@@ -39,6 +39,11 @@ std::string DivergenceGuard::fallback(const FallbackFacts& f) const {
   const std::string lr = "train.lr (now " + fmt("%.3g", f.lr) + ")";
   const std::string hint = c_.action == "stop" ? "; try a lower " + lr + " or train.divergence.action=rollback"
                                                : "; try a lower " + lr + " or another seed";
+  if (f.saved_step >= 0 && f.python_api)
+    return "the last good checkpoint is " + f.last + " (step " + std::to_string(f.saved_step) +
+           "): resume it with a lower learning rate, e.g. Trainer(config, resume=\"" + f.last +
+           "\", overrides={\"train.lr\": " + fmt("%.3g", f.lr * 0.5) + "})" +
+           (c_.action == "stop" ? " (or add \"train.divergence.action\": \"rollback\" to the overrides)" : "");
   if (f.saved_step >= 0)
     return "the last good checkpoint is " + f.last + " (step " + std::to_string(f.saved_step) +
            "): resume it with a lower learning rate, e.g. --resume " + f.last + " --set train.lr=" + fmt("%.3g", f.lr * 0.5) +

@@ -26,6 +26,7 @@ struct FallbackFacts {
   std::string last;                     // that checkpoint's folder (<output_dir>/last)
   std::optional<std::string> resumed;   // the checkpoint this run resumed from
   int64_t start_step = 0;               // the step the run started from
+  bool python_api = false;              // say it as Trainer(...)'s arguments, not ebm_train's flags
 };
 
 class DivergenceGuard {

@@ -403,7 +403,7 @@ class TrainingRun {
     if (guard_.gave_up(may_roll_back))
       err() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
     fallback_ = guard_.fallback({state_.lr, keeper_.saved_step(), (folder_ / "last").string(), options_.resume,
-                                 start_step_});
+                                 start_step_, options_.python_api});
     err() << fallback_ << std::endl;
     reports_.curves();
     return kRunDiverged;

@@ -40,6 +40,9 @@ struct TrainRunOptions {
   std::ostream* err = nullptr;
   // Called with each record as it is appended to metrics.jsonl (rank 0), on the training thread.
   std::function<void(const nlohmann::json&)> on_record;
+  // The run is driven from Python (ebm_engine.Trainer): what to do next is said in its arguments
+  // (Trainer(..., resume=..., overrides={...})) rather than ebm_train's flags (--resume, --set).
+  bool python_api = false;
 };
 
 // Exit codes of ebm_train.

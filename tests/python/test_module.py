@@ -253,6 +253,21 @@ def test_a_diverged_run_raises_diverged_error_naming_the_step(tiny_data, tmp_pat
     assert isinstance(e.value, RuntimeError) and "no good checkpoint" in str(e.value)
 
 
+def test_a_config_dict_holding_nan_names_its_key(tiny_data, tmp_path):
+    config = json.loads(pathlib.Path(MNIST_CONFIG).read_text())
+    config["train"]["lr"] = float("nan")
+    with pytest.raises(ebm_engine.UserError, match=r'^config: "train.lr" must be a finite number, got nan$'):
+        ebm_engine.Trainer(config, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    config["train"]["lr"] = 1e-4
+    config["model"]["channels"] = [16, float("inf")]
+    with pytest.raises(ebm_engine.UserError, match=r'"model.channels\[1\]" must be a finite number, got inf'):
+        ebm_engine.Trainer(config, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    with pytest.raises(ebm_engine.UserError, match=r'overrides: "train.lr": must be a finite number, got nan'):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={**tiny_overrides(tiny_data, tmp_path / "run"), "train.lr": float("nan")},
+                           verbose=False)
+    assert not (tmp_path / "run").exists()
+
+
 # --- Ctrl-C ---
 
 def test_sigint_in_a_callback_stops_after_the_step_with_a_checkpoint(tiny_data, tmp_path):
@@ -300,6 +315,32 @@ def test_ctrl_c_while_the_engine_computes_stops_the_run_with_last(tiny_data, tmp
     assert records(tmp_path / "run")[-1] == {"event": "stopped", "step": step, "reason": "signal"}
     # and the checkpoint resumes with the tool
     ebm_train({**o, "train.epochs": 50, "train.max_steps": step + 1}, "--resume", str(tmp_path / "run/last"))
+
+
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import sys, ebm_engine
+    t = ebm_engine.Trainer(sys.argv[1], overrides=eval(sys.argv[2]))
+    t.run(on_log=lambda r: print("STEP", r["step"], flush=True))
+    print("RETURNED", flush=True)
+""")
+
+
+def test_sigterm_in_trainer_run_checkpoints_then_ends_the_process(tiny_data, tmp_path):
+    # What scancel, docker stop and Kubernetes send: ebm_train checkpoints and exits; a Trainer in a Python
+    # process stops after the step with last/ as well, then ends by the signal as the process was asked to.
+    o = tiny_overrides(tiny_data, tmp_path / "run", **{"sampler.steps": 60, "train.epochs": 50})
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, MNIST_CONFIG, repr(o)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=os.environ)
+    for line in p.stdout:
+        if line.startswith("STEP 2"):
+            p.send_signal(signal.SIGTERM)
+            break
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == -signal.SIGTERM, (p.returncode, err)
+    assert "RETURNED" not in out and "SIGTERM: stopped after the step with a checkpoint" in err
+    last = records(tmp_path / "run")[-1]
+    assert last["event"] == "stopped" and last["reason"] == "signal" and last["step"] >= 2
+    ebm_train({**o, "train.epochs": 50, "train.max_steps": last["step"] + 1}, "--resume", str(tmp_path / "run/last"))
 
 
 # --- threads ---
