@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cmath>
 #include <deque>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -336,6 +337,8 @@ class PyTrainer {
     try {
       py::gil_scoped_release unlocked;
       training_ = std::make_unique<Training>(std::move(o));
+      if (std::filesystem::path(training_->config().output_dir).is_relative())
+        run_folder_cwd_ = std::filesystem::current_path();
     } catch (...) {
       forward_output();
       throw;
@@ -395,6 +398,7 @@ class PyTrainer {
 
   void save(py::handle dir_arg) {
     const std::string dir = path_arg(dir_arg, "save(dir)");
+    check_working_folder();
     {
       py::gil_scoped_release unlocked;
       std::lock_guard<std::mutex> lock(mu_);
@@ -484,6 +488,7 @@ class PyTrainer {
 
   // One step with the GIL released, then the console lines and the pending signals (Ctrl-C raises here).
   void step_once() {
+    check_working_folder();
     {
       py::gil_scoped_release unlocked;
       std::lock_guard<std::mutex> lock(mu_);
@@ -491,6 +496,18 @@ class PyTrainer {
     }
     forward_output();
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+
+  // A relative output_dir is the run folder of the working folder Trainer(...) was made in: a change of folder
+  // since (os.chdir, a notebook's %cd) would split the run between two folders, so the run goes no further.
+  void check_working_folder() const {
+    if (run_folder_cwd_.empty()) return;
+    std::error_code ec;
+    const std::filesystem::path now = std::filesystem::current_path(ec);
+    if (!ec && now != run_folder_cwd_)
+      user_fail("the working folder changed from ", run_folder_cwd_.string(), " to ", now.string(), " since Trainer(...) ",
+                "was made with the relative output_dir \"", training_->config().output_dir, "\": os.chdir back, or make ",
+                "the Trainer with an absolute output_dir (nothing was written in ", now.string(), ")");
   }
 
   void finish_now(int how) {
@@ -571,6 +588,7 @@ class PyTrainer {
   std::deque<json> records_;
   std::optional<json> last_stopped_;
   std::atomic<int> stop_{0};
+  std::filesystem::path run_folder_cwd_;  // where a relative output_dir is: the working folder at Trainer(...)
   std::mutex mu_;  // the training, the records and the console buffers
   std::unique_ptr<Training> training_;
   std::shared_ptr<PyModel> model_;

@@ -317,6 +317,23 @@ def test_ctrl_c_while_the_engine_computes_stops_the_run_with_last(tiny_data, tmp
     ebm_train({**o, "train.epochs": 50, "train.max_steps": step + 1}, "--resume", str(tmp_path / "run/last"))
 
 
+def test_a_relative_run_folder_after_a_chdir_is_refused_not_split(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    o = tiny_overrides(tiny_data, tmp_path / "run")
+    o["output_dir"] = "rel_run"
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides=o, verbose=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a notebook's %cd
+    with pytest.raises(ebm_engine.UserError, match=r"the working folder changed from .* relative output_dir \"rel_run\""):
+        t.run()
+    with pytest.raises(ebm_engine.UserError, match=r"the working folder changed"):
+        t.save(tmp_path / "snap")
+    assert not (tmp_path / "elsewhere" / "rel_run").exists()
+    monkeypatch.chdir(tmp_path)  # back: the run goes on where it started
+    t.run()
+    assert (tmp_path / "rel_run" / "last" / "model.safetensors").exists()
+
+
 SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, ebm_engine
     t = ebm_engine.Trainer(sys.argv[1], overrides=eval(sys.argv[2]))
