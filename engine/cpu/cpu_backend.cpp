@@ -1,6 +1,7 @@
 #include "engine/cpu/cpu_backend.hpp"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,14 +47,40 @@ uint64_t below_at(const Rng& r, uint64_t block, uint64_t n) {
 
 // out[i] = element first + i of the stream at r's current offset, i in [0, n); the offset is not advanced.
 // The same per-element functions as Rng::normal/uniform, so a slice holds the bits a whole draw would.
+void openmp_runs();
+
 void normal_slice(const Rng& r, int64_t first, int64_t n, float* out) {
+  if (n > 65536) openmp_runs();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = 0.0f + 1.0f * philox_normal_at(r.seed, r.stream, r.offset, uint64_t(first + i));
 }
 void uniform_slice(const Rng& r, int64_t first, int64_t n, float lo, float hi, float* out) {
+  if (n > 65536) openmp_runs();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i)
     out[i] = lo + (hi - lo) * philox_uniform_at(r.seed, r.stream, r.offset, uint64_t(first + i));
+}
+
+// GNU OpenMP (libgomp) does not survive fork(): in a child of a process whose OpenMP threads have run, the first
+// parallel region waits forever for threads the child does not have (os.fork, multiprocessing's "fork" start
+// method, a worker pool made after a model sampled). Such a child is told so in one line instead.
+std::atomic<bool> g_openmp_ran{false}, g_forked_after_openmp{false};
+void mark_forked_child() {
+  if (g_openmp_ran.load()) g_forked_after_openmp.store(true);
+}
+[[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
+
+void check_not_forked_after_openmp() {
+  if (g_forked_after_openmp.load())
+    user_fail("the CPU backend cannot run in a process forked (os.fork, multiprocessing's \"fork\" start method) from ",
+              "one whose OpenMP threads had run: GNU OpenMP would wait forever for them; start worker processes with ",
+              "multiprocessing's \"spawn\" or \"forkserver\" method, or fork them before the first model computes");
+}
+
+// Every OpenMP region of the backend starts here or in the slices above (n > 65536).
+void openmp_runs() {
+  check_not_forked_after_openmp();
+  g_openmp_ran.store(true);
 }
 
 }  // namespace
@@ -63,6 +90,7 @@ int cpu_backend_threads() { return omp_get_max_threads(); }
 CpuBackend::CpuBackend(const EngineOptions& opt)
     : opt_(opt), comm_(opt.comm), rank_(comm_ ? comm_->rank() : 0), world_(comm_ ? comm_->size() : 1),
       buffer_(shard_capacity(opt), opt.net.image_size()) {
+  check_not_forked_after_openmp();
   // Under ulimit -v, what the threads will map must fit before the first GEMM (engine/address_space.hpp).
   // OpenBLAS keeps a thread's work buffer for the process's life: threads an earlier backend used map none again.
   static std::atomic<int> buffered{0};
@@ -136,6 +164,7 @@ template <class Fn>
 void CpuBackend::parallel_rows(int n, Fn&& fn) {
   const int threads = std::max(1, std::min(int(nets_.size()), n));
   std::exception_ptr error;
+  openmp_runs();
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();

@@ -360,6 +360,30 @@ def test_sigterm_in_trainer_run_checkpoints_then_ends_the_process(tiny_data, tmp
     ebm_train({**o, "train.epochs": 50, "train.max_steps": last["step"] + 1}, "--resume", str(tmp_path / "run/last"))
 
 
+def test_a_child_forked_after_the_engine_ran_is_told_to_spawn_not_left_hanging(checkpoint):
+    # GNU OpenMP does not survive fork(): the child's first parallel region used to wait forever.
+    model = ebm_engine.load(str(checkpoint), backend="cpu")
+    model.sample(n=8, steps=2, seed=0)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answers through the pipe, never returns into pytest
+        signal.alarm(30)
+        try:
+            model.sample(n=8, steps=2, seed=0)
+            msg = "it ran"
+        except ebm_engine.UserError as e:
+            msg = str(e)
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    msg = os.read(r, 4096).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"the child ended by signal {status & 0x7f} (14: it hung until the alarm)"
+    assert "forked" in msg and "\"spawn\"" in msg, msg
+    model.sample(n=8, steps=2, seed=0)  # the parent goes on
+
+
 # --- threads ---
 
 def test_the_gil_is_released_while_the_engine_samples(checkpoint):
