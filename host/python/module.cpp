@@ -7,7 +7,8 @@
 // other Python threads run meanwhile. Ctrl-C (SIGINT: Python's handler only sets a flag while C++ runs) is
 // looked at between steps: the run stops after the current step and writes last/, as ebm_train does on SIGINT,
 // then KeyboardInterrupt is raised again. SIGTERM during Trainer.run() (scancel, docker stop) stops the run the
-// same way and then ends the process by that signal (PyTrainer::SigtermDeferred).
+// same way and then ends the process by that signal (PyTrainer::SigtermDeferred). A process forked after the CPU
+// backend's OpenMP threads ran cannot run them (GNU OpenMP): the child gets a UserError naming the "spawn" method.
 //
 // Arrays: results (energies, samples, weights) are numpy arrays over the engine's own buffers, handed over
 // without a copy; input images are copied once, into the engine's layout, while their range is checked.
