@@ -134,9 +134,16 @@ find_path(EBM_CBLAS_INCLUDE cblas.h PATH_SUFFIXES openblas openblas-pthread x86_
 # forever. The headers give the declarations; the library found here is what the soname resolves to at run time.
 set(EBM_OPENBLAS_SONAME "libopenblas.so.0" CACHE STRING "OpenBLAS's soname, loaded at the first GEMM")
 if(BLAS_FOUND AND EBM_CBLAS_INCLUDE)
+  set(EBM_OPENBLAS_PATH "")  # the library found, tried before the soname (a conda or /opt prefix)
+  foreach(lib ${BLAS_LIBRARIES})
+    if(lib MATCHES "openblas" AND EXISTS "${lib}" AND NOT EBM_OPENBLAS_PATH)
+      get_filename_component(EBM_OPENBLAS_PATH "${lib}" REALPATH)
+    endif()
+  endforeach()
   target_link_libraries(ebm_blas INTERFACE ${CMAKE_DL_LIBS})
   target_include_directories(ebm_blas INTERFACE ${EBM_CBLAS_INCLUDE})
-  target_compile_definitions(ebm_blas INTERFACE EBM_HAVE_CBLAS=1 EBM_OPENBLAS_SONAME="${EBM_OPENBLAS_SONAME}")
+  target_compile_definitions(ebm_blas INTERFACE EBM_HAVE_CBLAS=1 EBM_OPENBLAS_SONAME="${EBM_OPENBLAS_SONAME}"
+                                                EBM_OPENBLAS_PATH="${EBM_OPENBLAS_PATH}")
   set(EBM_BLAS_FOUND TRUE)
 endif()
 

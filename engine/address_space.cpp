@@ -3,7 +3,9 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -43,9 +45,24 @@ std::optional<AddressSpace> address_space() {
   return AddressSpace{double(as.rlim_cur), vm_kb * 1024, threads > 0 ? int(threads) : 1};
 }
 
+double thread_stack_bytes() {
+  for (const char* name : {"GOMP_STACKSIZE", "OMP_STACKSIZE"}) {  // "<n>[B|K|M|G]", K by default
+    const char* v = std::getenv(name);
+    if (!v || !*v) continue;
+    char* end = nullptr;
+    const double n = std::strtod(v, &end);
+    const char unit = end && *end ? char(std::toupper(static_cast<unsigned char>(*end))) : 'K';
+    const double scale = unit == 'B' ? 1 : unit == 'M' ? kMiB : unit == 'G' ? 1024 * kMiB : 1024;
+    if (n > 0) return n * scale;
+  }
+  rlimit st{};
+  if (getrlimit(RLIMIT_STACK, &st) == 0 && st.rlim_cur != RLIM_INFINITY && st.rlim_cur > 0) return double(st.rlim_cur);
+  return 8 * kMiB;
+}
+
 double threads_address_space(int threads, int running, bool blas, int buffered) {
   const int fresh = threads > running ? threads - running : 0, unbuffered = threads > buffered ? threads - buffered : 0;
-  return (blas ? unbuffered * kBlasWorkBuffer : 0.0) + fresh * (kThreadStack + kMallocArena);
+  return (blas ? unbuffered * kBlasWorkBuffer : 0.0) + fresh * thread_stack_bytes();
 }
 
 void check_address_space(double need, const std::string& what, int threads, double one_thread) {
@@ -61,6 +78,15 @@ void check_address_space(double need, const std::string& what, int threads, doub
             threads > 1 && one_thread > 0 && one_thread <= as->left()
                 ? ", or run on one thread (OMP_NUM_THREADS=1 needs about " + mib(one_thread) + ")"
                 : std::string());
+}
+
+std::string address_space_hint() {
+  const std::optional<AddressSpace> as = address_space();
+  if (!as) return "";
+  char b[160];
+  std::snprintf(b, sizeof b, "; this process may map %s in all (ulimit -v %.0f): raise the limit (or unlimited)",
+                mib(as->limit).c_str(), as->limit / 1024);
+  return b;
 }
 
 }  // namespace ebm

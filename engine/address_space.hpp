@@ -10,11 +10,13 @@
 namespace ebm {
 
 constexpr double kMiB = 1024.0 * 1024.0;
-// What one more thread maps, measured here (strace of a CPU run, Debian's OpenBLAS 0.3.21, glibc 2.36):
-// OpenBLAS's work buffer, one per thread that calls GEMM (its BUFFER_SIZE on x86-64, 32 << 22 bytes); a
-// thread's stack (glibc's default: RLIMIT_STACK's 8 MiB); glibc's malloc arena of a new thread, reserved as
-// 128 MiB and trimmed to 64 MiB (HEAP_MAX_SIZE), so 128 MiB must be free when it is made.
-constexpr double kBlasWorkBuffer = 128 * kMiB, kThreadStack = 8 * kMiB, kMallocArena = 128 * kMiB;
+// OpenBLAS's work buffer, one per thread that calls GEMM (its BUFFER_SIZE on x86-64, 32 << 22 bytes; measured with
+// strace here: a 134217728-byte map per thread, Debian's OpenBLAS 0.3.21).
+constexpr double kBlasWorkBuffer = 128 * kMiB;
+// A new thread's stack: OMP_STACKSIZE / GOMP_STACKSIZE where set, else glibc's default (RLIMIT_STACK, or 8 MiB).
+// (A malloc arena a new thread would reserve is not counted: where it cannot be made, glibc serves the thread
+// from mmap instead, and nothing fails.)
+double thread_stack_bytes();
 
 struct AddressSpace {
   double limit = 0;   // RLIMIT_AS, bytes
@@ -24,11 +26,11 @@ struct AddressSpace {
 };
 
 // The limit and what is mapped now; nullopt when there is no limit (RLIMIT_AS unlimited) or it cannot be read.
+// (`threads` counts every thread of the process, the caller's own pools included.)
 std::optional<AddressSpace> address_space();
 
 // Bytes that `threads` threads calling GEMM map beyond their data, when `running` threads exist already (each
-// new one adds a stack and a malloc arena) and `buffered` of them hold an OpenBLAS work buffer already (it stays
-// mapped: a second backend in the process, ebm_eval's model after its classifier, maps none again). `blas`
+// new one adds a stack) and `buffered` of them hold an OpenBLAS work buffer already (it stays mapped). `blas`
 // false: no OpenBLAS work buffers (the portable GEMM loop).
 double threads_address_space(int threads, int running, bool blas, int buffered = 0);
 
@@ -36,5 +38,9 @@ double threads_address_space(int threads, int running, bool blas, int buffered =
 // do not fit in what is left: the limit, what is mapped, and what to change — a limit that fits (ulimit -v in kB),
 // and with several threads what one thread needs (`one_thread`, bytes; 0: not offered). Nothing without a limit.
 void check_address_space(double need, const std::string& what, int threads, double one_thread);
+
+// What an out-of-memory line adds under an address-space limit: "; this process may map 586 MiB in all
+// (ulimit -v 600000): raise the limit (or unlimited)"; "" without one.
+std::string address_space_hint();
 
 }  // namespace ebm

@@ -4,17 +4,20 @@
 #include <numeric>
 #include <utility>
 
+#include "engine/openmp_guard.hpp"
 #include "kernels/philox.hpp"
 
 namespace ebm {
 
 void Rng::normal(float* out, int64_t n, float mean, float stddev) {
+  if (n > 65536) openmp_region();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = mean + stddev * philox_normal_at(seed, stream, offset, i);
   offset += philox_blocks(n);
 }
 
 void Rng::uniform(float* out, int64_t n, float lo, float hi) {
+  if (n > 65536) openmp_region();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = lo + (hi - lo) * philox_uniform_at(seed, stream, offset, i);
   offset += philox_blocks(n);

@@ -83,25 +83,31 @@ limited "ebm_sample on one thread under ulimit -v 600000" 600000 OMP_NUM_THREADS
 [ "$rc" = 0 ] || bad "ebm_sample on one thread does not run under 600000 kB" "$err"
 
 # The Python module: a refusal is a Python exception, not a hang or an abort.
-if ls "$build"/python/ebm_engine*.so > /dev/null 2>&1; then
+py=$(sed -n 's/^PYBIND11_PYTHON_EXECUTABLE_LAST:INTERNAL=//p' "$build/CMakeCache.txt")  # the module's interpreter
+if ls "$build"/python/ebm_engine*.so > /dev/null 2>&1 && [ -x "${py:-/usr/bin/python3}" ]; then
   cat > "$tmp/sample.py" <<PY
 import sys
-import ebm_engine
+import numpy  # as a user's script has it loaded: what it maps is mapped before the engine checks
+try:
+    import ebm_engine  # its libraries (CUDA's, NCCL) may not fit at all: the loader's ImportError, one line here
+except ImportError as e:
+    print(f"ebm_engine: ImportError: {e}", file=sys.stderr)
+    sys.exit(1)
 try:
     ebm_engine.load("$ckpt", backend="cpu").sample(4)
-except ebm_engine.UserError as e:
-    print(f"ebm_engine: {e}", file=sys.stderr)
+except (ebm_engine.UserError, MemoryError) as e:
+    print(f"ebm_engine: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(1)
 PY
   for kb in 300000 600000; do
-    limited "the Python module's Model.sample under ulimit -v $kb" "$kb" PYTHONPATH="$build/python" -- python3 "$tmp/sample.py"
+    limited "the Python module's Model.sample under ulimit -v $kb" "$kb" PYTHONPATH="$build/python" -- "${py:-/usr/bin/python3}" "$tmp/sample.py"
   done
 else
   echo "  (no Python module in this build: its case skipped)"
 fi
 
-# A memory cgroup (v1 here, v2 where mounted so): the run is refused in one line, or runs.
-cgroot=$(awk '$9 == "cgroup" && $NF ~ /(^|,)memory(,|$)/ {print $5; exit}' /proc/self/mountinfo)
+# A memory cgroup (v1, mounted at its root; needs root): the run is refused in one line, or runs.
+cgroot=$(awk '{for (i = 7; i < NF; i++) if ($i == "-") break} $(i + 1) == "cgroup" && $(i + 3) ~ /(^|,)memory(,|$)/ && $4 == "/" {print $5; exit}' /proc/self/mountinfo)
 mine=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3; exit}' /proc/self/cgroup)
 if [ -n "$cgroot" ] && mkdir "$cgroot$mine/ebm_test_$$" 2>/dev/null; then
   cg="$cgroot$mine/ebm_test_$$"

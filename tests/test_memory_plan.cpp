@@ -3,6 +3,11 @@
 // address space the CPU backend's threads map, and the one-line refusals.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <fstream>
+
 #include "engine/address_space.hpp"
 #include "engine/error.hpp"
 #include "host/train/memory_plan.hpp"
@@ -41,6 +46,9 @@ TEST(MemoryPlan, ACgroupV1LimitIsReadWhereTheProcessIsAndAbove) {
   plant(tmp.path / "sys/fs/cgroup/memory/process_api/memory.limit_in_bytes", "400000000");
   plant(tmp.path / "sys/fs/cgroup/memory/process_api/memory.usage_in_bytes", "250000000");
   EXPECT_EQ(cgroup_memory_left(self, kMountsV1, r), 150000000);
+  // 100 MB of it is page cache the kernel reclaims first: not in use as far as a run is concerned.
+  plant(tmp.path / "sys/fs/cgroup/memory/process_api/memory.stat", "cache 120000000\ntotal_inactive_file 100000000");
+  EXPECT_EQ(cgroup_memory_left(self, kMountsV1, r), 250000000);
 }
 
 TEST(MemoryPlan, ACgroupV2LimitIsReadWhereverCgroup2IsMounted) {
@@ -61,19 +69,48 @@ TEST(MemoryPlan, ACgroupV2LimitIsReadWhereverCgroup2IsMounted) {
   EXPECT_EQ(cgroup_memory_left("0::/slurm/job_9/step_0\n", kMountsV1, r), 1000000000);
   const std::string namespaced = "27 22 0:26 /slurm/job_9 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
   plant(tmp.path / "sys/fs/cgroup/step_0/memory.max", "300000000");
-  EXPECT_EQ(cgroup_memory_left("0::/slurm/job_9/step_0\n", namespaced, r), 300000000 - 0);
+  plant(tmp.path / "sys/fs/cgroup/step_0/memory.current", "50000000");
+  plant(tmp.path / "sys/fs/cgroup/step_0/memory.stat", "anon 10000000\ninactive_file 20000000");
+  EXPECT_EQ(cgroup_memory_left("0::/slurm/job_9/step_0\n", namespaced, r), 300000000 - 30000000);
+  // A mount root that is a prefix of the path's name but not of its folders (/slurm/job_9 vs /slurm/job_90).
+  EXPECT_EQ(cgroup_memory_left("0::/slurm/job_90/step_0\n", namespaced, r), -1);
 }
 
 TEST(MemoryPlan, TheThreadsAddressSpaceByHand) {
-  // 2 threads, the main one running: two OpenBLAS work buffers (128 MiB each), and one new thread's stack (8 MiB)
-  // and malloc arena (128 MiB): 392 MiB.
-  EXPECT_EQ(threads_address_space(2, 1, true), 392 * kMiB);
+  // 2 threads, the main one running: two OpenBLAS work buffers (128 MiB each) and one new thread's stack.
+  setenv("OMP_STACKSIZE", "16M", 1);
+  EXPECT_EQ(thread_stack_bytes(), 16 * kMiB);
+  EXPECT_EQ(threads_address_space(2, 1, true), (256 + 16) * kMiB);
   EXPECT_EQ(threads_address_space(2, 2, true), 256 * kMiB) << "both threads exist already";
+  EXPECT_EQ(threads_address_space(2, 2, true, 2), 0.0) << "and hold their work buffers";
+  EXPECT_EQ(threads_address_space(4, 2, true, 2), (256 + 32) * kMiB);
   EXPECT_EQ(threads_address_space(1, 1, false), 0.0) << "the portable GEMM maps no work buffer";
+  setenv("OMP_STACKSIZE", "512", 1);  // K by default
+  EXPECT_EQ(thread_stack_bytes(), 512 * 1024.0);
+  unsetenv("OMP_STACKSIZE");
+  EXPECT_GT(thread_stack_bytes(), 0.0);
 }
 
+// Under a limit set here (and lifted after: a soft limit may rise back to the hard one).
 TEST(MemoryPlan, AnAddressSpaceRefusalSaysTheLimitAndWhatFits) {
-  if (!address_space()) GTEST_SKIP() << "no address-space limit in this process (the CLI test sets one)";
+  rlimit before{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &before), 0);
+  const std::optional<AddressSpace> now = address_space();
+  rlimit limited = before;
+  if (!now) {
+    std::ifstream status("/proc/self/status");
+    double vm_kb = 0;
+    for (std::string key; status >> key;)
+      if (key == "VmSize:" && status >> vm_kb) break;
+    ASSERT_GT(vm_kb, 0);
+    limited.rlim_cur = rlim_t(vm_kb * 1024 + 1024 * kMiB);  // 1 GiB more than is mapped
+    ASSERT_EQ(setrlimit(RLIMIT_AS, &limited), 0);
+  }
+  struct Lift {
+    rlimit r;
+    ~Lift() { setrlimit(RLIMIT_AS, &r); }
+  } lift{before};
+  ASSERT_TRUE(address_space());
   const double left = address_space()->left();
   EXPECT_NO_THROW(check_address_space(left / 2, "x", 1, 0));
   test::expect_user_error([&] { check_address_space(left + 64 * kMiB, "the CPU backend's 2 threads", 2, kMiB); },

@@ -1,7 +1,6 @@
 #include "engine/cpu/cpu_backend.hpp"
 
 #include <omp.h>
-#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +12,7 @@
 #include "engine/address_space.hpp"
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
+#include "engine/openmp_guard.hpp"
 #include "engine/cpu/fast_math.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/loss.hpp"
@@ -47,62 +47,71 @@ uint64_t below_at(const Rng& r, uint64_t block, uint64_t n) {
 
 // out[i] = element first + i of the stream at r's current offset, i in [0, n); the offset is not advanced.
 // The same per-element functions as Rng::normal/uniform, so a slice holds the bits a whole draw would.
-void openmp_runs();
-
 void normal_slice(const Rng& r, int64_t first, int64_t n, float* out) {
-  if (n > 65536) openmp_runs();
+  if (n > 65536) openmp_region();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = 0.0f + 1.0f * philox_normal_at(r.seed, r.stream, r.offset, uint64_t(first + i));
 }
 void uniform_slice(const Rng& r, int64_t first, int64_t n, float lo, float hi, float* out) {
-  if (n > 65536) openmp_runs();
+  if (n > 65536) openmp_region();
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i)
     out[i] = lo + (hi - lo) * philox_uniform_at(r.seed, r.stream, r.offset, uint64_t(first + i));
-}
-
-// GNU OpenMP (libgomp) does not survive fork(): in a child of a process whose OpenMP threads have run, the first
-// parallel region waits forever for threads the child does not have (os.fork, multiprocessing's "fork" start
-// method, a worker pool made after a model sampled). Such a child is told so in one line instead.
-std::atomic<bool> g_openmp_ran{false}, g_forked_after_openmp{false};
-void mark_forked_child() {
-  if (g_openmp_ran.load()) g_forked_after_openmp.store(true);
-}
-[[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
-
-void check_not_forked_after_openmp() {
-  if (g_forked_after_openmp.load())
-    user_fail("the CPU backend cannot run in a process forked (os.fork, multiprocessing's \"fork\" start method) from ",
-              "one whose OpenMP threads had run: GNU OpenMP would wait forever for them; start worker processes with ",
-              "multiprocessing's \"spawn\" or \"forkserver\" method, or fork them before the first model computes");
-}
-
-// Every OpenMP region of the backend starts here or in the slices above (n > 65536).
-void openmp_runs() {
-  check_not_forked_after_openmp();
-  g_openmp_ran.store(true);
 }
 
 }  // namespace
 
 int cpu_backend_threads() { return omp_get_max_threads(); }
 
+namespace {
+// The most threads that have called GEMM at once (parallel_rows' teams): OpenBLAS maps a work buffer for each and
+// keeps it for the process's life, so a later backend's threads map none again (ebm_eval's model after its
+// classifier).
+std::atomic<int> g_gemm_team{0};
+}  // namespace
+
+namespace {
+// Under a limit, OpenBLAS's work buffers are mapped now, while the check above says they fit: each of `threads`
+// threads runs one GEMM at once (large enough to need the buffer, 256³). OpenBLAS keeps them, so a later failed
+// allocation is the engine's own (std::bad_alloc: one line), never OpenBLAS's, which would retry it forever.
+void map_gemm_buffers(int threads) {
+  constexpr int kN = 256;
+  std::vector<float> a(size_t(kN) * kN, 0.0f);
+  std::exception_ptr error;
+  openmp_region(threads);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> c(size_t(kN) * kN);
+#pragma omp barrier
+    try {
+      sgemm(false, false, kN, kN, kN, 1.0f, a.data(), kN, a.data(), kN, 0.0f, c.data(), kN);
+    } catch (...) {
+#pragma omp critical(ebm_map_gemm_buffers_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  for (int seen = g_gemm_team.load(); threads > seen && !g_gemm_team.compare_exchange_weak(seen, threads);) {
+  }
+}
+}  // namespace
+
+double cpu_backend_address_space(int threads) {
+  if (!address_space()) return 0;
+  return threads_address_space(threads, openmp_team_reached(), gemm_maps_work_buffers(), g_gemm_team.load());
+}
+
 CpuBackend::CpuBackend(const EngineOptions& opt)
     : opt_(opt), comm_(opt.comm), rank_(comm_ ? comm_->rank() : 0), world_(comm_ ? comm_->size() : 1),
       buffer_(shard_capacity(opt), opt.net.image_size()) {
-  check_not_forked_after_openmp();
-  // Under ulimit -v, what the threads will map must fit before the first GEMM (engine/address_space.hpp).
-  // OpenBLAS keeps a thread's work buffer for the process's life: threads an earlier backend used map none again.
-  static std::atomic<int> buffered{0};
+  check_openmp_usable();  // a child forked after OpenMP ran is told so before anything is made
+  set_gemm_threads(1);    // loads OpenBLAS (its own mapping then counts as mapped below); one thread per GEMM
   const int threads = cpu_backend_threads();
-  if (const std::optional<AddressSpace> as = address_space())
-    check_address_space(threads_address_space(threads, as->threads, gemm_maps_work_buffers(), buffered),
-                        "the CPU backend's " + std::to_string(threads) + " thread" + (threads == 1 ? "" : "s") +
-                            " (OpenBLAS's work buffer, a stack and a malloc arena each)",
-                        threads, threads_address_space(1, as->threads, gemm_maps_work_buffers(), buffered));
-  for (int b = buffered; b < threads && !buffered.compare_exchange_weak(b, threads);) {
-  }
-  set_gemm_threads(1);  // parallelism comes from splitting the batch over threads
+  check_address_space(cpu_backend_address_space(threads),
+                      "the CPU backend's " + std::to_string(threads) + " thread" + (threads == 1 ? "" : "s") +
+                          " (OpenBLAS's work buffer and a stack each)",
+                      threads, cpu_backend_address_space(1));
+  if (address_space() && gemm_maps_work_buffers()) map_gemm_buffers(threads);
   for (int t = 0; t < threads; ++t) nets_.push_back(std::make_unique<CpuNet>(opt_.net));
   grads_.resize(nets_.size());
   params_ = init_params(opt_.net, opt_.seed);
@@ -164,7 +173,9 @@ template <class Fn>
 void CpuBackend::parallel_rows(int n, Fn&& fn) {
   const int threads = std::max(1, std::min(int(nets_.size()), n));
   std::exception_ptr error;
-  openmp_runs();
+  openmp_region(threads);
+  for (int seen = g_gemm_team.load(); threads > seen && !g_gemm_team.compare_exchange_weak(seen, threads);) {
+  }
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
@@ -388,6 +399,7 @@ void CpuBackend::train_step(int64_t b) {
   if (ema_on()) {
     const double d = opt_.ema_decay;
     const int64_t np = int64_t(params_.size());
+    openmp_region();
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < np; ++i) ema_update(ema_[size_t(i)], params_[size_t(i)], d);
   }
@@ -430,6 +442,7 @@ void CpuBackend::adam_step(const std::vector<float>& grad) {
   adam_.t += 1;
   const AdamHyper h = adam_hyper(opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, adam_.t);
   const int64_t n = int64_t(params_.size());
+  openmp_region();
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) adam_update(params_[i], adam_.m[i], adam_.v[i], grad[i], h);
 }

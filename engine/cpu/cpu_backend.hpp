@@ -19,6 +19,10 @@ namespace ebm {
 
 // The threads a CpuBackend made now runs (OMP_NUM_THREADS where set, else one per core).
 int cpu_backend_threads();
+// Under an address-space limit (ulimit -v), the bytes a CpuBackend of `threads` threads maps besides its data:
+// OpenBLAS's work buffer for each thread that has none yet, a stack for each thread OpenMP has not made yet
+// (engine/address_space.hpp); 0 without a limit.
+double cpu_backend_address_space(int threads);
 
 class CpuBackend final : public Backend {
  public:

@@ -8,6 +8,7 @@
 #include "engine/cpu/fast_math.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/cpu/small_gemm.hpp"
+#include "engine/openmp_guard.hpp"
 
 namespace ebm {
 namespace {
@@ -43,6 +44,7 @@ inline void fill_zero(T* dst, int cin) {
 template <class T>
 void im2col(const ConvShape& s, int n, const T* in, T* col) {
   const int cin = s.cin, kdim = s.k * s.k * cin;
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {
     for (int oy = 0; oy < s.hout; ++oy) {
@@ -69,6 +71,7 @@ template <class T>
 void col2im(const ConvShape& s, int n, const T* dcol, T* din) {
   const int cin = s.cin, kdim = s.k * s.k * cin;
   const int64_t img = int64_t(s.hin) * s.win * cin;
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {  // images own disjoint outputs
     T* out = din + b * img;
@@ -132,6 +135,7 @@ void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
   using fast_math_detail::f16;
   const int co = s.cout;
   const bool vec = std::is_same_v<T, float> && co % 16 == 0;
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < s.hout; ++oy)
@@ -188,6 +192,7 @@ void conv1_backward_data(const ConvShape& s, int n, const T* dz, const T* wt, T*
         for (int c = 0; c < co; ++c) wcol[c][t] = wt[int64_t(t) * co + c];
     }
   }
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {
     std::fill(dx + b * img, dx + (b + 1) * img, T(0));
@@ -324,6 +329,7 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   const ConvShape& last = net_.convs.back();
   const int hw = last.hout * last.wout, c_last = last.cout, K = net_.outputs;
   const int64_t D = net_.dense_in;
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
     for (int k = 0; k < K; ++k) {
@@ -356,6 +362,7 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
 
   // Dense: da[i·HW + q][c] = Σ_k df_ik·Wd[k][c·HW + q]; dWd[k] = Σ_i df_ik·a_i; db_k = Σ_i df_ik.
   ensure(da_, size_t(n) * hw * c_last);
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i)
     for (int q = 0; q < hw; ++q) {
@@ -394,6 +401,7 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
     const T* sg = sig_[l].data();
     const T* da = da_.data();
     const int64_t len = p * s.cout;
+    openmp_region();
 #pragma omp parallel for simd schedule(static)
     for (int64_t j = 0; j < len; ++j) dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
     if (grad) {

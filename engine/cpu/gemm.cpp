@@ -7,9 +7,11 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <string>
 
 #include "engine/error.hpp"
 #endif
+#include "engine/openmp_guard.hpp"
 
 namespace ebm {
 
@@ -25,13 +27,24 @@ struct OpenBlas {
 // OpenBLAS, loaded once. The backend runs one-thread GEMMs inside its OpenMP regions, so OpenBLAS's own thread
 // pool never works; yet its pthread build starts that pool when the library loads, each thread mapping its
 // 128 MiB work buffer at once, and under an address-space limit (ulimit -v) a map that fails is retried forever
-// (blas_memory_alloc), a hang that exit then waits on. Loaded after OPENBLAS_NUM_THREADS=1 (unless the user set
-// it), it starts no pool. A process that has OpenBLAS loaded already (numpy's, in Python) shares that copy.
+// (blas_memory_alloc), a hang that exit then waits on. Loaded with OPENBLAS_NUM_THREADS=1 (unless the user set it;
+// the variable is removed again after, so child processes do not inherit it), it starts no pool. The library CMake
+// found is tried first, then the soname. A process that loaded the same library already gets that copy back,
+// with the pool it started.
 const OpenBlas& openblas() {
   static const OpenBlas lib = [] {
-    setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/0);
-    void* h = dlopen(EBM_OPENBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (!h) user_fail("cannot load OpenBLAS (", EBM_OPENBLAS_SONAME, "): ", dlerror(), " (Debian: libopenblas0)");
+    const bool set_here = std::getenv("OPENBLAS_NUM_THREADS") == nullptr;
+    if (set_here) setenv("OPENBLAS_NUM_THREADS", "1", /*overwrite=*/1);
+    void* h = nullptr;
+    std::string why;
+    for (const char* name : {EBM_OPENBLAS_PATH, EBM_OPENBLAS_SONAME}) {
+      if (!*name) continue;
+      if ((h = dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
+      const char* e = dlerror();
+      why += std::string(why.empty() ? "" : "; ") + (e ? e : name);
+    }
+    if (set_here) unsetenv("OPENBLAS_NUM_THREADS");
+    if (!h) user_fail("cannot load OpenBLAS (", why, "; Debian: libopenblas0)");
     OpenBlas b;
     b.sgemm = reinterpret_cast<decltype(b.sgemm)>(dlsym(h, "cblas_sgemm"));
     b.dgemm = reinterpret_cast<decltype(b.dgemm)>(dlsym(h, "cblas_dgemm"));
@@ -64,6 +77,7 @@ namespace {
 template <class T>
 void gemm_loop(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
                int ldc) {
+  openmp_region();
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < m; ++i) {
     T* ci = c + int64_t(i) * ldc;

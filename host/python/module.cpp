@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cmath>
 #include <deque>
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -337,9 +338,9 @@ class PyTrainer {
     o.python_api = true;  // advice names Trainer(..., resume=..., overrides={...}), not command-line flags
     try {
       py::gil_scoped_release unlocked;
+      const std::filesystem::path cwd = std::filesystem::current_path();  // before the run looks at its folder
       training_ = std::make_unique<Training>(std::move(o));
-      if (std::filesystem::path(training_->config().output_dir).is_relative())
-        run_folder_cwd_ = std::filesystem::current_path();
+      if (std::filesystem::path(training_->config().output_dir).is_relative()) run_folder_cwd_ = cwd;
     } catch (...) {
       forward_output();
       throw;
@@ -442,24 +443,30 @@ class PyTrainer {
       py::module_ threading = py::module_::import("threading");
       if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return;
       if (!signal_.attr("getsignal")(signal_.attr("SIGTERM")).is(signal_.attr("SIG_DFL"))) return;
-      signal_.attr("signal")(signal_.attr("SIGTERM"), py::cpp_function([this](py::args) {
-                               got_ = true;
-                               if (!t_.training_->result()) t_.stop_ = kStopSignal;
-                             }));
-      installed_ = true;
+      handler_ = py::cpp_function([this](py::args) {
+        got_ = true;
+        if (!t_.training_->result()) t_.stop_ = kStopSignal;
+      });
+      signal_.attr("signal")(signal_.attr("SIGTERM"), handler_);
     }
+    // Puts SIG_DFL back (unless the handler was replaced meanwhile), then, after a SIGTERM, ends the process by it —
+    // not while an exception leaves run() (a callback's, a refusal): that one goes on up.
     ~SigtermDeferred() {
-      if (!installed_) return;
+      if (!handler_) return;
       try {
-        signal_.attr("signal")(signal_.attr("SIGTERM"), signal_.attr("SIG_DFL"));
-        if (got_ && !PyErr_Occurred()) {
-          t_.err_ << "SIGTERM: stopped after the step with a checkpoint; ending the process as the signal asked\n";
-          t_.forward_output();
-          py::module_ sys = py::module_::import("sys");
-          sys.attr("stdout").attr("flush")();
-          sys.attr("stderr").attr("flush")();
-          signal_.attr("raise_signal")(signal_.attr("SIGTERM"));
-        }
+        if (signal_.attr("getsignal")(signal_.attr("SIGTERM")).is(handler_))
+          signal_.attr("signal")(signal_.attr("SIGTERM"), signal_.attr("SIG_DFL"));
+        if (!got_ || std::uncaught_exceptions() > 0) return;
+        t_.err_ << "SIGTERM: stopped after the step" << (t_.training_->result() ? " with a checkpoint" : "")
+                << "; ending the process as the signal asked\n";
+        t_.forward_output();
+        py::module_ sys = py::module_::import("sys");
+        sys.attr("stdout").attr("flush")();
+        sys.attr("stderr").attr("flush")();
+        signal_.attr("raise_signal")(signal_.attr("SIGTERM"));
+        // Still here: SIGTERM is not delivered to a process that is PID 1 (a container without an init) at its default
+        // disposition; exit as a process ended by it would.
+        py::module_::import("os").attr("_exit")(128 + 15);
       } catch (py::error_already_set&) {
       }
     }
@@ -469,7 +476,8 @@ class PyTrainer {
    private:
     PyTrainer& t_;
     py::module_ signal_;
-    bool installed_ = false, got_ = false;
+    py::object handler_;
+    bool got_ = false;
   };
 
   // Runs `body`; a KeyboardInterrupt raised in it (between steps, or in a callback) stops the run with its
@@ -512,6 +520,7 @@ class PyTrainer {
   }
 
   void finish_now(int how) {
+    if (!training_->result()) check_working_folder();
     if (!training_->result()) stop_ = how;
     while (!training_->result()) {
       {

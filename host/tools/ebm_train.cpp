@@ -5,6 +5,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "engine/address_space.hpp"
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "host/io/config.hpp"
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
     const bool plain = dynamic_cast<const ebm::UserError*>(&e) || dynamic_cast<const ebm::CommError*>(&e);
     if (dynamic_cast<const std::bad_alloc*>(&e))
       std::cerr << who(comm.get()) << "out of memory (" << e.what() << "): lower buffer.capacity, data.batch_size "
-                << "or model.channels, or free memory" << std::endl;
+                << "or model.channels, or free memory" << ebm::address_space_hint() << std::endl;
     else
       std::cerr << who(comm.get()) << (plain ? "" : "internal error: ") << e.what() << std::endl;
     if (comm && comm->size() > 1) comm->abort(1);

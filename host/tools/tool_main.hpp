@@ -9,6 +9,8 @@
 #include <string>
 #include <utility>
 
+#include "engine/address_space.hpp"
+
 namespace ebm {
 
 // What a tool says about a result that is not an error but easy to misread: one line on stderr,
@@ -32,7 +34,7 @@ int tool_main(const char* name, const char* usage, int argc, char** argv, Parse 
       return 0;
     }
   } catch (const std::bad_alloc&) {
-    std::cerr << name << ": " << kOutOfMemory << "\n";
+    std::cerr << name << ": " << kOutOfMemory << address_space_hint() << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << name << ": " << e.what() << "\n";
@@ -42,7 +44,7 @@ int tool_main(const char* name, const char* usage, int argc, char** argv, Parse 
     return run(flags);
   } catch (const std::bad_alloc&) {
     std::fflush(stdout);
-    std::cerr << name << ": " << kOutOfMemory << "\n";
+    std::cerr << name << ": " << kOutOfMemory << address_space_hint() << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/address_space.hpp"
+#include "engine/cpu/cpu_backend.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/error.hpp"
 #include "engine/net.hpp"
@@ -105,13 +106,26 @@ double cgroup_memory_left(const std::string& proc_cgroup, const std::string& mou
   };
   // The process's cgroup in each hierarchy ("0::/path" for v2, "N:...memory...:/path" for v1), then every
   // cgroup above it up to the mount's root: a parent's limit holds its children too.
+  // Usage less the page cache the kernel reclaims before it fails an allocation (memory.stat's inactive_file, as
+  // kubelet and docker count it): a long job's group sits near its limit on cache alone.
+  auto stat_value = [](const std::string& file, const char* key) {
+    std::ifstream in(file);
+    std::string k;
+    double v = 0;
+    while (in >> k >> v)
+      if (k == key) return v;
+    return 0.0;
+  };
   auto walk = [&](const std::string& mount, const std::string& mroot, std::string path, const char* limit_file,
-                  const char* usage_file) {
+                  const char* usage_file, const char* inactive_key) {
     if (mount.empty()) return;
-    if (mroot != "/" && path.starts_with(mroot)) path = path.substr(mroot.size());  // a namespaced mount
+    if (mroot != "/" && path.starts_with(mroot) && (path.size() == mroot.size() || path[mroot.size()] == '/'))
+      path = path.substr(mroot.size());  // a namespaced mount: the path below its root
     for (;;) {
       const std::string dir = root + mount + (path == "/" ? std::string() : path);
-      at_most(cgroup_value((dir + "/" + limit_file).c_str()), cgroup_value((dir + "/" + usage_file).c_str()));
+      const double usage = cgroup_value((dir + "/" + usage_file).c_str());
+      at_most(cgroup_value((dir + "/" + limit_file).c_str()),
+              usage < 0 ? usage : usage - stat_value(dir + "/memory.stat", inactive_key));
       if (path.empty() || path == "/") break;
       const size_t slash = path.rfind('/');
       path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
@@ -123,9 +137,9 @@ double cgroup_memory_left(const std::string& proc_cgroup, const std::string& mou
     if (b == std::string::npos) continue;
     const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
     if (line.compare(0, a, "0") == 0 && controllers.empty())
-      walk(v2_mount, v2_root, path, "memory.max", "memory.current");
+      walk(v2_mount, v2_root, path, "memory.max", "memory.current", "inactive_file");
     else if (("," + controllers + ",").find(",memory,") != std::string::npos)
-      walk(v1_mount, v1_root, path, "memory.limit_in_bytes", "memory.usage_in_bytes");
+      walk(v1_mount, v1_root, path, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file");
   }
   return left;
 }
@@ -166,18 +180,17 @@ void check_host_memory(const std::vector<MemoryItem>& plan, double available) {
 }
 
 void check_address_space_for_run(const std::vector<MemoryItem>& plan, bool cpu_backend, int threads) {
-  const std::optional<AddressSpace> as = address_space();
-  if (!as) return;
+  if (!address_space()) return;
   const double data =
       std::accumulate(plan.begin(), plan.end(), 0.0, [](double s, const MemoryItem& m) { return s + m.bytes; });
-  const bool blas = gemm_maps_work_buffers();
-  const double own = cpu_backend ? threads_address_space(threads, as->threads, blas) : 0.0;
+  if (cpu_backend) set_gemm_threads(1);  // OpenBLAS loaded now: its own mapping counts as mapped
+  const double own = cpu_backend ? cpu_backend_address_space(threads) : 0.0;
   check_address_space(data + own,
                       "the run (" + human_bytes(data) + " for its replay buffer, network and activations)" +
                           (cpu_backend ? " and the CPU backend's " + std::to_string(threads) + " thread" +
-                                             (threads == 1 ? "" : "s") + " (OpenBLAS's work buffer, a stack and a malloc arena each)"
+                                             (threads == 1 ? "" : "s") + " (OpenBLAS's work buffer and a stack each)"
                                        : std::string()),
-                      cpu_backend ? threads : 1, data + threads_address_space(1, as->threads, blas));
+                      cpu_backend ? threads : 1, data + cpu_backend_address_space(1));
 }
 
 }  // namespace ebm

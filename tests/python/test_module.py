@@ -363,18 +363,22 @@ def test_sigterm_in_trainer_run_checkpoints_then_ends_the_process(tiny_data, tmp
 def test_a_child_forked_after_the_engine_ran_is_told_to_spawn_not_left_hanging(checkpoint):
     # GNU OpenMP does not survive fork(): the child's first parallel region used to wait forever.
     model = ebm_engine.load(str(checkpoint), backend="cpu")
-    model.sample(n=8, steps=2, seed=0)
+    model.sample(n=100, steps=2, seed=0)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: answers through the pipe, never returns into pytest
-        signal.alarm(30)
         try:
-            model.sample(n=8, steps=2, seed=0)
-            msg = "it ran"
-        except ebm_engine.UserError as e:
-            msg = str(e)
-        os.write(w, msg.encode())
-        os._exit(0)
+            signal.alarm(30)
+            try:
+                model.sample(n=100, steps=2, seed=0)  # 100 noise images: OpenMP's fill runs before the backend
+                msg = "it ran"
+            except ebm_engine.UserError as e:
+                msg = str(e)
+            except BaseException as e:  # noqa: BLE001 - anything else is reported, not raised into pytest
+                msg = f"{type(e).__name__}: {e}"
+            os.write(w, msg.encode())
+        finally:
+            os._exit(0)
     os.close(w)
     msg = os.read(r, 4096).decode()
     os.close(r)
