@@ -299,17 +299,24 @@ SIGINT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_while_the_engine_computes_stops_the_run_with_last(tiny_data, tmp_path):
-    # A slower run (more Langevin steps), interrupted from outside while C++ holds no GIL.
-    o = tiny_overrides(tiny_data, tmp_path / "run", **{"sampler.steps": 60, "train.epochs": 50})
-    p = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, MNIST_CONFIG, repr(o)], stdout=subprocess.PIPE,
+def _signal_a_training_process(script, sig, o):
+    """Runs `script` (a Trainer.run printing "STEP n" per record) on overrides `o` in a new Python process, sends it
+    `sig` once step 2 is logged, and returns (returncode, stdout, stderr)."""
+    p = subprocess.Popen([sys.executable, "-c", script, MNIST_CONFIG, repr(o)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=os.environ)
     for line in p.stdout:
         if line.startswith("STEP 2"):
-            p.send_signal(signal.SIGINT)
+            p.send_signal(sig)
             break
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+    return p.returncode, out, err
+
+
+def test_ctrl_c_while_the_engine_computes_stops_the_run_with_last(tiny_data, tmp_path):
+    # A slower run (more Langevin steps), interrupted from outside while C++ holds no GIL.
+    o = tiny_overrides(tiny_data, tmp_path / "run", **{"sampler.steps": 60, "train.epochs": 50})
+    returncode, out, err = _signal_a_training_process(SIGINT_SCRIPT, signal.SIGINT, o)
+    assert returncode == 130, err
     step = int(out.strip().splitlines()[-1].split()[1])
     assert step >= 2 and "stopping after this step, with a checkpoint" in err
     assert records(tmp_path / "run")[-1] == {"event": "stopped", "step": step, "reason": "signal"}
@@ -346,14 +353,8 @@ def test_sigterm_in_trainer_run_checkpoints_then_ends_the_process(tiny_data, tmp
     # What scancel, docker stop and Kubernetes send: ebm_train checkpoints and exits; a Trainer in a Python
     # process stops after the step with last/ as well, then ends by the signal as the process was asked to.
     o = tiny_overrides(tiny_data, tmp_path / "run", **{"sampler.steps": 60, "train.epochs": 50})
-    p = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, MNIST_CONFIG, repr(o)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=os.environ)
-    for line in p.stdout:
-        if line.startswith("STEP 2"):
-            p.send_signal(signal.SIGTERM)
-            break
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == -signal.SIGTERM, (p.returncode, err)
+    returncode, out, err = _signal_a_training_process(SIGTERM_SCRIPT, signal.SIGTERM, o)
+    assert returncode == -signal.SIGTERM, (returncode, err)
     assert "RETURNED" not in out and "SIGTERM: stopped after the step with a checkpoint" in err
     last = records(tmp_path / "run")[-1]
     assert last["event"] == "stopped" and last["reason"] == "signal" and last["step"] >= 2
