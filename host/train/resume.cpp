@@ -57,9 +57,9 @@ void apply_changes(const std::vector<SettingChange>& changes, const Config& conf
 // resume: fixed_on_resume). EMA turned on where the checkpoint has none starts from its θ (set_params does
 // that) and says so in one line; EMA turned off drops the checkpoint's θ_ema (the settings-change line says
 // train.ema_decay changed). Returns the note, or "".
-std::string recipe_on_resume(const std::string& checkpoint, const Config& config, TrainState& s) {
+std::string recipe_on_resume(const std::string& checkpoint, const Config& config, TrainState& s, const Advice& advice) {
   if (config.model.spectral_norm && s.sn_u.empty())
-    user_fail("--resume ", checkpoint, ": model.spectral_norm is on but its train_state.safetensors holds no ",
+    user_fail(advice.resume(checkpoint), ": model.spectral_norm is on but its train_state.safetensors holds no ",
               "'sn.u.*' tensors (damaged, or written by another program)");
   if (!config.model.spectral_norm) s.sn_u.clear();
   if (config.train.ema_decay == 0) {
@@ -89,7 +89,8 @@ std::string effective_settings_note(const Config& saved, const TrainState& s, co
 
 }  // namespace
 
-std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& dir) {
+std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& dir,
+                                          const Advice& advice) {
   std::map<std::string, json> was, is;
   flatten(config_to_json(checkpoint), "", was);
   flatten(config_to_json(now), "", is);
@@ -98,14 +99,14 @@ std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config
     const auto it = was.find(key);
     if (it == was.end() || it->second == value) continue;
     if (const char* keeps = fixed_on_resume(key))
-      user_fail("--resume ", dir, ": ", key, " is ", shown_json(it->second), " in the checkpoint but ", shown_json(value),
+      user_fail(advice.resume(dir), ": ", key, " is ", shown_json(it->second), " in the checkpoint but ", shown_json(value),
                 " now; a resumed run keeps ", keeps, " — start a new run (another output_dir) to change it");
     changes.push_back({key, it->second, value});
   }
   return changes;
 }
 
-Resume read_resume(const std::string& checkpoint, const Config& config, int ranks) {
+Resume read_resume(const std::string& checkpoint, const Config& config, int ranks, const Advice& advice) {
   Resume r;
   r.checkpoint = checkpoint;
   // The checkpoint read against its own network first (a wrong rank count is the clearer message), then what
@@ -114,12 +115,12 @@ Resume read_resume(const std::string& checkpoint, const Config& config, int rank
   const Config saved = load_checkpoint_config(checkpoint, &absent);
   for (const std::string& key : absent)
     if (fixed_on_resume(key) && !off_when_absent(key))
-      user_fail("--resume ", checkpoint, ": its config.json lacks \"", key, "\", so this run cannot check ",
+      user_fail(advice.resume(checkpoint), ": its config.json lacks \"", key, "\", so this run cannot check ",
                 "that it keeps ", fixed_on_resume(key), "; restore the key (or start a new run)");
   r.state = load_train_state(checkpoint, net_spec_for(saved), ranks);
-  r.changes = resume_changes(saved, config, checkpoint);
+  r.changes = resume_changes(saved, config, checkpoint, advice);
   r.note = effective_settings_note(saved, r.state, r.changes);
-  const std::string recipe_note = recipe_on_resume(checkpoint, config, r.state);
+  const std::string recipe_note = recipe_on_resume(checkpoint, config, r.state, advice);
   if (!recipe_note.empty()) r.note += (r.note.empty() ? "" : "\n") + recipe_note;
   apply_changes(r.changes, config, r.state);
   r.state.rollbacks = 0;  // train.divergence.max_rollbacks counts a run's own rollbacks

@@ -10,6 +10,7 @@
 #include "engine/communicator.hpp"
 #include "host/io/checkpoint.hpp"
 #include "host/io/config.hpp"
+#include "host/train/advice.hpp"
 
 namespace ebm {
 
@@ -27,8 +28,9 @@ struct SettingChange {
 // buffer.reinit_prob, generate.*, the backend, cuda.*, output_dir, comm_timeout_s and data.dir (the data
 // itself is checked by fingerprint). It may not change what the state was built for: model.*, data.dataset,
 // data.pad_to, data.limit, data.batch_size, buffer.capacity and buffer.initial — a UserError naming the key,
-// the checkpoint's value and the new one, from `checkpoint_dir`.
-std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& checkpoint_dir);
+// the checkpoint's value and the new one, from `checkpoint_dir` (said as `advice` says a resume).
+std::vector<SettingChange> resume_changes(const Config& checkpoint, const Config& now, const std::string& checkpoint_dir,
+                                          const Advice& advice = {});
 
 // A checkpoint read for a resume (rank 0: every rank's buffer shard and RNG state in state.rank_*).
 struct Resume {
@@ -41,7 +43,7 @@ struct Resume {
 // Reads `checkpoint` for a run of `config` on `ranks` ranks and checks it, writing nothing: its config.json
 // against its own weights and against `config` (resume_changes), the recipe's state (spectral norm, EMA).
 // UserError naming the checkpoint and what is wrong.
-Resume read_resume(const std::string& checkpoint, const Config& config, int ranks);
+Resume read_resume(const std::string& checkpoint, const Config& config, int ranks, const Advice& advice = {});
 
 // The console line and metrics.jsonl record of a resume that starts after `step` (the line is "" when nothing
 // changed): "resume: settings changed from the checkpoint's, applied from step N: key a -> b, ...".

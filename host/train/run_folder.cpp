@@ -122,24 +122,25 @@ void RunFolder::check_role(const std::optional<std::string>& resume) const {
   }
   const std::string held = run_contents(dir_);
   if (held.empty()) return;
+  const std::string elsewhere = advice_.set("output_dir", advice_.python ? "\"DIR\"" : "DIR");
   if (!resume) {
     if (!fs::exists(dir_ / "last", ec) && fs::exists(dir_ / "last.old", ec))
       user_fail(name, " already holds a run whose last checkpoint a run killed while saving moved aside: rename ",
-                (dir_ / "last.old").string(), " to ", (dir_ / "last").string(), " and continue it with --resume ",
-                (dir_ / "last").string(), ", or start a new run elsewhere with --set output_dir=DIR");
+                (dir_ / "last.old").string(), " to ", (dir_ / "last").string(), " and continue it with ",
+                advice_.resume((dir_ / "last").string()), ", or start a new run elsewhere with ", elsewhere);
     const auto epochs = epoch_checkpoints(dir_);
     if (!fs::exists(dir_ / "last", ec) && !epochs.empty())
-      user_fail(name, " already holds a run (", held, "); continue it with --resume ", epochs.back().second.string(),
-                ", or start a new one elsewhere with --set output_dir=DIR");
+      user_fail(name, " already holds a run (", held, "); continue it with ", advice_.resume(epochs.back().second.string()),
+                ", or start a new one elsewhere with ", elsewhere);
     if (!fs::exists(dir_ / "last", ec))
       user_fail(name, " already holds a run that wrote no checkpoint (", held, "); remove the folder to start again, ",
-                "or start a new run elsewhere with --set output_dir=DIR");
-    user_fail(name, " already holds a run (", held, "); continue it with --resume ", (dir_ / "last").string(),
-              ", or start a new one elsewhere with --set output_dir=DIR");
+                "or start a new run elsewhere with ", elsewhere);
+    user_fail(name, " already holds a run (", held, "); continue it with ", advice_.resume((dir_ / "last").string()),
+              ", or start a new one elsewhere with ", elsewhere);
   }
   if (fs::weakly_canonical(*resume, ec).parent_path() != out)
     user_fail(name, " already holds another run (", held, "); resume ", *resume,
-              " into its own run folder or a new one (--set output_dir=DIR)");
+              " into its own run folder or a new one (", elsewhere, ")");
 }
 
 void RunFolder::check_save_target(const std::string& dir) const {
@@ -173,7 +174,7 @@ void RunFolder::lock() {
   if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     unlock();
     user_fail("output_dir \"", dir_.string(), "\" is in use by another training run (one holds ", file.string(),
-              "); let it end, or write this run elsewhere with --set output_dir=DIR");
+              "); let it end, or write this run elsewhere with ", advice_.set("output_dir", advice_.python ? "\"DIR\"" : "DIR"));
   }
 }
 

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "host/train/advice.hpp"
+
 namespace ebm {
 
 // A checkpoint folder's name in a run folder: "last" or "epoch_<N>" (N decimal, at most 18 digits).
@@ -26,7 +28,8 @@ void check_output_dir(const std::filesystem::path& dir);
 
 class RunFolder {
  public:
-  explicit RunFolder(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  // `advice`: how refusals say what to do (ebm_train's flags, or a Trainer's arguments).
+  explicit RunFolder(std::filesystem::path dir, Advice advice = {}) : dir_(std::move(dir)), advice_(advice) {}
   ~RunFolder() { unlock(); }
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
@@ -59,6 +62,7 @@ class RunFolder {
 
  private:
   std::filesystem::path dir_;
+  Advice advice_;
   int lock_fd_ = -1;
 };
 

@@ -74,7 +74,8 @@ class TrainingRun {
       : options_(o),
         config_(o.config),
         comm_(o.comm ? *o.comm : single_),
-        folder_(config_.output_dir),
+        advice_{o.python_api},
+        folder_(config_.output_dir, advice_),
         log_(config_.output_dir, comm_.rank() == 0, o.out ? *o.out : std::cout, o.err ? *o.err : std::cerr,
              o.on_record),
         guard_(config_.train.divergence),
@@ -95,9 +96,10 @@ class TrainingRun {
     agree(comm_, [&] {
       if (options_.resume) {
         if (options_.resume->empty())
-          user_fail("--resume: the checkpoint path is empty; give a checkpoint directory (e.g. ",
-                    (folder_ / "last").string(), "), or leave --resume out to start a fresh run");
-        resume = read_resume(*options_.resume, config_, comm_.size());
+          user_fail(advice_.python ? "resume" : "--resume", ": the checkpoint path is empty; give a checkpoint directory (e.g. ",
+                    (folder_ / "last").string(), "), or leave ", advice_.python ? "resume" : "--resume",
+                    " out to start a fresh run");
+        resume = read_resume(*options_.resume, config_, comm_.size(), advice_);
       }
       check_output_dir(folder_.path());
       folder_.check_role(options_.resume);
@@ -216,7 +218,7 @@ class TrainingRun {
       data_fingerprint_ = dataset_fingerprint(data_.train);
       if (resumed && resumed->data_images >= 0 &&
           (resumed->data_images != data_images_ || resumed->data_fingerprint != data_fingerprint_))
-        user_fail("--resume ", *options_.resume, ": the checkpoint was trained on another data set (",
+        user_fail(advice_.resume(*options_.resume), ": the checkpoint was trained on another data set (",
                   resumed->data_images, " training images, fingerprint ", resumed->data_fingerprint, ") than ",
                   data_.train_path, " holds now (", data_images_, " images, fingerprint ", data_fingerprint_,
                   "); a resumed run keeps its data set");
@@ -251,7 +253,7 @@ class TrainingRun {
     if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
     agree(comm_, [&] {
       if (resumed && resumed->batch > batches_per_epoch_)
-        user_fail("--resume ", *options_.resume, ": its train_state puts the run at batch ", resumed->batch,
+        user_fail(advice_.resume(*options_.resume), ": its train_state puts the run at batch ", resumed->batch,
                   " of an epoch of ", batches_per_epoch_, " batches (corrupt, or written for other data)");
     });
   }
@@ -555,6 +557,7 @@ class TrainingRun {
   Config config_;
   SingleProcessCommunicator single_;
   Communicator& comm_;
+  Advice advice_;              // what to do next, said in ebm_train's flags or a Trainer's arguments
   RunFolder folder_;           // rank 0 writes it
   RunLog log_;                 // metrics.jsonl, TensorBoard, the console, the clock
   NetSpec net_;

@@ -253,6 +253,21 @@ def test_a_diverged_run_raises_diverged_error_naming_the_step(tiny_data, tmp_pat
     assert isinstance(e.value, RuntimeError) and "no good checkpoint" in str(e.value)
 
 
+def test_refusals_say_what_to_do_in_trainer_arguments(tiny_data, tmp_path):
+    # The same refusals as ebm_train's, said as a Trainer's arguments rather than --resume / --set flags.
+    ebm_train(tiny_overrides(tiny_data, tmp_path / "run", **{"train.max_steps": 2}))
+    last = str(tmp_path / "run" / "last")
+    with pytest.raises(ebm_engine.UserError) as e:
+        ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(tiny_data, tmp_path / "run"), verbose=False)
+    msg = str(e.value)
+    assert f'continue it with resume="{last}"' in msg and 'overrides={"output_dir": "DIR"}' in msg, msg
+    assert "--resume" not in msg and "--set" not in msg, msg
+    with pytest.raises(ebm_engine.UserError, match=r'^resume=".*/run/last": model.channels is \[4,8\] in the '
+                                                   r'checkpoint but \[4,16\] now'):
+        ebm_engine.Trainer(MNIST_CONFIG, resume=last, verbose=False,
+                           overrides=tiny_overrides(tiny_data, tmp_path / "run", **{"model.channels": [4, 16]}))
+
+
 def test_a_config_dict_holding_nan_names_its_key(tiny_data, tmp_path):
     config = json.loads(pathlib.Path(MNIST_CONFIG).read_text())
     config["train"]["lr"] = float("nan")
