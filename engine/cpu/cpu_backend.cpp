@@ -71,26 +71,34 @@ std::atomic<int> g_gemm_team{0};
 }  // namespace
 
 namespace {
-// Under a limit, OpenBLAS's work buffers are mapped now, while the check above says they fit: each of `threads`
-// threads runs one GEMM at once (large enough to need the buffer, 256³). OpenBLAS keeps them, so a later failed
-// allocation is the engine's own (std::bad_alloc: one line), never OpenBLAS's, which would retry it forever.
-void map_gemm_buffers(int threads) {
-  constexpr int kN = 256;
-  std::vector<float> a(size_t(kN) * kN, 0.0f);
-  std::exception_ptr error;
-  openmp_region(threads);
+// Under a limit, OpenBLAS's work buffers are mapped now, while the check above says they fit: `threads` threads run
+// one GEMM each at once, large enough to need the buffer (1024³: a few tens of ms) and started together so that
+// the calls overlap — OpenBLAS hands a free buffer to each call and maps a new one only for a call that finds none
+// free. It keeps them, so a later failed allocation is the engine's own (std::bad_alloc: one line), never
+// OpenBLAS's, which retries it forever. Where the calls did not overlap (the map did not grow by a buffer a
+// thread), once more.
+void map_gemm_buffers(int threads, int unbuffered) {
+  constexpr int kN = 1024;
+  const std::vector<float> a(size_t(kN) * kN, 0.0f);
+  const double before = address_space() ? address_space()->mapped : 0;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::exception_ptr error;
+    openmp_region(threads);
 #pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> c(size_t(kN) * kN);
+    {
+      std::vector<float> c(size_t(kN) * kN);
 #pragma omp barrier
-    try {
-      sgemm(false, false, kN, kN, kN, 1.0f, a.data(), kN, a.data(), kN, 0.0f, c.data(), kN);
-    } catch (...) {
+      try {
+        sgemm(false, false, kN, kN, kN, 1.0f, a.data(), kN, a.data(), kN, 0.0f, c.data(), kN);
+      } catch (...) {
 #pragma omp critical(ebm_map_gemm_buffers_error)
-      if (!error) error = std::current_exception();
+        if (!error) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
+    const std::optional<AddressSpace> as = address_space();
+    if (!as || as->mapped - before >= 0.9 * unbuffered * kBlasWorkBuffer) break;
   }
-  if (error) std::rethrow_exception(error);
   for (int seen = g_gemm_team.load(); threads > seen && !g_gemm_team.compare_exchange_weak(seen, threads);) {
   }
 }
@@ -111,7 +119,8 @@ CpuBackend::CpuBackend(const EngineOptions& opt)
                       "the CPU backend's " + std::to_string(threads) + " thread" + (threads == 1 ? "" : "s") +
                           " (OpenBLAS's work buffer and a stack each)",
                       threads, cpu_backend_address_space(1));
-  if (address_space() && gemm_maps_work_buffers()) map_gemm_buffers(threads);
+  if (address_space() && gemm_maps_work_buffers() && threads > g_gemm_team.load())
+    map_gemm_buffers(threads, threads - g_gemm_team.load());
   for (int t = 0; t < threads; ++t) nets_.push_back(std::make_unique<CpuNet>(opt_.net));
   grads_.resize(nets_.size());
   params_ = init_params(opt_.net, opt_.seed);
