@@ -33,8 +33,7 @@ void openmp_region(int threads) {
   check_openmp_usable();
   g_ran.store(true);
   const int t = threads > 0 ? threads : omp_get_max_threads();
-  for (int seen = g_team.load(); t > seen && !g_team.compare_exchange_weak(seen, t);) {
-  }
+  atomic_max(g_team, t);
 }
 
 int openmp_team_reached() { return g_team.load(); }

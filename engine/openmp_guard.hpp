@@ -3,6 +3,7 @@
 // pool made after a model sampled). Every parallel region of the engine calls openmp_region() first: in such a
 // child it is a UserError in one line naming what to do instead. (LLVM's libomp survives fork: no check there.)
 #pragma once
+#include <atomic>
 
 namespace ebm {
 
@@ -14,5 +15,11 @@ void openmp_region(int threads = 0);
 
 // The largest team a parallel region has run with so far (1 before any): the threads OpenMP has made.
 int openmp_team_reached();
+
+// m = max(m, v), atomically: the high-water marks of teams kept here and in the CPU backend.
+inline void atomic_max(std::atomic<int>& m, int v) {
+  for (int seen = m.load(); v > seen && !m.compare_exchange_weak(seen, v);) {
+  }
+}
 
 }  // namespace ebm

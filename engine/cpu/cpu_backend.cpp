@@ -99,8 +99,7 @@ void map_gemm_buffers(int threads, int unbuffered) {
     const std::optional<AddressSpace> as = address_space();
     if (!as || as->mapped - before >= 0.9 * unbuffered * kBlasWorkBuffer) break;
   }
-  for (int seen = g_gemm_team.load(); threads > seen && !g_gemm_team.compare_exchange_weak(seen, threads);) {
-  }
+  atomic_max(g_gemm_team, threads);
 }
 }  // namespace
 
@@ -183,8 +182,7 @@ void CpuBackend::parallel_rows(int n, Fn&& fn) {
   const int threads = std::max(1, std::min(int(nets_.size()), n));
   std::exception_ptr error;
   openmp_region(threads);
-  for (int seen = g_gemm_team.load(); threads > seen && !g_gemm_team.compare_exchange_weak(seen, threads);) {
-  }
+  atomic_max(g_gemm_team, threads);
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
