@@ -45,6 +45,12 @@ struct BackendFacts {
   bool chain_tf32 = false;  // with a tiled chain kernel: its layers after the first on TF32 tensor cores
 };
 
+// What training minimises (config train.objective; engine/loss.hpp):
+//   kCd   the seed's contrastive divergence on f (K = 1);
+//   kJem  JEM: softmax cross-entropy on the labelled real rows plus contrastive divergence on s = logsumexp f (K > 1).
+enum class Objective { kCd, kJem };
+inline const char* objective_name(Objective o) { return o == Objective::kJem ? "jem" : "cd"; }
+
 struct SamplerParams {
   int steps = 100;
   float step_size = 10.0f, noise = 0.005f, grad_clip = 0.03f;
@@ -59,6 +65,8 @@ struct EngineOptions {
   double reinit_prob = 0.05;
   double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-7;
   double alpha = 0.1, real_noise = 0.005;
+  Objective objective = Objective::kCd;
+  double cd_weight = 1.0, ce_weight = 1.0;  // kJem: the two terms' weights (engine/loss.hpp)
   bool tf32 = false;          // cuda only: TF32 tensor cores in the convolutions
   int device = 0;             // cuda only
   bool graphs = true;         // cuda only: replay training steps and sample chunks from CUDA graphs
@@ -90,6 +98,9 @@ struct AdamState {
 struct StepMetrics {
   double loss = 0, reg = 0, cdiv = 0, real = 0, fake = 0;
   double max_abs_f = 0;  // over the step's real and fake rows; NaN/inf propagate
+  // train.objective "jem" (engine/loss.hpp): the real rows' cross-entropy and accuracy (0 with "cd"). There,
+  // real/fake/cdiv/reg are of s = logsumexp f and loss = cd_weight·(cdiv + reg) + ce_weight·ce.
+  double ce = 0, accuracy = 0;
 };
 
 struct ValidationMetrics {
@@ -130,6 +141,9 @@ class Backend {
 
   // --- training ---
   virtual void set_train_data(const Tensor& train) = 0;  // [N,C,H,W]; kept resident
+  // The training rows' classes [N] in [0, K), after set_train_data (objective kJem needs them; UserError naming
+  // the first label out of range).
+  virtual void set_train_labels(const std::vector<int32_t>& labels) = 0;
   virtual void begin_epoch(int64_t epoch) = 0;           // reshuffle, deterministic in (seed, epoch)
   virtual int64_t batches_per_epoch() const = 0;         // ceil(N / global batch): the last may be partial
   virtual void train_step(int64_t batch) = 0;            // batch index within the epoch
@@ -141,21 +155,23 @@ class Backend {
   virtual std::vector<float> gradient() = 0;
 
   // --- evaluation and tools ---
-  // K = options().net.outputs. Training (set_train_data's use: train_step, validate), sample, energy and
-  // input_grad need K = 1 and throw UserError (one line) otherwise; a K-output net (a classifier's logits, for
-  // ebm_eval) is constructed alike and trained through outputs + param_grad + adam_step.
-  virtual std::vector<float> energy(const Tensor& x) = 0;  // f(x) per image (E = −f); K = 1
+  // K = options().net.outputs. With K > 1 the net's unconditional value is s(x) = logsumexp_k f_k(x) (JEM; E = −s),
+  // which energy, validate, input_grad and sample use (for K = 1, s = f). train_step with K > 1 needs objective
+  // kJem and its labels; a classifier for ebm_eval is trained through outputs + param_grad + adam_step.
+  virtual std::vector<float> energy(const Tensor& x) = 0;  // s(x) per image (E = −s)
   // f [n][K] row-major for x [n,C,H,W]; with `features`, also the dense layer's input [n][D] row-major: the last
   // conv activation NCHW-flattened (D = C·H·W), the "penultimate features" FID takes.
   virtual std::vector<float> outputs(const Tensor& x, std::vector<float>* features = nullptr) = 0;
   virtual ValidationMetrics validate(const Tensor& test, int64_t epoch) = 0;
   // Langevin chains from `x` in place, noise from stream (seed, kGenerate). When `every` > 0, a copy
-  // of x is appended to `trajectory` before the first step and after every `every` steps.
+  // of x is appended to `trajectory` before the first step and after every `every` steps. With `classes`
+  // ([n] in [0, K), K > 1) chain i runs on the class-conditional energy E(x, y_i) = −f_{y_i}(x) instead of
+  // E(x) = −s(x).
   virtual void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every = 0,
-                      std::vector<Tensor>* trajectory = nullptr) = 0;
+                      std::vector<Tensor>* trajectory = nullptr, const std::vector<int32_t>* classes = nullptr) = 0;
 
   // --- single ops, for parity tests and gradient checks ---
-  virtual void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) = 0;  // ∂f_i/∂x_i; K = 1
+  virtual void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) = 0;  // s_i and ∂s_i/∂x_i
   // w and f [n·K] row-major (w_ik weighs output k of image i): f = outputs(x), grad = ∂(Σ_ik w_ik f_ik)/∂θ.
   // A loss L(f) gives ∇θL with w = ∂L/∂f (softmax cross-entropy: w = (softmax(f_i) − onehot(y_i))/n).
   virtual void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,

@@ -3,8 +3,10 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "engine/backend.hpp"
+#include "engine/error.hpp"
 #include "kernels/ebm_math.hpp"
 
 namespace ebm {
@@ -34,6 +36,92 @@ inline StepMetrics cd_loss(const float* f_real, int nr, const float* f_fake, int
   for (int i = 0; i < nr; ++i) df_real[i] = dloss_dreal(f_real[i], alpha, 1.0f / nr);
   for (int i = 0; i < nf; ++i) df_fake[i] = dloss_dfake(f_fake[i], alpha, 1.0f / nf);
   return m;
+}
+
+// The objective and the net's head agree: "cd" trains the energy net (K = 1), "jem" a K-output net (K > 1).
+inline void require_objective_net(const EngineOptions& o) {
+  const int K = o.net.outputs;
+  if (o.objective == Objective::kCd && K != 1)
+    user_fail("train.objective \"cd\" trains an energy net with one output, but model.outputs is ", K,
+              "; a net with one output per class trains with train.objective \"jem\"");
+  if (o.objective == Objective::kJem && K < 2)
+    user_fail("train.objective \"jem\" needs one output per class, but model.outputs is ", K,
+              "; set model.outputs to the number of classes (10 for MNIST)");
+}
+
+// --- train.objective "jem" (Grathwohl et al. 2020; kernels/ebm_math.hpp logsumexp_softmax) ---
+// With K logits f [K] per row, s = logsumexp_k f_k stands where the seed has f (E(x) = −s) and p = softmax(f):
+//   cdiv = mean s(fake) − mean s(real);  reg = α·(mean s(real)² + mean s(fake)²);  ce = mean_real (s − f_y)
+//   loss = cd_weight·(cdiv + reg) + ce_weight·ce
+//   dL/df_ik = cd_weight·dloss_d{real,fake}(s_i)·p_ik  +  [real rows] ce_weight·(p_ik − [k = y_i]) / n_real
+// (∂s/∂f_k = p_k; the cross-entropy's gradient is softmax minus one-hot). Every mean is over the global
+// counts, so that data-parallel ranks add their rows' terms (JemSums, all-reduced) into the 1-rank loss.
+struct JemWeights {
+  float alpha = 0.1f, cd_weight = 1.0f, ce_weight = 1.0f;
+};
+
+// This rank's partial sums: Σ s and Σ s² over real and fake rows, Σ −log p_y and Σ [argmax f = y] over real rows.
+struct JemSums {
+  double v[6] = {0, 0, 0, 0, 0, 0};  // s_real, s²_real, s_fake, s²_fake, ce, correct
+  static constexpr int kCount = 6;
+};
+
+// f [nr + nf][K], real rows first; y [nr] the real rows' labels in [0, K). Writes df [nr + nf][K] = dL/df and
+// adds this rank's terms to `sums`. T = double for the finite-difference checks of the same code.
+template <class T>
+void jem_loss_rows(const T* f, int nr, int nf, int K, const int32_t* y, int64_t n_real, int64_t n_fake,
+                   const JemWeights& w, T* df, JemSums& sums) {
+  const T inv_r = T(1) / T(n_real), inv_f = T(1) / T(n_fake), a = T(w.alpha), cdw = T(w.cd_weight),
+          cew = T(w.ce_weight);
+  for (int i = 0; i < nr + nf; ++i) {
+    const T* fi = f + int64_t(i) * K;
+    T* di = df + int64_t(i) * K;
+    const T s = logsumexp_softmax(fi, K, di);  // di = p for now
+    const bool real = i < nr;
+    sums.v[real ? 0 : 2] += double(s);
+    sums.v[real ? 1 : 3] += double(s) * double(s);
+    // dL/ds of the CD term: (∓1 + 2αs)/n
+    const T ds = cdw * (real ? (T(-1) + T(2) * a * s) * inv_r : (T(1) + T(2) * a * s) * inv_f);
+    if (!real) {
+      for (int k = 0; k < K; ++k) di[k] *= ds;
+      continue;
+    }
+    const int yi = y[i];
+    int best = 0;
+    for (int k = 1; k < K; ++k) best = fi[k] > fi[best] ? k : best;
+    sums.v[4] += double(s - fi[yi]);
+    sums.v[5] += best == yi;
+    for (int k = 0; k < K; ++k) di[k] = ds * di[k] + cew * (di[k] - T(k == yi)) * inv_r;
+  }
+}
+
+// The step's metrics from the (all-reduced) sums; max_abs_f is left to the caller (max |f| over every logit).
+inline StepMetrics jem_metrics(const JemSums& sums, int64_t n_real, int64_t n_fake, const JemWeights& w) {
+  StepMetrics m;
+  const double* v = sums.v;
+  m.real = v[0] / double(n_real);
+  m.fake = v[2] / double(n_fake);
+  m.cdiv = m.fake - m.real;
+  m.reg = double(w.alpha) * (v[1] / double(n_real) + v[3] / double(n_fake));
+  m.ce = v[4] / double(n_real);
+  m.accuracy = v[5] / double(n_real);
+  m.loss = double(w.cd_weight) * (m.cdiv + m.reg) + double(w.ce_weight) * m.ce;
+  return m;
+}
+
+// The Langevin chains' upstream weights for a K-output net, row by row over f [n][K]: ∂s/∂f = softmax(f) for
+// the unconditional energy (y null), the one-hot of y_i for the class-conditional E(x, y_i) = −f_{y_i}(x).
+// K = 1 (the energy net): 1.
+template <class T>
+void chain_weights(const T* f, int n, int K, const int32_t* y, T* w) {
+  for (int i = 0; i < n; ++i) {
+    T* wi = w + int64_t(i) * K;
+    if (y) {
+      for (int k = 0; k < K; ++k) wi[k] = T(k == y[i]);
+    } else {
+      logsumexp_softmax(f + int64_t(i) * K, K, wi);
+    }
+  }
 }
 
 }  // namespace ebm

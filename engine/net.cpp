@@ -77,8 +77,22 @@ std::vector<float> init_params(const NetSpec& net, uint64_t seed) {
 
 void require_energy_net(const NetSpec& net, const char* what) {
   if (net.outputs != 1)
-    user_fail("model.outputs = ", net.outputs, ": EBM training/sampling needs 1 output (", what,
-              "); K > 1 is a classifier (ebm_eval: outputs and param_grad)");
+    user_fail("model.outputs = ", net.outputs, ": the cuda backend runs a net with one output per class (train.objective ",
+              "\"jem\") only as a classifier in this build, not for ", what, "; use --backend cpu");
+}
+
+void check_classes(const std::vector<int32_t>& classes, int K, const char* what) {
+  for (size_t i = 0; i < classes.size(); ++i)
+    if (classes[i] < 0 || classes[i] >= K)
+      user_fail(what, " ", i, " is ", classes[i], ": classes run from 0 to ", K - 1, " (model.outputs = ", K, ")");
+}
+
+void check_conditional(const NetSpec& net, const std::vector<int32_t>& classes, int64_t n) {
+  if (net.outputs < 2)
+    user_fail("class-conditional sampling needs a net with one output per class (a train.objective \"jem\" model); "
+              "this one has model.outputs = ", net.outputs);
+  EBM_CHECK(int64_t(classes.size()) == n, "class-conditional sampling: one class per chain");
+  check_classes(classes, net.outputs, "class of chain");
 }
 
 }  // namespace ebm

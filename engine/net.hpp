@@ -37,9 +37,15 @@ struct NetSpec {
   std::string summary() const;  // a Keras-like table
 };
 
-// EBM training, sampling and energies need f to be a scalar: throws UserError (one line) when outputs ≠ 1.
-// `what` names the call refused.
+// The cuda backend's training, sampling and energies need f to be a scalar (JEM's K-output nets run on the CPU
+// backend): throws UserError (one line) when outputs ≠ 1. `what` names the call refused.
 void require_energy_net(const NetSpec& net, const char* what);
+
+// Class indices for a K-output net (JEM's labels, class-conditional sampling): each in [0, K). UserError naming
+// `what`, its index and value, and K, at the first one out of range; check_conditional also needs K > 1 and
+// one class per chain (n).
+void check_classes(const std::vector<int32_t>& classes, int K, const char* what);
+void check_conditional(const NetSpec& net, const std::vector<int32_t>& classes, int64_t n);
 
 // Keras' defaults: Glorot-uniform kernels (limit √(6/(fan_in+fan_out))), zero biases.
 std::vector<float> init_params(const NetSpec& net, uint64_t seed);

@@ -50,6 +50,30 @@ EBM_HD void adam_update(float& p, float& m, float& v, float g, const AdamHyper& 
 EBM_HD float dloss_dreal(float f, float alpha, float inv_nr) { return (-1.0f + 2.0f * alpha * f) * inv_nr; }
 EBM_HD float dloss_dfake(float f, float alpha, float inv_nf) { return (1.0f + 2.0f * alpha * f) * inv_nf; }
 
+// --- JEM (Grathwohl et al., ICLR 2020, "Your classifier is secretly an energy based model") ---
+// A K-output net's logits f [K] define the joint energy E(x, y) = −f_y(x) and the unconditional one
+// E(x) = −logsumexp_y f_y(x). For K = 1 that is f itself: the seed's energy net is the case K = 1.
+// s = logsumexp_k f_k and, where p is given, p_k = softmax(f)_k = exp(f_k − s) (∂s/∂f_k), computed from the
+// largest logit so that no exp overflows. NaN in any logit gives NaN (the divergence guard sees it).
+template <class T>
+EBM_HD T logsumexp_softmax(const T* f, int K, T* p) {
+  if (K == 1) {
+    if (p) p[0] = T(1);
+    return f[0];
+  }
+  using std::exp;
+  using std::log;
+  T m = f[0];
+  for (int k = 1; k < K; ++k) m = f[k] > m ? f[k] : m;
+  if (!(m > -INFINITY && m < INFINITY)) m = T(0);  // NaN or ±inf logits: s and p come out NaN/inf below
+  T z = 0;
+  for (int k = 0; k < K; ++k) z += exp(f[k] - m);
+  const T s = m + log(z);
+  if (p)
+    for (int k = 0; k < K; ++k) p[k] = exp(f[k] - s);
+  return s;
+}
+
 // --- Spectral normalisation (Miyato et al. 2018; torch.nn.utils.spectral_norm), engine/spectral_norm.hpp ---
 // normalize(x) = x / max(‖x‖, 1e-12): the factor, from Σ x² accumulated in double.
 EBM_HD double sn_inv_norm(double sum_sq) {

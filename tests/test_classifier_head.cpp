@@ -226,21 +226,27 @@ TEST(ClassifierHead, FeaturesAreTheDenseLayersInputInRowOrder) {
 
 // A 10-output backend is built (the classifier trains through param_grad + adam_step), and every call that needs
 // a scalar energy refuses it in one line that names model.outputs.
-TEST(ClassifierHead, EnergyCallsRefuseAClassifierInOneLine) {
+// A classifier's energy is JEM's: f(x) of a K-output net is s(x) = logsumexp of its logits (E = −s), for energy(),
+// input_grad() and validate(); training it needs train.objective "jem" (tests/test_jem.cpp), and the classifier's
+// own calls (outputs, param_grad, adam_step) work as for any net.
+TEST(ClassifierHead, AClassifiersEnergyIsTheLogSumExpOfItsLogits) {
   CpuBackend be(classifier_options(10, 4));
   const Tensor x = test::random_images(3, 8, 2);
-  const std::vector<std::string> parts{"model.outputs = 10", "needs 1 output"};
-  test::expect_user_error([&] { be.energy(x); }, parts);
-  Tensor s = x;
-  test::expect_user_error([&] { be.sample(s, {2, 10.0f, 0.005f, 0.03f}, 1); }, parts);
-  test::expect_user_error([&] { be.validate(x, 0); }, parts);
+  const std::vector<float> logits = be.outputs(x), e = be.energy(x);
+  ASSERT_EQ(e.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    double m = -1e30, z = 0;
+    for (int k = 0; k < 10; ++k) m = std::max(m, double(logits[size_t(i * 10 + k)]));
+    for (int k = 0; k < 10; ++k) z += std::exp(double(logits[size_t(i * 10 + k)]) - m);
+    EXPECT_NEAR(e[size_t(i)], m + std::log(z), 1e-5);
+  }
   std::vector<float> f;
   Tensor dfdx;
-  test::expect_user_error([&] { be.input_grad(x, f, dfdx); }, parts);
+  be.input_grad(x, f, dfdx);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(f[size_t(i)], e[size_t(i)], 1e-5);
   be.set_train_data(x);
   be.begin_epoch(0);
-  test::expect_user_error([&] { be.train_step(0); }, parts);
-  EXPECT_EQ(s.data, x.data) << "a refused sample() leaves x alone";
+  test::expect_user_error([&] { be.train_step(0); }, {"train.objective \"cd\"", "model.outputs is 10"});
   // What a classifier uses works.
   std::vector<float> grad;
   be.param_grad(x, std::vector<float>(30, 0.1f), f, grad);

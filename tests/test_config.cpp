@@ -121,11 +121,11 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
       "sampler.noise",
       "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
-      "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
+      "train.cd_weight", "train.ce_weight", "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
       "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.ema_decay", "train.epochs", "train.eps",
-      "train.eval.every", "train.eval.n", "train.keep_checkpoints", "train.log_every", "train.lr", "train.lr_gamma",
+      "train.eval.every", "train.eval.n", "train.eval.ood", "train.keep_checkpoints", "train.log_every", "train.lr", "train.lr_gamma",
       "train.lr_min_factor", "train.lr_schedule", "train.lr_step_epochs", "train.lr_warmup_steps", "train.max_steps",
-      "train.real_noise", "train.tensorboard",
+      "train.objective", "train.real_noise", "train.tensorboard",
       "train.validate"};
   EXPECT_EQ(paths, expected);
   EXPECT_TRUE(s["seed"].is_number_unsigned());

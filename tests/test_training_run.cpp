@@ -956,10 +956,10 @@ TEST_F(TrainingRunTest, UnwritableOutputDirFailsClearly) {
 
 // model.outputs = K > 1 is a classifier's head (ebm_eval trains it through param_grad + adam_step): ebm_train
 // refuses it in one line before it reads data or creates the run folder.
-TEST_F(TrainingRunTest, AClassifierHeadIsRefusedBeforeAnyWork) {
+TEST_F(TrainingRunTest, AClassifierHeadWithoutTheJemObjectiveIsRefusedBeforeAnyWork) {
   Config c = config("classifier");
   c.model.outputs = 10;
-  test::expect_user_error([&] { run(c); }, {"model.outputs = 10", "needs 1 output", "ebm_eval"});
+  test::expect_user_error([&] { run(c); }, {"train.objective \"cd\"", "model.outputs is 10", "\"jem\""});
   EXPECT_FALSE(fs::exists(root_ / "classifier"));
 }
 

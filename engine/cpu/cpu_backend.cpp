@@ -290,6 +290,12 @@ void CpuBackend::set_train_data(const Tensor& train) {
   std::iota(perm_.begin(), perm_.end(), 0);
 }
 
+void CpuBackend::set_train_labels(const std::vector<int32_t>& labels) {
+  EBM_CHECK(int64_t(labels.size()) == int64_t(perm_.size()), "set_train_labels: one label per training image");
+  check_classes(labels, opt_.net.outputs, "training label");
+  labels_ = labels;
+}
+
 int64_t CpuBackend::batches_per_epoch() const {
   return (int64_t(perm_.size()) + global_batch() - 1) / global_batch();
 }
@@ -299,21 +305,22 @@ void CpuBackend::begin_epoch(int64_t epoch) {
 }
 
 void CpuBackend::langevin(const float* params, float* x, int n, const SamplerParams& p, Rng& rng, int64_t first,
-                          int64_t total) {
-  const int64_t img = opt_.net.image_size(), len = int64_t(n) * img;
+                          int64_t total, const int32_t* classes) {
+  const int64_t img = opt_.net.image_size(), len = int64_t(n) * img, K = opt_.net.outputs;
   // Step s draws element first + i of the stream at offset base + s·blocks: the same numbers for any split
   // over threads or ranks.
   const uint64_t base = rng.offset, blocks = philox_blocks(uint64_t(total));
   if (p.noise > 0) rng.offset += uint64_t(p.steps) * blocks;
   dfdx_.resize(size_t(len));
-  f_.resize(size_t(n));
-  ones_.assign(size_t(n), 1.0f);
+  f_.resize(size_t(n * K));
+  ones_.assign(size_t(n * K), 1.0f);  // K = 1: ∂f/∂f; K > 1: overwritten each step by chain_weights
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
     const int64_t lo = a * img, hi = b * img;
     for (int s = 0; s < p.steps; ++s) {
       if (p.noise > 0) perturb_slice(x, lo, hi, p.noise, rng.seed, rng.stream, base + uint64_t(s) * blocks, first);
-      net.forward(params, x + lo, b - a, f_.data() + a);
-      net.backward(params, ones_.data() + a, dfdx_.data() + lo, nullptr);
+      net.forward(params, x + lo, b - a, f_.data() + a * K);
+      if (K > 1) chain_weights(f_.data() + a * K, b - a, int(K), classes ? classes + a : nullptr, ones_.data() + a * K);
+      net.backward(params, ones_.data() + a * K, dfdx_.data() + lo, nullptr);
 #pragma omp simd
       for (int64_t i = lo; i < hi; ++i) x[i] = langevin_descend(x[i], dfdx_[i], p.step_size, p.grad_clip);
     }
@@ -351,8 +358,11 @@ void CpuBackend::draw_fake_shard(float* fake) {
 }
 
 void CpuBackend::train_step(int64_t b) {
-  require_energy_net(opt_.net, "train_step");
+  require_objective_net(opt_);
+  const bool jem = opt_.objective == Objective::kJem;
   EBM_CHECK(train_ != nullptr, "train_step before set_train_data");
+  if (jem && labels_.size() != perm_.size())
+    user_fail("train.objective \"jem\" trains on labelled images: the training set has no labels");
   const int64_t img = opt_.net.image_size();
   const int bs = opt_.batch_size;
   const int64_t G = global_batch(), start = b * G;
@@ -385,16 +395,24 @@ void CpuBackend::train_step(int64_t b) {
 
   // One forward/backward over [real; fake] — rows are independent, so this is both batches at once.
   const int n = nr + nf;
-  f_.resize(size_t(n));
-  df_.resize(size_t(n));
+  const int64_t K = opt_.net.outputs;
+  f_.resize(size_t(n * K));
+  df_.resize(size_t(n * K));
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
-    net.forward(w, batch_.data() + a * img, b - a, f_.data() + a);
+    net.forward(w, batch_.data() + a * img, b - a, f_.data() + a * K);
   });
-  const StepMetrics m = distributed() ? sharded_loss(n_real, G) :
-      cd_loss(f_.data(), nr, f_.data() + nr, nf, float(opt_.alpha), df_.data(), df_.data() + nr);
+  StepMetrics m;
+  if (jem) {
+    y_.resize(size_t(nr));
+    for (int i = 0; i < nr; ++i) y_[size_t(i)] = labels_[size_t(perm_[size_t(start + mine.first + i)])];
+    m = jem_loss(n_real, G);
+  } else {
+    m = distributed() ? sharded_loss(n_real, G) :
+        cd_loss(f_.data(), nr, f_.data() + nr, nf, float(opt_.alpha), df_.data(), df_.data() + nr);
+  }
   parallel_rows(n, [&](CpuNet& net, int t, int a, int b) {  // same split, so each net still holds its rows
     grads_[t].resize(params_.size());
-    net.backward(w, df_.data() + a, nullptr, grads_[t].data());
+    net.backward(w, df_.data() + a * K, nullptr, grads_[t].data());
   });
   reduce_grads(n);
   // Σ over ranks of Σ_rows dL/df_i ∂f_i/∂θ, each term already scaled by the global counts: the gradient of
@@ -437,6 +455,23 @@ StepMetrics CpuBackend::sharded_loss(int64_t n_real, int64_t G) {
   return m;
 }
 
+// train.objective "jem" over this rank's rows f_ = [real (nr); fake (batch)] [n][K], labels y_ [nr]: dL/df into df_,
+// the sums over the global counts (n_real real rows, G fake rows) all-reduced where there are ranks.
+StepMetrics CpuBackend::jem_loss(int64_t n_real, int64_t G) {
+  const int nf = opt_.batch_size, K = opt_.net.outputs, nr = int(f_.size() / size_t(K)) - nf;
+  const JemWeights jw{float(opt_.alpha), float(opt_.cd_weight), float(opt_.ce_weight)};
+  JemSums sums;
+  jem_loss_rows(f_.data(), nr, nf, K, y_.data(), n_real, G, jw, df_.data(), sums);
+  double worst = max_abs_f(f_.data(), int64_t(f_.size()));
+  if (distributed()) {
+    comm_->allreduce(sums.v, JemSums::kCount, ReduceOp::kSum);
+    worst = max_abs_f_all_ranks(*comm_, worst);
+  }
+  StepMetrics m = jem_metrics(sums, n_real, G, jw);
+  m.max_abs_f = worst;
+  return m;
+}
+
 std::vector<StepMetrics> CpuBackend::drain_metrics() {
   std::vector<StepMetrics> out;
   out.swap(pending_);
@@ -455,7 +490,6 @@ void CpuBackend::adam_step(const std::vector<float>& grad) {
 }
 
 std::vector<float> CpuBackend::energy(const Tensor& x) {
-  require_energy_net(opt_.net, "energy");
   const int64_t img = opt_.net.image_size();
   const int64_t n = x.numel() / img;
   EBM_CHECK(n * img == x.numel(), "energy(): input shape does not match the network input");
@@ -486,12 +520,19 @@ std::vector<float> CpuBackend::outputs(const Tensor& x, std::vector<float>* feat
 }
 
 void CpuBackend::forward_rows(const float* w, const float* x, int n, float* f) {
-  const int64_t img = opt_.net.image_size();
-  parallel_rows(n, [&](CpuNet& net, int, int a, int b) { net.forward(w, x + a * img, b - a, f + a); });
+  const int64_t img = opt_.net.image_size(), K = opt_.net.outputs;
+  if (K == 1) {
+    parallel_rows(n, [&](CpuNet& net, int, int a, int b) { net.forward(w, x + a * img, b - a, f + a); });
+    return;
+  }
+  logits_.resize(size_t(n * K));
+  parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
+    net.forward(w, x + a * img, b - a, logits_.data() + a * K);
+    for (int i = a; i < b; ++i) f[i] = logsumexp_softmax(logits_.data() + i * K, int(K), static_cast<float*>(nullptr));
+  });
 }
 
 ValidationMetrics CpuBackend::validate(const Tensor& test, int64_t epoch) {
-  require_energy_net(opt_.net, "validate");
   if (distributed()) return validate_sharded(test, epoch);
   const int64_t img = opt_.net.image_size();
   const int64_t n = test.numel() / img;
@@ -562,36 +603,46 @@ ValidationMetrics CpuBackend::validate_sharded(const Tensor& test, int64_t epoch
   return v;
 }
 
-void CpuBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* traj) {
-  require_energy_net(opt_.net, "sample");
+void CpuBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* traj,
+                        const std::vector<int32_t>* classes) {
   const int64_t img = opt_.net.image_size();
   const int n = int(x.numel() / img);
+  const int32_t* y = nullptr;
+  if (classes) {
+    check_conditional(opt_.net, *classes, n);
+    y = classes->data();
+  }
   Rng rng(seed, RngStream::kGenerate);
   const float* w = sampling_weights();
   const int64_t len = int64_t(n) * img;
   if (every <= 0 || !traj) {
-    langevin(w, x.ptr(), n, p, rng, 0, len);
+    langevin(w, x.ptr(), n, p, rng, 0, len, y);
     return;
   }
   traj->push_back(x);
   SamplerParams chunk = p;
   for (int done = 0; done < p.steps; done += chunk.steps) {
     chunk.steps = std::min(every, p.steps - done);
-    langevin(w, x.ptr(), n, chunk, rng, 0, len);
+    langevin(w, x.ptr(), n, chunk, rng, 0, len, y);
     traj->push_back(x);
   }
 }
 
 void CpuBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) {
-  require_energy_net(opt_.net, "input_grad");
   const int n = int(x.numel() / opt_.net.image_size());
+  const int64_t K = opt_.net.outputs, img = opt_.net.image_size();
   f.resize(size_t(n));
   dfdx = Tensor(x.shape);
-  ones_.assign(size_t(n), 1.0f);
-  const int64_t img = opt_.net.image_size();
+  ones_.assign(size_t(n * K), 1.0f);
+  logits_.resize(size_t(n * K));
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
-    net.forward(params_.data(), x.ptr() + a * img, b - a, f.data() + a);
-    net.backward(params_.data(), ones_.data() + a, dfdx.ptr() + a * img, nullptr);
+    float* fa = K == 1 ? f.data() + a : logits_.data() + a * K;
+    net.forward(params_.data(), x.ptr() + a * img, b - a, fa);
+    if (K > 1) {  // s = logsumexp f, ∂s/∂f = softmax(f)
+      chain_weights(fa, b - a, int(K), nullptr, ones_.data() + a * K);
+      for (int i = a; i < b; ++i) f[size_t(i)] = logsumexp_softmax(logits_.data() + i * K, int(K), static_cast<float*>(nullptr));
+    }
+    net.backward(params_.data(), ones_.data() + a * K, dfdx.ptr() + a * img, nullptr);
   });
 }
 

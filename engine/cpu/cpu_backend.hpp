@@ -49,6 +49,7 @@ class CpuBackend final : public Backend {
   std::vector<float> sampling_params() override;
 
   void set_train_data(const Tensor& train) override;
+  void set_train_labels(const std::vector<int32_t>& labels) override;
   void begin_epoch(int64_t epoch) override;
   int64_t batches_per_epoch() const override;
   void train_step(int64_t batch) override;
@@ -60,7 +61,7 @@ class CpuBackend final : public Backend {
   std::vector<float> outputs(const Tensor& x, std::vector<float>* features = nullptr) override;
   ValidationMetrics validate(const Tensor& test, int64_t epoch) override;
   void sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every = 0,
-              std::vector<Tensor>* trajectory = nullptr) override;
+              std::vector<Tensor>* trajectory = nullptr, const std::vector<int32_t>* classes = nullptr) override;
 
   void input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) override;
   void param_grad(const Tensor& x, const std::vector<float>& w, std::vector<float>& f,
@@ -76,11 +77,14 @@ class CpuBackend final : public Backend {
   // x [n, image] refined in place; x's element i takes element first + i of the Langevin-noise stream, and
   // each step advances by philox_blocks(total) (a W-rank step draws its rows' slice of the global draw).
   // w: the weights the chains run on (the training weights in train_step, the sampling weights in sample()).
-  void langevin(const float* w, float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total);
+  // K > 1: the chains descend E = −s (classes null) or E(x, y_i) = −f_{y_i} (classes [n]).
+  void langevin(const float* w, float* x, int n, const SamplerParams& p, Rng& rng, int64_t first, int64_t total,
+                const int32_t* classes = nullptr);
   void fill_initial_buffer();
   // fake [batch, image]: this rank's rows of the global buffer draw (W > 1; see cpu_backend.cpp).
   void draw_fake_shard(float* fake);
   StepMetrics sharded_loss(int64_t n_real, int64_t global_fake);
+  StepMetrics jem_loss(int64_t n_real, int64_t global_fake);
   ValidationMetrics validate_sharded(const Tensor& test, int64_t epoch);
 
   // Splits n rows over the threads; each runs its own network on its slice, so the K Langevin steps
@@ -89,7 +93,7 @@ class CpuBackend final : public Backend {
   void parallel_rows(int n, Fn&& fn);
   // grad_ = Σ over threads of their partial parameter gradients, in thread order (deterministic).
   void reduce_grads(int n);
-  void forward_rows(const float* w, const float* x, int n, float* f);  // f [n] = f(x; w), x [n, image]
+  void forward_rows(const float* w, const float* x, int n, float* f);  // f [n] = s(x; w), x [n, image]
   bool ema_on() const { return opt_.ema_decay > 0; }
   bool sn_on() const { return opt_.spectral_norm; }
   // eff(θ, u) into scratch_w_ (u not updated), or θ itself without spectral norm.
@@ -113,7 +117,8 @@ class CpuBackend final : public Backend {
   Rng rng_real_, rng_choice_, rng_fresh_, rng_langevin_;
   const Tensor* train_ = nullptr;  // owned by the caller, outlives training
   std::vector<int64_t> perm_;
-  std::vector<float> batch_, f_, df_, dfdx_, noise_, ones_;
+  std::vector<float> batch_, f_, df_, dfdx_, noise_, ones_, logits_;
+  std::vector<int32_t> labels_, y_;  // the training set's classes [N] (objective kJem); this step's real rows' [nr]
   std::vector<StepMetrics> pending_;
 };
 

@@ -149,4 +149,24 @@ double frechet_distance(const GaussianStats& a, const GaussianStats& b) {
   return std::max(fid, 0.0);
 }
 
+double expected_calibration_error(const std::vector<float>& confidence, const std::vector<uint8_t>& correct, int bins) {
+  if (confidence.empty() || confidence.size() != correct.size() || bins < 1)
+    user_fail("ECE needs one confidence and one right/wrong per row and at least one bin (got ", confidence.size(),
+              " confidences, ", correct.size(), " outcomes, ", bins, " bins)");
+  std::vector<double> count(size_t(bins), 0), right(size_t(bins), 0), conf(size_t(bins), 0);
+  for (size_t i = 0; i < confidence.size(); ++i) {
+    const double c = confidence[i];
+    if (!(c >= 0 && c <= 1)) user_fail("ECE: confidence of row ", i, " is ", c, ", not in [0, 1]");
+    // bin b holds ((b)/B, (b+1)/B]; a confidence of exactly 0 goes to the first
+    const int b = std::clamp(int(std::ceil(c * bins)) - 1, 0, bins - 1);
+    count[size_t(b)] += 1;
+    right[size_t(b)] += correct[i] ? 1 : 0;
+    conf[size_t(b)] += c;
+  }
+  double ece = 0;
+  for (int b = 0; b < bins; ++b)
+    if (count[size_t(b)] > 0) ece += std::fabs(right[size_t(b)] - conf[size_t(b)]);  // |B|·|acc − conf|
+  return ece / double(confidence.size());
+}
+
 }  // namespace ebm

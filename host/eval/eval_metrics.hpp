@@ -33,6 +33,14 @@ std::vector<int64_t> class_histogram(const std::vector<float>& probs, int64_t n,
 // on probs as inception_score.
 double mean_max_prob(const std::vector<float>& probs, int64_t n, int K);
 
+// Expected calibration error (Guo et al. 2017, "On Calibration of Modern Neural Networks", eq. 3; 15 bins as in
+// JEM, Grathwohl et al. 2020, §5.2): confidences c_i = max_y p(y|x_i) in equal-width bins ((b−1)/B, b/B], and
+//   ECE = Σ_b (|B_b| / n) · | acc(B_b) − conf(B_b) |,
+// acc the fraction of the bin's rows whose prediction is right, conf their mean confidence. In [0, 1]; 0 =
+// perfectly calibrated. confidence [n] in [0, 1] and correct [n] (1 = right); n >= 1, bins >= 1; else UserError.
+double expected_calibration_error(const std::vector<float>& confidence, const std::vector<uint8_t>& correct,
+                                  int bins = 15);
+
 // A Gaussian fitted to n feature vectors of dimension d: mean [d] and covariance [d][d] (row-major,
 // symmetric), the unbiased estimate Σ_i (x_i - mean)(x_i - mean)^T / (n - 1) as numpy.cov computes it.
 struct GaussianStats {

@@ -12,7 +12,7 @@
 namespace ebm {
 
 Tensor draw_eval_samples(Backend& model, int n, const SamplerParams& p, uint64_t seed,
-                         const std::function<void(int, int)>& progress) {
+                         const std::function<void(int, int)>& progress, const std::vector<int32_t>* classes) {
   const NetSpec& net = model.options().net;
   Tensor x = uniform_start(n, net, seed);
   const int64_t img = net.image_size();
@@ -20,7 +20,12 @@ Tensor draw_eval_samples(Backend& model, int n, const SamplerParams& p, uint64_t
     const int m = std::min(kEvalChunk, n - first);
     Tensor chunk({m, net.in_c, net.in_h, net.in_w});
     std::copy_n(x.ptr() + int64_t(first) * img, int64_t(m) * img, chunk.ptr());
-    model.sample(chunk, p, seed + uint64_t(c));
+    if (classes) {
+      const std::vector<int32_t> mine(classes->begin() + first, classes->begin() + first + m);
+      model.sample(chunk, p, seed + uint64_t(c), 0, nullptr, &mine);
+    } else {
+      model.sample(chunk, p, seed + uint64_t(c));
+    }
     std::copy_n(chunk.ptr(), int64_t(m) * img, x.ptr() + int64_t(first) * img);
     if (progress) progress(first + m, n);
   }

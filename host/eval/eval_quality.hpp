@@ -28,9 +28,11 @@ constexpr int kEvalChunk = 250;
 constexpr double kWeakClassifier = 0.9;
 
 // n samples by the protocol above from `model` (a backend holding the energy net's sampling weights).
-// `progress(done, n)` is called after each chunk.
+// `progress(done, n)` is called after each chunk. With `classes` [n] (a K-output model), chain i runs on the
+// class-conditional energy E(x, classes[i]) (Backend::sample); the noise is the unconditional protocol's.
 Tensor draw_eval_samples(Backend& model, int n, const SamplerParams& p, uint64_t seed,
-                         const std::function<void(int, int)>& progress = {});
+                         const std::function<void(int, int)>& progress = {},
+                         const std::vector<int32_t>* classes = nullptr);
 
 struct QualityReport {
   double is = 0;              // Inception Score, 1..K

@@ -36,7 +36,8 @@ Tensor uniform_start(int n, const NetSpec& net, uint64_t seed) {
   return x;
 }
 
-SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uint64_t seed, int every) {
+SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uint64_t seed, int every,
+                     const std::vector<int32_t>* classes) {
   const NetSpec& net = backend.options().net;
   EBM_CHECK(start.shape.size() == 4 && start.shape[1] == net.in_c && start.shape[2] == net.in_h &&
                 start.shape[3] == net.in_w,
@@ -44,14 +45,14 @@ SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uin
   SampleRun r;
   r.x = std::move(start);
   if (every > 0) {
-    backend.sample(r.x, p, seed, every, &r.trajectory);
+    backend.sample(r.x, p, seed, every, &r.trajectory, classes);
     for (size_t k = 0; k < r.trajectory.size(); ++k) {
       r.snapshot_steps.push_back(std::min(int(k) * every, p.steps));
       const std::vector<float> e = energies_from_f(backend.energy(r.trajectory[k]));
       r.snapshot_mean_energy.push_back(std::accumulate(e.begin(), e.end(), 0.0) / double(std::max<size_t>(e.size(), 1)));
     }
   } else {
-    backend.sample(r.x, p, seed);
+    backend.sample(r.x, p, seed, 0, nullptr, classes);
   }
   r.energy = energies_from_f(backend.energy(r.x));
   return r;

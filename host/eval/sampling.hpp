@@ -31,8 +31,10 @@ struct SampleRun {
 };
 
 // Runs the chains from `start` (its images are the initial state): noise from (seed, kGenerate) inside
-// the backend, so with p.noise == 0 the result does not depend on the seed at all.
-SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uint64_t seed, int every = 0);
+// the backend, so with p.noise == 0 the result does not depend on the seed at all. `classes` [n]: chain i on
+// the class-conditional energy E(x, classes[i]) (a K-output model; Backend::sample).
+SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uint64_t seed, int every = 0,
+                     const std::vector<int32_t>* classes = nullptr);
 
 // The sample grid: near-square, each tile labelled "E=<energy>", tiles upscaled by `scale`.
 Image sample_grid(const Tensor& x, const std::vector<float>& energy, int scale = 2);

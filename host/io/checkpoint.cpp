@@ -38,6 +38,9 @@ EngineOptions engine_options_for(const Config& c) {
   o.eps = c.train.eps;
   o.alpha = c.train.alpha;
   o.real_noise = c.train.real_noise;
+  o.objective = c.train.objective == "jem" ? Objective::kJem : Objective::kCd;
+  o.cd_weight = c.train.cd_weight;
+  o.ce_weight = c.train.ce_weight;
   o.tf32 = c.cuda.tf32 || c.cuda.precision == "tf32";  // cuda.precision tf32 includes cuDNN's TF32
   o.device = c.cuda.device;
   o.graphs = c.cuda.graphs;
@@ -138,7 +141,8 @@ void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainStat
   }
   const int64_t counters[4] = {s.step, s.epoch, s.batch, s.rollbacks};
   st.put_i64("counters", {4}, counters);  // step, epoch, batch, rollbacks
-  st.put_f64("epoch_sums", {6}, s.epoch_sums.data());
+  const bool jem_sums = s.epoch_sums[kSumCe] != 0 || s.epoch_sums[kSumAccuracy] != 0;
+  st.put_f64("epoch_sums", {jem_sums ? 8 : 6}, s.epoch_sums.data());
   st.put_f64("lr", {1}, &s.lr);
   st.put_u64("seed", {1}, &s.seed);
   if (s.data_images >= 0) {
@@ -298,7 +302,8 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   expect_len("counters", c.size(), 4);
   s.step = c[0]; s.epoch = c[1]; s.batch = c[2]; s.rollbacks = c[3];
   const auto sums = st.get_f64("epoch_sums");
-  expect_len("epoch_sums", sums.size(), 6);
+  if (sums.size() != 8) expect_len("epoch_sums", sums.size(), 6);
+  s.epoch_sums = {};
   std::copy(sums.begin(), sums.end(), s.epoch_sums.begin());
   const auto lr = st.get_f64("lr");
   expect_len("lr", lr.size(), 1);
@@ -426,7 +431,7 @@ TrainState unpack_train_state(const std::string& bytes) {
   s.step = u.pod<int64_t>();
   s.epoch = u.pod<int64_t>();
   s.batch = u.pod<int64_t>();
-  s.epoch_sums = u.pod<std::array<double, 6>>();
+  s.epoch_sums = u.pod<EpochSums>();
   s.lr = u.pod<double>();
   s.seed = u.pod<uint64_t>();
   s.rollbacks = u.pod<int64_t>();

@@ -22,6 +22,12 @@
 namespace ebm {
 
 // Everything needed to continue a run bit for bit.
+// Running sums over an epoch's steps: loss reg cdiv real fake, the step count, then (train.objective "jem") ce
+// and accuracy. A checkpoint holds the first 6 where the last two are 0 (every "cd" run, and every checkpoint
+// written before JEM), all 8 otherwise.
+using EpochSums = std::array<double, 8>;
+enum EpochSum { kSumLoss, kSumReg, kSumCdiv, kSumReal, kSumFake, kSumSteps, kSumCe, kSumAccuracy };
+
 struct TrainState {
   std::vector<float> params;
   AdamState adam;
@@ -30,7 +36,7 @@ struct TrainState {
   std::string rng_backend;           // "cpu" or "cuda": whose layout `rng` is in
   int64_t step = 0;                  // optimizer steps taken
   int64_t epoch = 0, batch = 0;      // where the next step starts
-  std::array<double, 6> epoch_sums{};  // running sums over the current epoch: loss reg cdiv real fake, steps
+  EpochSums epoch_sums{};            // running sums over the current epoch
   double lr = 0;
   uint64_t seed = 0;
   int64_t rollbacks = 0;

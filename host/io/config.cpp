@@ -205,11 +205,12 @@ json config_to_json(const Config& c) {
                  {"checkpoint_every", t.checkpoint_every}, {"keep_checkpoints", t.keep_checkpoints},
                  {"validate", t.validate}, {"tensorboard", t.tensorboard},
                  {"comm_timeout_s", t.comm_timeout_s}, {"ema_decay", t.ema_decay},
+                 {"objective", t.objective}, {"cd_weight", t.cd_weight}, {"ce_weight", t.ce_weight},
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
                                  {"lr_factor", t.divergence.lr_factor},
                                  {"max_rollbacks", t.divergence.max_rollbacks}}},
-                 {"eval", {{"every", t.eval.every}, {"n", t.eval.n}}}}},
+                 {"eval", {{"every", t.eval.every}, {"n", t.eval.n}, {"ood", t.eval.ood}}}}},
       {"generate", {{"n", g.n}, {"steps", g.steps}, {"step_size", g.step_size}, {"noise", g.noise}}},
       {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}, {"graphs", c.cuda.graphs},
                 {"deterministic", c.cuda.deterministic}, {"langevin", c.cuda.langevin}, {"chain", c.cuda.chain},
@@ -282,12 +283,16 @@ Config config_from_json(const json& user, const std::string& source) {
   t.tensorboard = r.boolean("train.tensorboard");
   t.comm_timeout_s = r.real("train.comm_timeout_s", {.lo = 0, .lo_open = true});
   t.ema_decay = r.real("train.ema_decay", {.lo = 0, .hi = 1, .hi_open = true});
+  t.objective = r.one_of("train.objective", {"cd", "jem"});
+  t.cd_weight = r.real("train.cd_weight", {.lo = 0});
+  t.ce_weight = r.real("train.ce_weight", {.lo = 0});
   t.divergence.max_abs_f = r.real("train.divergence.max_abs_f", {.lo = 0, .lo_open = true});
   t.divergence.action = r.one_of("train.divergence.action", {"stop", "rollback"});
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});
   t.divergence.max_rollbacks = r.int32("train.divergence.max_rollbacks", 0);
   t.eval.every = r.int32("train.eval.every", 0);
   t.eval.n = r.int32("train.eval.n", 2, kMaxGenerateN);
+  t.eval.ood = r.at("train.eval.ood").get<std::string>();
 
   c.generate.n = r.int32("generate.n", 1, kMaxGenerateN);
   c.generate.steps = r.int32("generate.steps", 0);

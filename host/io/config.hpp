@@ -53,9 +53,13 @@ struct DivergenceConfig {
 
 // Sample quality measured during training (host/eval/eval_quality.hpp): every `every` epochs (0 = never),
 // `n` chains drawn from uniform noise with the `generate` settings and scored by the data set's classifier.
+// With train.objective "jem" it also measures the classifier: test accuracy and calibration (ECE), and, where
+// `ood` names a data folder (e.g. data/fashion-mnist), the out-of-distribution AUROCs of its test images against
+// the test split (host/eval/jem_eval.hpp).
 struct EvalConfig {
   int every = 0;
   int n = 1000;
+  std::string ood;
   bool operator==(const EvalConfig&) const = default;
 };
 
@@ -82,6 +86,12 @@ struct TrainConfig {
   bool validate = true;            // validation on the test set at each epoch end
   bool tensorboard = true;         // TensorBoard event files in <output_dir>/tb/ (host/io/tensorboard.hpp)
   double comm_timeout_s = 120;     // data-parallel runs: a collective waiting longer than this ends the job
+  // What training minimises (engine/loss.hpp): "cd", the seed's contrastive divergence on the energy net
+  // (model.outputs 1); "jem", JEM (Grathwohl et al. 2020): cross-entropy on the labelled batch plus contrastive
+  // divergence on logsumexp of the K logits (model.outputs K > 1), weighted ce_weight and cd_weight.
+  std::string objective = "cd";
+  double cd_weight = 1.0;
+  double ce_weight = 1.0;
   double ema_decay = 0;            // θ_ema ← d·θ_ema + (1−d)·θ after each step, in [0, 1); 0 = no EMA.
                                    // Sampling, scoring and model.safetensors use θ_ema (engine/backend.hpp)
   DivergenceConfig divergence;

@@ -60,6 +60,19 @@ Tensor load_idx_images(const std::string& path, int pad_to) {
   return preprocess_images(im.pixels.data(), im.n, im.h, im.w, pad_to);
 }
 
+Dataset load_test_split(const DataConfig& cfg) {
+  Dataset ds;
+  ds.test_path = find_idx(cfg.dir, "t10k-images-idx3-ubyte");
+  if (ds.test_path.empty())
+    user_fail("'", cfg.dir, "' lacks t10k-images-idx3-ubyte[.gz]; fetch the data with: scripts/get_data.sh ",
+              cfg.dataset, " ", cfg.dir);
+  IdxImages test = read_idx_images(ds.test_path, find_idx(cfg.dir, "t10k-labels-idx1-ubyte"));
+  check_fits(test, ds.test_path, cfg.pad_to);
+  ds.test = preprocess_images(test.pixels.data(), test.n, test.h, test.w, cfg.pad_to);
+  ds.test_labels = std::move(test.labels);
+  return ds;
+}
+
 Dataset load_dataset(const DataConfig& cfg) {
   const std::string fetch = "scripts/get_data.sh " + cfg.dataset + " " + cfg.dir;
   const std::string looked = "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]";

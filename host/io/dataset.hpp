@@ -27,6 +27,10 @@ struct Dataset {
 // UserError listing what was looked for and the command that fetches it (scripts/get_data.sh).
 Dataset load_dataset(const DataConfig& cfg);
 
+// The test split alone (test, test_labels, test_path; train empty): an out-of-distribution set, or the test split
+// a tool measures. cfg.dataset names the fetch command in the message when the images are missing.
+Dataset load_test_split(const DataConfig& cfg);
+
 // CRC-32 (zlib's; host/io/crc32.hpp, the same without zlib) of the images' float32 bytes, in the high half, and their count mod 2^32 in the low
 // half: what a checkpoint records of its training set, so that a resume on other data is refused. Cheap
 // next to loading (about 0.2 s for 60,000 padded images).

@@ -14,6 +14,8 @@
 #include "engine/error.hpp"
 #include "host/eval/backend_factory.hpp"
 #include "host/eval/eval_quality.hpp"
+#include "host/eval/jem_eval.hpp"
+#include "host/io/dataset.hpp"
 #include "host/eval/sampling.hpp"
 #include "host/eval/scoring.hpp"
 #include "host/io/charts.hpp"
@@ -32,7 +34,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: ebm_eval (--checkpoint DIR | --samples X.npy) [--n 1000] [--steps N] [--step-size S] [--noise S]\n"
     "                [--seed 0] [--data DIR] [--grid samples.png] [--npy out.npy] [--backend auto|cpu|cuda]\n"
-    "                [--classifier-images 240000]\n"
+    "                [--classifier-images 240000] [--class-conditional] [--ood DIR]\n"
     "Measures sample quality with the data set's classifier and prints one JSON line:\n"
     "  is             Inception Score exp(E_x KL(p(y|x) || p(y))), from 1 (no class or one class) to 10\n"
     "  fid            Frechet distance of the classifier's penultimate features to the data set's test images\n"
@@ -49,12 +51,21 @@ constexpr const char* kUsage =
     "  --npy PATH    the samples drawn, float32 [n,1,H,W]\n"
     "  --classifier-images N  images the classifier sees when it must be trained (fewer: quicker, less\n"
     "                accurate; a cache trained on another count is trained anew)\n"
+    "A checkpoint with one output per class (train.objective \"jem\") samples E(x) = -logsumexp f(x), and the\n"
+    "line gains \"jem\": its own accuracy and expected calibration error (15 bins) on the test split of --data\n"
+    "(default the checkpoint's data.dir) and, with --ood DIR (e.g. data/fashion-mnist), the AUROCs of three\n"
+    "out-of-distribution scores of DIR's test images against that split: energy E(x), max softmax probability,\n"
+    "and the norm of the input gradient of E (1 = perfect separation, 0.5 = none).\n"
+    "  --class-conditional  (such a checkpoint) chain i samples E(x, y) = -f_y(x) for class y = i*K/n, so each\n"
+    "                class gets n/K chains in a row; adds class_agreement, the fraction the data set's\n"
+    "                classifier labels as the class asked for (overall, and per class)\n"
     "Progress goes to stderr; stdout holds only the JSON line.\n";
 
 constexpr const char* kTool = "ebm_eval";
 
 struct Flags {
-  std::string checkpoint, samples, data, grid, npy, backend = "auto";
+  std::string checkpoint, samples, data, grid, npy, backend = "auto", ood;
+  bool conditional = false;
   std::optional<int> n, steps;
   std::optional<double> step_size, noise;
   uint64_t seed = 0;
@@ -64,8 +75,8 @@ struct Flags {
 Flags parse(int argc, char** argv, bool& help) {
   Args a(argc, argv,
          {"--checkpoint", "--samples", "--n", "--steps", "--step-size", "--noise", "--seed", "--data", "--grid", "--npy",
-          "--backend", "--classifier-images"},
-         {"--help"});
+          "--backend", "--classifier-images", "--ood"},
+         {"--help", "--class-conditional"});
   help = a.has("--help");
   Flags f;
   if (help) return f;
@@ -76,9 +87,11 @@ Flags parse(int argc, char** argv, bool& help) {
     user_fail(f.checkpoint.empty() ? "give --checkpoint DIR (samples drawn from it) or --samples X.npy (see --help)"
                                    : "give --checkpoint or --samples, not both");
   if (!f.samples.empty())
-    for (const char* flag : {"--n", "--steps", "--step-size", "--noise", "--seed", "--npy"})
+    for (const char* flag : {"--n", "--steps", "--step-size", "--noise", "--seed", "--npy", "--class-conditional", "--ood"})
       if (a.has(flag)) user_fail(flag, " sets how samples are drawn from a checkpoint; --samples gives them already");
   f.data = a.str("--data", "");
+  f.ood = a.str("--ood", "");
+  f.conditional = a.has("--class-conditional");
   f.grid = a.str("--grid", "");
   f.npy = a.str("--npy", "");
   f.backend = a.str("--backend", f.backend);
@@ -103,13 +116,16 @@ Flags parse(int argc, char** argv, bool& help) {
 
 int run(const Flags& f) {
   const auto t0 = std::chrono::steady_clock::now();
-  nlohmann::json out;
+  nlohmann::json out, jem;
+  std::vector<int32_t> asked;  // --class-conditional: the class of each chain
   DataConfig data;
   std::optional<Model> model;
   if (!f.checkpoint.empty()) {
     model = load_model(f.checkpoint);
-    if (model->net.outputs != 1)
-      user_fail(f.checkpoint, ": model.outputs is ", model->net.outputs, ", a classifier, not an energy model to sample");
+    if (model->net.outputs == 1 && (f.conditional || !f.ood.empty()))
+      user_fail(f.conditional ? "--class-conditional" : "--ood", ": ", f.checkpoint, " is an energy net with one output; ",
+                "class-conditional samples and the classifier's out-of-distribution scores need a model with one output ",
+                "per class (train.objective \"jem\")");
     data = model->config.data;
   }
   if (!f.data.empty()) data.dir = f.data;
@@ -122,17 +138,38 @@ int run(const Flags& f) {
     if (f.step_size) p.step_size = float(*f.step_size);
     if (f.noise) p.noise = float(*f.noise);
     const int n = f.n.value_or(1000);
+    const int K = model->net.outputs;
     auto backend = make_backend(f.backend, tool_engine_options(*model));
     backend->set_params(model->params);
+    if (K > 1) {  // the model's own measures first: quick next to the chains, and said before them
+      const Dataset test = load_test_split(data);
+      Dataset ood;
+      if (!f.ood.empty()) {
+        DataConfig oc = data;
+        oc.dir = f.ood;
+        oc.dataset = f.ood.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
+        ood = load_test_split(oc);
+      }
+      const JemReport jr = jem_report(*backend, test.test, test.test_labels, f.ood.empty() ? nullptr : &ood.test,
+                                      data_label(ood.test_path));
+      std::cerr << "ebm_eval: the model as a classifier: accuracy " << jr.accuracy << ", ECE " << jr.ece << " on "
+                << jr.n_test << " test images";
+      if (!f.ood.empty())
+        std::cerr << "; AUROC vs " << jr.ood << ": energy " << jr.auroc_energy << ", max prob " << jr.auroc_max_prob
+                  << ", grad norm " << jr.auroc_grad_norm;
+      std::cerr << "\n";
+      jem = jem_json(jr);
+    }
+    if (f.conditional) asked = conditional_classes(n, K);
     std::cerr << "ebm_eval: sampling " << n << " chains x " << p.steps << " steps from uniform noise (step size "
-              << p.step_size << ", noise " << p.noise << ", seed " << f.seed << ") on " << backend_name(backend->facts().kind)
-              << "\n";
+              << p.step_size << ", noise " << p.noise << ", seed " << f.seed << (f.conditional ? ", class-conditional" : "")
+              << ") on " << backend_name(backend->facts().kind) << "\n";
     const auto ts = std::chrono::steady_clock::now();
     x = draw_eval_samples(*backend, n, p, f.seed, [&](int done, int total) {
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
       std::cerr << "ebm_eval: " << done << "/" << total << " chains  " << int(el) << " s, ETA "
                 << int(el / done * (total - done)) << " s\n";
-    });
+    }, f.conditional ? &asked : nullptr);
     // The settings as given (doubles), not their float copies in SamplerParams (0.005f prints as 0.004999…).
     out = {{"checkpoint", f.checkpoint}, {"steps", p.steps},
            {"step_size", f.step_size.value_or(model->config.generate.step_size)},
@@ -153,6 +190,13 @@ int run(const Flags& f) {
   line["classifier_test_images"] = meter.classifier().n_test;
   line["classifier"] = meter.classifier().dir;
   for (auto& [k, v] : out.items()) line[k] = v;
+  if (!jem.is_null()) line["jem"] = jem;
+  if (f.conditional) {
+    const std::vector<double> agree = class_agreement(r.label, asked, model->net.outputs);
+    line["class_conditional"] = true;
+    line["class_agreement"] = agree[0];
+    line["class_agreement_per_class"] = std::vector<double>(agree.begin() + 1, agree.end());
+  }
   line["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (!f.grid.empty()) {

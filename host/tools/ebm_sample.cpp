@@ -12,6 +12,7 @@
 
 #include "engine/error.hpp"
 #include "host/eval/backend_factory.hpp"
+#include "host/eval/jem_eval.hpp"
 #include "host/eval/sampling.hpp"
 #include "host/eval/scoring.hpp"
 #include "host/io/checkpoint.hpp"
@@ -29,7 +30,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: ebm_sample --checkpoint DIR [--n 16] [--steps N] [--step-size S] [--noise S] [--grad-clip G]\n"
     "                  [--seed N] [--init X.npy] [--out samples.png] [--npy out.npy]\n"
-    "                  [--trajectory traj.png [--every K]] [--backend auto|cpu|cuda]\n"
+    "                  [--trajectory traj.png [--every K]] [--class Y|all] [--backend auto|cpu|cuda]\n"
     "Runs Langevin chains under the checkpoint's energy E = -f and writes a grid of the samples, each\n"
     "labelled with its energy. Defaults come from the checkpoint's config: n, steps, step size and noise\n"
     "from `generate`, grad clip from `sampler`, seed from `seed`. Chains start from uniform noise in [-1,1],\n"
@@ -40,6 +41,10 @@ constexpr const char* kUsage =
     "  --npy PATH         the final samples as float32 [n,1,H,W]\n"
     "  --trajectory PATH  up to 8 chains (rows) every K steps (columns, step number above each)\n"
     "  --every K          snapshot period for --trajectory (default: steps/10, rounded up)\n"
+    "  --class Y|all      (a checkpoint with one output per class, train.objective \"jem\") every chain samples\n"
+    "                     E(x, Y) = -f_Y(x), digits of class Y; `all`: chain i takes class i*K/n, so --n 100\n"
+    "                     draws a 10x10 grid with one row per class. Without it such a model samples\n"
+    "                     E(x) = -logsumexp f(x)\n"
     "  --backend B        auto (CUDA when a device is present), cpu or cuda (default auto)\n"
     "--n, --steps, --step-size, --noise, --grad-clip and --seed take what their config keys take\n"
     "(generate.n 1..4096, generate.steps >= 0, generate.step_size >= 0, generate.noise >= 0,\n"
@@ -48,7 +53,7 @@ constexpr const char* kUsage =
 constexpr const char* kTool = "ebm_sample";
 
 struct Flags {
-  std::string checkpoint, init, out = "samples.png", npy, trajectory, backend = "auto";
+  std::string checkpoint, init, out = "samples.png", npy, trajectory, backend = "auto", klass;
   bool out_named = false;  // --out given: a build without libpng refuses it; the default grid is skipped instead
   std::optional<int> n, steps;
   std::optional<long long> every;
@@ -61,7 +66,7 @@ struct Flags {
 Flags parse(int argc, char** argv, bool& help) {
   Args a(argc, argv,
          {"--checkpoint", "--n", "--steps", "--step-size", "--noise", "--grad-clip", "--seed", "--init", "--out",
-          "--npy", "--trajectory", "--every", "--backend"},
+          "--npy", "--trajectory", "--every", "--backend", "--class"},
          {"--help"});
   help = a.has("--help");
   Flags f;
@@ -75,6 +80,10 @@ Flags parse(int argc, char** argv, bool& help) {
   f.npy = a.str("--npy", "");
   f.trajectory = a.str("--trajectory", "");
   f.backend = a.str("--backend", f.backend);
+  f.klass = a.str("--class", "");
+  if (a.has("--class") && f.klass != "all" &&
+      (f.klass.empty() || f.klass.size() > 4 || f.klass.find_first_not_of("0123456789") != std::string::npos))
+    user_fail("option --class expects a class number (0, 1, ...) or all, got \"", f.klass, "\"");
   if (f.backend != "auto" && f.backend != "cpu" && f.backend != "cuda")
     user_fail("option --backend expects auto, cpu or cuda, got \"", f.backend, "\"");
   if (auto c = flag_as_key(a, "--n", "generate.n")) f.n = c->generate.n;
@@ -129,6 +138,20 @@ int run(const Flags& f) {
     from = "uniform noise";
   }
   const int n = int(start.shape[0]);
+  std::vector<int32_t> classes;
+  if (!f.klass.empty()) {
+    const int K = model.net.outputs;
+    if (K < 2)
+      user_fail("--class: ", f.checkpoint, " is an energy net with one output; class-conditional samples need a model ",
+                "with one output per class (train.objective \"jem\")");
+    if (f.klass == "all") {
+      classes = conditional_classes(n, K);
+    } else {
+      const int y = std::stoi(f.klass);
+      if (y >= K) user_fail("--class ", y, ": ", f.checkpoint, " has classes 0 to ", K - 1);
+      classes.assign(size_t(n), int32_t(y));
+    }
+  }
 
   int every = 0;
   if (!f.trajectory.empty()) {
@@ -146,11 +169,12 @@ int run(const Flags& f) {
   std::printf("backend: %s\n", backend->describe().c_str());
   std::printf("checkpoint: %s (%lld parameters, input %dx%d)\n", f.checkpoint.c_str(), (long long)model.net.num_params,
               model.net.in_h, model.net.in_w);
-  std::printf("sampling %d chains x %d steps from %s: step size %g, noise %g, grad clip %g, seed %llu\n", n, p.steps,
-              from.c_str(), double(p.step_size), double(p.noise), double(p.grad_clip), (unsigned long long)seed);
+  std::printf("sampling %d chains x %d steps from %s: step size %g, noise %g, grad clip %g, seed %llu%s\n", n, p.steps,
+              from.c_str(), double(p.step_size), double(p.noise), double(p.grad_clip), (unsigned long long)seed,
+              f.klass.empty() ? "" : f.klass == "all" ? ", each class in turn" : (", class " + f.klass).c_str());
   std::fflush(stdout);
 
-  const SampleRun r = run_sample(*backend, std::move(start), p, seed, every);
+  const SampleRun r = run_sample(*backend, std::move(start), p, seed, every, classes.empty() ? nullptr : &classes);
   const EnergyStats s = energy_stats(r.energy);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("energy (E = -f) of the samples: mean %.6g, min %.6g, max %.6g  (%.1f s)\n", s.mean, s.min, s.max, secs);

@@ -24,15 +24,20 @@ void flatten(const json& j, const std::string& prefix, std::map<std::string, jso
 const char* fixed_on_resume(const std::string& key) {
   if (key.starts_with("model.") || key == "data.pad_to") return "its network (model.*, data.pad_to)";
   if (key == "data.dataset" || key == "data.limit") return "its data set (data.dataset, data.limit)";
+  if (key == "train.objective") return "its objective (train.objective: what its network's outputs mean)";
   if (key == "data.batch_size") return "its batch size (the checkpoint's place in the epoch counts batches)";
   if (key == "buffer.capacity" || key == "buffer.initial") return "its replay buffer (buffer.capacity, buffer.initial)";
   return nullptr;
 }
 
 // Keys added after checkpoints were first written, whose absence from an older config.json means what their
-// default means (the feature did not exist, so it was off; before model.outputs every net had 1 output):
+// default means (the feature did not exist, so it was off; before model.outputs every net had 1 output, and before
+// train.objective every run was contrastive divergence):
 // such a checkpoint resumes with their defaults.
-bool off_when_absent(const std::string& key) { return key == "model.spectral_norm" || key == "model.outputs"; }
+bool off_when_absent(const std::string& key) {
+  return key == "model.spectral_norm" || key == "model.outputs" || key == "train.objective" ||
+         key == "train.cd_weight" || key == "train.ce_weight";
+}
 
 std::string fmt_g(double v) {
   char b[64];

@@ -28,10 +28,15 @@ std::string duration_str(double s) {
   return b;
 }
 
-std::string metrics_text(const std::array<double, 6>& sums) {
-  auto mean = [&](int i) { return sums[5] > 0 ? sums[i] / sums[5] : 0.0; };
+namespace {
+bool has_jem_sums(const EpochSums& s) { return s[kSumCe] != 0 || s[kSumAccuracy] != 0; }
+}  // namespace
+
+std::string metrics_text(const EpochSums& sums) {
+  auto mean = [&](int i) { return sums[kSumSteps] > 0 ? sums[i] / sums[kSumSteps] : 0.0; };
   return "loss " + fmt("%.4f", mean(0)) + " reg " + fmt("%.4f", mean(1)) + " cdiv " + fmt("%.4f", mean(2)) +
-         " real " + fmt("%.4f", mean(3)) + " fake " + fmt("%.4f", mean(4));
+         " real " + fmt("%.4f", mean(3)) + " fake " + fmt("%.4f", mean(4)) +
+         (has_jem_sums(sums) ? " ce " + fmt("%.4f", mean(kSumCe)) + " acc " + fmt("%.4f", mean(kSumAccuracy)) : "");
 }
 
 RunClock::RunClock(Now now) : now_(std::move(now)) {
@@ -131,6 +136,11 @@ void RunLog::epoch_summary(const EpochSummary& e) {
         << " - real: " << fmt("%.4f", mean(3)) << " - reg: " << fmt("%.4f", mean(1));
   json rec = {{"event", "epoch"}, {"epoch", e.epoch}, {"step", e.step}, {"loss", mean(0)}, {"reg", mean(1)},
               {"cdiv", mean(2)}, {"real", mean(3)}, {"fake", mean(4)}, {"seconds", e.seconds}};
+  if (has_jem_sums(e.sums)) {
+    out() << " - ce: " << fmt("%.4f", mean(kSumCe)) << " - acc: " << fmt("%.4f", mean(kSumAccuracy));
+    rec["ce"] = mean(kSumCe);
+    rec["accuracy"] = mean(kSumAccuracy);
+  }
   if (const auto& v = e.validation) {
     out() << " - val_cdiv: " << fmt("%.4f", v->cdiv) << " - val_fake: " << fmt("%.4f", v->fake)
           << " - val_real: " << fmt("%.4f", v->real);

@@ -27,9 +27,9 @@ class TensorBoardWriter;
 std::string fmt(const char* f, double v);
 // A duration for people: "42s", "3m07s", "2h05m"; "?" for a negative or non-finite one.
 std::string duration_str(double seconds);
-// The means the progress line shows, from sums over an epoch {loss, reg, cdiv, real, fake, count}:
+// The means the progress line shows, from sums over an epoch (EpochSums: loss reg cdiv real fake count [ce accuracy]):
 // "loss L reg R cdiv C real R fake F" (4 decimals; zeros before the first step).
-std::string metrics_text(const std::array<double, 6>& sums);
+std::string metrics_text(const EpochSums& sums);
 
 // Training time: the seconds since start() less those spent in off() sections (validation, pictures,
 // checkpoints, the guard's probe: left out of ms/step and the ETA). Nested sections count once.
@@ -68,7 +68,7 @@ struct Progress {
   int64_t step = 0, total_steps = 0, epoch = 0;
   int epochs = 0;
   double ms_per_step = 0;
-  std::array<double, 6> sums{};
+  EpochSums sums{};
 };
 
 // The epoch summary's facts: its line "Epoch E/N - 12.3s 45ms/step - cdiv: ... [- val_*] [- IS - FID]" and
@@ -77,7 +77,7 @@ struct EpochSummary {
   int epoch = 0, epochs = 0;
   int64_t step = 0, steps = 0;  // the run's step count; steps trained in this epoch by this process
   double seconds = 0;           // training time of the epoch
-  std::array<double, 6> sums{};
+  EpochSums sums{};
   std::optional<ValidationMetrics> validation;  // train.validate
   std::optional<QualityReport> quality;         // train.eval, when due and scored
 };

@@ -89,7 +89,7 @@ class TrainingRun {
   std::optional<int> start() {
     comm_.set_timeout(config_.train.comm_timeout_s);
     net_ = net_spec_for(config_);
-    require_energy_net(net_, "ebm_train");  // before any work: a classifier head is trained by ebm_eval
+    require_objective_net(engine_options_for(config_));  // before any work: the objective and the head agree
     std::optional<Resume> resume;
     // Checks that write nothing come first, on rank 0: the checkpoint to resume and what changes, then the
     // output folder. An error there is every rank's error, and leaves no trace.
@@ -214,6 +214,9 @@ class TrainingRun {
       EBM_PROFILE_RANGE("load_data");
       data_ = load_dataset(config_.data);
       if (data_.train.dim(0) == 0) user_fail(data_.train_path, ": no training images");
+      if (jem() && data_.train_labels.empty())
+        user_fail(config_.data.dir, ": train.objective \"jem\" trains on labelled images, but there is no ",
+                  "train-labels-idx1-ubyte[.gz] beside ", data_.train_path, "; scripts/get_data.sh fetches the labels");
       data_images_ = data_.train.dim(0);
       data_fingerprint_ = dataset_fingerprint(data_.train);
       if (resumed && resumed->data_images >= 0 &&
@@ -248,6 +251,8 @@ class TrainingRun {
             << " per rank), replay buffer " << config_.buffer.capacity / comm_.size() << " images per rank\n";
     out() << net_.summary() << std::endl;  // a log being tailed shows the run has started
     backend_->set_train_data(data_.train);
+    if (config_.train.objective == "jem")
+      backend_->set_train_labels(std::vector<int32_t>(data_.train_labels.begin(), data_.train_labels.end()));
     batches_per_epoch_ = backend_->batches_per_epoch();
     total_steps_ = config_.train.epochs * batches_per_epoch_;
     if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
@@ -341,16 +346,20 @@ class TrainingRun {
         const auto off = log_.clock().off();
         if (std::optional<TrainState> good = keeper_.passed(step)) guard_.passed(std::move(*good));
       }
-      const double v[5] = {m.loss, m.reg, m.cdiv, m.real, m.fake};
-      for (int i = 0; i < 5; ++i) state_.epoch_sums[i] += v[i];
-      state_.epoch_sums[5] += 1;
-      if (step % config_.train.log_every == 0)
-        log_.record({{"event", "step"}, {"step", step}, {"epoch", state_.epoch + 1}, {"loss", m.loss}, {"reg", m.reg},
-                     {"cdiv", m.cdiv}, {"real", m.real}, {"fake", m.fake}, {"lr", lr_at(step - 1)},
-                     {"ms_per_step", log_.clock().ms_per_step(steps_here_)}});
+      const double v[8] = {m.loss, m.reg, m.cdiv, m.real, m.fake, 1.0, m.ce, m.accuracy};
+      for (int i = 0; i < 8; ++i) state_.epoch_sums[size_t(i)] += v[i];
+      if (step % config_.train.log_every == 0) {
+        nlohmann::json rec = {{"event", "step"}, {"step", step}, {"epoch", state_.epoch + 1}, {"loss", m.loss},
+                              {"reg", m.reg}, {"cdiv", m.cdiv}, {"real", m.real}, {"fake", m.fake},
+                              {"lr", lr_at(step - 1)}, {"ms_per_step", log_.clock().ms_per_step(steps_here_)}};
+        if (jem()) rec["ce"] = m.ce, rec["accuracy"] = m.accuracy;
+        log_.record(rec);
+      }
     }
     return true;
   }
+
+  bool jem() const { return config_.train.objective == "jem"; }
 
   // Checkpoints `names` of the state now, once the next step's forward pass has checked it.
   void checkpoint_after_next_step(std::vector<std::string> names) {
@@ -573,7 +582,7 @@ class TrainingRun {
   int64_t data_images_ = 0;
   uint64_t data_fingerprint_ = 0;
   TrainState state_;           // the counters and running sums; the tensors live in the backend
-  std::array<double, 6> last_epoch_sums_{};
+  EpochSums last_epoch_sums_{};
   int64_t start_step_ = 0;
   double lr_now_ = 0;          // the learning rate the backend holds now
   int64_t batches_per_epoch_ = 0, total_steps_ = 0, steps_here_ = 0, epoch_steps_start_ = 0;

@@ -1,0 +1,349 @@
+// JEM (train.objective "jem"; Grathwohl et al. 2020): the loss and its dL/df by hand and by finite differences,
+// the chains' input gradients (∇x logsumexp f and ∇x f_y) by finite differences through the same templated net
+// code, the CPU backend's training step against a recomputation in double, class-conditional sampling, exact
+// resume, and the refusals.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "engine/cpu/cpu_backend.hpp"
+#include "engine/cpu/cpu_net.hpp"
+#include "engine/error.hpp"
+#include "engine/loss.hpp"
+#include "host/io/checkpoint.hpp"
+#include "host/train/training_run.hpp"
+#include "kernels/ebm_math.hpp"
+#include "tests/test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace ebm;
+
+namespace {
+
+double rel_err(double a, double b) { return std::fabs(a - b) / std::max(1e-3, std::fabs(a) + std::fabs(b)); }
+
+// The JEM loss of logits f [nr + nf][K] (real rows first), as the backends compute it.
+double jem_loss_value(const std::vector<double>& f, int nr, int nf, int K, const std::vector<int32_t>& y,
+                      const JemWeights& w, std::vector<double>* df = nullptr) {
+  std::vector<double> d(f.size());
+  JemSums sums;
+  jem_loss_rows(f.data(), nr, nf, K, y.data(), nr, nf, w, d.data(), sums);
+  if (df) *df = d;
+  return jem_metrics(sums, nr, nf, w).loss;
+}
+
+}  // namespace
+
+// K = 2, one real row f = (0, ln 3) of class 1 and one fake row f = (0, 0); α = 0.1, both weights 1:
+//   real: s = ln 4, p = (1/4, 3/4), ce = ln 4 − ln 3, argmax 1 (right); fake: s = ln 2, p = (1/2, 1/2)
+//   cdiv = ln 2 − ln 4, reg = 0.1·(ln²4 + ln²2), loss = cdiv + reg + ce
+//   dL/df real = (−1 + 0.2·ln 4)·p + p − (0, 1); fake = (1 + 0.2·ln 2)·p
+TEST(JemLoss, HandComputedTwoClasses) {
+  const std::vector<double> f{0, std::log(3.0), 0, 0};
+  const JemWeights w{0.1f, 1.0f, 1.0f};
+  std::vector<double> df(4);
+  JemSums sums;
+  jem_loss_rows(f.data(), 1, 1, 2, std::vector<int32_t>{1}.data(), 1, 1, w, df.data(), sums);
+  const StepMetrics m = jem_metrics(sums, 1, 1, w);
+  const double l4 = std::log(4.0), l2 = std::log(2.0), a = double(0.1f);
+  EXPECT_NEAR(m.real, l4, 1e-12);
+  EXPECT_NEAR(m.fake, l2, 1e-12);
+  EXPECT_NEAR(m.cdiv, l2 - l4, 1e-12);
+  EXPECT_NEAR(m.reg, a * (l4 * l4 + l2 * l2), 1e-12);
+  EXPECT_NEAR(m.ce, std::log(4.0 / 3.0), 1e-12);
+  EXPECT_EQ(m.accuracy, 1.0);
+  EXPECT_NEAR(m.loss, (l2 - l4) + a * (l4 * l4 + l2 * l2) + std::log(4.0 / 3.0), 1e-12);
+  const double ds_real = -1 + 2 * a * l4, ds_fake = 1 + 2 * a * l2;
+  EXPECT_NEAR(df[0], ds_real * 0.25 + 0.25, 1e-12);
+  EXPECT_NEAR(df[1], ds_real * 0.75 + 0.75 - 1, 1e-12);
+  EXPECT_NEAR(df[2], ds_fake * 0.5, 1e-12);
+  EXPECT_NEAR(df[3], ds_fake * 0.5, 1e-12);
+}
+
+// The weights scale their terms; a wrong guess counts no accuracy; large logits do not overflow.
+TEST(JemLoss, WeightsAccuracyAndLargeLogits) {
+  const std::vector<double> f{900, 1000, 0, 0};
+  JemSums sums;
+  std::vector<double> df(4);
+  const JemWeights w{0.0f, 0.5f, 2.0f};
+  jem_loss_rows(f.data(), 1, 1, 2, std::vector<int32_t>{0}.data(), 1, 1, w, df.data(), sums);
+  const StepMetrics m = jem_metrics(sums, 1, 1, w);
+  EXPECT_EQ(m.accuracy, 0.0);
+  EXPECT_NEAR(m.ce, 100.0, 1e-9);          // s − f_0 = 1000 + log(1 + e^−100) − 900
+  EXPECT_NEAR(m.real, 1000.0, 1e-9);
+  EXPECT_NEAR(m.loss, 0.5 * (std::log(2.0) - 1000.0) + 2.0 * 100.0, 1e-9);
+  for (double d : df) EXPECT_TRUE(std::isfinite(d));
+  // float logits: the same, no inf
+  const float ff[2] = {900.0f, 1000.0f};
+  float p[2];
+  EXPECT_FLOAT_EQ(logsumexp_softmax(ff, 2, p), 1000.0f);
+  EXPECT_FLOAT_EQ(p[1], 1.0f);
+  // NaN anywhere: NaN out, for the divergence guard
+  const float fn[2] = {NAN, 1.0f};
+  EXPECT_TRUE(std::isnan(logsumexp_softmax(fn, 2, p)));
+}
+
+// dL/df of the whole loss (both CD terms, the regulariser and the cross-entropy) by central differences.
+TEST(JemLoss, GradientMatchesFiniteDifferences) {
+  const int nr = 3, nf = 4, K = 5;
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> u(-3, 3);
+  std::vector<double> f(size_t((nr + nf) * K));
+  for (double& v : f) v = u(gen);
+  const std::vector<int32_t> y{4, 0, 2};
+  const JemWeights w{0.1f, 0.7f, 1.3f};
+  std::vector<double> df;
+  jem_loss_value(f, nr, nf, K, y, w, &df);
+  const double h = 1e-6;
+  double worst = 0;
+  for (size_t i = 0; i < f.size(); ++i) {
+    std::vector<double> fp = f, fm = f;
+    fp[i] += h, fm[i] -= h;
+    const double num = (jem_loss_value(fp, nr, nf, K, y, w) - jem_loss_value(fm, nr, nf, K, y, w)) / (2 * h);
+    worst = std::max(worst, rel_err(num, df[i]));
+  }
+  EXPECT_LT(worst, 1e-6);
+}
+
+// The chains' gradient: ∇x logsumexp f(x) (unconditional) and ∇x f_y(x) (class-conditional), as the backend
+// forms it (chain_weights, then the net's backward), against central differences of s(x) and f_y(x).
+TEST(JemSampler, InputGradientsMatchFiniteDifferences) {
+  const int n = 2, K = 4;
+  const NetSpec spec = NetSpec::make({3, 4}, 3, 2, 8, 1, K);
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<double> u(-0.8, 0.8);
+  std::vector<double> params(size_t(spec.num_params)), x(size_t(n * spec.image_size()));
+  for (double& v : params) v = u(gen);
+  for (double& v : x) v = u(gen);
+  CpuNetT<double> net(spec);
+  const std::vector<int32_t> classes{3, 1};
+  for (const bool conditional : {false, true}) {
+    const int32_t* y = conditional ? classes.data() : nullptr;
+    auto value = [&](const std::vector<double>& xs) {  // Σ_i s(x_i), or Σ_i f_{y_i}(x_i)
+      std::vector<double> f(size_t(n * K));
+      net.forward(params.data(), xs.data(), n, f.data());
+      double t = 0;
+      for (int i = 0; i < n; ++i)
+        t += y ? f[size_t(i * K + y[i])] : logsumexp_softmax(f.data() + i * K, K, static_cast<double*>(nullptr));
+      return t;
+    };
+    std::vector<double> f(size_t(n * K)), w(size_t(n * K)), dx(x.size());
+    net.forward(params.data(), x.data(), n, f.data());
+    chain_weights(f.data(), n, K, y, w.data());
+    net.backward(params.data(), w.data(), dx.data(), nullptr);
+    double worst = 0;
+    const double h = 1e-6;
+    for (size_t i = 0; i < x.size(); ++i) {
+      std::vector<double> xp = x, xm = x;
+      xp[i] += h, xm[i] -= h;
+      worst = std::max(worst, rel_err((value(xp) - value(xm)) / (2 * h), dx[i]));
+    }
+    EXPECT_LT(worst, 1e-5) << (conditional ? "conditional" : "unconditional");
+  }
+}
+
+namespace {
+
+EngineOptions jem_options(int K) {
+  EngineOptions o;
+  o.net = NetSpec::make({3, 4}, 3, 2, 8, 1, K);
+  o.objective = Objective::kJem;
+  o.batch_size = 4;
+  o.sampler = {2, 5.0f, 0.01f, 0.03f};
+  o.buffer_capacity = 16;
+  o.buffer_initial = 8;
+  o.real_noise = 0;  // the real rows are the training rows themselves, so the test can recompute the step
+  o.cd_weight = 0.8;
+  o.ce_weight = 1.5;
+  o.seed = 5;
+  return o;
+}
+
+Tensor random_rows(int n, int hw, uint64_t seed) {
+  Tensor t({n, 1, hw, hw});
+  std::mt19937 gen{uint32_t(seed)};
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (int64_t i = 0; i < t.numel(); ++i) t.ptr()[i] = u(gen);
+  return t;
+}
+
+}  // namespace
+
+// One training step: the gradient the backend applied is the JEM loss's over the epoch's first 4 rows (with
+// their labels, in the epoch's order) and the 4 fake rows the step wrote back to the buffer, recomputed in double.
+TEST(JemBackend, TrainStepGradientIsTheJemLossGradient) {
+  const int K = 3;
+  const EngineOptions o = jem_options(K);
+  CpuBackend be(o);
+  const Tensor train = random_rows(10, 8, 1);
+  const std::vector<int32_t> labels{0, 1, 2, 0, 1, 2, 0, 1, 2, 1};
+  be.set_train_data(train);
+  be.set_train_labels(labels);
+  be.begin_epoch(0);
+  const std::vector<float> theta = be.params();
+  be.train_step(0);
+  const std::vector<float> grad = be.gradient();
+  const std::vector<int64_t> perm = be.permutation();
+  const Tensor buf = be.buffer();  // the initial 8, then this step's 4 fake rows
+  ASSERT_EQ(buf.dim(0), 12);
+  const int nr = 4, nf = 4;
+  const int64_t img = o.net.image_size();
+  std::vector<double> x(size_t((nr + nf) * img)), p(theta.begin(), theta.end());
+  std::vector<int32_t> y;
+  for (int i = 0; i < nr; ++i) {
+    for (int64_t j = 0; j < img; ++j) x[size_t(i * img + j)] = train.ptr()[perm[size_t(i)] * img + j];
+    y.push_back(labels[size_t(perm[size_t(i)])]);
+  }
+  for (int64_t j = 0; j < nf * img; ++j) x[size_t(nr * img + j)] = buf.ptr()[8 * img + j];
+  CpuNetT<double> net(o.net);
+  std::vector<double> f(size_t((nr + nf) * K)), df(f.size()), g(p.size());
+  net.forward(p.data(), x.data(), nr + nf, f.data());
+  JemSums sums;
+  jem_loss_rows(f.data(), nr, nf, K, y.data(), nr, nf, JemWeights{float(o.alpha), 0.8f, 1.5f}, df.data(), sums);
+  net.backward(p.data(), df.data(), nullptr, g.data());
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < g.size(); ++i) scale = std::max(scale, std::fabs(g[i]));
+  for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::fabs(g[i] - double(grad[i])));
+  EXPECT_LT(worst, 1e-4 * scale) << "largest |gradient| " << scale;
+  const StepMetrics m = be.drain_metrics().at(0);
+  const StepMetrics want = jem_metrics(sums, nr, nf, JemWeights{float(o.alpha), 0.8f, 1.5f});
+  EXPECT_NEAR(m.ce, want.ce, 1e-5);
+  EXPECT_NEAR(m.accuracy, want.accuracy, 1e-12);
+  EXPECT_NEAR(m.loss, want.loss, 1e-5);
+}
+
+// A class-conditional chain of one noiseless step moves x by the clipped step along ∇x f_y(x); the
+// unconditional one along ∇x logsumexp f(x). Classes out of range, or for a one-output net, are refused.
+TEST(JemBackend, ClassConditionalSamplingDescendsTheClassEnergy) {
+  const int K = 3;
+  EngineOptions o = jem_options(K);
+  CpuBackend be(o);
+  const Tensor x0 = random_rows(3, 8, 9);
+  const std::vector<int32_t> classes{2, 0, 1};
+  const SamplerParams sp{1, 0.5f, 0.0f, 0.03f};
+  const std::vector<float> theta = be.sampling_params();
+  CpuNetT<double> net(o.net);
+  for (const bool conditional : {false, true}) {
+    Tensor x = x0;
+    be.sample(x, sp, 3, 0, nullptr, conditional ? &classes : nullptr);
+    std::vector<double> p(theta.begin(), theta.end()), xd(x0.ptr(), x0.ptr() + x0.numel()), f(size_t(3 * K)),
+        w(f.size()), dx(xd.size());
+    net.forward(p.data(), xd.data(), 3, f.data());
+    chain_weights(f.data(), 3, K, conditional ? classes.data() : nullptr, w.data());
+    net.backward(p.data(), w.data(), dx.data(), nullptr);
+    for (size_t i = 0; i < dx.size(); ++i)
+      ASSERT_NEAR(x.ptr()[i], langevin_descend(x0.ptr()[i], float(dx[i]), 0.5f, 0.03f), 1e-6) << i;
+  }
+  Tensor x = x0;
+  const std::vector<int32_t> bad{0, 3, 1};
+  test::expect_user_error([&] { be.sample(x, sp, 3, 0, nullptr, &bad); }, {"class of chain 1 is 3", "0 to 2"});
+  EngineOptions one = o;
+  one.net = NetSpec::make({3, 4}, 3, 2, 8, 1, 1);
+  one.objective = Objective::kCd;
+  CpuBackend be1(one);
+  test::expect_user_error([&] { be1.sample(x, sp, 3, 0, nullptr, &classes); }, {"class-conditional", "model.outputs = 1"});
+}
+
+// The objective and the head must agree, and JEM needs labels in range.
+TEST(JemBackend, ObjectiveHeadAndLabelsAreChecked) {
+  EngineOptions cd_k = jem_options(3);
+  cd_k.objective = Objective::kCd;
+  CpuBackend a(cd_k);
+  const Tensor train = random_rows(8, 8, 2);
+  a.set_train_data(train);
+  a.begin_epoch(0);
+  test::expect_user_error([&] { a.train_step(0); }, {"train.objective \"cd\"", "model.outputs is 3", "\"jem\""});
+  EngineOptions jem1 = jem_options(3);
+  jem1.net = NetSpec::make({3, 4}, 3, 2, 8, 1, 1);
+  CpuBackend b(jem1);
+  b.set_train_data(train);
+  b.begin_epoch(0);
+  test::expect_user_error([&] { b.train_step(0); }, {"train.objective \"jem\"", "model.outputs is 1"});
+  CpuBackend c(jem_options(3));
+  c.set_train_data(train);
+  test::expect_user_error([&] { c.set_train_labels({0, 1, 2, 3, 0, 1, 2, 0}); }, {"training label 3 is 3", "0 to 2"});
+  c.begin_epoch(0);
+  test::expect_user_error([&] { c.train_step(0); }, {"jem", "no labels"});
+}
+
+namespace {
+
+class JemRunTest : public ::testing::Test {
+ protected:
+  JemRunTest() { test::write_glyph_dataset(root_ / "data", 40, 20, 3); }
+  Config config(const std::string& out) const {
+    Config c;
+    c.output_dir = (root_ / out).string();
+    c.data.dir = (root_ / "data").string();
+    c.data.batch_size = 16;
+    c.model.channels = {4, 8};
+    c.model.outputs = 10;
+    c.train.objective = "jem";
+    c.train.ce_weight = 1.0;
+    c.sampler.steps = 3;
+    c.buffer.capacity = 64;
+    c.buffer.initial = 16;
+    c.train.epochs = 3;
+    c.train.log_every = 1;
+    c.generate.n = 4;
+    c.generate.steps = 3;
+    c.backend = "cpu";
+    return c;
+  }
+  int run(const Config& c, const std::string& resume = "") {
+    TrainRunOptions o;
+    o.config = c;
+    if (!resume.empty()) o.resume = resume;
+    ::testing::internal::CaptureStdout();
+    int code = -1;
+    try {
+      code = run_training(o);
+    } catch (...) {
+      log_ = ::testing::internal::GetCapturedStdout();
+      throw;
+    }
+    log_ = ::testing::internal::GetCapturedStdout();
+    return code;
+  }
+  test::TempDir tmp_{"ebm_jem"};
+  const fs::path& root_ = tmp_.path;
+  std::string log_;
+};
+
+}  // namespace
+
+TEST_F(JemRunTest, ResumeIsBitExactAndTheLogShowsCrossEntropyAndAccuracy) {
+  Config straight = config("straight");
+  straight.train.max_steps = 5;
+  ASSERT_EQ(run(straight), 0);
+  EXPECT_NE(log_.find(" - ce: "), std::string::npos) << log_;
+  EXPECT_NE(log_.find(" - acc: "), std::string::npos) << log_;
+  const std::string metrics = test::slurp(root_ / "straight/metrics.jsonl");
+  EXPECT_NE(metrics.find("\"ce\":"), std::string::npos);
+  EXPECT_NE(metrics.find("\"accuracy\":"), std::string::npos);
+  Config part = config("parts");
+  part.train.max_steps = 2;
+  ASSERT_EQ(run(part), 0);
+  part.train.max_steps = 5;  // 3 steps per epoch: the resumed part crosses into epoch 2
+  ASSERT_EQ(run(part, (root_ / "parts/last").string()), 0);
+  for (const char* f : {"last/model.safetensors", "last/train_state.safetensors", "epoch_1/model.safetensors"})
+    EXPECT_EQ(test::slurp(root_ / "straight" / f), test::slurp(root_ / "parts" / f)) << f;
+  // the epoch's ce and accuracy sums are in the checkpoint (8 sums), so the resumed epoch's means are whole
+  const TrainState s = load_train_state((root_ / "parts/last").string(), net_spec_for(part));
+  EXPECT_GT(s.epoch_sums[kSumCe], 0.0);
+}
+
+TEST_F(JemRunTest, AMismatchedHeadOrMissingLabelsAreRefusedBeforeAnythingIsWritten) {
+  Config cd10 = config("cd10");
+  cd10.train.objective = "cd";
+  test::expect_user_error([&] { run(cd10); }, {"train.objective \"cd\"", "model.outputs is 10"});
+  EXPECT_FALSE(fs::exists(root_ / "cd10"));
+  fs::remove(root_ / "data/train-labels-idx1-ubyte.gz");
+  fs::remove(root_ / "data/train-labels-idx1-ubyte");
+  Config nolabels = config("nolabels");
+  test::expect_user_error([&] { run(nolabels); }, {"train.objective \"jem\"", "train-labels-idx1-ubyte"});
+  EXPECT_FALSE(fs::exists(root_ / "nolabels"));
+}
