@@ -170,7 +170,6 @@ std::string backend_arg(const std::string& b) {
 class PyModel {
  public:
   PyModel(Model m, const std::string& backend, std::string source) : model_(std::move(m)), source_(std::move(source)) {
-    require_energy_net(model_.net, "ebm_engine");
     py::gil_scoped_release unlocked;
     backend_ = make_backend(backend_arg(backend), tool_engine_options(model_));
     backend_->set_params(model_.params);
@@ -195,8 +194,47 @@ class PyModel {
     return to_numpy(std::move(e), {n});
   }
 
+  // logits(x) -> [N, K]: the K outputs f(x) (a train.objective "jem" model's class logits; K = 1: f itself).
+  py::array_t<float> logits(py::handle x) {
+    const Tensor images = images_from(x, model_.net, "logits(x)");
+    std::vector<float> f;
+    {
+      py::gil_scoped_release unlocked;
+      std::lock_guard<std::mutex> lock(mu_);
+      f = backend_->outputs(images);
+    }
+    return to_numpy(std::move(f), {py::ssize_t(images.dim(0)), py::ssize_t(model_.net.outputs)});
+  }
+
+  // sample's y: None (the unconditional energy), one class for every chain, or one per chain.
+  std::vector<int32_t> classes_arg(py::handle y, int64_t n) const {
+    std::vector<int32_t> out;
+    if (y.is_none()) return out;
+    if (model_.net.outputs < 2)
+      user_fail("sample(y=...): class-conditional samples need a model with one output per class (train.objective ",
+                "\"jem\"); this one has model.outputs = ", model_.net.outputs);
+    auto one = [&](py::handle v, const std::string& what) -> int32_t {
+      const std::optional<long long> k = int_arg(v, what.c_str());
+      if (!k || *k < 0 || *k >= model_.net.outputs)
+        user_fail(what, ": classes run from 0 to ", model_.net.outputs - 1, ", got ", std::string(py::str(v)));
+      return int32_t(*k);
+    };
+    if (py::isinstance<py::str>(y) || py::isinstance<py::bytes>(y))
+      user_fail("sample(y=...): expected a class number or one per chain, got a string");
+    if (py::isinstance<py::sequence>(y) || py::hasattr(y, "__array__")) {
+      const py::list items = py::list(py::iter(py::module_::import("numpy").attr("ravel")(y).attr("tolist")()));
+      if (int64_t(items.size()) != n)
+        user_fail("sample(y=...): ", items.size(), " classes for ", n, " chains; give one class, or one per chain");
+      for (size_t i = 0; i < items.size(); ++i) out.push_back(one(items[i], "y[" + std::to_string(i) + "]"));
+      return out;
+    }
+    out.assign(size_t(n), one(y, "y"));
+    return out;
+  }
+
   py::object sample(py::handle n_arg, py::handle steps_arg, std::optional<double> step_size,
-                    std::optional<double> noise, py::handle seed_obj, py::object init, py::handle every_arg) {
+                    std::optional<double> noise, py::handle seed_obj, py::object init, py::handle every_arg,
+                    py::handle y_arg) {
     const Config& c = model_.config;
     // Each argument is checked by its config key's own rule (generate.*): the same bounds as ebm_sample's flags.
     auto checked = [](const char* arg, const char* key, const json& v) { config_from_flag(arg, key, v.dump()); };
@@ -232,11 +270,12 @@ class PyModel {
     } else {
       start = uniform_start(int(count), model_.net, seed);
     }
+    const std::vector<int32_t> classes = classes_arg(y_arg, start.dim(0));
     SampleRun r;
     {
       py::gil_scoped_release unlocked;
       std::lock_guard<std::mutex> lock(mu_);
-      r = run_sample(*backend_, std::move(start), p, seed, every);
+      r = run_sample(*backend_, std::move(start), p, seed, every, classes.empty() ? nullptr : &classes);
     }
     py::array_t<float> x = tensor_to_numpy(std::move(r.x));
     if (every == 0) return x;
@@ -271,6 +310,8 @@ class PyModel {
   int64_t num_params() const { return model_.net.num_params; }
   std::string backend() const { return backend_->describe(); }
   std::string summary() const { return model_.net.summary(); }
+  int num_classes() const { return model_.net.outputs; }
+
   std::string repr() const {
     return "<ebm_engine.Model " + source_ + ": " + std::to_string(model_.net.num_params) + " parameters, input " +
            std::to_string(model_.net.in_c) + "x" + std::to_string(model_.net.in_h) + "x" + std::to_string(model_.net.in_w) +
@@ -663,10 +704,17 @@ x: numpy array [N,1,H,W] or [N,H,W]; float (taken as float32) in [-1,1], or uint
 training maps them). H, W at most the network's input; smaller images are padded with -1.
 Raises UserError (ValueError) on another shape or dtype, NaN pixels, or floats outside [-1,1]; warns
 (UserWarning) when float pixels never go below 0 (images scaled to [0,1] by mistake).)doc")
+      .def("logits", &PyModel::logits, py::arg("x"), R"doc(logits(x) -> numpy.ndarray [N, K] float32
+
+The network's K outputs f(x) for the images x (as energy's x). For a train.objective "jem" model they are its
+class logits: softmax(f(x)) is p(y|x), argmax the predicted class, and energy(x) = -logsumexp_y f_y(x)
+(Grathwohl et al. 2020). K = 1 (the seed's energy net): f(x) = -energy(x).)doc")
+      .def_property_readonly("num_classes", [](const PyModel& m) { return m.num_classes(); },
+                             "K, the network's outputs: the classes of a train.objective \"jem\" model (1: an energy net).")
       .def("sample", &PyModel::sample, py::arg("n") = py::none(), py::arg("steps") = py::none(),
            py::arg("step_size") = py::none(), py::arg("noise") = py::none(), py::arg("seed") = py::int_(0),
-           py::arg("init") = py::none(), py::arg("every") = py::int_(0),
-           R"doc(sample(n=None, steps=None, step_size=None, noise=None, seed=0, init=None, every=0)
+           py::arg("init") = py::none(), py::arg("every") = py::int_(0), py::arg("y") = py::none(),
+           R"doc(sample(n=None, steps=None, step_size=None, noise=None, seed=0, init=None, every=0, y=None)
 
 Langevin chains, each step x <- clip(x + noise * N(0,1)); x <- clip(x - step_size * clip(grad_x E(x),
 ±grad_clip)), clips to [-1,1] (DESIGN §1), as ebm_sample runs them. Defaults: the checkpoint's `generate` settings (n, steps, step_size, noise; sampler.grad_clip).
@@ -674,6 +722,9 @@ n: chains (1..4096); seed: the start's uniform noise and the chains' noise (same
 init: start images instead of uniform noise in [-1,1] (as energy's x; n is then their count).
 Returns the samples, numpy float32 [n,1,H,W] in [-1,1]; with every = K > 0, a tuple (samples, trajectory,
 steps): trajectory [S,n,1,H,W] holds the chains before step 1 and every K steps after (steps lists which).
+y (a train.objective "jem" model): the chains sample E(x, y) = -f_y(x), digits of class y: one class for every
+chain, or a sequence of n classes (e.g. numpy.repeat(numpy.arange(10), 10) with n=100: ten of each digit).
+Without y such a model samples E(x) = -logsumexp_y f_y(x).
 Raises UserError (ValueError) on a value outside its config key's range, naming the argument, and up front when
 the trajectory would not fit in memory. Runs to the end once started: Ctrl-C is seen when it returns (a
 long chain, e.g. steps=10**6, cannot be interrupted midway).)doc")
@@ -741,7 +792,7 @@ the divergence guard's probe has passed it; the run goes on unchanged. `dir` mus
 outside the names the run writes (its folder, last/, epoch_N/): nothing is overwritten. UserError otherwise,
 or when the probe does not pass.)doc")
       .def("samples", [](PyTrainer& t, py::object n, py::object seed) {
-             return t.model()->sample(n, py::none(), std::nullopt, std::nullopt, seed, py::none(), py::int_(0));
+             return t.model()->sample(n, py::none(), std::nullopt, std::nullopt, seed, py::none(), py::int_(0), py::none());
            }, py::arg("n") = py::none(), py::arg("seed") = py::int_(0),
            R"doc(samples(n=None, seed=0) -> numpy.ndarray [n,1,H,W]
 
