@@ -8,7 +8,9 @@
 #include "engine/error.hpp"
 #include "engine/profiling.hpp"
 #include "engine/rng.hpp"
+#include "host/eval/backend_factory.hpp"
 #include "host/eval/sampling.hpp"
+#include "host/io/checkpoint.hpp"
 #include "host/eval/scoring.hpp"
 #include "host/io/charts.hpp"
 #include "host/io/tensorboard.hpp"
@@ -50,6 +52,36 @@ bool write_curves(const fs::path& metrics, const fs::path& png) {
 
 void EpochReports::prepare_eval(const ClassifierRecipe& recipe) {
   quality_ = std::make_unique<QualityMeter>(config_.data, config_.backend, log_.out(), recipe, root());
+  if (config_.train.objective == "jem" && !config_.train.eval.ood.empty()) {
+    DataConfig ood = config_.data;
+    ood.dir = config_.train.eval.ood;
+    ood.dataset = ood.dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
+    try {
+      ood_ = load_test_split(ood);
+    } catch (const UserError& e) {
+      user_fail("train.eval.ood: ", e.what());
+    }
+  }
+}
+
+std::optional<JemReport> EpochReports::evaluate_classifier(Backend& backend, const Dataset& data) {
+  if (!root() || config_.train.objective != "jem") return std::nullopt;
+  const auto off = log_.clock().off();
+  EBM_PROFILE_RANGE("eval_classifier");
+  if (!scorer_) {
+    EngineOptions o = engine_options_for(config_);
+    o.buffer_capacity = o.buffer_initial = config_.data.batch_size;
+    o.ema_decay = 0, o.spectral_norm = false;  // sampling_params() is eff(θ_ema or θ, u) already
+    scorer_ = make_backend(config_.backend, o);
+  }
+  scorer_->set_params(backend.sampling_params());
+  try {
+    return jem_report(*scorer_, data.test, data.test_labels, ood_.test.numel() > 0 ? &ood_.test : nullptr,
+                      data_label(ood_.test_path));
+  } catch (const UserError& e) {  // NaN scores: said, and training goes on
+    log_.err() << "ebm_train: warning: no classifier measures: " << e.what() << "\n";
+    return std::nullopt;
+  }
 }
 
 void EpochReports::sample_grid(Backend& backend, int epoch, int64_t step) {

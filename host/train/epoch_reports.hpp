@@ -12,6 +12,8 @@
 #include "engine/communicator.hpp"
 #include "host/eval/classifier.hpp"
 #include "host/eval/eval_quality.hpp"
+#include "host/eval/jem_eval.hpp"
+#include "host/io/dataset.hpp"
 #include "host/io/config.hpp"
 #include "host/io/png_image.hpp"
 #include "host/train/run_log.hpp"
@@ -45,6 +47,9 @@ class EpochReports {
   // scores them all (collective). Rank 0's report (the others' is empty; so is one the classifier cannot score:
   // a warning, and training goes on).
   std::optional<QualityReport> evaluate(Backend& backend, int64_t step);
+  // train.eval with train.objective "jem", rank 0: the model (its sampling weights, as a checkpoint holds them) as
+  // a classifier on the test split, and against train.eval.ood's test images (host/eval/jem_eval.hpp).
+  std::optional<JemReport> evaluate_classifier(Backend& backend, const Dataset& data);
   // Rank 0: curves.png from the run's metrics.jsonl.
   void curves();
 
@@ -56,6 +61,8 @@ class EpochReports {
   Communicator& comm_;
   RunLog& log_;
   std::unique_ptr<QualityMeter> quality_;  // train.eval: the data set's classifier and reference statistics
+  Dataset ood_;                        // train.eval.ood's test split (jem)
+  std::unique_ptr<Backend> scorer_;    // jem: the sampling weights, for the classifier's measures
   OptionalPictures pictures_{"ebm_train", "samples/epoch_N.png and curves.png"};  // skipped without libpng
 };
 

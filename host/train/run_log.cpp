@@ -150,10 +150,18 @@ void RunLog::epoch_summary(const EpochSummary& e) {
     rec["val_max_abs_f"] = std::isfinite(v->max_abs_f) ? json(v->max_abs_f) : json(nullptr);
   }
   if (e.quality) out() << " - IS: " << fmt("%.3f", e.quality->is) << " - FID: " << fmt("%.2f", e.quality->fid);
+  if (e.jem) {
+    out() << " - test_acc: " << fmt("%.4f", e.jem->accuracy) << " - ECE: " << fmt("%.4f", e.jem->ece);
+    if (!e.jem->ood.empty())
+      out() << " - AUROC energy/max_prob/grad_norm: " << fmt("%.4f", e.jem->auroc_energy) << "/"
+            << fmt("%.4f", e.jem->auroc_max_prob) << "/" << fmt("%.4f", e.jem->auroc_grad_norm);
+  }
   out() << "\n";
   record(rec);
-  if (e.quality) {
-    json q = quality_json(*e.quality);
+  if (e.quality || e.jem) {
+    json q = e.quality ? quality_json(*e.quality) : json::object();
+    if (e.jem)
+      for (auto& [k, v] : jem_json(*e.jem).items()) q[k == "accuracy" ? "test_accuracy" : k] = v;
     q["event"] = "eval";
     q["epoch"] = e.epoch;
     q["step"] = e.step;

@@ -18,6 +18,7 @@
 
 #include "engine/backend.hpp"
 #include "host/eval/eval_quality.hpp"
+#include "host/eval/jem_eval.hpp"
 
 namespace ebm {
 
@@ -80,6 +81,7 @@ struct EpochSummary {
   EpochSums sums{};
   std::optional<ValidationMetrics> validation;  // train.validate
   std::optional<QualityReport> quality;         // train.eval, when due and scored
+  std::optional<JemReport> jem;                 // train.eval of a train.objective "jem" run: the classifier's measures
 };
 
 class RunLog {

@@ -544,7 +544,10 @@ class TrainingRun {
     if (config_.train.validate) e.validation = v;
     else v.max_abs_f = validation_max_abs_f();  // the guard checks every checkpoint on it
     // weights the guard is about to refuse are not worth sampling
-    if (reports_.eval_due(e.epoch) && guard_.within(v.max_abs_f)) e.quality = reports_.evaluate(*backend_, state_.step);
+    if (reports_.eval_due(e.epoch) && guard_.within(v.max_abs_f)) {
+      e.quality = reports_.evaluate(*backend_, state_.step);
+      e.jem = reports_.evaluate_classifier(*backend_, data_);
+    }
     if (log_.tty()) progress(true);  // finish the live line; in a log the summary below says it all
     log_.epoch_summary(e);
     if (!guard_.within(v.max_abs_f)) {
