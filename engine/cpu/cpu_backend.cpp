@@ -208,8 +208,22 @@ void CpuBackend::reduce_grads(int n) {
   }
 }
 
+// The instruction set this build's own kernels were compiled for (EBM_NATIVE: the build machine's).
+const char* cpu_kernel_isa() {
+#if defined(__AVX512F__)
+  return "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "avx2+fma";
+#elif defined(__aarch64__)
+  return "aarch64";
+#else
+  return "baseline";
+#endif
+}
+
 std::string CpuBackend::describe() const {
-  return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, GEMM: " + gemm_provider() + ")" +
+  return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, kernels: " + cpu_kernel_isa() +
+         ", GEMM: " + gemm_provider() + ")" +
          (distributed() ? ", rank " + std::to_string(rank_) + " of " + std::to_string(world_) : "");
 }
 

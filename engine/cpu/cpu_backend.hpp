@@ -17,6 +17,9 @@
 
 namespace ebm {
 
+// The instruction set the backend's own kernels were compiled for: "avx512", "avx2+fma", "aarch64" or "baseline".
+// With the GEMM library's kernels (gemm_provider), what a run's last bits depend on (README: Reproducibility).
+const char* cpu_kernel_isa();
 // The threads a CpuBackend made now runs (OMP_NUM_THREADS where set, else one per core).
 int cpu_backend_threads();
 // Under an address-space limit (ulimit -v), the bytes a CpuBackend of `threads` threads maps besides its data:

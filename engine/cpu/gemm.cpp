@@ -22,6 +22,7 @@ struct OpenBlas {
   decltype(&cblas_sgemm) sgemm = nullptr;
   decltype(&cblas_dgemm) dgemm = nullptr;
   decltype(&openblas_set_num_threads) set_num_threads = nullptr;
+  char* (*corename)() = nullptr;  // openblas_get_corename: the kernels OpenBLAS chose for this CPU (optional)
 };
 
 // OpenBLAS, loaded once. The backend runs one-thread GEMMs inside its OpenMP regions, so OpenBLAS's own thread
@@ -49,6 +50,7 @@ const OpenBlas& openblas() {
     b.sgemm = reinterpret_cast<decltype(b.sgemm)>(dlsym(h, "cblas_sgemm"));
     b.dgemm = reinterpret_cast<decltype(b.dgemm)>(dlsym(h, "cblas_dgemm"));
     b.set_num_threads = reinterpret_cast<decltype(b.set_num_threads)>(dlsym(h, "openblas_set_num_threads"));
+    b.corename = reinterpret_cast<decltype(b.corename)>(dlsym(h, "openblas_get_corename"));
     if (!b.sgemm || !b.dgemm || !b.set_num_threads)
       user_fail(EBM_OPENBLAS_SONAME, " lacks cblas_sgemm, cblas_dgemm or openblas_set_num_threads: not OpenBLAS");
     return b;
@@ -68,7 +70,14 @@ void dgemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a,
   openblas().dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
                    lda, b, ldb, beta, c, ldc);
 }
-const char* gemm_provider() { return "OpenBLAS"; }
+const char* gemm_provider() {
+  // Its kernels, chosen at load time for this CPU (Debian's DYNAMIC_ARCH build), decide the GEMMs' last bits.
+  static const std::string name = [] {
+    const char* core = openblas().corename ? openblas().corename() : nullptr;
+    return core && *core ? std::string("OpenBLAS ") + core : std::string("OpenBLAS");
+  }();
+  return name.c_str();
+}
 void set_gemm_threads(int n) { openblas().set_num_threads(n); }
 bool gemm_maps_work_buffers() { return true; }
 #else

@@ -160,8 +160,10 @@ void RunLog::epoch_summary(const EpochSummary& e) {
   record(rec);
   if (e.quality || e.jem) {
     json q = e.quality ? quality_json(*e.quality) : json::object();
-    if (e.jem)
-      for (auto& [k, v] : jem_json(*e.jem).items()) q[k == "accuracy" ? "test_accuracy" : k] = v;
+    if (e.jem) {
+      const json jem = jem_json(*e.jem);  // named: items() refers to it for the whole loop
+      for (const auto& [k, v] : jem.items()) q[k == "accuracy" ? "test_accuracy" : k] = v;
+    }
     q["event"] = "eval";
     q["epoch"] = e.epoch;
     q["step"] = e.step;
