@@ -116,7 +116,7 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
   leaf_paths(s, "", paths);
   const std::vector<std::string> expected{
       "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.chain", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.langevin", "cuda.precision", "cuda.tf32",
-      "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "generate.n",
+      "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "data.shift", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
       "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
       "sampler.noise",

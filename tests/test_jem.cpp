@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/augment.hpp"
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/cpu/cpu_net.hpp"
 #include "engine/error.hpp"
@@ -177,9 +178,14 @@ Tensor random_rows(int n, int hw, uint64_t seed) {
 
 // One training step: the gradient the backend applied is the JEM loss's over the epoch's first 4 rows (with
 // their labels, in the epoch's order) and the 4 fake rows the step wrote back to the buffer, recomputed in double.
-TEST(JemBackend, TrainStepGradientIsTheJemLossGradient) {
+// With data.shift the real rows are the training rows moved by their stateless draws (engine/augment.hpp).
+class JemTrainStep : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Shift, JemTrainStep, ::testing::Values(0, 2));
+
+TEST_P(JemTrainStep, GradientIsTheJemLossGradient) {
   const int K = 3;
-  const EngineOptions o = jem_options(K);
+  EngineOptions o = jem_options(K);
+  o.shift = GetParam();
   CpuBackend be(o);
   const Tensor train = random_rows(10, 8, 1);
   const std::vector<int32_t> labels{0, 1, 2, 0, 1, 2, 0, 1, 2, 1};
@@ -196,9 +202,23 @@ TEST(JemBackend, TrainStepGradientIsTheJemLossGradient) {
   const int64_t img = o.net.image_size();
   std::vector<double> x(size_t((nr + nf) * img)), p(theta.begin(), theta.end());
   std::vector<int32_t> y;
+  std::vector<float> moved(static_cast<size_t>(img), 0.0f);
+  int moved_rows = 0;
   for (int i = 0; i < nr; ++i) {
-    for (int64_t j = 0; j < img; ++j) x[size_t(i * img + j)] = train.ptr()[perm[size_t(i)] * img + j];
+    const float* row = train.ptr() + perm[size_t(i)] * img;
+    if (o.shift > 0) {
+      const Shift d = augment_shift(o.seed, 0, i, o.shift);
+      EXPECT_LE(std::abs(d.dy), o.shift);
+      EXPECT_LE(std::abs(d.dx), o.shift);
+      moved_rows += d.dy != 0 || d.dx != 0;
+      shift_image(row, 1, 8, 8, d.dy, d.dx, moved.data());
+      row = moved.data();
+    }
+    for (int64_t j = 0; j < img; ++j) x[size_t(i * img + j)] = row[j];
     y.push_back(labels[size_t(perm[size_t(i)])]);
+  }
+  if (o.shift > 0) {
+    EXPECT_GT(moved_rows, 0) << "the draws moved no row: the test would not see a missing shift";
   }
   for (int64_t j = 0; j < nf * img; ++j) x[size_t(nr * img + j)] = buf.ptr()[8 * img + j];
   CpuNetT<double> net(o.net);
@@ -284,6 +304,7 @@ class JemRunTest : public ::testing::Test {
     c.data.batch_size = 16;
     c.model.channels = {4, 8};
     c.model.outputs = 10;
+    c.data.shift = 1;  // the resume test covers the augmentation's stateless draws too
     c.train.objective = "jem";
     c.train.ce_weight = 1.0;
     c.sampler.steps = 3;
@@ -401,4 +422,23 @@ TEST_F(JemRunTest, TrainEvalMeasuresTheModelAsAClassifierAndAgainstTheOodSet) {
   o.config = c;
   test::expect_user_error([&] { run_training(o); }, {"train.eval.ood", "nowhere", "get_data.sh"});
   EXPECT_FALSE(fs::exists(root_ / "eval2"));
+}
+
+// shift_image by hand: a 3x3 image moved down 1 and left 1; what comes in from outside is −1.
+TEST(Augment, ShiftImageByHandAndDrawsInRange) {
+  const float img[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  float out[9];
+  shift_image(img, 1, 3, 3, 1, -1, out);
+  const float want[9] = {-1, -1, -1, 2, 3, -1, 5, 6, -1};
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(out[i], want[i]) << i;
+  int seen[5][5] = {};
+  for (int row = 0; row < 2000; ++row) {
+    const Shift d = augment_shift(7, 3, row, 2);
+    ASSERT_TRUE(d.dy >= -2 && d.dy <= 2 && d.dx >= -2 && d.dx <= 2);
+    seen[d.dy + 2][d.dx + 2]++;
+    const Shift again = augment_shift(7, 3, row, 2);
+    EXPECT_TRUE(again.dy == d.dy && again.dx == d.dx);
+  }
+  for (auto& r : seen)
+    for (int c : r) EXPECT_GT(c, 40) << "every one of the 25 shifts drawn (2000 draws, 80 expected each)";
 }

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "engine/address_space.hpp"
+#include "engine/augment.hpp"
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/openmp_guard.hpp"
@@ -393,8 +394,15 @@ void CpuBackend::train_step(int64_t b) {
   float* fake = batch_.data() + int64_t(nr) * img;
 
   // real ← clip(real + σ·N(0,1), −1, 1): this rank's slice of the global batch's noise
-  for (int i = 0; i < nr; ++i)
-    std::memcpy(real + i * img, train_->ptr() + perm_[start + mine.first + i] * img, sizeof(float) * img);
+  for (int i = 0; i < nr; ++i) {
+    const float* row = train_->ptr() + perm_[start + mine.first + i] * img;
+    if (opt_.shift > 0) {  // data.shift: moved by its stateless draw (engine/augment.hpp)
+      const Shift d = augment_shift(opt_.seed, adam_.t, mine.first + i, opt_.shift);
+      shift_image(row, opt_.net.in_c, opt_.net.in_h, opt_.net.in_w, d.dy, d.dx, real + i * img);
+    } else {
+      std::memcpy(real + i * img, row, sizeof(float) * img);
+    }
+  }
   noise_.resize(size_t(nr) * img);
   normal_slice(rng_real_, mine.first * img, int64_t(nr) * img, noise_.data());
   rng_real_.offset += philox_blocks(uint64_t(n_real * img));

@@ -284,6 +284,9 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   const NetSpec& net = opt_.net;
   EBM_CHECK(!net.convs.empty() && net.num_params > 0, "cuda backend: the network has no layers");
   EBM_CHECK(opt_.batch_size > 0 && opt_.buffer_capacity > 0, "cuda backend: batch size and buffer capacity must be > 0");
+  if (opt_.shift > 0)
+    user_fail("data.shift = ", opt_.shift, ": the cuda backend does not shift the real images in this build; ",
+              "use --backend cpu, or data.shift 0");
   int count = 0;
   EBM_CUDA_CHECK(cudaGetDeviceCount(&count));
   if (opt_.device < 0 || opt_.device >= count)

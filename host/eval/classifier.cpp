@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/augment.hpp"
 #include "engine/error.hpp"
 #include "engine/net.hpp"
 #include "host/eval/backend_factory.hpp"
@@ -46,17 +47,6 @@ bool writable_dir(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   return !ec && ::access(dir.c_str(), W_OK) == 0;
-}
-
-// Image i of x [n,C,H,W] shifted by (dy, dx) into out (pixels shifted in from outside are −1, the border).
-void shifted(const float* img, int c, int h, int w, int dy, int dx, float* out) {
-  for (int ch = 0; ch < c; ++ch)
-    for (int y = 0; y < h; ++y)
-      for (int x = 0; x < w; ++x) {
-        const int sy = y - dy, sx = x - dx;
-        out[(int64_t(ch) * h + y) * w + x] =
-            sy >= 0 && sy < h && sx >= 0 && sx < w ? img[(int64_t(ch) * h + sy) * w + sx] : -1.0f;
-      }
 }
 
 // Softmax of each row of f [n][K] into p.
@@ -250,7 +240,7 @@ Classifier load_or_train_classifier(const DataConfig& data_cfg, const std::strin
       }
       const int64_t row = order[cursor++];
       const int dy = int(rng() % (2 * shift + 1)) - shift, dx = int(rng() % (2 * shift + 1)) - shift;
-      shifted(data.train.ptr() + row * img, net.in_c, net.in_h, net.in_w, dy, dx, x.ptr() + b * img);
+      shift_image(data.train.ptr() + row * img, net.in_c, net.in_h, net.in_w, dy, dx, x.ptr() + b * img);
       y[size_t(b)] = data.train_labels[size_t(row)];
     }
     // Softmax cross-entropy L = −(1/n) Σ_i log p(y_i|x_i): dL/df_ik = (p_ik − [k = y_i]) / n.

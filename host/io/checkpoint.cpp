@@ -38,6 +38,7 @@ EngineOptions engine_options_for(const Config& c) {
   o.eps = c.train.eps;
   o.alpha = c.train.alpha;
   o.real_noise = c.train.real_noise;
+  o.shift = c.data.shift;
   o.objective = c.train.objective == "jem" ? Objective::kJem : Objective::kCd;
   o.cd_weight = c.train.cd_weight;
   o.ce_weight = c.train.ce_weight;

@@ -190,7 +190,7 @@ json config_to_json(const Config& c) {
       {"seed", c.seed},
       {"output_dir", c.output_dir},
       {"data", {{"dataset", d.dataset}, {"dir", d.dir}, {"pad_to", d.pad_to},
-                {"batch_size", d.batch_size}, {"limit", d.limit}}},
+                {"batch_size", d.batch_size}, {"limit", d.limit}, {"shift", d.shift}}},
       {"model", {{"channels", m.channels}, {"kernel_size", m.kernel_size}, {"stride", m.stride},
                  {"activation", m.activation}, {"outputs", m.outputs}, {"spectral_norm", m.spectral_norm}}},
       {"sampler", {{"steps", s.steps}, {"step_size", s.step_size}, {"noise", s.noise},
@@ -234,6 +234,7 @@ Config config_from_json(const json& user, const std::string& source) {
   c.data.pad_to = r.int32("data.pad_to", 28, 256);
   c.data.batch_size = r.int32("data.batch_size", 1, 65536);
   c.data.limit = r.int64("data.limit", 0);
+  c.data.shift = r.int32("data.shift", 0, 8);
 
   // Each "same"-padded conv maps H -> ceil(H/stride) >= 1, so any depth leaves at least 1x1.
   const json& channels = r.at("model.channels");

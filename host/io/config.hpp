@@ -15,6 +15,7 @@ struct DataConfig {
   int pad_to = 32;                 // pad 28x28 with -1 to pad_to x pad_to (>= 28)
   int batch_size = 128;
   int64_t limit = 0;               // first N training images only (0 = all)
+  int shift = 0;                   // augmentation: each real image of a step moved by up to ±shift pixels (0 = none)
   bool operator==(const DataConfig&) const = default;
 };
 
