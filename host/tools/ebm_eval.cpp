@@ -86,9 +86,12 @@ Flags parse(int argc, char** argv, bool& help) {
   if (f.checkpoint.empty() == f.samples.empty())
     user_fail(f.checkpoint.empty() ? "give --checkpoint DIR (samples drawn from it) or --samples X.npy (see --help)"
                                    : "give --checkpoint or --samples, not both");
-  if (!f.samples.empty())
-    for (const char* flag : {"--n", "--steps", "--step-size", "--noise", "--seed", "--npy", "--class-conditional", "--ood"})
+  if (!f.samples.empty()) {
+    for (const char* flag : {"--n", "--steps", "--step-size", "--noise", "--seed", "--npy"})
       if (a.has(flag)) user_fail(flag, " sets how samples are drawn from a checkpoint; --samples gives them already");
+    for (const char* flag : {"--class-conditional", "--ood"})
+      if (a.has(flag)) user_fail(flag, " measures a checkpoint's model; --samples gives images without one");
+  }
   f.data = a.str("--data", "");
   f.ood = a.str("--ood", "");
   f.conditional = a.has("--class-conditional");

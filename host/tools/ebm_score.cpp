@@ -11,6 +11,7 @@
 
 #include "engine/error.hpp"
 #include "host/eval/backend_factory.hpp"
+#include "host/eval/jem_eval.hpp"
 #include "host/eval/sampling.hpp"
 #include "host/eval/scoring.hpp"
 #include "host/io/charts.hpp"
@@ -33,7 +34,9 @@ constexpr const char* kUsage =
     "[N,H,W]); 28x28 images are padded to the network's input as in training.\n"
     "  --out PATH      the energies of --data: .npy float32 [N], or .csv `index,energy`, one row per image\n"
     "  --ood PATH2     a second (out-of-distribution) set: prints AUROC = P(E_ood > E_in) (ties 1/2) and\n"
-    "                  writes a histogram of both sets' energies\n"
+    "                  writes a histogram of both sets' energies; for a model with one output per class\n"
+    "                  (train.objective \"jem\"), E = -logsumexp f, also the AUROCs of its max softmax\n"
+    "                  probability (lower = more unfamiliar) and of the norm of the input gradient of E\n"
     "  --ood-out PATH  the energies of --ood, as --out\n"
     "  --hist PATH     the histogram (default: energy_hist.png next to --out, else in the current dir; a\n"
     "                  build without libpng skips the default with a warning, and refuses a named --hist)\n"
@@ -115,6 +118,17 @@ int run(const Flags& f) {
     if (const std::string w = non_finite_energies(e_ood, f.ood); !w.empty()) print_warning(kTool, w);
     a = auroc(e_ood, e_in);
     std::printf("AUROC (energy, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(), a);
+    if (model.net.outputs > 1) {  // a JEM model: its classifier's two other scores (host/eval/jem_eval.hpp)
+      const ClassifierScores in = classifier_scores(*backend, x, true), out = classifier_scores(*backend, y, true);
+      auto negated = [](std::vector<float> v) {
+        for (float& s : v) s = -s;
+        return v;
+      };
+      std::printf("AUROC (max softmax probability, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(),
+                  auroc(negated(out.max_prob), negated(in.max_prob)));
+      std::printf("AUROC (input-gradient norm of E, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(),
+                  auroc(out.grad_norm, in.grad_norm));
+    }
   }
 
   if (!f.out.empty()) {
