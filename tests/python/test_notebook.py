@@ -133,6 +133,10 @@ def _check_summary(summary, run_dir):
     assert summary["samples_shape"] == [8, 1, 32, 32]
     assert summary["trajectory_shape"][1:] == [8, 1, 32, 32] and summary["trajectory_shape"][0] >= 2
     assert summary["auroc"], "no AUROC computed"
+    jem = summary["jem"]  # section 8: a short JEM run trained in the small setting, 2 samples of each class
+    assert jem["samples_shape"] == [20, 1, 32, 32]
+    assert 0 <= jem["test_accuracy"] <= 1 and 0 <= jem["self_agreement"] <= 1
+    assert jem["checkpoint"].endswith("jem/last")
     for name, value in summary["auroc"].items():
         assert isinstance(value, float) and 0.0 <= value <= 1.0, f"AUROC {name}: {value}"
     for name, value in summary["mean_energy"].items():
