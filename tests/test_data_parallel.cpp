@@ -209,6 +209,43 @@ TEST(DataParallel, TwoRanksOf64GiveTheGradientOfOneRankOf128) {
   }
 }
 
+// JEM with shifted real rows: two ranks of 64 give the gradient, the cross-entropy and the accuracy of one rank of
+// 128 (the labels follow the permutation's rows to their rank; the shifts are drawn per global row).
+TEST(DataParallel, JemWithShiftsOnTwoRanksMatchesOneRank) {
+  const Tensor data = random_images(128, 7);
+  std::vector<int32_t> labels(128);
+  for (int i = 0; i < 128; ++i) labels[size_t(i)] = (i * 7) % 10;
+  auto jem = [](int batch) {
+    EngineOptions o = options(batch);
+    o.net = NetSpec::make({16, 32, 64, 64}, 3, 2, 32, 1, 10);
+    o.objective = Objective::kJem;
+    o.shift = 2;
+    return o;
+  };
+  CpuBackend single(jem(128));
+  single.set_train_data(data);
+  single.set_train_labels(labels);
+  const StepResult a = train(single, data, 1);
+  std::vector<StepResult> ranks(2);
+  on_ranks(2, [&](int r, Communicator& c) {
+    EngineOptions o = jem(64);
+    o.comm = &c;
+    CpuBackend be(o);
+    be.set_train_data(data);
+    be.set_train_labels(labels);
+    ranks[size_t(r)] = train(be, data, 1);
+  });
+  ASSERT_GT(a.metrics.at(0).ce, 0.0);
+  for (int r = 0; r < 2; ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    EXPECT_LT(grad_diff(a.m, ranks[size_t(r)].m), kGradTol) << "gradient";
+    const StepMetrics& m = ranks[size_t(r)].metrics.at(0);
+    EXPECT_NEAR(m.loss, a.metrics[0].loss, kMetricTol);
+    EXPECT_NEAR(m.ce, a.metrics[0].ce, kMetricTol);
+    EXPECT_EQ(m.accuracy, a.metrics[0].accuracy);
+  }
+}
+
 // A partial last batch split unevenly (129 rows, global batch 128: the second batch has one real row, on rank
 // 1, the others have none), across an epoch boundary, on 2 and 4 ranks.
 TEST(DataParallel, PartialBatchesAndEpochsMatchOneRank) {
