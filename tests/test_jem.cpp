@@ -15,6 +15,7 @@
 #include "engine/cpu/cpu_net.hpp"
 #include "engine/error.hpp"
 #include "engine/loss.hpp"
+#include "host/eval/eval_metrics.hpp"
 #include "host/eval/jem_eval.hpp"
 #include "host/io/checkpoint.hpp"
 #include "host/io/dataset.hpp"
@@ -249,6 +250,7 @@ TEST(JemBackend, ClassConditionalSamplingDescendsTheClassEnergy) {
   const SamplerParams sp{1, 0.5f, 0.0f, 0.03f};
   const std::vector<float> theta = be.sampling_params();
   CpuNetT<double> net(o.net);
+  Tensor after_conditional, after_unconditional;
   for (const bool conditional : {false, true}) {
     Tensor x = x0;
     be.sample(x, sp, 3, 0, nullptr, conditional ? &classes : nullptr);
@@ -259,7 +261,9 @@ TEST(JemBackend, ClassConditionalSamplingDescendsTheClassEnergy) {
     net.backward(p.data(), w.data(), dx.data(), nullptr);
     for (size_t i = 0; i < dx.size(); ++i)
       ASSERT_NEAR(x.ptr()[i], langevin_descend(x0.ptr()[i], float(dx[i]), 0.5f, 0.03f), 1e-6) << i;
+    (conditional ? after_conditional : after_unconditional) = x;
   }
+  EXPECT_NE(after_conditional.data, after_unconditional.data) << "the classes must change the chains";
   Tensor x = x0;
   const std::vector<int32_t> bad{0, 3, 1};
   test::expect_user_error([&] { be.sample(x, sp, 3, 0, nullptr, &bad); }, {"class of chain 1 is 3", "0 to 2"});
@@ -441,4 +445,58 @@ TEST(Augment, ShiftImageByHandAndDrawsInRange) {
   }
   for (auto& r : seen)
     for (int c : r) EXPECT_GT(c, 40) << "every one of the 25 shifts drawn (2000 draws, 80 expected each)";
+}
+
+// ECE by hand, 15 bins ((b−1)/15, b/15]: confidences 0.05 (wrong), 0.5 and 0.5 (one right), 1.0 (right), 0 (wrong):
+//   bin 1 holds 0.05 and 0 (exactly 0 goes to the first): |0 − 0.05| = 0.05; bin 8 holds 0.5, 0.5: |1 − 1.0| = 0;
+//   bin 15 holds 1.0: |1 − 1| = 0. ECE = 0.05 / 5 = 0.01. All right at confidence 0.9: |5 − 4.5| / 5 = 0.1.
+TEST(JemEval, ExpectedCalibrationErrorByHand) {
+  EXPECT_NEAR(expected_calibration_error({0.05f, 0.5f, 0.5f, 1.0f, 0.0f}, {0, 1, 0, 1, 0}, 15), 0.01, 1e-7);
+  EXPECT_NEAR(expected_calibration_error(std::vector<float>(5, 0.9f), std::vector<uint8_t>(5, 1), 15), 0.1, 1e-6);
+  EXPECT_NEAR(expected_calibration_error({0.7f, 0.7f}, {1, 1}, 1), 0.3, 1e-6);  // one bin: |accuracy − mean confidence|
+  test::expect_user_error([] { expected_calibration_error({1.5f}, {1}, 15); }, {"confidence of row 0", "1.5"});
+  test::expect_user_error([] { expected_calibration_error({}, {}, 15); }, {"ECE needs"});
+}
+
+TEST(JemEval, ConditionalClassesAndAgreement) {
+  const std::vector<int32_t> y = conditional_classes(20, 10);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(y[size_t(i)], i / 2);
+  const std::vector<int32_t> uneven = conditional_classes(7, 3);  // ⌊i·3/7⌋: 0 0 0 1 1 2 2
+  EXPECT_EQ(uneven, (std::vector<int32_t>{0, 0, 0, 1, 1, 2, 2}));
+  const std::vector<double> a = class_agreement({0, 1, 1, 1, 2, 0}, {0, 0, 1, 1, 2, 2}, 4);
+  EXPECT_NEAR(a[0], 4.0 / 6, 1e-12);
+  EXPECT_EQ(a[1], 0.5);
+  EXPECT_EQ(a[2], 1.0);
+  EXPECT_EQ(a[3], 0.5);
+  EXPECT_TRUE(std::isnan(a[4])) << "a class never asked for";
+}
+
+// The three OOD scores are oriented so that higher = more unfamiliar: a model whose "unfamiliar" images have higher
+// energy, lower confidence and larger input gradients scores AUROC 1 on all three, and swapping the sets gives 0.
+// The net is the identity-like one-layer net below: its logits scale with the image's brightness.
+TEST(JemEval, AurocsAreOrientedHigherMeansUnfamiliar) {
+  EngineOptions o;
+  o.net = NetSpec::make({2}, 1, 1, 4, 1, 2);
+  o.batch_size = 8;
+  o.buffer_capacity = o.buffer_initial = 8;
+  CpuBackend be(o);
+  // conv 1x1 with weights (1, −1) and no bias, swish, then dense from 2·4·4 to 2 logits: f_0 = Σ swish(x), f_1 = 0.
+  std::vector<float> p(size_t(o.net.num_params), 0.0f);
+  p[size_t(o.net.convs[0].w_off)] = 1.0f;
+  p[size_t(o.net.convs[0].w_off) + 1] = -1.0f;
+  for (int j = 0; j < 16; ++j) p[size_t(o.net.dense_w_off) + size_t(j * 2)] = 1.0f;  // [K=2][D=32]: row 0, channel 0
+  be.set_params(p);
+  // familiar: bright images (f_0 large: low energy, confident, flat swish so small gradients); unfamiliar: dark ones
+  Tensor in({4, 1, 4, 4}), out({4, 1, 4, 4});
+  for (int64_t i = 0; i < in.numel(); ++i) in.ptr()[i] = 0.9f + 0.02f * float(i % 5);
+  for (int64_t i = 0; i < out.numel(); ++i) out.ptr()[i] = -0.3f + 0.05f * float(i % 3);
+  const std::vector<uint8_t> labels(4, 0);
+  const JemReport r = jem_report(be, in, labels, &out, "dark");
+  EXPECT_EQ(r.accuracy, 1.0);
+  EXPECT_EQ(r.auroc_energy, 1.0);
+  EXPECT_EQ(r.auroc_max_prob, 1.0);
+  const JemReport swapped = jem_report(be, out, labels, &in, "bright");
+  EXPECT_EQ(swapped.auroc_energy, 0.0);
+  EXPECT_EQ(swapped.auroc_max_prob, 0.0);
+  EXPECT_EQ(r.auroc_grad_norm + swapped.auroc_grad_norm, 1.0) << "the gradient-norm score flips with the sets";
 }

@@ -21,6 +21,7 @@ EngineOptions tool_engine_options(const Model& model) {
   // had them on): the tool's backend runs them as they are.
   o.ema_decay = 0;
   o.spectral_norm = false;
+  o.shift = 0;  // data.shift moves training's real images: nothing a tool does
   return o;
 }
 

@@ -207,7 +207,7 @@ class PyModel {
   }
 
   // sample's y: None (the unconditional energy), one class for every chain, or one per chain.
-  std::vector<int32_t> classes_arg(py::handle y, int64_t n) const {
+  std::vector<int32_t> classes_arg(py::object y, int64_t n) const {
     std::vector<int32_t> out;
     if (y.is_none()) return out;
     if (model_.net.outputs < 2)
@@ -221,8 +221,11 @@ class PyModel {
     };
     if (py::isinstance<py::str>(y) || py::isinstance<py::bytes>(y))
       user_fail("sample(y=...): expected a class number or one per chain, got a string");
+    const py::module_ np = py::module_::import("numpy");
+    if (np.attr("ndim")(y).cast<int>() == 0 && py::hasattr(y, "__index__"))
+      y = py::int_(py::module_::import("operator").attr("index")(y));  // numpy.int64(3), a 0-d array: one class
     if (py::isinstance<py::sequence>(y) || py::hasattr(y, "__array__")) {
-      const py::list items = py::list(py::iter(py::module_::import("numpy").attr("ravel")(y).attr("tolist")()));
+      const py::list items = py::list(py::iter(np.attr("ravel")(y).attr("tolist")()));
       if (int64_t(items.size()) != n)
         user_fail("sample(y=...): ", items.size(), " classes for ", n, " chains; give one class, or one per chain");
       for (size_t i = 0; i < items.size(); ++i) out.push_back(one(items[i], "y[" + std::to_string(i) + "]"));
@@ -270,7 +273,7 @@ class PyModel {
     } else {
       start = uniform_start(int(count), model_.net, seed);
     }
-    const std::vector<int32_t> classes = classes_arg(y_arg, start.dim(0));
+    const std::vector<int32_t> classes = classes_arg(py::reinterpret_borrow<py::object>(y_arg), start.dim(0));
     SampleRun r;
     {
       py::gil_scoped_release unlocked;

@@ -177,7 +177,9 @@ int run(const Flags& f) {
   const SampleRun r = run_sample(*backend, std::move(start), p, seed, every, classes.empty() ? nullptr : &classes);
   const EnergyStats s = energy_stats(r.energy);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("energy (E = -f) of the samples: mean %.6g, min %.6g, max %.6g  (%.1f s)\n", s.mean, s.min, s.max, secs);
+  std::printf("energy (%s) of the samples: mean %.6g, min %.6g, max %.6g  (%.1f s)\n",
+              model.net.outputs == 1 ? "E = -f" : classes.empty() ? "E = -logsumexp f" : "E = -logsumexp f; the chains ran on -f_y",
+              s.mean, s.min, s.max, secs);
   if (const std::string w = non_finite_energies(r.energy, "the samples"); !w.empty()) print_warning(kTool, w);
 
   if (OptionalPictures(kTool, "the sample grid " + f.out).enabled(std::cerr)) {

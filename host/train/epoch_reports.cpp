@@ -72,6 +72,7 @@ std::optional<JemReport> EpochReports::evaluate_classifier(Backend& backend, con
     EngineOptions o = engine_options_for(config_);
     o.buffer_capacity = o.buffer_initial = config_.data.batch_size;
     o.ema_decay = 0, o.spectral_norm = false;  // sampling_params() is eff(θ_ema or θ, u) already
+    o.shift = 0;                               // it never trains
     scorer_ = make_backend(config_.backend, o);
   }
   scorer_->set_params(backend.sampling_params());

@@ -68,6 +68,9 @@ def test_sample_y_equals_ebm_sample_class(jem_run, tmp_path):
     # the class changes the chains; one class per chain in a sequence is the same as the scalar for all
     assert not np.array_equal(m.sample(n=4, steps=3, seed=5, y=2), x)
     assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=[7, 7, 7, 7]), x)
+    assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.int64(7)), x)   # a numpy scalar is one class
+    assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.array(7)), x)   # so is a 0-d array
+    assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.full(4, 7)), x)
 
 
 @pytest.mark.parametrize("y, text", [(10, "classes run from 0 to 9"), (-1, "classes run from 0 to 9"),
