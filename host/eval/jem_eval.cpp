@@ -60,6 +60,22 @@ ClassifierScores classifier_scores(Backend& model, const Tensor& x, bool grad_no
   return s;
 }
 
+OodAurocs ood_aurocs(const ClassifierScores& in, const ClassifierScores& out) {
+  auto negated = [](std::vector<float> v) {  // max p: lower = more unfamiliar
+    for (float& x : v) x = -x;
+    return v;
+  };
+  return {auroc(out.energy, in.energy), auroc(negated(out.max_prob), negated(in.max_prob)),
+          auroc(out.grad_norm, in.grad_norm)};
+}
+
+Dataset load_ood_split(const DataConfig& data, const std::string& dir) {
+  DataConfig ood = data;
+  ood.dir = dir;
+  ood.dataset = dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
+  return load_test_split(ood);
+}
+
 JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8_t>& labels, const Tensor* ood,
                      const std::string& ood_name) {
   if (labels.empty() || int64_t(labels.size()) != test.dim(0))
@@ -74,16 +90,12 @@ JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8
   r.accuracy = double(std::count(right.begin(), right.end(), uint8_t(1))) / double(right.size());
   r.ece = expected_calibration_error(in.max_prob, right, 15);
   if (with_ood) {
-    const ClassifierScores out = classifier_scores(model, *ood, true);
-    auto negated = [](std::vector<float> v) {
-      for (float& x : v) x = -x;
-      return v;
-    };
+    const OodAurocs a = ood_aurocs(in, classifier_scores(model, *ood, true));
     r.ood = ood_name;
     r.n_ood = ood->dim(0);
-    r.auroc_energy = auroc(out.energy, in.energy);
-    r.auroc_max_prob = auroc(negated(out.max_prob), negated(in.max_prob));
-    r.auroc_grad_norm = auroc(out.grad_norm, in.grad_norm);
+    r.auroc_energy = a.energy;
+    r.auroc_max_prob = a.max_prob;
+    r.auroc_grad_norm = a.grad_norm;
   }
   return r;
 }

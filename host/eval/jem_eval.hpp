@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/backend.hpp"
+#include "host/io/dataset.hpp"
 
 namespace ebm {
 
@@ -38,6 +39,17 @@ struct JemReport {
   int64_t n_ood = 0;
   double auroc_energy = 0, auroc_max_prob = 0, auroc_grad_norm = 0;
 };
+
+// The three out-of-distribution AUROCs of `out` against `in` (each oriented higher = more unfamiliar): energy,
+// max_prob, grad_norm. Both need grad_norm (classifier_scores(..., true)).
+struct OodAurocs {
+  double energy = 0, max_prob = 0, grad_norm = 0;
+};
+OodAurocs ood_aurocs(const ClassifierScores& in, const ClassifierScores& out);
+
+// An out-of-distribution set's test split (train.eval.ood, ebm_eval --ood): `dir`'s t10k images, padded as `data`'s;
+// a missing file is a UserError naming the fetch command (Fashion-MNIST's where the folder's name says so).
+Dataset load_ood_split(const DataConfig& data, const std::string& dir);
 
 // test [n] and its labels [n] (classes < K); `ood` may be null (no AUROCs). UserError when the labels are
 // missing or the model is not a K-output net.

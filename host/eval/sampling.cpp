@@ -11,12 +11,14 @@
 
 namespace ebm {
 
-EngineOptions tool_engine_options(const Model& model) {
-  EngineOptions o = engine_options_for(model.config);
-  o.net = model.net;
+EngineOptions tool_engine_options(const Model& model) { return tool_engine_options(model.config, model.net); }
+
+EngineOptions tool_engine_options(const Config& config, const NetSpec& net) {
+  EngineOptions o = engine_options_for(config);
+  o.net = net;
   // Tools never train: the smallest buffer the backends accept, not the run's 8192 images.
-  o.buffer_capacity = model.config.data.batch_size;
-  o.buffer_initial = model.config.data.batch_size;
+  o.buffer_capacity = config.data.batch_size;
+  o.buffer_initial = config.data.batch_size;
   // model.safetensors holds the sampling weights already (EMA'd and spectrally normalised where the run
   // had them on): the tool's backend runs them as they are.
   o.ema_decay = 0;

@@ -14,6 +14,7 @@ namespace ebm {
 
 // The backend settings a tool needs for a checkpoint's network (batch size, seed, sampler from its config).
 EngineOptions tool_engine_options(const Model& model);
+EngineOptions tool_engine_options(const Config& config, const NetSpec& net);
 
 // The checkpoint's generation settings (DESIGN §5 `generate`), grad_clip from its `sampler`.
 SamplerParams generate_params(const Config& config);

@@ -146,13 +146,7 @@ int run(const Flags& f) {
     backend->set_params(model->params);
     if (K > 1) {  // the model's own measures first: quick next to the chains, and said before them
       const Dataset test = load_test_split(data);
-      Dataset ood;
-      if (!f.ood.empty()) {
-        DataConfig oc = data;
-        oc.dir = f.ood;
-        oc.dataset = f.ood.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
-        ood = load_test_split(oc);
-      }
+      const Dataset ood = f.ood.empty() ? Dataset() : load_ood_split(data, f.ood);
       const JemReport jr = jem_report(*backend, test.test, test.test_labels, f.ood.empty() ? nullptr : &ood.test,
                                       data_label(ood.test_path));
       std::cerr << "ebm_eval: the model as a classifier: accuracy " << jr.accuracy << ", ECE " << jr.ece << " on "

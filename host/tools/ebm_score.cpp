@@ -119,15 +119,10 @@ int run(const Flags& f) {
     a = auroc(e_ood, e_in);
     std::printf("AUROC (energy, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(), a);
     if (model.net.outputs > 1) {  // a JEM model: its classifier's two other scores (host/eval/jem_eval.hpp)
-      const ClassifierScores in = classifier_scores(*backend, x, true), out = classifier_scores(*backend, y, true);
-      auto negated = [](std::vector<float> v) {
-        for (float& s : v) s = -s;
-        return v;
-      };
-      std::printf("AUROC (max softmax probability, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(),
-                  auroc(negated(out.max_prob), negated(in.max_prob)));
+      const OodAurocs j = ood_aurocs(classifier_scores(*backend, x, true), classifier_scores(*backend, y, true));
+      std::printf("AUROC (max softmax probability, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(), j.max_prob);
       std::printf("AUROC (input-gradient norm of E, %s vs %s): %.4f\n", in_label.c_str(), ood_label.c_str(),
-                  auroc(out.grad_norm, in.grad_norm));
+                  j.grad_norm);
     }
   }
 

@@ -10,7 +10,6 @@
 #include "engine/rng.hpp"
 #include "host/eval/backend_factory.hpp"
 #include "host/eval/sampling.hpp"
-#include "host/io/checkpoint.hpp"
 #include "host/eval/scoring.hpp"
 #include "host/io/charts.hpp"
 #include "host/io/tensorboard.hpp"
@@ -53,11 +52,8 @@ bool write_curves(const fs::path& metrics, const fs::path& png) {
 void EpochReports::prepare_eval(const ClassifierRecipe& recipe) {
   quality_ = std::make_unique<QualityMeter>(config_.data, config_.backend, log_.out(), recipe, root());
   if (config_.train.objective == "jem" && !config_.train.eval.ood.empty()) {
-    DataConfig ood = config_.data;
-    ood.dir = config_.train.eval.ood;
-    ood.dataset = ood.dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
     try {
-      ood_ = load_test_split(ood);
+      ood_ = load_ood_split(config_.data, config_.train.eval.ood);
     } catch (const UserError& e) {
       user_fail("train.eval.ood: ", e.what());
     }
@@ -69,11 +65,8 @@ std::optional<JemReport> EpochReports::evaluate_classifier(Backend& backend, con
   const auto off = log_.clock().off();
   EBM_PROFILE_RANGE("eval_classifier");
   if (!scorer_) {
-    EngineOptions o = engine_options_for(config_);
-    o.buffer_capacity = o.buffer_initial = config_.data.batch_size;
-    o.ema_decay = 0, o.spectral_norm = false;  // sampling_params() is eff(θ_ema or θ, u) already
-    o.shift = 0;                               // it never trains
-    scorer_ = make_backend(config_.backend, o);
+    // a tool's backend: sampling_params() is eff(θ_ema or θ, u) already, and it never trains
+    scorer_ = make_backend(config_.backend, tool_engine_options(config_, net_));
   }
   scorer_->set_params(backend.sampling_params());
   try {
