@@ -65,7 +65,7 @@ struct EngineOptions {
   double reinit_prob = 0.05;
   double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-7;
   double alpha = 0.1, real_noise = 0.005;
-  int shift = 0;  // data.shift: each real row moved by up to ±shift pixels per step (engine/augment.hpp); 0 = none
+  int shift = 0;  // data.shift: each real row moved by up to ±shift pixels per step (kernels/augment.hpp); 0 = none
   Objective objective = Objective::kCd;
   double cd_weight = 1.0, ce_weight = 1.0;  // kJem: the two terms' weights (engine/loss.hpp)
   bool tf32 = false;          // cuda only: TF32 tensor cores in the convolutions

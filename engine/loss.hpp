@@ -74,38 +74,23 @@ void jem_loss_rows(const T* f, int nr, int nf, int K, const int32_t* y, int64_t 
   const T inv_r = T(1) / T(n_real), inv_f = T(1) / T(n_fake), a = T(w.alpha), cdw = T(w.cd_weight),
           cew = T(w.ce_weight);
   for (int i = 0; i < nr + nf; ++i) {
-    const T* fi = f + int64_t(i) * K;
-    T* di = df + int64_t(i) * K;
-    const T s = logsumexp_softmax(fi, K, di);  // di = p for now
     const bool real = i < nr;
+    T ce = 0;
+    int correct = 0;
+    const T s = jem_row(f + int64_t(i) * K, K, real ? int(y[i]) : -1, inv_r, inv_f, a, cdw, cew, df + int64_t(i) * K,
+                        &ce, &correct);
     sums.v[real ? 0 : 2] += double(s);
     sums.v[real ? 1 : 3] += double(s) * double(s);
-    // dL/ds of the CD term: (∓1 + 2αs)/n
-    const T ds = cdw * (real ? (T(-1) + T(2) * a * s) * inv_r : (T(1) + T(2) * a * s) * inv_f);
-    if (!real) {
-      for (int k = 0; k < K; ++k) di[k] *= ds;
-      continue;
-    }
-    const int yi = y[i];
-    int best = 0;
-    for (int k = 1; k < K; ++k) best = fi[k] > fi[best] ? k : best;
-    sums.v[4] += double(s - fi[yi]);
-    sums.v[5] += best == yi;
-    for (int k = 0; k < K; ++k) di[k] = ds * di[k] + cew * (di[k] - T(k == yi)) * inv_r;
+    if (!real) continue;
+    sums.v[4] += double(ce);
+    sums.v[5] += correct;
   }
 }
 
 // The step's metrics from the (all-reduced) sums; max_abs_f is left to the caller (max |f| over every logit).
 inline StepMetrics jem_metrics(const JemSums& sums, int64_t n_real, int64_t n_fake, const JemWeights& w) {
   StepMetrics m;
-  const double* v = sums.v;
-  m.real = v[0] / double(n_real);
-  m.fake = v[2] / double(n_fake);
-  m.cdiv = m.fake - m.real;
-  m.reg = double(w.alpha) * (v[1] / double(n_real) + v[3] / double(n_fake));
-  m.ce = v[4] / double(n_real);
-  m.accuracy = v[5] / double(n_real);
-  m.loss = double(w.cd_weight) * (m.cdiv + m.reg) + double(w.ce_weight) * m.ce;
+  jem_fill_metrics(sums.v, n_real, n_fake, w.alpha, w.cd_weight, w.ce_weight, m);
   return m;
 }
 
@@ -114,14 +99,7 @@ inline StepMetrics jem_metrics(const JemSums& sums, int64_t n_real, int64_t n_fa
 // K = 1 (the energy net): 1.
 template <class T>
 void chain_weights(const T* f, int n, int K, const int32_t* y, T* w) {
-  for (int i = 0; i < n; ++i) {
-    T* wi = w + int64_t(i) * K;
-    if (y) {
-      for (int k = 0; k < K; ++k) wi[k] = T(k == y[i]);
-    } else {
-      logsumexp_softmax(f + int64_t(i) * K, K, wi);
-    }
-  }
+  for (int i = 0; i < n; ++i) chain_weight_row(f + int64_t(i) * K, K, y ? int(y[i]) : -1, w + int64_t(i) * K);
 }
 
 }  // namespace ebm

@@ -75,12 +75,6 @@ std::vector<float> init_params(const NetSpec& net, uint64_t seed) {
   return p;
 }
 
-void require_energy_net(const NetSpec& net, const char* what) {
-  if (net.outputs != 1)
-    user_fail("model.outputs = ", net.outputs, ": the cuda backend runs a net with one output per class (train.objective ",
-              "\"jem\") only as a classifier in this build, not for ", what, "; use --backend cpu");
-}
-
 void check_classes(const std::vector<int32_t>& classes, int K, const char* what) {
   for (size_t i = 0; i < classes.size(); ++i)
     if (classes[i] < 0 || classes[i] >= K)

@@ -37,10 +37,6 @@ struct NetSpec {
   std::string summary() const;  // a Keras-like table
 };
 
-// The cuda backend's training, sampling and energies need f to be a scalar (JEM's K-output nets run on the CPU
-// backend): throws UserError (one line) when outputs ≠ 1. `what` names the call refused.
-void require_energy_net(const NetSpec& net, const char* what);
-
 // Class indices for a K-output net (JEM's labels, class-conditional sampling): each in [0, K). UserError naming
 // `what`, its index and value, and K, at the first one out of range; check_conditional also needs K > 1 and
 // one class per chain (n).

@@ -13,9 +13,10 @@ namespace ebm::cuda {
 // read when the ring would wrap).
 constexpr int kMetricsRing = 1024;
 
-// One training step's metrics, as written by loss_metrics_kernel (StepMetrics' fields, same order).
+// One training step's metrics, as written by loss_metrics_kernel and jem_metrics_kernel (StepMetrics' fields,
+// same order; ce and accuracy 0 with train.objective "cd").
 struct DeviceMetrics {
-  double loss, reg, cdiv, real, fake, max_abs_f;
+  double loss, reg, cdiv, real, fake, max_abs_f, ce, accuracy;
 };
 
 // The live counters as one training step found them, plus what it drew: written by begin_step_kernel,

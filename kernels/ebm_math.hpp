@@ -2,6 +2,7 @@
 // the CPU tests cover what the GPU computes.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/hostdevice.hpp"
 
@@ -72,6 +73,54 @@ EBM_HD T logsumexp_softmax(const T* f, int K, T* p) {
   if (p)
     for (int k = 0; k < K; ++k) p[k] = exp(f[k] - s);
   return s;
+}
+
+// One row of the JEM loss (engine/loss.hpp: jem_loss_rows on the CPU, kernels/jem.cu on the GPU), with
+// s = logsumexp f and p = softmax(f):
+//   d [K] = dL/df = cd_weight·ds·p  (+ ce_weight·(p − onehot(y))·inv_r for a real row),
+//   ds = dL/ds of the CD term: (−1 + 2αs)·inv_r for a real row, (1 + 2αs)·inv_f for a fake one (y < 0).
+// inv_r = 1/n_real and inv_f = 1/n_fake over the global batch. Returns s; for a real row also *ce = s − f_y
+// (its −log p_y) and *correct = [argmax f = y] (the first largest logit).
+template <class T>
+EBM_HD T jem_row(const T* f, int K, int y, T inv_r, T inv_f, T a, T cdw, T cew, T* d, T* ce, int* correct) {
+  const T s = logsumexp_softmax(f, K, d);  // d = p for now
+  if (y < 0) {
+    const T ds = cdw * ((T(1) + T(2) * a * s) * inv_f);
+    for (int k = 0; k < K; ++k) d[k] *= ds;
+    return s;
+  }
+  const T ds = cdw * ((T(-1) + T(2) * a * s) * inv_r);
+  int best = 0;
+  for (int k = 1; k < K; ++k) best = f[k] > f[best] ? k : best;
+  *ce = s - f[y];
+  *correct = best == y;
+  for (int k = 0; k < K; ++k) d[k] = ds * d[k] + cew * (d[k] - T(k == y)) * inv_r;
+  return s;
+}
+
+// A JEM step's metrics from its sums v = {Σ s_real, Σ s²_real, Σ s_fake, Σ s²_fake, Σ ce, Σ correct} over the
+// global counts, into m (StepMetrics' fields, or the device ring's DeviceMetrics): the loss of jem_row.
+template <class M>
+EBM_HD void jem_fill_metrics(const double* v, int64_t n_real, int64_t n_fake, float alpha, float cd_weight,
+                             float ce_weight, M& m) {
+  m.real = v[0] / double(n_real);
+  m.fake = v[2] / double(n_fake);
+  m.cdiv = m.fake - m.real;
+  m.reg = double(alpha) * (v[1] / double(n_real) + v[3] / double(n_fake));
+  m.ce = v[4] / double(n_real);
+  m.accuracy = v[5] / double(n_real);
+  m.loss = double(cd_weight) * (m.cdiv + m.reg) + double(ce_weight) * m.ce;
+}
+
+// The Langevin chains' upstream weights of one row of a K-output net (engine/loss.hpp chain_weights): the
+// one-hot of y for the class-conditional E(x, y) = −f_y (y ≥ 0), softmax(f) = ∂ logsumexp f/∂f for E(x) (y < 0).
+template <class T>
+EBM_HD void chain_weight_row(const T* f, int K, int y, T* w) {
+  if (y >= 0) {
+    for (int k = 0; k < K; ++k) w[k] = T(k == y);
+  } else {
+    logsumexp_softmax(f, K, w);
+  }
 }
 
 // --- Spectral normalisation (Miyato et al. 2018; torch.nn.utils.spectral_norm), engine/spectral_norm.hpp ---

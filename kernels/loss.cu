@@ -39,7 +39,7 @@ __global__ void loss_metrics_kernel(const float* __restrict__ f, float* __restri
   mx = block_reduce(mx, MaxOp{}, 0.0f);
   bad = block_reduce(bad, MaxOp{}, 0);
   if (threadIdx.x == 0) {
-    DeviceMetrics m;
+    DeviceMetrics m{};
     m.real = sr / nr;
     m.fake = sf / nf;
     m.cdiv = m.fake - m.real;

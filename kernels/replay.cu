@@ -1,6 +1,7 @@
 // Kernels of replay.cuh.
 #include "kernels/replay.cuh"
 
+#include "kernels/augment.hpp"
 #include "kernels/ebm_math.hpp"
 #include "kernels/launch.cuh"
 #include "kernels/random.cuh"
@@ -48,11 +49,13 @@ __global__ void begin_step_kernel(DeviceState* st, int32_t* __restrict__ slots, 
 
 template <class I>
 __global__ void gather_real_kernel(const float* __restrict__ train, const int32_t* __restrict__ perm,
-                                   const DeviceState* st, float* __restrict__ real, I len, I img, int bs, float sigma) {
+                                   const DeviceState* st, float* __restrict__ real, I len, I img, int bs, float sigma,
+                                   RealShift shift) {
   const StepSnapshot& s = st->step;
   const uint64_t seed = s.seed, off = s.off_real;
-  const int64_t first = s.batch * bs;
+  const int64_t first = s.batch * bs, t = st->adam_t;  // data.shift's draw: the steps taken before this one
   const I blocks = (len + 3) / 4;
+  const int hw = shift.h * shift.w;
   for (I b = blockIdx.x * I(blockDim.x) + threadIdx.x; b < blocks; b += I(gridDim.x) * blockDim.x) {
     const float4 nz = philox_normal4(seed, stream_id(RngStream::kRealNoise), off + b);
 #pragma unroll
@@ -60,7 +63,14 @@ __global__ void gather_real_kernel(const float* __restrict__ train, const int32_
       const I e = 4 * b + lane;
       if (e >= len) break;
       const I i = e / img, j = e - i * img;
-      real[e] = langevin_perturb(train[int64_t(perm[first + i]) * img + j], sigma, lane_of(nz, lane));
+      const float* row = train + int64_t(perm[first + i]) * img;
+      float v = row[j];
+      if (shift.k > 0) {  // the pixel's source in the shifted image (kernels/augment.hpp, as the CPU's shift_image)
+        const Shift d = augment_shift(seed, t, shift.row0 + int64_t(i), shift.k);
+        const int ch = int(j) / hw, p = int(j) - ch * hw;
+        v = shifted_pixel(row, shift.h, shift.w, d.dy, d.dx, ch, p / shift.w, p - (p / shift.w) * shift.w);
+      }
+      real[e] = langevin_perturb(v, sigma, lane_of(nz, lane));
     }
   }
 }
@@ -119,13 +129,13 @@ cudaError_t begin_step(DeviceState* st, int32_t* slots, const StepDraw& d, cudaS
 }
 
 cudaError_t gather_real(const float* train, const int32_t* perm, const DeviceState* st, float* real, int nr,
-                        int64_t img, int bs, float sigma, cudaStream_t s) {
+                        int64_t img, int bs, float sigma, const RealShift& shift, cudaStream_t s) {
   const int64_t len = int64_t(nr) * img;
   if (len == 0) return cudaSuccess;
   return with_index_type(len + 3, [&](auto zero) {
     using I = decltype(zero);
     gather_real_kernel<I><<<grid_for((len + 3) / 4, 256), 256, 0, s>>>(train, perm, st, real, I(len), I(img), bs,
-                                                                       sigma);
+                                                                       sigma, shift);
   });
 }
 

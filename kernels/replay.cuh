@@ -31,10 +31,19 @@ struct StepDraw {
 // blocks, n_new·img fresh uniforms, steps × batch·img Langevin normals (when the sampler is noisy), one batch.
 [[nodiscard]] cudaError_t begin_step(DeviceState* st, int32_t* slots, const StepDraw& d, cudaStream_t s);
 
-// real (nr, img) ← clip(train[perm[st->step.batch·bs + i]] + σ·N(0,1), −1, 1), normals from the real-noise
-// stream at the step's snapshot. perm: int32 indices into train (N, img).
+// data.shift on the device (kernels/augment.hpp): k = 0 moves nothing; else each real row i of this rank is moved
+// by augment_shift(seed, st->adam_t, row0 + i, k) (row0: this rank's first row of the global batch) within its
+// image (c, h, w).
+struct RealShift {
+  int k = 0;
+  int c = 0, h = 0, w = 0;
+  int64_t row0 = 0;
+};
+
+// real (nr, img) ← clip(shifted train[perm[st->step.batch·bs + i]] + σ·N(0,1), −1, 1), normals from the
+// real-noise stream at the step's snapshot. perm: int32 indices into train (N, img).
 [[nodiscard]] cudaError_t gather_real(const float* train, const int32_t* perm, const DeviceState* st, float* real,
-                                      int nr, int64_t img, int bs, float sigma, cudaStream_t s);
+                                      int nr, int64_t img, int bs, float sigma, const RealShift& shift, cudaStream_t s);
 
 // fake (nf, img): rows [0, n_new) fresh uniform noise in [−1, 1) from the fresh stream (ReplayBuffer::draw
 // puts them first), rows [n_new, nf) copies of the buffer slots begin_step drew.

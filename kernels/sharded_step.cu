@@ -101,7 +101,7 @@ __global__ void sharded_loss_partials_kernel(const float* __restrict__ f, float*
 // global counts (CpuBackend::sharded_loss's formulas). One thread.
 __global__ void sharded_loss_metrics_kernel(const double* __restrict__ sums, int64_t n_real, int64_t n_fake,
                                             double alpha, DeviceState* st, DeviceMetrics* ring) {
-  DeviceMetrics m;
+  DeviceMetrics m{};
   m.real = sums[0] / double(n_real);
   m.fake = sums[2] / double(n_fake);
   m.cdiv = m.fake - m.real;

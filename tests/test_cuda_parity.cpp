@@ -5,7 +5,7 @@
 // their noise from the same Philox streams, so even noisy steps compare element by element.
 //
 // Names: every GPU test is CudaParity.<name>; the table's cases are CudaParity.Op/<op>_<shape>_b<batch>_n<rows>
-// [_cap<capacity>][_tf32][_k<outputs>] (one TEST_P, instantiated without a prefix), so ctest -R '^CudaParity' (and
+// [_cap<capacity>][_tf32][_k<outputs>][_shift<k>] (one TEST_P, instantiated without a prefix), so ctest -R '^CudaParity' (and
 // '^CudaParity\.') and --gtest_filter='CudaParity*' select all of them. gtest_discover_tests appends gtest's
 // "  # GetParam() = <case>" to a parametrised test's ctest name; regexes anchored at the start are unaffected.
 // Every CudaParity test skips, saying why, where there is no CUDA device or the build has no CUDA backend.
@@ -32,6 +32,8 @@
 #include "engine/cpu/cpu_backend.hpp"  // CpuBackend: the reference
 #include "engine/rng.hpp"              // Rng, RngStream: inputs, and the real rows' noise rebuilt on the host
 #include "host/eval/backend_factory.hpp"    // make_backend("cuda" | "cpu"), cuda_usable: no CUDA backend header here
+#include "engine/loss.hpp"             // jem_loss_rows: the JEM loss gradient computed apart from train_step
+#include "kernels/augment.hpp"         // augment_shift, shift_image: data.shift's rows rebuilt on the host
 #include "kernels/ebm_math.hpp"        // langevin_perturb: the real rows' noise step, as train_step applies it
 
 using namespace ebm;
@@ -112,6 +114,7 @@ enum class Op {
   kParamGradient,   // param_grad(x, w): f and ∂(Σ w_i f_i)/∂θ; with K outputs, w and f [n·K]
   kOutputs,         // outputs(x, &features): f [n·K] and the dense layer's input [n·D], in chunks of the batch
   kLangevin,        // sample(): one noise-free step
+  kConditionalLangevin,  // sample(..., classes) of a K-output net: three noisy steps on f_y, y varying by chain
   kNoisyLangevin,   // sample(): three noisy steps, in one-step chunks and in one chunk (eager, then a graph)
   kValidate,        // validate(): test rows against uniform noise
   kInitialBuffer,   // the replay buffer a new backend starts with
@@ -128,6 +131,7 @@ const char* op_name(Op op) {
     case Op::kParamGradient: return "param_gradient";
     case Op::kOutputs: return "outputs";
     case Op::kLangevin: return "langevin";
+    case Op::kConditionalLangevin: return "conditional_langevin";
     case Op::kNoisyLangevin: return "noisy_langevin";
     case Op::kValidate: return "validate";
     case Op::kInitialBuffer: return "initial_buffer";
@@ -147,7 +151,8 @@ struct ParityCase {
   int capacity = 0;  // replay buffer; 0: 20 at batch 8 (the ring wraps), 4·batch otherwise
   bool tf32 = false;
   bool recipe = false;  // EMA of the weights (decay 0.9) and spectral norm on (engine/spectral_norm.hpp)
-  int outputs = 1;      // the dense head's K (model.outputs)
+  int outputs = 1;      // the dense head's K (model.outputs); K > 1 trains with train.objective "jem"
+  int shift = 0;        // data.shift: the real rows moved by up to ±shift pixels
 
   std::string name() const {
     std::string s = std::string(op_name(op)) + "_" + shape->name + "_b" + std::to_string(batch);
@@ -156,6 +161,7 @@ struct ParityCase {
     if (tf32) s += "_tf32";
     if (recipe) s += "_sn_ema";
     if (outputs != 1) s += "_k" + std::to_string(outputs);
+    if (shift > 0) s += "_shift" + std::to_string(shift);
     return s;
   }
 };
@@ -205,6 +211,24 @@ std::vector<ParityCase> parity_table() {
   // free-running, then the sampling weights and energy() on them.
   t.push_back({Op::kTrainRun, &kSeedNet, 8, 12, 0, false, true});
   t.push_back({Op::kTrainRun, &kWideNet, 128, 224, 0, false, true});
+  // train.objective "jem" (K = 10): energies, validation and chains on s = logsumexp f through the softmax weights,
+  // class-conditional chains on f_y, and training steps with the labels gathered beside the rows, with and
+  // without data.shift (its draws on the device), against the CPU and against a loss gradient computed apart.
+  t.push_back({Op::kForward, &kSeedNet, 8, 20, 0, false, false, 10});
+  t.push_back({Op::kForward, &kWideNet, 128, 224, 0, false, false, 10});
+  t.push_back({Op::kInputGradient, &kSeedNet, 8, 6, 0, false, false, 10});
+  t.push_back({Op::kInputGradient, &kSeedNet, 128, 128, 0, false, false, 10});
+  t.push_back({Op::kLangevin, &kSeedNet, 8, 7, 0, false, false, 10});
+  t.push_back({Op::kNoisyLangevin, &kSeedNet, 128, 128, 0, false, false, 10});
+  t.push_back({Op::kConditionalLangevin, &kSeedNet, 8, 20, 0, false, false, 10});
+  t.push_back({Op::kConditionalLangevin, &kWideNet, 128, 128, 0, false, false, 10});
+  t.push_back({Op::kValidate, &kSeedNet, 8, 19, 0, false, false, 10});
+  t.push_back({Op::kValidate, &kSeedNet, 128, 300, 0, false, false, 10});
+  t.push_back({Op::kLossGradient, &kSeedNet, 8, 12, 0, false, false, 10});
+  t.push_back({Op::kLossGradient, &kSeedNet, 128, 224, 0, false, false, 10, 2});
+  t.push_back({Op::kTrainRun, &kSeedNet, 8, 12, 0, false, false, 10});
+  t.push_back({Op::kTrainRun, &kSeedNet, 8, 12, 0, false, false, 1, 2});  // data.shift with the seed's CD
+  t.push_back({Op::kTrainRun, &kSeedNet, 128, 224, 0, false, true, 10, 2});
   return t;
 }
 
@@ -218,6 +242,8 @@ EngineOptions options_for(const ParityCase& c) {
   o.buffer_initial = c.batch;
   o.reinit_prob = 0.3;  // fresh-noise rows in most steps
   o.tf32 = c.tf32;
+  o.shift = c.shift;
+  if (o.net.outputs > 1) o.objective = Objective::kJem;
   if (c.recipe) {
     o.ema_decay = 0.9;
     o.spectral_norm = true;
@@ -355,7 +381,35 @@ template <class T>
                                        << first << ": " << got[first] << ", cpu " << want[first];
 }
 
-std::vector<double> as_vector(const StepMetrics& m) { return {m.loss, m.reg, m.cdiv, m.real, m.fake, m.max_abs_f}; }
+// ce is 0 with train.objective "cd"; accuracy is compared apart (expect_accuracy_near).
+std::vector<double> as_vector(const StepMetrics& m) {
+  return {m.loss, m.reg, m.cdiv, m.real, m.fake, m.max_abs_f, m.ce};
+}
+
+// A JEM step's accuracy counts the real rows whose largest logit is the label: a row whose two largest logits are
+// within rounding may count on one backend and not the other (at most one such row here), nothing more.
+void expect_accuracy_near(const StepMetrics& got, const StepMetrics& want, int nr, const std::string& at) {
+  EXPECT_LE(std::fabs(got.accuracy - want.accuracy), 1.0 / nr + 1e-12)
+      << at << ": accuracy " << got.accuracy << ", cpu " << want.accuracy << " (" << nr << " real rows)";
+}
+
+// Labels for a training set of n images, K classes, every class present where n ≥ K (train.objective "jem").
+std::vector<int32_t> parity_labels(int n, int K) {
+  std::vector<int32_t> y(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) y[size_t(i)] = int32_t((7 * i + 3) % K);
+  return y;
+}
+
+// The training set of a training case, with its labels on both backends when the net has K > 1 outputs.
+void set_training_set(const ParityCase& c, const Tensor& data, CpuBackend& cpu, Backend& dev) {
+  cpu.set_train_data(data);
+  dev.set_train_data(data);
+  if (c.outputs > 1) {
+    const std::vector<int32_t> y = parity_labels(int(data.dim(0)), c.outputs);
+    cpu.set_train_labels(y);
+    dev.set_train_labels(y);
+  }
+}
 std::vector<double> as_vector(const ValidationMetrics& m) { return {m.cdiv, m.real, m.fake, m.max_abs_f}; }
 
 // θ after training: tight for nearly all, a sign flip's worth for the rest (see kTrainParams).
@@ -500,6 +554,32 @@ void run_noisy_langevin(const ParityCase& c, const std::string& device) {
   }
 }
 
+void run_conditional_langevin(const ParityCase& c, const std::string& device) {
+  const EngineOptions o = options_for(c);
+  CpuBackend cpu(o);
+  auto dev = make_backend(device, o);
+  const Tensor start = random_images(c.rows, 8);
+  const std::vector<int32_t> classes = parity_labels(c.rows, c.outputs);
+  const SamplerParams p{3, 10.0f, 0.005f, 0.03f};
+  Tensor a = start, b = start, u = start;
+  cpu.sample(a, p, 77, 0, nullptr, &classes);
+  cpu.sample(u, p, 77);
+  ASSERT_TRUE(moved(start, a, 1e-3));
+  ASSERT_FALSE(near(u.data, a.data, kLangevin, "", {.quiet = true})) << "the classes do not change the chains";
+  dev->sample(b, p, 77, 0, nullptr, &classes);
+  EXPECT_TRUE(near(b.data, a.data, kLangevin, "x after three class-conditional steps"));
+  // Again with other classes (the same chunk shape: a captured graph on the GPU reads the new ones).
+  std::vector<int32_t> other = classes;
+  for (int32_t& y : other) y = (y + 1) % c.outputs;
+  Tensor a2 = start, b2 = start;
+  cpu.sample(a2, p, 77, 0, nullptr, &other);
+  dev->sample(b2, p, 77, 0, nullptr, &other);
+  EXPECT_TRUE(near(b2.data, a2.data, kLangevin, "x with the classes moved by one"));
+  Tensor b3 = start;  // and unconditionally, after the conditional chunks
+  dev->sample(b3, p, 77);
+  EXPECT_TRUE(near(b3.data, u.data, kLangevin, "x, unconditional, after the conditional runs"));
+}
+
 void run_validate(const ParityCase& c, const std::string& device) {
   const EngineOptions o = options_for(c);
   CpuBackend cpu(o);
@@ -562,16 +642,24 @@ void run_shuffle(const ParityCase& c, const std::string& device) {
 
 // --- training steps ---
 
-// The real rows of batch b as train_step builds them: training rows perm[b·B + i] plus real_noise·N(0,1) from
-// the real-noise stream at the offset the step started from (rng_before[1]), clipped to [−1, 1].
+// The real rows of batch b as train_step builds them: training rows perm[b·B + i] (moved by data.shift's draw at
+// step t, the steps taken before, where shift > 0) plus real_noise·N(0,1) from the real-noise stream at the
+// offset the step started from (rng_before[1]), clipped to [−1, 1].
 std::vector<float> rebuild_real_rows(const Tensor& data, const std::vector<int64_t>& perm, int64_t b, int batch,
-                                     int nr, const std::vector<uint64_t>& rng_before, double real_noise, int64_t img) {
+                                     int nr, const std::vector<uint64_t>& rng_before, double real_noise, int64_t img,
+                                     int shift = 0, int64_t t = 0) {
   Rng noise_rng(rng_before.at(0), RngStream::kRealNoise);
   noise_rng.offset = rng_before.at(1);
   std::vector<float> noise(size_t(nr * img)), rows(size_t(nr * img));
   noise_rng.normal(noise.data(), nr * img, 0.0f, 1.0f);
   for (int i = 0; i < nr; ++i) {
     const float* src = data.ptr() + perm.at(size_t(b * batch + i)) * img;
+    std::vector<float> moved_row(static_cast<size_t>(img));
+    if (shift > 0) {  // the seed's 1×32×32 images
+      const Shift d = augment_shift(rng_before.at(0), t, i, shift);
+      shift_image(src, int(data.dim(1)), int(data.dim(2)), int(data.dim(3)), d.dy, d.dx, moved_row.data());
+      src = moved_row.data();
+    }
     for (int64_t k = 0; k < img; ++k)
       rows[size_t(i * img + k)] = langevin_perturb(src[k], float(real_noise), noise[size_t(i * img + k)]);
   }
@@ -619,11 +707,37 @@ LossGradient independent_loss_gradient(CpuBackend& ref, const std::vector<float>
   return g;
 }
 
+// The same for train.objective "jem": logits by outputs(), dL/df by jem_loss_rows in double (engine/loss.hpp, from
+// the rows' labels y), ∇θ by param_grad. cdiv holds the whole gradient (reg none); terms = ∂(Σ |dL/df_ik| f_ik)/∂θ.
+LossGradient independent_jem_gradient(CpuBackend& ref, const std::vector<float>& theta, const std::vector<float>& real,
+                                      int nr, const std::vector<float>& fake, int nf, const std::vector<int32_t>& y) {
+  const EngineOptions& o = ref.options();
+  const NetSpec& net = o.net;
+  const int K = net.outputs;
+  Tensor rows({nr + nf, net.in_c, net.in_h, net.in_w});
+  std::copy(real.begin(), real.end(), rows.data.begin());
+  std::copy(fake.begin(), fake.end(), rows.data.begin() + int64_t(real.size()));
+  ref.set_params(theta);
+  const std::vector<float> f = ref.outputs(rows);  // no EMA or spectral norm in these cases: f on θ
+  const std::vector<double> fd(f.begin(), f.end());
+  std::vector<double> df(fd.size());
+  JemSums sums;
+  jem_loss_rows(fd.data(), nr, nf, K, y.data(), nr, nf,
+                JemWeights{float(o.alpha), float(o.cd_weight), float(o.ce_weight)}, df.data(), sums);
+  std::vector<float> w(df.begin(), df.end()), w_abs(df.size()), f2;
+  for (size_t i = 0; i < df.size(); ++i) w_abs[i] = float(std::fabs(df[i]));
+  LossGradient g;
+  ref.param_grad(rows, w, f2, g.cdiv);
+  g.reg.assign(g.cdiv.size(), 0.0f);
+  ref.param_grad(rows, w_abs, f2, g.terms);
+  return g;
+}
+
 // gradient() against the independent computation on the backend's own rows, and a check that the comparison
 // would tell the loss gradient from its usual mistakes (a part scaled by 2 or dropped, the whole doubled, real
 // and fake swapped). Under TF32's tolerance the reg part (~0.4% of the terms) is below what can be told apart.
 void expect_loss_gradient(const std::vector<float>& got, const LossGradient& ref, const Tol& tol, const NetSpec& net,
-                          const std::string& what) {
+                          const std::string& what, bool cd_mistakes = true) {
   const std::vector<float> want = ref.total();
   ASSERT_TRUE(varies(want, what + ": independent loss gradient"));
   EXPECT_TRUE(near(got, want, tol, what + " against the independent loss gradient",
@@ -635,6 +749,7 @@ void expect_loss_gradient(const std::vector<float>& got, const LossGradient& ref
   const double scale_tol = &tol == &kTf32 ? 1e-2 : 1e-3;
   EXPECT_NEAR(dot / norm2, 1.0, scale_tol) << what << ": gradient() is " << dot / norm2
                                            << "x the independent loss gradient (projected)";
+  if (!cd_mistakes) return;  // JEM: the CD term's usual mistakes are not what its gradient is made of
   struct Mistake {
     const char* name;
     double cdiv, reg;
@@ -671,8 +786,7 @@ void run_loss_gradient(const ParityCase& c, const std::string& device) {
   CpuBackend cpu(o), ref(o);
   auto dev = make_backend(device, o);
   const Tensor data = random_images(c.rows, 12);
-  cpu.set_train_data(data);
-  dev->set_train_data(data);
+  set_training_set(c, data, cpu, *dev);
   ASSERT_EQ(dev->batches_per_epoch(), 2);
   int step = 0;
   for (int64_t b : kSchedule) {
@@ -681,6 +795,7 @@ void run_loss_gradient(const ParityCase& c, const std::string& device) {
     align(*dev, cpu);
     const std::vector<float> theta = cpu.params();
     const std::vector<uint64_t> rng_before = cpu.rng_state();
+    const int64_t t_before = cpu.adam().t;  // data.shift's draw
     ASSERT_EQ(dev->rng_state(), rng_before);
     const int nr = int(std::min<int64_t>(bs, c.rows - b * bs));
     cpu.train_step(b);
@@ -690,7 +805,8 @@ void run_loss_gradient(const ParityCase& c, const std::string& device) {
     ASSERT_EQ(mc.size(), 1u) << at;
     ASSERT_EQ(md.size(), 1u) << at;
     EXPECT_TRUE(near(as_vector(md[0]), as_vector(mc[0]), c.tf32 ? kTf32 : kMetrics,
-                     "metrics (loss reg cdiv real fake max|f|), " + at));
+                     "metrics (loss reg cdiv real fake max|f| ce), " + at));
+    expect_accuracy_near(md[0], mc[0], nr, at);
     const Tensor bc = cpu.buffer(), bd = dev->buffer();
     ASSERT_EQ(bd.shape, bc.shape) << at;
     EXPECT_TRUE(near(bd.data, bc.data, c.tf32 ? kTf32Langevin : kLangevin, "replay buffer, " + at));
@@ -704,9 +820,20 @@ void run_loss_gradient(const ParityCase& c, const std::string& device) {
     LossGradient cpu_ref;
     for (Backend* be : {static_cast<Backend*>(&cpu), dev.get()}) {
       const std::string who = std::string(on_gpu(*be) ? "cuda" : (be == &cpu ? "cpu" : "device")) + ", " + at;
-      const std::vector<float> real = rebuild_real_rows(data, be->permutation(), b, bs, nr, rng_before, o.real_noise, img);
-      const LossGradient want = independent_loss_gradient(ref, theta, real, nr, newest_rows(*be, bs, img), bs, o.alpha);
-      expect_loss_gradient(be == &cpu ? gc : gd, want, on_gpu(*be) && c.tf32 ? kTf32 : kParamGrad, o.net, who);
+      const std::vector<int64_t> perm = be->permutation();
+      const std::vector<float> real = rebuild_real_rows(data, perm, b, bs, nr, rng_before, o.real_noise, img, o.shift,
+                                                        t_before);
+      LossGradient want;
+      if (c.outputs > 1) {
+        const std::vector<int32_t> labels = parity_labels(c.rows, c.outputs);
+        std::vector<int32_t> y(static_cast<size_t>(nr));
+        for (int i = 0; i < nr; ++i) y[size_t(i)] = labels[size_t(perm[size_t(b * bs + i)])];
+        want = independent_jem_gradient(ref, theta, real, nr, newest_rows(*be, bs, img), bs, y);
+      } else {
+        want = independent_loss_gradient(ref, theta, real, nr, newest_rows(*be, bs, img), bs, o.alpha);
+      }
+      expect_loss_gradient(be == &cpu ? gc : gd, want, on_gpu(*be) && c.tf32 ? kTf32 : kParamGrad, o.net, who,
+                           c.outputs == 1);
       if (be == &cpu) cpu_ref = want;
     }
     EXPECT_TRUE(near(gd, gc, c.tf32 ? kTf32 : kLossGrad, "loss gradient, " + at, {.net = &o.net, .scale = &cpu_ref.terms}));
@@ -725,8 +852,7 @@ void run_train_run(const ParityCase& c, const std::string& device) {
   auto dev = make_backend(device, o);
   align(*dev, cpu);
   const Tensor data = random_images(c.rows, 12);
-  cpu.set_train_data(data);
-  dev->set_train_data(data);
+  set_training_set(c, data, cpu, *dev);
   ASSERT_EQ(dev->batches_per_epoch(), 2);
   int step = 0;
   for (int64_t b : kSchedule) {
@@ -738,7 +864,8 @@ void run_train_run(const ParityCase& c, const std::string& device) {
     const auto mc = cpu.drain_metrics(), md = dev->drain_metrics();
     ASSERT_EQ(md.size(), 1u) << at;
     ASSERT_EQ(mc.size(), 1u) << at;
-    EXPECT_TRUE(near(as_vector(md[0]), as_vector(mc[0]), kDrift, "metrics (loss reg cdiv real fake max|f|) " + at));
+    EXPECT_TRUE(near(as_vector(md[0]), as_vector(mc[0]), kDrift, "metrics (loss reg cdiv real fake max|f| ce) " + at));
+    expect_accuracy_near(md[0], mc[0], int(std::min<int64_t>(c.batch, c.rows - b * c.batch)), at);
     const Tensor bc = cpu.buffer(), bd = dev->buffer();
     EXPECT_EQ(bc.dim(0), std::min(o.buffer_capacity, std::min(o.buffer_initial, o.buffer_capacity) + step * o.batch_size));
     EXPECT_EQ(bd.shape, bc.shape) << at;
@@ -783,6 +910,7 @@ void run_case(const ParityCase& c, const std::string& device) {
     case Op::kOutputs: return run_outputs(c, device);
     case Op::kLangevin: return run_langevin(c, device);
     case Op::kNoisyLangevin: return run_noisy_langevin(c, device);
+    case Op::kConditionalLangevin: return run_conditional_langevin(c, device);
     case Op::kValidate: return run_validate(c, device);
     case Op::kInitialBuffer: return run_initial_buffer(c, device);
     case Op::kShuffle: return run_shuffle(c, device);

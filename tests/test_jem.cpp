@@ -10,7 +10,7 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/augment.hpp"
+#include "kernels/augment.hpp"
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/cpu/cpu_net.hpp"
 #include "engine/error.hpp"
@@ -179,7 +179,7 @@ Tensor random_rows(int n, int hw, uint64_t seed) {
 
 // One training step: the gradient the backend applied is the JEM loss's over the epoch's first 4 rows (with
 // their labels, in the epoch's order) and the 4 fake rows the step wrote back to the buffer, recomputed in double.
-// With data.shift the real rows are the training rows moved by their stateless draws (engine/augment.hpp).
+// With data.shift the real rows are the training rows moved by their stateless draws (kernels/augment.hpp).
 class JemTrainStep : public ::testing::TestWithParam<int> {};
 INSTANTIATE_TEST_SUITE_P(Shift, JemTrainStep, ::testing::Values(0, 2));
 

@@ -10,7 +10,7 @@
 #include <numeric>
 
 #include "engine/address_space.hpp"
-#include "engine/augment.hpp"
+#include "kernels/augment.hpp"
 #include "engine/communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/openmp_guard.hpp"
@@ -396,7 +396,7 @@ void CpuBackend::train_step(int64_t b) {
   // real ← clip(real + σ·N(0,1), −1, 1): this rank's slice of the global batch's noise
   for (int i = 0; i < nr; ++i) {
     const float* row = train_->ptr() + perm_[start + mine.first + i] * img;
-    if (opt_.shift > 0) {  // data.shift: moved by its stateless draw (engine/augment.hpp)
+    if (opt_.shift > 0) {  // data.shift: moved by its stateless draw (kernels/augment.hpp)
       const Shift d = augment_shift(opt_.seed, adam_.t, mine.first + i, opt_.shift);
       shift_image(row, opt_.net.in_c, opt_.net.in_h, opt_.net.in_w, d.dy, d.dx, real + i * img);
     } else {

@@ -42,6 +42,13 @@
 // (kernels/langevin_chain_tiled.cuh, after one packing kernel of the weights) for the nets compiled in, else the
 // generic one (kernels/langevin_chain.cuh) where the net fits its shared memory, else the per-layer path; one line on
 // stderr at construction says which (engine/langevin_chain_plan.hpp), and facts() records it.
+//
+// train.objective "jem" (a K-output net, engine/loss.hpp): the chains run on s = logsumexp f (or f_y for a class-
+// conditional sample()) by the per-layer path, the forward's logits turned into the backward's upstream weights
+// (softmax, or one-hot) by kernels/jem.cuh each step — the fused chain kernels take K = 1 only; the real rows'
+// labels are gathered beside them from the resident label set; the loss is jem_loss_partials then jem_metrics
+// (with the NCCL all-reduce between them on W ranks). energy(), validate() and input_grad() report s. data.shift
+// moves the real rows inside gather_real (kernels/augment.hpp, the CPU's draws).
 #include "engine/cuda/cuda_backend.hpp"
 
 #include <cuda_profiler_api.h>
@@ -70,6 +77,7 @@
 #include "kernels/adam.cuh"
 #include "kernels/device_state.cuh"
 #include "kernels/fill.cuh"
+#include "kernels/jem.cuh"
 #include "kernels/langevin.cuh"
 #include "kernels/langevin_chain.cuh"
 #include "kernels/langevin_chain_tiled.cuh"
@@ -173,8 +181,13 @@ class CudaBackend final : public Backend {
   // x (n, img) refined in place; normals from stream `rng` at (*seed, *offset + k·blocks) for step k, where
   // blocks = philox_blocks(stride) (stride 0: n·img; a rank of a data-parallel step: G·img, the global draw).
   // w: the weights the chains run on.
+  // classes (n, device): a class-conditional chain on f_y (K > 1); null: on s = logsumexp f (f itself for K = 1).
   void langevin(const float* w, float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
-                const uint64_t* offset, int64_t stride = 0);
+                const uint64_t* offset, int64_t stride = 0, const int32_t* classes = nullptr);
+  bool jem() const { return opt_.objective == Objective::kJem; }
+  JemLossWeights jem_weights() const { return {float(opt_.alpha), float(opt_.cd_weight), float(opt_.ce_weight)}; }
+  // out (c) = s of rows f (c, K) = the forward's logits; K = 1: f itself (no launch when out == f).
+  void logsumexp_into(const float* f, int c, float* out);
   bool ema_on() const { return opt_.ema_decay > 0; }
   bool sn_on() const { return opt_.spectral_norm; }
   // Enqueue eff(θ, u) into eval_w_ (u not updated), or return θ without spectral norm.
@@ -183,7 +196,7 @@ class CudaBackend final : public Backend {
   const float* sampling_weights();
   // nr real rows: this rank's share, from row real_first of a global batch of n_real (W = 1: 0 and nr).
   void enqueue_train_step(int nr, int64_t n_real, int64_t real_first);
-  void run_sample_chunk(int n, const SamplerParams& q);
+  void run_sample_chunk(int n, const SamplerParams& q, bool conditional);
   void set_cursor(int64_t batch);
   // perm_ ← order (N indices; empty: the identity), through perm_host_.
   void upload_permutation(const std::vector<int64_t>& order);
@@ -250,10 +263,14 @@ class CudaBackend final : public Backend {
   DeviceBuffer<int32_t> slots_;                          // (batch): this step's buffer slots
   DeviceBuffer<float> train_;                            // (N, img)
   DeviceBuffer<int32_t> perm_;                           // (N): this epoch's order (epoch_permutation)
+  DeviceBuffer<int32_t> labels_;                         // (N): the training labels (train.objective "jem")
+  int64_t n_labels_ = 0;                                 // labels held; jem trains only when it is N
+  DeviceBuffer<int32_t> y_;                              // (batch): this step's real rows' labels
+  DeviceBuffer<int32_t> classes_;                        // (n): a class-conditional sample()'s classes
   std::vector<int32_t> perm_host_;                       // its host copy, the upload's source
   DeviceBuffer<DeviceMetrics> ring_;                     // (kMetricsRing)
   DeviceBuffer<double> validation_stats_;  // (3 × validation batches): two means and max |f| each
-  DeviceBuffer<double> dp_sums_;                         // (6): a data-parallel step's loss sums, all-reduced
+  DeviceBuffer<double> dp_sums_;                         // (kJemPartials): the step's loss sums (all-reduced on W ranks)
 
   int rank_ = 0, world_ = 1;  // data-parallel: this rank of world_ (EngineOptions::comm)
 #ifdef EBM_HAVE_NCCL
@@ -276,7 +293,8 @@ class CudaBackend final : public Backend {
 
   // Declared last: destroyed before the buffers they reference.
   GraphExec train_graph_;
-  using SampleKey = std::tuple<int, int, float, float, float, const float*>;  // n, steps, step, noise, clip, x
+  // n, steps, step, noise, clip, x, class-conditional
+  using SampleKey = std::tuple<int, int, float, float, float, const float*, bool>;
   std::map<SampleKey, GraphExec> sample_graphs_;  // an empty exec: seen once, ran eagerly
 };
 
@@ -284,9 +302,6 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   const NetSpec& net = opt_.net;
   EBM_CHECK(!net.convs.empty() && net.num_params > 0, "cuda backend: the network has no layers");
   EBM_CHECK(opt_.batch_size > 0 && opt_.buffer_capacity > 0, "cuda backend: batch size and buffer capacity must be > 0");
-  if (opt_.shift > 0)
-    user_fail("data.shift = ", opt_.shift, ": the cuda backend does not shift the real images in this build; ",
-              "use --backend cpu, or data.shift 0");
   int count = 0;
   EBM_CUDA_CHECK(cudaGetDeviceCount(&count));
   if (opt_.device < 0 || opt_.device >= count)
@@ -396,8 +411,9 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   rows_for(2 * bs);
   batch_.resize(size_t(2 * bs) * img());
   slots_.resize(size_t(bs));
+  y_.resize(size_t(bs));
   ring_.resize(kMetricsRing);
-  dp_sums_.resize(6);
+  dp_sums_.resize(kJemPartials);  // also the CD step's 6
 
   // The initial replay buffer: the CPU's draws (ReplayBuffer::fill_noise), this rank's rows of them.
   DeviceState s{};
@@ -429,7 +445,7 @@ bool CudaBackend::ensure_scratch(int n) {
 }
 
 void CudaBackend::langevin(const float* params, float* x, int n, const SamplerParams& p, RngStream rng,
-                           const uint64_t* seed, const uint64_t* offset, int64_t stride) {
+                           const uint64_t* seed, const uint64_t* offset, int64_t stride, const int32_t* classes) {
   if (p.steps <= 0) return;
   NvtxRange range("langevin");
   const int64_t len = int64_t(n) * img();
@@ -456,10 +472,17 @@ void CudaBackend::langevin(const float* params, float* x, int n, const SamplerPa
     EBM_CUDA_CHECK(langevin_update(x, dx_.get(), len, p.step_size, p.grad_clip, p.noise, src, descend, perturb,
                                    stream()));
   };
+  const int K = int(outputs_per_row());
   for (int k = 0; k < p.steps; ++k) {
     update(k);
-    net_->forward(params, x, n, nullptr);
-    net_->backward(params, ones_.get(), dx_.get(), nullptr);  // df/dx per image
+    if (K == 1) {
+      net_->forward(params, x, n, nullptr);
+      net_->backward(params, ones_.get(), dx_.get(), nullptr);  // df/dx per image
+    } else {  // ∂s/∂x = Σ_k softmax(f)_k ∂f_k/∂x, or ∂f_y/∂x: the logits' weights (f_, df_ free until the loss)
+      net_->forward(params, x, n, f_.get());
+      EBM_CUDA_CHECK(chain_weights(f_.get(), n, K, classes, df_.get(), stream()));
+      net_->backward(params, df_.get(), dx_.get(), nullptr);
+    }
   }
   update(p.steps);
 }
@@ -487,8 +510,11 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
   {
     NvtxRange data("data");
     // real ← clip(real + σ·N(0,1), −1, 1): this rank's rows of the global batch
+    const RealShift shift{opt_.shift, opt_.net.in_c, opt_.net.in_h, opt_.net.in_w, real_first};
     EBM_CUDA_CHECK(gather_real(train_.get(), perm_.get() + real_first, st(), real, nr, im, int(global_batch()),
-                               float(opt_.real_noise), s));
+                               float(opt_.real_noise), shift, s));
+    if (jem())
+      EBM_CUDA_CHECK(gather_labels(labels_.get(), perm_.get() + real_first, st(), y_.get(), nr, int(global_batch()), s));
   }
   // fake ← buffer draw refined by Langevin, then written back (no gradient flows through the sampler)
   buffer_->draw(slots_.get(), fake, nf);
@@ -498,7 +524,19 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
 
   // One forward/backward over [real; fake]: rows are independent.
   net_->forward(params, batch_.get(), nr + nf, f_.get());
-  if (world_ == 1) {
+  if (jem()) {  // dL/df and the sums over the global counts; the ranks' sums all-reduced before the metrics
+    EBM_CUDA_CHECK(jem_loss_partials(f_.get(), df_.get(), nr, nf, int(outputs_per_row()), y_.get(), n_real,
+                                     global_batch(), jem_weights(), dp_sums_.get(), s));
+    net_->backward(params, df_.get(), nullptr, grad_.get());
+#ifdef EBM_HAVE_NCCL
+    if (world_ > 1) {
+      nccl_->allreduce_sum(grad_.get(), num_params(), s);
+      nccl_->allreduce_sum(dp_sums_.get(), 6, s);
+      nccl_->allreduce_max(dp_sums_.get() + 6, 2, s);
+    }
+#endif
+    EBM_CUDA_CHECK(jem_metrics(dp_sums_.get(), n_real, global_batch(), jem_weights(), st(), ring_.get(), s));
+  } else if (world_ == 1) {
     EBM_CUDA_CHECK(loss_metrics(f_.get(), df_.get(), nr, nf, opt_.alpha, st(), ring_.get(), s));
     net_->backward(params, df_.get(), nullptr, grad_.get());
   } else {
@@ -525,8 +563,10 @@ void CudaBackend::enqueue_train_step(int nr, int64_t n_real, int64_t real_first)
 }
 
 void CudaBackend::train_step(int64_t b) {
-  require_energy_net(opt_.net, "train_step");
+  require_objective_net(opt_);
   EBM_CHECK(n_train_ > 0, "train_step before set_train_data");
+  if (jem() && n_labels_ != n_train_)
+    user_fail("train.objective \"jem\" trains on labelled images: the training set has no labels");
   const int bs = opt_.batch_size;
   const int64_t G = global_batch();
   EBM_CHECK(b >= 0 && b * G < n_train_, "batch index past the end of the epoch");
@@ -571,7 +611,7 @@ void CudaBackend::collect_metrics() {
   EBM_CHECK(s.metrics_count == issued_, "device metrics counter differs from the steps issued");
   for (uint64_t k = drained_; k < issued_; ++k) {
     const DeviceMetrics& d = ring[k % kMetricsRing];
-    pending_.push_back({d.loss, d.reg, d.cdiv, d.real, d.fake, d.max_abs_f});
+    pending_.push_back({d.loss, d.reg, d.cdiv, d.real, d.fake, d.max_abs_f, d.ce, d.accuracy});
   }
   drained_ = issued_;
 }
@@ -587,11 +627,14 @@ void CudaBackend::set_cursor(int64_t batch) {
   EBM_CUDA_CHECK(cuda::set_cursor(st(), batch, stream()));
 }
 
-// train.objective "jem" is not on the device yet (require_energy_net refuses its train_step): the labels are
-// checked and kept for the day it is.
+// Resident, as the images: the step gathers its rows' labels by the epoch's permutation.
 void CudaBackend::set_train_labels(const std::vector<int32_t>& labels) {
   EBM_CHECK(int64_t(labels.size()) == n_train_, "set_train_labels: one label per training image");
   check_classes(labels, opt_.net.outputs, "training label");
+  if (labels_.reserve(labels.size())) invalidate_graphs();
+  upload(labels_.get(), labels.data(), n_train_);
+  sync();  // `labels` may go out of scope
+  n_labels_ = n_train_;
 }
 
 void CudaBackend::set_train_data(const Tensor& train) {
@@ -604,6 +647,7 @@ void CudaBackend::set_train_data(const Tensor& train) {
   if (moved) invalidate_graphs();
   upload(train_.get(), train.ptr(), n * im);  // resident from now on
   n_train_ = n;
+  n_labels_ = 0;  // set_train_labels gives the new set's
   upload_permutation({});  // the identity: the order before the first begin_epoch, as on the CPU
   set_cursor(0);
   next_batch_ = 0;
@@ -769,8 +813,14 @@ float* CudaBackend::stage(const Tensor& x) {
   return io_.get();
 }
 
+void CudaBackend::logsumexp_into(const float* f, int c, float* out) {
+  if (outputs_per_row() > 1) EBM_CUDA_CHECK(logsumexp_rows(f, c, int(outputs_per_row()), out, stream()));
+  else if (f != out)
+    EBM_CUDA_CHECK(cudaMemcpyAsync(out, f, sizeof(float) * size_t(c), cudaMemcpyDeviceToDevice, stream()));
+}
+
+// f per image; with K outputs s = logsumexp f (the logits of each chunk in f_ first).
 std::vector<float> CudaBackend::energy(const Tensor& x) {
-  require_energy_net(opt_.net, "energy");
   const int64_t im = img(), n = x.numel() / im;
   EBM_CHECK(n * im == x.numel(), "energy(): input shape does not match the network input");
   std::vector<float> f(static_cast<size_t>(n));
@@ -780,7 +830,9 @@ std::vector<float> CudaBackend::energy(const Tensor& x) {
   const float* w = sampling_weights();
   for (int64_t s = 0; s < n; s += opt_.batch_size) {
     const int c = int(std::min<int64_t>(opt_.batch_size, n - s));
-    net_->forward(w, in + s * im, c, io_f_.get() + s);
+    float* f = outputs_per_row() > 1 ? f_.get() : io_f_.get() + s;
+    net_->forward(w, in + s * im, c, f);
+    logsumexp_into(f, c, io_f_.get() + s);
   }
   download(f.data(), io_f_.get(), n);
   return f;
@@ -813,7 +865,6 @@ std::vector<float> CudaBackend::outputs(const Tensor& x, std::vector<float>* fea
 }
 
 ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
-  require_energy_net(opt_.net, "validate");
   const int64_t im = img(), n = test.numel() / im;
   EBM_CHECK(n * im == test.numel(), "validate(): test set shape does not match the network input");
   ValidationMetrics v;
@@ -837,7 +888,9 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
       EBM_CUDA_CHECK(uniform_fill(batch_.get() + c * im, c * im, opt_.seed, stream_id(RngStream::kValidation),
                                   offset + uint64_t(mine.first * im / 4), -1.0f, 1.0f, stream()));
       net_->forward(w, batch_.get(), 2 * c, f_.get());
-      EBM_CUDA_CHECK(pair_means(f_.get(), c, validation_stats_.get() + 3 * b, stream()));
+      float* s_rows = outputs_per_row() > 1 ? df_.get() : f_.get();  // K > 1: s of each row, into free scratch
+      logsumexp_into(f_.get(), 2 * c, s_rows);
+      EBM_CUDA_CHECK(pair_means(s_rows, c, validation_stats_.get() + 3 * b, stream()));
     }
     offset += philox_blocks(uint64_t(c_all) * im);
   }
@@ -867,15 +920,16 @@ ValidationMetrics CudaBackend::validate(const Tensor& test, int64_t epoch) {
   return v;
 }
 
-void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
+void CudaBackend::run_sample_chunk(int n, const SamplerParams& q, bool conditional) {
   if (q.steps <= 0) return;
   auto enqueue = [&] {
-    langevin(sample_weights_, io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off);
+    langevin(sample_weights_, io_.get(), n, q, RngStream::kGenerate, &st()->sample_seed, &st()->sample_off, 0,
+             conditional ? classes_.get() : nullptr);
     if (q.noise > 0)
       EBM_CUDA_CHECK(add_u64(&st()->sample_off, uint64_t(q.steps) * philox_blocks(uint64_t(n) * img()), stream()));
   };
   if (!use_graphs_) return enqueue();
-  const SampleKey key{n, q.steps, q.step_size, q.noise, q.grad_clip, io_.get()};
+  const SampleKey key{n, q.steps, q.step_size, q.noise, q.grad_clip, io_.get(), conditional};
   auto it = sample_graphs_.find(key);
   if (it == sample_graphs_.end()) {  // first time: eagerly, which also loads the kernels before any capture
     enqueue();
@@ -898,7 +952,6 @@ void CudaBackend::run_sample_chunk(int n, const SamplerParams& q) {
 
 void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int every, std::vector<Tensor>* traj,
                          const std::vector<int32_t>* classes) {
-  require_energy_net(opt_.net, "sample");
   if (classes) check_conditional(opt_.net, *classes, x.numel() / img());
   const int64_t im = img(), n64 = x.numel() / im;
   EBM_CHECK(n64 * im == x.numel() && n64 < int64_t(INT32_MAX), "sample(): input shape does not match the network input");
@@ -907,12 +960,16 @@ void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int e
   if (n > 0) {
     rows_for(n);
     stage(x);
+    if (classes) {  // read by the captured chunks from this buffer: its address must hold, its contents may change
+      if (classes_.reserve(size_t(n))) sample_graphs_.clear();
+      upload(classes_.get(), classes->data(), n);
+    }
     sample_weights_ = sampling_weights();  // the same buffer every call: captured chunks stay valid
     EBM_CUDA_CHECK(set_sample_stream(st(), seed, stream()));
   }
   auto run = [&](const SamplerParams& q) {
     if (n == 0) return;
-    run_sample_chunk(n, q);
+    run_sample_chunk(n, q, classes != nullptr);
     download(x.ptr(), io_.get(), x.numel());
   };
   if (!chunked) return run(p);
@@ -925,9 +982,9 @@ void CudaBackend::sample(Tensor& x, const SamplerParams& p, uint64_t seed, int e
   }
 }
 
+// f = s and dfdx = ∂s/∂x per image (K > 1: through the softmax weights of the logits, as the chains).
 void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx) {
-  require_energy_net(opt_.net, "input_grad");
-  const int64_t im = img();
+  const int64_t im = img(), K = outputs_per_row();
   const int n = int(x.numel() / im);
   f.assign(size_t(n), 0.0f);
   dfdx = Tensor(x.shape);
@@ -935,8 +992,15 @@ void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfd
   rows_for(n);
   const float* in = stage(x);
   net_->forward(params_.get(), in, n, f_.get());
-  net_->backward(params_.get(), ones_.get(), dx_.get(), nullptr);
-  EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), f_.get(), sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
+  const float* s_rows = f_.get();
+  if (K > 1) {
+    EBM_CUDA_CHECK(chain_weights(f_.get(), n, int(K), nullptr, df_.get(), stream()));
+    io_f_.reserve(size_t(n));
+    logsumexp_into(f_.get(), n, io_f_.get());
+    s_rows = io_f_.get();
+  }
+  net_->backward(params_.get(), K > 1 ? df_.get() : ones_.get(), dx_.get(), nullptr);
+  EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), s_rows, sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
   download(dfdx.ptr(), dx_.get(), int64_t(n) * im);
 }
 

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/augment.hpp"
+#include "kernels/augment.hpp"
 #include "engine/error.hpp"
 #include "engine/net.hpp"
 #include "host/eval/backend_factory.hpp"

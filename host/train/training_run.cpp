@@ -240,9 +240,6 @@ class TrainingRun {
     agree(comm_, [&] {
       backend_ = make_backend(config_.backend, engine_options(config_, comm_));
       kind_ = backend_name(backend_->facts().kind);
-      if (jem() && backend_->facts().kind != BackendKind::kCpu)
-        user_fail("train.objective \"jem\": the ", kind_, " backend does not train JEM in this build (its kernels are ",
-                  "not written yet); use --backend cpu");
       if (distributed() && !backend_->data_parallel())
         user_fail("backend ", kind_, ": this build's ", kind_, " backend does not train data-parallel; run the ",
                   comm_.size(), " ranks with --backend cpu, or run one process");
