@@ -400,7 +400,8 @@ std::vector<int32_t> parity_labels(int n, int K) {
   return y;
 }
 
-// The training set of a training case, with its labels on both backends when the net has K > 1 outputs.
+// The training set of a training case, with its labels on both backends when the net has K > 1 outputs, in
+// epoch 1's order (not the identity: a gather that ignored the permutation would pass with it).
 void set_training_set(const ParityCase& c, const Tensor& data, CpuBackend& cpu, Backend& dev) {
   cpu.set_train_data(data);
   dev.set_train_data(data);
@@ -409,6 +410,8 @@ void set_training_set(const ParityCase& c, const Tensor& data, CpuBackend& cpu, 
     cpu.set_train_labels(y);
     dev.set_train_labels(y);
   }
+  cpu.begin_epoch(1);
+  dev.begin_epoch(1);
 }
 std::vector<double> as_vector(const ValidationMetrics& m) { return {m.cdiv, m.real, m.fake, m.max_abs_f}; }
 
@@ -573,8 +576,12 @@ void run_conditional_langevin(const ParityCase& c, const std::string& device) {
   for (int32_t& y : other) y = (y + 1) % c.outputs;
   Tensor a2 = start, b2 = start;
   cpu.sample(a2, p, 77, 0, nullptr, &other);
+  ASSERT_FALSE(near(a2.data, a.data, kLangevin, "", {.quiet = true})) << "other classes, the same chains";
   dev->sample(b2, p, 77, 0, nullptr, &other);
   EXPECT_TRUE(near(b2.data, a2.data, kLangevin, "x with the classes moved by one"));
+  if (on_gpu(*dev)) {  // so the second call ran a captured graph, which read the new classes
+    expect_captured(*dev, 1, "the conditional chunk captured at its second occurrence");
+  }
   Tensor b3 = start;  // and unconditionally, after the conditional chunks
   dev->sample(b3, p, 77);
   EXPECT_TRUE(near(b3.data, u.data, kLangevin, "x, unconditional, after the conditional runs"));
@@ -710,7 +717,8 @@ LossGradient independent_loss_gradient(CpuBackend& ref, const std::vector<float>
 // The same for train.objective "jem": logits by outputs(), dL/df by jem_loss_rows in double (engine/loss.hpp, from
 // the rows' labels y), ∇θ by param_grad. cdiv holds the whole gradient (reg none); terms = ∂(Σ |dL/df_ik| f_ik)/∂θ.
 LossGradient independent_jem_gradient(CpuBackend& ref, const std::vector<float>& theta, const std::vector<float>& real,
-                                      int nr, const std::vector<float>& fake, int nf, const std::vector<int32_t>& y) {
+                                      int nr, const std::vector<float>& fake, int nf, const std::vector<int32_t>& y,
+                                      float ce_weight = -1) {
   const EngineOptions& o = ref.options();
   const NetSpec& net = o.net;
   const int K = net.outputs;
@@ -723,7 +731,8 @@ LossGradient independent_jem_gradient(CpuBackend& ref, const std::vector<float>&
   std::vector<double> df(fd.size());
   JemSums sums;
   jem_loss_rows(fd.data(), nr, nf, K, y.data(), nr, nf,
-                JemWeights{float(o.alpha), float(o.cd_weight), float(o.ce_weight)}, df.data(), sums);
+                JemWeights{float(o.alpha), float(o.cd_weight), ce_weight >= 0 ? ce_weight : float(o.ce_weight)},
+                df.data(), sums);
   std::vector<float> w(df.begin(), df.end()), w_abs(df.size()), f2;
   for (size_t i = 0; i < df.size(); ++i) w_abs[i] = float(std::fabs(df[i]));
   LossGradient g;
@@ -828,7 +837,26 @@ void run_loss_gradient(const ParityCase& c, const std::string& device) {
         const std::vector<int32_t> labels = parity_labels(c.rows, c.outputs);
         std::vector<int32_t> y(static_cast<size_t>(nr));
         for (int i = 0; i < nr; ++i) y[size_t(i)] = labels[size_t(perm[size_t(b * bs + i)])];
-        want = independent_jem_gradient(ref, theta, real, nr, newest_rows(*be, bs, img), bs, y);
+        const std::vector<float> fake = newest_rows(*be, bs, img);
+        want = independent_jem_gradient(ref, theta, real, nr, fake, bs, y);
+        if (step == 1 && be == &cpu) {  // the comparison tells the JEM gradient from its likely mistakes
+          std::vector<int32_t> y_next = y;
+          for (int32_t& v : y_next) v = (v + 1) % c.outputs;
+          struct Mistake {
+            const char* name;
+            LossGradient g;
+          };
+          std::vector<Mistake> mistakes;
+          mistakes.push_back({"labels moved by one class", independent_jem_gradient(ref, theta, real, nr, fake, bs, y_next)});
+          mistakes.push_back({"the cross-entropy term dropped", independent_jem_gradient(ref, theta, real, nr, fake, bs, y, 0)});
+          if (o.shift > 0) {
+            const std::vector<float> unshifted = rebuild_real_rows(data, perm, b, bs, nr, rng_before, o.real_noise, img);
+            mistakes.push_back({"real rows not shifted", independent_jem_gradient(ref, theta, unshifted, nr, fake, bs, y)});
+          }
+          for (const Mistake& m : mistakes)
+            EXPECT_FALSE(near(m.g.total(), want.total(), kParamGrad, "", {.net = &o.net, .scale = &want.terms, .quiet = true}))
+                << at << ": tolerance '" << kParamGrad.name << "' cannot tell the JEM gradient from one with " << m.name;
+        }
       } else {
         want = independent_loss_gradient(ref, theta, real, nr, newest_rows(*be, bs, img), bs, o.alpha);
       }
