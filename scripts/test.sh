@@ -9,16 +9,18 @@
 #      here in an environment shaped like that machine's: a cold CUDA build, 2-5 minutes on 2 cores;
 #   5. plain build: `cmake -S . -B build-plain && cmake --build build-plain` as most people type it, with
 #      CMake's default generator (Unix Makefiles, not the presets' Ninja) into a fresh folder: the build path
-#      (generated sources, their folders, link order), CPU backend, unoptimised, without the test binary.
-#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--no-plain-build] [--quick]
-#                   [--fuzz-seconds N]
-# --quick is --no-fuzz --no-sanitize --no-device-dry-run --no-plain-build; --cpu-only skips the dry run too (it needs the
-# CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later ones; the script
+#      (generated sources, their folders, link order), CPU backend, unoptimised, without the test binary;
+#   6. aarch64: scripts/aarch64_check.sh, the CPU backend cross-compiled for 64-bit ARM and its unit tests (backend,
+#      gradients, sampler, JEM, formats, resume) under qemu-user: about 6 minutes on 2 cores.
+#   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--no-plain-build] [--no-aarch64]
+#                   [--quick] [--fuzz-seconds N]
+# --quick is --no-fuzz --no-sanitize --no-device-dry-run --no-plain-build --no-aarch64; --cpu-only skips the dry
+# run too (it needs the CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later ones; the script
 # fails if any stage failed, after a summary with each stage's time. clang and libFuzzer missing is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-preset=release fuzz=1 sanitize=1 device_dry_run=1 plain_build=1 fuzz_seconds=30 setup_args=()
+preset=release fuzz=1 sanitize=1 device_dry_run=1 plain_build=1 aarch64=1 fuzz_seconds=30 setup_args=()
 while (($#)); do
   case "$1" in
     --cpu-only) preset=cpu-only device_dry_run=0; setup_args+=(--cpu-only) ;;
@@ -26,9 +28,10 @@ while (($#)); do
     --no-sanitize) sanitize=0 ;;
     --no-device-dry-run) device_dry_run=0 ;;
     --no-plain-build) plain_build=0 ;;
-    --quick) fuzz=0 sanitize=0 device_dry_run=0 plain_build=0 ;;
+    --no-aarch64) aarch64=0 ;;
+    --quick) fuzz=0 sanitize=0 device_dry_run=0 plain_build=0 aarch64=0 ;;
     --fuzz-seconds) fuzz_seconds="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -104,6 +107,12 @@ if ((plain_build)); then
     ls build-plain/ebm_train build-plain/ebm_sample build-plain/ebm_score build-plain/ebm_eval build-plain/ebm_bench > /dev/null
   }
   stage "plain build" plain
+fi
+
+if ((aarch64)); then
+  aarch64_args=()
+  [ "$werror" = ON ] && aarch64_args+=(--werror)
+  stage "aarch64" scripts/aarch64_check.sh "${aarch64_args[@]}"
 fi
 
 echo "=== test.sh: summary"
