@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu/cpu_backend.hpp"  // cpu_kernel_isa
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
 #include "host/eval/backend_factory.hpp"
@@ -144,6 +145,9 @@ nlohmann::json measure(const Flags& f, bool fused, const std::string& chain) {
   const BackendFacts facts = be->facts();
   nlohmann::json out = {{"backend", be->describe()},
                         {"kind", backend_name(facts.kind)},
+                        // the CPU kernels' instruction set, and the vector-kernel copy chosen at run time where it
+                        // is another (engine/cpu/cpu_backend.hpp); null on the GPU
+                        {"cpu_kernels", facts.kind == BackendKind::kCpu ? nlohmann::json(cpu_kernel_isa()) : nullptr},
                         {"graphs", facts.graphs},
                         {"graph_captures", facts.graph_captures},
                         {"deterministic", facts.deterministic},

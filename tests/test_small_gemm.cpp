@@ -1,16 +1,33 @@
-// ebm::small_sgemm_nn against a naive double-precision reference: the conv shapes of the CPU backend, odd
-// sizes (row/column tails), padded strides, and the shapes it must decline.
+// The small GEMM kernels against a naive double-precision reference: the conv shapes of the CPU backend, odd
+// sizes (row/column tails), padded strides, and the shapes they must decline — every copy of them (one per
+// instruction set, engine/cpu/small_gemm.hpp) this build has and this CPU runs: SmallGemm/Isa.<test>/<copy>.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/cpu/small_gemm.hpp"
 
-using ebm::small_sgemm_nn;
-
 namespace {
+
+// The copy under test (the fixture sets it), called through the names the tests always used.
+const ebm::CpuVectorKernels* g_kernels = nullptr;
+bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
+  return g_kernels->sgemm_nn(M, N, K, A, lda, B, ldb, C, ldc);
+}
+bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
+                   float* C, int ldc) {
+  return g_kernels->conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc);
+}
+
+const ebm::CpuVectorKernels* find_copy(const std::string& isa) {
+  for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants())
+    if (isa == k.isa) return &k;
+  return nullptr;
+}
 
 // Runs small_sgemm_nn on random data with the given padding of each stride and checks every element
 // against a double reference to 1e-5 of the row's sum of |A[i][k]·B[k][j]| (plus a tiny absolute floor).
@@ -47,35 +64,43 @@ void check(int M, int N, int K, int pad_a = 0, int pad_b = 0, int pad_c = 0) {
   EXPECT_EQ(bad, 0);
 }
 
+class Isa : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    g_kernels = find_copy(GetParam());
+    if (!g_kernels) GTEST_SKIP() << "no \"" << GetParam() << "\" copy here (not x86-64, or this CPU lacks its instructions)";
+  }
+};
+
 }  // namespace
 
-TEST(SmallGemm, ForwardConvShapes) {
+TEST_P(Isa, ForwardConvShapes) {
   check(4096, 32, 144);
   check(1024, 64, 288);
   check(256, 64, 576);
   check(16384, 16, 9);
 }
 
-TEST(SmallGemm, BackwardDataConvShapes) {
+TEST_P(Isa, BackwardDataConvShapes) {
   check(4096, 144, 32);
   check(1024, 288, 64);
   check(256, 576, 64);
 }
 
-TEST(SmallGemm, OddSizesAndTails) {
+TEST_P(Isa, OddSizesAndTails) {
   for (int M : {1, 2, 5, 7, 13, 25})
     for (int N : {16, 32, 48, 80, 112, 208, 1024})
       for (int K : {1, 3, 17, 577}) check(M, N, K);
 }
 
-TEST(SmallGemm, PaddedStrides) {
+TEST_P(Isa, PaddedStrides) {
   check(13, 48, 3, 5, 16, 7);
   check(7, 80, 577, 3, 1, 16);
   check(37, 144, 32, 1, 32, 3);
   check(1, 16, 1, 9, 9, 9);
 }
 
-TEST(SmallGemm, DeterministicAcrossCalls) {
+TEST_P(Isa, DeterministicAcrossCalls) {
   const int M = 29, N = 96, K = 61;
   std::vector<float> A(M * K), B(K * N), C1(M * N), C2(M * N);
   for (size_t i = 0; i < A.size(); ++i) A[i] = std::sin(0.37f * static_cast<float>(i));
@@ -89,7 +114,7 @@ TEST(SmallGemm, DeterministicAcrossCalls) {
   for (int j = 0; j < N; ++j) EXPECT_EQ(row[j], C1[j]) << j;
 }
 
-TEST(SmallGemm, DeclinesUnhandledShapes) {
+TEST_P(Isa, DeclinesUnhandledShapes) {
   std::vector<float> A(16384 * 9, 1.0f), B(9 * 1040, 1.0f), C(16384 * 16, -7.0f);
   EXPECT_FALSE(small_sgemm_nn(16384, 9, 9, A.data(), 9, B.data(), 9, C.data(), 9));
   EXPECT_FALSE(small_sgemm_nn(4, 0, 3, A.data(), 3, B.data(), 16, C.data(), 16));
@@ -101,7 +126,7 @@ TEST(SmallGemm, DeclinesUnhandledShapes) {
   for (size_t i = 0; i < C.size(); ++i) ASSERT_EQ(C[i], -7.0f) << "declined call wrote C at " << i;
 }
 
-TEST(SmallGemm, ImplicitConvMatchesTheExplicitSum) {
+TEST_P(Isa, ImplicitConvMatchesTheExplicitSum) {
   // Rows gather T pixel rows of `in` (some taps padding, −1); M not a multiple of any MR; N = 32 and 80.
   std::mt19937 gen(5);
   std::uniform_real_distribution<float> u(-1, 1);
@@ -113,7 +138,7 @@ TEST(SmallGemm, ImplicitConvMatchesTheExplicitSum) {
   for (int N : {32, 80}) {
     std::vector<float> B(size_t(T) * cin * N), C(size_t(M) * N, 7.0f);
     for (auto& v : B) v = u(gen);
-    ASSERT_TRUE(ebm::small_conv_nn(M, N, T, cin, taps.data(), in.data(), B.data(), N, C.data(), N));
+    ASSERT_TRUE(small_conv_nn(M, N, T, cin, taps.data(), in.data(), B.data(), N, C.data(), N));
     for (int r = 0; r < M; ++r)
       for (int j = 0; j < N; ++j) {
         double ref = 0, mag = 0;
@@ -130,5 +155,48 @@ TEST(SmallGemm, ImplicitConvMatchesTheExplicitSum) {
       }
   }
   std::vector<float> C(16);
-  EXPECT_FALSE(ebm::small_conv_nn(1, 9, T, cin, taps.data(), in.data(), in.data(), 9, C.data(), 9)) << "N % 16 != 0";
+  EXPECT_FALSE(small_conv_nn(1, 9, T, cin, taps.data(), in.data(), in.data(), 9, C.data(), 9)) << "N % 16 != 0";
+}
+
+INSTANTIATE_TEST_SUITE_P(SmallGemm, Isa, ::testing::Values("build", "baseline", "avx2", "avx512"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// avx2 and avx512 run the same 16-float vector code with fused multiply-adds: the same bits, whatever the width.
+// (baseline rounds each product before adding it: within the reference's tolerance above, not the same bits.)
+TEST(SmallGemmIsa, Avx2AndAvx512GiveTheSameBits) {
+  const ebm::CpuVectorKernels *a = find_copy("avx2"), *b = find_copy("avx512");
+  if (!a || !b) GTEST_SKIP() << "needs both the avx2 and the avx512 copy (an x86-64 CPU with AVX-512)";
+  const int M = 67, N = 208, K = 577;
+  std::mt19937 gen(9);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> A(size_t(M) * K), B(size_t(K) * N), Ca(size_t(M) * N), Cb(size_t(M) * N), Cs(size_t(M) * N);
+  for (auto& v : A) v = u(gen);
+  for (auto& v : B) v = u(gen);
+  ASSERT_TRUE(a->sgemm_nn(M, N, K, A.data(), K, B.data(), N, Ca.data(), N));
+  ASSERT_TRUE(b->sgemm_nn(M, N, K, A.data(), K, B.data(), N, Cb.data(), N));
+  EXPECT_EQ(Ca, Cb);
+#if defined(__AVX512F__)  // a native AVX-512 build: its own copy is the avx512 one's code, bit for bit
+  std::vector<float> Cn(size_t(M) * N);
+  ASSERT_TRUE(find_copy("build")->sgemm_nn(M, N, K, A.data(), K, B.data(), N, Cn.data(), N));
+  EXPECT_EQ(Cn, Cb);
+#endif
+  if (const ebm::CpuVectorKernels* s = find_copy("baseline")) {  // and the comparison could fail: baseline differs
+    ASSERT_TRUE(s->sgemm_nn(M, N, K, A.data(), K, B.data(), N, Cs.data(), N));
+    EXPECT_NE(Cs, Cb) << "baseline gave FMA's bits: was it compiled for the wrong instruction set?";
+  }
+}
+
+// The copy in use: a native build runs its own; a portable one the widest this CPU runs (unless EBM_CPU_ISA).
+TEST(SmallGemmIsa, TheCopyInUseIsTheBuildsOrTheWidest) {
+  const std::vector<ebm::CpuVectorKernels>& v = ebm::cpu_vector_variants();
+  ASSERT_FALSE(v.empty());
+  EXPECT_STREQ(v.front().isa, "build");
+  const char* forced = std::getenv("EBM_CPU_ISA");
+  if (forced && *forced) GTEST_SKIP() << "EBM_CPU_ISA=" << forced << " chooses";
+  const std::string in_use = ebm::cpu_vector_kernels().isa;
+#ifdef EBM_NATIVE_BUILD
+  EXPECT_EQ(in_use, "build");
+#else
+  EXPECT_EQ(in_use, v.back().isa);
+#endif
 }

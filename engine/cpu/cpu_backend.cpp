@@ -15,6 +15,7 @@
 #include "engine/error.hpp"
 #include "engine/openmp_guard.hpp"
 #include "engine/cpu/fast_math.hpp"
+#include "engine/cpu/small_gemm.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/loss.hpp"
 #include "engine/spectral_norm.hpp"
@@ -113,6 +114,7 @@ CpuBackend::CpuBackend(const EngineOptions& opt)
     : opt_(opt), comm_(opt.comm), rank_(comm_ ? comm_->rank() : 0), world_(comm_ ? comm_->size() : 1),
       buffer_(shard_capacity(opt), opt.net.image_size()) {
   check_openmp_usable();  // a child forked after OpenMP ran is told so before anything is made
+  cpu_vector_kernels();   // chosen here, not at the first GEMM inside a parallel region: EBM_CPU_ISA's error is one line
   set_gemm_threads(1);    // loads OpenBLAS (its own mapping then counts as mapped below); one thread per GEMM
   const int threads = cpu_backend_threads();
   check_address_space(cpu_backend_address_space(threads),
@@ -167,8 +169,9 @@ void perturb_slice(float* x, int64_t lo, int64_t hi, float sigma, uint64_t seed,
   // Groups of 64 elements (16 blocks) aligned to the stream, so element i has the same value however the
   // rows are split over threads; edge groups compute all 64 and use their part.
   float n64[64];
+  const auto normal64 = cpu_vector_kernels().normal64;  // the copy chosen for this CPU (fast_math's philox_normal64)
   for (int64_t g = lo / 64 * 64; g < hi; g += 64) {
-    philox_normal64(seed, stream, offset + uint64_t(g) / 4, n64);
+    normal64(seed, stream, offset + uint64_t(g) / 4, n64);
     const int64_t a = std::max(lo, g), b = std::min(hi, g + 64);
     for (int64_t i = a; i < b; ++i) x[i] = langevin_perturb(x[i], sigma, n64[i - g]);
   }
@@ -209,17 +212,21 @@ void CpuBackend::reduce_grads(int n) {
   }
 }
 
-// The instruction set this build's own kernels were compiled for (EBM_NATIVE: the build machine's).
-const char* cpu_kernel_isa() {
+// The instruction set this build's own kernels were compiled for (EBM_NATIVE: the build machine's), and the copy
+// of the vector kernels (engine/cpu/small_gemm.hpp) chosen at run time where it is not the build's own (a portable
+// build on a wider CPU, or EBM_CPU_ISA): "avx512", "baseline (vector kernels avx512)".
+std::string cpu_kernel_isa() {
 #if defined(__AVX512F__)
-  return "avx512";
+  const std::string build = "avx512";
 #elif defined(__AVX2__) && defined(__FMA__)
-  return "avx2+fma";
+  const std::string build = "avx2+fma";
 #elif defined(__aarch64__)
-  return "aarch64";
+  const std::string build = "aarch64";
 #else
-  return "baseline";
+  const std::string build = "baseline";
 #endif
+  const std::string chosen = cpu_vector_dispatched_isa();
+  return chosen.empty() ? build : build + " (vector kernels " + chosen + ")";
 }
 
 std::string CpuBackend::describe() const {

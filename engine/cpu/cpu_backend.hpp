@@ -9,6 +9,7 @@
 // the 1-rank gradient up to float summation order; metrics are all-reduced sums.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "engine/backend.hpp"
 #include "engine/cpu/cpu_net.hpp"
@@ -17,9 +18,11 @@
 
 namespace ebm {
 
-// The instruction set the backend's own kernels were compiled for: "avx512", "avx2+fma", "aarch64" or "baseline".
-// With the GEMM library's kernels (gemm_provider), what a run's last bits depend on (README: Reproducibility).
-const char* cpu_kernel_isa();
+// The instruction set the backend's own kernels were compiled for: "avx512", "avx2+fma", "aarch64" or "baseline",
+// followed by the copy of the vector kernels chosen at run time where it is another (engine/cpu/small_gemm.hpp:
+// "baseline (vector kernels avx512)" in a portable build on an AVX-512 CPU). With the GEMM library's kernels
+// (gemm_provider), what a run's last bits depend on (README: Reproducibility).
+std::string cpu_kernel_isa();
 // The threads a CpuBackend made now runs (OMP_NUM_THREADS where set, else one per core).
 int cpu_backend_threads();
 // Under an address-space limit (ulimit -v), the bytes a CpuBackend of `threads` threads maps besides its data:

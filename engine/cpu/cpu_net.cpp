@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "engine/cpu/conv_taps.hpp"
 #include "engine/cpu/fast_math.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/cpu/small_gemm.hpp"
@@ -115,105 +116,59 @@ inline void gemm_nn(int m, int n, int k, const double* a, int lda, const double*
   gemm(false, false, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc);
 }
 
-// Calls fn(b, oy, ox, t, input_pixel_index) for every in-image tap t = ky·k + kx of every output pixel.
-template <class Fn>
-inline void for_each_tap(const ConvShape& s, int b, int oy, int ox, Fn&& fn) {
-  for (int ky = 0; ky < s.k; ++ky) {
-    const int iy = oy * s.stride - s.pad + ky;
-    if (iy < 0 || iy >= s.hin) continue;
-    for (int kx = 0; kx < s.k; ++kx) {
-      const int ix = ox * s.stride - s.pad + kx;
-      if (ix >= 0 && ix < s.win) fn(ky * s.k + kx, (int64_t(b) * s.hin + iy) * s.win + ix);
-    }
-  }
-}
-
 // Single-channel input (the first layer): z [p][cout] = Σ_t x[tap t of p] · wt [t][cout]. x [n·h·w],
 // wt [k·k][cout]. In float with cout % 16 == 0, each 16 output channels are one vector accumulator.
 template <class T>
 void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
-  using fast_math_detail::f16;
   const int co = s.cout;
   const bool vec = std::is_same_v<T, float> && co % 16 == 0;
   openmp_region();
 #pragma omp parallel for schedule(static)
-  for (int b = 0; b < n; ++b)
+  for (int b = 0; b < n; ++b) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (vec) {  // the copy of the vector kernels chosen for this CPU (engine/cpu/small_gemm.cpp)
+        cpu_vector_kernels().conv1_forward_image(s, b, x, wt, z);
+        continue;
+      }
+    }
     for (int oy = 0; oy < s.hout; ++oy)
       for (int ox = 0; ox < s.wout; ++ox) {
         T* zr = z + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
-        if constexpr (std::is_same_v<T, float>) {
-          if (vec) {
-            const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
-            if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {  // interior: no bounds checks
-              const T* xb = x + (int64_t(b) * s.hin + iy0) * s.win + ix0;
-              for (int cb = 0; cb < co; cb += 16) {
-                f16 acc = {};
-                for (int ky = 0; ky < s.k; ++ky)
-                  for (int kx = 0; kx < s.k; ++kx) {
-                    f16 w;
-                    std::memcpy(&w, wt + int64_t(ky * s.k + kx) * co + cb, sizeof w);
-                    acc += xb[ky * s.win + kx] * w;
-                  }
-                std::memcpy(zr + cb, &acc, sizeof acc);
-              }
-              continue;
-            }
-            for (int cb = 0; cb < co; cb += 16) {
-              f16 acc = {};
-              for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
-                f16 w;
-                std::memcpy(&w, wt + int64_t(t) * co + cb, sizeof w);
-                acc += x[i] * w;
-              });
-              std::memcpy(zr + cb, &acc, sizeof acc);
-            }
-            continue;
-          }
-        }
         for (int c = 0; c < co; ++c) zr[c] = T(0);
         for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
           for (int c = 0; c < co; ++c) zr[c] += x[i] * wt[int64_t(t) * co + c];
         });
       }
+  }
 }
 
 // Its input gradient: dx [n·h·w] = Σ over (p, t) of dz[p]·wt[t] (a dot over cout), scattered to the
 // taps. In float with k·k ≤ 16 the k·k dots of a pixel are one vector: Σ_c dz[p][c] · (wt[0..k·k)[c]).
 template <class T>
 void conv1_backward_data(const ConvShape& s, int n, const T* dz, const T* wt, T* dx) {
-  using fast_math_detail::f16;
   const int co = s.cout, kk = s.k * s.k;
   const int64_t img = int64_t(s.hin) * s.win;
-  std::vector<f16> wcol;  // wcol[c][t] = wt[t][c]
+  std::vector<float> wcol;  // wcol[c·16 + t] = wt[t][c], t < k·k (zero-padded to 16)
   if constexpr (std::is_same_v<T, float>) {
     if (kk <= 16) {
-      wcol.assign(size_t(co), f16{});
+      wcol.assign(size_t(co) * 16, 0.0f);
       for (int t = 0; t < kk; ++t)
-        for (int c = 0; c < co; ++c) wcol[c][t] = wt[int64_t(t) * co + c];
+        for (int c = 0; c < co; ++c) wcol[size_t(c) * 16 + t] = wt[int64_t(t) * co + c];
     }
   }
   openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {
     std::fill(dx + b * img, dx + (b + 1) * img, T(0));
+    if constexpr (std::is_same_v<T, float>) {
+      if (!wcol.empty()) {  // the copy of the vector kernels chosen for this CPU (engine/cpu/small_gemm.cpp)
+        cpu_vector_kernels().conv1_backward_data_image(s, b, dz, wcol.data(), dx);
+        continue;
+      }
+    }
     for (int oy = 0; oy < s.hout; ++oy)
       for (int ox = 0; ox < s.wout; ++ox) {
         const T* g = dz + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
-        if constexpr (std::is_same_v<T, float>) {
-          if (!wcol.empty()) {
-            f16 acc = {};
-            for (int c = 0; c < co; ++c) acc += g[c] * wcol[c];
-            const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
-            if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {  // interior: no bounds checks
-              T* db = dx + (int64_t(b) * s.hin + iy0) * s.win + ix0;
-              for (int ky = 0; ky < s.k; ++ky)
-                for (int kx = 0; kx < s.k; ++kx) db[ky * s.win + kx] += acc[ky * s.k + kx];
-              continue;
-            }
-            for_each_tap(s, b, oy, ox, [&](int t, int64_t i) { dx[i] += acc[t]; });
-            continue;
-          }
-        }
         for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
           T acc = T(0);
           for (int c = 0; c < co; ++c) acc += g[c] * wt[int64_t(t) * co + c];
@@ -323,7 +278,10 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
     }
     std::vector<T>& out = (l + 1 < L) ? in_[l + 1] : out_;
     ensure(out, size_t(p) * s.cout);
-    bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
+    if constexpr (std::is_same_v<T, float>)  // the copy of the vector kernels chosen for this CPU
+      cpu_vector_kernels().bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
+    else
+      bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
   }
   // Dense over NCHW-flattened features: f_ik = b_k + Σ_c Σ_q Wd[k][c·HW + q] · a[i·HW + q][c].
   const ConvShape& last = net_.convs.back();

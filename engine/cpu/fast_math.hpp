@@ -3,6 +3,9 @@
 // if-convert the clamps of a hand-written expf, so the bias+swish row is written with GCC vector
 // extensions (lowered to AVX-512/AVX2/SSE, whatever the target has): a Cephes-style expf — range
 // reduction to [−ln2/2, ln2/2], degree-6 polynomial, ~1 ulp where it matters.
+//
+// Every function here is `static inline`: engine/cpu/small_gemm.cpp compiles them once per instruction set, and a
+// copy with external linkage could be merged at link time with another's (an AVX-512 expf16 run by baseline code).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -17,10 +20,10 @@ namespace fast_math_detail {
 typedef float f16 __attribute__((vector_size(64)));
 typedef int32_t i16 __attribute__((vector_size(64)));
 
-inline f16 splat(float v) { return f16{} + v; }
+static inline f16 splat(float v) { return f16{} + v; }
 
 // exp(x) lane by lane.
-inline f16 expf16(f16 x) {
+static inline f16 expf16(f16 x) {
   x = x < splat(-87.3f) ? splat(-87.3f) : x;
   x = x > splat(88.3f) ? splat(88.3f) : x;
   const f16 t = x * 1.44269504088896341f + 0.5f;
@@ -42,7 +45,7 @@ inline f16 expf16(f16 x) {
 }
 
 // log(x) for x in (0, 1] (Cephes logf: x = m·2^e with m in [√½, √2), degree-8 polynomial; ~1 ulp).
-inline f16 logf16(f16 x) {
+static inline f16 logf16(f16 x) {
   i16 bits;
   std::memcpy(&bits, &x, sizeof bits);
   i16 e = ((bits >> 23) & 0xff) - 126;
@@ -71,7 +74,7 @@ inline f16 logf16(f16 x) {
 
 // sin and cos of t for t in [0, 2π) (Cephes sinf/cosf polynomials): t = j·π/2 + y with |y| ≤ π/4,
 // then the quadrant j picks and signs the two.
-inline void sincosf16(f16 t, f16& sn, f16& cs) {
+static inline void sincosf16(f16 t, f16& sn, f16& cs) {
   const i16 q = __builtin_convertvector(t * 0.63661977236758134f + 0.5f, i16);  // nearest j, 0..4
   const f16 j = __builtin_convertvector(q, f16);
   const f16 y = ((t - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;  // Cody–Waite
@@ -97,7 +100,7 @@ inline void sincosf16(f16 t, f16& sn, f16& cs) {
 
 // 64 normals: elements 4·b .. 4·b+3 of blocks b = first .. first+15 of a Philox stream, by Box–Muller
 // with the vector log and sincos above (within a few ulp of kernels/philox.hpp's philox_normal_at).
-inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]) {
+static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]) {
   using namespace fast_math_detail;
   alignas(64) float u[32], v[32];  // pair p of block b: u = radius source, v = angle source
   for (int b = 0; b < 16; ++b) {
@@ -129,7 +132,7 @@ inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t first, floa
 
 // Fused bias + swish over a [rows][cols] block (NHWC: one row per pixel, channels along it):
 // z ← z + bias[col], σ ← σ(z), a ← z·σ.
-inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias) {
+static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias) {
   using namespace fast_math_detail;
   for (int64_t r = 0; r < rows; ++r) {
     float* zr = z + r * cols;
@@ -158,7 +161,7 @@ inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int cols, c
 }
 
 // The double path (gradient checks) stays exact.
-inline void bias_swish(double* z, double* sig, double* a, int64_t rows, int cols, const double* bias) {
+static inline void bias_swish(double* z, double* sig, double* a, int64_t rows, int cols, const double* bias) {
   for (int64_t i = 0; i < rows * cols; ++i) {
     const double zz = z[i] + bias[i % cols], s = 1.0 / (1.0 + std::exp(-zz));
     z[i] = zz;

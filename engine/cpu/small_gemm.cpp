@@ -1,11 +1,25 @@
 // Register-blocked SGEMM micro-kernels (see small_gemm.hpp). A micro-tile of MR rows × NV·16 columns of C
 // lives in MR·NV vector accumulators; per k, NV vectors of B are loaded, each A[r][k] is broadcast and
 // fused-multiply-added into its row. Column panels are chosen so the main width divides N when possible.
+//
+// Compiled more than once (CMakeLists.txt): as part of the engine with the build's own -march, its entry points in
+// namespace ebm::isa_build, and on x86-64 once more per instruction set (-march=x86-64, x86-64-v3, x86-64-v4: the
+// entry points in ebm::isa_baseline, isa_avx2, isa_avx512), among which engine/cpu/small_gemm_dispatch.cpp picks
+// at run time. Everything else here has internal linkage, so no copy's code can stand in for another's at link
+// time (tests/cli_isa_objects.sh checks that these objects define no weak symbols).
 #include "engine/cpu/small_gemm.hpp"
 
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+
+#include "engine/cpu/conv_taps.hpp"
+#include "engine/cpu/fast_math.hpp"  // bias_swish, philox_normal64: inlined into this copy's entry points
+#include "engine/net.hpp"
+
+#ifndef EBM_KERNEL_NS
+#define EBM_KERNEL_NS isa_build
+#endif
 
 namespace ebm {
 namespace {
@@ -104,6 +118,8 @@ void conv_panel(int M, int T, int cin, const int32_t* taps, const float* in, con
 
 }  // namespace
 
+namespace EBM_KERNEL_NS {
+
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                    float* C, int ldc) {
   if (M < 1 || T < 1 || cin < 1 || cin > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
@@ -152,4 +168,73 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
   return true;
 }
 
+// The first layer (one input channel), image b: z [p][cout] = Σ_t x[tap t of p] · wt [t][cout], 16 output channels
+// to a vector accumulator (cout % 16 == 0); an interior pixel's taps without bounds checks.
+void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z) {
+  using fast_math_detail::f16;
+  const int co = s.cout;
+  for (int oy = 0; oy < s.hout; ++oy)
+    for (int ox = 0; ox < s.wout; ++ox) {
+      float* zr = z + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
+      const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
+      if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {
+        const float* xb = x + (int64_t(b) * s.hin + iy0) * s.win + ix0;
+        for (int cb = 0; cb < co; cb += 16) {
+          f16 acc = {};
+          for (int ky = 0; ky < s.k; ++ky)
+            for (int kx = 0; kx < s.k; ++kx) {
+              f16 w;
+              __builtin_memcpy(&w, wt + int64_t(ky * s.k + kx) * co + cb, sizeof w);
+              acc += xb[ky * s.win + kx] * w;
+            }
+          __builtin_memcpy(zr + cb, &acc, sizeof acc);
+        }
+        continue;
+      }
+      for (int cb = 0; cb < co; cb += 16) {
+        f16 acc = {};
+        for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+          f16 w;
+          __builtin_memcpy(&w, wt + int64_t(t) * co + cb, sizeof w);
+          acc += x[i] * w;
+        });
+        __builtin_memcpy(zr + cb, &acc, sizeof acc);
+      }
+    }
+}
+
+// Its input gradient for image b (dx's image zeroed by the caller): the k·k dots of a pixel (k·k ≤ 16) as one
+// vector Σ_c dz[p][c] · wcol[c] (wcol [cout][16]: wt transposed, zero-padded), scattered to the taps.
+void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx) {
+  using fast_math_detail::f16;
+  const int co = s.cout;
+  for (int oy = 0; oy < s.hout; ++oy)
+    for (int ox = 0; ox < s.wout; ++ox) {
+      const float* g = dz + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
+      f16 acc = {};
+      for (int c = 0; c < co; ++c) {
+        f16 w;
+        __builtin_memcpy(&w, wcol + int64_t(c) * 16, sizeof w);
+        acc += g[c] * w;
+      }
+      const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
+      if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {
+        float* db = dx + (int64_t(b) * s.hin + iy0) * s.win + ix0;
+        for (int ky = 0; ky < s.k; ++ky)
+          for (int kx = 0; kx < s.k; ++kx) db[ky * s.win + kx] += acc[ky * s.k + kx];
+        continue;
+      }
+      for_each_tap(s, b, oy, ox, [&](int t, int64_t i) { dx[i] += acc[t]; });
+    }
+}
+
+void bias_swish_rows(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias) {
+  bias_swish(z, sig, a, rows, cols, bias);
+}
+
+void normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]) {
+  philox_normal64(seed, stream, first, out);
+}
+
+}  // namespace EBM_KERNEL_NS
 }  // namespace ebm

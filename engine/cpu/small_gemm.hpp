@@ -3,8 +3,12 @@
 // -march=native lowers it to AVX-512 where the CPU has it (narrower vectors elsewhere).
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace ebm {
+
+struct ConvShape;  // engine/net.hpp
 
 // C[M][N] = A[M][K] · B[K][N] (beta = 0: C is overwritten). lda/ldb/ldc are row strides in floats.
 // Each C element is the sum over k in increasing order (fused multiply-adds), so results are deterministic.
@@ -17,5 +21,33 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
 // read zeros), and B is [T·cin][N] with row stride ldb. Same conditions on N as above; cin ≤ 1024.
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                    float* C, int ldc);
+
+// --- The CPU backend's vector kernels (these two and those below), one copy per instruction set, chosen at run
+// time (engine/cpu/small_gemm_dispatch.cpp); small_sgemm_nn and small_conv_nn above call the chosen copy ---
+// The build's own copy ("build": its -march, native with EBM_NATIVE) and, on x86-64, "baseline" (x86-64: SSE2),
+// "avx2" (x86-64-v3: AVX2 + FMA) and "avx512" (x86-64-v4). A portable build (EBM_NATIVE=OFF) runs the best one the
+// CPU has; a native one its own. EBM_CPU_ISA=<name> forces one (UserError, one line, naming the ones this CPU runs,
+// when it is unknown or this CPU lacks it). The 16-float vectors are the same code in every copy: avx2 and avx512
+// give the same bits (FMA in both), baseline's multiply-then-add rounds twice and differs in the last bits.
+// Besides the GEMMs, the other 16-float vector kernels of the CPU backend's Langevin step: the fused bias + swish of
+// a layer's rows and the Philox normals of the Langevin noise (engine/cpu/fast_math.hpp), the first layer's
+// convolution and its input gradient.
+struct CpuVectorKernels {
+  const char* isa;
+  bool (*sgemm_nn)(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
+  bool (*conv_nn)(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
+                  float* C, int ldc);
+  void (*bias_swish)(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);
+  void (*normal64)(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);
+  // The first (one-channel) layer, one image b at a time (engine/cpu/cpu_net.cpp conv1_forward / _backward_data).
+  void (*conv1_forward_image)(const ConvShape& s, int b, const float* x, const float* wt, float* z);
+  void (*conv1_backward_data_image)(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);
+};
+// The copies compiled in that this CPU can run, "build" first.
+const std::vector<CpuVectorKernels>& cpu_vector_variants();
+// The copy small_sgemm_nn / small_conv_nn run (chosen at the first call; EBM_CPU_ISA read then).
+const CpuVectorKernels& cpu_vector_kernels();
+// The name of the copy in use where it is not the build's own, else "" (for the backend's description).
+std::string cpu_vector_dispatched_isa();
 
 }  // namespace ebm
