@@ -3,13 +3,17 @@
 // instruction set, engine/cpu/small_gemm.hpp) this build has and this CPU runs: SmallGemm/Isa.<test>/<copy>.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu/small_gemm.hpp"
+#include "engine/net.hpp"       // ConvShape
+#include "kernels/philox.hpp"  // philox_normal_at: the scalar reference of the noise
 
 namespace {
 
@@ -199,4 +203,78 @@ TEST(SmallGemmIsa, TheCopyInUseIsTheBuildsOrTheWidest) {
 #else
   EXPECT_EQ(in_use, v.back().isa);
 #endif
+}
+
+// The other vector kernels of each copy (bias + swish, the Langevin noise's normals, the first layer's forward and
+// backward-data): against plain double formulas where they are short, and avx2 against avx512 bit for bit.
+TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const int rows = 37, cols = 48;
+  std::vector<float> z0(size_t(rows) * cols), bias(cols);
+  for (auto& v : z0) v = 4 * u(gen);
+  for (auto& v : bias) v = u(gen);
+  ebm::ConvShape s{};  // the seed's first layer: 1 → 16 channels, 3×3, stride 2, pad 1, 32×32 → 16×16
+  s.cin = 1, s.cout = 16, s.k = 3, s.stride = 2, s.pad = 1, s.hin = 32, s.win = 32, s.hout = 16, s.wout = 16;
+  const int n = 2;
+  std::vector<float> x(size_t(n) * 32 * 32), wt(9 * 16), dz(size_t(n) * 16 * 16 * 16), wcol(16 * 16, 0.0f);
+  for (auto& v : x) v = u(gen);
+  for (auto& v : wt) v = u(gen);
+  for (auto& v : dz) v = u(gen);
+  for (int t = 0; t < 9; ++t)
+    for (int c = 0; c < 16; ++c) wcol[size_t(c) * 16 + t] = wt[size_t(t) * 16 + c];
+  struct Out {
+    std::vector<float> z, sig, a, normals, conv, dx;
+  };
+  std::vector<std::pair<std::string, Out>> outs;
+  for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
+    Out o;
+    o.z = z0, o.sig.resize(z0.size()), o.a.resize(z0.size());
+    k.bias_swish(o.z.data(), o.sig.data(), o.a.data(), rows, cols, bias.data());
+    o.normals.resize(64);
+    k.normal64(42, 5, 1000, o.normals.data());
+    o.conv.assign(size_t(n) * 16 * 16 * 16, 0.0f);
+    for (int b = 0; b < n; ++b) k.conv1_forward_image(s, b, x.data(), wt.data(), o.conv.data());
+    o.dx.assign(x.size(), 0.0f);
+    for (int b = 0; b < n; ++b) k.conv1_backward_data_image(s, b, dz.data(), wcol.data(), o.dx.data());
+    for (int i = 0; i < rows * cols; ++i) {  // z + b, σ(z + b), (z + b)·σ(z + b)
+      const double zz = double(z0[size_t(i)]) + bias[size_t(i % cols)], sg = 1 / (1 + std::exp(-zz));
+      ASSERT_NEAR(o.sig[size_t(i)], sg, 1e-6) << k.isa << " sigma at " << i;
+      ASSERT_NEAR(o.a[size_t(i)], zz * sg, 1e-5 * (1 + std::fabs(zz))) << k.isa << " swish at " << i;
+    }
+    for (int i = 0; i < 64; ++i)  // the scalar Box–Muller of kernels/philox.hpp
+      ASSERT_NEAR(o.normals[size_t(i)], ebm::philox_normal_at(42, 5, 1000, uint64_t(i)), 1e-5) << k.isa << " normal " << i;
+    for (int b = 0; b < n; ++b)  // the forward against its definition at a corner, an edge and an interior pixel
+      for (int p : {0, 7, 16 * 16 - 1})
+        for (int c = 0; c < 16; ++c) {
+          const int oy = p / 16, ox = p % 16;
+          double ref = 0;
+          for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) {
+              const int iy = 2 * oy - 1 + ky, ix = 2 * ox - 1 + kx;
+              if (iy >= 0 && iy < 32 && ix >= 0 && ix < 32)
+                ref += double(x[size_t((b * 32 + iy) * 32 + ix)]) * wt[size_t((ky * 3 + kx) * 16 + c)];
+            }
+          ASSERT_NEAR(o.conv[size_t((b * 256 + p) * 16 + c)], ref, 1e-5) << k.isa << " conv1 at " << b << "," << p;
+        }
+    outs.emplace_back(k.isa, std::move(o));
+  }
+  const Out& ref = outs.front().second;  // the build's own copy: the CPU backend's tests cover its use
+  double dx_err = 0, dx_mag = 0;
+  for (const auto& [isa, o] : outs)
+    for (size_t i = 0; i < ref.dx.size(); ++i)
+      dx_err = std::max(dx_err, double(std::fabs(o.dx[i] - ref.dx[i]))), dx_mag = std::max(dx_mag, double(std::fabs(ref.dx[i])));
+  EXPECT_LT(dx_err, 1e-5 * dx_mag) << "conv1 backward-data differs between copies";
+  EXPECT_GT(dx_mag, 0.1);
+  const Out *a2 = nullptr, *a5 = nullptr;
+  for (const auto& [isa, o] : outs) {
+    if (isa == "avx2") a2 = &o;
+    if (isa == "avx512") a5 = &o;
+  }
+  if (!a2 || !a5) GTEST_SKIP() << "the same-bits half needs the avx2 and avx512 copies";
+  EXPECT_EQ(a2->a, a5->a);
+  EXPECT_EQ(a2->sig, a5->sig);
+  EXPECT_EQ(a2->normals, a5->normals);
+  EXPECT_EQ(a2->conv, a5->conv);
+  EXPECT_EQ(a2->dx, a5->dx);
 }

@@ -122,7 +122,7 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
     std::memcpy(cs + 16 * h, &cv, sizeof cv);
   }
   for (int p = 0; p < 32; ++p) {  // pair p = (block p/2, pair p%2) gives elements 2p (cos) and 2p+1 (sin)
-    const float radius = std::sqrt(lg[p]);
+    const float radius = __builtin_sqrtf(lg[p]);  // no std:: inline wrapper: kept out of the per-ISA copies
     out[2 * p] = radius * cs[p];
     out[2 * p + 1] = radius * sn[p];
   }

@@ -6,7 +6,7 @@
 // namespace ebm::isa_build, and on x86-64 once more per instruction set (-march=x86-64, x86-64-v3, x86-64-v4: the
 // entry points in ebm::isa_baseline, isa_avx2, isa_avx512), among which engine/cpu/small_gemm_dispatch.cpp picks
 // at run time. Everything else here has internal linkage, so no copy's code can stand in for another's at link
-// time (tests/cli_isa_objects.sh checks that these objects define no weak symbols).
+// time (tests/cli_cpu_isa.sh checks that these objects define no weak symbols).
 #include "engine/cpu/small_gemm.hpp"
 
 #include <cstddef>
