@@ -206,7 +206,8 @@ TEST(SmallGemmIsa, TheCopyInUseIsTheBuildsOrTheWidest) {
 }
 
 // The other vector kernels of each copy (bias + swish, the Langevin noise's normals, the first layer's forward and
-// backward-data): against plain double formulas where they are short, and avx2 against avx512 bit for bit.
+// backward-data, col2im, swish'): against plain double formulas where they are short, and avx2 against avx512 bit
+// for bit.
 TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
   std::mt19937 gen(11);
   std::uniform_real_distribution<float> u(-1, 1);
@@ -223,8 +224,13 @@ TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
   for (auto& v : dz) v = u(gen);
   for (int t = 0; t < 9; ++t)
     for (int c = 0; c < 16; ++c) wcol[size_t(c) * 16 + t] = wt[size_t(t) * 16 + c];
+  ebm::ConvShape s2{};  // the seed's second layer for col2im: 16 → 32 channels, 16×16 → 8×8
+  s2.cin = 16, s2.cout = 32, s2.k = 3, s2.stride = 2, s2.pad = 1, s2.hin = 16, s2.win = 16, s2.hout = 8, s2.wout = 8;
+  std::vector<float> dcol(size_t(n) * 64 * 144), da(z0.size());
+  for (auto& v : dcol) v = u(gen);
+  for (auto& v : da) v = u(gen);
   struct Out {
-    std::vector<float> z, sig, a, normals, conv, dx;
+    std::vector<float> z, sig, a, normals, conv, dx, din, dz;
   };
   std::vector<std::pair<std::string, Out>> outs;
   for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
@@ -237,6 +243,25 @@ TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
     for (int b = 0; b < n; ++b) k.conv1_forward_image(s, b, x.data(), wt.data(), o.conv.data());
     o.dx.assign(x.size(), 0.0f);
     for (int b = 0; b < n; ++b) k.conv1_backward_data_image(s, b, dz.data(), wcol.data(), o.dx.data());
+    o.din.assign(size_t(n) * 256 * 16, 7.0f);  // overwritten, not accumulated into
+    for (int b = 0; b < n; ++b) k.col2im_image(s2, b, dcol.data(), o.din.data());
+    o.dz.resize(da.size());
+    k.swish_grad(o.dz.data(), da.data(), o.sig.data(), o.z.data(), int64_t(da.size()));
+    for (size_t i = 0; i < da.size(); ++i) {  // da·σ(1 + z(1 − σ))
+      const double sg = o.sig[i], zz = o.z[i];
+      ASSERT_NEAR(o.dz[i], da[i] * sg * (1 + zz * (1 - sg)), 1e-5 * (1 + std::fabs(zz))) << k.isa << " swish' at " << i;
+    }
+    for (int b = 0; b < n; ++b)  // col2im at pixel (3, 5), channel 2: the taps of the output pixels that read it
+      for (int c : {2, 15}) {
+        double ref = 0;
+        for (int oy = 0; oy < 8; ++oy)
+          for (int ox = 0; ox < 8; ++ox)
+            for (int ky = 0; ky < 3; ++ky)
+              for (int kx = 0; kx < 3; ++kx)
+                if (2 * oy - 1 + ky == 3 && 2 * ox - 1 + kx == 5)
+                  ref += dcol[size_t((b * 64 + oy * 8 + ox) * 144 + (ky * 3 + kx) * 16 + c)];
+        ASSERT_NEAR(o.din[size_t((b * 256 + 3 * 16 + 5) * 16 + c)], ref, 1e-5) << k.isa << " col2im";
+      }
     for (int i = 0; i < rows * cols; ++i) {  // z + b, σ(z + b), (z + b)·σ(z + b)
       const double zz = double(z0[size_t(i)]) + bias[size_t(i % cols)], sg = 1 / (1 + std::exp(-zz));
       ASSERT_NEAR(o.sig[size_t(i)], sg, 1e-6) << k.isa << " sigma at " << i;
@@ -277,4 +302,6 @@ TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
   EXPECT_EQ(a2->normals, a5->normals);
   EXPECT_EQ(a2->conv, a5->conv);
   EXPECT_EQ(a2->dx, a5->dx);
+  EXPECT_EQ(a2->din, a5->din);
+  EXPECT_EQ(a2->dz, a5->dz);
 }

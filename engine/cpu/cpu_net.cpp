@@ -75,6 +75,10 @@ void col2im(const ConvShape& s, int n, const T* dcol, T* din) {
   openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {  // images own disjoint outputs
+    if constexpr (std::is_same_v<T, float>) {  // the copy of the vector kernels chosen for this CPU
+      cpu_vector_kernels().col2im_image(s, b, dcol, din);
+      continue;
+    }
     T* out = din + b * img;
     std::fill(out, out + img, T(0));
     for (int oy = 0; oy < s.hout; ++oy) {
@@ -360,8 +364,16 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
     const T* da = da_.data();
     const int64_t len = p * s.cout;
     openmp_region();
+    if constexpr (std::is_same_v<T, float>) {  // slices of 4096 through the copy of the vector kernels in use
+      const auto swish_grad = cpu_vector_kernels().swish_grad;
+      const int64_t slices = (len + 4095) / 4096;
+#pragma omp parallel for schedule(static)
+      for (int64_t q = 0; q < slices; ++q)
+        swish_grad(dz + q * 4096, da + q * 4096, sg + q * 4096, z + q * 4096, std::min<int64_t>(4096, len - q * 4096));
+    } else {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t j = 0; j < len; ++j) dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
+      for (int64_t j = 0; j < len; ++j) dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
+    }
     if (grad) {
       T* gb = grad + s.b_off;  // bias gradient: column sums of dz
       std::fill(gb, gb + s.cout, T(0));

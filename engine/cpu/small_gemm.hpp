@@ -42,6 +42,9 @@ struct CpuVectorKernels {
   // The first (one-channel) layer, one image b at a time (engine/cpu/cpu_net.cpp conv1_forward / _backward_data).
   void (*conv1_forward_image)(const ConvShape& s, int b, const float* x, const float* wt, float* z);
   void (*conv1_backward_data_image)(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);
+  // The backward pass's col2im of one image, and dz = da·swish'(z) over a slice (engine/cpu/cpu_net.cpp).
+  void (*col2im_image)(const ConvShape& s, int b, const float* dcol, float* din);
+  void (*swish_grad)(float* dz, const float* da, const float* sg, const float* z, int64_t n);
 };
 // The copies compiled in that this CPU can run, "build" first.
 const std::vector<CpuVectorKernels>& cpu_vector_variants();

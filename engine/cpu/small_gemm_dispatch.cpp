@@ -19,6 +19,8 @@
   void normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);                                 \
   void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z);               \
   void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);     \
+  void col2im_image(const ConvShape& s, int b, const float* dcol, float* din);                                   \
+  void swish_grad(float* dz, const float* da, const float* sg, const float* z, int64_t n);                      \
   }
 EBM_DECLARE_KERNELS(isa_build)
 #ifdef EBM_SMALL_GEMM_VARIANTS
@@ -37,7 +39,7 @@ namespace {
 #define EBM_COPY(name, ns) \
   CpuVectorKernels {                                                                                \
     name, ns::small_sgemm_nn, ns::small_conv_nn, ns::bias_swish_rows, ns::normal64, ns::conv1_forward_image, \
-        ns::conv1_backward_data_image                                                                \
+        ns::conv1_backward_data_image, ns::col2im_image, ns::swish_grad                              \
   }
 
 std::vector<CpuVectorKernels> variants_this_cpu_runs() {
