@@ -11,12 +11,13 @@
 #      CMake's default generator (Unix Makefiles, not the presets' Ninja) into a fresh folder: the build path
 #      (generated sources, their folders, link order), CPU backend, unoptimised, without the test binary;
 #   6. aarch64: scripts/aarch64_check.sh, the CPU backend cross-compiled for 64-bit ARM and its unit tests (backend,
-#      gradients, sampler, JEM, formats, resume) under qemu-user: about 6 minutes on 2 cores.
+#      gradients, sampler, JEM, formats, resume) under qemu-user: about 4 minutes on 2 cores.
 #   scripts/test.sh [--cpu-only] [--no-fuzz] [--no-sanitize] [--no-device-dry-run] [--no-plain-build] [--no-aarch64]
 #                   [--quick] [--fuzz-seconds N]
 # --quick is --no-fuzz --no-sanitize --no-device-dry-run --no-plain-build --no-aarch64; --cpu-only skips the dry
-# run too (it needs the CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later ones; the script
-# fails if any stage failed, after a summary with each stage's time. clang and libFuzzer missing is a failure.
+# run too (it needs the CUDA toolkit, and root for its mount namespace). A failing stage does not stop the later
+# ones; the script fails if any stage failed, after a summary with each stage's time. clang and libFuzzer missing is
+# a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,7 @@ while (($#)); do
     --no-aarch64) aarch64=0 ;;
     --quick) fuzz=0 sanitize=0 device_dry_run=0 plain_build=0 aarch64=0 ;;
     --fuzz-seconds) fuzz_seconds="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
