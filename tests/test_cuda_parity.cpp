@@ -673,6 +673,14 @@ std::vector<float> rebuild_real_rows(const Tensor& data, const std::vector<int64
   return rows;
 }
 
+// [real (nr); fake (nf)] as one batch of images, the rows a training step ran its loss on.
+Tensor stacked_rows(const NetSpec& net, const std::vector<float>& real, int nr, const std::vector<float>& fake, int nf) {
+  Tensor rows({nr + nf, net.in_c, net.in_h, net.in_w});
+  std::copy(real.begin(), real.end(), rows.data.begin());
+  std::copy(fake.begin(), fake.end(), rows.data.begin() + int64_t(real.size()));
+  return rows;
+}
+
 // The loss gradient of [real; fake] rows at θ, computed apart from train_step: f by energy(), dL/df written out
 // here from the loss (DESIGN §1; engine/loss.hpp), ∇θ by param_grad with those weights. Split in its cdiv and reg
 // parts, so that a test can check the comparison would see either one scaled.
@@ -694,10 +702,7 @@ struct LossGradient {
 LossGradient independent_loss_gradient(CpuBackend& ref, const std::vector<float>& theta,
                                        const std::vector<float>& real, int nr, const std::vector<float>& fake, int nf,
                                        double alpha) {
-  const NetSpec& net = ref.options().net;
-  Tensor rows({nr + nf, net.in_c, net.in_h, net.in_w});
-  std::copy(real.begin(), real.end(), rows.data.begin());
-  std::copy(fake.begin(), fake.end(), rows.data.begin() + int64_t(real.size()));
+  const Tensor rows = stacked_rows(ref.options().net, real, nr, fake, nf);
   ref.set_params(theta);
   const std::vector<float> f = ref.energy(rows);
   std::vector<float> w_cdiv(size_t(nr + nf)), w_reg(size_t(nr + nf)), w_abs(size_t(nr + nf)), f2;
@@ -720,11 +725,8 @@ LossGradient independent_jem_gradient(CpuBackend& ref, const std::vector<float>&
                                       int nr, const std::vector<float>& fake, int nf, const std::vector<int32_t>& y,
                                       float ce_weight = -1) {
   const EngineOptions& o = ref.options();
-  const NetSpec& net = o.net;
-  const int K = net.outputs;
-  Tensor rows({nr + nf, net.in_c, net.in_h, net.in_w});
-  std::copy(real.begin(), real.end(), rows.data.begin());
-  std::copy(fake.begin(), fake.end(), rows.data.begin() + int64_t(real.size()));
+  const int K = o.net.outputs;
+  const Tensor rows = stacked_rows(o.net, real, nr, fake, nf);
   ref.set_params(theta);
   const std::vector<float> f = ref.outputs(rows);  // no EMA or spectral norm in these cases: f on θ
   const std::vector<double> fd(f.begin(), f.end());

@@ -667,10 +667,8 @@ void CpuBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfdx
   parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
     float* fa = K == 1 ? f.data() + a : logits_.data() + a * K;
     net.forward(params_.data(), x.ptr() + a * img, b - a, fa);
-    if (K > 1) {  // s = logsumexp f, ∂s/∂f = softmax(f)
-      chain_weights(fa, b - a, int(K), nullptr, ones_.data() + a * K);
-      for (int i = a; i < b; ++i) f[size_t(i)] = logsumexp_softmax(logits_.data() + i * K, int(K), static_cast<float*>(nullptr));
-    }
+    if (K > 1)  // s = logsumexp f and ∂s/∂f = softmax(f), one pass per row (chain_weights' own call)
+      for (int i = a; i < b; ++i) f[size_t(i)] = logsumexp_softmax(fa + (i - a) * K, int(K), ones_.data() + i * K);
     net.backward(params_.data(), ones_.data() + a * K, dfdx.ptr() + a * img, nullptr);
   });
 }

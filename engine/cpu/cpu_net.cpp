@@ -67,39 +67,15 @@ void im2col(const ConvShape& s, int n, const T* in, T* col) {
   }
 }
 
-// The adjoint of im2col: dcol [n·ho·wo][k·k·cin] summed into din [n·h·w][cin] (overwritten).
+// The adjoint of im2col: dcol [n·ho·wo][k·k·cin] summed into din [n·h·w][cin] (overwritten), image by image
+// (engine/cpu/conv_taps.hpp); float through the copy of the vector kernels chosen for this CPU.
 template <class T>
 void col2im(const ConvShape& s, int n, const T* dcol, T* din) {
-  const int cin = s.cin, kdim = s.k * s.k * cin;
-  const int64_t img = int64_t(s.hin) * s.win * cin;
   openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {  // images own disjoint outputs
-    if constexpr (std::is_same_v<T, float>) {  // the copy of the vector kernels chosen for this CPU
-      cpu_vector_kernels().col2im_image(s, b, dcol, din);
-      continue;
-    }
-    T* out = din + b * img;
-    std::fill(out, out + img, T(0));
-    for (int oy = 0; oy < s.hout; ++oy) {
-      for (int ox = 0; ox < s.wout; ++ox) {
-        const T* src = dcol + ((int64_t(b) * s.hout + oy) * s.wout + ox) * kdim;
-        for (int ky = 0; ky < s.k; ++ky) {
-          const int iy = oy * s.stride - s.pad + ky;
-          for (int kx = 0; kx < s.k; ++kx, src += cin) {
-            const int ix = ox * s.stride - s.pad + kx;
-            if (iy < 0 || iy >= s.hin || ix < 0 || ix >= s.win) continue;
-            T* dst = out + (int64_t(iy) * s.win + ix) * cin;
-            if (cin == 1) {
-              *dst += *src;
-              continue;
-            }
-#pragma omp simd
-            for (int c = 0; c < cin; ++c) dst[c] += src[c];
-          }
-        }
-      }
-    }
+    if constexpr (std::is_same_v<T, float>) cpu_vector_kernels().col2im_image(s, b, dcol, din);
+    else col2im_image(s, b, dcol, din);
   }
 }
 

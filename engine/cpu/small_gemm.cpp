@@ -228,28 +228,8 @@ void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const
     }
 }
 
-// The adjoint of im2col for image b: dcol [ho·wo][k·k·cin] of the image summed into din [h·w][cin] of the image
-// (din's image zeroed here).
-void col2im_image(const ConvShape& s, int b, const float* dcol, float* din) {
-  const int cin = s.cin, kdim = s.k * s.k * cin;
-  const int64_t img = int64_t(s.hin) * s.win * cin;
-  float* out = din + b * img;
-  for (int64_t i = 0; i < img; ++i) out[i] = 0.0f;
-  for (int oy = 0; oy < s.hout; ++oy) {
-    for (int ox = 0; ox < s.wout; ++ox) {
-      const float* src = dcol + ((int64_t(b) * s.hout + oy) * s.wout + ox) * kdim;
-      for (int ky = 0; ky < s.k; ++ky) {
-        const int iy = oy * s.stride - s.pad + ky;
-        for (int kx = 0; kx < s.k; ++kx, src += cin) {
-          const int ix = ox * s.stride - s.pad + kx;
-          if (iy < 0 || iy >= s.hin || ix < 0 || ix >= s.win) continue;
-          float* dst = out + (int64_t(iy) * s.win + ix) * cin;
-          for (int c = 0; c < cin; ++c) dst[c] += src[c];
-        }
-      }
-    }
-  }
-}
+// The adjoint of im2col for image b (engine/cpu/conv_taps.hpp), in this copy's instruction set.
+void col2im_image(const ConvShape& s, int b, const float* dcol, float* din) { ebm::col2im_image<float>(s, b, dcol, din); }
 
 // dz = da · swish'(z) over n elements, swish' = σ(1 + z(1 − σ)) from the forward's σ.
 void swish_grad(float* dz, const float* da, const float* sg, const float* z, int64_t n) {

@@ -184,6 +184,9 @@ class CudaBackend final : public Backend {
   // classes (n, device): a class-conditional chain on f_y (K > 1); null: on s = logsumexp f (f itself for K = 1).
   void langevin(const float* w, float* x, int n, const SamplerParams& p, RngStream rng, const uint64_t* seed,
                 const uint64_t* offset, int64_t stride = 0, const int32_t* classes = nullptr);
+  // dx_ (n, img) ← ∂s/∂x of rows x on weights w: s = f (K = 1), logsumexp f, or f_y with classes (n, device). The
+  // forward's logits go to f_ when K > 1 or `logits` asks (K = 1 and no logits: the dense head is skipped).
+  void input_gradient(const float* w, const float* x, int n, const int32_t* classes, bool logits);
   bool jem() const { return opt_.objective == Objective::kJem; }
   JemLossWeights jem_weights() const { return {float(opt_.alpha), float(opt_.cd_weight), float(opt_.ce_weight)}; }
   // out (c) = s of rows f (c, K) = the forward's logits; K = 1: f itself (no launch when out == f).
@@ -472,19 +475,19 @@ void CudaBackend::langevin(const float* params, float* x, int n, const SamplerPa
     EBM_CUDA_CHECK(langevin_update(x, dx_.get(), len, p.step_size, p.grad_clip, p.noise, src, descend, perturb,
                                    stream()));
   };
-  const int K = int(outputs_per_row());
   for (int k = 0; k < p.steps; ++k) {
     update(k);
-    if (K == 1) {
-      net_->forward(params, x, n, nullptr);
-      net_->backward(params, ones_.get(), dx_.get(), nullptr);  // df/dx per image
-    } else {  // ∂s/∂x = Σ_k softmax(f)_k ∂f_k/∂x, or ∂f_y/∂x: the logits' weights (f_, df_ free until the loss)
-      net_->forward(params, x, n, f_.get());
-      EBM_CUDA_CHECK(chain_weights(f_.get(), n, K, classes, df_.get(), stream()));
-      net_->backward(params, df_.get(), dx_.get(), nullptr);
-    }
+    input_gradient(params, x, n, classes, false);  // f_, df_ are free until the loss
   }
   update(p.steps);
+}
+
+// ∂s/∂x = Σ_k softmax(f)_k ∂f_k/∂x (or ∂f_y/∂x): the logits turned into the backward's upstream weights.
+void CudaBackend::input_gradient(const float* w, const float* x, int n, const int32_t* classes, bool logits) {
+  const int K = int(outputs_per_row());
+  net_->forward(w, x, n, K > 1 || logits ? f_.get() : nullptr);
+  if (K > 1) EBM_CUDA_CHECK(chain_weights(f_.get(), n, K, classes, df_.get(), stream()));
+  net_->backward(w, K > 1 ? df_.get() : ones_.get(), dx_.get(), nullptr);
 }
 
 // --- training: CpuBackend::train_step, on the device ---
@@ -991,15 +994,13 @@ void CudaBackend::input_grad(const Tensor& x, std::vector<float>& f, Tensor& dfd
   if (n == 0) return;
   rows_for(n);
   const float* in = stage(x);
-  net_->forward(params_.get(), in, n, f_.get());
+  input_gradient(params_.get(), in, n, nullptr, true);
   const float* s_rows = f_.get();
   if (K > 1) {
-    EBM_CUDA_CHECK(chain_weights(f_.get(), n, int(K), nullptr, df_.get(), stream()));
     io_f_.reserve(size_t(n));
     logsumexp_into(f_.get(), n, io_f_.get());
     s_rows = io_f_.get();
   }
-  net_->backward(params_.get(), K > 1 ? df_.get() : ones_.get(), dx_.get(), nullptr);
   EBM_CUDA_CHECK(cudaMemcpyAsync(f.data(), s_rows, sizeof(float) * n, cudaMemcpyDeviceToHost, stream()));
   download(dfdx.ptr(), dx_.get(), int64_t(n) * im);
 }
