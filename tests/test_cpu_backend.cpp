@@ -2,6 +2,8 @@
 // the partial last batch, and one training step computed by hand.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <vector>
 
@@ -169,4 +171,27 @@ TEST(CpuBackend, ValidationReportsTheLargestEnergyMagnitudeForTheGuard) {
   p[be.options().net.dense_b_off] = NAN;
   be.set_params(p);
   EXPECT_TRUE(std::isnan(be.validate(test, 1).max_abs_f));
+}
+
+// Langevin chains are independent: a thread runs its rows a few at a time through all the steps (cpu_backend.cpp), so
+// the rows' numbers must not depend on how they are split — one thread or two, chunks of 8 and the remainders — on a
+// net whose layers take the implicit backward-data pass with swish' fused (channels of 16 and 32).
+TEST(CpuBackend, ChainsDoNotDependOnHowTheRowsAreSplit) {
+  EngineOptions o = small_options();
+  o.net = NetSpec::make({16, 32, 32}, 3, 2, 12);
+  const Tensor x0 = random_images(21, 12, 3);
+  const int saved = omp_get_max_threads();
+  std::vector<Tensor> out;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    CpuBackend be(o);
+    Tensor x = x0;
+    be.sample(x, {6, 10.0f, 0.005f, 0.03f}, 17);
+    out.push_back(x);
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(out[0].data, out[1].data);
+  double moved = 0;
+  for (int64_t i = 0; i < x0.numel(); ++i) moved = std::max(moved, double(std::fabs(out[0].data[i] - x0.data[i])));
+  EXPECT_GT(moved, 1e-3) << "the chains moved";
 }

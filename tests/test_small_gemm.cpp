@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/cpu/cpu_net.hpp"     // conv_backward_classes
 #include "engine/cpu/small_gemm.hpp"
 #include "engine/net.hpp"       // ConvShape
 #include "kernels/philox.hpp"  // philox_normal_at: the scalar reference of the noise
@@ -304,4 +305,60 @@ TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
   EXPECT_EQ(a2->dx, a5->dx);
   EXPECT_EQ(a2->din, a5->din);
   EXPECT_EQ(a2->dz, a5->dz);
+}
+
+// The backward-data pass without the column matrix (engine/cpu/cpu_net.cpp): the residue classes of
+// conv_backward_classes through small_conv_tapsum_nn give, in every copy, exactly the bits of that copy's dcol = dz·Wp
+// (small_sgemm_nn) followed by col2im — the path it replaced, so the CPU backend's results did not move — and with σ
+// and z of the layer below, exactly swish_grad of that.
+TEST(SmallGemmIsa, BackwardDataClassesGiveGemmPlusCol2imBitForBit) {
+  auto shape = [](int cin, int cout, int k, int stride, int hin) {
+    ebm::ConvShape s{};
+    s.cin = cin, s.cout = cout, s.k = k, s.stride = stride, s.pad = k / 2, s.hin = hin, s.win = hin;
+    s.hout = s.wout = (hin + 2 * s.pad - k) / stride + 1;
+    return s;
+  };
+  // the seed's layers 2–4 (odd and even inputs), stride 1, a 5×5 kernel, a stride larger than half the kernel
+  const ebm::ConvShape shapes[] = {shape(16, 32, 3, 2, 14), shape(32, 64, 3, 2, 7), shape(64, 64, 3, 2, 4),
+                                   shape(16, 16, 3, 1, 6),  shape(16, 32, 5, 2, 9), shape(32, 16, 3, 3, 8)};
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> u(-1, 1);
+  const int n = 3;
+  for (const ebm::ConvShape& s : shapes) {
+    const int kdim = s.k * s.k * s.cin;
+    const int64_t p = int64_t(n) * s.hout * s.wout, pin = int64_t(n) * s.hin * s.win;
+    std::vector<float> dz(size_t(p) * s.cout), wp(size_t(s.cout) * kdim), sig(size_t(pin) * s.cin), z(sig.size());
+    for (auto& v : dz) v = u(gen);
+    for (auto& v : wp) v = u(gen);
+    for (size_t i = 0; i < z.size(); ++i) z[i] = 3 * u(gen), sig[i] = 1 / (1 + std::exp(-z[i]));
+    const ebm::ConvBackwardClasses bc = ebm::conv_backward_classes(s, n);
+    std::vector<float> w;  // each class's [taps·cout][cin]
+    int64_t rows = 0;
+    for (const auto& c : bc.classes) {
+      rows += c.m;
+      for (int t : c.tap_index)
+        for (int co = 0; co < s.cout; ++co)
+          for (int ci = 0; ci < s.cin; ++ci) w.push_back(wp[size_t(co) * kdim + size_t(t) * s.cin + ci]);
+    }
+    ASSERT_EQ(rows, pin) << "the classes cover every input pixel once";
+    for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
+      std::vector<float> dcol(size_t(p) * kdim), ref(size_t(pin) * s.cin), ref_dz(ref.size());
+      ASSERT_TRUE(k.sgemm_nn(int(p), kdim, s.cout, dz.data(), s.cout, wp.data(), kdim, dcol.data(), kdim));
+      for (int b = 0; b < n; ++b) k.col2im_image(s, b, dcol.data(), ref.data());
+      k.swish_grad(ref_dz.data(), ref.data(), sig.data(), z.data(), int64_t(ref.size()));
+      for (const bool fused : {false, true}) {
+        std::vector<float> got(ref.size(), 7.0f);  // every row written
+        const float* wc = w.data();
+        for (const auto& c : bc.classes) {
+          const int nt = int(c.tap_index.size());
+          ASSERT_TRUE(k.conv_tapsum_nn(c.m, s.cin, nt, s.cout, bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off,
+                                       dz.data(), wc, s.cin, got.data(), s.cin, fused ? sig.data() : nullptr,
+                                       fused ? z.data() : nullptr));
+          wc += size_t(nt) * s.cout * s.cin;
+        }
+        EXPECT_EQ(got, fused ? ref_dz : ref) << k.isa << (fused ? " with swish'" : "") << ": cin " << s.cin << " k "
+                                             << s.k << " stride " << s.stride << " hin " << s.hin;
+      }
+    }
+  }
 }

@@ -139,13 +139,13 @@ void conv1_backward_data(const ConvShape& s, int n, const T* dz, const T* wt, T*
   openmp_region();
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < n; ++b) {
-    std::fill(dx + b * img, dx + (b + 1) * img, T(0));
     if constexpr (std::is_same_v<T, float>) {
       if (!wcol.empty()) {  // the copy of the vector kernels chosen for this CPU (engine/cpu/small_gemm.cpp)
         cpu_vector_kernels().conv1_backward_data_image(s, b, dz, wcol.data(), dx);
         continue;
       }
     }
+    std::fill(dx + b * img, dx + (b + 1) * img, T(0));
     for (int oy = 0; oy < s.hout; ++oy)
       for (int ox = 0; ox < s.wout; ++ox) {
         const T* g = dz + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
@@ -225,11 +225,113 @@ bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt
   }
 }
 
+ConvBackwardClasses conv_backward_classes(const ConvShape& s, int n) {
+  ConvBackwardClasses bc;
+  const int st = s.stride;
+  for (int cy = 0; cy < st; ++cy)
+    for (int cx = 0; cx < st; ++cx) {
+      ConvBackwardClasses::Class c;
+      for (int ky = s.k - 1; ky >= 0; --ky)
+        for (int kx = s.k - 1; kx >= 0; --kx)
+          if (ky % st == cy && kx % st == cx) c.tap_index.push_back(ky * s.k + kx);
+      c.taps_off = bc.taps.size();
+      c.rows_off = bc.rows.size();
+      for (int b = 0; b < n; ++b)
+        for (int iy = 0; iy < s.hin; ++iy) {
+          if ((iy + s.pad) % st != cy) continue;
+          for (int ix = 0; ix < s.win; ++ix) {
+            if ((ix + s.pad) % st != cx) continue;
+            bc.rows.push_back(int32_t((int64_t(b) * s.hin + iy) * s.win + ix));
+            for (int t : c.tap_index) {
+              const int dy = iy + s.pad - t / s.k, dx = ix + s.pad - t % s.k;  // multiples of the stride
+              const int oy = dy / st, ox = dx / st;
+              const bool in = dy >= 0 && dx >= 0 && oy < s.hout && ox < s.wout;
+              bc.taps.push_back(in ? int32_t((int64_t(b) * s.hout + oy) * s.wout + ox) : -1);
+            }
+          }
+        }
+      c.m = int(bc.rows.size() - c.rows_off);
+      if (c.m > 0) bc.classes.push_back(std::move(c));
+    }
+  bc.n = n;
+  return bc;
+}
+
+// The backward-data convolution of layer l without the column matrix (float, channels ≥ 16): the classes of
+// conv_backward_classes through small_conv_tapsum_nn, din with exactly the bits of dcol = dz·Wp + col2im. Taken only
+// where that path ran on small_sgemm_nn (k·k·cin ≤ 1024 and a multiple of 16; elsewhere OpenBLAS ran it and its bits
+// are kept): the CPU backend's results are unchanged, its column matrix gone. With sig_below and z_below (the layer
+// below's σ and z) it writes that layer's dz = din · swish'(z) instead, with swish_grad's bits.
+template <class T>
+bool CpuNetT<T>::backward_data_implicit(const ConvShape& s, int n, size_t l, const T* dz, T* din, const T* sig_below,
+                                        const T* z_below) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    const int kdim = s.k * s.k * s.cin;
+    if (s.cin < 16 || s.cin % 16 != 0 || kdim > 1024 || kdim % 16 != 0 || s.cout > 1024) return false;
+    if (int64_t(n) * s.hin * s.win * s.k * s.k > INT32_MAX) return false;
+    ConvBackwardClasses& bc = bcls_[l];
+    if (bc.n != n) bc = conv_backward_classes(s, n);
+    std::vector<T>& bw = bw_[l];
+    if (bw_version_[l] != weights_version_) {  // the classes' weights, packed once per set of weights
+      const T* wp = wp_[l].data();
+      bw.clear();
+      for (const ConvBackwardClasses::Class& c : bc.classes)
+        for (int t : c.tap_index)
+          for (int co = 0; co < s.cout; ++co) {
+            const T* src = wp + int64_t(co) * kdim + int64_t(t) * s.cin;
+            bw.insert(bw.end(), src, src + s.cin);
+          }
+      bw_version_[l] = weights_version_;
+    }
+    const T* w = bw.data();
+    for (const ConvBackwardClasses::Class& c : bc.classes) {
+      const int nt = int(c.tap_index.size());
+      if (!small_conv_tapsum_nn(c.m, s.cin, nt, s.cout, bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off, dz,
+                                w, s.cin, din, s.cin, sig_below, z_below))
+        return false;
+      w += int64_t(nt) * s.cout * s.cin;
+    }
+    return true;
+  }
+}
+
+// The conv weights in the kernels' layouts: the first layer's [k·k][cout], the others' Wp [cout][k·k·cin] and
+// Wpᵀ [k·k·cin][cout]. Skipped for the weights hold_weights() holds.
+template <class T>
+void CpuNetT<T>::prepare_weights(const T* params) {
+  const size_t L = net_.convs.size();
+  wp_.resize(L);
+  wpt_.resize(L);
+  if (held_ && params == held_) return;
+  ++weights_version_;
+  for (size_t l = 0; l < L; ++l) {
+    const ConvShape& s = net_.convs[l];
+    ensure(wp_[l], size_t(s.w_size()));
+    if (s.cin == 1) {
+      transpose_batch(params + s.w_off, wp_[l].data(), 1, s.cout, s.k * s.k);  // [cout][k·k] -> [k·k][cout]
+    } else {
+      permute_weights(s, params + s.w_off, wp_[l].data());
+      // [kdim][cout] for the forward GEMM
+      transpose_batch(wp_[l].data(), ensure(wpt_[l], size_t(s.w_size())), 1, s.cout, s.cin * s.k * s.k);
+    }
+  }
+}
+
+template <class T>
+void CpuNetT<T>::hold_weights(const T* params) {
+  held_ = nullptr;
+  prepare_weights(params);
+  held_ = params;
+}
+
 template <class T>
 void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   n_ = n;
   const size_t L = net_.convs.size();
-  wp_.resize(L); wpt_.resize(L); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
+  prepare_weights(params);
+  bcls_.resize(L); bw_.resize(L); bw_version_.resize(L, -1); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
   const int hw0 = net_.in_h * net_.in_w;
   ensure(in_[0], size_t(n) * net_.image_size());
   transpose_batch(x, in_[0].data(), n, net_.in_c, hw0);  // NCHW -> NHWC
@@ -237,16 +339,12 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
     const ConvShape& s = net_.convs[l];
     const int kdim = s.cin * s.k * s.k;
     const int64_t p = int64_t(n) * s.hout * s.wout;
-    ensure(wp_[l], size_t(s.w_size()));
     ensure(z_[l], size_t(p) * s.cout);
     ensure(sig_[l], size_t(p) * s.cout);
     if (s.cin == 1) {  // the first layer: a direct convolution, no im2col or GEMM (K = k·k is tiny)
-      transpose_batch(params + s.w_off, wp_[l].data(), 1, s.cout, s.k * s.k);  // [cout][k·k] -> [k·k][cout]
       conv1_forward(s, n, in_[l].data(), wp_[l].data(), z_[l].data());
     } else {
-      permute_weights(s, params + s.w_off, wp_[l].data());
-      T* wpt = ensure(wpt_[l], size_t(s.w_size()));
-      transpose_batch(wp_[l].data(), wpt, 1, s.cout, kdim);  // [kdim][cout] for the forward GEMM
+      T* wpt = wpt_[l].data();
       col_ready_[l] = false;
       if (!conv_implicit(s, n, l, wpt)) {
         ensure(col_[l], size_t(p) * kdim);
@@ -328,27 +426,29 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
     }
   }
 
+  bool dz_ready = false;  // da_ holds this layer's dz already: swish' was applied by the backward-data pass above
   for (size_t l = L; l-- > 0;) {
     const ConvShape& s = net_.convs[l];
     const int kdim = s.cin * s.k * s.k;
     const int64_t p = int64_t(n) * s.hout * s.wout;
-    ensure(dz_, size_t(p) * s.cout);
-    // dz = da · swish'(z), swish' = σ(1 + z(1 − σ))
-    T* dz = dz_.data();
-    const T* z = z_[l].data();
-    const T* sg = sig_[l].data();
-    const T* da = da_.data();
-    const int64_t len = p * s.cout;
-    openmp_region();
-    if constexpr (std::is_same_v<T, float>) {  // slices of 4096 through the copy of the vector kernels in use
-      const auto swish_grad = cpu_vector_kernels().swish_grad;
-      const int64_t slices = (len + 4095) / 4096;
+    T* dz = da_.data();
+    if (!dz_ready) {  // dz = da · swish'(z), swish' = σ(1 + z(1 − σ))
+      dz = ensure(dz_, size_t(p) * s.cout);
+      const T* z = z_[l].data();
+      const T* sg = sig_[l].data();
+      const T* da = da_.data();
+      const int64_t len = p * s.cout;
+      openmp_region();
+      if constexpr (std::is_same_v<T, float>) {  // slices of 4096 through the copy of the vector kernels in use
+        const auto swish_grad = cpu_vector_kernels().swish_grad;
+        const int64_t slices = (len + 4095) / 4096;
 #pragma omp parallel for schedule(static)
-      for (int64_t q = 0; q < slices; ++q)
-        swish_grad(dz + q * 4096, da + q * 4096, sg + q * 4096, z + q * 4096, std::min<int64_t>(4096, len - q * 4096));
-    } else {
+        for (int64_t q = 0; q < slices; ++q)
+          swish_grad(dz + q * 4096, da + q * 4096, sg + q * 4096, z + q * 4096, std::min<int64_t>(4096, len - q * 4096));
+      } else {
 #pragma omp parallel for simd schedule(static)
-      for (int64_t j = 0; j < len; ++j) dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
+        for (int64_t j = 0; j < len; ++j) dz[j] = da[j] * sg[j] * (T(1) + z[j] * (T(1) - sg[j]));
+      }
     }
     if (grad) {
       T* gb = grad + s.b_off;  // bias gradient: column sums of dz
@@ -371,16 +471,28 @@ void CpuNetT<T>::backward(const T* params, const T* df, T* dx, T* grad) {
     }
     if (l == 0 && !dx) break;
     if (s.cin == 1) {
+      if (l == 0 && net_.in_c == 1) {  // one channel: NHWC is NCHW, the input gradient goes straight to dx
+        conv1_backward_data(s, n, dz, wp_[l].data(), dx);
+        return;
+      }
       ensure(da_prev_, size_t(n) * s.hin * s.win);
       conv1_backward_data(s, n, dz, wp_[l].data(), da_prev_.data());
       std::swap(da_, da_prev_);
+      dz_ready = false;
       continue;
     }
-    // dcol [p][kdim] = dz [p][cout] · Wp [cout][kdim], then scatter back to the layer's input.
-    ensure(dcol_, size_t(p) * kdim);
-    gemm_nn(int(p), kdim, s.cout, dz, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
     ensure(da_prev_, size_t(n) * s.hin * s.win * s.cin);
-    col2im(s, n, dcol_.data(), da_prev_.data());
+    // Above the first layer the implicit pass also applies the layer below's swish', giving its dz.
+    const T* sg_below = l > 0 ? sig_[l - 1].data() : nullptr;
+    const T* z_below = l > 0 ? z_[l - 1].data() : nullptr;
+    const bool implicit = backward_data_implicit(s, n, l, dz, da_prev_.data(), sg_below, z_below);
+    if (!implicit) {
+      // dcol [p][kdim] = dz [p][cout] · Wp [cout][kdim], then scatter back to the layer's input.
+      ensure(dcol_, size_t(p) * kdim);
+      gemm_nn(int(p), kdim, s.cout, dz, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
+      col2im(s, n, dcol_.data(), da_prev_.data());
+    }
+    dz_ready = implicit && l > 0;
     std::swap(da_, da_prev_);
   }
   if (dx) transpose_batch(da_.data(), dx, n, net_.in_h * net_.in_w, net_.in_c);  // NHWC -> NCHW

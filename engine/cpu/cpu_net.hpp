@@ -13,6 +13,25 @@
 
 namespace ebm {
 
+// The backward-data pass of conv layer s for a batch of n without the column matrix: din = col2im(dz · Wp) as stride²
+// implicit GEMMs (small_conv_tapsum_nn), one per residue class ((iy + pad) mod stride, (ix + pad) mod stride) of the
+// input pixels. The pixels of a class share their taps (ky, kx) ≡ the class; each tap reads output pixel
+// ((iy + pad − ky) / stride, (ix + pad − kx) / stride) of dz, or nothing (−1) outside it. The taps are listed in
+// col2im's order — the output pixels that read an input pixel in raster order, i.e. ky then kx descending — so the
+// kernel's sums have col2im's bits. A class's weights are [taps·cout][cin]: row t·cout + co is Wp[co][tap t's cin].
+struct ConvBackwardClasses {
+  struct Class {
+    std::vector<int> tap_index;        // ky·k + kx of each tap, in col2im's order
+    size_t taps_off = 0, rows_off = 0;  // where its rows' entries start in taps and rows
+    int m = 0;                          // its rows: input pixels over the batch
+  };
+  int n = -1;                    // the batch size
+  std::vector<Class> classes;    // those with at least one pixel
+  std::vector<int32_t> taps;     // per row of each class: its taps' dz pixels (−1: none)
+  std::vector<int32_t> rows;     // per row of each class: its input pixel b·hin·win + iy·win + ix
+};
+ConvBackwardClasses conv_backward_classes(const ConvShape& s, int n);
+
 // T = float for the engine; T = double for the finite-difference gradient checks of the same code.
 template <class T>
 class CpuNetT {
@@ -31,11 +50,22 @@ class CpuNetT {
   //   grad [num_params] = dL/dθ   (skipped when null; overwritten, not accumulated)
   void backward(const T* params, const T* df, T* dx, T* grad);
 
+  // A Langevin chain runs many passes with one set of weights: hold_weights(params) puts them in the kernels'
+  // layouts once, and forward()/backward() given that same pointer skip it until release_weights(). The caller
+  // promises not to change params meanwhile (the CPU backend holds them for one langevin() call).
+  void hold_weights(const T* params);
+  void release_weights() { held_ = nullptr; }
+
  private:
+  void prepare_weights(const T* params);
   bool conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt);
+  bool backward_data_implicit(const ConvShape& s, int n, size_t l, const T* dz, T* din, const T* sig_below,
+                              const T* z_below);
 
   NetSpec net_;
   int n_ = 0;
+  const T* held_ = nullptr;      // hold_weights()
+  int64_t weights_version_ = 0;  // counts prepare_weights() runs that changed wp_
   std::vector<std::vector<T>> wp_;   // per layer: weights as [Cout][k][k][Cin] (backward-data GEMM)
   std::vector<std::vector<T>> wpt_;  // per layer: the same, transposed to [k·k·Cin][Cout] (forward GEMM)
   std::vector<std::vector<T>> in_;   // per layer: its input, NHWC [n·H·W][Cin]
@@ -45,6 +75,9 @@ class CpuNetT {
   std::vector<T> out_;               // last activation [n·H_L·W_L][C_L]
   std::vector<std::vector<int32_t>> taps_;  // per layer: input pixel of each (output pixel, tap), −1 = pad
   std::vector<int> taps_n_;                 // the batch size taps_ was built for
+  std::vector<ConvBackwardClasses> bcls_;   // per layer: the implicit backward-data pass's tables (batch bcls_[l].n)
+  std::vector<std::vector<T>> bw_;          // per layer: its classes' weights, one after the other
+  std::vector<int64_t> bw_version_;         // per layer: the weights_version_ bw_ was packed from
   std::vector<char> col_ready_;             // col_ holds this forward's im2col (implicit GEMM skips it)
   std::vector<T> dz_, dcol_, da_, da_prev_, dw_;
 };

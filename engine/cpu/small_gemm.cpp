@@ -9,8 +9,10 @@
 // time (tests/cli_cpu_isa.sh checks that these objects define no weak symbols).
 #include "engine/cpu/small_gemm.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "engine/cpu/conv_taps.hpp"
@@ -116,6 +118,74 @@ void conv_panel(int M, int T, int cin, const int32_t* taps, const float* in, con
   }(std::make_integer_sequence<int, MR - 1>{});
 }
 
+// The backward-data micro-tile: row r of C (at rows[r]) = Σ over taps t of (Σ_c in[taps[r·T + t]][c] · B[t·K + c]),
+// each tap's dot its own FMA chain from 0, the taps added to the row in t order from 0 (0 + the first, then the rest).
+// A tap −1 reads zeros and adds +0, which leaves a row's sum as it was.
+// With sig and z (rows like C's), the row is then multiplied by swish'(z) = σ(1 + z(1 − σ)) as the backward pass's
+// swish_grad does, in the same order of operations.
+template <int MR, int NV>
+inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int32_t* __restrict rows,
+                         const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
+                         std::ptrdiff_t ldc, const float* __restrict sig, const float* __restrict z) {
+  static const float kZeros[1024] = {};
+  float* c[MR];
+  for (int r = 0; r < MR; ++r) c[r] = C + std::ptrdiff_t(rows[r]) * ldc;
+  const auto finish = [&](int r, int v, v16 da) {
+    if (sig) {
+      v16 s, zz;
+      load16(s, sig + std::ptrdiff_t(rows[r]) * ldc + 16 * v);
+      load16(zz, z + std::ptrdiff_t(rows[r]) * ldc + 16 * v);
+      da = da * s * (1.0f + zz * (1.0f - s));
+    }
+    store16(c[r] + 16 * v, da);
+  };
+  for (int t = 0; t < T; ++t) {
+    const float* a[MR];
+    for (int r = 0; r < MR; ++r) {
+      const int32_t px = taps[r * T + t];
+      a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * K;
+    }
+    v16 acc[MR][NV];
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
+    const float* bt = B + std::ptrdiff_t(t) * K * ldb;
+    for (int k = 0; k < K; ++k) {
+      v16 b[NV];
+      for (int v = 0; v < NV; ++v) load16(b[v], bt + k * ldb + 16 * v);
+      for (int r = 0; r < MR; ++r) {
+        const float x = a[r][k];
+        for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) {
+        v16 sum = v16{};
+        if (t > 0) load16(sum, c[r] + 16 * v);
+        if (t + 1 < T) store16(c[r] + 16 * v, sum + acc[r][v]);
+        else finish(r, v, sum + acc[r][v]);
+      }
+  }
+  if (T == 0)
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) finish(r, v, v16{});
+}
+
+template <int NV>
+void tapsum_panel(int M, int T, int K, const int32_t* taps, const int32_t* rows, const float* in, const float* B,
+                  std::ptrdiff_t ldb, float* C, std::ptrdiff_t ldc, const float* sig, const float* z) {
+  constexpr int MR = mr_for<NV>();
+  int i = 0;
+  for (; i + MR <= M; i += MR)
+    micro_tapsum<MR, NV>(T, K, taps + std::ptrdiff_t(i) * T, rows + i, in, B, ldb, C, ldc, sig, z);
+  const int rem = M - i;
+  if (rem == 0) return;
+  taps += std::ptrdiff_t(i) * T;
+  rows += i;
+  [&]<int... R>(std::integer_sequence<int, R...>) {
+    ((rem == R + 1 ? (micro_tapsum<R + 1, NV>(T, K, taps, rows, in, B, ldb, C, ldc, sig, z), 0) : 0), ...);
+  }(std::make_integer_sequence<int, MR - 1>{});
+}
+
 }  // namespace
 
 namespace EBM_KERNEL_NS {
@@ -168,64 +238,136 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
   return true;
 }
 
-// The first layer (one input channel), image b: z [p][cout] = Σ_t x[tap t of p] · wt [t][cout], 16 output channels
-// to a vector accumulator (cout % 16 == 0); an interior pixel's taps without bounds checks.
+bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
+                          const float* B, int ldb, float* C, int ldc, const float* sig, const float* z) {
+  if (M < 1 || T < 0 || K < 1 || K > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
+  if (ldb < N || ldc < N || !taps || !rows || !in || !B || !C || !sig != !z) return false;
+  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
+  const int w = 16 * nv;
+  int j = 0;
+  for (; j + w <= N; j += w) {
+    switch (nv) {
+      case 4: tapsum_panel<4>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+      case 3: tapsum_panel<3>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+      case 2: tapsum_panel<2>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+      default: tapsum_panel<1>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+    }
+  }
+  switch ((N - j) / 16) {
+    case 3: tapsum_panel<3>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+    case 2: tapsum_panel<2>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+    case 1: tapsum_panel<1>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
+    default: break;
+  }
+  return true;
+}
+
+// The first layer's image b through a zero-padded copy of its plane (rows and columns pad.. of hp × wp), so every
+// output pixel reads all k·k taps without bounds checks; a padded tap adds 0·w, which leaves the sum as skipping it
+// did. Planes up to kPlaneMax floats (a 90×90 image) take this path, larger ones the bounds-checked loops.
+constexpr int kPlaneMax = 8192;
+constexpr int kGroup = 8;  // output pixels per group: 8 independent FMA chains hide the FMA latency
+struct Plane {
+  int hp, wp;
+  explicit Plane(const ConvShape& s)
+      : hp(std::max(s.pad + s.hin, (s.hout - 1) * s.stride + s.k)),
+        wp(std::max(s.pad + s.win, (s.wout - 1) * s.stride + s.k)) {}
+  bool fits() const { return int64_t(hp) * wp <= kPlaneMax; }
+  // the top-left tap of output pixel p (row-major over hout × wout) in the padded plane
+  int64_t origin(const ConvShape& s, int p) const { return int64_t(p / s.wout) * s.stride * wp + int64_t(p % s.wout) * s.stride; }
+};
+
+// The first layer (one input channel), image b: z [p][cout] = Σ_t x[tap t of p] · wt [t][cout], taps in (ky, kx)
+// order, 16 output channels to a vector accumulator (cout % 16 == 0), kGroup output pixels at a time.
 void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z) {
   using fast_math_detail::f16;
-  const int co = s.cout;
-  for (int oy = 0; oy < s.hout; ++oy)
-    for (int ox = 0; ox < s.wout; ++ox) {
-      float* zr = z + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
-      const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
-      if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {
-        const float* xb = x + (int64_t(b) * s.hin + iy0) * s.win + ix0;
-        for (int cb = 0; cb < co; cb += 16) {
-          f16 acc = {};
-          for (int ky = 0; ky < s.k; ++ky)
-            for (int kx = 0; kx < s.k; ++kx) {
-              f16 w;
-              __builtin_memcpy(&w, wt + int64_t(ky * s.k + kx) * co + cb, sizeof w);
-              acc += xb[ky * s.win + kx] * w;
-            }
-          __builtin_memcpy(zr + cb, &acc, sizeof acc);
-        }
-        continue;
-      }
+  const int co = s.cout, P = s.hout * s.wout;
+  const Plane pl(s);
+  if (!pl.fits()) {
+    for (int p = 0; p < P; ++p)
       for (int cb = 0; cb < co; cb += 16) {
         f16 acc = {};
-        for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
+        for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) {
           f16 w;
           __builtin_memcpy(&w, wt + int64_t(t) * co + cb, sizeof w);
           acc += x[i] * w;
         });
-        __builtin_memcpy(zr + cb, &acc, sizeof acc);
+        __builtin_memcpy(z + (int64_t(b) * P + p) * co + cb, &acc, sizeof acc);
       }
+    return;
+  }
+  float xp[kPlaneMax];
+  std::fill(xp, xp + pl.hp * pl.wp, 0.0f);
+  for (int iy = 0; iy < s.hin; ++iy)
+    std::copy_n(x + (int64_t(b) * s.hin + iy) * s.win, s.win, xp + int64_t(iy + s.pad) * pl.wp + s.pad);
+  for (int p0 = 0; p0 < P; p0 += kGroup) {
+    const int g = std::min(kGroup, P - p0);
+    const float* o[kGroup];
+    for (int j = 0; j < kGroup; ++j) o[j] = xp + pl.origin(s, p0 + std::min(j, g - 1));
+    float* zr = z + (int64_t(b) * P + p0) * co;
+    for (int cb = 0; cb < co; cb += 16) {
+      f16 acc[kGroup] = {};
+      for (int ky = 0; ky < s.k; ++ky)
+        for (int kx = 0; kx < s.k; ++kx) {
+          f16 w;
+          __builtin_memcpy(&w, wt + int64_t(ky * s.k + kx) * co + cb, sizeof w);
+          const int64_t off = int64_t(ky) * pl.wp + kx;
+          for (int j = 0; j < kGroup; ++j) acc[j] += o[j][off] * w;
+        }
+      for (int j = 0; j < g; ++j) __builtin_memcpy(zr + int64_t(j) * co + cb, &acc[j], sizeof(f16));
     }
+  }
 }
 
-// Its input gradient for image b (dx's image zeroed by the caller): the k·k dots of a pixel (k·k ≤ 16) as one
-// vector Σ_c dz[p][c] · wcol[c] (wcol [cout][16]: wt transposed, zero-padded), scattered to the taps.
+// Its input gradient for image b (dx's image overwritten): the k·k dots of an output pixel (k·k ≤ 16) as one vector
+// Σ_c dz[p][c] · wcol[c] (wcol [cout][16]: wt transposed, zero-padded), kGroup pixels at a time, scattered to the
+// taps in raster order of the output pixels (each input pixel sums its taps in that order from 0).
 void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx) {
   using fast_math_detail::f16;
-  const int co = s.cout;
-  for (int oy = 0; oy < s.hout; ++oy)
-    for (int ox = 0; ox < s.wout; ++ox) {
-      const float* g = dz + ((int64_t(b) * s.hout + oy) * s.wout + ox) * co;
+  const int co = s.cout, P = s.hout * s.wout;
+  const int64_t img = int64_t(s.hin) * s.win;
+  const Plane pl(s);
+  if (!pl.fits()) {
+    std::fill(dx + b * img, dx + (b + 1) * img, 0.0f);
+    for (int p = 0; p < P; ++p) {
+      const float* g = dz + (int64_t(b) * P + p) * co;
       f16 acc = {};
       for (int c = 0; c < co; ++c) {
         f16 w;
         __builtin_memcpy(&w, wcol + int64_t(c) * 16, sizeof w);
         acc += g[c] * w;
       }
-      const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
-      if (iy0 >= 0 && ix0 >= 0 && iy0 + s.k <= s.hin && ix0 + s.k <= s.win) {
-        float* db = dx + (int64_t(b) * s.hin + iy0) * s.win + ix0;
-        for (int ky = 0; ky < s.k; ++ky)
-          for (int kx = 0; kx < s.k; ++kx) db[ky * s.win + kx] += acc[ky * s.k + kx];
-        continue;
-      }
-      for_each_tap(s, b, oy, ox, [&](int t, int64_t i) { dx[i] += acc[t]; });
+      for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) { dx[i] += acc[t]; });
     }
+    return;
+  }
+  float dp[kPlaneMax];
+  std::fill(dp, dp + pl.hp * pl.wp, 0.0f);
+  for (int p0 = 0; p0 < P; p0 += kGroup) {
+    const int g = std::min(kGroup, P - p0);
+    const float* gr[kGroup];
+    for (int j = 0; j < kGroup; ++j) gr[j] = dz + (int64_t(b) * P + p0 + std::min(j, g - 1)) * co;
+    f16 acc[kGroup] = {};
+    for (int c = 0; c < co; ++c) {
+      f16 w;
+      __builtin_memcpy(&w, wcol + int64_t(c) * 16, sizeof w);
+      for (int j = 0; j < kGroup; ++j) acc[j] += gr[j][c] * w;
+    }
+    alignas(64) float t[kGroup][16];
+    __builtin_memcpy(t, acc, sizeof t);
+    const auto scatter = [&]<int K>(std::integral_constant<int, K>) {  // K = s.k, a constant for the common 3×3
+      const int k = K > 0 ? K : s.k;
+      for (int j = 0; j < g; ++j) {
+        float* d = dp + pl.origin(s, p0 + j);
+        for (int ky = 0; ky < k; ++ky)
+          for (int kx = 0; kx < k; ++kx) d[int64_t(ky) * pl.wp + kx] += t[j][ky * k + kx];
+      }
+    };
+    if (s.k == 3) scatter(std::integral_constant<int, 3>{});
+    else scatter(std::integral_constant<int, 0>{});
+  }
+  for (int iy = 0; iy < s.hin; ++iy)
+    std::copy_n(dp + int64_t(iy + s.pad) * pl.wp + s.pad, s.win, dx + b * img + int64_t(iy) * s.win);
 }
 
 // The adjoint of im2col for image b (engine/cpu/conv_taps.hpp), in this copy's instruction set.

@@ -22,6 +22,16 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                    float* C, int ldc);
 
+// The backward-data convolution of one residue class of input pixels as an implicit GEMM (engine/cpu/cpu_net.cpp
+// builds the tables): for r < M, C[rows[r]·ldc .. +N) = Σ_{t<T} Σ_{c<K} in[taps[r·T + t]·K + c] · B[(t·K + c)·ldb ..
+// +N). Each tap's dot over c is its own FMA chain from 0 and the taps are added to the row in t order from 0, so with
+// the taps in col2im's order the row gets exactly the bits of dcol = dz·W (small_sgemm_nn) followed by col2im; a tap
+// −1 reads zeros (adding +0). T = 0 writes zero rows. With sig and z (σ and z of the layer below, rows like C's; both
+// or neither) each row is then multiplied by swish'(z) = σ(1 + z(1 − σ)) with swish_grad's bits: C is that layer's dz.
+// Needs N % 16 == 0 with N in [16, 1024], K in [1, 1024].
+bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
+                          const float* B, int ldb, float* C, int ldc, const float* sig, const float* z);
+
 // --- The CPU backend's vector kernels (these two and those below), one copy per instruction set, chosen at run
 // time (engine/cpu/small_gemm_dispatch.cpp); small_sgemm_nn and small_conv_nn above call the chosen copy ---
 // The build's own copy ("build": its -march, native with EBM_NATIVE) and, on x86-64, "baseline" (x86-64: SSE2),
@@ -37,11 +47,13 @@ struct CpuVectorKernels {
   bool (*sgemm_nn)(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
   bool (*conv_nn)(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                   float* C, int ldc);
+  bool (*conv_tapsum_nn)(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
+                         const float* B, int ldb, float* C, int ldc, const float* sig, const float* z);
   void (*bias_swish)(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);
   void (*normal64)(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);
   // The first (one-channel) layer, one image b at a time (engine/cpu/cpu_net.cpp conv1_forward / _backward_data).
   void (*conv1_forward_image)(const ConvShape& s, int b, const float* x, const float* wt, float* z);
-  void (*conv1_backward_data_image)(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);
+  void (*conv1_backward_data_image)(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);  // dx's image overwritten
   // The backward pass's col2im of one image, and dz = da·swish'(z) over a slice (engine/cpu/cpu_net.cpp).
   void (*col2im_image)(const ConvShape& s, int b, const float* dcol, float* din);
   void (*swish_grad)(float* dz, const float* da, const float* sg, const float* z, int64_t n);

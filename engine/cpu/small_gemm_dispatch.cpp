@@ -15,6 +15,9 @@
   bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc); \
   bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb, \
                      float* C, int ldc);                                                                          \
+  bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in, \
+                            const float* B, int ldb, float* C, int ldc, const float* sig,                    \
+                            const float* z);                                                                    \
   void bias_swish_rows(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);               \
   void normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);                                 \
   void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z);               \
@@ -38,8 +41,8 @@ namespace {
 
 #define EBM_COPY(name, ns) \
   CpuVectorKernels {                                                                                \
-    name, ns::small_sgemm_nn, ns::small_conv_nn, ns::bias_swish_rows, ns::normal64, ns::conv1_forward_image, \
-        ns::conv1_backward_data_image, ns::col2im_image, ns::swish_grad                              \
+    name, ns::small_sgemm_nn, ns::small_conv_nn, ns::small_conv_tapsum_nn, ns::bias_swish_rows, ns::normal64,    \
+        ns::conv1_forward_image, ns::conv1_backward_data_image, ns::col2im_image, ns::swish_grad               \
   }
 
 std::vector<CpuVectorKernels> variants_this_cpu_runs() {
@@ -91,6 +94,11 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                    float* C, int ldc) {
   return cpu_vector_kernels().conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc);
+}
+
+bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
+                          const float* B, int ldb, float* C, int ldc, const float* sig, const float* z) {
+  return cpu_vector_kernels().conv_tapsum_nn(M, N, T, K, taps, rows, in, B, ldb, C, ldc, sig, z);
 }
 
 }  // namespace ebm
