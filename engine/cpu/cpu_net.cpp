@@ -199,8 +199,33 @@ void permute_weights(const ConvShape& s, const T* w, T* wp) {
 
 }  // namespace
 
+// Reorders the m rows of a tap table (T taps per row, −1 = padding) and their row ids so that rows padded at the same
+// taps are adjacent — stably, keeping their order otherwise — so whole tiles of the implicit GEMMs skip those taps
+// (9–30% of the seed net's layers' taps fall outside the image; one Langevin chunk's rows, 8 images, stay in cache in
+// any order: measured 11% off a forward + input gradient). A row's own taps and their order are unchanged, so are
+// its sums.
+void group_rows_by_padding(int T, int32_t* taps, int32_t* rows, int m) {
+  if (T > 64 || m < 2) return;
+  std::vector<uint64_t> key(static_cast<size_t>(m), 0);
+  int64_t padding = 0;
+  for (int r = 0; r < m; ++r)
+    for (int t = 0; t < T; ++t)
+      if (taps[int64_t(r) * T + t] < 0) key[size_t(r)] |= uint64_t(1) << t, ++padding;
+  if (padding == 0) return;
+  std::vector<int> order(static_cast<size_t>(m));
+  for (int r = 0; r < m; ++r) order[size_t(r)] = r;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return key[size_t(a)] < key[size_t(b)]; });
+  const std::vector<int32_t> t0(taps, taps + int64_t(m) * T), r0(rows, rows + m);
+  for (int r = 0; r < m; ++r) {
+    const int from = order[size_t(r)];
+    std::copy_n(t0.data() + int64_t(from) * T, T, taps + int64_t(r) * T);
+    rows[r] = r0[size_t(from)];
+  }
+}
+
 // The forward convolution of layer l without im2col (float, channels ≥ 2, shapes the kernel takes):
-// a per-(pixel, tap) table of input pixels, cached per batch size, drives small_conv_nn.
+// a per-(pixel, tap) table of input pixels, cached per batch size, drives small_conv_nn; its rows are grouped by
+// their padding taps (each row still written to its own output pixel).
 template <class T>
 bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -218,10 +243,14 @@ bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt
             for_each_tap(s, b, oy, ox, [&](int t, int64_t i) {
               taps[((int64_t(b) * s.hout + oy) * s.wout + ox) * kk + t] = int32_t(i);
             });
+      std::vector<int32_t>& rows = taps_rows_[l];
+      rows.resize(size_t(p));
+      for (int64_t r = 0; r < p; ++r) rows[size_t(r)] = int32_t(r);
+      group_rows_by_padding(kk, taps.data(), rows.data(), int(p));
       taps_n_[l] = n;
     }
     return small_conv_nn(int(p), s.cout, kk, s.cin, taps_[l].data(), in_[l].data(), wpt, s.cout, z_[l].data(),
-                         s.cout);
+                         s.cout, taps_rows_[l].data());
   }
 }
 
@@ -251,6 +280,7 @@ ConvBackwardClasses conv_backward_classes(const ConvShape& s, int n) {
           }
         }
       c.m = int(bc.rows.size() - c.rows_off);
+      group_rows_by_padding(int(c.tap_index.size()), bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off, c.m);
       if (c.m > 0) bc.classes.push_back(std::move(c));
     }
   bc.n = n;
@@ -331,7 +361,7 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   n_ = n;
   const size_t L = net_.convs.size();
   prepare_weights(params);
-  bcls_.resize(L); bw_.resize(L); bw_version_.resize(L, -1); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
+  taps_rows_.resize(L); bcls_.resize(L); bw_.resize(L); bw_version_.resize(L, -1); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
   const int hw0 = net_.in_h * net_.in_w;
   ensure(in_[0], size_t(n) * net_.image_size());
   transpose_batch(x, in_[0].data(), n, net_.in_c, hw0);  // NCHW -> NHWC

@@ -18,7 +18,8 @@ namespace ebm {
 // input pixels. The pixels of a class share their taps (ky, kx) ≡ the class; each tap reads output pixel
 // ((iy + pad − ky) / stride, (ix + pad − kx) / stride) of dz, or nothing (−1) outside it. The taps are listed in
 // col2im's order — the output pixels that read an input pixel in raster order, i.e. ky then kx descending — so the
-// kernel's sums have col2im's bits. A class's weights are [taps·cout][cin]: row t·cout + co is Wp[co][tap t's cin].
+// kernel's sums have col2im's bits. A class's rows are grouped by their padding taps (tiles skip taps that are padding
+// for all their rows). A class's weights are [taps·cout][cin]: row t·cout + co is Wp[co][tap t's cin].
 struct ConvBackwardClasses {
   struct Class {
     std::vector<int> tap_index;        // ky·k + kx of each tap, in col2im's order
@@ -31,6 +32,11 @@ struct ConvBackwardClasses {
   std::vector<int32_t> rows;     // per row of each class: its input pixel b·hin·win + iy·win + ix
 };
 ConvBackwardClasses conv_backward_classes(const ConvShape& s, int n);
+
+// Reorders the m rows of a tap table (T taps per row, −1 = padding; rows[r] = where row r's result goes) so that rows
+// padded at the same taps are adjacent, stably; the implicit GEMMs' tiles then skip the taps that are padding for all
+// their rows. Each row keeps its taps in their order. Tables with more than 64 taps per row are left as they are.
+void group_rows_by_padding(int T, int32_t* taps, int32_t* rows, int m);
 
 // T = float for the engine; T = double for the finite-difference gradient checks of the same code.
 template <class T>
@@ -74,6 +80,7 @@ class CpuNetT {
   std::vector<std::vector<T>> sig_;  // per layer: σ(z), so backward needs no exp
   std::vector<T> out_;               // last activation [n·H_L·W_L][C_L]
   std::vector<std::vector<int32_t>> taps_;  // per layer: input pixel of each (output pixel, tap), −1 = pad
+  std::vector<std::vector<int32_t>> taps_rows_;  // per layer: the output pixel of each row of taps_
   std::vector<int> taps_n_;                 // the batch size taps_ was built for
   std::vector<ConvBackwardClasses> bcls_;   // per layer: the implicit backward-data pass's tables (batch bcls_[l].n)
   std::vector<std::vector<T>> bw_;          // per layer: its classes' weights, one after the other

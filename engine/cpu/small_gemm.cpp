@@ -75,20 +75,26 @@ void panel(int M, int K, const float* A, std::ptrdiff_t lda, const float* B, std
 }
 
 // Implicit-GEMM micro-tile: row r's A row is the concatenation over taps t of the input pixel
-// rows[r·T + t] (cin floats each; −1 = zero padding), so the im2col matrix is never written.
+// rows[r·T + t] (cin floats each; −1 = zero padding), so the im2col matrix is never written. Row r goes to C row
+// rows[r] (r where rows is null). A tap that is padding for every row of the tile is skipped: it would add 0·b to each
+// sum, which leaves the sums as they are.
 template <int MR, int NV>
-inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const float* __restrict in,
-                       const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C, std::ptrdiff_t ldc) {
+inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const int32_t* __restrict rows,
+                       const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
+                       std::ptrdiff_t ldc) {
   static const float kZeros[1024] = {};
   v16 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
   for (int t = 0; t < T; ++t) {
     const float* a[MR];
+    bool any = false;
     for (int r = 0; r < MR; ++r) {
       const int32_t px = taps[r * T + t];
+      any |= px >= 0;
       a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * cin;
     }
+    if (!any) continue;
     const float* bt = B + std::ptrdiff_t(t) * cin * ldb;
     for (int c = 0; c < cin; ++c) {
       v16 b[NV];
@@ -100,29 +106,32 @@ inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const flo
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store16(C + r * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) store16(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + 16 * v, acc[r][v]);
 }
 
 template <int NV>
-void conv_panel(int M, int T, int cin, const int32_t* taps, const float* in, const float* B, std::ptrdiff_t ldb,
-                float* C, std::ptrdiff_t ldc) {
+void conv_panel(int M, int T, int cin, const int32_t* taps, const int32_t* rows, const float* in, const float* B,
+                std::ptrdiff_t ldb, float* C, std::ptrdiff_t ldc) {
   constexpr int MR = mr_for<NV>();
   int i = 0;
-  for (; i + MR <= M; i += MR) micro_conv<MR, NV>(T, cin, taps + std::ptrdiff_t(i) * T, in, B, ldb, C + i * ldc, ldc);
+  for (; i + MR <= M; i += MR)
+    micro_conv<MR, NV>(T, cin, taps + std::ptrdiff_t(i) * T, rows ? rows + i : nullptr, in, B, ldb,
+                       rows ? C : C + i * ldc, ldc);
   const int rem = M - i;
   if (rem == 0) return;
   taps += std::ptrdiff_t(i) * T;
-  C += i * ldc;
+  if (rows) rows += i;
+  else C += i * ldc;
   [&]<int... R>(std::integer_sequence<int, R...>) {
-    ((rem == R + 1 ? (micro_conv<R + 1, NV>(T, cin, taps, in, B, ldb, C, ldc), 0) : 0), ...);
+    ((rem == R + 1 ? (micro_conv<R + 1, NV>(T, cin, taps, rows, in, B, ldb, C, ldc), 0) : 0), ...);
   }(std::make_integer_sequence<int, MR - 1>{});
 }
 
 // The backward-data micro-tile: row r of C (at rows[r]) = Σ over taps t of (Σ_c in[taps[r·T + t]][c] · B[t·K + c]),
 // each tap's dot its own FMA chain from 0, the taps added to the row in t order from 0 (0 + the first, then the rest).
-// A tap −1 reads zeros and adds +0, which leaves a row's sum as it was.
-// With sig and z (rows like C's), the row is then multiplied by swish'(z) = σ(1 + z(1 − σ)) as the backward pass's
-// swish_grad does, in the same order of operations.
+// A tap −1 reads zeros and adds +0, which leaves a row's sum as it was; one that is −1 for every row of the tile is
+// skipped. With sig and z (rows like C's), the row is then multiplied by swish'(z) = σ(1 + z(1 − σ)) as the backward
+// pass's swish_grad does, in the same order of operations.
 template <int MR, int NV>
 inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int32_t* __restrict rows,
                          const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
@@ -139,12 +148,28 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
     }
     store16(c[r] + 16 * v, da);
   };
-  for (int t = 0; t < T; ++t) {
+  int first = -1, last = -1;  // the taps this tile runs: those with a pixel in some row
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < MR; ++r)
+      if (taps[r * T + t] >= 0) {
+        if (first < 0) first = t;
+        last = t;
+        break;
+      }
+  if (first < 0) {
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) finish(r, v, v16{});
+    return;
+  }
+  for (int t = first; t <= last; ++t) {
     const float* a[MR];
+    bool any = false;
     for (int r = 0; r < MR; ++r) {
       const int32_t px = taps[r * T + t];
+      any |= px >= 0;
       a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * K;
     }
+    if (!any) continue;
     v16 acc[MR][NV];
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
@@ -160,14 +185,11 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) {
         v16 sum = v16{};
-        if (t > 0) load16(sum, c[r] + 16 * v);
-        if (t + 1 < T) store16(c[r] + 16 * v, sum + acc[r][v]);
+        if (t > first) load16(sum, c[r] + 16 * v);
+        if (t < last) store16(c[r] + 16 * v, sum + acc[r][v]);
         else finish(r, v, sum + acc[r][v]);
       }
   }
-  if (T == 0)
-    for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v) finish(r, v, v16{});
 }
 
 template <int NV>
@@ -191,7 +213,7 @@ void tapsum_panel(int M, int T, int K, const int32_t* taps, const int32_t* rows,
 namespace EBM_KERNEL_NS {
 
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                   float* C, int ldc) {
+                   float* C, int ldc, const int32_t* rows) {
   if (M < 1 || T < 1 || cin < 1 || cin > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
   if (ldb < N || ldc < N || !taps || !in || !B || !C) return false;
   const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
@@ -199,16 +221,16 @@ bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const floa
   int j = 0;
   for (; j + w <= N; j += w) {
     switch (nv) {
-      case 4: conv_panel<4>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
-      case 3: conv_panel<3>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
-      case 2: conv_panel<2>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
-      default: conv_panel<1>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+      case 4: conv_panel<4>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
+      case 3: conv_panel<3>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
+      case 2: conv_panel<2>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
+      default: conv_panel<1>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
     }
   }
   switch ((N - j) / 16) {
-    case 3: conv_panel<3>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
-    case 2: conv_panel<2>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
-    case 1: conv_panel<1>(M, T, cin, taps, in, B + j, ldb, C + j, ldc); break;
+    case 3: conv_panel<3>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
+    case 2: conv_panel<2>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
+    case 1: conv_panel<1>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
     default: break;
   }
   return true;

@@ -18,9 +18,11 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
 
 // The forward convolution as an implicit GEMM (no im2col matrix): C[M][N] = A·B where row r of A is the
 // concatenation over taps t < T of in[taps[r·T + t]][0..cin) (a pixel row of the NHWC input; taps −1
-// read zeros), and B is [T·cin][N] with row stride ldb. Same conditions on N as above; cin ≤ 1024.
+// read zeros), and B is [T·cin][N] with row stride ldb; row r is written to C row rows[r] (r where rows is null: the
+// tap table's rows may be grouped so that padding taps line up and whole tiles skip them). Same conditions on N as
+// above; cin ≤ 1024.
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                   float* C, int ldc);
+                   float* C, int ldc, const int32_t* rows);
 
 // The backward-data convolution of one residue class of input pixels as an implicit GEMM (engine/cpu/cpu_net.cpp
 // builds the tables): for r < M, C[rows[r]·ldc .. +N) = Σ_{t<T} Σ_{c<K} in[taps[r·T + t]·K + c] · B[(t·K + c)·ldb ..
@@ -46,7 +48,7 @@ struct CpuVectorKernels {
   const char* isa;
   bool (*sgemm_nn)(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
   bool (*conv_nn)(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                  float* C, int ldc);
+                  float* C, int ldc, const int32_t* rows);
   bool (*conv_tapsum_nn)(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
                          const float* B, int ldb, float* C, int ldc, const float* sig, const float* z);
   void (*bias_swish)(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);

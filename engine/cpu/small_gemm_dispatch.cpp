@@ -14,7 +14,7 @@
   namespace ebm::ns {                                                                                             \
   bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc); \
   bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb, \
-                     float* C, int ldc);                                                                          \
+                     float* C, int ldc, const int32_t* rows);                                                     \
   bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in, \
                             const float* B, int ldb, float* C, int ldc, const float* sig,                    \
                             const float* z);                                                                    \
@@ -92,8 +92,8 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
 }
 
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                   float* C, int ldc) {
-  return cpu_vector_kernels().conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc);
+                   float* C, int ldc, const int32_t* rows) {
+  return cpu_vector_kernels().conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc, rows);
 }
 
 bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
