@@ -175,15 +175,30 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
     std::memcpy(&vv, v + 16 * h, sizeof vv);
     const f16 l = -2.0f * logf16(uu);
     sincosf16(6.2831853071795864f * vv, sv, cv);
+#if defined(__AVX512F__)
+    // pair p = 16h + j gives elements 2p (cos) and 2p+1 (sin): the products interleaved; vsqrtps is IEEE's sqrt,
+    // the scalar sqrtf's bits
+    const f16 radius = f16(_mm512_maskz_sqrt_ps(__mmask16(0xFFFF), __m512(l)));  // maskz: see philox4x32_10_x16
+    const f16 c = radius * cv, s = radius * sv;
+    const f16 lo = __builtin_shufflevector(c, s, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const f16 hi = __builtin_shufflevector(c, s, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    std::memcpy(out + 32 * h, &lo, sizeof lo);
+    std::memcpy(out + 32 * h + 16, &hi, sizeof hi);
+#else
     std::memcpy(lg + 16 * h, &l, sizeof l);
     std::memcpy(sn + 16 * h, &sv, sizeof sv);
     std::memcpy(cs + 16 * h, &cv, sizeof cv);
+#endif
   }
+#if !defined(__AVX512F__)
   for (int p = 0; p < 32; ++p) {  // pair p = (block p/2, pair p%2) gives elements 2p (cos) and 2p+1 (sin)
     const float radius = __builtin_sqrtf(lg[p]);  // no std:: inline wrapper: kept out of the per-ISA copies
     out[2 * p] = radius * cs[p];
     out[2 * p + 1] = radius * sn[p];
   }
+#else
+  (void)lg, (void)sn, (void)cs;
+#endif
 }
 
 
