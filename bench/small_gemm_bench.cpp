@@ -1,7 +1,8 @@
 // Standalone microbenchmark: ebm::small_sgemm_nn vs single-threaded OpenBLAS cblas_sgemm on the CPU backend's
 // convolution GEMM shapes. Not part of the CMake build; build by hand:
 //   g++ -std=gnu++20 -O3 -march=native -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread \
-//       bench/small_gemm_bench.cpp engine/cpu/small_gemm.cpp -lopenblas -o /tmp/sgb && /tmp/sgb
+//       bench/small_gemm_bench.cpp engine/cpu/small_gemm.cpp engine/cpu/small_gemm_dispatch.cpp -lopenblas -o /tmp/sgb &&
+//   OMP_NUM_THREADS=1 /tmp/sgb
 #include <cblas.h>
 
 #include <algorithm>

@@ -1,10 +1,13 @@
-// The energy network on the CPU: im2col + GEMM convolutions with fused bias+swish, and the two
-// backward passes the method needs (w.r.t. the input for Langevin, w.r.t. the parameters for Adam).
+// The energy network on the CPU: convolutions as GEMMs with fused bias+swish, and the two backward passes the
+// method needs (w.r.t. the input for Langevin, w.r.t. the parameters for Adam).
 //
-// Activations are kept pixel-major, "NHWC": layer l's output is [n·H_l·W_l][C_l], so im2col and its
-// adjoint move whole channel vectors (16–64 contiguous floats) instead of single strided floats, and
-// each conv is one GEMM over the whole batch: z [n·Ho·Wo, Cout] = col [n·Ho·Wo, k·k·Cin] · Wᵀ, with the
-// weights permuted once per pass from the checkpoint's [Cout, Cin, k, k] to [Cout, k, k, Cin].
+// Activations are kept pixel-major, "NHWC": layer l's output is [n·H_l·W_l][C_l], so each conv is one GEMM over the
+// whole batch, z [n·Ho·Wo, Cout] = col [n·Ho·Wo, k·k·Cin] · Wᵀ, with the weights permuted from the checkpoint's
+// [Cout, Cin, k, k] to [Cout, k, k, Cin] (once per pass, or once per Langevin chain: hold_weights). The forward runs
+// as an implicit GEMM (rows of col read from the input through a tap table, never written), the input gradient as
+// implicit GEMMs over the input pixels' residue classes (conv_backward_classes: no column matrix, no col2im), with
+// the rows of both grouped so that tiles skip the taps outside the image; the weight gradient uses the explicit
+// im2col matrix and BLAS. The first (one-channel) layer is a direct convolution.
 #pragma once
 #include <cstdint>
 #include <vector>
