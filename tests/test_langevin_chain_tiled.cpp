@@ -47,16 +47,17 @@ constexpr double kTolLong = 2e-5;
 // Under ASan/UBSan (scripts/test.sh's asan stage) the long chains run a fifth of their steps: every code path is in
 // their first steps (the ring's turns come every 9 uses), and the numerics are the release stage's to check at length.
 #if defined(__SANITIZE_ADDRESS__)
-constexpr int kLong = 5;
+constexpr bool kSanitized = true;
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-constexpr int kLong = 5;
+constexpr bool kSanitized = true;
 #else
-constexpr int kLong = 1;
+constexpr bool kSanitized = false;
 #endif
 #else
-constexpr int kLong = 1;
+constexpr bool kSanitized = false;
 #endif
+constexpr int kLong = kSanitized ? 5 : 1;
 
 struct Shape {
   const char* name;
@@ -830,7 +831,11 @@ TEST(ChainModel, SeedNetKernelsMeetTheirTargets) {
   rows.push_back({"generic 256 (first kernel)", g.stats, g.barriers, 0, 0});
   const std::string table = model_table(rows, 4);
   std::printf("%s", table.c_str());
-  // The predictions bench/gpu_sweep.cu prints beside each configuration (written there before any GPU run).
+  // The first kernel's backward diverges: its lanes of other parities idle through each other's taps.
+  EXPECT_LT(g.stats.at(5).simt(), 0.5);
+  // The predictions bench/gpu_sweep.cu prints beside each configuration (written there before any GPU run): printed,
+  // not checked, so the sanitizer stage (10× slower here) leaves them to the release stage.
+  if (kSanitized) return;
   std::vector<ModelRow> more = rows;
   more.push_back(measure_tiled<TiledChain<TiledSeedNet, 256, false>>("tiled 256"));
   more.push_back(measure_tiled<TiledChain<TiledSeedNet, 512, true, false, 2>>("resident 512 ring 2"));
@@ -838,8 +843,6 @@ TEST(ChainModel, SeedNetKernelsMeetTheirTargets) {
   more.push_back(measure_tiled<TiledChain<TiledSeedNet, 256, true, true>>("resident 256 tf32"));
   more.push_back(measure_tiled<TiledChain<TiledSeedNet, 512, false, true>>("tiled 512 tf32"));
   for (const ModelRow& r : more) std::printf("[  model   ] %-28s %6.1f µs a Langevin step\n", r.variant.c_str(), model_us(r));
-  // The first kernel's backward diverges: its lanes of other parities idle through each other's taps.
-  EXPECT_LT(g.stats.at(5).simt(), 0.5);
 }
 
 // --- on a GPU: the kernels against the CPU backend, and against each other ---
