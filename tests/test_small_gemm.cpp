@@ -406,3 +406,49 @@ TEST(SmallGemmIsa, GroupedForwardRowsGiveTheSameBits) {
     }
   }
 }
+
+// The first layer's kernels on both of their paths — a zero-padded plane on the stack (images up to about 90×90) and
+// the bounds-checked loops beyond — against their definitions at every pixel, in every copy: the forward z[p][c] =
+// Σ_t x[tap t of p]·w[t][c], and the input gradient dx[i] = Σ over (p, t) reading i of dz[p]·w[t] (dx overwritten).
+TEST(SmallGemmIsa, FirstLayerBothPathsAgainstTheirDefinitions) {
+  std::mt19937 gen(13);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (const int hin : {30, 100}) {  // planes of 32² and 102² floats: below and above the stack plane's 8192
+    for (const int stride : {2, 1}) {
+      ebm::ConvShape s{};
+      s.cin = 1, s.cout = 16, s.k = 3, s.stride = stride, s.pad = 1, s.hin = s.win = hin;
+      s.hout = s.wout = (hin + 2 - 3) / stride + 1;
+      const int P = s.hout * s.wout, n = 2;
+      std::vector<float> x(size_t(n) * hin * hin), wt(9 * 16), dz(size_t(n) * P * 16), wcol(16 * 16, 0.0f);
+      for (auto& v : x) v = u(gen);
+      for (auto& v : wt) v = u(gen);
+      for (auto& v : dz) v = u(gen);
+      for (int t = 0; t < 9; ++t)
+        for (int c = 0; c < 16; ++c) wcol[size_t(c) * 16 + t] = wt[size_t(t) * 16 + c];
+      std::vector<double> zref(dz.size(), 0.0), dxref(x.size(), 0.0);
+      for (int b = 0; b < n; ++b)
+        for (int p = 0; p < P; ++p)
+          for (int t = 0; t < 9; ++t) {
+            const int iy = (p / s.wout) * stride - 1 + t / 3, ix = (p % s.wout) * stride - 1 + t % 3;
+            if (iy < 0 || iy >= hin || ix < 0 || ix >= hin) continue;
+            const size_t i = size_t(b * hin + iy) * hin + ix;
+            for (int c = 0; c < 16; ++c) {
+              zref[size_t(b * P + p) * 16 + c] += double(x[i]) * wt[size_t(t) * 16 + c];
+              dxref[i] += double(dz[size_t(b * P + p) * 16 + c]) * wt[size_t(t) * 16 + c];
+            }
+          }
+      for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
+        std::vector<float> z(dz.size(), 7.0f), dx(x.size(), 7.0f);
+        for (int b = 0; b < n; ++b) {
+          k.conv1_forward_image(s, b, x.data(), wt.data(), z.data());
+          k.conv1_backward_data_image(s, b, dz.data(), wcol.data(), dx.data());
+        }
+        double ez = 0, edx = 0;
+        for (size_t i = 0; i < z.size(); ++i) ez = std::max(ez, std::fabs(z[i] - zref[i]));
+        for (size_t i = 0; i < dx.size(); ++i) edx = std::max(edx, std::fabs(dx[i] - dxref[i]));
+        EXPECT_LT(ez, 1e-5) << k.isa << " forward, " << hin << "x" << hin << " stride " << stride;
+        EXPECT_LT(edx, 1e-4) << k.isa << " input gradient, " << hin << "x" << hin << " stride " << stride;
+      }
+    }
+  }
+}
