@@ -195,3 +195,25 @@ TEST(CpuBackend, ChainsDoNotDependOnHowTheRowsAreSplit) {
   for (int64_t i = 0; i < x0.numel(); ++i) moved = std::max(moved, double(std::fabs(out[0].data[i] - x0.data[i])));
   EXPECT_GT(moved, 1e-3) << "the chains moved";
 }
+
+// The same with a JEM net (K = 3 outputs) and class-conditional chains: each chunk of 8 rows must read its own rows'
+// classes (a chunk reading another's would differ between one thread and two).
+TEST(CpuBackend, ConditionalChainsDoNotDependOnHowTheRowsAreSplit) {
+  EngineOptions o = small_options();
+  o.net = NetSpec::make({16, 32}, 3, 2, 12, 1, 3);
+  o.objective = Objective::kJem;
+  const Tensor x0 = random_images(21, 12, 4);
+  std::vector<int32_t> classes(21);
+  for (int i = 0; i < 21; ++i) classes[size_t(i)] = i % 3;
+  const int saved = omp_get_max_threads();
+  std::vector<Tensor> out;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    CpuBackend be(o);
+    Tensor x = x0;
+    be.sample(x, {6, 10.0f, 0.005f, 0.03f}, 17, 0, nullptr, &classes);
+    out.push_back(x);
+  }
+  omp_set_num_threads(saved);
+  EXPECT_EQ(out[0].data, out[1].data);
+}

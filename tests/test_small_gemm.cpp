@@ -452,3 +452,37 @@ TEST(SmallGemmIsa, FirstLayerBothPathsAgainstTheirDefinitions) {
     }
   }
 }
+
+// The net's weight layouts are rebuilt when the weights change in place (the packed backward-data weights, keyed by
+// a version, included), and hold_weights() is dropped by a pass with other weights: every pass equals a fresh net's.
+TEST(CpuNetWeights, ChangedInPlaceOrSwappedWhileHeldGiveAFreshNetsBits) {
+  const ebm::NetSpec spec = ebm::NetSpec::make({16, 32, 32}, 3, 2, 16);
+  std::vector<float> p = ebm::init_params(spec, 3), q = ebm::init_params(spec, 4);
+  const int n = 3;
+  std::vector<float> x(size_t(n) * 256);
+  std::mt19937 gen(2);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto& v : x) v = u(gen);
+  const std::vector<float> ones(n, 1.0f);
+  auto pass = [&](ebm::CpuNet& net, const std::vector<float>& w) {
+    std::vector<float> f(n), dx(x.size()), g(w.size());
+    net.forward(w.data(), x.data(), n, f.data());
+    net.backward(w.data(), ones.data(), dx.data(), g.data());
+    f.insert(f.end(), dx.begin(), dx.end());
+    f.insert(f.end(), g.begin(), g.end());
+    return f;
+  };
+  auto fresh = [&](const std::vector<float>& w) {
+    ebm::CpuNet net(spec);
+    return pass(net, w);
+  };
+  ebm::CpuNet net(spec);
+  EXPECT_EQ(pass(net, p), fresh(p));
+  for (auto& v : p) v *= 1.5f;  // in place: same pointer, other weights
+  EXPECT_EQ(pass(net, p), fresh(p));
+  net.hold_weights(p.data());
+  EXPECT_EQ(pass(net, q), fresh(q));  // other weights while p is held
+  for (auto& v : p) v *= 0.5f;        // p changed after that pass let go of it
+  EXPECT_EQ(pass(net, p), fresh(p));
+  net.release_weights();
+}

@@ -335,6 +335,7 @@ void CpuNetT<T>::prepare_weights(const T* params) {
   wp_.resize(L);
   wpt_.resize(L);
   if (held_ && params == held_) return;
+  held_ = nullptr;  // other weights: the held ones are no longer in the layouts
   ++weights_version_;
   for (size_t l = 0; l < L; ++l) {
     const ConvShape& s = net_.convs[l];

@@ -60,8 +60,9 @@ class CpuNetT {
   void backward(const T* params, const T* df, T* dx, T* grad);
 
   // A Langevin chain runs many passes with one set of weights: hold_weights(params) puts them in the kernels'
-  // layouts once, and forward()/backward() given that same pointer skip it until release_weights(). The caller
-  // promises not to change params meanwhile (the CPU backend holds them for one langevin() call).
+  // layouts once, and forward()/backward() given that same pointer skip it until release_weights() or a pass with
+  // other weights. The caller promises not to change params meanwhile (the CPU backend holds them for one
+  // langevin() call).
   void hold_weights(const T* params);
   void release_weights() { held_ = nullptr; }
 
