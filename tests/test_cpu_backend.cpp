@@ -173,6 +173,26 @@ TEST(CpuBackend, ValidationReportsTheLargestEnergyMagnitudeForTheGuard) {
   EXPECT_TRUE(std::isnan(be.validate(test, 1).max_abs_f));
 }
 
+namespace {
+
+// x0 after `sample` on one thread and on two (classes: class-conditional chains), as two tensors.
+std::vector<Tensor> sample_on_one_and_two_threads(const EngineOptions& o, const Tensor& x0,
+                                                  const std::vector<int32_t>* classes = nullptr) {
+  const int saved = omp_get_max_threads();
+  std::vector<Tensor> out;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    CpuBackend be(o);
+    Tensor x = x0;
+    be.sample(x, {6, 10.0f, 0.005f, 0.03f}, 17, 0, nullptr, classes);
+    out.push_back(x);
+  }
+  omp_set_num_threads(saved);
+  return out;
+}
+
+}  // namespace
+
 // Langevin chains are independent: a thread runs its rows a few at a time through all the steps (cpu_backend.cpp), so
 // the rows' numbers must not depend on how they are split — one thread or two, chunks of 8 and the remainders — on a
 // net whose layers take the implicit backward-data pass with swish' fused (channels of 16 and 32).
@@ -180,16 +200,7 @@ TEST(CpuBackend, ChainsDoNotDependOnHowTheRowsAreSplit) {
   EngineOptions o = small_options();
   o.net = NetSpec::make({16, 32, 32}, 3, 2, 12);
   const Tensor x0 = random_images(21, 12, 3);
-  const int saved = omp_get_max_threads();
-  std::vector<Tensor> out;
-  for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
-    CpuBackend be(o);
-    Tensor x = x0;
-    be.sample(x, {6, 10.0f, 0.005f, 0.03f}, 17);
-    out.push_back(x);
-  }
-  omp_set_num_threads(saved);
+  const std::vector<Tensor> out = sample_on_one_and_two_threads(o, x0);
   EXPECT_EQ(out[0].data, out[1].data);
   double moved = 0;
   for (int64_t i = 0; i < x0.numel(); ++i) moved = std::max(moved, double(std::fabs(out[0].data[i] - x0.data[i])));
@@ -205,15 +216,6 @@ TEST(CpuBackend, ConditionalChainsDoNotDependOnHowTheRowsAreSplit) {
   const Tensor x0 = random_images(21, 12, 4);
   std::vector<int32_t> classes(21);
   for (int i = 0; i < 21; ++i) classes[size_t(i)] = i % 3;
-  const int saved = omp_get_max_threads();
-  std::vector<Tensor> out;
-  for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
-    CpuBackend be(o);
-    Tensor x = x0;
-    be.sample(x, {6, 10.0f, 0.005f, 0.03f}, 17, 0, nullptr, &classes);
-    out.push_back(x);
-  }
-  omp_set_num_threads(saved);
+  const std::vector<Tensor> out = sample_on_one_and_two_threads(o, x0, &classes);
   EXPECT_EQ(out[0].data, out[1].data);
 }

@@ -32,6 +32,21 @@ typedef float v16 __attribute__((vector_size(64)));
 inline void load16(v16& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }  // unaligned load
 inline void store16(float* p, const v16& v) { __builtin_memcpy(p, &v, sizeof v); }
 
+// The steps of the implicit-GEMM micro-tiles, k < K: acc[r] += a[r][k] · B[k][0..16·NV) — FMA chains in k order, one
+// per accumulator.
+template <int MR, int NV>
+inline void rank1_updates(int K, const float* const (&a)[MR], const float* __restrict B, std::ptrdiff_t ldb,
+                          v16 (&acc)[MR][NV]) {
+  for (int k = 0; k < K; ++k) {
+    v16 b[NV];
+    for (int v = 0; v < NV; ++v) load16(b[v], B + k * ldb + 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      const float x = a[r][k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
+    }
+  }
+}
+
 // C[0..MR)[0..16·NV) = A[0..MR)[0..K) · B[0..K)[0..16·NV)
 template <int MR, int NV>
 inline void micro(int K, const float* __restrict A, std::ptrdiff_t lda, const float* __restrict B,
@@ -39,7 +54,7 @@ inline void micro(int K, const float* __restrict A, std::ptrdiff_t lda, const fl
   v16 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
-  for (int k = 0; k < K; ++k) {
+  for (int k = 0; k < K; ++k) {  // rank1_updates with rows at a stride (one base register, not MR pointers)
     v16 b[NV];
     for (int v = 0; v < NV; ++v) load16(b[v], B + k * ldb + 16 * v);
     for (int r = 0; r < MR; ++r) {
@@ -57,21 +72,51 @@ constexpr int mr_for() {
   return NV == 1 ? 8 : NV == 2 ? 12 : NV == 3 ? 8 : 6;
 }
 
-// rows [0, M) for one column panel of width 16·NV
-template <int NV>
-void panel(int M, int K, const float* A, std::ptrdiff_t lda, const float* B, std::ptrdiff_t ldb, float* C,
-           std::ptrdiff_t ldc) {
-  constexpr int MR = mr_for<NV>();
-  int i = 0;
-  for (; i + MR <= M; i += MR) micro<MR, NV>(K, A + i * lda, lda, B, ldb, C + i * ldc, ldc);
-  const int rem = M - i;
-  if (rem == 0) return;
-  A += i * lda;
-  C += i * ldc;
-  // tail: at most MR-1 rows
-  [&]<int... R>(std::integer_sequence<int, R...>) {
-    ((rem == R + 1 ? (micro<R + 1, NV>(K, A, lda, B, ldb, C, ldc), 0) : 0), ...);
-  }(std::make_integer_sequence<int, MR - 1>{});
+// Columns [0, N) in panels of 16·NV — the widest of 64/48/32 that divides N (16 alone), else 64 with a narrower
+// tail panel — and each panel's rows [0, M) in tiles of MR = mr_for<NV>() rows, the last tile the M % MR left:
+// tile(NV, R, i, j) for the R × 16·NV tile at row i, column j, NV and R as std::integral_constant.
+template <class Tile>
+inline void tiles(int M, int N, Tile&& tile) {
+  const auto panel = [&]<int NV>(std::integral_constant<int, NV> nv, int j) {
+    constexpr int MR = mr_for<NV>();
+    int i = 0;
+    for (; i + MR <= M; i += MR) tile(nv, std::integral_constant<int, MR>{}, i, j);
+    const int rem = M - i;
+    [&]<int... R>(std::integer_sequence<int, R...>) {
+      ((rem == R + 1 ? (tile(nv, std::integral_constant<int, R + 1>{}, i, j), 0) : 0), ...);
+    }(std::make_integer_sequence<int, MR - 1>{});
+  };
+  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
+  int j = 0;
+  for (; j + 16 * nv <= N; j += 16 * nv) {
+    switch (nv) {
+      case 4: panel(std::integral_constant<int, 4>{}, j); break;
+      case 3: panel(std::integral_constant<int, 3>{}, j); break;
+      case 2: panel(std::integral_constant<int, 2>{}, j); break;
+      default: panel(std::integral_constant<int, 1>{}, j); break;
+    }
+  }
+  switch ((N - j) / 16) {
+    case 3: panel(std::integral_constant<int, 3>{}, j); break;
+    case 2: panel(std::integral_constant<int, 2>{}, j); break;
+    case 1: panel(std::integral_constant<int, 1>{}, j); break;
+    default: break;
+  }
+}
+
+constexpr float kZeros[1024] = {};  // what a padding tap reads
+
+// Tap t's pixel rows (len floats each) for the MR rows of an implicit-GEMM tile, kZeros for padding (−1); false
+// when the tap is padding for every row.
+template <int MR>
+inline bool tap_rows(const int32_t* __restrict taps, int T, int t, const float* in, int len, const float* (&a)[MR]) {
+  bool any = false;
+  for (int r = 0; r < MR; ++r) {
+    const int32_t px = taps[r * T + t];
+    any |= px >= 0;
+    a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * len;
+  }
+  return any;
 }
 
 // Implicit-GEMM micro-tile: row r's A row is the concatenation over taps t of the input pixel
@@ -82,49 +127,15 @@ template <int MR, int NV>
 inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const int32_t* __restrict rows,
                        const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
                        std::ptrdiff_t ldc) {
-  static const float kZeros[1024] = {};
   v16 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
   for (int t = 0; t < T; ++t) {
     const float* a[MR];
-    bool any = false;
-    for (int r = 0; r < MR; ++r) {
-      const int32_t px = taps[r * T + t];
-      any |= px >= 0;
-      a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * cin;
-    }
-    if (!any) continue;
-    const float* bt = B + std::ptrdiff_t(t) * cin * ldb;
-    for (int c = 0; c < cin; ++c) {
-      v16 b[NV];
-      for (int v = 0; v < NV; ++v) load16(b[v], bt + c * ldb + 16 * v);
-      for (int r = 0; r < MR; ++r) {
-        const float x = a[r][c];
-        for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
-      }
-    }
+    if (tap_rows<MR>(taps, T, t, in, cin, a)) rank1_updates<MR, NV>(cin, a, B + std::ptrdiff_t(t) * cin * ldb, ldb, acc);
   }
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) store16(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + 16 * v, acc[r][v]);
-}
-
-template <int NV>
-void conv_panel(int M, int T, int cin, const int32_t* taps, const int32_t* rows, const float* in, const float* B,
-                std::ptrdiff_t ldb, float* C, std::ptrdiff_t ldc) {
-  constexpr int MR = mr_for<NV>();
-  int i = 0;
-  for (; i + MR <= M; i += MR)
-    micro_conv<MR, NV>(T, cin, taps + std::ptrdiff_t(i) * T, rows ? rows + i : nullptr, in, B, ldb,
-                       rows ? C : C + i * ldc, ldc);
-  const int rem = M - i;
-  if (rem == 0) return;
-  taps += std::ptrdiff_t(i) * T;
-  if (rows) rows += i;
-  else C += i * ldc;
-  [&]<int... R>(std::integer_sequence<int, R...>) {
-    ((rem == R + 1 ? (micro_conv<R + 1, NV>(T, cin, taps, rows, in, B, ldb, C, ldc), 0) : 0), ...);
-  }(std::make_integer_sequence<int, MR - 1>{});
 }
 
 // The backward-data micro-tile: row r of C (at rows[r]) = Σ over taps t of (Σ_c in[taps[r·T + t]][c] · B[t·K + c]),
@@ -136,7 +147,6 @@ template <int MR, int NV>
 inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int32_t* __restrict rows,
                          const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
                          std::ptrdiff_t ldc, const float* __restrict sig, const float* __restrict z) {
-  static const float kZeros[1024] = {};
   float* c[MR];
   for (int r = 0; r < MR; ++r) c[r] = C + std::ptrdiff_t(rows[r]) * ldc;
   const auto finish = [&](int r, int v, v16 da) {
@@ -163,25 +173,11 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
   }
   for (int t = first; t <= last; ++t) {
     const float* a[MR];
-    bool any = false;
-    for (int r = 0; r < MR; ++r) {
-      const int32_t px = taps[r * T + t];
-      any |= px >= 0;
-      a[r] = px < 0 ? kZeros : in + std::ptrdiff_t(px) * K;
-    }
-    if (!any) continue;
+    if (!tap_rows<MR>(taps, T, t, in, K, a)) continue;
     v16 acc[MR][NV];
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
-    const float* bt = B + std::ptrdiff_t(t) * K * ldb;
-    for (int k = 0; k < K; ++k) {
-      v16 b[NV];
-      for (int v = 0; v < NV; ++v) load16(b[v], bt + k * ldb + 16 * v);
-      for (int r = 0; r < MR; ++r) {
-        const float x = a[r][k];
-        for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
-      }
-    }
+    rank1_updates<MR, NV>(K, a, B + std::ptrdiff_t(t) * K * ldb, ldb, acc);
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV; ++v) {
         v16 sum = v16{};
@@ -192,22 +188,6 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
   }
 }
 
-template <int NV>
-void tapsum_panel(int M, int T, int K, const int32_t* taps, const int32_t* rows, const float* in, const float* B,
-                  std::ptrdiff_t ldb, float* C, std::ptrdiff_t ldc, const float* sig, const float* z) {
-  constexpr int MR = mr_for<NV>();
-  int i = 0;
-  for (; i + MR <= M; i += MR)
-    micro_tapsum<MR, NV>(T, K, taps + std::ptrdiff_t(i) * T, rows + i, in, B, ldb, C, ldc, sig, z);
-  const int rem = M - i;
-  if (rem == 0) return;
-  taps += std::ptrdiff_t(i) * T;
-  rows += i;
-  [&]<int... R>(std::integer_sequence<int, R...>) {
-    ((rem == R + 1 ? (micro_tapsum<R + 1, NV>(T, K, taps, rows, in, B, ldb, C, ldc, sig, z), 0) : 0), ...);
-  }(std::make_integer_sequence<int, MR - 1>{});
-}
-
 }  // namespace
 
 namespace EBM_KERNEL_NS {
@@ -216,47 +196,19 @@ bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const floa
                    float* C, int ldc, const int32_t* rows) {
   if (M < 1 || T < 1 || cin < 1 || cin > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
   if (ldb < N || ldc < N || !taps || !in || !B || !C) return false;
-  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
-  const int w = 16 * nv;
-  int j = 0;
-  for (; j + w <= N; j += w) {
-    switch (nv) {
-      case 4: conv_panel<4>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-      case 3: conv_panel<3>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-      case 2: conv_panel<2>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-      default: conv_panel<1>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-    }
-  }
-  switch ((N - j) / 16) {
-    case 3: conv_panel<3>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-    case 2: conv_panel<2>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-    case 1: conv_panel<1>(M, T, cin, taps, rows, in, B + j, ldb, C + j, ldc); break;
-    default: break;
-  }
+  tiles(M, N, [&]<int NV, int R>(std::integral_constant<int, NV>, std::integral_constant<int, R>, int i, int j) {
+    micro_conv<R, NV>(T, cin, taps + std::ptrdiff_t(i) * T, rows ? rows + i : nullptr, in, B + j, ldb,
+                      C + (rows ? 0 : std::ptrdiff_t(i) * ldc) + j, ldc);
+  });
   return true;
 }
 
 bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
   if (M < 1 || K < 1 || N < 16 || N > 1024 || N % 16 != 0) return false;
   if (lda < K || ldb < N || ldc < N || !A || !B || !C) return false;
-  // main panel width: the widest of 64/48/32 that divides N, else 64 with a narrower tail panel
-  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
-  const int w = 16 * nv;
-  int j = 0;
-  for (; j + w <= N; j += w) {
-    switch (nv) {
-      case 4: panel<4>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-      case 3: panel<3>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-      case 2: panel<2>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-      default: panel<1>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-    }
-  }
-  switch ((N - j) / 16) {
-    case 3: panel<3>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-    case 2: panel<2>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-    case 1: panel<1>(M, K, A, lda, B + j, ldb, C + j, ldc); break;
-    default: break;
-  }
+  tiles(M, N, [&]<int NV, int R>(std::integral_constant<int, NV>, std::integral_constant<int, R>, int i, int j) {
+    micro<R, NV>(K, A + std::ptrdiff_t(i) * lda, lda, B + j, ldb, C + std::ptrdiff_t(i) * ldc + j, ldc);
+  });
   return true;
 }
 
@@ -264,23 +216,10 @@ bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const
                           const float* B, int ldb, float* C, int ldc, const float* sig, const float* z) {
   if (M < 1 || T < 0 || K < 1 || K > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
   if (ldb < N || ldc < N || !taps || !rows || !in || !B || !C || !sig != !z) return false;
-  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
-  const int w = 16 * nv;
-  int j = 0;
-  for (; j + w <= N; j += w) {
-    switch (nv) {
-      case 4: tapsum_panel<4>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-      case 3: tapsum_panel<3>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-      case 2: tapsum_panel<2>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-      default: tapsum_panel<1>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-    }
-  }
-  switch ((N - j) / 16) {
-    case 3: tapsum_panel<3>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-    case 2: tapsum_panel<2>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-    case 1: tapsum_panel<1>(M, T, K, taps, rows, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig, z ? z + j : z); break;
-    default: break;
-  }
+  tiles(M, N, [&]<int NV, int R>(std::integral_constant<int, NV>, std::integral_constant<int, R>, int i, int j) {
+    micro_tapsum<R, NV>(T, K, taps + std::ptrdiff_t(i) * T, rows + i, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig,
+                        z ? z + j : z);
+  });
   return true;
 }
 
