@@ -15,7 +15,7 @@ source scripts/lib/packages.sh
 install_missing aarch64_check g++-aarch64-linux-gnu qemu-user || true
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$log".*' EXIT
 cmake --preset aarch64 -DEBM_WERROR="$werror" > "$log" 2>&1 || { cat "$log"; exit 1; }
 sed -n '/ebm_engine /,/warnings as errors/p' "$log" | sed 's/^-- //'
 t0=$SECONDS
@@ -33,10 +33,21 @@ machine=$(od -An -t u2 -j 18 -N 2 "$bin" | tr -d ' ')  # ELF e_machine: 183 = EM
 filter='CpuBackend.*:NetGradCheck.*:NetShape.*:EngineMath.*:SpectralNorm.*:Rng.*:Philox.*:ReplayBuffer.*'
 filter+=':Energies.*:DivergenceGuard.*:Jem*:Shift/*:ParityHarness.*b8*:ParityHarness.Table*:SmallGemm*'
 filter+=':Safetensors.*:Npy.*:Idx.*:Crc32*:JsonText.*:Config*:Resume.*:RunFolder.*:LrSchedule.*'
-t0=$SECONDS
-OMP_NUM_THREADS=2 qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" --gtest_filter="$filter" --gtest_brief=1 > "$log" 2>&1 \
-  && rc=0 || rc=$?
-tail -n 40 "$log" | grep -v '^\[  parity  \]' || true
-summary=$(grep -E '^\[  (PASSED|FAILED)  \]' "$log" | head -2 | tr '\n' ' ')
+# Two GoogleTest shards at once (most cases are single-threaded; emulation is CPU-bound), each in its own log, with
+# OpenMP's idle threads sleeping instead of spinning (spinning under emulation took the other shard's core): 79 s
+# instead of 98 s for one process.
+t0=$SECONDS shards=2 pids=()
+for ((i = 0; i < shards; i++)); do
+  GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive \
+    qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" --gtest_filter="$filter" --gtest_brief=1 > "$log.$i" 2>&1 &
+  pids+=($!)
+done
+rc=0 summary=""
+for ((i = 0; i < shards; i++)); do
+  wait "${pids[$i]}" || rc=1
+  tail -n 40 "$log.$i" | grep -v '^\[  parity  \]' | sed "s/^/[shard $i] /" || true
+  summary+="shard $i: $(grep -E '^\[  (PASSED|FAILED)  \]' "$log.$i" | head -2 | tr '\n' ' ')"
+  rm -f "$log.$i"
+done
 echo "aarch64_check: tests under qemu-user, $((SECONDS - t0)) s: $summary"
 exit $rc

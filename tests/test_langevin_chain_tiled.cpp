@@ -26,6 +26,7 @@
 #include "kernels/langevin_chain_tiled_nets.hpp"  // TiledChain and the nets compiled in: the code under test
 #include "tests/block_sim.hpp"                    // BlockSim, SimLane
 
+#include "tests/sanitizers.hpp"  // kSanitized
 #include "tests/chain_test_support.hpp"  // chain_params, chain_images, compare, same_bits, why_no_cuda
 
 using namespace ebm;
@@ -46,17 +47,6 @@ constexpr double kTolLong = 2e-5;
 
 // Under ASan/UBSan (scripts/test.sh's asan stage) the long chains run a fifth of their steps: every code path is in
 // their first steps (the ring's turns come every 9 uses), and the numerics are the release stage's to check at length.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 constexpr int kLong = kSanitized ? 5 : 1;
 
 struct Shape {

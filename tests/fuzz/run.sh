@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the parsers' fuzz targets (built by `cmake --build --preset fuzz`): first every committed
 # reproducer in tests/fuzz/regressions/<target>/, then each target for SECONDS on its seed corpus.
-#   tests/fuzz/run.sh [--seconds N] [--build DIR] [TARGET...]     (default: 30 s, build-fuzz, every target)
+#   tests/fuzz/run.sh [--seconds N] [--jobs J] [--build DIR] [TARGET...]
+# (default: 30 s, as many targets at once as there are cores, build-fuzz, every target). Each libFuzzer process is
+# single-threaded, so J targets at once give each its full SECONDS in 1/J of the wall time.
 # Fails (exit 1) on any crash, leak, timeout, out-of-memory, UB or escaped exception, after running
 # them all; prints per target the executions (libFuzzer's stat::number_of_executed_units) and coverage.
 # The corpus grows in BUILD/corpus/<target>/ from run to run; a failing input is saved in
@@ -9,12 +11,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-seconds=30 build=build-fuzz targets=()
+seconds=30 build=build-fuzz targets=() jobs=$(nproc 2> /dev/null || echo 1)
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
     --build) build="$2"; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     -*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -43,13 +46,15 @@ show_input() {
   if ((n <= 2048)); then echo "  base64: $(base64 -w0 "$f")"; fi
 }
 
-failed=() summary=()
-for t in "${targets[@]}"; do
+# fuzz_target T: the reproducers, then SECONDS of fuzzing, for one target. Its report goes to stdout; its summary
+# line to $build/summary-T, and what failed (if anything) to $build/failed-T, for the caller to print in order.
+fuzz_target() {
+  local t="$1" failed=() summary=()
   bin="$build/fuzz_$t"
   if [ ! -x "$bin" ]; then
     echo "fuzz: $bin not built (cmake --preset fuzz && cmake --build --preset fuzz)" >&2
-    failed+=("$t: not built")
-    continue
+    printf '%s\n' "$t: not built" > "$build/failed-$t"
+    return
   fi
   scratch="$build/tmp/$t" art="$build/artifacts/$t/" corpus="$build/corpus/$t"
   mkdir -p "$scratch" "$art" "$corpus"
@@ -61,10 +66,10 @@ for t in "${targets[@]}"; do
   for f in tests/fuzz/regressions/"$t"/*; do
     [ -f "$f" ] || continue
     regressions=$((regressions + 1))
-    if ! "$bin" "${common[@]}" -artifact_prefix="$art" "$f" > "$build/regression.log" 2>&1; then
+    if ! "$bin" "${common[@]}" -artifact_prefix="$art" "$f" > "$build/regression-$t.log" 2>&1; then
       bad_regressions=$((bad_regressions + 1))
       echo "fuzz: $t: regression input FAILS: $f"
-      grep -aE '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:' "$build/regression.log" | head -5 | cat -v | sed 's/^/  /'
+      grep -aE '==ebm-fuzz==|ERROR:|runtime error:|SUMMARY:' "$build/regression-$t.log" | head -5 | cat -v | sed 's/^/  /'
     fi
   done
   ((bad_regressions)) && failed+=("$t: $bad_regressions of $regressions regression inputs")
@@ -91,10 +96,33 @@ for t in "${targets[@]}"; do
     summary+=("$(printf '%-12s %10s executions  %-32s ok' "$t" "${execs:-?}" "$cov")")
   fi
   rm -rf "$scratch"
+  printf '%s\n' "${summary[@]}" > "$build/summary-$t"
+  ((${#failed[@]})) && printf '%s\n' "${failed[@]}" > "$build/failed-$t"
+  return 0
+}
+
+# JOBS targets at once, each's report printed whole when it ends (in the order they end), then the summary in the
+# targets' order.
+mkdir -p "$build"
+for t in "${targets[@]}"; do rm -f "$build/summary-$t" "$build/failed-$t" "$build/report-$t"; done
+running=0
+for t in "${targets[@]}"; do
+  if ((running >= jobs)); then
+    wait -n
+    running=$((running - 1))
+  fi
+  { fuzz_target "$t" > "$build/report-$t" 2>&1; cat "$build/report-$t"; } &
+  running=$((running + 1))
+done
+wait
+failed=() summary=()
+for t in "${targets[@]}"; do
+  [ -f "$build/summary-$t" ] && mapfile -t -O ${#summary[@]} summary < "$build/summary-$t"
+  [ -f "$build/failed-$t" ] && mapfile -t -O ${#failed[@]} failed < "$build/failed-$t"
 done
 
-echo "fuzz: summary (${seconds}s per target)"
-printf '  %s\n' "${summary[@]}"
+echo "fuzz: summary (${seconds}s per target, $jobs at once)"
+((${#summary[@]})) && printf '  %s\n' "${summary[@]}"
 if ((${#failed[@]})); then
   echo "fuzz: FAILED:"
   printf '  %s\n' "${failed[@]}"
