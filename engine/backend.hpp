@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/error.hpp"
 #include "engine/net.hpp"
 #include "engine/tensor.hpp"
 
@@ -63,6 +64,9 @@ struct EngineOptions {
   SamplerParams sampler;
   int buffer_capacity = 8192, buffer_initial = 128;
   double reinit_prob = 0.05;
+  // buffer.per_class (objective kJem): the replay buffer as one ring per class (engine/cpu/replay_buffer.hpp
+  // ClassReplayBuffer); each training chain draws a class and runs on E(x, y) = −f_y(x). CPU backend, one process.
+  bool buffer_per_class = false;
   double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-7;
   double alpha = 0.1, real_noise = 0.005;
   int shift = 0;  // data.shift: each real row moved by up to ±shift pixels per step (kernels/augment.hpp); 0 = none
@@ -123,6 +127,15 @@ class Backend {
   virtual AdamState adam() = 0;
   virtual void set_buffer(const Tensor& images) = 0;  // [n,C,H,W], oldest first
   virtual Tensor buffer() = 0;
+  // With buffer_per_class, buffer() holds ring 0's images oldest first, then ring 1's, ...; buffer_classes() each
+  // image's class in that order ([n] in [0, K); empty without per-class rings). set_class_buffer restores both
+  // (set_buffer is refused there). A backend without per-class rings refuses set_class_buffer.
+  virtual std::vector<int32_t> buffer_classes() { return {}; }
+  virtual void set_class_buffer(const Tensor& images, const std::vector<int32_t>& classes) {
+    (void)images;
+    (void)classes;
+    user_fail("buffer.per_class: this backend keeps no per-class replay buffer (the cpu backend does)");
+  }
   virtual void set_rng_state(const std::vector<uint64_t>& s) = 0;
   virtual std::vector<uint64_t> rng_state() = 0;
   virtual void set_lr(double lr) = 0;

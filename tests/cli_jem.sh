@@ -51,6 +51,45 @@ expect_fail "--class beyond the classes" "classes 0 to 9" "${sample[@]}" --class
 expect_fail "--class not a number" "--class expects" "${sample[@]}" --class three
 expect_fail "--class of an energy net" "one output per class" "$build/ebm_sample" --checkpoint "$tmp/cd/last" --class 1
 
+echo "== buffer.per_class: a ring per class, and ebm_sample --init buffer"
+if "$build/ebm_train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/rings" --set model.outputs=10 \
+     --set train.objective=jem --set buffer.per_class=true --set train.epochs=1 >"$tmp/rings.log" 2>&1; then
+  ok "ebm_train jem with buffer.per_class"
+else
+  bad "ebm_train buffer.per_class" "$(tail -5 "$tmp/rings.log")"
+fi
+rings=("$build/ebm_sample" --checkpoint "$tmp/rings/last" --backend cpu --steps 0 --noise 0 --init buffer)
+if "${rings[@]}" --n 3 --class 4 --npy "$tmp/r4.npy" --out "$tmp/r4.png" >"$tmp/r4.log" 2>&1 &&
+   grep -q "from the replay buffer (a ring per class)" "$tmp/r4.log" &&
+   python3 - "$tmp/rings/last/train_state.safetensors" "$tmp/r4.npy" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n]); body = raw[8 + n:]
+def tensor(name, fmt, size):
+    e = head[name]; a, b = e["data_offsets"]
+    return list(struct.unpack("<%d%s" % ((b - a) // size, fmt), body[a:b])), e["shape"]
+images, shape = tensor("buffer", "f", 4)
+classes, _ = tensor("buffer.classes", "i", 4)
+img = shape[1] * shape[2] * shape[3]
+ring4 = [i for i, y in enumerate(classes) if y == 4]
+want = [images[i * img:(i + 1) * img] for i in reversed(ring4[-3:])]  # ring 4's newest three, newest first
+npy = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<H", npy[8:10])[0]
+got = list(struct.unpack("<%df" % (3 * img), npy[10 + hl:]))
+assert [got[k * img:(k + 1) * img] for k in range(3)] == want, "not class 4's ring, newest first"
+PY
+then ok "--init buffer --class 4 --steps 0: class 4's ring, newest first"
+else bad "--init buffer --class 4" "$(tail -3 "$tmp/r4.log")"; fi
+check "--init buffer of a run with one ring" "$build/ebm_sample" --checkpoint "$tmp/jem/last" --backend cpu --steps 2 \
+  --init buffer --n 4 --class all --npy "$tmp/b.npy" --out "$tmp/b.png"
+expect_fail "--init buffer with more chains than a ring holds" "chains of class 0" "${rings[@]}" --n 400 --class 0
+mkdir -p "$tmp/model_only" && cp "$tmp/rings/last/model.safetensors" "$tmp/rings/last/config.json" "$tmp/model_only/"
+expect_fail "--init buffer of a checkpoint without train_state" "holds no replay buffer" "$build/ebm_sample" \
+  --checkpoint "$tmp/model_only" --init buffer
+expect_fail "buffer.per_class with contrastive divergence" "buffer.per_class" "$build/ebm_train" "$src/configs/mnist.json" \
+  "${tiny[@]}" --set output_dir="$tmp/bad" --set buffer.per_class=true
+
 echo "== ebm_eval: the model's own measures and --class-conditional"
 quick=(--classifier-images 3200 --backend cpu --n 20 --steps 5)
 if "$build/ebm_eval" --checkpoint "$tmp/jem/last" "${quick[@]}" --class-conditional --ood "$tmp/noise" >"$tmp/eval.json" 2>"$tmp/eval.err" &&

@@ -115,7 +115,7 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
   std::vector<std::string> paths;
   leaf_paths(s, "", paths);
   const std::vector<std::string> expected{
-      "backend", "buffer.capacity", "buffer.initial", "buffer.reinit_prob", "cuda.chain", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.langevin", "cuda.precision", "cuda.tf32",
+      "backend", "buffer.capacity", "buffer.initial", "buffer.per_class", "buffer.reinit_prob", "cuda.chain", "cuda.deterministic", "cuda.device", "cuda.graphs", "cuda.langevin", "cuda.precision", "cuda.tf32",
       "data.batch_size", "data.dataset", "data.dir", "data.limit", "data.pad_to", "data.shift", "generate.n",
       "generate.noise", "generate.step_size", "generate.steps", "model.activation", "model.channels",
       "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
@@ -269,6 +269,7 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
       {"buffer.initial=8193", R"("buffer.initial" must be <= buffer.capacity (8192), got 8193)"},
       {"buffer.reinit_prob=-0.1", R"("buffer.reinit_prob" must be >= 0, got -0.1)"},
       {"buffer.reinit_prob=1.5", R"("buffer.reinit_prob" must be <= 1, got 1.5)"},
+      {"buffer.per_class=true", R"("buffer.per_class" needs train.objective "jem" (a class for each chain), got "cd")"},
       {"train.epochs=0", R"("train.epochs" must be >= 1, got 0)"},
       {"train.lr=0", R"("train.lr" must be > 0, got 0)"},
       {"train.lr=-1e-4", R"("train.lr" must be > 0, got -0.0001)"},
@@ -303,6 +304,16 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
     apply_override(j, c.set);  // the override itself is well typed; the range check is config_from_json's
     EXPECT_CONTAINS(user_error([&] { config_from_json(j, "r.json"); }), std::string("r.json: ") + c.want);
   }
+}
+
+TEST(ConfigRanges, APerClassBufferNeedsAFirstImageForEachClass) {
+  json j = config_defaults_json();
+  for (const char* set : {"train.objective=jem", "model.outputs=10", "buffer.per_class=true", "buffer.initial=9"})
+    apply_override(j, set);
+  EXPECT_CONTAINS(user_error([&] { config_from_json(j, "r.json"); }),
+                  R"(r.json: "buffer.per_class" needs buffer.initial >= model.outputs (10: one first image per class's ring), got buffer.initial 9)");
+  apply_override(j, "buffer.initial=10");
+  EXPECT_TRUE(config_from_json(j, "r.json").buffer.per_class);
 }
 
 TEST(ConfigRanges, BoundaryValuesAreAccepted) {

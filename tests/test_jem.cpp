@@ -17,6 +17,7 @@
 #include "engine/loss.hpp"
 #include "host/eval/eval_metrics.hpp"
 #include "host/eval/jem_eval.hpp"
+#include "host/eval/sampling.hpp"  // buffer_start
 #include "host/io/checkpoint.hpp"
 #include "host/io/dataset.hpp"
 #include "host/train/training_run.hpp"
@@ -274,6 +275,130 @@ TEST(JemBackend, ClassConditionalSamplingDescendsTheClassEnergy) {
   test::expect_user_error([&] { be1.sample(x, sp, 3, 0, nullptr, &classes); }, {"class-conditional", "model.outputs = 1"});
 }
 
+// buffer.per_class: K rings. Ring k holds only images of the constant value k/10 (set_class_buffer); with no fresh
+// rows and chains of 0 steps a training step draws rows from their class's ring and writes them back unchanged, so
+// every ring must still hold only its own value, and have grown by the rows drawn for its class. With one noiseless
+// Langevin step, each row written back must be sample()'s one-step chain from its ring's image under its class's
+// energy −f_y (the weights before the step's Adam update), which differs between classes.
+namespace {
+EngineOptions class_buffer_options(int K, int steps) {
+  EngineOptions o = jem_options(K);
+  o.buffer_per_class = true;
+  o.batch_size = 12;
+  o.buffer_capacity = 20 * K;
+  o.buffer_initial = K;
+  o.reinit_prob = 0;
+  o.sampler = {steps, 0.5f, 0.0f, 0.03f};
+  return o;
+}
+
+Tensor constant_rings(int K, int per_ring, int64_t img, std::vector<int32_t>& classes) {
+  Tensor t({K * per_ring, 1, 8, 8});
+  classes.clear();
+  for (int k = 0; k < K; ++k)
+    for (int i = 0; i < per_ring; ++i) {
+      std::fill_n(t.ptr() + (k * per_ring + i) * img, img, 0.1f * float(k));
+      classes.push_back(k);
+    }
+  return t;
+}
+}  // namespace
+
+TEST(JemClassBuffer, RowsComeFromAndGoBackToTheirClassesRing) {
+  const int K = 3;
+  CpuBackend be(class_buffer_options(K, 0));
+  const int64_t img = be.options().net.image_size();
+  std::vector<int32_t> classes = be.buffer_classes();
+  EXPECT_EQ(classes, (std::vector<int32_t>{0, 1, 2})) << "the initial images go to the rings in turn";
+  const Tensor start = constant_rings(K, 2, img, classes);
+  be.set_class_buffer(start, classes);
+  be.set_train_data(random_rows(12, 8, 1));
+  be.set_train_labels(std::vector<int32_t>(12, 1));
+  be.begin_epoch(0);
+  std::vector<int> before(K, 2);
+  for (int step = 0; step < 2; ++step) {
+    be.train_step(0);
+    const Tensor buf = be.buffer();
+    const std::vector<int32_t> y = be.buffer_classes();
+    ASSERT_EQ(int64_t(y.size()), buf.dim(0));
+    ASSERT_EQ(buf.dim(0), 6 + 12 * (step + 1)) << "every row goes back (no ring is full yet)";
+    std::vector<int> count(K, 0);
+    for (size_t i = 0; i < y.size(); ++i) {
+      ++count[size_t(y[i])];
+      for (int64_t j = 0; j < img; ++j)
+        ASSERT_EQ(buf.ptr()[int64_t(i) * img + j], 0.1f * float(y[i])) << "image " << i << " in ring " << y[i];
+      if (i > 0) ASSERT_LE(y[i - 1], y[i]) << "buffer() lists ring 0's images, then ring 1's, ...";
+    }
+    int grown = 0;
+    for (int k = 0; k < K; ++k) grown += count[size_t(k)] > before[size_t(k)];
+    EXPECT_GE(grown, 2) << "12 rows drawn uniformly over 3 classes went to one ring";
+    before = count;
+  }
+}
+
+TEST(JemClassBuffer, EachChainRunsOnItsClassesEnergy) {
+  const int K = 3;
+  const EngineOptions o = class_buffer_options(K, 1);
+  CpuBackend be(o);
+  const int64_t img = o.net.image_size();
+  std::vector<int32_t> classes;
+  be.set_class_buffer(constant_rings(K, 1, img, classes), classes);
+  // What one noiseless step from ring k's image gives under −f_k, with the weights the step's chains use.
+  std::vector<Tensor> want;
+  for (int k = 0; k < K; ++k) {
+    Tensor x({1, 1, 8, 8});
+    std::fill_n(x.ptr(), img, 0.1f * float(k));
+    const std::vector<int32_t> y{k};
+    be.sample(x, o.sampler, 1, 0, nullptr, &y);
+    want.push_back(x);
+  }
+  Tensor other({1, 1, 8, 8});  // ring 1's image under class 0's energy: the class must matter
+  std::fill_n(other.ptr(), img, 0.1f);
+  const std::vector<int32_t> zero{0};
+  be.sample(other, o.sampler, 1, 0, nullptr, &zero);
+  ASSERT_NE(other.data, want[1].data) << "classes 0 and 1 move the same image alike: the test would not see a mix-up";
+  be.set_train_data(random_rows(12, 8, 1));
+  be.set_train_labels(std::vector<int32_t>(12, 2));
+  be.begin_epoch(0);
+  be.train_step(0);
+  const Tensor buf = be.buffer();
+  const std::vector<int32_t> y = be.buffer_classes();
+  ASSERT_EQ(buf.dim(0), 3 + 12);
+  int moved = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const bool initial = i == 0 || y[i - 1] != y[i];  // each ring's oldest: its initial image
+    if (initial) continue;
+    const std::vector<float> row(buf.ptr() + int64_t(i) * img, buf.ptr() + int64_t(i + 1) * img);
+    EXPECT_EQ(row, want[size_t(y[i])].data) << "row " << i << " of ring " << y[i];
+    ++moved;
+  }
+  EXPECT_EQ(moved, 12);
+}
+
+TEST(JemClassBuffer, WhatCannotHoldAClassPerRingIsRefused) {
+  EngineOptions o = class_buffer_options(3, 0);
+  o.buffer_initial = 2;
+  test::expect_user_error([&] { CpuBackend be(o); }, {"buffer.initial (2)", "one image per class (3)"});
+  o = class_buffer_options(3, 0);
+  o.objective = Objective::kCd;
+  o.net = NetSpec::make({3, 4}, 3, 2, 8, 1, 1);
+  test::expect_user_error([&] { CpuBackend be(o); }, {"buffer.per_class", "jem"});
+  o = class_buffer_options(3, 0);
+  o.buffer_capacity = 31;  // rings of 11, 10 and 10 images (the first takes the remainder)
+  CpuBackend be(o);
+  const int64_t img = be.options().net.image_size();
+  std::vector<int32_t> classes;
+  const Tensor t = constant_rings(3, 1, img, classes);
+  test::expect_user_error([&] { be.set_buffer(t); }, {"buffer.per_class", "classes"});
+  test::expect_user_error([&] { be.set_class_buffer(t, {0, 1, 3}); }, {"class 3", "[0, 3)"});
+  test::expect_user_error([&] { be.set_class_buffer(t, {0, 0, 1}); }, {"class 2 holds no image"});
+  test::expect_user_error([&] { be.set_class_buffer(t, {0, 1}); }, {"[3,1,8,8] images but 2 classes"});
+  const Tensor many = constant_rings(3, 11, img, classes);  // ring 0 holds 11, rings 1 and 2 hold 10
+  test::expect_user_error([&] { be.set_class_buffer(many, classes); }, {"class 1 holds more than its ring's 10"});
+  CpuBackend one_ring(jem_options(3));
+  test::expect_user_error([&] { one_ring.set_class_buffer(t, {0, 1, 2}); }, {"buffer.per_class is false"});
+}
+
 // The objective and the head must agree, and JEM needs labels in range.
 TEST(JemBackend, ObjectiveHeadAndLabelsAreChecked) {
   EngineOptions cd_k = jem_options(3);
@@ -362,6 +487,54 @@ TEST_F(JemRunTest, ResumeIsBitExactAndTheLogShowsCrossEntropyAndAccuracy) {
   // the epoch's ce and accuracy sums are in the checkpoint (8 sums), so the resumed epoch's means are whole
   const TrainState s = load_train_state((root_ / "parts/last").string(), net_spec_for(part));
   EXPECT_GT(s.epoch_sums[kSumCe], 0.0);
+}
+
+// buffer.per_class through the run: the rings and their classes are in the checkpoint, a resume continues them bit
+// for bit, and ebm_sample's --init buffer reads them back (buffer_start: class Y's chains from ring Y, newest first).
+TEST_F(JemRunTest, APerClassBufferResumesExactlyAndGivesEachClassItsOwnStarts) {
+  Config straight = config("straight");
+  straight.buffer.per_class = true;
+  straight.train.max_steps = 5;
+  ASSERT_EQ(run(straight), 0);
+  Config part = straight;
+  part.output_dir = (root_ / "parts").string();
+  part.train.max_steps = 2;
+  ASSERT_EQ(run(part), 0);
+  part.train.max_steps = 5;
+  ASSERT_EQ(run(part, (root_ / "parts/last").string()), 0);
+  for (const char* f : {"last/model.safetensors", "last/train_state.safetensors"})
+    EXPECT_EQ(test::slurp(root_ / "straight" / f), test::slurp(root_ / "parts" / f)) << f;
+  const NetSpec net = net_spec_for(straight);
+  const ReplayBufferImages b = read_replay_buffer((root_ / "straight/last").string(), net);
+  ASSERT_EQ(int64_t(b.classes.size()), b.images.dim(0));
+  EXPECT_GT(b.images.dim(0), 16) << "16 initial images, then 5 steps of 16 rows";
+  EXPECT_LE(b.images.dim(0), 64) << "buffer.capacity 64: rings of 7 (classes 0-3) and 6 images";
+  std::vector<int> count(10, 0);
+  for (int32_t y : b.classes) ++count[size_t(y)];
+  for (int k = 0; k < 10; ++k) EXPECT_GE(count[size_t(k)], 1) << "class " << k << " has no image";
+  // class 7's chains start from ring 7's newest images, newest first
+  const int64_t img = net.image_size();
+  int64_t newest = -1, second = -1;
+  for (int64_t i = 0; i < int64_t(b.classes.size()); ++i)
+    if (b.classes[size_t(i)] == 7) second = newest, newest = i;
+  ASSERT_GE(second, 0) << "ring 7 holds fewer than 2 images";
+  const Tensor x = buffer_start(b, 2, {7, 7}, 10, "run");
+  EXPECT_TRUE(std::equal(x.ptr(), x.ptr() + img, b.images.ptr() + newest * img));
+  EXPECT_TRUE(std::equal(x.ptr() + img, x.ptr() + 2 * img, b.images.ptr() + second * img));
+  test::expect_user_error([&] { buffer_start(b, 2 * count[3] + 2, std::vector<int32_t>(size_t(2 * count[3] + 2), 3), 10, "run"); },
+                          {"chains of class 3", "its ring in the replay buffer of run holds"});
+  // a run without per-class rings: the newest n images of the whole buffer
+  const ReplayBufferImages one = read_replay_buffer((root_ / "straight/last").string(), net);
+  ReplayBufferImages plain{one.images, {}};
+  const Tensor last2 = buffer_start(plain, 2, {}, 10, "run");
+  EXPECT_TRUE(std::equal(last2.ptr(), last2.ptr() + 2 * img, plain.images.ptr() + (plain.images.dim(0) - 2) * img));
+  test::expect_user_error([&] { buffer_start(plain, int(plain.images.dim(0)) + 1, {}, 10, "run"); },
+                          {"replay buffer of run holds"});
+  // the setting cannot change on resume: the rings are the run's state
+  Config flip = part;
+  flip.buffer.per_class = false;
+  flip.train.max_steps = 6;
+  test::expect_user_error([&] { run(flip, (root_ / "parts/last").string()); }, {"buffer.per_class"});
 }
 
 TEST_F(JemRunTest, AMismatchedHeadOrMissingLabelsAreRefusedBeforeAnythingIsWritten) {

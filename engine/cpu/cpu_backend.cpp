@@ -112,7 +112,16 @@ double cpu_backend_address_space(int threads) {
 
 CpuBackend::CpuBackend(const EngineOptions& opt)
     : opt_(opt), comm_(opt.comm), rank_(comm_ ? comm_->rank() : 0), world_(comm_ ? comm_->size() : 1),
-      buffer_(shard_capacity(opt), opt.net.image_size()) {
+      buffer_(opt.buffer_per_class ? 0 : shard_capacity(opt), opt.net.image_size()) {
+  if (opt_.buffer_per_class) {
+    require_objective_net(opt_);
+    if (opt_.objective != Objective::kJem)
+      user_fail("buffer.per_class needs train.objective \"jem\" (a class for each chain)");
+    if (world_ > 1)
+      user_fail("buffer.per_class trains in one process for now; this run has ", world_, " ranks (run it without "
+                "mpirun, or with buffer.per_class false)");
+    class_buffer_.emplace(opt_.buffer_capacity, opt_.net.outputs, opt_.net.image_size());
+  }
   check_openmp_usable();  // a child forked after OpenMP ran is told so before anything is made
   cpu_vector_kernels();   // chosen here, not at the first GEMM inside a parallel region: EBM_CPU_ISA's error is one line
   set_gemm_threads(1);    // loads OpenBLAS (its own mapping then counts as mapped below); one thread per GEMM
@@ -140,8 +149,33 @@ CpuBackend::CpuBackend(const EngineOptions& opt)
   fill_initial_buffer();
 }
 
+void CpuBackend::set_buffer(const Tensor& images) {
+  if (class_buffer_)
+    user_fail("buffer.per_class: the replay buffer holds a ring per class; its images need their classes "
+              "(a checkpoint written without buffer.per_class cannot restore one)");
+  buffer_.restore(images);
+}
+
+Tensor CpuBackend::buffer() {
+  std::vector<int32_t> classes;
+  return class_buffer_ ? class_buffer_->snapshot(image_shape(), classes) : buffer_.snapshot(image_shape());
+}
+
+std::vector<int32_t> CpuBackend::buffer_classes() {
+  std::vector<int32_t> classes;
+  if (class_buffer_) class_buffer_->snapshot(image_shape(), classes);
+  return classes;
+}
+
+void CpuBackend::set_class_buffer(const Tensor& images, const std::vector<int32_t>& classes) {
+  if (!class_buffer_)
+    user_fail("the replay buffer is one ring (buffer.per_class is false); a per-class buffer cannot be restored into it");
+  class_buffer_->restore(images, classes);
+}
+
 void CpuBackend::fill_initial_buffer() {
   const int n = std::min(opt_.buffer_initial, opt_.buffer_capacity);
+  if (class_buffer_) return class_buffer_->fill_noise(n, rng_fresh_);
   if (!distributed()) return buffer_.fill_noise(n, rng_fresh_);
   if (n < world_)  // checked on every rank alike, so every rank reports it
     user_fail("buffer.initial (", n, ") is smaller than the number of ranks (", world_,
@@ -430,10 +464,17 @@ void CpuBackend::train_step(int64_t b) {
   for (int64_t i = 0; i < int64_t(nr) * img; ++i) real[i] = langevin_perturb(real[i], rn, noise_[i]);
 
   // fake ← buffer draw refined by Langevin, then written back (no gradient flows through the sampler)
-  if (distributed()) draw_fake_shard(fake);
-  else buffer_.draw(nf, opt_.reinit_prob, rng_choice_, rng_fresh_, fake);
-  langevin(w, fake, nf, opt_.sampler, rng_langevin_, int64_t(rank_) * nf * img, G * img);
-  buffer_.push(fake, nf);
+  if (class_buffer_) {  // buffer.per_class: each row's class drawn, its chain on E(x, y) = −f_y(x), back to its ring
+    fake_y_.resize(size_t(nf));
+    class_buffer_->draw(nf, opt_.reinit_prob, rng_choice_, rng_fresh_, fake, fake_y_.data());
+    langevin(w, fake, nf, opt_.sampler, rng_langevin_, 0, G * img, fake_y_.data());
+    class_buffer_->push(fake, fake_y_.data(), nf);
+  } else {
+    if (distributed()) draw_fake_shard(fake);
+    else buffer_.draw(nf, opt_.reinit_prob, rng_choice_, rng_fresh_, fake);
+    langevin(w, fake, nf, opt_.sampler, rng_langevin_, int64_t(rank_) * nf * img, G * img);
+    buffer_.push(fake, nf);
+  }
 
   // One forward/backward over [real; fake] — rows are independent, so this is both batches at once.
   const int n = nr + nf;

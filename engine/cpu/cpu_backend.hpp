@@ -9,6 +9,7 @@
 // the 1-rank gradient up to float summation order; metrics are all-reduced sums.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/backend.hpp"
@@ -42,8 +43,10 @@ class CpuBackend final : public Backend {
   std::vector<float> params() override { return params_; }
   void set_adam(const AdamState& s) override;
   AdamState adam() override { return adam_; }
-  void set_buffer(const Tensor& images) override { buffer_.restore(images); }
-  Tensor buffer() override { return buffer_.snapshot(image_shape()); }
+  void set_buffer(const Tensor& images) override;
+  Tensor buffer() override;
+  std::vector<int32_t> buffer_classes() override;
+  void set_class_buffer(const Tensor& images, const std::vector<int32_t>& classes) override;
   void set_rng_state(const std::vector<uint64_t>& s) override;
   std::vector<uint64_t> rng_state() override;
   void set_lr(double lr) override { opt_.lr = lr; }
@@ -119,7 +122,9 @@ class CpuBackend final : public Backend {
   std::vector<float> step_w_;        // this step's W_sn [num_params] (spectral norm on)
   std::vector<float> sn_sigma_, sn_v_;  // this step's σ per layer and v [sn_v_size], for the backward
   std::vector<float> scratch_w_;     // training_weights() / sampling_weights()
-  ReplayBuffer buffer_;
+  ReplayBuffer buffer_;                           // empty (capacity 0) with buffer_per_class
+  std::optional<ClassReplayBuffer> class_buffer_;  // buffer_per_class: one ring per class
+  std::vector<int32_t> fake_y_;                    // buffer_per_class: this step's fake rows' classes [batch]
   Rng rng_real_, rng_choice_, rng_fresh_, rng_langevin_;
   const Tensor* train_ = nullptr;  // owned by the caller, outlives training
   std::vector<int64_t> perm_;

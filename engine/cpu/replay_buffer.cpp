@@ -60,4 +60,83 @@ void ReplayBuffer::restore(const Tensor& images) {
   push(images.ptr(), int(n));
 }
 
+namespace {
+int ring_capacity(int capacity, int classes, int k) { return capacity / classes + (k < capacity % classes ? 1 : 0); }
+}  // namespace
+
+ClassReplayBuffer::ClassReplayBuffer(int capacity, int classes, int64_t image_size) : image_size_(image_size) {
+  if (classes < 2 || capacity < classes)
+    user_fail("buffer.per_class: buffer.capacity (", capacity, ") must hold at least one image per class (",
+              classes, " classes)");
+  for (int k = 0; k < classes; ++k) rings_.emplace_back(ring_capacity(capacity, classes, k), image_size);
+}
+
+void ClassReplayBuffer::fill_noise(int n, Rng& rng) {
+  if (n < classes())
+    user_fail("buffer.per_class: buffer.initial (", n, ") must be at least one image per class (", classes(), ")");
+  std::vector<float> img(size_t(n) * image_size_);
+  rng.uniform(img.data(), int64_t(img.size()), -1.0f, 1.0f);
+  for (int i = 0; i < n; ++i) rings_[size_t(i % classes())].push(img.data() + int64_t(i) * image_size_, 1);
+}
+
+int ClassReplayBuffer::draw(int batch, double reinit_prob, Rng& choice, Rng& noise, float* out, int32_t* classes) {
+  int n_new = 0;
+  for (int i = 0; i < batch; ++i) n_new += choice.unit() < reinit_prob;
+  for (int i = 0; i < batch; ++i) classes[i] = int32_t(choice.below(uint64_t(rings_.size())));
+  noise.uniform(out, int64_t(n_new) * image_size_, -1.0f, 1.0f);
+  for (int i = n_new; i < batch; ++i) {
+    const ReplayBuffer& ring = rings_[size_t(classes[i])];
+    EBM_CHECK(ring.size() > 0, "per-class replay buffer: a class's ring is empty");
+    std::memcpy(out + int64_t(i) * image_size_, ring.at(int(choice.below(uint64_t(ring.size())))),
+                sizeof(float) * image_size_);
+  }
+  return n_new;
+}
+
+void ClassReplayBuffer::push(const float* images, const int32_t* classes, int n) {
+  for (int i = 0; i < n; ++i) {
+    EBM_CHECK(classes[i] >= 0 && classes[i] < this->classes(), "per-class replay buffer: class out of range");
+    rings_[size_t(classes[i])].push(images + int64_t(i) * image_size_, 1);
+  }
+}
+
+int ClassReplayBuffer::size() const {
+  int n = 0;
+  for (const ReplayBuffer& r : rings_) n += r.size();
+  return n;
+}
+
+Tensor ClassReplayBuffer::snapshot(const std::vector<int64_t>& image_shape, std::vector<int32_t>& classes) const {
+  std::vector<int64_t> shape{size()};
+  shape.insert(shape.end(), image_shape.begin(), image_shape.end());
+  Tensor t(shape);
+  classes.clear();
+  int64_t row = 0;
+  for (size_t k = 0; k < rings_.size(); ++k)
+    for (int i = 0; i < rings_[k].size(); ++i, ++row) {
+      std::memcpy(t.ptr() + row * image_size_, rings_[k].at(i), sizeof(float) * image_size_);
+      classes.push_back(int32_t(k));
+    }
+  return t;
+}
+
+void ClassReplayBuffer::restore(const Tensor& images, const std::vector<int32_t>& classes) {
+  const int64_t n = images.numel() / image_size_;
+  if (n * image_size_ != images.numel() || int64_t(classes.size()) != n)
+    user_fail("per-class replay buffer in checkpoint: ", shape_str(images.shape), " images but ", classes.size(),
+              " classes");
+  std::vector<int> count(rings_.size(), 0);
+  for (int32_t y : classes) {
+    if (y < 0 || y >= this->classes())
+      user_fail("per-class replay buffer in checkpoint: class ", y, " is outside [0, ", this->classes(), ")");
+    if (++count[size_t(y)] > rings_[size_t(y)].capacity())
+      user_fail("per-class replay buffer in checkpoint: class ", y, " holds more than its ring's ",
+                rings_[size_t(y)].capacity(), " images");
+  }
+  for (int k = 0; k < this->classes(); ++k)
+    if (count[size_t(k)] == 0) user_fail("per-class replay buffer in checkpoint: class ", k, " holds no image");
+  for (size_t k = 0; k < rings_.size(); ++k) rings_[k] = ReplayBuffer(rings_[k].capacity(), image_size_);
+  for (int64_t i = 0; i < n; ++i) rings_[size_t(classes[size_t(i)])].push(images.ptr() + i * image_size_, 1);
+}
+
 }  // namespace ebm

@@ -305,6 +305,9 @@ CudaBackend::CudaBackend(const EngineOptions& opt) : opt_(opt) {
   const NetSpec& net = opt_.net;
   EBM_CHECK(!net.convs.empty() && net.num_params > 0, "cuda backend: the network has no layers");
   EBM_CHECK(opt_.batch_size > 0 && opt_.buffer_capacity > 0, "cuda backend: batch size and buffer capacity must be > 0");
+  if (opt_.buffer_per_class)  // before any device work: the device ring is one ring (device_replay_buffer.cuh)
+    user_fail("buffer.per_class trains on the cpu backend only for now (backend \"cpu\", or --backend cpu); the "
+              "cuda backend's replay buffer is one ring");
   int count = 0;
   EBM_CUDA_CHECK(cudaGetDeviceCount(&count));
   if (opt_.device < 0 || opt_.device >= count)

@@ -6,6 +6,7 @@
 
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
+#include "host/eval/jem_eval.hpp"  // conditional_classes
 #include "host/eval/scoring.hpp"
 #include "host/io/charts.hpp"
 
@@ -19,6 +20,7 @@ EngineOptions tool_engine_options(const Config& config, const NetSpec& net) {
   // Tools never train: the smallest buffer the backends accept, not the run's 8192 images.
   o.buffer_capacity = config.data.batch_size;
   o.buffer_initial = config.data.batch_size;
+  o.buffer_per_class = false;  // the run's per-class rings are read from its checkpoint (read_replay_buffer)
   // model.safetensors holds the sampling weights already (EMA'd and spectrally normalised where the run
   // had them on): the tool's backend runs them as they are.
   o.ema_decay = 0;
@@ -36,6 +38,35 @@ Tensor uniform_start(int n, const NetSpec& net, uint64_t seed) {
   Rng rng(seed, RngStream::kInit);
   rng.offset = uint64_t(1) << 48;
   rng.uniform(x.ptr(), x.numel(), -1.0f, 1.0f);
+  return x;
+}
+
+Tensor buffer_start(const ReplayBufferImages& b, int n, const std::vector<int32_t>& classes, int K,
+                    const std::string& where) {
+  const int64_t held = b.images.shape.empty() ? 0 : b.images.shape[0];
+  const int64_t img = held > 0 ? b.images.numel() / held : 0;
+  std::vector<int64_t> shape = b.images.shape;
+  shape[0] = n;
+  Tensor x(shape);
+  if (b.classes.empty()) {
+    if (n > held) user_fail("--n ", n, " but the replay buffer of ", where, " holds ", held, " images");
+    std::copy(b.images.data.end() - int64_t(n) * img, b.images.data.end(), x.data.begin());
+    return x;
+  }
+  const std::vector<int32_t> y = classes.empty() ? conditional_classes(n, K) : classes;
+  std::vector<std::vector<int64_t>> ring(static_cast<size_t>(K));  // each class's rows in the buffer, oldest first
+  for (int64_t i = 0; i < held; ++i) ring[size_t(b.classes[size_t(i)])].push_back(i);
+  std::vector<int64_t> used(size_t(K), 0), asked(size_t(K), 0);
+  for (int32_t c : y) ++asked[size_t(c)];
+  for (int k = 0; k < K; ++k)
+    if (asked[size_t(k)] > int64_t(ring[size_t(k)].size()))
+      user_fail("--n ", n, ": ", asked[size_t(k)], " chains of class ", k, " but its ring in the replay buffer of ",
+                where, " holds ", ring[size_t(k)].size(), " images");
+  for (int i = 0; i < n; ++i) {
+    const std::vector<int64_t>& r = ring[size_t(y[size_t(i)])];
+    const int64_t row = r[r.size() - 1 - size_t(used[size_t(y[size_t(i)])]++)];  // newest first
+    std::copy_n(b.images.data.begin() + row * img, img, x.data.begin() + int64_t(i) * img);
+  }
   return x;
 }
 

@@ -32,6 +32,7 @@ EngineOptions engine_options_for(const Config& c) {
   o.buffer_capacity = c.buffer.capacity;
   o.buffer_initial = c.buffer.initial;
   o.reinit_prob = c.buffer.reinit_prob;
+  o.buffer_per_class = c.buffer.per_class;
   o.lr = c.train.lr;
   o.beta1 = c.train.beta1;
   o.beta2 = c.train.beta2;
@@ -130,6 +131,11 @@ void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainStat
   st.put_i64("adam.t", {1}, &s.adam.t);
   if (s.world_size() == 1) {
     st.put("buffer", s.buffer);
+    if (!s.buffer_classes.empty()) {
+      EBM_CHECK(int64_t(s.buffer_classes.size()) == (s.buffer.shape.empty() ? 0 : s.buffer.shape[0]),
+                "checkpoint: one class per replay-buffer image");
+      st.put_i32("buffer.classes", {int64_t(s.buffer_classes.size())}, s.buffer_classes.data());
+    }
     st.put_u64("rng.state", {int64_t(s.rng.size())}, s.rng.data());
   } else {
     EBM_CHECK(s.rank_rngs.size() == s.rank_buffers.size(), "checkpoint: one RNG state per rank's buffer");
@@ -290,6 +296,10 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   };
   if (saved_world == 1) {
     s.buffer = read_buffer("buffer");
+    if (st.has("buffer.classes")) {
+      s.buffer_classes = st.get_i32("buffer.classes");
+      expect_len("buffer.classes", s.buffer_classes.size(), size_t(s.buffer.shape[0]));
+    }
     s.rng = st.get_u64("rng.state");
   } else {
     for (int64_t r = 0; r < saved_world; ++r) {
@@ -380,6 +390,41 @@ class Unpacker {
 
 }  // namespace
 
+ReplayBufferImages read_replay_buffer(const std::string& dir, const NetSpec& net) {
+  const std::string file = (fs::path(dir) / "train_state.safetensors").string();
+  if (!fs::exists(file))
+    user_fail(file, " does not exist: the checkpoint holds no replay buffer (only training checkpoints do)");
+  const SafeTensors st = SafeTensors::load(file);
+  ReplayBufferImages b;
+  std::vector<std::string> names;
+  if (st.has("buffer")) {
+    names.push_back("buffer");
+  } else {
+    for (int r = 0; st.has("buffer.rank" + std::to_string(r)); ++r) names.push_back("buffer.rank" + std::to_string(r));
+    if (names.empty()) user_fail(file, ": no replay buffer ('buffer' or 'buffer.rank0') in it");
+  }
+  for (const std::string& name : names) {
+    const Tensor t = st.get_f32(name);
+    if (t.shape.size() != 4 || t.shape[1] != net.in_c || t.shape[2] != net.in_h || t.shape[3] != net.in_w)
+      user_fail(file, ": replay buffer '", name, "' has shape ", shape_str(t.shape), ", expected [n,", net.in_c, ",",
+                net.in_h, ",", net.in_w, "]");
+    if (b.images.shape.empty()) b.images = t;
+    else {
+      b.images.shape[0] += t.shape[0];
+      b.images.data.insert(b.images.data.end(), t.data.begin(), t.data.end());
+    }
+  }
+  if (st.has("buffer.classes")) {
+    b.classes = st.get_i32("buffer.classes");
+    if (int64_t(b.classes.size()) != b.images.shape[0])
+      user_fail(file, ": 'buffer.classes' holds ", b.classes.size(), " classes for ", b.images.shape[0], " images");
+    for (int32_t y : b.classes)
+      if (y < 0 || y >= net.outputs)
+        user_fail(file, ": 'buffer.classes' holds class ", y, ", outside the network's 0 to ", net.outputs - 1);
+  }
+  return b;
+}
+
 std::string pack_train_state(const TrainState& s) {
   Packer p;
   p.vec(s.params);
@@ -388,6 +433,7 @@ std::string pack_train_state(const TrainState& s) {
   p.pod(s.adam.t);
   p.vec(s.buffer.shape);
   p.vec(s.buffer.data);
+  p.vec(s.buffer_classes);
   p.vec(s.rng);
   p.str(s.rng_backend);
   p.pod(s.step);
@@ -427,6 +473,7 @@ TrainState unpack_train_state(const std::string& bytes) {
     return t;
   };
   s.buffer = tensor();
+  s.buffer_classes = u.vec<int32_t>();
   s.rng = u.vec<uint64_t>();
   s.rng_backend = u.str();
   s.step = u.pod<int64_t>();

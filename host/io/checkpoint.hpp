@@ -31,7 +31,8 @@ enum EpochSum { kSumLoss, kSumReg, kSumCdiv, kSumReal, kSumFake, kSumSteps, kSum
 struct TrainState {
   std::vector<float> params;
   AdamState adam;
-  Tensor buffer;                     // [n,C,H,W], oldest first
+  Tensor buffer;                     // [n,C,H,W], oldest first (buffer.per_class: ring 0's, then ring 1's, ...)
+  std::vector<int32_t> buffer_classes;  // buffer.per_class: each buffer image's class [n]; empty otherwise
   std::vector<uint64_t> rng;         // the backend's stream state
   std::string rng_backend;           // "cpu" or "cuda": whose layout `rng` is in
   int64_t step = 0;                  // optimizer steps taken
@@ -84,6 +85,16 @@ std::vector<float> load_params(const std::string& file, const NetSpec& net);
 // The whole state, for --resume; the network must match `net` (the current config's), and the run that wrote
 // it must have had `world_size` ranks (UserError naming both counts otherwise).
 TrainState load_train_state(const std::string& dir, const NetSpec& net, int world_size = 1);
+
+// A run's replay buffer as a tool reads it (ebm_sample --init buffer): train_state.safetensors' images [n,C,H,W]
+// (a data-parallel run's shards in rank order, each oldest first) and, where the run kept one ring per class
+// (buffer.per_class), each image's class [n] (ring 0's images first, each ring oldest first); UserError naming the
+// file when it is missing or its buffer does not fit `net`.
+struct ReplayBufferImages {
+  Tensor images;
+  std::vector<int32_t> classes;
+};
+ReplayBufferImages read_replay_buffer(const std::string& dir, const NetSpec& net);
 
 // A TrainState as bytes and back, for moving it between ranks (resume scatters each rank its part).
 std::string pack_train_state(const TrainState& s);

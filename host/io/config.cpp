@@ -195,7 +195,8 @@ json config_to_json(const Config& c) {
                  {"activation", m.activation}, {"outputs", m.outputs}, {"spectral_norm", m.spectral_norm}}},
       {"sampler", {{"steps", s.steps}, {"step_size", s.step_size}, {"noise", s.noise},
                    {"grad_clip", s.grad_clip}}},
-      {"buffer", {{"capacity", b.capacity}, {"initial", b.initial}, {"reinit_prob", b.reinit_prob}}},
+      {"buffer", {{"capacity", b.capacity}, {"initial", b.initial}, {"reinit_prob", b.reinit_prob},
+                  {"per_class", b.per_class}}},
       {"train", {{"epochs", t.epochs}, {"lr", t.lr},
                  {"lr_schedule", t.lr_schedule}, {"lr_warmup_steps", t.lr_warmup_steps}, {"lr_gamma", t.lr_gamma},
                  {"lr_step_epochs", t.lr_step_epochs}, {"lr_min_factor", t.lr_min_factor},
@@ -262,6 +263,7 @@ Config config_from_json(const json& user, const std::string& source) {
   if (c.buffer.initial > c.buffer.capacity)
     r.fail("buffer.initial", "must be <= buffer.capacity (", c.buffer.capacity, "), got ", c.buffer.initial);
   c.buffer.reinit_prob = r.real("buffer.reinit_prob", {.lo = 0, .hi = 1});
+  c.buffer.per_class = r.boolean("buffer.per_class");
 
   auto& t = c.train;
   t.epochs = r.int32("train.epochs", 1);
@@ -287,6 +289,13 @@ Config config_from_json(const json& user, const std::string& source) {
   t.objective = r.one_of("train.objective", {"cd", "jem"});
   t.cd_weight = r.real("train.cd_weight", {.lo = 0});
   t.ce_weight = r.real("train.ce_weight", {.lo = 0});
+  if (c.buffer.per_class) {  // one ring per class: chains need a class, and every ring a first image
+    if (t.objective != "jem")
+      r.fail("buffer.per_class", "needs train.objective \"jem\" (a class for each chain), got \"", t.objective, "\"");
+    if (c.buffer.initial < c.model.outputs)
+      r.fail("buffer.per_class", "needs buffer.initial >= model.outputs (", c.model.outputs,
+             ": one first image per class's ring), got buffer.initial ", c.buffer.initial);
+  }
   t.divergence.max_abs_f = r.real("train.divergence.max_abs_f", {.lo = 0, .lo_open = true});
   t.divergence.action = r.one_of("train.divergence.action", {"stop", "rollback"});
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});

@@ -41,6 +41,10 @@ struct BufferConfig {
   int capacity = 8192;
   int initial = 128;
   double reinit_prob = 0.05;
+  // train.objective "jem": one ring of capacity/K images per class, each chain on its class's energy
+  // E(x, y) = −f_y(x) (engine/cpu/replay_buffer.hpp ClassReplayBuffer); ebm_sample --init buffer --class Y starts
+  // from class Y's ring.
+  bool per_class = false;
   bool operator==(const BufferConfig&) const = default;
 };
 

@@ -254,8 +254,12 @@ class PyModel {
     if (every < 0) user_fail("every: the snapshot period must be >= 0 steps (0 = no trajectory), got ", every);
     // The result, and with every > 0 the trajectory (held in memory until it is returned): refused up front when
     // it would not fit, rather than found out by the kernel's OOM killer minutes later.
-    const int64_t count = init.is_none() ? n.value_or(c.generate.n) : 0;
-    if (init.is_none()) checked("n", "generate.n", count);
+    const bool from_buffer = py::isinstance<py::str>(init);  // init="buffer": the checkpoint's replay buffer
+    if (from_buffer && init.cast<std::string>() != "buffer")
+      user_fail("sample(init): a string must be \"buffer\" (the checkpoint's replay buffer), got \"",
+                init.cast<std::string>(), "\"");
+    const int64_t count = init.is_none() || from_buffer ? n.value_or(c.generate.n) : 0;
+    if (init.is_none() || from_buffer) checked("n", "generate.n", count);
     if (every > 0 && count > 0) {
       const double snapshots = double(p.steps / every + 2), bytes = snapshots * double(count) * double(model_.net.image_size()) * 4;
       const double avail = host_memory_available();
@@ -265,7 +269,13 @@ class PyModel {
                   " available: raise every, or lower n or steps");
     }
     Tensor start;
-    if (!init.is_none()) {
+    std::vector<int32_t> classes;
+    if (from_buffer) {  // a Trainer's model: its run folder, whose last checkpoint holds the buffer
+      const std::string dir = std::filesystem::exists(std::filesystem::path(source_) / "train_state.safetensors") ? source_ :
+                              (std::filesystem::path(source_) / "last").string();
+      classes = classes_arg(py::reinterpret_borrow<py::object>(y_arg), count);
+      start = buffer_start(read_replay_buffer(dir, model_.net), int(count), classes, model_.net.outputs, dir);
+    } else if (!init.is_none()) {
       start = images_from(init, model_.net, "sample(init)");
       if (n && *n != start.dim(0))
         user_fail("sample: n = ", *n, " but init holds ", start.dim(0), " images; give one of them");
@@ -273,7 +283,7 @@ class PyModel {
     } else {
       start = uniform_start(int(count), model_.net, seed);
     }
-    const std::vector<int32_t> classes = classes_arg(py::reinterpret_borrow<py::object>(y_arg), start.dim(0));
+    if (!from_buffer) classes = classes_arg(py::reinterpret_borrow<py::object>(y_arg), start.dim(0));
     SampleRun r;
     {
       py::gil_scoped_release unlocked;
@@ -722,7 +732,8 @@ class logits: softmax(f(x)) is p(y|x), argmax the predicted class, and energy(x)
 Langevin chains, each step x <- clip(x + noise * N(0,1)); x <- clip(x - step_size * clip(grad_x E(x),
 ±grad_clip)), clips to [-1,1] (DESIGN §1), as ebm_sample runs them. Defaults: the checkpoint's `generate` settings (n, steps, step_size, noise; sampler.grad_clip).
 n: chains (1..4096); seed: the start's uniform noise and the chains' noise (same seed, same samples);
-init: start images instead of uniform noise in [-1,1] (as energy's x; n is then their count).
+init: start images instead of uniform noise in [-1,1] (as energy's x; n is then their count), or "buffer": the
+checkpoint's replay buffer, newest first (a run with buffer.per_class: chain i from class y_i's ring).
 Returns the samples, numpy float32 [n,1,H,W] in [-1,1]; with every = K > 0, a tuple (samples, trajectory,
 steps): trajectory [S,n,1,H,W] holds the chains before step 1 and every K steps after (steps lists which).
 y (a train.objective "jem" model): the chains sample E(x, y) = -f_y(x), digits of class y: one class for every

@@ -36,6 +36,9 @@ constexpr const char* kUsage =
     "from `generate`, grad clip from `sampler`, seed from `seed`. Chains start from uniform noise in [-1,1],\n"
     "or from the images of --init (.npy float32 in [-1,1] or uint8, or IDX; 28x28 images are padded as in\n"
     "training; --n then takes the first n, default all). --noise 0 with --init is deterministic.\n"
+    "  --init buffer      start from the checkpoint's own replay buffer (train_state.safetensors), newest\n"
+    "                     images first; where the run kept one ring per class (buffer.per_class), chains of\n"
+    "                     class Y start from class Y's ring (--class; without it, each class in turn)\n"
     "  --out PATH         the sample grid (default samples.png; a build without libpng skips the default\n"
     "                     grid with a warning, and refuses a named --out or --trajectory)\n"
     "  --npy PATH         the final samples as float32 [n,1,H,W]\n"
@@ -101,7 +104,7 @@ Flags parse(int argc, char** argv, bool& help) {
   if (f.out_named || png_available()) outputs.push_back({"--out", f.out, {".png"}});
   if (!f.npy.empty()) outputs.push_back({"--npy", f.npy, {".npy"}});
   if (!f.trajectory.empty()) outputs.push_back({"--trajectory", f.trajectory, {".png"}});
-  check_output_files(outputs, {{"--init", f.init}});
+  check_output_files(outputs, {{"--init", f.init == "buffer" ? std::string() : f.init}});  // buffer: the checkpoint's
   return f;
 }
 
@@ -119,7 +122,26 @@ int run(const Flags& f) {
 
   Tensor start;
   std::string from;
-  if (!f.init.empty()) {
+  const int K = model.net.outputs;
+  std::vector<int32_t> classes;
+  if (!f.klass.empty()) {
+    if (K < 2)
+      user_fail("--class: ", f.checkpoint, " is an energy net with one output; class-conditional samples need a model ",
+                "with one output per class (train.objective \"jem\")");
+    if (f.klass != "all" && std::stoi(f.klass) >= K)
+      user_fail("--class ", f.klass, ": ", f.checkpoint, " has classes 0 to ", K - 1);
+  }
+  auto classes_for = [&](int n) {  // --class all: chain i takes class i*K/n; --class Y: every chain Y
+    if (f.klass == "all") return conditional_classes(n, K);
+    return f.klass.empty() ? std::vector<int32_t>{} : std::vector<int32_t>(size_t(n), int32_t(std::stoi(f.klass)));
+  };
+  if (f.init == "buffer") {
+    const ReplayBufferImages b = read_replay_buffer(f.checkpoint, model.net);
+    const int n = int(f.n.value_or(cfg.generate.n));
+    classes = classes_for(n);
+    start = buffer_start(b, n, classes, K, f.checkpoint);
+    from = "the replay buffer" + std::string(b.classes.empty() ? "" : " (a ring per class)");
+  } else if (!f.init.empty()) {
     std::vector<std::string> warnings;
     start = load_images_for_net(f.init, model.net, warnings);
     for (const std::string& w : warnings) print_warning(kTool, w);
@@ -138,20 +160,7 @@ int run(const Flags& f) {
     from = "uniform noise";
   }
   const int n = int(start.shape[0]);
-  std::vector<int32_t> classes;
-  if (!f.klass.empty()) {
-    const int K = model.net.outputs;
-    if (K < 2)
-      user_fail("--class: ", f.checkpoint, " is an energy net with one output; class-conditional samples need a model ",
-                "with one output per class (train.objective \"jem\")");
-    if (f.klass == "all") {
-      classes = conditional_classes(n, K);
-    } else {
-      const int y = std::stoi(f.klass);
-      if (y >= K) user_fail("--class ", y, ": ", f.checkpoint, " has classes 0 to ", K - 1);
-      classes.assign(size_t(n), int32_t(y));
-    }
-  }
+  if (classes.empty()) classes = classes_for(n);
 
   int every = 0;
   if (!f.trajectory.empty()) {

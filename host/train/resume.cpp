@@ -26,7 +26,8 @@ const char* fixed_on_resume(const std::string& key) {
   if (key == "data.dataset" || key == "data.limit") return "its data set (data.dataset, data.limit)";
   if (key == "train.objective") return "its objective (train.objective: what its network's outputs mean)";
   if (key == "data.batch_size") return "its batch size (the checkpoint's place in the epoch counts batches)";
-  if (key == "buffer.capacity" || key == "buffer.initial") return "its replay buffer (buffer.capacity, buffer.initial)";
+  if (key == "buffer.capacity" || key == "buffer.initial" || key == "buffer.per_class")
+    return "its replay buffer (buffer.capacity, buffer.initial, buffer.per_class)";
   return nullptr;
 }
 
@@ -36,7 +37,7 @@ const char* fixed_on_resume(const std::string& key) {
 // such a checkpoint resumes with their defaults.
 bool off_when_absent(const std::string& key) {
   return key == "model.spectral_norm" || key == "model.outputs" || key == "train.objective" ||
-         key == "train.cd_weight" || key == "train.ce_weight";
+         key == "train.cd_weight" || key == "train.ce_weight" || key == "buffer.per_class";
 }
 
 std::string fmt_g(double v) {

@@ -280,6 +280,7 @@ class TrainingRun {
     if (!s.ema.empty() || !s.sn_u.empty()) s.sampling = backend_->sampling_params();  // model.safetensors
     s.adam = backend_->adam();
     s.buffer = backend_->buffer();
+    s.buffer_classes = backend_->buffer_classes();
     s.rng = backend_->rng_state();
     s.rng_backend = kind_;
     s.data_images = data_images_;
@@ -290,7 +291,7 @@ class TrainingRun {
   // The counters of `s` (restored into the backend already) as the run's; the tensors live in the backend.
   void adopt(TrainState s) {
     state_ = std::move(s);
-    state_.params.clear(), state_.adam = {}, state_.buffer = Tensor(), state_.rng.clear();
+    state_.params.clear(), state_.adam = {}, state_.buffer = Tensor(), state_.buffer_classes.clear(), state_.rng.clear();
     state_.ema.clear(), state_.sn_u.clear(), state_.sampling.clear();
     state_.rank_buffers.clear(), state_.rank_rngs.clear();
   }
@@ -300,7 +301,8 @@ class TrainingRun {
     if (!s.ema.empty()) backend_->set_ema(s.ema);
     if (!s.sn_u.empty()) backend_->set_sn_state(s.sn_u);
     backend_->set_adam(s.adam);
-    backend_->set_buffer(s.buffer);
+    if (config_.buffer.per_class) backend_->set_class_buffer(s.buffer, s.buffer_classes);
+    else backend_->set_buffer(s.buffer);
     backend_->set_lr(s.lr);
     lr_now_ = s.lr;
     if (s.rng.empty()) {  // a new seed on resume

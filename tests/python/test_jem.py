@@ -91,3 +91,22 @@ def test_an_energy_net_refuses_y_and_a_mismatched_objective_is_named(tiny_data, 
     with pytest.raises(ValueError, match='train.objective "cd"'):
         ebm_engine.Trainer(MNIST_CONFIG, overrides=tiny_overrides(labelled_data, tmp_path / "x", **{"model.outputs": 10}),
                            verbose=False)
+
+
+def test_a_per_class_buffer_run_samples_each_class_from_its_ring_as_ebm_sample_does(labelled_data, tmp_path):
+    out = tmp_path / "rings"
+    overrides = {**jem_overrides(labelled_data, out), "buffer.per_class": True, "buffer.initial": 10}
+    ebm_engine.Trainer(MNIST_CONFIG, overrides=overrides, verbose=False).run()
+    m = ebm_engine.load(str(out / "last"), backend="cpu")
+    x = m.sample(n=3, steps=2, seed=4, init="buffer", y=5)
+    npy = tmp_path / "b.npy"
+    r = subprocess.run([str(BUILD_DIR / "ebm_sample"), "--checkpoint", str(out / "last"), "--n", "3", "--steps", "2",
+                        "--seed", "4", "--class", "5", "--init", "buffer", "--npy", str(npy), "--out",
+                        str(tmp_path / "b.png"), "--backend", "cpu"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.load(npy), x)
+    # steps 0: the starts themselves, class 5's ring newest first, not class 6's
+    s5 = m.sample(n=2, steps=0, noise=0, init="buffer", y=5)
+    assert not np.array_equal(s5, m.sample(n=2, steps=0, noise=0, init="buffer", y=6))
+    with pytest.raises(ValueError, match='a string must be "buffer"'):
+        m.sample(n=2, init="buffers")
