@@ -308,6 +308,7 @@ TEST(DataParallel, TrainStatePacksAndUnpacks) {
   s.params = {1, 2, 3};
   s.adam = {{4, 5, 6}, {7, 8, 9}, 3};
   s.buffer = random_images(2, 1);
+  s.buffer_classes = {3, 1};  // the divergence rollback keeps a state packed: the rings' classes with it
   s.rng = {42, 1, 2, 3, 4};
   s.rng_backend = "cpu";
   s.step = 9;
@@ -325,6 +326,7 @@ TEST(DataParallel, TrainStatePacksAndUnpacks) {
   EXPECT_EQ(t.adam.t, 3);
   EXPECT_EQ(t.buffer.shape, s.buffer.shape);
   EXPECT_EQ(t.buffer.data, s.buffer.data);
+  EXPECT_EQ(t.buffer_classes, s.buffer_classes);
   EXPECT_EQ(t.rng, s.rng);
   EXPECT_EQ(t.rng_backend, "cpu");
   EXPECT_EQ(t.step, 9);

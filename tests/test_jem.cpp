@@ -20,6 +20,7 @@
 #include "host/eval/sampling.hpp"  // buffer_start
 #include "host/io/checkpoint.hpp"
 #include "host/io/dataset.hpp"
+#include "host/io/safetensors.hpp"
 #include "host/train/training_run.hpp"
 #include "kernels/ebm_math.hpp"
 #include "tests/test_support.hpp"
@@ -327,7 +328,9 @@ TEST(JemClassBuffer, RowsComeFromAndGoBackToTheirClassesRing) {
       ++count[size_t(y[i])];
       for (int64_t j = 0; j < img; ++j)
         ASSERT_EQ(buf.ptr()[int64_t(i) * img + j], 0.1f * float(y[i])) << "image " << i << " in ring " << y[i];
-      if (i > 0) ASSERT_LE(y[i - 1], y[i]) << "buffer() lists ring 0's images, then ring 1's, ...";
+      if (i > 0) {
+        ASSERT_LE(y[i - 1], y[i]) << "buffer() lists ring 0's images, then ring 1's, ...";
+      }
     }
     int grown = 0;
     for (int k = 0; k < K; ++k) grown += count[size_t(k)] > before[size_t(k)];
@@ -392,7 +395,7 @@ TEST(JemClassBuffer, WhatCannotHoldAClassPerRingIsRefused) {
   test::expect_user_error([&] { be.set_buffer(t); }, {"buffer.per_class", "classes"});
   test::expect_user_error([&] { be.set_class_buffer(t, {0, 1, 3}); }, {"class 3", "[0, 3)"});
   test::expect_user_error([&] { be.set_class_buffer(t, {0, 0, 1}); }, {"class 2 holds no image"});
-  test::expect_user_error([&] { be.set_class_buffer(t, {0, 1}); }, {"[3,1,8,8] images but 2 classes"});
+  test::expect_user_error([&] { be.set_class_buffer(t, {0, 1}); }, {"holds 3 images but 2 classes"});
   const Tensor many = constant_rings(3, 11, img, classes);  // ring 0 holds 11, rings 1 and 2 hold 10
   test::expect_user_error([&] { be.set_class_buffer(many, classes); }, {"class 1 holds more than its ring's 10"});
   CpuBackend one_ring(jem_options(3));
@@ -526,10 +529,39 @@ TEST_F(JemRunTest, APerClassBufferResumesExactlyAndGivesEachClassItsOwnStarts) {
   // a run without per-class rings: the newest n images of the whole buffer
   const ReplayBufferImages one = read_replay_buffer((root_ / "straight/last").string(), net);
   ReplayBufferImages plain{one.images, {}};
-  const Tensor last2 = buffer_start(plain, 2, {}, 10, "run");
-  EXPECT_TRUE(std::equal(last2.ptr(), last2.ptr() + 2 * img, plain.images.ptr() + (plain.images.dim(0) - 2) * img));
+  const Tensor last2 = buffer_start(plain, 2, {}, 10, "run");  // newest first
+  const int64_t held = plain.images.dim(0);
+  EXPECT_TRUE(std::equal(last2.ptr(), last2.ptr() + img, plain.images.ptr() + (held - 1) * img));
+  EXPECT_TRUE(std::equal(last2.ptr() + img, last2.ptr() + 2 * img, plain.images.ptr() + (held - 2) * img));
+  // to measure the buffer: every class in turn, going round a ring that holds fewer than its share
+  std::vector<int32_t> probe_classes;
+  const Tensor probe = newest_buffer_rows(b, 10 * (count[0] + 1), 10, probe_classes);
+  ASSERT_EQ(probe.dim(0), 10 * (count[0] + 1));
+  EXPECT_EQ(probe_classes, conditional_classes(10 * (count[0] + 1), 10));
+  int64_t first0 = -1;  // ring 0's newest, and again after going round it
+  for (int64_t i = 0; i < int64_t(b.classes.size()); ++i)
+    if (b.classes[size_t(i)] == 0) first0 = i;
+  EXPECT_TRUE(std::equal(probe.ptr(), probe.ptr() + img, b.images.ptr() + first0 * img));
+  EXPECT_TRUE(std::equal(probe.ptr() + count[0] * img, probe.ptr() + (count[0] + 1) * img, b.images.ptr() + first0 * img));
   test::expect_user_error([&] { buffer_start(plain, int(plain.images.dim(0)) + 1, {}, 10, "run"); },
                           {"replay buffer of run holds"});
+  // a damaged buffer.classes is refused before the run writes anything
+  {
+    SafeTensors st = SafeTensors::load((root_ / "parts/last/train_state.safetensors").string());
+    std::vector<int32_t> bad = st.get_i32("buffer.classes");
+    bad[0] = 10;
+    st.put_i32("buffer.classes", {int64_t(bad.size())}, bad.data());
+    fs::create_directories(root_ / "damaged");
+    fs::copy(root_ / "parts/last", root_ / "damaged/last");
+    st.save((root_ / "damaged/last/train_state.safetensors").string());
+    Config more = part;
+    more.output_dir = (root_ / "damaged").string();
+    more.train.max_steps = 6;
+    const auto before = fs::last_write_time(root_ / "damaged/last/config.json");
+    test::expect_user_error([&] { run(more, (root_ / "damaged/last").string()); },
+                            {"train_state.safetensors", "holds class 10, outside [0, 10)"});
+    EXPECT_EQ(fs::last_write_time(root_ / "damaged/last/config.json"), before) << "written before the check";
+  }
   // the setting cannot change on resume: the rings are the run's state
   Config flip = part;
   flip.buffer.per_class = false;

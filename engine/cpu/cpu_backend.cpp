@@ -162,9 +162,7 @@ Tensor CpuBackend::buffer() {
 }
 
 std::vector<int32_t> CpuBackend::buffer_classes() {
-  std::vector<int32_t> classes;
-  if (class_buffer_) class_buffer_->snapshot(image_shape(), classes);
-  return classes;
+  return class_buffer_ ? class_buffer_->image_classes() : std::vector<int32_t>{};
 }
 
 void CpuBackend::set_class_buffer(const Tensor& images, const std::vector<int32_t>& classes) {

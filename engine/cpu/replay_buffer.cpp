@@ -60,9 +60,20 @@ void ReplayBuffer::restore(const Tensor& images) {
   push(images.ptr(), int(n));
 }
 
-namespace {
-int ring_capacity(int capacity, int classes, int k) { return capacity / classes + (k < capacity % classes ? 1 : 0); }
-}  // namespace
+void ClassReplayBuffer::check(const std::vector<int32_t>& classes, int64_t images, int capacity, int K,
+                              const std::string& where) {
+  if (int64_t(classes.size()) != images)
+    user_fail(where, ": the per-class replay buffer holds ", images, " images but ", classes.size(), " classes",
+              classes.empty() ? " (no 'buffer.classes': written without buffer.per_class)" : "");
+  std::vector<int> count(size_t(K), 0);
+  for (int32_t y : classes) {
+    if (y < 0 || y >= K) user_fail(where, ": the per-class replay buffer holds class ", y, ", outside [0, ", K, ")");
+    if (++count[size_t(y)] > ring_capacity(capacity, K, y))
+      user_fail(where, ": class ", y, " holds more than its ring's ", ring_capacity(capacity, K, y), " images");
+  }
+  for (int k = 0; k < K; ++k)
+    if (count[size_t(k)] == 0) user_fail(where, ": class ", k, " holds no image (every ring starts with one)");
+}
 
 ClassReplayBuffer::ClassReplayBuffer(int capacity, int classes, int64_t image_size) : image_size_(image_size) {
   if (classes < 2 || capacity < classes)
@@ -122,21 +133,19 @@ Tensor ClassReplayBuffer::snapshot(const std::vector<int64_t>& image_shape, std:
 
 void ClassReplayBuffer::restore(const Tensor& images, const std::vector<int32_t>& classes) {
   const int64_t n = images.numel() / image_size_;
-  if (n * image_size_ != images.numel() || int64_t(classes.size()) != n)
-    user_fail("per-class replay buffer in checkpoint: ", shape_str(images.shape), " images but ", classes.size(),
-              " classes");
-  std::vector<int> count(rings_.size(), 0);
-  for (int32_t y : classes) {
-    if (y < 0 || y >= this->classes())
-      user_fail("per-class replay buffer in checkpoint: class ", y, " is outside [0, ", this->classes(), ")");
-    if (++count[size_t(y)] > rings_[size_t(y)].capacity())
-      user_fail("per-class replay buffer in checkpoint: class ", y, " holds more than its ring's ",
-                rings_[size_t(y)].capacity(), " images");
-  }
-  for (int k = 0; k < this->classes(); ++k)
-    if (count[size_t(k)] == 0) user_fail("per-class replay buffer in checkpoint: class ", k, " holds no image");
+  if (n * image_size_ != images.numel())
+    user_fail("per-class replay buffer in checkpoint: ", shape_str(images.shape), " is not whole images");
+  int capacity = 0;
+  for (const ReplayBuffer& r : rings_) capacity += r.capacity();
+  check(classes, n, capacity, this->classes(), "checkpoint");
   for (size_t k = 0; k < rings_.size(); ++k) rings_[k] = ReplayBuffer(rings_[k].capacity(), image_size_);
   for (int64_t i = 0; i < n; ++i) rings_[size_t(classes[size_t(i)])].push(images.ptr() + i * image_size_, 1);
+}
+
+std::vector<int32_t> ClassReplayBuffer::image_classes() const {
+  std::vector<int32_t> classes;
+  for (size_t k = 0; k < rings_.size(); ++k) classes.insert(classes.end(), size_t(rings_[k].size()), int32_t(k));
+  return classes;
 }
 
 }  // namespace ebm

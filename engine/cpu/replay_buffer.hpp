@@ -3,6 +3,7 @@
 // uniformly with replacement from the images held; after refinement all are written back as newest.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/rng.hpp"
@@ -40,6 +41,14 @@ class ReplayBuffer {
 // E(x, y) = −f_y(x). The initial images go to the rings in turn (image i to class i mod K).
 class ClassReplayBuffer {
  public:
+  // Ring k's capacity: capacity/K, the first capacity mod K rings one more.
+  static int ring_capacity(int capacity, int classes, int k) {
+    return capacity / classes + (k < capacity % classes ? 1 : 0);
+  }
+  // Whether `classes` ([n], one per image) can be restored into rings of `capacity` images over K classes: each class
+  // in [0, K), no ring past its capacity, none empty. UserError naming `where` otherwise.
+  static void check(const std::vector<int32_t>& classes, int64_t images, int capacity, int K, const std::string& where);
+
   ClassReplayBuffer(int capacity, int classes, int64_t image_size);
 
   void fill_noise(int n, Rng& rng);  // n >= classes: every ring starts with at least one image
@@ -53,6 +62,7 @@ class ClassReplayBuffer {
   int classes() const { return int(rings_.size()); }
   // Every ring's images, ring 0's oldest first, then ring 1's, ...; `classes` gets each image's class.
   Tensor snapshot(const std::vector<int64_t>& image_shape, std::vector<int32_t>& classes) const;
+  std::vector<int32_t> image_classes() const;  // snapshot's classes, without the images
   // The inverse of snapshot: each image to the ring of its class, in order (UserError naming what does not fit).
   void restore(const Tensor& images, const std::vector<int32_t>& classes);
 

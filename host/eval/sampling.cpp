@@ -41,33 +41,62 @@ Tensor uniform_start(int n, const NetSpec& net, uint64_t seed) {
   return x;
 }
 
-Tensor buffer_start(const ReplayBufferImages& b, int n, const std::vector<int32_t>& classes, int K,
-                    const std::string& where) {
+namespace {
+
+// Rows of b for chains of classes y (per-class rings) or the newest n (one ring), newest first. `cycle`: a ring
+// with fewer images than its chains is gone round again (else a UserError naming `where`).
+Tensor buffer_rows(const ReplayBufferImages& b, int64_t n, const std::vector<int32_t>& y, int K, bool cycle,
+                   const std::string& where) {
   const int64_t held = b.images.shape.empty() ? 0 : b.images.shape[0];
-  const int64_t img = held > 0 ? b.images.numel() / held : 0;
+  EBM_CHECK(b.images.shape.size() == 4 && held > 0, "buffer rows: an empty replay buffer");
+  const int64_t img = b.images.numel() / held;
   std::vector<int64_t> shape = b.images.shape;
-  shape[0] = n;
-  Tensor x(shape);
   if (b.classes.empty()) {
-    if (n > held) user_fail("--n ", n, " but the replay buffer of ", where, " holds ", held, " images");
-    std::copy(b.images.data.end() - int64_t(n) * img, b.images.data.end(), x.data.begin());
+    if (n > held && !cycle) user_fail("--n ", n, " but the replay buffer of ", where, " holds ", held, " images");
+    shape[0] = std::min(n, held);
+    Tensor x(shape);
+    for (int64_t i = 0; i < shape[0]; ++i)  // newest first
+      std::copy_n(b.images.data.begin() + (held - 1 - i) * img, img, x.data.begin() + i * img);
     return x;
   }
-  const std::vector<int32_t> y = classes.empty() ? conditional_classes(n, K) : classes;
+  EBM_CHECK(int64_t(b.classes.size()) == held && int64_t(y.size()) == n, "buffer rows: one class per row");
   std::vector<std::vector<int64_t>> ring(static_cast<size_t>(K));  // each class's rows in the buffer, oldest first
-  for (int64_t i = 0; i < held; ++i) ring[size_t(b.classes[size_t(i)])].push_back(i);
+  for (int64_t i = 0; i < held; ++i) {
+    EBM_CHECK(b.classes[size_t(i)] >= 0 && b.classes[size_t(i)] < K, "buffer rows: a class out of range");
+    ring[size_t(b.classes[size_t(i)])].push_back(i);
+  }
   std::vector<int64_t> used(size_t(K), 0), asked(size_t(K), 0);
-  for (int32_t c : y) ++asked[size_t(c)];
+  for (int32_t c : y) {
+    EBM_CHECK(c >= 0 && c < K, "buffer rows: an asked class out of range");
+    ++asked[size_t(c)];
+  }
   for (int k = 0; k < K; ++k)
-    if (asked[size_t(k)] > int64_t(ring[size_t(k)].size()))
+    if (asked[size_t(k)] > int64_t(ring[size_t(k)].size()) && (!cycle || ring[size_t(k)].empty()))
       user_fail("--n ", n, ": ", asked[size_t(k)], " chains of class ", k, " but its ring in the replay buffer of ",
                 where, " holds ", ring[size_t(k)].size(), " images");
-  for (int i = 0; i < n; ++i) {
+  shape[0] = n;
+  Tensor x(shape);
+  for (int64_t i = 0; i < n; ++i) {
     const std::vector<int64_t>& r = ring[size_t(y[size_t(i)])];
-    const int64_t row = r[r.size() - 1 - size_t(used[size_t(y[size_t(i)])]++)];  // newest first
-    std::copy_n(b.images.data.begin() + row * img, img, x.data.begin() + int64_t(i) * img);
+    const int64_t j = used[size_t(y[size_t(i)])]++ % int64_t(r.size());
+    std::copy_n(b.images.data.begin() + r[r.size() - 1 - size_t(j)] * img, img, x.data.begin() + i * img);  // newest first
   }
   return x;
+}
+
+}  // namespace
+
+Tensor buffer_start(const ReplayBufferImages& b, int n, const std::vector<int32_t>& classes, int K,
+                    const std::string& where) {
+  if (b.classes.empty()) return buffer_rows(b, n, {}, K, false, where);
+  return buffer_rows(b, n, classes.empty() ? conditional_classes(n, K) : classes, K, false, where);
+}
+
+Tensor newest_buffer_rows(const ReplayBufferImages& b, int64_t n, int K, std::vector<int32_t>& classes) {
+  classes.clear();
+  if (b.images.shape.empty() || b.images.shape[0] == 0) return Tensor();
+  if (!b.classes.empty()) classes = conditional_classes(int(n), K);
+  return buffer_rows(b, n, classes, K, true, "the run");
 }
 
 SampleRun run_sample(Backend& backend, Tensor start, const SamplerParams& p, uint64_t seed, int every,

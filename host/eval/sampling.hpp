@@ -23,12 +23,17 @@ SamplerParams generate_params(const Config& config);
 // anything parameter initialisation draws from that stream, so the two never share numbers.
 Tensor uniform_start(int n, const NetSpec& net, uint64_t seed);
 
-// n chain starts from a run's replay buffer (ebm_sample --init buffer), newest images first. Where the run kept a
+// n chain starts from a run's replay buffer (ebm_sample --init buffer), newest image first. Where the run kept a
 // ring per class (b.classes not empty), chain i starts from the newest unused image of class y_i's ring: y_i =
 // classes[i], or without classes the classes in turn (conditional_classes). Otherwise the newest n images of the
-// whole buffer. `where` names the checkpoint in the UserError when a ring or the buffer holds too few images.
+// whole buffer (a data-parallel run's: the last rank's shard first). `where` names the checkpoint in the UserError
+// when a ring or the buffer holds too few images.
 Tensor buffer_start(const ReplayBufferImages& b, int n, const std::vector<int32_t>& classes, int K,
                     const std::string& where);
+// Up to n of the newest rows of a run's buffer, to measure it (the divergence guard's probe, TensorBoard's energy
+// histogram): with a ring per class, the classes in turn, each ring's newest first, going round a ring that holds
+// fewer than its share; `classes` gets each row's class. Without, the newest min(n, held) rows; `classes` empty.
+Tensor newest_buffer_rows(const ReplayBufferImages& b, int64_t n, int K, std::vector<int32_t>& classes);
 
 struct SampleRun {
   Tensor x;                       // [n,1,H,W] the final samples

@@ -271,8 +271,12 @@ class PyModel {
     Tensor start;
     std::vector<int32_t> classes;
     if (from_buffer) {  // a Trainer's model: its run folder, whose last checkpoint holds the buffer
-      const std::string dir = std::filesystem::exists(std::filesystem::path(source_) / "train_state.safetensors") ? source_ :
-                              (std::filesystem::path(source_) / "last").string();
+      namespace fs = std::filesystem;
+      const std::string dir = fs::exists(fs::path(source_) / "train_state.safetensors") ? source_ :
+                              (fs::path(source_) / "last").string();
+      if (!fs::exists(fs::path(dir) / "train_state.safetensors"))
+        user_fail("sample(init=\"buffer\"): ", source_, " holds no replay buffer (train_state.safetensors), nor a last/ ",
+                  "checkpoint with one: load a training checkpoint (a Trainer's model: after its first checkpoint)");
       classes = classes_arg(py::reinterpret_borrow<py::object>(y_arg), count);
       start = buffer_start(read_replay_buffer(dir, model_.net), int(count), classes, model_.net.outputs, dir);
     } else if (!init.is_none()) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/loss.hpp"
+#include "host/eval/sampling.hpp"  // newest_buffer_rows
 #include "host/eval/scoring.hpp"
 #include "host/train/run_log.hpp"
 
@@ -61,11 +62,19 @@ std::string DivergenceGuard::fallback(const FallbackFacts& f) const {
 }
 
 double probe_max_abs_f(Backend& backend, const NetSpec& net, const Config& config, const Tensor& train,
-                       const Tensor& buffer, uint64_t seed, int64_t step) {
+                       const Tensor& buffer, const std::vector<int32_t>& buffer_classes, uint64_t seed, int64_t step) {
   const int64_t b = config.data.batch_size;
   const std::vector<float> real = backend.energy(image_rows(train, net, b, /*newest=*/false));
-  Tensor fake = image_rows(buffer, net, b, /*newest=*/true);  // the newest rows are written last
-  backend.sample(fake, engine_options_for(config).sampler, seed ^ 0x5bd1e995u ^ uint64_t(step));
+  const uint64_t stream = seed ^ 0x5bd1e995u ^ uint64_t(step);
+  Tensor fake;
+  if (buffer_classes.empty()) {
+    fake = image_rows(buffer, net, b, /*newest=*/true);  // the newest rows are written last
+    backend.sample(fake, engine_options_for(config).sampler, stream);
+  } else {  // buffer.per_class: each class's newest, on its class's energy
+    std::vector<int32_t> classes;
+    fake = newest_buffer_rows({buffer, buffer_classes}, b, net.outputs, classes);
+    backend.sample(fake, engine_options_for(config).sampler, stream, 0, nullptr, &classes);
+  }
   const std::vector<float> refined = backend.energy(fake);
   return guard_max(max_abs_f(real.data(), int64_t(real.size())), max_abs_f(refined.data(), int64_t(refined.size())));
 }

@@ -69,7 +69,9 @@ class DivergenceGuard {
 // energies of the first batch_size rows of `train` and of this rank's newest batch_size rows of `buffer` (the
 // replay buffer) refined by the training sampler on its own stream (the training streams do not move). This
 // rank's max |f| (NaN when any f is); the run adds validation's and takes the maximum over ranks.
+// With buffer.per_class (`buffer_classes` not empty), the buffer rows are the classes in turn, each ring's newest,
+// refined on their class's energy as training refines them.
 double probe_max_abs_f(Backend& backend, const NetSpec& net, const Config& config, const Tensor& train,
-                       const Tensor& buffer, uint64_t seed, int64_t step);
+                       const Tensor& buffer, const std::vector<int32_t>& buffer_classes, uint64_t seed, int64_t step);
 
 }  // namespace ebm

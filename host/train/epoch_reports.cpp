@@ -110,7 +110,14 @@ void EpochReports::energy_histograms(Backend& backend, const Tensor& test, int64
     return rows.dim(0) == 0 ? std::vector<float>() : energies_from_f(backend.energy(rows));
   };
   if (test.numel() > 0) tb->add_histogram("energy/real", step, energies(test, false));
-  tb->add_histogram("energy/samples", step, energies(backend.buffer(), true));  // oldest row first
+  std::vector<int32_t> classes;
+  const std::vector<int32_t> ring_classes = backend.buffer_classes();
+  if (ring_classes.empty()) {
+    tb->add_histogram("energy/samples", step, energies(backend.buffer(), true));  // oldest row first
+  } else {  // buffer.per_class: every ring's newest, not only the last rings'
+    const Tensor rows = newest_buffer_rows({backend.buffer(), ring_classes}, kHistogramImages, net_.outputs, classes);
+    tb->add_histogram("energy/samples", step, energies_from_f(backend.energy(rows)));
+  }
   tb->flush();
 }
 

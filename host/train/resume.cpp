@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "engine/error.hpp"
+#include "engine/cpu/replay_buffer.hpp"  // ClassReplayBuffer::check
 #include "host/io/json_text.hpp"
 
 using json = nlohmann::json;
@@ -125,6 +127,13 @@ Resume read_resume(const std::string& checkpoint, const Config& config, int rank
                 "that it keeps ", fixed_on_resume(key), "; restore the key (or start a new run)");
   r.state = load_train_state(checkpoint, net_spec_for(saved), ranks);
   r.changes = resume_changes(saved, config, checkpoint, advice);
+  // buffer.per_class (fixed on resume): the rings' classes are checked here, before the run writes anything
+  const std::string state_file = (std::filesystem::path(checkpoint) / "train_state.safetensors").string();
+  if (config.buffer.per_class)
+    ClassReplayBuffer::check(r.state.buffer_classes, r.state.buffer.shape.empty() ? 0 : r.state.buffer.shape[0],
+                             config.buffer.capacity, config.model.outputs, state_file);
+  else if (!r.state.buffer_classes.empty())
+    user_fail(state_file, " holds a replay buffer per class ('buffer.classes') but buffer.per_class is false");
   r.note = effective_settings_note(saved, r.state, r.changes);
   const std::string recipe_note = recipe_on_resume(checkpoint, config, r.state, advice);
   if (!recipe_note.empty()) r.note += (r.note.empty() ? "" : "\n") + recipe_note;

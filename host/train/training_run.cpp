@@ -189,7 +189,7 @@ class TrainingRun {
     folder_.check_save_target(dir);
     if (!drain()) user_fail("save: ", guard_.why(), "; nothing written");
     TrainState s = snapshot();
-    const double worst = probe(s.buffer);
+    const double worst = probe(s.buffer, s.buffer_classes);
     if (!guard_.within(worst)) {
       guard_.found(state_.step, "its weights, probed before saving", worst);
       const std::string why = guard_.why();
@@ -328,10 +328,11 @@ class TrainingRun {
   }
 
   // The probe (host/train/divergence_guard.hpp) and validation's pass, over all ranks.
-  double probe(const Tensor& buffer) {
+  double probe(const Tensor& buffer, const std::vector<int32_t>& buffer_classes) {
     const auto off = log_.clock().off();
     EBM_PROFILE_RANGE("guard_probe");
-    const double mine = probe_max_abs_f(*backend_, net_, config_, data_.train, buffer, state_.seed, state_.step);
+    const double mine =
+        probe_max_abs_f(*backend_, net_, config_, data_.train, buffer, buffer_classes, state_.seed, state_.step);
     return guard_max(validation_max_abs_f(), max_abs_f_all_ranks(comm_, mine));
   }
 
@@ -433,7 +434,7 @@ class TrainingRun {
     const bool ran = state_.step > start_step_ || !options_.resume;
     if (ran) {
       TrainState s = snapshot();
-      const double worst = probe(s.buffer);
+      const double worst = probe(s.buffer, s.buffer_classes);
       if (!guard_.within(worst)) {
         guard_.found(state_.step, "its weights, probed before the last checkpoint", worst);
         return diverged(!signal);
