@@ -313,7 +313,8 @@ TEST(JemClassBuffer, RowsComeFromAndGoBackToTheirClassesRing) {
   EXPECT_EQ(classes, (std::vector<int32_t>{0, 1, 2})) << "the initial images go to the rings in turn";
   const Tensor start = constant_rings(K, 2, img, classes);
   be.set_class_buffer(start, classes);
-  be.set_train_data(random_rows(12, 8, 1));
+  const Tensor train = random_rows(12, 8, 1);  // set_train_data keeps a pointer: it must outlive training
+  be.set_train_data(train);
   be.set_train_labels(std::vector<int32_t>(12, 1));
   be.begin_epoch(0);
   std::vector<int> before(K, 2);
@@ -360,7 +361,8 @@ TEST(JemClassBuffer, EachChainRunsOnItsClassesEnergy) {
   const std::vector<int32_t> zero{0};
   be.sample(other, o.sampler, 1, 0, nullptr, &zero);
   ASSERT_NE(other.data, want[1].data) << "classes 0 and 1 move the same image alike: the test would not see a mix-up";
-  be.set_train_data(random_rows(12, 8, 1));
+  const Tensor train = random_rows(12, 8, 1);  // set_train_data keeps a pointer: it must outlive training
+  be.set_train_data(train);
   be.set_train_labels(std::vector<int32_t>(12, 2));
   be.begin_epoch(0);
   be.train_step(0);
