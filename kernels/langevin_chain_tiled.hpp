@@ -229,9 +229,11 @@ struct PitchTerms {
     else
       overflow = true;
   }
-  constexpr int cost(int A, int B) const {
+  // Scoring stops once the total reaches `bound` (the search's best so far: it only asks whether a candidate beats it;
+  // the weights are positive, so the total only grows). Most candidates lose early: the compile-time plans cost half.
+  constexpr int cost(int A, int B, int bound = 1 << 30) const {
     int total = 0;
-    for (int i = 0; i < instr; ++i) {
+    for (int i = 0; i < instr && total < bound; ++i) {
       BankSet b;
       const int end = i + 1 < instr ? start[i + 1] : n;
       for (int e = start[i]; e < end; ++e) b.add(ch[e] * A + pl[e] * B + pos[e], width[i]);
@@ -439,11 +441,11 @@ constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int s
     P.pitch_model_complete = P.pitch_model_complete && !T.overflow;
     int best = 1 << 30, pad = 0, best_pp = plane;
     for (int b = 0; b < 32; ++b) {
-      const int c = T.cost(4 * plane + b, plane);
+      const int c = T.cost(4 * plane + b, plane, best);
       if (c < best) best = c, pad = b;
     }
     for (int a = 1; a < 16; ++a) {
-      const int c = T.cost(4 * (plane + a) + pad, plane + a);
+      const int c = T.cost(4 * (plane + a) + pad, plane + a, best);
       if (c < best) best = c, best_pp = plane + a;
     }
     P.pp[g] = best_pp;
@@ -455,7 +457,7 @@ constexpr TiledPlan make_tiled_plan(int nt, bool resident, int ring_slots, int s
     P.pitch_model_complete = P.pitch_model_complete && !T.overflow;
     int best = 1 << 30;
     for (int d = pix; d < pix + 32; ++d) {
-      const int c = T.cost(d, 0);
+      const int c = T.cost(d, 0, best);
       if (c < best) best = c, P.dp[l] = d;
     }
   }
