@@ -48,7 +48,7 @@ double loss(CpuNetT<double>& net, const Problem& p, const std::vector<double>& p
 // |L| ≲ 10 (K outputs). Below |a| + |b| = 1e-3 the check is absolute: 1e-6 of the floor is 1e-9, at that limit (the
 // 10-output case measured 1.14e-6 on the H200 machine's CPU), so the bound is kGradTol = 1e-5 — 10x the rounding
 // limit, and still 1e-5 of a gradient that a wrong index or a missing term would move by O(1).
-double rel_err(double a, double b) { return std::fabs(a - b) / std::max(1e-3, std::fabs(a) + std::fabs(b)); }
+double grad_rel_err(double a, double b) { return std::fabs(a - b) / std::max(1e-3, std::fabs(a) + std::fabs(b)); }
 constexpr double kGradTol = 1e-5;
 
 void check(const Problem& p) {
@@ -63,7 +63,7 @@ void check(const Problem& p) {
     xp[i] += h;
     xm[i] -= h;
     const double fd = (loss(net, p, p.params, xp) - loss(net, p, p.params, xm)) / (2 * h);
-    worst = std::max(worst, rel_err(fd, dx[i]));
+    worst = std::max(worst, grad_rel_err(fd, dx[i]));
   }
   EXPECT_LT(worst, kGradTol) << "input gradient";
   for (const ParamTensor& t : p.spec.tensors()) {
@@ -73,7 +73,7 @@ void check(const Problem& p) {
       pp[i] += h;
       pm[i] -= h;
       const double fd = (loss(net, p, pp, p.x) - loss(net, p, pm, p.x)) / (2 * h);
-      worst_t = std::max(worst_t, rel_err(fd, grad[i]));
+      worst_t = std::max(worst_t, grad_rel_err(fd, grad[i]));
     }
     EXPECT_LT(worst_t, kGradTol) << t.name;
   }

@@ -42,7 +42,7 @@ std::string npy_file(int major, const std::string& dict, const std::string& data
 }
 
 template <class T>
-std::string raw(const std::vector<T>& v) {
+std::string raw_bytes(const std::vector<T>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
@@ -57,7 +57,7 @@ TEST_F(Npy, RoundTripAndLayout) {
   EXPECT_FALSE(fs::exists(p + ".tmp"));
 
   // Byte for byte what numpy 1.24's np.save writes for this array.
-  const std::string expect = npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1, 4, 5), }", raw(t.data));
+  const std::string expect = npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1, 4, 5), }", raw_bytes(t.data));
   const std::string bytes = slurp(p);
   EXPECT_EQ(bytes, expect);
   EXPECT_EQ((bytes.size() - t.data.size() * 4) % 64, 0u);
@@ -85,7 +85,7 @@ TEST_F(Npy, ReadsNumpyV1AndV2) {
   // v1 float32 [N,H,W] becomes [N,1,H,W].
   const std::vector<float> f{0.f, 0.5f, -1.f, 1.f, 0.25f, -0.25f, 0.75f, -0.75f};
   const std::string p1 = path("v1.npy");
-  spit(p1, npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", raw(f)));
+  spit(p1, npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", raw_bytes(f)));
   const Tensor t = npy_images_f32(p1);
   EXPECT_EQ(t.shape, (std::vector<int64_t>{2, 1, 2, 2}));
   EXPECT_EQ(t.data, f);
@@ -94,7 +94,7 @@ TEST_F(Npy, ReadsNumpyV1AndV2) {
   // the data pipeline's (u - 127.5) / 127.5 from npy_images_f32.
   const std::vector<uint8_t> u{0, 255, 127, 128, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140};
   const std::string p2 = path("v2.npy");
-  spit(p2, npy_file(2, "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3, 3), }", raw(u)));
+  spit(p2, npy_file(2, "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3, 3), }", raw_bytes(u)));
   const NpyArray a = read_npy(p2);
   EXPECT_EQ(a.dtype, "|u1");
   EXPECT_EQ(a.u8, u);
@@ -107,7 +107,7 @@ TEST_F(Npy, ReadsNumpyV1AndV2) {
 
   // Keys in another order, double quotes and Python 2 longs are still numpy files.
   const std::string p3 = path("odd.npy");
-  spit(p3, npy_file(1, "{\"shape\": (1L, 1, 2, 1), 'fortran_order': False, 'descr': '<f4'}", raw(std::vector<float>{3.f, 4.f})));
+  spit(p3, npy_file(1, "{\"shape\": (1L, 1, 2, 1), 'fortran_order': False, 'descr': '<f4'}", raw_bytes(std::vector<float>{3.f, 4.f})));
   EXPECT_EQ(npy_images_f32(p3).shape, (std::vector<int64_t>{1, 1, 2, 1}));
 }
 

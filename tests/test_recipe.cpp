@@ -51,7 +51,7 @@ EngineOptions tiny_options() {
   return o;
 }
 
-Tensor random_images(int n, uint64_t seed) {
+Tensor recipe_images(int n, uint64_t seed) {
   Tensor t({n, 1, 32, 32});
   Rng(seed, RngStream::kInit).uniform(t.ptr(), t.numel(), -1.0f, 1.0f);
   return t;
@@ -188,7 +188,7 @@ TEST(Recipe, EmaFollowsItsRecurrenceStepByStep) {
   EngineOptions o = tiny_options();
   o.ema_decay = 0.75;
   CpuBackend be(o);
-  const Tensor data = random_images(20, 1);
+  const Tensor data = recipe_images(20, 1);
   be.set_train_data(data);
   std::vector<float> want = be.params();  // θ_ema starts at θ
   EXPECT_EQ(be.ema(), want);
@@ -215,12 +215,12 @@ TEST(Recipe, EmaChangesWhatSampleAndEnergyUseButNotTraining) {
   CpuBackend plain(o);
   o.ema_decay = 0.9;
   CpuBackend ema(o);
-  const Tensor data = random_images(16, 2);
+  const Tensor data = recipe_images(16, 2);
   plain.set_train_data(data);
   ema.set_train_data(data);
   for (int s = 0; s < 3; ++s) plain.train_step(s % 2), ema.train_step(s % 2);
   EXPECT_EQ(ema.params(), plain.params()) << "training itself does not see the EMA";
-  const Tensor x = random_images(5, 3);
+  const Tensor x = recipe_images(5, 3);
   EXPECT_NE(ema.energy(x), plain.energy(x));
   CpuBackend check(tiny_options());
   check.set_params(ema.ema());
@@ -238,7 +238,7 @@ TEST(Recipe, SpectralNormTrainsOnNormalisedWeightsAndSamplesWithoutUpdatingU) {
   CpuBackend be(o);
   const std::vector<float> u0 = be.sn_state();
   EXPECT_EQ(u0, sn_initial_state(o.net, o.seed));
-  const Tensor train1 = random_images(16, 4);  // kept alive: the backend holds the set, not a copy
+  const Tensor train1 = recipe_images(16, 4);  // kept alive: the backend holds the set, not a copy
   be.set_train_data(train1);
   be.train_step(0);
   const std::vector<float> u1 = be.sn_state();
@@ -248,7 +248,7 @@ TEST(Recipe, SpectralNormTrainsOnNormalisedWeightsAndSamplesWithoutUpdatingU) {
   sn_apply(o.net, be.ema().data(), u.data(), false, want.data());
   EXPECT_EQ(be.sampling_params(), want);
   EXPECT_EQ(be.sn_state(), u1) << "sampling_params() does not update u";
-  const Tensor x = random_images(3, 5);
+  const Tensor x = recipe_images(3, 5);
   be.energy(x);
   Tensor y = x;
   be.sample(y, {2, 10.0f, 0.005f, 0.03f}, 1);
@@ -273,7 +273,7 @@ TEST(Recipe, SpectralNormGradientIsTheTransformedGradientOfTheNormalisedNet) {
   CpuBackend sn(o);
   EngineOptions po = tiny_options();
   CpuBackend plain(po);
-  const Tensor data = random_images(16, 6);
+  const Tensor data = recipe_images(16, 6);
   sn.set_train_data(data);
   plain.set_train_data(data);
   std::vector<float> u = sn.sn_state(), w_sn(sn.params().size()), sigma(sn_layers(o.net).size()),

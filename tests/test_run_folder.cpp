@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 namespace ebm {
 namespace {
 
-void plant(const fs::path& p, const std::string& bytes = "x") {
+void plant_file(const fs::path& p, const std::string& bytes = "x") {
   fs::create_directories(p.parent_path());
   test::spit(p, bytes);
 }
@@ -36,23 +36,23 @@ TEST(RunFolder, WhatMayBeWrittenWhere) {
   const fs::path run = tmp.path / "run";
   // A new folder, or one without a run's files, takes a fresh run; an empty metrics.jsonl is no history.
   EXPECT_NO_THROW(RunFolder(run).check_role(std::nullopt));
-  plant(run / "metrics.jsonl", "");
+  plant_file(run / "metrics.jsonl", "");
   EXPECT_NO_THROW(RunFolder(run).check_role(std::nullopt));
   // A checkpoint is not a run folder.
-  plant(tmp.path / "ck/model.safetensors");
+  plant_file(tmp.path / "ck/model.safetensors");
   test::expect_user_error([&] { RunFolder(tmp.path / "ck").check_role(std::nullopt); }, {"is a checkpoint (it holds model.safetensors)"});
   // A folder holding a run takes only a resume of its own checkpoints.
-  plant(run / "last/model.safetensors");
-  plant(run / "epoch_2/model.safetensors");
+  plant_file(run / "last/model.safetensors");
+  plant_file(run / "epoch_2/model.safetensors");
   test::expect_user_error([&] { RunFolder(run).check_role(std::nullopt); },
                           {"already holds a run (last/, epoch_2/); continue it with --resume " + (run / "last").string()});
   EXPECT_NO_THROW(RunFolder(run).check_role((run / "epoch_2").string()));
-  plant(tmp.path / "other/last/model.safetensors");
+  plant_file(tmp.path / "other/last/model.safetensors");
   test::expect_user_error([&] { RunFolder(run).check_role((tmp.path / "other/last").string()); }, {"already holds another run"});
   // The checkpoint resumed is never written into.
   test::expect_user_error([&] { RunFolder(run / "last/inner").check_role((run / "last").string()); }, {"is inside the checkpoint being resumed"});
   // Not over a file; not where it cannot be made.
-  plant(tmp.path / "file");
+  plant_file(tmp.path / "file");
   test::expect_user_error([&] { check_output_dir(tmp.path / "file"); }, {"exists and is not a directory"});
   test::expect_user_error([&] { check_output_dir(tmp.path / "file/sub"); }, {"is not a directory"});
 }
@@ -65,7 +65,7 @@ TEST(RunFolder, SaveTargetsAreNewFoldersOfTheirOwn) {
   test::expect_user_error([&] { f.check_save_target((tmp.path / "run").string()); }, {"is the run folder or holds it"});
   test::expect_user_error([&] { f.check_save_target(tmp.path.string()); }, {"is the run folder or holds it"});
   test::expect_user_error([&] { f.check_save_target((tmp.path / "run/epoch_3").string()); }, {"the run writes its own epoch_3/"});
-  plant(tmp.path / "full/a");
+  plant_file(tmp.path / "full/a");
   test::expect_user_error([&] { f.check_save_target((tmp.path / "full").string()); }, {"already holds files"});
   EXPECT_NO_THROW(f.check_save_target((tmp.path / "run/mine").string()));
 }
@@ -76,8 +76,8 @@ TEST(RunFolder, PrepareRemovesWhatAKilledRunLeftHalfWritten) {
   const std::string gone = "2147483646";  // above any pid_max
   for (const std::string& d : std::vector<std::string>{"last.tmp." + gone, "epoch_3.tmp." + gone, "last.tmp.1", "notes.tmp." + gone,
                                "last.tmp." + std::to_string(getpid()), "epoch_2.old", "epoch_4.old"})
-    plant(run / d / "x");
-  plant(run / "epoch_2/model.safetensors");  // epoch_2.old is a leftover beside it; epoch_4.old is the only copy
+    plant_file(run / d / "x");
+  plant_file(run / "epoch_2/model.safetensors");  // epoch_2.old is a leftover beside it; epoch_4.old is the only copy
   RunFolder f(run);
   std::vector<std::string> removed = f.prepare();
   std::sort(removed.begin(), removed.end());
@@ -102,7 +102,7 @@ TEST(RunFolder, PruningKeepsTheNewestEpochsOfThisHistoryAndTheSizeIsSaid) {
   test::TempDir tmp("ebm_run_folder");
   RunFolder f(tmp.path / "run");
   f.prepare();
-  for (int e : {1, 2, 3, 4, 7}) plant(f.path() / ("epoch_" + std::to_string(e)) / "model.safetensors", std::string(1000, 'w'));
+  for (int e : {1, 2, 3, 4, 7}) plant_file(f.path() / ("epoch_" + std::to_string(e)) / "model.safetensors", std::string(1000, 'w'));
   f.prune(4, 2);  // this history is at epoch 4; epoch_7 is from one a resume abandoned
   std::vector<int64_t> left;
   for (const auto& [n, p] : epoch_checkpoints(f.path())) left.push_back(n);
@@ -110,7 +110,7 @@ TEST(RunFolder, PruningKeepsTheNewestEpochsOfThisHistoryAndTheSizeIsSaid) {
   f.prune(4, 0);  // 0: all kept
   EXPECT_EQ(epoch_checkpoints(f.path()).size(), 3u);
   EXPECT_EQ(f.size_report(2), "run folder " + f.path().string() + ": 3 kB (3 epoch checkpoints; train.keep_checkpoints = 2)");
-  plant(f.path() / "last/model.safetensors", std::string(1000, 'w'));
+  plant_file(f.path() / "last/model.safetensors", std::string(1000, 'w'));
   EXPECT_EQ(f.size_report(0), "run folder " + f.path().string() + ": 4 kB (last/ and 3 epoch checkpoints; "
                               "train.keep_checkpoints = 0, all kept)");
   EXPECT_EQ(run_contents(f.path()), "last/, epoch_3/, epoch_4/, epoch_7/");

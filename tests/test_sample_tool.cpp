@@ -22,7 +22,7 @@ namespace {
 
 using test::random_images;
 
-EngineOptions small_options(int hw = 8) {
+EngineOptions sample_tool_options(int hw = 8) {
   EngineOptions o;
   o.net = NetSpec::make({4, 8}, 3, 2, hw);
   o.seed = 11;
@@ -36,7 +36,7 @@ EngineOptions small_options(int hw = 8) {
 }  // namespace
 
 TEST(SampleTool, NoiseZeroFromInitIsTheUnitTestedUpdate) {
-  CpuBackend be(small_options());
+  CpuBackend be(sample_tool_options());
   const Tensor init = random_images(5, 8, 1);  // 5 rows: more than one batch of 4
   std::vector<float> f;
   Tensor dfdx;
@@ -56,7 +56,7 @@ TEST(SampleTool, NoiseZeroFromInitIsTheUnitTestedUpdate) {
 }
 
 TEST(SampleTool, NoiseZeroFromInitIsDeterministicWhateverTheSeed) {
-  CpuBackend be(small_options());
+  CpuBackend be(sample_tool_options());
   const Tensor init = random_images(3, 8, 2);
   const SamplerParams p{6, 10.0f, 0.0f, 0.03f};
   const SampleRun a = run_sample(be, init, p, 1), b = run_sample(be, init, p, 12345);
@@ -68,7 +68,7 @@ TEST(SampleTool, NoiseZeroFromInitIsDeterministicWhateverTheSeed) {
 }
 
 TEST(SampleTool, TrajectorySnapshotsEveryKStepsAndTheLastIsTheResult) {
-  CpuBackend be(small_options());
+  CpuBackend be(sample_tool_options());
   const Tensor init = random_images(3, 8, 3);
   const SamplerParams p{5, 10.0f, 0.0f, 0.03f};
   const SampleRun r = run_sample(be, init, p, 7, 2);
@@ -146,7 +146,7 @@ TEST_F(SamplePictures, GridDecodesAtTheLayoutSize) {
 }
 
 TEST_F(SamplePictures, TrajectoryDecodesAtTheLayoutSizeWithTilesInPlace) {
-  CpuBackend be(small_options(32));
+  CpuBackend be(sample_tool_options(32));
   const Tensor init = random_images(10, 32, 5);
   const SampleRun r = run_sample(be, init, {7, 10.0f, 0.005f, 0.03f}, 3, 3);
   ASSERT_EQ(r.snapshot_steps, (std::vector<int>{0, 3, 6, 7}));
@@ -174,21 +174,21 @@ TEST_F(SamplePictures, TrajectoryDecodesAtTheLayoutSizeWithTilesInPlace) {
 // A run with the training recipe samples (its epoch grids) on its sampling weights; a tool given those weights
 // (model.safetensors) and neither feature (tool_engine_options) draws the very same chains and energies.
 TEST(SampleTool, ToolOnTheSamplingWeightsSamplesAsTheRecipeRunDoes) {
-  EngineOptions o = small_options(32);
+  EngineOptions o = sample_tool_options(32);
   o.ema_decay = 0.6;
   o.spectral_norm = true;
   CpuBackend run(o);
   const Tensor data = random_images(8, 32, 3);
   run.set_train_data(data);
   for (int b = 0; b < 2; ++b) run.train_step(b);
-  CpuBackend tool(small_options(32));
+  CpuBackend tool(sample_tool_options(32));
   tool.set_params(run.sampling_params());
   const Tensor init = random_images(3, 32, 4);
   const SamplerParams p{3, 10.0f, 0.005f, 0.03f};
   const SampleRun a = run_sample(run, init, p, 7), b = run_sample(tool, init, p, 7);
   EXPECT_EQ(a.x.data, b.x.data);
   EXPECT_EQ(a.energy, b.energy);
-  CpuBackend raw(small_options(32));
+  CpuBackend raw(sample_tool_options(32));
   raw.set_params(run.params());
   EXPECT_NE(run_sample(raw, init, p, 7).energy, a.energy) << "the raw θ is not what the run samples with";
 }

@@ -20,7 +20,7 @@ namespace {
 
 // The copy under test (the fixture sets it), called through the names the tests always used.
 const ebm::CpuVectorKernels* g_kernels = nullptr;
-bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
+bool isa_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
   return g_kernels->sgemm_nn(M, N, K, A, lda, B, ldb, C, ldc);
 }
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
@@ -34,7 +34,7 @@ const ebm::CpuVectorKernels* find_copy(const std::string& isa) {
   return nullptr;
 }
 
-// Runs small_sgemm_nn on random data with the given padding of each stride and checks every element
+// Runs isa_sgemm_nn on random data with the given padding of each stride and checks every element
 // against a double reference to 1e-5 of the row's sum of |A[i][k]·B[k][j]| (plus a tiny absolute floor).
 void check(int M, int N, int K, int pad_a = 0, int pad_b = 0, int pad_c = 0) {
   SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K << " pads=" << pad_a << ","
@@ -47,7 +47,7 @@ void check(int M, int N, int K, int pad_a = 0, int pad_b = 0, int pad_c = 0) {
   for (float& x : B) x = u(rng);
   const float sentinel = 12345.0f;
   std::vector<float> C(static_cast<size_t>(M) * ldc, sentinel);
-  ASSERT_TRUE(small_sgemm_nn(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc));
+  ASSERT_TRUE(isa_sgemm_nn(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc));
   int bad = 0;
   for (int i = 0; i < M; ++i) {
     for (int j = 0; j < ldc; ++j) {
@@ -110,24 +110,24 @@ TEST_P(Isa, DeterministicAcrossCalls) {
   std::vector<float> A(M * K), B(K * N), C1(M * N), C2(M * N);
   for (size_t i = 0; i < A.size(); ++i) A[i] = std::sin(0.37f * static_cast<float>(i));
   for (size_t i = 0; i < B.size(); ++i) B[i] = std::cos(0.11f * static_cast<float>(i));
-  ASSERT_TRUE(small_sgemm_nn(M, N, K, A.data(), K, B.data(), N, C1.data(), N));
-  ASSERT_TRUE(small_sgemm_nn(M, N, K, A.data(), K, B.data(), N, C2.data(), N));
+  ASSERT_TRUE(isa_sgemm_nn(M, N, K, A.data(), K, B.data(), N, C1.data(), N));
+  ASSERT_TRUE(isa_sgemm_nn(M, N, K, A.data(), K, B.data(), N, C2.data(), N));
   EXPECT_EQ(C1, C2);
   // the first row alone gives the same bits as inside the full product (tails use the same k order)
   std::vector<float> row(N);
-  ASSERT_TRUE(small_sgemm_nn(1, N, K, A.data(), K, B.data(), N, row.data(), N));
+  ASSERT_TRUE(isa_sgemm_nn(1, N, K, A.data(), K, B.data(), N, row.data(), N));
   for (int j = 0; j < N; ++j) EXPECT_EQ(row[j], C1[j]) << j;
 }
 
 TEST_P(Isa, DeclinesUnhandledShapes) {
   std::vector<float> A(16384 * 9, 1.0f), B(9 * 1040, 1.0f), C(16384 * 16, -7.0f);
-  EXPECT_FALSE(small_sgemm_nn(16384, 9, 9, A.data(), 9, B.data(), 9, C.data(), 9));
-  EXPECT_FALSE(small_sgemm_nn(4, 0, 3, A.data(), 3, B.data(), 16, C.data(), 16));
-  EXPECT_FALSE(small_sgemm_nn(4, 24, 3, A.data(), 3, B.data(), 24, C.data(), 24));
-  EXPECT_FALSE(small_sgemm_nn(4, 1040, 3, A.data(), 3, B.data(), 1040, C.data(), 1040));  // N > 1024
-  EXPECT_FALSE(small_sgemm_nn(0, 16, 3, A.data(), 3, B.data(), 16, C.data(), 16));
-  EXPECT_FALSE(small_sgemm_nn(4, 16, 0, A.data(), 1, B.data(), 16, C.data(), 16));
-  EXPECT_FALSE(small_sgemm_nn(4, 32, 3, A.data(), 2, B.data(), 32, C.data(), 32));  // lda < K
+  EXPECT_FALSE(isa_sgemm_nn(16384, 9, 9, A.data(), 9, B.data(), 9, C.data(), 9));
+  EXPECT_FALSE(isa_sgemm_nn(4, 0, 3, A.data(), 3, B.data(), 16, C.data(), 16));
+  EXPECT_FALSE(isa_sgemm_nn(4, 24, 3, A.data(), 3, B.data(), 24, C.data(), 24));
+  EXPECT_FALSE(isa_sgemm_nn(4, 1040, 3, A.data(), 3, B.data(), 1040, C.data(), 1040));  // N > 1024
+  EXPECT_FALSE(isa_sgemm_nn(0, 16, 3, A.data(), 3, B.data(), 16, C.data(), 16));
+  EXPECT_FALSE(isa_sgemm_nn(4, 16, 0, A.data(), 1, B.data(), 16, C.data(), 16));
+  EXPECT_FALSE(isa_sgemm_nn(4, 32, 3, A.data(), 2, B.data(), 32, C.data(), 32));  // lda < K
   for (size_t i = 0; i < C.size(); ++i) ASSERT_EQ(C[i], -7.0f) << "declined call wrote C at " << i;
 }
 
