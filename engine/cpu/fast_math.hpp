@@ -5,7 +5,7 @@
 // reduction to [−ln2/2, ln2/2], degree-6 polynomial, ~1 ulp where it matters.
 //
 // Every function here is `static inline`: engine/cpu/small_gemm.cpp compiles them once per instruction set, and a
-// copy with external linkage could be merged at link time with another's (an AVX-512 expf16 run by baseline code).
+// copy with external linkage could be merged at link time with another's (an AVX-512 expv run by baseline code).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -21,46 +21,61 @@ namespace ebm {
 
 namespace fast_math_detail {
 
-typedef float f16 __attribute__((vector_size(64)));
-typedef int32_t i16 __attribute__((vector_size(64)));
+// This target's native float vector: kNF floats, one zmm (AVX-512), ymm (AVX, AVX2) or xmm (SSE) register. The
+// functions below work lane by lane, so every width gives the same bits; they are written for the native width
+// because GCC lowers wider generic vectors into pieces passed through memory (the AVX2 copy's bias + swish, with
+// 16-float vectors, took 40% of its Langevin step).
+#if defined(__AVX512F__)
+constexpr int kNF = 16;
+#elif defined(__AVX__)
+constexpr int kNF = 8;
+#else
+constexpr int kNF = 4;
+#endif
+typedef float fv __attribute__((vector_size(4 * kNF)));
+typedef int32_t iv __attribute__((vector_size(4 * kNF)));
 
-static inline f16 splat(float v) { return f16{} + v; }
+static inline fv splat(float v) { return fv{} + v; }
+
+// Unaligned vector loads and stores as one vector move. Not std::memcpy: GCC expands a 64-byte memcpy by its
+// tuning's "move by pieces" width, which for Intel cores (-march=native on an Ice Lake) is 32 bytes, through a stack
+// temporary — and then kept the micro-kernels' accumulators on the stack too (3-4x slower there).
+typedef float fv_u __attribute__((vector_size(4 * kNF), aligned(4), may_alias));
+static inline void loadv(fv& v, const float* p) { v = *reinterpret_cast<const fv_u*>(p); }
+static inline void storev(float* p, const fv& v) { *reinterpret_cast<fv_u*>(p) = v; }
 
 // exp(x) lane by lane.
-static inline f16 expf16(f16 x) {
+static inline fv expv(fv x) {
   x = x < splat(-87.3f) ? splat(-87.3f) : x;
   x = x > splat(88.3f) ? splat(88.3f) : x;
-  const f16 t = x * 1.44269504088896341f + 0.5f;
-  f16 fx = __builtin_convertvector(__builtin_convertvector(t, i16), f16);
+  const fv t = x * 1.44269504088896341f + 0.5f;
+  fv fx = __builtin_convertvector(__builtin_convertvector(t, iv), fv);
   fx = fx > t ? fx - 1.0f : fx;  // floor
-  f16 r = x - fx * 0.693359375f;
+  fv r = x - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
-  f16 p = splat(1.9875691500e-4f);
+  fv p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const f16 y = p * r * r + r + 1.0f;
-  const i16 bits = (__builtin_convertvector(fx, i16) + 127) << 23;  // 2^fx
-  f16 scale;
-  std::memcpy(&scale, &bits, sizeof scale);
+  const fv y = p * r * r + r + 1.0f;
+  const iv bits = (__builtin_convertvector(fx, iv) + 127) << 23;  // 2^fx
+  const fv scale = (fv)bits;  // a vector cast reinterprets the bits
   return y * scale;
 }
 
 // log(x) for x in (0, 1] (Cephes logf: x = m·2^e with m in [√½, √2), degree-8 polynomial; ~1 ulp).
-static inline f16 logf16(f16 x) {
-  i16 bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  i16 e = ((bits >> 23) & 0xff) - 126;
+static inline fv logv(fv x) {
+  iv bits = (iv)x;
+  iv e = ((bits >> 23) & 0xff) - 126;
   bits = (bits & 0x007fffff) | 0x3f000000;  // m in [0.5, 1)
-  f16 m;
-  std::memcpy(&m, &bits, sizeof m);
-  const i16 small = m < 0.70710678118654752f;  // -1 lanes where m < √½: use 2m, e − 1
+  fv m = (fv)bits;
+  const iv small = m < 0.70710678118654752f;  // -1 lanes where m < √½: use 2m, e − 1
   e += small;
   m = small ? m + m - 1.0f : m - 1.0f;
-  const f16 z = m * m;
-  f16 y = splat(7.0376836292e-2f);
+  const fv z = m * m;
+  fv y = splat(7.0376836292e-2f);
   y = y * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
@@ -70,7 +85,7 @@ static inline f16 logf16(f16 x) {
   y = y * m - 2.4999993993e-1f;
   y = y * m + 3.3333331174e-1f;
   y = y * m * z;
-  const f16 fe = __builtin_convertvector(e, f16);
+  const fv fe = __builtin_convertvector(e, fv);
   y += fe * -2.12194440e-4f;
   y += -0.5f * z;
   return m + y + fe * 0.693359375f;
@@ -78,22 +93,22 @@ static inline f16 logf16(f16 x) {
 
 // sin and cos of t for t in [0, 2π) (Cephes sinf/cosf polynomials): t = j·π/2 + y with |y| ≤ π/4,
 // then the quadrant j picks and signs the two.
-static inline void sincosf16(f16 t, f16& sn, f16& cs) {
-  const i16 q = __builtin_convertvector(t * 0.63661977236758134f + 0.5f, i16);  // nearest j, 0..4
-  const f16 j = __builtin_convertvector(q, f16);
-  const f16 y = ((t - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;  // Cody–Waite
-  const f16 z = y * y;
-  f16 s = splat(-1.9515295891e-4f);
+static inline void sincosv(fv t, fv& sn, fv& cs) {
+  const iv q = __builtin_convertvector(t * 0.63661977236758134f + 0.5f, iv);  // nearest j, 0..4
+  const fv j = __builtin_convertvector(q, fv);
+  const fv y = ((t - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;  // Cody–Waite
+  const fv z = y * y;
+  fv s = splat(-1.9515295891e-4f);
   s = s * z + 8.3321608736e-3f;
   s = s * z - 1.6666654611e-1f;
   s = s * z * y + y;
-  f16 c = splat(2.443315711809948e-5f);
+  fv c = splat(2.443315711809948e-5f);
   c = c * z - 1.388731625493765e-3f;
   c = c * z + 4.166664568298827e-2f;
   c = c * z * z - 0.5f * z + 1.0f;
-  const i16 swap = (q & 1) != 0;        // quadrants 1, 3: sin(t) = ±cos(y), cos(t) = ∓sin(y)
-  const i16 sneg = (q & 2) != 0;        // quadrants 2, 3
-  const i16 cneg = ((q + 1) & 2) != 0;  // quadrants 1, 2
+  const iv swap = (q & 1) != 0;        // quadrants 1, 3: sin(t) = ±cos(y), cos(t) = ∓sin(y)
+  const iv sneg = (q & 2) != 0;        // quadrants 2, 3
+  const iv cneg = ((q + 1) & 2) != 0;  // quadrants 1, 2
   sn = swap ? c : s;
   cs = swap ? s : c;
   sn = sneg ? -sn : sn;
@@ -169,25 +184,25 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
   }
 #endif
   alignas(64) float lg[32], sn[32], cs[32];
-  for (int h = 0; h < 2; ++h) {
-    f16 uu, vv, sv, cv;
-    std::memcpy(&uu, u + 16 * h, sizeof uu);
-    std::memcpy(&vv, v + 16 * h, sizeof vv);
-    const f16 l = -2.0f * logf16(uu);
-    sincosf16(6.2831853071795864f * vv, sv, cv);
+  for (int h = 0; h < 32 / kNF; ++h) {
+    fv uu, vv, sv, cv;
+    loadv(uu, u + kNF * h);
+    loadv(vv, v + kNF * h);
+    const fv l = -2.0f * logv(uu);
+    sincosv(6.2831853071795864f * vv, sv, cv);
 #if defined(__AVX512F__)
     // pair p = 16h + j gives elements 2p (cos) and 2p+1 (sin): the products interleaved; vsqrtps is IEEE's sqrt,
     // the scalar sqrtf's bits
-    const f16 radius = f16(_mm512_maskz_sqrt_ps(__mmask16(0xFFFF), __m512(l)));  // maskz: see philox4x32_10_x16
-    const f16 c = radius * cv, s = radius * sv;
-    const f16 lo = __builtin_shufflevector(c, s, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const f16 hi = __builtin_shufflevector(c, s, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    std::memcpy(out + 32 * h, &lo, sizeof lo);
-    std::memcpy(out + 32 * h + 16, &hi, sizeof hi);
+    const fv radius = fv(_mm512_maskz_sqrt_ps(__mmask16(0xFFFF), __m512(l)));  // maskz: see philox4x32_10_x16
+    const fv c = radius * cv, s = radius * sv;
+    const fv lo = __builtin_shufflevector(c, s, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const fv hi = __builtin_shufflevector(c, s, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    storev(out + 32 * h, lo);
+    storev(out + 32 * h + 16, hi);
 #else
-    std::memcpy(lg + 16 * h, &l, sizeof l);
-    std::memcpy(sn + 16 * h, &sv, sizeof sv);
-    std::memcpy(cs + 16 * h, &cv, sizeof cv);
+    storev(lg + kNF * h, l);
+    storev(sn + kNF * h, sv);
+    storev(cs + kNF * h, cv);
 #endif
   }
 #if !defined(__AVX512F__)
@@ -201,8 +216,6 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
 #endif
 }
 
-
-
 // Fused bias + swish over a [rows][cols] block (NHWC: one row per pixel, channels along it):
 // z ← z + bias[col], σ ← σ(z), a ← z·σ.
 static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias) {
@@ -212,20 +225,20 @@ static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int 
     float* sr = sig + r * cols;
     float* ar = a + r * cols;
     int j = 0;
-    for (; j + 16 <= cols; j += 16) {
-      f16 zz, bb;
-      std::memcpy(&zz, zr + j, sizeof zz);
-      std::memcpy(&bb, bias + j, sizeof bb);
+    for (; j + kNF <= cols; j += kNF) {
+      fv zz, bb;
+      loadv(zz, zr + j);
+      loadv(bb, bias + j);
       zz = zz + bb;
-      const f16 s = 1.0f / (1.0f + expf16(-zz));
-      const f16 out = zz * s;
-      std::memcpy(zr + j, &zz, sizeof zz);
-      std::memcpy(sr + j, &s, sizeof s);
-      std::memcpy(ar + j, &out, sizeof out);
+      const fv s = 1.0f / (1.0f + expv(-zz));
+      const fv out = zz * s;
+      storev(zr + j, zz);
+      storev(sr + j, s);
+      storev(ar + j, out);
     }
     for (; j < cols; ++j) {  // tail: the same formula, one lane
-      const f16 zz = splat(zr[j] + bias[j]);
-      const f16 s = 1.0f / (1.0f + expf16(-zz));
+      const fv zz = splat(zr[j] + bias[j]);
+      const fv s = 1.0f / (1.0f + expv(-zz));
       zr[j] = zz[0];
       sr[j] = s[0];
       ar[j] = zz[0] * s[0];

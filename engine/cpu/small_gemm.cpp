@@ -1,6 +1,7 @@
 // Register-blocked SGEMM micro-kernels (see small_gemm.hpp). A micro-tile of MR rows × NV·16 columns of C
-// lives in MR·NV vector accumulators; per k, NV vectors of B are loaded, each A[r][k] is broadcast and
-// fused-multiply-added into its row. Column panels are chosen so the main width divides N when possible.
+// lives in MR·NV·kS native vector accumulators (kS = 1 with AVX-512, 2 with AVX2, 4 with SSE); per k, the tile's B
+// vectors are loaded, each A[r][k] is broadcast and fused-multiply-added into its row. Column panels are chosen so
+// the main width divides N when possible; the tile shapes fit this copy's vector registers.
 //
 // Compiled more than once (CMakeLists.txt): as part of the engine with the build's own -march, its entry points in
 // namespace ebm::isa_build, and on x86-64 once more per instruction set (-march=x86-64, x86-64-v3, x86-64-v4: the
@@ -26,23 +27,27 @@
 namespace ebm {
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
-
-// by reference: vector arguments/returns by value would draw -Wpsabi on targets without AVX-512
-inline void load16(v16& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }  // unaligned load
-inline void store16(float* p, const v16& v) { __builtin_memcpy(p, &v, sizeof v); }
+// The micro-kernels work in this copy's native vectors (fast_math.hpp's fv): kW floats, one zmm, ymm or xmm register,
+// kS of them to 16 columns. (GCC lowers 16-float generic vectors on AVX2 or SSE into pieces moved through the stack
+// and general-purpose registers when they are held in arrays, as the accumulators are: 10× slower.) Each lane is its
+// own FMA chain whatever the vector width, so every width gives the same bits.
+constexpr int kW = fast_math_detail::kNF;
+constexpr int kS = 16 / kW;
+using vn = fast_math_detail::fv;
+inline void loadn(vn& v, const float* p) { fast_math_detail::loadv(v, p); }
+inline void storen(float* p, const vn& v) { fast_math_detail::storev(p, v); }
 
 // The steps of the implicit-GEMM micro-tiles, k < K: acc[r] += a[r][k] · B[k][0..16·NV) — FMA chains in k order, one
 // per accumulator.
 template <int MR, int NV>
 inline void rank1_updates(int K, const float* const (&a)[MR], const float* __restrict B, std::ptrdiff_t ldb,
-                          v16 (&acc)[MR][NV]) {
+                          vn (&acc)[MR][NV * kS]) {
   for (int k = 0; k < K; ++k) {
-    v16 b[NV];
-    for (int v = 0; v < NV; ++v) load16(b[v], B + k * ldb + 16 * v);
+    vn b[NV * kS];
+    for (int v = 0; v < NV * kS; ++v) loadn(b[v], B + k * ldb + kW * v);
     for (int r = 0; r < MR; ++r) {
       const float x = a[r][k];
-      for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
+      for (int v = 0; v < NV * kS; ++v) acc[r][v] += x * b[v];
     }
   }
 }
@@ -51,25 +56,41 @@ inline void rank1_updates(int K, const float* const (&a)[MR], const float* __res
 template <int MR, int NV>
 inline void micro(int K, const float* __restrict A, std::ptrdiff_t lda, const float* __restrict B,
                   std::ptrdiff_t ldb, float* __restrict C, std::ptrdiff_t ldc) {
-  v16 acc[MR][NV];
+  vn acc[MR][NV * kS];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
+    for (int v = 0; v < NV * kS; ++v) acc[r][v] = vn{};
   for (int k = 0; k < K; ++k) {  // rank1_updates with rows at a stride (one base register, not MR pointers)
-    v16 b[NV];
-    for (int v = 0; v < NV; ++v) load16(b[v], B + k * ldb + 16 * v);
+    vn b[NV * kS];
+    for (int v = 0; v < NV * kS; ++v) loadn(b[v], B + k * ldb + kW * v);
     for (int r = 0; r < MR; ++r) {
       const float a = A[r * lda + k];
-      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+      for (int v = 0; v < NV * kS; ++v) acc[r][v] += a * b[v];
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store16(C + r * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV * kS; ++v) storen(C + r * ldc + kW * v, acc[r][v]);
 }
+
+// The micro-tiles are sized to this copy's vector registers: a 16-float vector is one zmm register (32 of them), two
+// ymm (16) or four xmm (16). A tile whose accumulators, B vectors and broadcast do not fit is spilled to the stack
+// on every k — the x86-64-v3 copy with AVX-512's 6×64 tiles ran 20× slower than with 6×16 ones. The tile shape
+// leaves the bits as they are: each accumulator lane is its own FMA chain over k, whichever tile it is in.
+#if defined(__AVX512F__)
+constexpr int kMaxNV = 4;  // up to 64 columns a tile
+#else
+constexpr int kMaxNV = 1;  // 16 columns a tile
+#endif
 
 template <int NV>
 constexpr int mr_for() {
+#if defined(__AVX512F__)
   // 8×16 for the 16-wide case (memory-bound at tiny K: fewer concurrent A streams win), else 24 accumulators
   return NV == 1 ? 8 : NV == 2 ? 12 : NV == 3 ? 8 : 6;
+#elif defined(__AVX__)
+  return 6;  // 12 ymm accumulators, 2 for B, 1 broadcast
+#else
+  return 3;  // 12 xmm accumulators, 4 for B (2 and 4 rows ran as fast: 25-27 GFLOP/s, bound by SSE's mul + add)
+#endif
 }
 
 // Columns [0, N) in panels of 16·NV — the widest of 64/48/32 that divides N (16 alone), else 64 with a narrower
@@ -86,21 +107,25 @@ inline void tiles(int M, int N, Tile&& tile) {
       ((rem == R + 1 ? (tile(nv, std::integral_constant<int, R + 1>{}, i, j), 0) : 0), ...);
     }(std::make_integer_sequence<int, MR - 1>{});
   };
-  const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
-  int j = 0;
-  for (; j + 16 * nv <= N; j += 16 * nv) {
-    switch (nv) {
-      case 4: panel(std::integral_constant<int, 4>{}, j); break;
+  if constexpr (kMaxNV == 1) {
+    for (int j = 0; j < N; j += 16) panel(std::integral_constant<int, 1>{}, j);
+  } else {
+    const int nv = N % 64 == 0 ? 4 : N % 48 == 0 ? 3 : N % 32 == 0 ? 2 : N == 16 ? 1 : 4;
+    int j = 0;
+    for (; j + 16 * nv <= N; j += 16 * nv) {
+      switch (nv) {
+        case 4: panel(std::integral_constant<int, 4>{}, j); break;
+        case 3: panel(std::integral_constant<int, 3>{}, j); break;
+        case 2: panel(std::integral_constant<int, 2>{}, j); break;
+        default: panel(std::integral_constant<int, 1>{}, j); break;
+      }
+    }
+    switch ((N - j) / 16) {
       case 3: panel(std::integral_constant<int, 3>{}, j); break;
       case 2: panel(std::integral_constant<int, 2>{}, j); break;
-      default: panel(std::integral_constant<int, 1>{}, j); break;
+      case 1: panel(std::integral_constant<int, 1>{}, j); break;
+      default: break;
     }
-  }
-  switch ((N - j) / 16) {
-    case 3: panel(std::integral_constant<int, 3>{}, j); break;
-    case 2: panel(std::integral_constant<int, 2>{}, j); break;
-    case 1: panel(std::integral_constant<int, 1>{}, j); break;
-    default: break;
   }
 }
 
@@ -127,15 +152,15 @@ template <int MR, int NV>
 inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const int32_t* __restrict rows,
                        const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
                        std::ptrdiff_t ldc) {
-  v16 acc[MR][NV];
+  vn acc[MR][NV * kS];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
+    for (int v = 0; v < NV * kS; ++v) acc[r][v] = vn{};
   for (int t = 0; t < T; ++t) {
     const float* a[MR];
     if (tap_rows<MR>(taps, T, t, in, cin, a)) rank1_updates<MR, NV>(cin, a, B + std::ptrdiff_t(t) * cin * ldb, ldb, acc);
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store16(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV * kS; ++v) storen(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + kW * v, acc[r][v]);
 }
 
 // The backward-data micro-tile: row r of C (at rows[r]) = Σ over taps t of (Σ_c in[taps[r·T + t]][c] · B[t·K + c]),
@@ -149,14 +174,14 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
                          std::ptrdiff_t ldc, const float* __restrict sig, const float* __restrict z) {
   float* c[MR];
   for (int r = 0; r < MR; ++r) c[r] = C + std::ptrdiff_t(rows[r]) * ldc;
-  const auto finish = [&](int r, int v, v16 da) {
+  const auto finish = [&](int r, int v, vn da) {
     if (sig) {
-      v16 s, zz;
-      load16(s, sig + std::ptrdiff_t(rows[r]) * ldc + 16 * v);
-      load16(zz, z + std::ptrdiff_t(rows[r]) * ldc + 16 * v);
+      vn s, zz;
+      loadn(s, sig + std::ptrdiff_t(rows[r]) * ldc + kW * v);
+      loadn(zz, z + std::ptrdiff_t(rows[r]) * ldc + kW * v);
       da = da * s * (1.0f + zz * (1.0f - s));
     }
-    store16(c[r] + 16 * v, da);
+    storen(c[r] + kW * v, da);
   };
   int first = -1, last = -1;  // the taps this tile runs: those with a pixel in some row
   for (int t = 0; t < T; ++t)
@@ -168,21 +193,21 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
       }
   if (first < 0) {
     for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v) finish(r, v, v16{});
+      for (int v = 0; v < NV * kS; ++v) finish(r, v, vn{});
     return;
   }
   for (int t = first; t <= last; ++t) {
     const float* a[MR];
     if (!tap_rows<MR>(taps, T, t, in, K, a)) continue;
-    v16 acc[MR][NV];
+    vn acc[MR][NV * kS];
     for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v) acc[r][v] = v16{};
+      for (int v = 0; v < NV * kS; ++v) acc[r][v] = vn{};
     rank1_updates<MR, NV>(K, a, B + std::ptrdiff_t(t) * K * ldb, ldb, acc);
     for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v) {
-        v16 sum = v16{};
-        if (t > first) load16(sum, c[r] + 16 * v);
-        if (t < last) store16(c[r] + 16 * v, sum + acc[r][v]);
+      for (int v = 0; v < NV * kS; ++v) {
+        vn sum = vn{};
+        if (t > first) loadn(sum, c[r] + kW * v);
+        if (t < last) storen(c[r] + kW * v, sum + acc[r][v]);
         else finish(r, v, sum + acc[r][v]);
       }
   }
@@ -239,21 +264,20 @@ struct Plane {
 };
 
 // The first layer (one input channel), image b: z [p][cout] = Σ_t x[tap t of p] · wt [t][cout], taps in (ky, kx)
-// order, 16 output channels to a vector accumulator (cout % 16 == 0), kGroup output pixels at a time.
+// order, kW output channels to a vector accumulator (cout % 16 == 0), kGroup output pixels at a time.
 void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z) {
-  using fast_math_detail::f16;
   const int co = s.cout, P = s.hout * s.wout;
   const Plane pl(s);
   if (!pl.fits()) {
     for (int p = 0; p < P; ++p)
-      for (int cb = 0; cb < co; cb += 16) {
-        f16 acc = {};
+      for (int cb = 0; cb < co; cb += kW) {
+        vn acc = {};
         for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) {
-          f16 w;
-          __builtin_memcpy(&w, wt + int64_t(t) * co + cb, sizeof w);
+          vn w;
+          loadn(w, wt + int64_t(t) * co + cb);
           acc += x[i] * w;
         });
-        __builtin_memcpy(z + (int64_t(b) * P + p) * co + cb, &acc, sizeof acc);
+        storen(z + (int64_t(b) * P + p) * co + cb, acc);
       }
     return;
   }
@@ -266,16 +290,16 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
     const float* o[kGroup];
     for (int j = 0; j < kGroup; ++j) o[j] = xp + pl.origin(s, p0 + std::min(j, g - 1));
     float* zr = z + (int64_t(b) * P + p0) * co;
-    for (int cb = 0; cb < co; cb += 16) {
-      f16 acc[kGroup] = {};
+    for (int cb = 0; cb < co; cb += kW) {
+      vn acc[kGroup] = {};
       for (int ky = 0; ky < s.k; ++ky)
         for (int kx = 0; kx < s.k; ++kx) {
-          f16 w;
-          __builtin_memcpy(&w, wt + int64_t(ky * s.k + kx) * co + cb, sizeof w);
+          vn w;
+          loadn(w, wt + int64_t(ky * s.k + kx) * co + cb);
           const int64_t off = int64_t(ky) * pl.wp + kx;
           for (int j = 0; j < kGroup; ++j) acc[j] += o[j][off] * w;
         }
-      for (int j = 0; j < g; ++j) __builtin_memcpy(zr + int64_t(j) * co + cb, &acc[j], sizeof(f16));
+      for (int j = 0; j < g; ++j) storen(zr + int64_t(j) * co + cb, acc[j]);
     }
   }
 }
@@ -284,7 +308,6 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
 // Σ_c dz[p][c] · wcol[c] (wcol [cout][16]: wt transposed, zero-padded), kGroup pixels at a time, scattered to the
 // taps in raster order of the output pixels (each input pixel sums its taps in that order from 0).
 void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx) {
-  using fast_math_detail::f16;
   const int co = s.cout, P = s.hout * s.wout;
   const int64_t img = int64_t(s.hin) * s.win;
   const Plane pl(s);
@@ -292,13 +315,17 @@ void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const
     std::fill(dx + b * img, dx + (b + 1) * img, 0.0f);
     for (int p = 0; p < P; ++p) {
       const float* g = dz + (int64_t(b) * P + p) * co;
-      f16 acc = {};
-      for (int c = 0; c < co; ++c) {
-        f16 w;
-        __builtin_memcpy(&w, wcol + int64_t(c) * 16, sizeof w);
-        acc += g[c] * w;
+      alignas(64) float t16[16];
+      for (int h = 0; h < kS; ++h) {
+        vn acc = {};
+        for (int c = 0; c < co; ++c) {
+          vn w;
+          loadn(w, wcol + int64_t(c) * 16 + kW * h);
+          acc += g[c] * w;
+        }
+        storen(t16 + kW * h, acc);
       }
-      for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) { dx[i] += acc[t]; });
+      for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) { dx[i] += t16[t]; });
     }
     return;
   }
@@ -308,14 +335,16 @@ void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const
     const int g = std::min(kGroup, P - p0);
     const float* gr[kGroup];
     for (int j = 0; j < kGroup; ++j) gr[j] = dz + (int64_t(b) * P + p0 + std::min(j, g - 1)) * co;
-    f16 acc[kGroup] = {};
-    for (int c = 0; c < co; ++c) {
-      f16 w;
-      __builtin_memcpy(&w, wcol + int64_t(c) * 16, sizeof w);
-      for (int j = 0; j < kGroup; ++j) acc[j] += gr[j][c] * w;
-    }
     alignas(64) float t[kGroup][16];
-    __builtin_memcpy(t, acc, sizeof t);
+    for (int h = 0; h < kS; ++h) {  // taps kW·h .. kW·h + kW − 1
+      vn acc[kGroup] = {};
+      for (int c = 0; c < co; ++c) {
+        vn w;
+        loadn(w, wcol + int64_t(c) * 16 + kW * h);
+        for (int j = 0; j < kGroup; ++j) acc[j] += gr[j][c] * w;
+      }
+      for (int j = 0; j < kGroup; ++j) storen(t[j] + kW * h, acc[j]);
+    }
     const auto scatter = [&]<int K>(std::integral_constant<int, K>) {  // K = s.k, a constant for the common 3×3
       const int k = K > 0 ? K : s.k;
       for (int j = 0; j < g; ++j) {
