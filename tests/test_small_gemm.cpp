@@ -166,7 +166,7 @@ TEST_P(Isa, ImplicitConvMatchesTheExplicitSum) {
 INSTANTIATE_TEST_SUITE_P(SmallGemm, Isa, ::testing::Values("build", "baseline", "avx2", "avx512"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
-// avx2 and avx512 run the same 16-float vector code with fused multiply-adds: the same bits, whatever the width.
+// avx2 and avx512 run the same vector code (8 and 16 lanes) with fused multiply-adds: the same bits, whatever the width.
 // (baseline rounds each product before adding it: within the reference's tolerance above, not the same bits.)
 TEST(SmallGemmIsa, Avx2AndAvx512GiveTheSameBits) {
   const ebm::CpuVectorKernels *a = find_copy("avx2"), *b = find_copy("avx512");

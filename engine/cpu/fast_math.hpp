@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -155,19 +155,62 @@ static inline void philox4x32_10_x16(uint64_t seed, uint64_t stream, uint64_t fi
 }
 
 }  // namespace fast_math_detail
+#elif defined(__AVX2__)
+namespace fast_math_detail {
+
+// The same for the 8 blocks first .. first+7 in the 32-bit lanes of AVX2 registers (vpmuludq on the even and the
+// odd lanes, as above): the scalar generator's bits.
+static inline void philox4x32_10_x8(uint64_t seed, uint64_t stream, uint64_t first, __m256i out[4]) {
+  alignas(32) uint32_t lo[8], hi[8];
+  for (int j = 0; j < 8; ++j) lo[j] = uint32_t(first + uint64_t(j)), hi[j] = uint32_t((first + uint64_t(j)) >> 32);
+  __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
+  __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+  __m256i c2 = _mm256_set1_epi32(int(uint32_t(stream))), c3 = _mm256_set1_epi32(int(uint32_t(stream >> 32)));
+  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53), m1 = _mm256_set1_epi64x(0xCD9E8D57);
+  const auto up = [](__m256i a) { return _mm256_srli_epi64(a, 32); };    // high halves down
+  const auto down = [](__m256i a) { return _mm256_slli_epi64(a, 32); };  // low halves up
+  for (int r = 0; r < 10; ++r) {
+    const __m256i e0 = _mm256_mul_epu32(c0, m0), o0 = _mm256_mul_epu32(up(c0), m0);
+    const __m256i e1 = _mm256_mul_epu32(c2, m1), o1 = _mm256_mul_epu32(up(c2), m1);
+    const __m256i lo0 = _mm256_blend_epi32(e0, down(o0), 0xAA);  // odd lanes from the second operand
+    const __m256i hi0 = _mm256_blend_epi32(up(e0), o0, 0xAA);
+    const __m256i lo1 = _mm256_blend_epi32(e1, down(o1), 0xAA);
+    const __m256i hi1 = _mm256_blend_epi32(up(e1), o1, 0xAA);
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(int(k0)));
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(int(k1)));
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
+}  // namespace fast_math_detail
 #endif
 
 // 64 normals: elements 4·b .. 4·b+3 of blocks b = first .. first+15 of a Philox stream, by Box–Muller
 // with the vector log and sincos above (within a few ulp of kernels/philox.hpp's philox_normal_at). With AVX-512 the
-// 16 Philox blocks are drawn at once in vector lanes (the scalar generator's bits).
+// 16 Philox blocks are drawn at once in vector lanes, with AVX2 8 at a time (the scalar generator's bits).
 static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]) {
   using namespace fast_math_detail;
   alignas(64) float u[32], v[32];  // pair p of block b: u = radius source, v = angle source
+#if defined(__AVX512F__) || defined(__AVX2__)
+  alignas(64) uint32_t w[4][16];  // word i of block first + b
 #if defined(__AVX512F__)
   __m512i r[4];
   philox4x32_10_x16(seed, stream, first, r);
-  alignas(64) uint32_t w[4][16];
   for (int i = 0; i < 4; ++i) _mm512_store_si512(w[i], r[i]);
+#else
+  __m256i r[4];
+  for (int h = 0; h < 2; ++h) {
+    philox4x32_10_x8(seed, stream, first + uint64_t(8 * h), r);
+    for (int i = 0; i < 4; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(w[i] + 8 * h), r[i]);
+  }
+#endif
   for (int b = 0; b < 16; ++b) {
     u[2 * b] = u32_to_unit_open0(w[0][b]);
     v[2 * b] = u32_to_unit(w[1][b]);

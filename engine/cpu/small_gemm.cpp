@@ -88,6 +88,8 @@ constexpr int mr_for() {
   return NV == 1 ? 8 : NV == 2 ? 12 : NV == 3 ? 8 : 6;
 #elif defined(__AVX__)
   return 6;  // 12 ymm accumulators, 2 for B, 1 broadcast
+#elif defined(__aarch64__)
+  return 6;  // 24 of NEON's 32 q registers as accumulators, 4 for B (from the register count: not timed on ARM)
 #else
   return 3;  // 12 xmm accumulators, 4 for B (2 and 4 rows ran as fast: 25-27 GFLOP/s, bound by SSE's mul + add)
 #endif
