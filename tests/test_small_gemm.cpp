@@ -307,6 +307,22 @@ TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
   EXPECT_EQ(a2->dz, a5->dz);
 }
 
+// Bias + swish's tail columns (cols not a multiple of the vector width) give the vector loop's bits, down to the sign
+// of zero: −0 + −0 is −0 in every column of every copy (a tail that broadcast with +0 + v made it +0 there, so the
+// copies, whose widths differ, disagreed on which columns).
+TEST(SmallGemmIsa, BiasSwishTailKeepsTheSignOfZero) {
+  const int cols = 21;  // 16 + 5, 8·2 + 5, 4·5 + 1
+  for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
+    std::vector<float> z(cols, -0.0f), bias(cols, -0.0f), sig(cols), a(cols);
+    k.bias_swish(z.data(), sig.data(), a.data(), 1, cols, bias.data());
+    for (int j = 0; j < cols; ++j) {
+      EXPECT_TRUE(z[size_t(j)] == 0.0f && std::signbit(z[size_t(j)])) << k.isa << " column " << j << ": z = " << z[size_t(j)];
+      EXPECT_EQ(sig[size_t(j)], 0.5f) << k.isa << " column " << j;
+      EXPECT_TRUE(a[size_t(j)] == 0.0f && std::signbit(a[size_t(j)])) << k.isa << " column " << j;
+    }
+  }
+}
+
 // The backward-data pass without the column matrix (engine/cpu/cpu_net.cpp): the residue classes of
 // conv_backward_classes through small_conv_tapsum_nn give, in every copy, exactly the bits of that copy's dcol = dz·Wp
 // (small_sgemm_nn) followed by col2im — the path it replaced, so the CPU backend's results did not move — and with σ

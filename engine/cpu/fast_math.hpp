@@ -35,7 +35,8 @@ constexpr int kNF = 4;
 typedef float fv __attribute__((vector_size(4 * kNF)));
 typedef int32_t iv __attribute__((vector_size(4 * kNF)));
 
-static inline fv splat(float v) { return fv{} + v; }
+// v in every lane, its sign of zero kept (−0 + v is v for every v; +0 + v would turn −0 into +0)
+static inline fv splat(float v) { return -fv{} + v; }
 
 // Unaligned vector loads and stores as one vector move. Not std::memcpy: GCC expands a 64-byte memcpy by its
 // tuning's "move by pieces" width, which for Intel cores (-march=native on an Ice Lake) is 32 bytes, through a stack

@@ -74,7 +74,11 @@ inline void micro(int K, const float* __restrict A, std::ptrdiff_t lda, const fl
 // The micro-tiles are sized to this copy's vector registers: a 16-float vector is one zmm register (32 of them), two
 // ymm (16) or four xmm (16). A tile whose accumulators, B vectors and broadcast do not fit is spilled to the stack
 // on every k — the x86-64-v3 copy with AVX-512's 6×64 tiles ran 20× slower than with 6×16 ones. The tile shape
-// leaves the bits as they are: each accumulator lane is its own FMA chain over k, whichever tile it is in.
+// leaves the bits as they are — each accumulator lane is its own FMA chain over k, whichever tile it is in — but for
+// one edge: a tap that is padding for a row, in a tile where another row has a pixel there, adds 0·b to that row.
+// That turns a −0 sum (an FMA whose exact result underflowed below the smallest denormal) into +0, and gives NaN
+// with an infinite weight, where a tile that skips the tap leaves the sum as it was. So with 16 output channels
+// (8-row tiles on AVX-512, 6 on AVX2) the avx2 and avx512 copies can differ in the sign of such a zero.
 #if defined(__AVX512F__)
 constexpr int kMaxNV = 4;  // up to 64 columns a tile
 #else
