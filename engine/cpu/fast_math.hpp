@@ -9,7 +9,6 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -118,71 +117,63 @@ static inline void sincosv(fv t, fv& sn, fv& cs) {
 
 }  // namespace fast_math_detail
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+namespace fast_math_detail {
+namespace {  // internal linkage: each instruction set's copy keeps its own (see the top of this file)
+
+// The vector instructions philox4x32_10_lanes needs, for AVX-512 (16 lanes) and AVX2 (8). The AVX-512 forms are the
+// zero-masked ones: GCC 12 warns of its own undefined source in the plain ones.
 #if defined(__AVX512F__)
-namespace fast_math_detail {
+struct PhiloxLanes {
+  using V = __m512i;
+  static constexpr int kLanes = 16;
+  static V load(const uint32_t* p) { return _mm512_load_si512(p); }  // 64-byte aligned
+  static void store(uint32_t* p, V v) { _mm512_store_si512(p, v); }
+  static V set1(uint32_t x) { return _mm512_set1_epi32(int(x)); }
+  static V set1_64(uint64_t x) { return _mm512_set1_epi64(int64_t(x)); }
+  static V mul_even(V a, V m) { return _mm512_maskz_mul_epu32(__mmask8(0xFF), a, m); }  // 32×32 → 64 on even lanes
+  static V up(V a) { return _mm512_maskz_srli_epi64(__mmask8(0xFF), a, 32); }           // high halves down
+  static V down(V a) { return _mm512_maskz_slli_epi64(__mmask8(0xFF), a, 32); }         // low halves up
+  static V blend_odd(V even, V odd) { return _mm512_mask_blend_epi32(__mmask16(0xAAAA), even, odd); }
+  static V xor3(V a, V b, V c) { return _mm512_xor_si512(_mm512_xor_si512(a, b), c); }
+};
+#else
+struct PhiloxLanes {
+  using V = __m256i;
+  static constexpr int kLanes = 8;
+  static V load(const uint32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }  // 32-byte aligned
+  static void store(uint32_t* p, V v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
+  static V set1(uint32_t x) { return _mm256_set1_epi32(int(x)); }
+  static V set1_64(uint64_t x) { return _mm256_set1_epi64x(int64_t(x)); }
+  static V mul_even(V a, V m) { return _mm256_mul_epu32(a, m); }
+  static V up(V a) { return _mm256_srli_epi64(a, 32); }
+  static V down(V a) { return _mm256_slli_epi64(a, 32); }
+  static V blend_odd(V even, V odd) { return _mm256_blend_epi32(even, odd, 0xAA); }
+  static V xor3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+};
+#endif
 
-// kernels/philox.hpp's philox4x32_10 for the 16 blocks first .. first+15 at once, one block per 32-bit lane: the
-// same integer arithmetic (32×32 → 64-bit products by vpmuludq on the even and the odd lanes), so the same bits.
+}  // namespace
+
+// kernels/philox.hpp's philox4x32_10 for the kLanes blocks first .. first+kLanes−1 at once, one block per 32-bit lane:
+// the same integer arithmetic (32×32 → 64-bit products by vpmuludq on the even and the odd lanes), so the same bits.
 // (GCC's generic vectors would multiply with 64-bit vpmullq, slower than the scalar code.)
-static inline void philox4x32_10_x16(uint64_t seed, uint64_t stream, uint64_t first, __m512i out[4]) {
-  alignas(64) uint32_t lo[16], hi[16];
-  for (int j = 0; j < 16; ++j) lo[j] = uint32_t(first + uint64_t(j)), hi[j] = uint32_t((first + uint64_t(j)) >> 32);
-  __m512i c0 = _mm512_load_si512(lo), c1 = _mm512_load_si512(hi);
-  __m512i c2 = _mm512_set1_epi32(int(uint32_t(stream))), c3 = _mm512_set1_epi32(int(uint32_t(stream >> 32)));
+static inline void philox4x32_10_lanes(uint64_t seed, uint64_t stream, uint64_t first, PhiloxLanes::V out[4]) {
+  using L = PhiloxLanes;
+  alignas(64) uint32_t lo[L::kLanes], hi[L::kLanes];
+  for (int j = 0; j < L::kLanes; ++j)
+    lo[j] = uint32_t(first + uint64_t(j)), hi[j] = uint32_t((first + uint64_t(j)) >> 32);
+  L::V c0 = L::load(lo), c1 = L::load(hi), c2 = L::set1(uint32_t(stream)), c3 = L::set1(uint32_t(stream >> 32));
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-  const __m512i m0 = _mm512_set1_epi64(0xD2511F53), m1 = _mm512_set1_epi64(0xCD9E8D57);
-  const __mmask16 odd = 0xAAAA;
-  const __mmask8 all = 0xFF;  // the zero-masked forms: GCC 12 warns of its own undefined source in the plain ones
-  const auto mul = [&](__m512i a, __m512i m) { return _mm512_maskz_mul_epu32(all, a, m); };
-  const auto up = [&](__m512i a) { return _mm512_maskz_srli_epi64(all, a, 32); };    // high halves down
-  const auto down = [&](__m512i a) { return _mm512_maskz_slli_epi64(all, a, 32); };  // low halves up
+  const L::V m0 = L::set1_64(0xD2511F53), m1 = L::set1_64(0xCD9E8D57);
   for (int r = 0; r < 10; ++r) {
-    const __m512i e0 = mul(c0, m0), o0 = mul(up(c0), m0);
-    const __m512i e1 = mul(c2, m1), o1 = mul(up(c2), m1);
-    const __m512i lo0 = _mm512_mask_blend_epi32(odd, e0, down(o0));
-    const __m512i hi0 = _mm512_mask_blend_epi32(odd, up(e0), o0);
-    const __m512i lo1 = _mm512_mask_blend_epi32(odd, e1, down(o1));
-    const __m512i hi1 = _mm512_mask_blend_epi32(odd, up(e1), o1);
-    const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(int(k0)));
-    const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(int(k1)));
-    c0 = n0;
+    const L::V e0 = L::mul_even(c0, m0), o0 = L::mul_even(L::up(c0), m0);
+    const L::V e1 = L::mul_even(c2, m1), o1 = L::mul_even(L::up(c2), m1);
+    const L::V lo0 = L::blend_odd(e0, L::down(o0)), hi0 = L::blend_odd(L::up(e0), o0);
+    const L::V lo1 = L::blend_odd(e1, L::down(o1)), hi1 = L::blend_odd(L::up(e1), o1);
+    c0 = L::xor3(hi1, c1, L::set1(k0));
     c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
-}
-
-}  // namespace fast_math_detail
-#elif defined(__AVX2__)
-namespace fast_math_detail {
-
-// The same for the 8 blocks first .. first+7 in the 32-bit lanes of AVX2 registers (vpmuludq on the even and the
-// odd lanes, as above): the scalar generator's bits.
-static inline void philox4x32_10_x8(uint64_t seed, uint64_t stream, uint64_t first, __m256i out[4]) {
-  alignas(32) uint32_t lo[8], hi[8];
-  for (int j = 0; j < 8; ++j) lo[j] = uint32_t(first + uint64_t(j)), hi[j] = uint32_t((first + uint64_t(j)) >> 32);
-  __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
-  __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
-  __m256i c2 = _mm256_set1_epi32(int(uint32_t(stream))), c3 = _mm256_set1_epi32(int(uint32_t(stream >> 32)));
-  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53), m1 = _mm256_set1_epi64x(0xCD9E8D57);
-  const auto up = [](__m256i a) { return _mm256_srli_epi64(a, 32); };    // high halves down
-  const auto down = [](__m256i a) { return _mm256_slli_epi64(a, 32); };  // low halves up
-  for (int r = 0; r < 10; ++r) {
-    const __m256i e0 = _mm256_mul_epu32(c0, m0), o0 = _mm256_mul_epu32(up(c0), m0);
-    const __m256i e1 = _mm256_mul_epu32(c2, m1), o1 = _mm256_mul_epu32(up(c2), m1);
-    const __m256i lo0 = _mm256_blend_epi32(e0, down(o0), 0xAA);  // odd lanes from the second operand
-    const __m256i hi0 = _mm256_blend_epi32(up(e0), o0, 0xAA);
-    const __m256i lo1 = _mm256_blend_epi32(e1, down(o1), 0xAA);
-    const __m256i hi1 = _mm256_blend_epi32(up(e1), o1, 0xAA);
-    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(int(k0)));
-    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(int(k1)));
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
+    c2 = L::xor3(hi0, c3, L::set1(k1));
     c3 = lo0;
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
@@ -201,17 +192,11 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
   alignas(64) float u[32], v[32];  // pair p of block b: u = radius source, v = angle source
 #if defined(__AVX512F__) || defined(__AVX2__)
   alignas(64) uint32_t w[4][16];  // word i of block first + b
-#if defined(__AVX512F__)
-  __m512i r[4];
-  philox4x32_10_x16(seed, stream, first, r);
-  for (int i = 0; i < 4; ++i) _mm512_store_si512(w[i], r[i]);
-#else
-  __m256i r[4];
-  for (int h = 0; h < 2; ++h) {
-    philox4x32_10_x8(seed, stream, first + uint64_t(8 * h), r);
-    for (int i = 0; i < 4; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(w[i] + 8 * h), r[i]);
+  for (int h = 0; h < 16; h += PhiloxLanes::kLanes) {
+    PhiloxLanes::V r[4];
+    philox4x32_10_lanes(seed, stream, first + uint64_t(h), r);
+    for (int i = 0; i < 4; ++i) PhiloxLanes::store(w[i] + h, r[i]);
   }
-#endif
   for (int b = 0; b < 16; ++b) {
     u[2 * b] = u32_to_unit_open0(w[0][b]);
     v[2 * b] = u32_to_unit(w[1][b]);
@@ -237,7 +222,7 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
 #if defined(__AVX512F__)
     // pair p = 16h + j gives elements 2p (cos) and 2p+1 (sin): the products interleaved; vsqrtps is IEEE's sqrt,
     // the scalar sqrtf's bits
-    const fv radius = fv(_mm512_maskz_sqrt_ps(__mmask16(0xFFFF), __m512(l)));  // maskz: see philox4x32_10_x16
+    const fv radius = fv(_mm512_maskz_sqrt_ps(__mmask16(0xFFFF), __m512(l)));  // maskz: see PhiloxLanes
     const fv c = radius * cv, s = radius * sv;
     const fv lo = __builtin_shufflevector(c, s, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const fv hi = __builtin_shufflevector(c, s, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);

@@ -34,8 +34,8 @@ namespace {
 constexpr int kW = fast_math_detail::kNF;
 constexpr int kS = 16 / kW;
 using vn = fast_math_detail::fv;
-inline void loadn(vn& v, const float* p) { fast_math_detail::loadv(v, p); }
-inline void storen(float* p, const vn& v) { fast_math_detail::storev(p, v); }
+using fast_math_detail::loadv;  // unaligned vector moves
+using fast_math_detail::storev;
 
 // The steps of the implicit-GEMM micro-tiles, k < K: acc[r] += a[r][k] · B[k][0..16·NV) — FMA chains in k order, one
 // per accumulator.
@@ -44,7 +44,7 @@ inline void rank1_updates(int K, const float* const (&a)[MR], const float* __res
                           vn (&acc)[MR][NV * kS]) {
   for (int k = 0; k < K; ++k) {
     vn b[NV * kS];
-    for (int v = 0; v < NV * kS; ++v) loadn(b[v], B + k * ldb + kW * v);
+    for (int v = 0; v < NV * kS; ++v) loadv(b[v], B + k * ldb + kW * v);
     for (int r = 0; r < MR; ++r) {
       const float x = a[r][k];
       for (int v = 0; v < NV * kS; ++v) acc[r][v] += x * b[v];
@@ -61,14 +61,14 @@ inline void micro(int K, const float* __restrict A, std::ptrdiff_t lda, const fl
     for (int v = 0; v < NV * kS; ++v) acc[r][v] = vn{};
   for (int k = 0; k < K; ++k) {  // rank1_updates with rows at a stride (one base register, not MR pointers)
     vn b[NV * kS];
-    for (int v = 0; v < NV * kS; ++v) loadn(b[v], B + k * ldb + kW * v);
+    for (int v = 0; v < NV * kS; ++v) loadv(b[v], B + k * ldb + kW * v);
     for (int r = 0; r < MR; ++r) {
       const float a = A[r * lda + k];
       for (int v = 0; v < NV * kS; ++v) acc[r][v] += a * b[v];
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV * kS; ++v) storen(C + r * ldc + kW * v, acc[r][v]);
+    for (int v = 0; v < NV * kS; ++v) storev(C + r * ldc + kW * v, acc[r][v]);
 }
 
 // The micro-tiles are sized to this copy's vector registers: a 16-float vector is one zmm register (32 of them), two
@@ -166,7 +166,7 @@ inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const int
     if (tap_rows<MR>(taps, T, t, in, cin, a)) rank1_updates<MR, NV>(cin, a, B + std::ptrdiff_t(t) * cin * ldb, ldb, acc);
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV * kS; ++v) storen(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + kW * v, acc[r][v]);
+    for (int v = 0; v < NV * kS; ++v) storev(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + kW * v, acc[r][v]);
 }
 
 // The backward-data micro-tile: row r of C (at rows[r]) = Σ over taps t of (Σ_c in[taps[r·T + t]][c] · B[t·K + c]),
@@ -183,11 +183,11 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
   const auto finish = [&](int r, int v, vn da) {
     if (sig) {
       vn s, zz;
-      loadn(s, sig + std::ptrdiff_t(rows[r]) * ldc + kW * v);
-      loadn(zz, z + std::ptrdiff_t(rows[r]) * ldc + kW * v);
+      loadv(s, sig + std::ptrdiff_t(rows[r]) * ldc + kW * v);
+      loadv(zz, z + std::ptrdiff_t(rows[r]) * ldc + kW * v);
       da = da * s * (1.0f + zz * (1.0f - s));
     }
-    storen(c[r] + kW * v, da);
+    storev(c[r] + kW * v, da);
   };
   int first = -1, last = -1;  // the taps this tile runs: those with a pixel in some row
   for (int t = 0; t < T; ++t)
@@ -212,8 +212,8 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
     for (int r = 0; r < MR; ++r)
       for (int v = 0; v < NV * kS; ++v) {
         vn sum = vn{};
-        if (t > first) loadn(sum, c[r] + kW * v);
-        if (t < last) storen(c[r] + kW * v, sum + acc[r][v]);
+        if (t > first) loadv(sum, c[r] + kW * v);
+        if (t < last) storev(c[r] + kW * v, sum + acc[r][v]);
         else finish(r, v, sum + acc[r][v]);
       }
   }
@@ -280,10 +280,10 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
         vn acc = {};
         for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) {
           vn w;
-          loadn(w, wt + int64_t(t) * co + cb);
+          loadv(w, wt + int64_t(t) * co + cb);
           acc += x[i] * w;
         });
-        storen(z + (int64_t(b) * P + p) * co + cb, acc);
+        storev(z + (int64_t(b) * P + p) * co + cb, acc);
       }
     return;
   }
@@ -301,11 +301,11 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
       for (int ky = 0; ky < s.k; ++ky)
         for (int kx = 0; kx < s.k; ++kx) {
           vn w;
-          loadn(w, wt + int64_t(ky * s.k + kx) * co + cb);
+          loadv(w, wt + int64_t(ky * s.k + kx) * co + cb);
           const int64_t off = int64_t(ky) * pl.wp + kx;
           for (int j = 0; j < kGroup; ++j) acc[j] += o[j][off] * w;
         }
-      for (int j = 0; j < g; ++j) storen(zr + int64_t(j) * co + cb, acc[j]);
+      for (int j = 0; j < g; ++j) storev(zr + int64_t(j) * co + cb, acc[j]);
     }
   }
 }
@@ -326,10 +326,10 @@ void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const
         vn acc = {};
         for (int c = 0; c < co; ++c) {
           vn w;
-          loadn(w, wcol + int64_t(c) * 16 + kW * h);
+          loadv(w, wcol + int64_t(c) * 16 + kW * h);
           acc += g[c] * w;
         }
-        storen(t16 + kW * h, acc);
+        storev(t16 + kW * h, acc);
       }
       for_each_tap(s, b, p / s.wout, p % s.wout, [&](int t, int64_t i) { dx[i] += t16[t]; });
     }
@@ -346,10 +346,10 @@ void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const
       vn acc[kGroup] = {};
       for (int c = 0; c < co; ++c) {
         vn w;
-        loadn(w, wcol + int64_t(c) * 16 + kW * h);
+        loadv(w, wcol + int64_t(c) * 16 + kW * h);
         for (int j = 0; j < kGroup; ++j) acc[j] += gr[j][c] * w;
       }
-      for (int j = 0; j < kGroup; ++j) storen(t[j] + kW * h, acc[j]);
+      for (int j = 0; j < kGroup; ++j) storev(t[j] + kW * h, acc[j]);
     }
     const auto scatter = [&]<int K>(std::integral_constant<int, K>) {  // K = s.k, a constant for the common 3×3
       const int k = K > 0 ? K : s.k;
