@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "engine/error.hpp"       // defines: ebm::user_fail (UserError)
 #include "host/eval/eigen_dense.hpp"  // defines: Eigen::MatrixXd, Eigen::SelfAdjointEigenSolver
@@ -167,6 +168,31 @@ double expected_calibration_error(const std::vector<float>& confidence, const st
   for (int b = 0; b < bins; ++b)
     if (count[size_t(b)] > 0) ece += std::fabs(right[size_t(b)] - conf[size_t(b)]);  // |B|·|acc − conf|
   return ece / double(confidence.size());
+}
+
+Interval ece_bootstrap_ci95(const std::vector<float>& confidence, const std::vector<uint8_t>& correct, int bins,
+                            int resamples, uint64_t seed) {
+  expected_calibration_error(confidence, correct, bins);  // the same checks, with the same messages
+  if (resamples < 2) user_fail("ECE bootstrap: needs at least 2 resamples (got ", resamples, ")");
+  const size_t n = confidence.size();
+  std::mt19937_64 gen(seed);
+  std::vector<float> c(n);
+  std::vector<uint8_t> r(n);
+  std::vector<double> eces(static_cast<size_t>(resamples));
+  for (double& e : eces) {
+    for (size_t i = 0; i < n; ++i) {
+      const size_t j = size_t(gen() % n);  // modulo bias < n / 2^64
+      c[i] = confidence[j], r[i] = correct[j];
+    }
+    e = expected_calibration_error(c, r, bins);
+  }
+  std::sort(eces.begin(), eces.end());
+  const auto percentile = [&](double q) {
+    const double at = q * double(resamples - 1);
+    const size_t i = size_t(at);
+    return i + 1 < eces.size() ? eces[i] + (at - double(i)) * (eces[i + 1] - eces[i]) : eces[i];
+  };
+  return {percentile(0.025), percentile(0.975)};
 }
 
 }  // namespace ebm
