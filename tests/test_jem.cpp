@@ -611,13 +611,12 @@ TEST_F(JemRunTest, TrainEvalMeasuresTheModelAsAClassifierAndAgainstTheOodSet) {
     const auto j = nlohmann::json::parse(line);
     if (j["event"] != "eval") continue;
     ++evals, last = j;
-    for (const char* k : {"test_accuracy", "mean_confidence", "ece", "ece_ci95_lo", "ece_ci95_hi", "auroc_energy",
-                          "auroc_max_prob", "auroc_grad_norm"}) {
+    for (const char* k : {"test_accuracy", "mean_confidence", "ece", "ece_se", "auroc_energy", "auroc_max_prob",
+                          "auroc_grad_norm"}) {
       ASSERT_TRUE(j.contains(k)) << k << " " << line;
       EXPECT_GE(j[k].get<double>(), 0.0) << k;
       EXPECT_LE(j[k].get<double>(), 1.0) << k;
     }
-    EXPECT_LE(j["ece_ci95_lo"].get<double>(), j["ece_ci95_hi"].get<double>()) << line;
     EXPECT_EQ(j["n_test"], 20);
     EXPECT_EQ(j["n_ood"], 30);
   }
@@ -667,33 +666,26 @@ TEST(JemEval, ExpectedCalibrationErrorByHand) {
   test::expect_user_error([] { expected_calibration_error({}, {}, 15); }, {"ECE needs"});
 }
 
-// The ECE's bootstrap interval, where the resampled ECEs are known:
-//   - identical rows: every resample is the set itself, so the interval is the point [0.1, 0.1];
+// The ECE's bootstrap standard error, where the resampled ECEs' spread is known:
+//   - identical rows: every resample is the set itself, so 0;
 //   - two rows at confidence 1, one right and one wrong: a resample's ECE is 1 − its accuracy, 0, ½ or 1 with
-//     probabilities ¼, ½, ¼, so the 2.5th and 97.5th percentiles of 1,000 are 0 and 1;
+//     probabilities ¼, ½, ¼: standard deviation √(¼·¼ + ¼·¼) = 0.35355;
 //   - n = 2,000 rows at confidence 1, 98% right: ECE = 1 − accuracy, and the resampled accuracy is Binomial(n, 0.98)/n,
-//     so the interval is 0.02 ± 1.96·√(0.98·0.02/n) = 0.02 ± 0.00614 (to within the percentiles' own noise).
-TEST(JemEval, ExpectedCalibrationErrorBootstrapInterval) {
-  const Interval same = ece_bootstrap_ci95(std::vector<float>(7, 0.9f), std::vector<uint8_t>(7, 1));
-  EXPECT_NEAR(same.lo, 0.1, 1e-6);
-  EXPECT_EQ(same.lo, same.hi);
-  const Interval two = ece_bootstrap_ci95({1.0f, 1.0f}, {1, 0});
-  EXPECT_EQ(two.lo, 0.0);
-  EXPECT_EQ(two.hi, 1.0);
+//     standard deviation √(0.98·0.02/n) = 0.0031305.
+// (1,000 resamples estimate a standard deviation to about 2%.)
+TEST(JemEval, ExpectedCalibrationErrorBootstrapStandardError) {
+  EXPECT_EQ(ece_bootstrap_se(std::vector<float>(7, 0.9f), std::vector<uint8_t>(7, 1)), 0.0);
+  EXPECT_NEAR(ece_bootstrap_se({1.0f, 1.0f}, {1, 0}), 0.35355, 0.015);
   const int n = 2000;
   std::vector<uint8_t> right(size_t(n), 1);
   for (int i = 0; i < n; i += 50) right[size_t(i)] = 0;  // 2% wrong
   const std::vector<float> sure(size_t(n), 1.0f);
   EXPECT_NEAR(expected_calibration_error(sure, right), 0.02, 1e-12);
-  const Interval ci = ece_bootstrap_ci95(sure, right);
-  const double half = 1.96 * std::sqrt(0.98 * 0.02 / n);
-  EXPECT_NEAR(ci.lo, 0.02 - half, 0.001);
-  EXPECT_NEAR(ci.hi, 0.02 + half, 0.001);
-  const Interval again = ece_bootstrap_ci95(sure, right);
-  EXPECT_EQ(ci.lo, again.lo) << "a fixed seed: the same interval every run";
-  EXPECT_EQ(ci.hi, again.hi);
-  test::expect_user_error([] { ece_bootstrap_ci95({0.5f}, {1}, 15, 1); }, {"at least 2 resamples", "1"});
-  test::expect_user_error([] { ece_bootstrap_ci95({}, {}); }, {"ECE needs"});
+  const double se = ece_bootstrap_se(sure, right);
+  EXPECT_NEAR(se, std::sqrt(0.98 * 0.02 / n), 0.0002);
+  EXPECT_EQ(se, ece_bootstrap_se(sure, right)) << "a fixed seed: the same figure every run";
+  test::expect_user_error([] { ece_bootstrap_se({0.5f}, {1}, 15, 1); }, {"at least 2 resamples", "1"});
+  test::expect_user_error([] { ece_bootstrap_se({}, {}); }, {"ECE needs"});
 }
 
 TEST(JemEval, ConditionalClassesAndAgreement) {

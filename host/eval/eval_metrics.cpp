@@ -170,29 +170,25 @@ double expected_calibration_error(const std::vector<float>& confidence, const st
   return ece / double(confidence.size());
 }
 
-Interval ece_bootstrap_ci95(const std::vector<float>& confidence, const std::vector<uint8_t>& correct, int bins,
-                            int resamples, uint64_t seed) {
+double ece_bootstrap_se(const std::vector<float>& confidence, const std::vector<uint8_t>& correct, int bins,
+                        int resamples, uint64_t seed) {
   expected_calibration_error(confidence, correct, bins);  // the same checks, with the same messages
   if (resamples < 2) user_fail("ECE bootstrap: needs at least 2 resamples (got ", resamples, ")");
   const size_t n = confidence.size();
   std::mt19937_64 gen(seed);
   std::vector<float> c(n);
   std::vector<uint8_t> r(n);
-  std::vector<double> eces(static_cast<size_t>(resamples));
-  for (double& e : eces) {
+  double sum = 0, sum_sq = 0;
+  for (int b = 0; b < resamples; ++b) {
     for (size_t i = 0; i < n; ++i) {
       const size_t j = size_t(gen() % n);  // modulo bias < n / 2^64
       c[i] = confidence[j], r[i] = correct[j];
     }
-    e = expected_calibration_error(c, r, bins);
+    const double e = expected_calibration_error(c, r, bins);
+    sum += e, sum_sq += e * e;
   }
-  std::sort(eces.begin(), eces.end());
-  const auto percentile = [&](double q) {
-    const double at = q * double(resamples - 1);
-    const size_t i = size_t(at);
-    return i + 1 < eces.size() ? eces[i] + (at - double(i)) * (eces[i + 1] - eces[i]) : eces[i];
-  };
-  return {percentile(0.025), percentile(0.975)};
+  const double mean = sum / resamples;
+  return std::sqrt(std::max(0.0, (sum_sq - resamples * mean * mean) / (resamples - 1)));
 }
 
 }  // namespace ebm

@@ -89,8 +89,7 @@ JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8
   for (size_t i = 0; i < labels.size(); ++i) right[i] = in.label[i] == int(labels[i]);
   r.accuracy = double(std::count(right.begin(), right.end(), uint8_t(1))) / double(right.size());
   r.ece = expected_calibration_error(in.max_prob, right, 15);
-  const Interval ci = ece_bootstrap_ci95(in.max_prob, right, 15);
-  r.ece_lo = ci.lo, r.ece_hi = ci.hi;
+  r.ece_se = ece_bootstrap_se(in.max_prob, right, 15);
   double conf = 0;
   for (float c : in.max_prob) conf += c;
   r.mean_confidence = conf / double(in.max_prob.size());
@@ -106,8 +105,9 @@ JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8
 }
 
 nlohmann::json jem_json(const JemReport& r) {
-  nlohmann::json j = {{"accuracy", r.accuracy},  {"mean_confidence", r.mean_confidence}, {"ece", r.ece},
-                      {"ece_ci95_lo", r.ece_lo}, {"ece_ci95_hi", r.ece_hi},           {"n_test", r.n_test}};
+  nlohmann::json j = {{"accuracy", r.accuracy}, {"mean_confidence", r.mean_confidence},
+                      {"ece", r.ece},           {"ece_se", r.ece_se},
+                      {"n_test", r.n_test}};
   if (!r.ood.empty()) {
     j["ood"] = r.ood;
     j["n_ood"] = r.n_ood;

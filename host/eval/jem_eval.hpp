@@ -34,7 +34,7 @@ ClassifierScores classifier_scores(Backend& model, const Tensor& x, bool grad_no
 struct JemReport {
   int64_t n_test = 0;
   double accuracy = 0, ece = 0;
-  double ece_lo = 0, ece_hi = 0;  // ECE's 95% bootstrap interval over the test set (eval_metrics.hpp)
+  double ece_se = 0;               // ECE's bootstrap standard error over the test set (eval_metrics.hpp)
   double mean_confidence = 0;     // (1/n) Σ max_y p(y|x): below accuracy = underconfident, above = overconfident
   // Against the out-of-distribution set, when one was given (ood non-empty).
   std::string ood;  // its name, as printed
@@ -58,8 +58,8 @@ Dataset load_ood_split(const DataConfig& data, const std::string& dir);
 JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8_t>& labels, const Tensor* ood,
                      const std::string& ood_name);
 
-// {"accuracy", "mean_confidence", "ece", "ece_ci95_lo", "ece_ci95_hi", "n_test"[, "ood", "n_ood", "auroc_energy",
-//  "auroc_max_prob", "auroc_grad_norm"]}
+// {"accuracy", "mean_confidence", "ece", "ece_se", "n_test"[, "ood", "n_ood", "auroc_energy", "auroc_max_prob",
+//  "auroc_grad_norm"]}
 nlohmann::json jem_json(const JemReport& r);
 
 // The classes asked of n class-conditional chains over K classes: chain i asks for ⌊i·K/n⌋, so every class

@@ -150,8 +150,8 @@ int run(const Flags& f) {
       const JemReport jr = jem_report(*backend, test.test, test.test_labels, f.ood.empty() ? nullptr : &ood.test,
                                       data_label(ood.test_path));
       std::cerr << "ebm_eval: the model as a classifier: accuracy " << jr.accuracy << ", mean confidence "
-                << jr.mean_confidence << ", ECE " << jr.ece << " (95% bootstrap interval " << jr.ece_lo << " to "
-                << jr.ece_hi << ") on " << jr.n_test << " test images";
+                << jr.mean_confidence << ", ECE " << jr.ece << " (bootstrap standard error " << jr.ece_se << ") on "
+                << jr.n_test << " test images";
       if (!f.ood.empty())
         std::cerr << "; AUROC vs " << jr.ood << ": energy " << jr.auroc_energy << ", max prob " << jr.auroc_max_prob
                   << ", grad norm " << jr.auroc_grad_norm;
