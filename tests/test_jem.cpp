@@ -723,12 +723,15 @@ TEST(JemEval, AurocsAreOrientedHigherMeansUnfamiliar) {
   const std::vector<uint8_t> labels(4, 0);
   const JemReport r = jem_report(be, in, labels, &out, "dark");
   EXPECT_EQ(r.accuracy, 1.0);
-  EXPECT_GT(r.mean_confidence, 0.5);  // f_0 ≫ f_1 on bright images: the mean of max p, not of p_0 by chance
-  EXPECT_LE(r.mean_confidence, 1.0);
   EXPECT_NEAR(r.ece, 1.0 - r.mean_confidence, 1e-12) << "all right: ECE = accuracy − mean confidence, whatever the bins";
   EXPECT_EQ(r.auroc_energy, 1.0);
   EXPECT_EQ(r.auroc_max_prob, 1.0);
-  const JemReport swapped = jem_report(be, out, labels, &in, "bright");
+  // the dark images labelled 1: still class 0 to the net (f_0 > 0 = f_1, nearer the boundary), so all wrong
+  const JemReport swapped = jem_report(be, out, std::vector<uint8_t>(4, 1), &in, "bright");
+  EXPECT_EQ(swapped.accuracy, 0.0);
+  EXPECT_GT(swapped.mean_confidence, 0.5);
+  EXPECT_LT(swapped.mean_confidence, r.mean_confidence) << "dark images sit nearer the boundary f_0 = f_1";
+  EXPECT_NEAR(swapped.ece, swapped.mean_confidence, 1e-12) << "all wrong: ECE = mean confidence − 0";
   EXPECT_EQ(swapped.auroc_energy, 0.0);
   EXPECT_EQ(swapped.auroc_max_prob, 0.0);
   EXPECT_EQ(r.auroc_grad_norm + swapped.auroc_grad_norm, 1.0) << "the gradient-norm score flips with the sets";

@@ -178,17 +178,19 @@ double ece_bootstrap_se(const std::vector<float>& confidence, const std::vector<
   std::mt19937_64 gen(seed);
   std::vector<float> c(n);
   std::vector<uint8_t> r(n);
-  double sum = 0, sum_sq = 0;
-  for (int b = 0; b < resamples; ++b) {
+  std::vector<double> eces(static_cast<size_t>(resamples));
+  for (double& e : eces) {
     for (size_t i = 0; i < n; ++i) {
       const size_t j = size_t(gen() % n);  // modulo bias < n / 2^64
       c[i] = confidence[j], r[i] = correct[j];
     }
-    const double e = expected_calibration_error(c, r, bins);
-    sum += e, sum_sq += e * e;
+    e = expected_calibration_error(c, r, bins);
   }
-  const double mean = sum / resamples;
-  return std::sqrt(std::max(0.0, (sum_sq - resamples * mean * mean) / (resamples - 1)));
+  double mean = 0, ss = 0;  // two passes: equal resamples give exactly 0
+  for (double e : eces) mean += e;
+  mean /= resamples;
+  for (double e : eces) ss += (e - mean) * (e - mean);
+  return std::sqrt(ss / (resamples - 1));
 }
 
 }  // namespace ebm
