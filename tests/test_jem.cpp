@@ -710,11 +710,13 @@ TEST(JemEval, AurocsAreOrientedHigherMeansUnfamiliar) {
   o.batch_size = 8;
   o.buffer_capacity = o.buffer_initial = 8;
   CpuBackend be(o);
-  // conv 1x1 with weights (1, −1) and no bias, swish, then dense from 2·4·4 to 2 logits: f_0 = Σ swish(x), f_1 = 0.
+  // conv 1x1 with weights (1, −1) and no bias, swish, then dense from 2·4·4 to 2 logits, the features in [channel][pixel]
+  // order, so row 0's weights at 2j are pixels 0, 2, …, 14 of both channels: f_0 = Σ over them of swish(x) + swish(−x)
+  // = x·tanh(x/2) > 0 (≈ 3.3 on bright images, ≈ 0.25 on dark ones), f_1 = 0.
   std::vector<float> p(size_t(o.net.num_params), 0.0f);
   p[size_t(o.net.convs[0].w_off)] = 1.0f;
   p[size_t(o.net.convs[0].w_off) + 1] = -1.0f;
-  for (int j = 0; j < 16; ++j) p[size_t(o.net.dense_w_off) + size_t(j * 2)] = 1.0f;  // [K=2][D=32]: row 0, channel 0
+  for (int j = 0; j < 16; ++j) p[size_t(o.net.dense_w_off) + size_t(j * 2)] = 1.0f;  // [K=2][D=32]: row 0
   be.set_params(p);
   // familiar: bright images (f_0 large: low energy, confident, flat swish so small gradients); unfamiliar: dark ones
   Tensor in({4, 1, 4, 4}), out({4, 1, 4, 4});
