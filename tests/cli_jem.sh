@@ -107,6 +107,28 @@ assert abs(sum(per) / 10 - d["class_agreement"]) < 1e-9
 PY
 then ok "ebm_eval --class-conditional --ood: jem, class_agreement and its per-class list"
 else bad "ebm_eval jem" "$(cat "$tmp/eval.err" "$tmp/eval.json" | tail -5)"; fi
+# --compare: against the per-class model, the difference is the two ECEs' and its paired standard error > 0; against
+# itself, 0 and 0
+if "$build/ebm_eval" --checkpoint "$tmp/jem/last" "${quick[@]}" --compare "$tmp/rings/last" >"$tmp/cmp.json" 2>"$tmp/cmp.err" &&
+   "$build/ebm_eval" --checkpoint "$tmp/jem/last" "${quick[@]}" --compare "$tmp/jem/last" >"$tmp/self.json" 2>>"$tmp/cmp.err" &&
+   python3 - "$tmp/cmp.json" "$tmp/self.json" <<'PY'
+import json, sys
+j = json.loads(open(sys.argv[1]).read())["jem"]
+c = j["compare"]
+assert c["checkpoint"].endswith("rings/last"), c
+assert abs(c["ece_difference"] - (j["ece"] - c["ece"])) < 1e-12, (j, c)
+for k in ("accuracy", "mean_confidence", "ece", "ece_se", "ece_difference_se"):
+    assert 0 <= c[k] <= 1, (k, c)
+s = json.loads(open(sys.argv[2]).read())["jem"]
+assert s["compare"]["ece_difference"] == 0 and s["compare"]["ece_difference_se"] == 0, s
+assert s["compare"]["ece"] == s["ece"] and s["compare"]["ece_se"] == s["ece_se"], s
+PY
+then ok "ebm_eval --compare: the ECE difference and its paired standard error (0 and 0 against itself)"
+else bad "ebm_eval --compare" "$(cat "$tmp/cmp.err" "$tmp/cmp.json" | tail -5)"; fi
+expect_fail "--compare with an energy net" "not scored on the same terms" "$build/ebm_eval" --checkpoint "$tmp/jem/last" \
+  "${quick[@]}" --compare "$tmp/cd/last"
+expect_fail "--compare of an energy net" "one output per class" "$build/ebm_eval" --checkpoint "$tmp/cd/last" \
+  "${quick[@]}" --compare "$tmp/jem/last"
 expect_fail "--class-conditional of an energy net" "one output per class" "$build/ebm_eval" --checkpoint "$tmp/cd/last" \
   "${quick[@]}" --class-conditional
 expect_fail "--ood that is not there" "t10k-images" "$build/ebm_eval" --checkpoint "$tmp/jem/last" "${quick[@]}" --ood "$tmp/nowhere"

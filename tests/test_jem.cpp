@@ -688,6 +688,24 @@ TEST(JemEval, ExpectedCalibrationErrorBootstrapStandardError) {
   test::expect_user_error([] { ece_bootstrap_se({}, {}); }, {"ECE needs"});
 }
 
+// The paired standard error of ECE(a) − ECE(b) (n = 2,000 rows at confidence 1, so ECE = 1 − accuracy):
+//   - a and b wrong on the same 2% of rows: every resample's difference is 0, so 0 — where each alone has 0.0031;
+//   - b always right: the difference is a's ECE, with a's standard error √(0.98·0.02/n);
+//   - a wrong on rows i % 50 == 0, b on i % 50 == 1: a row adds +1/n, −1/n or 0 to the difference, with probabilities
+//     0.02, 0.02 and 0.96, so the standard error is √(0.04/n) = 0.0044721;
+//   - b's rows fewer than a's: refused in one line.
+TEST(JemEval, ExpectedCalibrationErrorDifferencePairedStandardError) {
+  const int n = 2000;
+  const std::vector<float> sure(size_t(n), 1.0f);
+  std::vector<uint8_t> a(size_t(n), 1), b(size_t(n), 1), all(size_t(n), 1);
+  for (int i = 0; i < n; i += 50) a[size_t(i)] = 0, b[size_t(i) + 1] = 0;
+  EXPECT_EQ(ece_difference_bootstrap_se(sure, a, sure, a), 0.0);
+  EXPECT_GT(ece_bootstrap_se(sure, a), 0.003);
+  EXPECT_NEAR(ece_difference_bootstrap_se(sure, a, sure, all), std::sqrt(0.98 * 0.02 / n), 0.0002);
+  EXPECT_NEAR(ece_difference_bootstrap_se(sure, a, sure, b), std::sqrt(0.04 / n), 0.0003);
+  test::expect_user_error([&] { ece_difference_bootstrap_se(sure, a, {1.0f}, {1}); }, {"same rows", "2000", "1"});
+}
+
 TEST(JemEval, ConditionalClassesAndAgreement) {
   const std::vector<int32_t> y = conditional_classes(20, 10);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(y[size_t(i)], i / 2);

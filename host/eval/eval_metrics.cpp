@@ -170,27 +170,60 @@ double expected_calibration_error(const std::vector<float>& confidence, const st
   return ece / double(confidence.size());
 }
 
+namespace {
+
+// The standard deviation (n − 1) of stat(rows) over `resamples` draws of n row indices with replacement
+// (std::mt19937_64 from seed), computed in two passes so that equal values give exactly 0.
+template <class Stat>
+double bootstrap_sd(size_t n, int resamples, uint64_t seed, Stat&& stat) {
+  if (resamples < 2) user_fail("ECE bootstrap: needs at least 2 resamples (got ", resamples, ")");
+  std::mt19937_64 gen(seed);
+  std::vector<size_t> rows(n);
+  std::vector<double> v(static_cast<size_t>(resamples));
+  for (double& x : v) {
+    for (size_t& r : rows) r = size_t(gen() % n);  // modulo bias < n / 2^64
+    x = stat(rows);
+  }
+  double mean = 0, ss = 0;
+  for (double x : v) mean += x;
+  mean /= resamples;
+  for (double x : v) ss += (x - mean) * (x - mean);
+  return std::sqrt(ss / (resamples - 1));
+}
+
+// The ECE of the rows `rows` of (confidence, correct), through the buffers c and r.
+double ece_of_rows(const std::vector<float>& confidence, const std::vector<uint8_t>& correct,
+                   const std::vector<size_t>& rows, int bins, std::vector<float>& c, std::vector<uint8_t>& r) {
+  c.resize(rows.size()), r.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) c[i] = confidence[rows[i]], r[i] = correct[rows[i]];
+  return expected_calibration_error(c, r, bins);
+}
+
+}  // namespace
+
 double ece_bootstrap_se(const std::vector<float>& confidence, const std::vector<uint8_t>& correct, int bins,
                         int resamples, uint64_t seed) {
   expected_calibration_error(confidence, correct, bins);  // the same checks, with the same messages
-  if (resamples < 2) user_fail("ECE bootstrap: needs at least 2 resamples (got ", resamples, ")");
-  const size_t n = confidence.size();
-  std::mt19937_64 gen(seed);
-  std::vector<float> c(n);
-  std::vector<uint8_t> r(n);
-  std::vector<double> eces(static_cast<size_t>(resamples));
-  for (double& e : eces) {
-    for (size_t i = 0; i < n; ++i) {
-      const size_t j = size_t(gen() % n);  // modulo bias < n / 2^64
-      c[i] = confidence[j], r[i] = correct[j];
-    }
-    e = expected_calibration_error(c, r, bins);
-  }
-  double mean = 0, ss = 0;  // two passes: equal resamples give exactly 0
-  for (double e : eces) mean += e;
-  mean /= resamples;
-  for (double e : eces) ss += (e - mean) * (e - mean);
-  return std::sqrt(ss / (resamples - 1));
+  std::vector<float> c;
+  std::vector<uint8_t> r;
+  return bootstrap_sd(confidence.size(), resamples, seed,
+                      [&](const std::vector<size_t>& rows) { return ece_of_rows(confidence, correct, rows, bins, c, r); });
+}
+
+double ece_difference_bootstrap_se(const std::vector<float>& confidence_a, const std::vector<uint8_t>& correct_a,
+                                   const std::vector<float>& confidence_b, const std::vector<uint8_t>& correct_b,
+                                   int bins, int resamples, uint64_t seed) {
+  expected_calibration_error(confidence_a, correct_a, bins);
+  expected_calibration_error(confidence_b, correct_b, bins);
+  if (confidence_a.size() != confidence_b.size())
+    user_fail("ECE difference: the two models must be scored on the same rows (got ", confidence_a.size(), " and ",
+              confidence_b.size(), ")");
+  std::vector<float> c;
+  std::vector<uint8_t> r;
+  return bootstrap_sd(confidence_a.size(), resamples, seed, [&](const std::vector<size_t>& rows) {
+    const double a = ece_of_rows(confidence_a, correct_a, rows, bins, c, r);
+    return a - ece_of_rows(confidence_b, correct_b, rows, bins, c, r);
+  });
 }
 
 }  // namespace ebm

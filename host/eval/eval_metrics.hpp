@@ -53,6 +53,15 @@ double expected_calibration_error(const std::vector<float>& confidence, const st
 double ece_bootstrap_se(const std::vector<float>& confidence, const std::vector<uint8_t>& correct, int bins = 15,
                         int resamples = 1000, uint64_t seed = 0);
 
+// Two models scored on the same n rows (a and b: each's confidence and right/wrong per row): the bootstrap standard
+// error of ECE(a) − ECE(b), each resample drawing the same rows for both (a paired bootstrap, Efron & Tibshirani
+// §6.2 applied to the difference). What the two share — which digits happen to be hard — cancels, so this is the
+// spread that says whether one ECE is below the other on this test set; two models wrong on the same rows at the
+// same confidence give exactly 0. The same checks as expected_calibration_error on each; both of n rows.
+double ece_difference_bootstrap_se(const std::vector<float>& confidence_a, const std::vector<uint8_t>& correct_a,
+                                   const std::vector<float>& confidence_b, const std::vector<uint8_t>& correct_b,
+                                   int bins = 15, int resamples = 1000, uint64_t seed = 0);
+
 // A Gaussian fitted to n feature vectors of dimension d: mean [d] and covariance [d][d] (row-major,
 // symmetric), the unbiased estimate Σ_i (x_i - mean)(x_i - mean)^T / (n - 1) as numpy.cov computes it.
 struct GaussianStats {

@@ -76,23 +76,43 @@ Dataset load_ood_split(const DataConfig& data, const std::string& dir) {
   return load_test_split(ood);
 }
 
-JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8_t>& labels, const Tensor* ood,
-                     const std::string& ood_name) {
+namespace {
+
+void check_labels(const Tensor& test, const std::vector<uint8_t>& labels) {
   if (labels.empty() || int64_t(labels.size()) != test.dim(0))
     user_fail("the classifier's accuracy and calibration need the test split's labels (t10k-labels-idx1-ubyte[.gz] ",
               "beside its images; scripts/get_data.sh fetches them)");
+}
+
+// Per test row: right or wrong, and the model's confidence max p(y|x); their means and the ECE.
+struct Calibration {
+  std::vector<uint8_t> right;
+  double accuracy = 0, mean_confidence = 0, ece = 0, ece_se = 0;
+};
+Calibration calibration(const ClassifierScores& s, const std::vector<uint8_t>& labels) {
+  Calibration c;
+  c.right.resize(labels.size());
+  for (size_t i = 0; i < labels.size(); ++i) c.right[i] = s.label[i] == int(labels[i]);
+  c.accuracy = double(std::count(c.right.begin(), c.right.end(), uint8_t(1))) / double(c.right.size());
+  double conf = 0;
+  for (float p : s.max_prob) conf += p;
+  c.mean_confidence = conf / double(s.max_prob.size());
+  c.ece = expected_calibration_error(s.max_prob, c.right, 15);
+  c.ece_se = ece_bootstrap_se(s.max_prob, c.right, 15);
+  return c;
+}
+
+}  // namespace
+
+JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8_t>& labels, const Tensor* ood,
+                     const std::string& ood_name) {
+  check_labels(test, labels);
   const bool with_ood = ood && ood->numel() > 0;
   const ClassifierScores in = classifier_scores(model, test, with_ood);
   JemReport r;
   r.n_test = test.dim(0);
-  std::vector<uint8_t> right(labels.size());
-  for (size_t i = 0; i < labels.size(); ++i) right[i] = in.label[i] == int(labels[i]);
-  r.accuracy = double(std::count(right.begin(), right.end(), uint8_t(1))) / double(right.size());
-  r.ece = expected_calibration_error(in.max_prob, right, 15);
-  r.ece_se = ece_bootstrap_se(in.max_prob, right, 15);
-  double conf = 0;
-  for (float c : in.max_prob) conf += c;
-  r.mean_confidence = conf / double(in.max_prob.size());
+  const Calibration c = calibration(in, labels);
+  r.accuracy = c.accuracy, r.mean_confidence = c.mean_confidence, r.ece = c.ece, r.ece_se = c.ece_se;
   if (with_ood) {
     const OodAurocs a = ood_aurocs(in, classifier_scores(model, *ood, true));
     r.ood = ood_name;
@@ -102,6 +122,28 @@ JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8
     r.auroc_grad_norm = a.grad_norm;
   }
   return r;
+}
+
+CalibrationComparison compare_calibration(Backend& a, Backend& b, const Tensor& test,
+                                          const std::vector<uint8_t>& labels) {
+  check_labels(test, labels);
+  const NetSpec &na = a.options().net, &nb = b.options().net;
+  if (na.outputs != nb.outputs || na.image_size() != nb.image_size())
+    user_fail("the models compared must have the same classes and input: ", na.outputs, " outputs of ", na.in_c, "x",
+              na.in_h, "x", na.in_w, " images against ", nb.outputs, " of ", nb.in_c, "x", nb.in_h, "x", nb.in_w);
+  const ClassifierScores sa = classifier_scores(a, test, false), sb = classifier_scores(b, test, false);
+  const Calibration ca = calibration(sa, labels), cb = calibration(sb, labels);
+  CalibrationComparison r;
+  r.accuracy = cb.accuracy, r.mean_confidence = cb.mean_confidence, r.ece = cb.ece, r.ece_se = cb.ece_se;
+  r.ece_difference = ca.ece - cb.ece;
+  r.ece_difference_se = ece_difference_bootstrap_se(sa.max_prob, ca.right, sb.max_prob, cb.right, 15);
+  return r;
+}
+
+nlohmann::json comparison_json(const CalibrationComparison& c, const std::string& name) {
+  return {{"checkpoint", name},   {"accuracy", c.accuracy},           {"mean_confidence", c.mean_confidence},
+          {"ece", c.ece},         {"ece_se", c.ece_se},               {"ece_difference", c.ece_difference},
+          {"ece_difference_se", c.ece_difference_se}};
 }
 
 nlohmann::json jem_json(const JemReport& r) {

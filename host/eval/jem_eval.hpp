@@ -58,6 +58,19 @@ Dataset load_ood_split(const DataConfig& data, const std::string& dir);
 JemReport jem_report(Backend& model, const Tensor& test, const std::vector<uint8_t>& labels, const Tensor* ood,
                      const std::string& ood_name);
 
+// Two K-output models on the same labelled test split (ebm_eval --compare): b's accuracy, mean confidence, ECE
+// and its standard error, and ECE(a) − ECE(b) with its paired bootstrap standard error (eval_metrics.hpp): the
+// figure that says whether a is better calibrated than b on this test set. UserError as jem_report, or when the two
+// nets differ in K or input size.
+struct CalibrationComparison {
+  double accuracy = 0, mean_confidence = 0, ece = 0, ece_se = 0;  // b's
+  double ece_difference = 0, ece_difference_se = 0;                // ECE(a) − ECE(b)
+};
+CalibrationComparison compare_calibration(Backend& a, Backend& b, const Tensor& test,
+                                          const std::vector<uint8_t>& labels);
+// {"checkpoint": name, "accuracy", "mean_confidence", "ece", "ece_se", "ece_difference", "ece_difference_se"}
+nlohmann::json comparison_json(const CalibrationComparison& c, const std::string& name);
+
 // {"accuracy", "mean_confidence", "ece", "ece_se", "n_test"[, "ood", "n_ood", "auroc_energy", "auroc_max_prob",
 //  "auroc_grad_norm"]}
 nlohmann::json jem_json(const JemReport& r);

@@ -34,7 +34,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: ebm_eval (--checkpoint DIR | --samples X.npy) [--n 1000] [--steps N] [--step-size S] [--noise S]\n"
     "                [--seed 0] [--data DIR] [--grid samples.png] [--npy out.npy] [--backend auto|cpu|cuda]\n"
-    "                [--classifier-images 240000] [--class-conditional] [--ood DIR]\n"
+    "                [--classifier-images 240000] [--class-conditional] [--ood DIR] [--compare DIR2]\n"
     "Measures sample quality with the data set's classifier and prints one JSON line:\n"
     "  is             Inception Score exp(E_x KL(p(y|x) || p(y))), from 1 (no class or one class) to 10\n"
     "  fid            Frechet distance of the classifier's penultimate features to the data set's test images\n"
@@ -57,6 +57,10 @@ constexpr const char* kUsage =
     "(default the checkpoint's data.dir) and, with --ood DIR (e.g. data/fashion-mnist), the AUROCs of three\n"
     "out-of-distribution scores of DIR's test images against that split: energy E(x), max softmax probability,\n"
     "and the norm of the input gradient of E (1 = perfect separation, 0.5 = none).\n"
+    "  --compare DIR2  (such a checkpoint) a second one with the same classes and input, scored on the same test\n"
+    "                images: \"jem\" gains \"compare\", DIR2's accuracy, mean confidence, ece and ece_se, and\n"
+    "                ece_difference = this ECE - DIR2's with ece_difference_se, its paired bootstrap standard\n"
+    "                error (the same digits resampled for both: whether one is better calibrated on this test set)\n"
     "  --class-conditional  (such a checkpoint) chain i samples E(x, y) = -f_y(x) for class y = i*K/n, so each\n"
     "                class gets n/K chains in a row; adds class_agreement, the fraction the data set's\n"
     "                classifier labels as the class asked for (overall, and per class)\n"
@@ -65,7 +69,7 @@ constexpr const char* kUsage =
 constexpr const char* kTool = "ebm_eval";
 
 struct Flags {
-  std::string checkpoint, samples, data, grid, npy, backend = "auto", ood;
+  std::string checkpoint, samples, data, grid, npy, backend = "auto", ood, compare;
   bool conditional = false;
   std::optional<int> n, steps;
   std::optional<double> step_size, noise;
@@ -76,7 +80,7 @@ struct Flags {
 Flags parse(int argc, char** argv, bool& help) {
   Args a(argc, argv,
          {"--checkpoint", "--samples", "--n", "--steps", "--step-size", "--noise", "--seed", "--data", "--grid", "--npy",
-          "--backend", "--classifier-images", "--ood"},
+          "--backend", "--classifier-images", "--ood", "--compare"},
          {"--help", "--class-conditional"});
   help = a.has("--help");
   Flags f;
@@ -90,11 +94,12 @@ Flags parse(int argc, char** argv, bool& help) {
   if (!f.samples.empty()) {
     for (const char* flag : {"--n", "--steps", "--step-size", "--noise", "--seed", "--npy"})
       if (a.has(flag)) user_fail(flag, " sets how samples are drawn from a checkpoint; --samples gives them already");
-    for (const char* flag : {"--class-conditional", "--ood"})
+    for (const char* flag : {"--class-conditional", "--ood", "--compare"})
       if (a.has(flag)) user_fail(flag, " measures a checkpoint's model; --samples gives images without one");
   }
   f.data = a.str("--data", "");
   f.ood = a.str("--ood", "");
+  f.compare = a.str("--compare", "");
   f.conditional = a.has("--class-conditional");
   f.grid = a.str("--grid", "");
   f.npy = a.str("--npy", "");
@@ -123,14 +128,22 @@ int run(const Flags& f) {
   nlohmann::json out, jem;
   std::vector<int32_t> asked;  // --class-conditional: the class of each chain
   DataConfig data;
-  std::optional<Model> model;
+  std::optional<Model> model, other;  // other: --compare
   if (!f.checkpoint.empty()) {
     model = load_model(f.checkpoint);
-    if (model->net.outputs == 1 && (f.conditional || !f.ood.empty()))
-      user_fail(f.conditional ? "--class-conditional" : "--ood", ": ", f.checkpoint, " is an energy net with one output; ",
+    if (model->net.outputs == 1 && (f.conditional || !f.ood.empty() || !f.compare.empty()))
+      user_fail(f.conditional ? "--class-conditional" : !f.ood.empty() ? "--ood" : "--compare", ": ", f.checkpoint,
+                " is an energy net with one output; ",
                 "class-conditional samples and the classifier's out-of-distribution scores need a model with one output ",
                 "per class (train.objective \"jem\")");
     data = model->config.data;
+    if (!f.compare.empty()) {  // before any work: a second K-output model with this one's classes and input
+      other = load_model(f.compare);
+      if (other->net.outputs != model->net.outputs || other->net.image_size() != model->net.image_size())
+        user_fail("--compare: ", f.compare, " has model.outputs ", other->net.outputs, " and ", other->net.in_c, "x",
+                  other->net.in_h, "x", other->net.in_w, " images, ", f.checkpoint, " ", model->net.outputs, " and ",
+                  model->net.in_c, "x", model->net.in_h, "x", model->net.in_w, ": they are not scored on the same terms");
+    }
   }
   if (!f.data.empty()) data.dir = f.data;
   QualityMeter meter(data, f.backend, std::cerr, f.recipe);
@@ -158,6 +171,15 @@ int run(const Flags& f) {
                   << ", grad norm " << jr.auroc_grad_norm;
       std::cerr << "\n";
       jem = jem_json(jr);
+      if (other) {
+        auto b = make_backend(f.backend, tool_engine_options(*other));
+        b->set_params(other->params);
+        const CalibrationComparison c = compare_calibration(*backend, *b, test.test, test.test_labels);
+        std::cerr << "ebm_eval: against " << f.compare << ": accuracy " << c.accuracy << ", ECE " << c.ece
+                  << "; ECE difference " << c.ece_difference << " (paired bootstrap standard error "
+                  << c.ece_difference_se << ")\n";
+        jem["compare"] = comparison_json(c, f.compare);
+      }
     }
     if (f.conditional) asked = conditional_classes(n, K);
     std::cerr << "ebm_eval: sampling " << n << " chains x " << p.steps << " steps from uniform noise (step size "
