@@ -127,8 +127,15 @@ then ok "ebm_eval --compare: the ECE difference and its paired standard error (0
 else bad "ebm_eval --compare" "$(cat "$tmp/cmp.err" "$tmp/cmp.json" | tail -5)"; fi
 expect_fail "--compare with an energy net" "not scored on the same terms" "$build/ebm_eval" --checkpoint "$tmp/jem/last" \
   "${quick[@]}" --compare "$tmp/cd/last"
-expect_fail "--compare of an energy net" "one output per class" "$build/ebm_eval" --checkpoint "$tmp/cd/last" \
+expect_fail "--compare of an energy net" "comparing calibration needs" "$build/ebm_eval" --checkpoint "$tmp/cd/last" \
   "${quick[@]}" --compare "$tmp/jem/last"
+expect_fail "--compare of nothing" "--compare expects a folder" "$build/ebm_eval" --checkpoint "$tmp/jem/last" \
+  "${quick[@]}" --compare ""
+mkdir -p "$tmp/fashion" && cp "$tmp/rings/last/model.safetensors" "$tmp/fashion/" &&
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["data"]["dataset"]="fashion-mnist"; json.dump(c,open(sys.argv[2],"w"))' \
+    "$tmp/rings/last/config.json" "$tmp/fashion/config.json"
+expect_fail "--compare with a model of another data set" "trained on fashion-mnist" "$build/ebm_eval" \
+  --checkpoint "$tmp/jem/last" "${quick[@]}" --compare "$tmp/fashion"
 expect_fail "--class-conditional of an energy net" "one output per class" "$build/ebm_eval" --checkpoint "$tmp/cd/last" \
   "${quick[@]}" --class-conditional
 expect_fail "--ood that is not there" "t10k-images" "$build/ebm_eval" --checkpoint "$tmp/jem/last" "${quick[@]}" --ood "$tmp/nowhere"

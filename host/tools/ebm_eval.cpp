@@ -100,6 +100,8 @@ Flags parse(int argc, char** argv, bool& help) {
   f.data = a.str("--data", "");
   f.ood = a.str("--ood", "");
   f.compare = a.str("--compare", "");
+  for (const char* flag : {"--ood", "--compare"})
+    if (a.has(flag) && a.str(flag, "").empty()) user_fail("option ", flag, " expects a folder, got an empty one");
   f.conditional = a.has("--class-conditional");
   f.grid = a.str("--grid", "");
   f.npy = a.str("--npy", "");
@@ -131,9 +133,11 @@ int run(const Flags& f) {
   std::optional<Model> model, other;  // other: --compare
   if (!f.checkpoint.empty()) {
     model = load_model(f.checkpoint);
-    if (model->net.outputs == 1 && (f.conditional || !f.ood.empty() || !f.compare.empty()))
-      user_fail(f.conditional ? "--class-conditional" : !f.ood.empty() ? "--ood" : "--compare", ": ", f.checkpoint,
-                " is an energy net with one output; ",
+    if (model->net.outputs == 1 && !f.compare.empty())
+      user_fail("--compare: ", f.checkpoint, " is an energy net with one output; comparing calibration needs models ",
+                "with one output per class (train.objective \"jem\")");
+    if (model->net.outputs == 1 && (f.conditional || !f.ood.empty()))
+      user_fail(f.conditional ? "--class-conditional" : "--ood", ": ", f.checkpoint, " is an energy net with one output; ",
                 "class-conditional samples and the classifier's out-of-distribution scores need a model with one output ",
                 "per class (train.objective \"jem\")");
     data = model->config.data;
@@ -143,6 +147,9 @@ int run(const Flags& f) {
         user_fail("--compare: ", f.compare, " has model.outputs ", other->net.outputs, " and ", other->net.in_c, "x",
                   other->net.in_h, "x", other->net.in_w, " images, ", f.checkpoint, " ", model->net.outputs, " and ",
                   model->net.in_c, "x", model->net.in_h, "x", model->net.in_w, ": they are not scored on the same terms");
+      if (other->config.data.dataset != model->config.data.dataset)
+        user_fail("--compare: ", f.compare, " was trained on ", other->config.data.dataset, ", ", f.checkpoint, " on ",
+                  model->config.data.dataset, ": their classes are not the same");
     }
   }
   if (!f.data.empty()) data.dir = f.data;
@@ -174,7 +181,12 @@ int run(const Flags& f) {
       if (other) {
         auto b = make_backend(f.backend, tool_engine_options(*other));
         b->set_params(other->params);
-        const CalibrationComparison c = compare_calibration(*backend, *b, test.test, test.test_labels);
+        CalibrationComparison c;
+        try {  // the first model's measures passed just above: what fails here is the second's (NaN outputs)
+          c = compare_calibration(*backend, *b, test.test, test.test_labels);
+        } catch (const UserError& e) {
+          user_fail("--compare ", f.compare, ": ", e.what());
+        }
         std::cerr << "ebm_eval: against " << f.compare << ": accuracy " << c.accuracy << ", ECE " << c.ece
                   << "; ECE difference " << c.ece_difference << " (paired bootstrap standard error "
                   << c.ece_difference_se << ")\n";
