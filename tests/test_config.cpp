@@ -98,6 +98,9 @@ TEST(ConfigDefaults, MatchDesignSection5) {
   EXPECT_EQ(c.train.divergence.action, "stop");
   EXPECT_EQ(c.train.divergence.lr_factor, 0.5);
   EXPECT_EQ(c.train.divergence.max_rollbacks, 3);
+  EXPECT_EQ(c.train.divergence.drift_factor, 0.0);  // the slow-drift guard: off
+  EXPECT_EQ(c.train.divergence.drift_window, 10);
+  EXPECT_EQ(c.train.divergence.drift_lookback, 4);
   EXPECT_EQ(c.train.ema_decay, 0.0);  // the training recipe: off
   EXPECT_FALSE(c.model.spectral_norm);
   EXPECT_FALSE(c.cuda.tf32);
@@ -121,7 +124,8 @@ TEST(ConfigDefaults, SchemaListsEveryKeyWithItsType) {
       "model.kernel_size", "model.outputs", "model.spectral_norm", "model.stride", "output_dir", "sampler.grad_clip",
       "sampler.noise",
       "sampler.step_size", "sampler.steps", "seed", "train.alpha", "train.beta1", "train.beta2",
-      "train.cd_weight", "train.ce_weight", "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action", "train.divergence.lr_factor",
+      "train.cd_weight", "train.ce_weight", "train.checkpoint_every", "train.comm_timeout_s", "train.divergence.action",
+      "train.divergence.drift_factor", "train.divergence.drift_lookback", "train.divergence.drift_window", "train.divergence.lr_factor",
       "train.divergence.max_abs_f", "train.divergence.max_rollbacks", "train.ema_decay", "train.epochs", "train.eps",
       "train.eval.every", "train.eval.n", "train.eval.ood", "train.keep_checkpoints", "train.log_every", "train.lr", "train.lr_gamma",
       "train.lr_min_factor", "train.lr_schedule", "train.lr_step_epochs", "train.lr_warmup_steps", "train.max_steps",
@@ -221,7 +225,7 @@ TEST(ConfigKeys, UnknownKeysAreRejectedWithTheKnownOnes) {
                   R"(configs/x.json: unknown key "train.lrr" (known keys in "train": alpha, beta1, beta2, )");
   EXPECT_CONTAINS(
       user_error([] { config_from_json(json::parse(R"({"train": {"divergence": {"act": "stop"}}})"), "x.json"); }),
-      R"(unknown key "train.divergence.act" (known keys in "train.divergence": action, lr_factor, )");
+      R"(unknown key "train.divergence.act" (known keys in "train.divergence": action, drift_factor, drift_lookback, )");
   EXPECT_CONTAINS(user_error([] { config_from_json(json::parse(R"({"model": {"depth": 3}})"), "x.json"); }),
                   R"(unknown key "model.depth")");
 }
@@ -288,6 +292,13 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
       {"train.divergence.lr_factor=0", R"("train.divergence.lr_factor" must be > 0, got 0)"},
       {"train.divergence.lr_factor=1.5", R"("train.divergence.lr_factor" must be <= 1, got 1.5)"},
       {"train.divergence.max_rollbacks=-1", R"("train.divergence.max_rollbacks" must be >= 0, got -1)"},
+      {"train.divergence.drift_factor=-1", R"("train.divergence.drift_factor" must be >= 0, got -1)"},
+      {"train.divergence.drift_factor=1",
+       R"("train.divergence.drift_factor" must be 0 (off) or > 1 (a ratio to the regulariser's running level), got 1)"},
+      {"train.divergence.drift_factor=0.5",
+       R"("train.divergence.drift_factor" must be 0 (off) or > 1 (a ratio to the regulariser's running level), got 0.5)"},
+      {"train.divergence.drift_window=2", R"("train.divergence.drift_window" must be >= 3, got 2)"},
+      {"train.divergence.drift_lookback=0", R"("train.divergence.drift_lookback" must be >= 1, got 0)"},
       {"train.ema_decay=-0.1", R"("train.ema_decay" must be >= 0, got -0.1)"},
       {"train.ema_decay=1", R"("train.ema_decay" must be < 1, got 1)"},
       {"train.ema_decay=1.5", R"("train.ema_decay" must be < 1, got 1.5)"},
@@ -316,6 +327,16 @@ TEST(ConfigRanges, APerClassBufferNeedsAFirstImageForEachClass) {
   EXPECT_TRUE(config_from_json(j, "r.json").buffer.per_class);
 }
 
+TEST(ConfigRanges, TheDriftGuardNeedsTheRegulariserItWatches) {
+  json j = config_defaults_json();
+  for (const char* set : {"train.divergence.drift_factor=2.5", "train.alpha=0"}) apply_override(j, set);
+  EXPECT_CONTAINS(user_error([&] { config_from_json(j, "r.json"); }),
+                  R"(r.json: "train.divergence.drift_factor" watches the regulariser, which train.alpha = 0 switches off; )"
+                  R"(set train.alpha > 0 or train.divergence.drift_factor to 0)");
+  apply_override(j, "train.divergence.drift_factor=0");
+  EXPECT_EQ(user_error([&] { config_from_json(j, "r.json"); }), "(no error)") << "off: alpha 0 is fine";
+}
+
 TEST(ConfigRanges, BoundaryValuesAreAccepted) {
   json j = config_defaults_json();
   for (const char* set : {"data.pad_to=28", "data.batch_size=65536", "model.channels=[1,2,3,4,5,6,7,4096]",
@@ -323,7 +344,9 @@ TEST(ConfigRanges, BoundaryValuesAreAccepted) {
                           "buffer.initial=1", "buffer.capacity=1", "buffer.reinit_prob=1", "train.beta1=0",
                           "train.divergence.lr_factor=1", "train.divergence.action=rollback", "generate.n=4096",
                           "backend=cuda", "data.dataset=fashion-mnist", "seed=18446744073709551615",
-                          "train.ema_decay=0", "train.ema_decay=0.9999", "model.spectral_norm=true"}) {
+                          "train.ema_decay=0", "train.ema_decay=0.9999", "model.spectral_norm=true",
+                          "train.divergence.drift_factor=1.0001", "train.divergence.drift_window=3",
+                          "train.divergence.drift_lookback=1"}) {
     SCOPED_TRACE(set);
     apply_override(j, set);
     EXPECT_EQ(user_error([&] { config_from_json(j, "r.json"); }), "(no error)");

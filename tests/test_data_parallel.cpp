@@ -320,6 +320,7 @@ TEST(DataParallel, TrainStatePacksAndUnpacks) {
   s.rollbacks = 1;
   s.rank_buffers = {random_images(1, 2), random_images(3, 3)};
   s.rank_rngs = {{1, 2}, {3, 4}};
+  s.epoch_reg = {0.25};  // the drift guard's history travels with the state
   const TrainState t = unpack_train_state(pack_train_state(s));
   EXPECT_EQ(t.params, s.params);
   EXPECT_EQ(t.adam.v, s.adam.v);
@@ -331,6 +332,7 @@ TEST(DataParallel, TrainStatePacksAndUnpacks) {
   EXPECT_EQ(t.rng_backend, "cpu");
   EXPECT_EQ(t.step, 9);
   EXPECT_EQ(t.epoch_sums, s.epoch_sums);
+  EXPECT_EQ(t.epoch_reg, s.epoch_reg);
   EXPECT_EQ(t.world_size(), 2);
   EXPECT_EQ(t.rank_buffers[1].data, s.rank_buffers[1].data);
   EXPECT_EQ(t.rank_rngs[1], s.rank_rngs[1]);

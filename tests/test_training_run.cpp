@@ -20,6 +20,7 @@
 #include "host/io/png_image.hpp"
 #include "host/io/safetensors.hpp"
 #include "host/io/tensorboard.hpp"
+#include "host/train/divergence_guard.hpp"  // drift_ratio
 #include "host/train/training_run.hpp"
 #include "tests/sanitizers.hpp"  // kSanitized
 #include "tests/test_support.hpp"
@@ -977,4 +978,96 @@ TEST_F(TrainingRunTest, ACheckpointOlderThanModelOutputsResumes) {
   const Captured r = run_captured(c, (root_ / "run/last").string());
   EXPECT_EQ(r.code, kRunOk) << r.out << r.err;
   EXPECT_EQ(load_train_state((root_ / "run/last").string(), net_spec_for(c)).step, 3);
+}
+
+// --- the slow drift (train.divergence.drift_factor; host/train/divergence_guard.hpp) ---
+
+// The epoch records' regulariser means in metrics.jsonl, epoch 1 first (one record per epoch after rollbacks).
+std::vector<double> epoch_regs(const fs::path& metrics) {
+  std::vector<double> regs;
+  std::istringstream log(slurp(metrics));
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] == "epoch") regs.push_back(j["reg"].get<double>());
+  }
+  return regs;
+}
+
+TEST_F(TrainingRunTest, ASlowDriftRollsBackLookbackEpochEndsAndTrainsOn) {
+  // lr 0.01 on the tiny net: the regulariser's epoch means swing (0.044, 0.029, 0.094, then 0.256 at epoch 4,
+  // 5.79x the median of epochs 1-3), far below any |f| bound. drift_factor 3.3 calls epoch 4 a drift; the run
+  // goes back drift_lookback = 2 epoch ends, to the end of epoch 2 (step 6: 3 steps per epoch), at half the
+  // rate: epoch 4 again is 3.69x; at a quarter 2.99x, and the run trains on to the end.
+  Config c = guarded("run", 0.01, 1e30, "rollback");
+  c.train.epochs = 6;
+  c.train.keep_checkpoints = 0;
+  c.train.divergence.drift_factor = 3.3;
+  c.train.divergence.drift_window = 3;
+  c.train.divergence.drift_lookback = 2;
+  c.train.divergence.max_rollbacks = 10;
+  const Captured r = run_captured(c);
+  EXPECT_EQ(r.code, kRunOk) << r.out << r.err;
+  EXPECT_NE(r.err.find("ebm_train: drifted at step 12 (the end of epoch 4): the regulariser's epoch mean"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("rolled back to step 6 (rollback 1/10), lr 0.005, seed 1000045"), std::string::npos) << r.out;
+  const std::string log = slurp(root_ / "run/metrics.jsonl");
+  EXPECT_NE(log.find(R"({"event":"rollback","lr":0.005,"rollbacks":1,"seed":1000045,"step":6})"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find(R"({"event":"rollback","lr":0.0025,"rollbacks":2,"seed":3000051,"step":6})"), std::string::npos)
+      << log;
+  EXPECT_EQ(test::count(log, "\"event\":\"rollback\""), 2u) << log;
+  // Every drift the log tells of is one by drift_ratio over the epochs kept before it, and every epoch kept
+  // passed: the guard and its own measure agree on the run's record. The last checkpoint carries the history.
+  const std::vector<double> regs = epoch_regs(root_ / "run/metrics.jsonl");
+  ASSERT_EQ(regs.size(), 6u);
+  for (size_t e = 1; e < regs.size(); ++e)
+    EXPECT_LE(drift_ratio({regs.begin(), regs.begin() + std::ptrdiff_t(e)}, regs[e], 3), 3.3) << "epoch " << e + 1;
+  const TrainState s = load_train_state((root_ / "run/last").string(), net_spec_for(c));
+  EXPECT_EQ(s.epoch_reg, regs);
+  EXPECT_EQ(s.rollbacks, 2);
+  EXPECT_DOUBLE_EQ(s.lr, 0.0025);
+}
+
+TEST_F(TrainingRunTest, ADriftUnderActionStopNamesTheCheckpointFromBeforeIt) {
+  Config c = guarded("run", 0.01, 1e30, "stop");
+  c.train.epochs = 6;
+  c.train.divergence.drift_factor = 2;
+  c.train.divergence.drift_window = 3;
+  c.train.divergence.drift_lookback = 2;
+  const Captured r = run_captured(c);
+  EXPECT_EQ(r.code, kRunDiverged);
+  EXPECT_NE(r.err.find("drifted at step 12 (the end of epoch 4)"), std::string::npos) << r.err;
+  const std::string before = (root_ / "run/epoch_2").string();
+  EXPECT_NE(r.err.find("the newest checkpoint from before the drift is " + before + " (step 6): resume it with a lower "
+                       "learning rate, e.g. --resume " + before + " --set train.lr=0.005"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(fs::exists(root_ / "run/epoch_3")) << "epoch 3 passed the guard: its checkpoint stays";
+  EXPECT_FALSE(fs::exists(root_ / "run/epoch_4"));
+}
+
+TEST_F(TrainingRunTest, ResumeIsBitExactWithTheDriftGuardsHistory) {
+  auto drift = [&](const std::string& out) {
+    Config c = config(out);
+    c.train.epochs = 4;
+    c.train.divergence.drift_factor = 1000;  // on, never tripped: the history is what is checked
+    c.train.divergence.drift_window = 3;
+    return c;
+  };
+  ASSERT_EQ(run(drift("straight")), 0);
+  Config part = drift("parts");
+  part.train.max_steps = 7;  // into epoch 3
+  ASSERT_EQ(run(part), 0);
+  EXPECT_EQ(load_train_state((root_ / "parts/last").string(), net_spec_for(part)).epoch_reg.size(), 2u);
+  part.train.max_steps = 0;
+  ASSERT_EQ(run(part, (root_ / "parts/last").string()), 0);
+  EXPECT_EQ(slurp(root_ / "straight/last/train_state.safetensors"), slurp(root_ / "parts/last/train_state.safetensors"));
+  const TrainState s = load_train_state((root_ / "straight/last").string(), net_spec_for(part));
+  EXPECT_EQ(s.epoch_reg, epoch_regs(root_ / "straight/metrics.jsonl"));
+  EXPECT_EQ(s.epoch_reg.size(), 4u);
+  // Off, the state holds no history (checkpoints as before the guard had one).
+  Config off = config("off");
+  off.train.max_steps = 4;
+  ASSERT_EQ(run(off), 0);
+  EXPECT_FALSE(SafeTensors::load((root_ / "off/last/train_state.safetensors").string()).has("divergence.epoch_reg"));
 }

@@ -152,6 +152,7 @@ void save_checkpoint(const std::string& dir, const NetSpec& net, const TrainStat
   st.put_f64("epoch_sums", {jem_sums ? 8 : 6}, s.epoch_sums.data());
   st.put_f64("lr", {1}, &s.lr);
   st.put_u64("seed", {1}, &s.seed);
+  if (!s.epoch_reg.empty()) st.put_f64("divergence.epoch_reg", {int64_t(s.epoch_reg.size())}, s.epoch_reg.data());
   if (s.data_images >= 0) {
     st.put_i64("data.images", {1}, &s.data_images);
     st.put_u64("data.fingerprint", {1}, &s.data_fingerprint);
@@ -322,6 +323,7 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   const auto seed = st.get_u64("seed");
   expect_len("seed", seed.size(), 1);
   s.seed = seed[0];
+  if (st.has("divergence.epoch_reg")) s.epoch_reg = st.get_f64("divergence.epoch_reg");
   if (st.has("data.images")) {
     const auto images = st.get_i64("data.images");
     const auto fingerprint = st.get_u64("data.fingerprint");
@@ -336,6 +338,11 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
     user_fail(file, ": negative counters (step ", s.step, ", epoch ", s.epoch, ", batch ", s.batch, ", rollbacks ",
               s.rollbacks, ", adam.t ", s.adam.t, ")");
   if (!std::isfinite(s.lr) || s.lr <= 0) user_fail(file, ": 'lr' is ", s.lr, ", expected a finite learning rate > 0");
+  if (s.epoch_reg.size() > size_t(s.epoch))
+    user_fail(file, ": 'divergence.epoch_reg' holds ", s.epoch_reg.size(), " epochs' regulariser, but the state is after ",
+              s.epoch, " epochs");
+  for (const double r : s.epoch_reg)
+    if (!std::isfinite(r) || r < 0) user_fail(file, ": 'divergence.epoch_reg' holds ", r, ", expected finite values >= 0");
   return s;
 }
 
@@ -454,6 +461,7 @@ std::string pack_train_state(const TrainState& s) {
   p.vec(s.ema);
   p.vec(s.sn_u);
   p.vec(s.sampling);
+  p.vec(s.epoch_reg);
   return std::move(p.out);
 }
 
@@ -493,6 +501,7 @@ TrainState unpack_train_state(const std::string& bytes) {
   s.ema = u.vec<float>();
   s.sn_u = u.vec<float>();
   s.sampling = u.vec<float>();
+  s.epoch_reg = u.vec<double>();
   EBM_CHECK(u.done(), "packed train state: trailing bytes");
   return s;
 }

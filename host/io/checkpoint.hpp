@@ -55,6 +55,9 @@ struct TrainState {
   // u's (flat, Backend::sn_state()'s layout), and the sampling weights model.safetensors holds instead of
   // `params` (empty: `params`; never read back on resume — the backend recomputes them).
   std::vector<float> ema, sn_u, sampling;
+  // The divergence guard's drift history (train.divergence.drift_factor > 0; empty where off, and in
+  // checkpoints written before it): each finished epoch's mean regulariser, epoch 1 first.
+  std::vector<double> epoch_reg;
   int world_size() const { return rank_buffers.empty() ? 1 : int(rank_buffers.size()); }
 };
 

@@ -210,7 +210,10 @@ json config_to_json(const Config& c) {
                  {"divergence", {{"max_abs_f", t.divergence.max_abs_f},
                                  {"action", t.divergence.action},
                                  {"lr_factor", t.divergence.lr_factor},
-                                 {"max_rollbacks", t.divergence.max_rollbacks}}},
+                                 {"max_rollbacks", t.divergence.max_rollbacks},
+                                 {"drift_factor", t.divergence.drift_factor},
+                                 {"drift_window", t.divergence.drift_window},
+                                 {"drift_lookback", t.divergence.drift_lookback}}},
                  {"eval", {{"every", t.eval.every}, {"n", t.eval.n}, {"ood", t.eval.ood}}}}},
       {"generate", {{"n", g.n}, {"steps", g.steps}, {"step_size", g.step_size}, {"noise", g.noise}}},
       {"cuda", {{"tf32", c.cuda.tf32}, {"device", c.cuda.device}, {"graphs", c.cuda.graphs},
@@ -300,6 +303,15 @@ Config config_from_json(const json& user, const std::string& source) {
   t.divergence.action = r.one_of("train.divergence.action", {"stop", "rollback"});
   t.divergence.lr_factor = r.real("train.divergence.lr_factor", {.lo = 0, .hi = 1, .lo_open = true});
   t.divergence.max_rollbacks = r.int32("train.divergence.max_rollbacks", 0);
+  t.divergence.drift_factor = r.real("train.divergence.drift_factor", {.lo = 0});
+  if (t.divergence.drift_factor > 0 && t.divergence.drift_factor <= 1)
+    r.fail("train.divergence.drift_factor", "must be 0 (off) or > 1 (a ratio to the regulariser's running level), got ",
+           shown_json(r.at("train.divergence.drift_factor")));
+  t.divergence.drift_window = r.int32("train.divergence.drift_window", 3);
+  t.divergence.drift_lookback = r.int32("train.divergence.drift_lookback", 1);
+  if (t.divergence.drift_factor > 0 && t.alpha == 0)
+    r.fail("train.divergence.drift_factor", "watches the regulariser, which train.alpha = 0 switches off; set train.alpha > 0 "
+           "or train.divergence.drift_factor to 0");
   t.eval.every = r.int32("train.eval.every", 0);
   t.eval.n = r.int32("train.eval.n", 2, kMaxGenerateN);
   t.eval.ood = r.at("train.eval.ood").get<std::string>();

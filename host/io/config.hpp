@@ -53,6 +53,12 @@ struct DivergenceConfig {
   std::string action = "stop";     // stop | rollback
   double lr_factor = 0.5;          // rollback: lr *= lr_factor
   int max_rollbacks = 3;
+  // The slow drift (host/train/divergence_guard.hpp drift_ratio): an epoch whose mean regulariser exceeds
+  // drift_factor × the median of the previous drift_window epochs' means (at least 3 of them) counts as
+  // divergence, and a rollback goes drift_lookback epoch ends back. 0 = off; else > 1.
+  double drift_factor = 0;
+  int drift_window = 10;
+  int drift_lookback = 4;
   bool operator==(const DivergenceConfig&) const = default;
 };
 

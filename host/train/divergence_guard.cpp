@@ -1,5 +1,6 @@
 #include "host/train/divergence_guard.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/loss.hpp"
@@ -25,14 +26,54 @@ void DivergenceGuard::found(int64_t step, const std::string& where, double max_a
                                    : std::string("the energy is NaN/inf"));
 }
 
+double drift_level(const std::vector<double>& history, int window) {
+  const size_t n = std::min(history.size(), size_t(std::max(window, 0)));
+  if (n < 3) return 0;
+  std::vector<double> last(history.end() - std::ptrdiff_t(n), history.end());
+  std::sort(last.begin(), last.end());
+  return n % 2 ? last[n / 2] : 0.5 * (last[n / 2 - 1] + last[n / 2]);
+}
+
+double drift_ratio(const std::vector<double>& history, double reg, int window) {
+  const double level = drift_level(history, window);
+  return level > 0 ? reg / level : 0;
+}
+
+bool DivergenceGuard::check_drift(int64_t step, int64_t epoch, double reg, const std::vector<double>& history) {
+  if (!drift_on()) return true;
+  const double ratio = drift_ratio(history, reg, c_.drift_window);
+  if (!(ratio > c_.drift_factor)) return true;
+  const int64_t n = int64_t(std::min(history.size(), size_t(c_.drift_window)));
+  step_ = step;
+  drifted_ = true;
+  why_ = "drifted at step " + std::to_string(step) + " (the end of epoch " + std::to_string(epoch) +
+         "): the regulariser's epoch mean " + fmt("%.4g", reg) + " is " + fmt("%.3g", ratio) +
+         "x its median over epochs " + std::to_string(epoch - n) + "-" + std::to_string(epoch - 1) + ", " +
+         fmt("%.4g", drift_level(history, c_.drift_window)) + " (train.divergence.drift_factor = " +
+         fmt("%.4g", c_.drift_factor) + "): the real and sampled energies are parting";
+  return false;
+}
+
+void DivergenceGuard::passed(TrainState s) {
+  if (drift_on() && s.batch == 0 && s.epoch > 0 && c_.drift_lookback > 0 &&
+      (epoch_ends_.empty() || epoch_ends_.back().epoch < s.epoch)) {
+    epoch_ends_.push_back(s);
+    if (epoch_ends_.size() > size_t(c_.drift_lookback)) epoch_ends_.erase(epoch_ends_.begin());
+  }
+  good_ = std::move(s);
+}
+
 std::optional<TrainState> DivergenceGuard::roll_back(int64_t rollbacks, bool may_roll_back) {
   if (!may_roll_back || c_.action != "rollback" || rollbacks >= c_.max_rollbacks || !good_) return std::nullopt;
   const int64_t n = rollbacks + 1;
-  TrainState back = *good_;
+  TrainState back = drifted_ && !epoch_ends_.empty() ? epoch_ends_.front() : *good_;
   back.rollbacks = n;
   back.lr = good_->lr * c_.lr_factor;
   back.seed = good_->seed + 1000003ull * uint64_t(n);
+  // what came after the state gone back to was abandoned
+  std::erase_if(epoch_ends_, [&](const TrainState& s) { return s.step > back.step; });
   good_ = back;
+  drifted_ = false;
   return back;
 }
 
@@ -40,13 +81,14 @@ std::string DivergenceGuard::fallback(const FallbackFacts& f) const {
   const std::string lr = "train.lr (now " + fmt("%.3g", f.lr) + ")";
   const std::string hint = c_.action == "stop" ? "; try a lower " + lr + " or train.divergence.action=rollback"
                                                : "; try a lower " + lr + " or another seed";
+  const std::string good = f.before_drift ? "the newest checkpoint from before the drift is " : "the last good checkpoint is ";
   if (f.saved_step >= 0 && f.python_api)
-    return "the last good checkpoint is " + f.last + " (step " + std::to_string(f.saved_step) +
+    return good + f.last + " (step " + std::to_string(f.saved_step) +
            "): resume it with a lower learning rate, e.g. Trainer(config, resume=\"" + f.last +
            "\", overrides={\"train.lr\": " + fmt("%.3g", f.lr * 0.5) + "})" +
            (c_.action == "stop" ? " (or add \"train.divergence.action\": \"rollback\" to the overrides)" : "");
   if (f.saved_step >= 0)
-    return "the last good checkpoint is " + f.last + " (step " + std::to_string(f.saved_step) +
+    return good + f.last + " (step " + std::to_string(f.saved_step) +
            "): resume it with a lower learning rate, e.g. --resume " + f.last + " --set train.lr=" + fmt("%.3g", f.lr * 0.5) +
            (c_.action == "stop" ? " (or set train.divergence.action=rollback)" : "");
   if (f.resumed)

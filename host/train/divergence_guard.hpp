@@ -8,10 +8,19 @@
 // run, which no step follows — the probe (probe_max_abs_f), which makes the next step's forward pass without
 // the update. Rollbacks go to the newest good state; checkpoints are written only of good states
 // (host/train/checkpoint_keeper.hpp).
+//
+// The slow drift (train.divergence.drift_factor > 0): a run can fail with every |f| far below max_abs_f. In
+// JEM with a heavy cross-entropy weight, the real and sampled energies part over some ten epochs (cdiv goes
+// strongly negative), the regulariser grows 50× and the samples collapse (README, JEM). The guard then
+// watches each epoch's mean regulariser against its own running level (drift_ratio) and counts an epoch
+// above drift_factor × that level as divergence. By then the last few states are already drifting, so a
+// rollback for a drift goes drift_lookback epoch ends back (states the guard keeps in memory: after a
+// resume, no further back than the resumed state).
 #pragma once
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/backend.hpp"
 #include "host/io/checkpoint.hpp"
@@ -27,7 +36,14 @@ struct FallbackFacts {
   std::optional<std::string> resumed;   // the checkpoint this run resumed from
   int64_t start_step = 0;               // the step the run started from
   bool python_api = false;              // say it as Trainer(...)'s arguments, not ebm_train's flags
+  bool before_drift = false;            // `last` is the newest checkpoint from before a drift, not the newest
 };
+
+// The regulariser's running level: the median of the last `window` values of `history` (the previous epochs'
+// means, oldest first); 0 when fewer than 3 are there (the first epochs fall from the random start's level).
+double drift_level(const std::vector<double>& history, int window);
+// The drift measure: `reg` (an epoch's mean regulariser) over drift_level; 0 where the level is not > 0.
+double drift_ratio(const std::vector<double>& history, double reg, int window);
 
 class DivergenceGuard {
  public:
@@ -40,19 +56,29 @@ class DivergenceGuard {
   // Records a divergence at `step` (the weights of that step, or its forward pass), found by `where` ("" for the
   // step's own metrics), with max |f| (NaN: some f was NaN/inf).
   void found(int64_t step, const std::string& where, double max_abs_f);
+  // The end of epoch `epoch` (1-based) at `step`, whose steps' mean regulariser is `reg`, with `history` the
+  // previous epochs' (TrainState::epoch_reg): false, and why(), when drift_factor is on and drift_ratio
+  // exceeds it. The rollback after it goes drift_lookback epoch ends back.
+  bool check_drift(int64_t step, int64_t epoch, double reg, const std::vector<double>& history);
+  bool drift_on() const { return c_.drift_factor > 0; }
   const std::string& why() const { return why_; }
   int64_t step() const { return step_; }
-  void forget() { why_.clear(); }  // a divergence that ended nothing (a refused save)
+  void forget() { why_.clear(), drifted_ = false; }  // a divergence that ended nothing (a refused save)
 
-  // `s` passed a forward pass: the newest good state, where a rollback goes.
-  void passed(TrainState s) { good_ = std::move(s); }
+  // `s` passed a forward pass: the newest good state, where a rollback goes. With drift_factor on, the
+  // newest drift_lookback epoch-end states (batch 0 of an epoch > 0) are kept too.
+  void passed(TrainState s);
   const std::optional<TrainState>& good() const { return good_; }
 
-  // After a divergence, with `rollbacks` taken so far: the state to go on from (the newest good one, with
-  // rollbacks + 1, lr × lr_factor and seed + 1000003·(rollbacks + 1)), which becomes the good state; nullopt when
+  // After a divergence, with `rollbacks` taken so far: the state to go on from (the newest good one — after a
+  // drift, the oldest epoch-end state kept — with rollbacks + 1, and the newest good state's lr × lr_factor and
+  // seed + 1000003·(rollbacks + 1)), which becomes the good state; nullopt when
   // the run stops instead (action stop, max_rollbacks reached, no good state, or `may_roll_back` false: a stop
   // asked for is never rolled back).
   std::optional<TrainState> roll_back(int64_t rollbacks, bool may_roll_back);
+  // After a drift: the state a rollback goes to (the oldest epoch-end state kept; its epoch and step name the
+  // epoch_<N>/ checkpoint to fall back on); nullopt otherwise.
+  const TrainState* drift_target() const { return drifted_ && !epoch_ends_.empty() ? &epoch_ends_.front() : nullptr; }
   // Whether a run that stops now stops because it used up its rollbacks ("gave up after N rollbacks").
   bool gave_up(bool may_roll_back) const { return may_roll_back && c_.action == "rollback" && good_.has_value(); }
   // What the user can fall back on, said plainly (one line).
@@ -62,7 +88,9 @@ class DivergenceGuard {
   DivergenceConfig c_;
   std::string why_;
   int64_t step_ = 0;
+  bool drifted_ = false;               // why_ is a drift
   std::optional<TrainState> good_;
+  std::vector<TrainState> epoch_ends_;  // drift: the newest drift_lookback good epoch-end states, oldest first
 };
 
 // The probe: the next training step's forward pass on the weights `backend` holds now, without the update —

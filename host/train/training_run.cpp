@@ -285,6 +285,7 @@ class TrainingRun {
     s.rng_backend = kind_;
     s.data_images = data_images_;
     s.data_fingerprint = data_fingerprint_;
+    if (!guard_.drift_on()) s.epoch_reg.clear();  // a resumed history that nothing adds to is not kept
     return s;
   }
 
@@ -416,8 +417,14 @@ class TrainingRun {
     }
     if (guard_.gave_up(may_roll_back))
       err() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
-    fallback_ = guard_.fallback({state_.lr, keeper_.saved_step(), (folder_ / "last").string(), options_.resume,
-                                 start_step_, options_.python_api});
+    FallbackFacts facts{state_.lr, keeper_.saved_step(), (folder_ / "last").string(), options_.resume, start_step_,
+                        options_.python_api};
+    if (const TrainState* t = guard_.drift_target()) {  // last/ is drifting: name the epoch checkpoint before it
+      const std::filesystem::path before = folder_.path() / ("epoch_" + std::to_string(t->epoch));
+      if (std::filesystem::exists(before / "train_state.safetensors"))
+        facts.last = before.string(), facts.saved_step = t->step, facts.before_drift = true;
+    }
+    fallback_ = guard_.fallback(facts);
     err() << fallback_ << std::endl;
     reports_.curves();
     return kRunDiverged;
@@ -556,6 +563,11 @@ class TrainingRun {
     if (!guard_.within(v.max_abs_f)) {
       guard_.found(state_.step, "validation at the end of epoch " + std::to_string(e.epoch), v.max_abs_f);
       return false;
+    }
+    if (guard_.drift_on() && e.sums[kSumSteps] > 0) {  // the slow drift: this epoch's mean regulariser
+      const double reg = e.sums[kSumReg] / e.sums[kSumSteps];
+      if (!guard_.check_drift(state_.step, e.epoch, reg, state_.epoch_reg)) return false;
+      state_.epoch_reg.push_back(reg);  // the history goes into this epoch's checkpoint
     }
     last_epoch_sums_ = state_.epoch_sums;
     state_.epoch += 1;
