@@ -1065,6 +1065,16 @@ TEST_F(TrainingRunTest, ResumeIsBitExactWithTheDriftGuardsHistory) {
   const TrainState s = load_train_state((root_ / "straight/last").string(), net_spec_for(part));
   EXPECT_EQ(s.epoch_reg, epoch_regs(root_ / "straight/metrics.jsonl"));
   EXPECT_EQ(s.epoch_reg.size(), 4u);
+  // The epoch records show the ratio once there is a level (3 epochs): epoch 4's, and none before.
+  std::istringstream log(slurp(root_ / "straight/metrics.jsonl"));
+  std::vector<int> with_ratio;
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] != "epoch" || !j.contains("drift_ratio")) continue;
+    with_ratio.push_back(j["epoch"].get<int>());
+    EXPECT_DOUBLE_EQ(j["drift_ratio"].get<double>(), drift_ratio({s.epoch_reg.begin(), s.epoch_reg.begin() + 3}, s.epoch_reg[3], 3));
+  }
+  EXPECT_EQ(with_ratio, std::vector<int>{4});
   // Off, the state holds no history (checkpoints as before the guard had one).
   Config off = config("off");
   off.train.max_steps = 4;

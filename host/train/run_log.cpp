@@ -149,6 +149,10 @@ void RunLog::epoch_summary(const EpochSummary& e) {
     rec["val_fake"] = v->fake;
     rec["val_max_abs_f"] = std::isfinite(v->max_abs_f) ? json(v->max_abs_f) : json(nullptr);
   }
+  if (e.drift_ratio) {
+    out() << " - drift: " << fmt("%.2f", *e.drift_ratio) << "x";
+    rec["drift_ratio"] = *e.drift_ratio;
+  }
   if (e.quality) out() << " - IS: " << fmt("%.3f", e.quality->is) << " - FID: " << fmt("%.2f", e.quality->fid);
   if (e.jem) {
     out() << " - test_acc: " << fmt("%.4f", e.jem->accuracy) << " - ECE: " << fmt("%.4f", e.jem->ece);

@@ -82,6 +82,7 @@ struct EpochSummary {
   std::optional<ValidationMetrics> validation;  // train.validate
   std::optional<QualityReport> quality;         // train.eval, when due and scored
   std::optional<JemReport> jem;                 // train.eval of a train.objective "jem" run: the classifier's measures
+  std::optional<double> drift_ratio;            // train.divergence.drift_factor on, with a level: drift_ratio
 };
 
 class RunLog {

@@ -558,14 +558,17 @@ class TrainingRun {
       e.quality = reports_.evaluate(*backend_, state_.step);
       e.jem = reports_.evaluate_classifier(*backend_, data_);
     }
+    const double reg = e.sums[kSumSteps] > 0 ? e.sums[kSumReg] / e.sums[kSumSteps] : 0.0;  // the epoch's mean
+    const auto& d = config_.train.divergence;
+    if (guard_.drift_on() && drift_level(state_.epoch_reg, d.drift_window) > 0)
+      e.drift_ratio = drift_ratio(state_.epoch_reg, reg, d.drift_window);
     if (log_.tty()) progress(true);  // finish the live line; in a log the summary below says it all
     log_.epoch_summary(e);
     if (!guard_.within(v.max_abs_f)) {
       guard_.found(state_.step, "validation at the end of epoch " + std::to_string(e.epoch), v.max_abs_f);
       return false;
     }
-    if (guard_.drift_on() && e.sums[kSumSteps] > 0) {  // the slow drift: this epoch's mean regulariser
-      const double reg = e.sums[kSumReg] / e.sums[kSumSteps];
+    if (guard_.drift_on() && e.sums[kSumSteps] > 0) {  // the slow drift
       if (!guard_.check_drift(state_.step, e.epoch, reg, state_.epoch_reg)) return false;
       state_.epoch_reg.push_back(reg);  // the history goes into this epoch's checkpoint
     }
