@@ -56,7 +56,8 @@ struct TrainState {
   // `params` (empty: `params`; never read back on resume — the backend recomputes them).
   std::vector<float> ema, sn_u, sampling;
   // The divergence guard's drift history (train.divergence.drift_factor > 0; empty where off, and in
-  // checkpoints written before it): each finished epoch's mean regulariser, epoch 1 first.
+  // checkpoints written before it): the mean regulariser of each finished normal epoch (DivergenceGuard::
+  // normal_epoch), oldest first, over which its level is taken.
   std::vector<double> epoch_reg;
   int world_size() const { return rank_buffers.empty() ? 1 : int(rank_buffers.size()); }
 };

@@ -47,11 +47,16 @@ bool DivergenceGuard::check_drift(int64_t step, int64_t epoch, double reg, const
   step_ = step;
   drifted_ = true;
   why_ = "drifted at step " + std::to_string(step) + " (the end of epoch " + std::to_string(epoch) +
-         "): the regulariser's epoch mean " + fmt("%.4g", reg) + " is " + fmt("%.3g", ratio) +
-         "x its median over epochs " + std::to_string(epoch - n) + "-" + std::to_string(epoch - 1) + ", " +
-         fmt("%.4g", drift_level(history, c_.drift_window)) + " (train.divergence.drift_factor = " +
-         fmt("%.4g", c_.drift_factor) + "): the real and sampled energies are parting";
+         "): the regulariser's epoch mean " + fmt("%.4g", reg) + " is " + fmt("%.3g", ratio) + "x its level " +
+         fmt("%.4g", drift_level(history, c_.drift_window)) + " (the median of the last " + std::to_string(n) +
+         " normal epochs) > train.divergence.drift_factor = " + fmt("%.4g", c_.drift_factor) +
+         ": the real and sampled energies are parting";
   return false;
+}
+
+bool DivergenceGuard::normal_epoch(double reg, const std::vector<double>& history) const {
+  return drift_level(history, c_.drift_window) <= 0 ||
+         drift_ratio(history, reg, c_.drift_window) <= std::sqrt(c_.drift_factor);
 }
 
 void DivergenceGuard::passed(TrainState s) {

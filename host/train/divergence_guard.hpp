@@ -13,7 +13,8 @@
 // JEM with a heavy cross-entropy weight, the real and sampled energies part over some ten epochs (cdiv goes
 // strongly negative), the regulariser grows 50× and the samples collapse (README, JEM). The guard then
 // watches each epoch's mean regulariser against its own running level (drift_ratio) and counts an epoch
-// above drift_factor × that level as divergence. By then the last few states are already drifting, so a
+// above drift_factor × that level as divergence. The level is taken over normal epochs only (at most
+// √drift_factor × the level of their time), so that a drift slower than the window cannot raise it and pass. By then the last few states are already drifting, so a
 // rollback for a drift goes drift_lookback epoch ends back (states the guard keeps in memory: after a
 // resume, no further back than the resumed state).
 #pragma once
@@ -39,8 +40,9 @@ struct FallbackFacts {
   bool before_drift = false;            // `last` is the newest checkpoint from before a drift, not the newest
 };
 
-// The regulariser's running level: the median of the last `window` values of `history` (the previous epochs'
-// means, oldest first); 0 when fewer than 3 are there (the first epochs fall from the random start's level).
+// The regulariser's running level: the median of the last `window` values of `history` (the previous normal
+// epochs' means, oldest first: TrainState::epoch_reg); 0 when fewer than 3 are there (the first epochs fall from
+// the random start's level).
 double drift_level(const std::vector<double>& history, int window);
 // The drift measure: `reg` (an epoch's mean regulariser) over drift_level; 0 where the level is not > 0.
 double drift_ratio(const std::vector<double>& history, double reg, int window);
@@ -60,6 +62,9 @@ class DivergenceGuard {
   // previous epochs' (TrainState::epoch_reg): false, and why(), when drift_factor is on and drift_ratio
   // exceeds it. The rollback after it goes drift_lookback epoch ends back.
   bool check_drift(int64_t step, int64_t epoch, double reg, const std::vector<double>& history);
+  // Whether an epoch that passed check_drift is normal, so that its mean joins the level's history: there is
+  // no level yet, or its drift_ratio is at most √drift_factor.
+  bool normal_epoch(double reg, const std::vector<double>& history) const;
   bool drift_on() const { return c_.drift_factor > 0; }
   const std::string& why() const { return why_; }
   int64_t step() const { return step_; }

@@ -570,7 +570,7 @@ class TrainingRun {
     }
     if (guard_.drift_on() && e.sums[kSumSteps] > 0) {  // the slow drift
       if (!guard_.check_drift(state_.step, e.epoch, reg, state_.epoch_reg)) return false;
-      state_.epoch_reg.push_back(reg);  // the history goes into this epoch's checkpoint
+      if (guard_.normal_epoch(reg, state_.epoch_reg)) state_.epoch_reg.push_back(reg);  // into this epoch's checkpoint
     }
     last_epoch_sums_ = state_.epoch_sums;
     state_.epoch += 1;
