@@ -299,6 +299,7 @@ TEST(ConfigRanges, EveryRuleRejectsWithKeyPathAndExpectation) {
        R"("train.divergence.drift_factor" must be 0 (off) or > 1 (a ratio to the regulariser's running level), got 0.5)"},
       {"train.divergence.drift_window=2", R"("train.divergence.drift_window" must be >= 3, got 2)"},
       {"train.divergence.drift_lookback=0", R"("train.divergence.drift_lookback" must be >= 1, got 0)"},
+      {"train.divergence.drift_lookback=17", R"("train.divergence.drift_lookback" must be <= 16, got 17)"},
       {"train.ema_decay=-0.1", R"("train.ema_decay" must be >= 0, got -0.1)"},
       {"train.ema_decay=1", R"("train.ema_decay" must be < 1, got 1)"},
       {"train.ema_decay=1.5", R"("train.ema_decay" must be < 1, got 1.5)"},

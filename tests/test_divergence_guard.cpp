@@ -227,6 +227,30 @@ TEST(DivergenceGuard, ADriftSaysWhatRoseAndRollsBackDriftLookbackEpochEnds) {
   EXPECT_EQ(g.roll_back(2, true)->step, 32 * 71);
 }
 
+TEST(DivergenceGuard, TheFirstGoodStateIsKeptForADriftSoonAfterIt) {
+  // A resumed state in the middle of epoch 40: a drift at the end of epoch 42 goes back to it (the epoch
+  // ends 40 and 41 are newer), not to the newest good state.
+  DivergenceConfig c = rollback_config();
+  c.drift_factor = 2.5;
+  DivergenceGuard g(c);
+  TrainState resumed = state_at(40 * 71 + 30, 0.1, 42);
+  resumed.epoch = 40, resumed.batch = 30;
+  g.passed(resumed);
+  for (int64_t e = 41; e <= 42; ++e) {
+    TrainState end = state_at(e * 71, 0.1, 42);
+    end.epoch = e, end.batch = 0;
+    g.passed(end);
+    TrainState mid = state_at(e * 71 + 5, 0.1, 42);
+    mid.epoch = e, mid.batch = 5;
+    g.passed(mid);
+  }
+  EXPECT_FALSE(g.check_drift(43 * 71, 43, 1.0, {0.1, 0.1, 0.1}));
+  ASSERT_NE(g.drift_target(), nullptr);
+  EXPECT_EQ(g.drift_target()->step, 40 * 71 + 30);
+  EXPECT_EQ(g.before_drift().size(), 3u);
+  EXPECT_EQ(g.roll_back(0, true)->step, 40 * 71 + 30);
+}
+
 TEST(DivergenceGuard, OnlyNormalEpochsJoinTheLevel) {
   DivergenceConfig c = rollback_config();
   c.drift_factor = 4;  // normal: at most √4 = 2x the level
@@ -244,7 +268,7 @@ TEST(DivergenceGuard, AfterADriftTheFallbackNamesTheCheckpointFromBeforeIt) {
   DivergenceGuard g(stop);
   FallbackFacts f{0.001, 2272, "runs/x/epoch_32", std::nullopt, 0};
   f.before_drift = true;
-  EXPECT_EQ(g.fallback(f), "the newest checkpoint from before the drift is runs/x/epoch_32 (step 2272): resume it with "
+  EXPECT_EQ(g.fallback(f), "the earliest checkpoint kept from before the drift is runs/x/epoch_32 (step 2272): resume it with "
                            "a lower learning rate, e.g. --resume runs/x/epoch_32 --set train.lr=0.0005 (or set "
                            "train.divergence.action=rollback)");
 }

@@ -308,7 +308,7 @@ Config config_from_json(const json& user, const std::string& source) {
     r.fail("train.divergence.drift_factor", "must be 0 (off) or > 1 (a ratio to the regulariser's running level), got ",
            shown_json(r.at("train.divergence.drift_factor")));
   t.divergence.drift_window = r.int32("train.divergence.drift_window", 3);
-  t.divergence.drift_lookback = r.int32("train.divergence.drift_lookback", 1);
+  t.divergence.drift_lookback = r.int32("train.divergence.drift_lookback", 1, 16);  // each a whole state in memory
   if (t.divergence.drift_factor > 0 && t.alpha == 0)
     r.fail("train.divergence.drift_factor", "watches the regulariser, which train.alpha = 0 switches off; set train.alpha > 0 "
            "or train.divergence.drift_factor to 0");

@@ -60,8 +60,9 @@ bool DivergenceGuard::normal_epoch(double reg, const std::vector<double>& histor
 }
 
 void DivergenceGuard::passed(TrainState s) {
-  if (drift_on() && s.batch == 0 && s.epoch > 0 && c_.drift_lookback > 0 &&
-      (epoch_ends_.empty() || epoch_ends_.back().epoch < s.epoch)) {
+  // the epoch ends, and the first good state (a fresh run's start, a resumed state), which a drift in the
+  // first drift_lookback epochs goes back to
+  if (drift_on() && (epoch_ends_.empty() || (s.batch == 0 && epoch_ends_.back().epoch < s.epoch))) {
     epoch_ends_.push_back(s);
     if (epoch_ends_.size() > size_t(c_.drift_lookback)) epoch_ends_.erase(epoch_ends_.begin());
   }
@@ -86,7 +87,8 @@ std::string DivergenceGuard::fallback(const FallbackFacts& f) const {
   const std::string lr = "train.lr (now " + fmt("%.3g", f.lr) + ")";
   const std::string hint = c_.action == "stop" ? "; try a lower " + lr + " or train.divergence.action=rollback"
                                                : "; try a lower " + lr + " or another seed";
-  const std::string good = f.before_drift ? "the newest checkpoint from before the drift is " : "the last good checkpoint is ";
+  const std::string good =
+      f.before_drift ? "the earliest checkpoint kept from before the drift is " : "the last good checkpoint is ";
   if (f.saved_step >= 0 && f.python_api)
     return good + f.last + " (step " + std::to_string(f.saved_step) +
            "): resume it with a lower learning rate, e.g. Trainer(config, resume=\"" + f.last +

@@ -44,6 +44,14 @@ std::vector<MemoryItem> host_memory_plan(const Config& c, const NetSpec& net, in
   std::snprintf(what, sizeof what, "network: %.0f parameters with Adam moments, per-thread gradients and snapshots", p);
   plan.push_back({"model.channels", what, (13 + 3.0 * threads) * p * f32});
 
+  // The drift guard's epoch-end states (train.divergence.drift_factor): each a buffer shard, parameters,
+  // Adam moments and θ_ema.
+  if (c.train.divergence.drift_factor > 0) {
+    const int n = c.train.divergence.drift_lookback;
+    std::snprintf(what, sizeof what, "divergence guard: %d epoch-end states for drift rollbacks (replay buffer and network)", n);
+    plan.push_back({"train.divergence.drift_lookback", what, n * (shard * img + 4 * p) * f32});
+  }
+
   // Activations: per row, every layer's input, pre-activation and sigmoid, and its im2col matrix, for the
   // 2·batch rows (real and fake) of a training step's forward and backward pass.
   double per_row = img;

@@ -53,6 +53,10 @@ std::string fmt_g(double v) {
 void apply_changes(const std::vector<SettingChange>& changes, const Config& config, TrainState& s) {
   for (const SettingChange& c : changes) {
     if (c.key == "train.lr") s.lr = config.train.lr;
+    // the drift guard's level is of the regulariser as train.alpha scales it, its normal epochs as
+    // drift_factor and drift_window chose them: another setting starts it afresh
+    if (c.key == "train.alpha" || c.key == "train.divergence.drift_factor" || c.key == "train.divergence.drift_window")
+      s.epoch_reg.clear();
     if (c.key == "seed") {
       s.seed = config.seed;
       s.rng.clear();

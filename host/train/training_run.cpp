@@ -403,11 +403,16 @@ class TrainingRun {
     err() << "ebm_train: " << guard_.why() << std::endl;
     log_.record({{"event", "diverged"}, {"step", guard_.step()}, {"message", guard_.why()}});
     const auto& d = config_.train.divergence;
+    const bool drift = guard_.drift_target() != nullptr;
     if (std::optional<TrainState> back = guard_.roll_back(state_.rollbacks, may_roll_back)) {
       restore(*back);
       backend_->reseed(back->seed);
       backend_->drain_metrics();
       adopt(std::move(*back));
+      if (drift) {  // last/ holds a drifting state now: the state gone back to replaces it (a resume starts there)
+        const auto off = log_.clock().off();
+        keeper_.write(snapshot(), {"last"});
+      }
       log_.rewind(state_.step);  // the records of the abandoned steps go; the events that say why stay
       out() << "rolled back to step " << state_.step << " (rollback " << state_.rollbacks << "/" << d.max_rollbacks
             << "), lr " << fmt("%.3g", state_.lr) << ", seed " << state_.seed << "\n";
@@ -419,11 +424,13 @@ class TrainingRun {
       err() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
     FallbackFacts facts{state_.lr, keeper_.saved_step(), (folder_ / "last").string(), options_.resume, start_step_,
                         options_.python_api};
-    if (const TrainState* t = guard_.drift_target()) {  // last/ is drifting: name the epoch checkpoint before it
-      const std::filesystem::path before = folder_.path() / ("epoch_" + std::to_string(t->epoch));
-      if (std::filesystem::exists(before / "train_state.safetensors"))
-        facts.last = before.string(), facts.saved_step = t->step, facts.before_drift = true;
-    }
+    if (guard_.drift_target())  // last/ is drifting: name the earliest epoch checkpoint kept from before it
+      for (const TrainState& t : guard_.before_drift()) {
+        const std::filesystem::path before = folder_.path() / ("epoch_" + std::to_string(t.epoch));
+        if (t.batch != 0 || t.epoch == 0 || !std::filesystem::exists(before / "train_state.safetensors")) continue;
+        facts.last = before.string(), facts.saved_step = t.step, facts.before_drift = true;
+        break;
+      }
     fallback_ = guard_.fallback(facts);
     err() << fallback_ << std::endl;
     reports_.curves();
