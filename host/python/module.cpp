@@ -796,7 +796,10 @@ Trains to the end (train.epochs or train.max_steps). on_log(record) is called wi
 on_epoch(record) with each "epoch" record (its "eval" record's IS/FID under "eval" where train.eval scored
 that epoch). Returns the final {"event": "stopped", "step": N, "reason": "done" | "train.max_steps" |
 "signal" | "stop"} record (None when a resumed run had nothing to do). Raises DivergedError when the run diverged
-and could not roll back; an exception from a callback pauses the run (call run() again to go on).)doc")
+and could not roll back; an exception from a callback pauses the run (call run() again to go on). A rollback
+(train.divergence.action "rollback") comes as a "diverged" and a "rollback" record, after which the steps and
+epochs from the rollback's "step" on come again: the records already given for them were abandoned (a drift
+rollback goes back drift_lookback epochs).)doc")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &PyTrainer::next)
       .def("stop", &PyTrainer::stop, R"doc(stop() -> dict
