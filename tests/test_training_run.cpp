@@ -1076,12 +1076,43 @@ TEST_F(TrainingRunTest, ADriftUnderActionStopNamesTheCheckpointFromBeforeIt) {
   EXPECT_EQ(r.code, kRunDiverged);
   EXPECT_NE(r.err.find("drifted at step 12 (the end of epoch 4)"), std::string::npos) << r.err;
   const std::string before = (root_ / "run/epoch_2").string();
-  EXPECT_NE(r.err.find("the earliest checkpoint kept from before the drift is " + before + " (step 6): resume it with a lower "
+  EXPECT_NE(r.err.find("the newest checkpoint from before the drift is " + before + " (step 6): resume it with a lower "
                        "learning rate, e.g. --resume " + before + " --set train.lr=0.005"),
             std::string::npos)
       << r.err;
   EXPECT_TRUE(fs::exists(root_ / "run/epoch_3")) << "epoch 3 passed the guard: its checkpoint stays";
   EXPECT_FALSE(fs::exists(root_ / "run/epoch_4"));
+  // A resume of last/ (epoch 3) trips at the same epoch and names the same checkpoint, which is on disk though
+  // older than the resumed state.
+  const Captured again = run_captured(c, (root_ / "run/last").string());
+  EXPECT_EQ(again.code, kRunDiverged);
+  EXPECT_NE(again.err.find("drifted at step 12 (the end of epoch 4)"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("the newest checkpoint from before the drift is " + before + " (step 6)"), std::string::npos)
+      << again.err;
+  // With fewer checkpoints kept than drift_lookback, the one named is within the lookback, and says so.
+  Config few = c;
+  few.output_dir = (root_ / "few").string();
+  few.train.keep_checkpoints = 1;
+  const Captured pruned = run_captured(few);
+  EXPECT_EQ(pruned.code, kRunDiverged);
+  EXPECT_NE(pruned.err.find("the earliest checkpoint kept from before the drift (within train.divergence.drift_lookback "
+                            "epochs of it: train.keep_checkpoints pruned older ones) is " + (root_ / "few/epoch_3").string() +
+                            " (step 9)"),
+            std::string::npos)
+      << pruned.err;
+  // The run's weights now are the ones the guard refused: a save of them is refused too.
+  TrainRunOptions o;
+  o.config = c;
+  o.config.output_dir = (root_ / "saved").string();
+  std::ostringstream out, err;
+  o.out = &out, o.err = &err;
+  Training t(o);
+  std::optional<int> end;
+  while (!(end = t.advance())) {}
+  EXPECT_EQ(*end, kRunDiverged);
+  test::expect_user_error([&] { t.save((root_ / "snap").string()); },
+                          {"save: the run stopped diverged (drifted at step 12", "nothing written"});
+  EXPECT_FALSE(fs::exists(root_ / "snap/train_state.safetensors"));
 }
 
 TEST_F(TrainingRunTest, ResumeIsBitExactWithTheDriftGuardsHistory) {
@@ -1118,7 +1149,10 @@ TEST_F(TrainingRunTest, ResumeIsBitExactWithTheDriftGuardsHistory) {
   Config alpha = drift("straight");
   alpha.train.alpha = 0.2;
   alpha.train.epochs = 5;
-  ASSERT_EQ(run(alpha, (root_ / "straight/last").string()), 0);
+  const Captured r = run_captured(alpha, (root_ / "straight/last").string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("note: the divergence guard's drift level starts afresh (train.alpha, drift_factor or "
+                       "drift_window changed)"), std::string::npos) << r.out;
   EXPECT_EQ(load_train_state((root_ / "straight/last").string(), net_spec_for(alpha)).epoch_reg.size(), 1u);
   Config off = config("off");
   off.train.max_steps = 4;

@@ -88,7 +88,10 @@ std::string DivergenceGuard::fallback(const FallbackFacts& f) const {
   const std::string hint = c_.action == "stop" ? "; try a lower " + lr + " or train.divergence.action=rollback"
                                                : "; try a lower " + lr + " or another seed";
   const std::string good =
-      f.before_drift ? "the earliest checkpoint kept from before the drift is " : "the last good checkpoint is ";
+      !f.before_drift ? "the last good checkpoint is "
+      : f.within_lookback ? "the earliest checkpoint kept from before the drift (within train.divergence.drift_lookback "
+                            "epochs of it: train.keep_checkpoints pruned older ones) is "
+                          : "the newest checkpoint from before the drift is ";
   if (f.saved_step >= 0 && f.python_api)
     return good + f.last + " (step " + std::to_string(f.saved_step) +
            "): resume it with a lower learning rate, e.g. Trainer(config, resume=\"" + f.last +

@@ -37,7 +37,8 @@ struct FallbackFacts {
   std::optional<std::string> resumed;   // the checkpoint this run resumed from
   int64_t start_step = 0;               // the step the run started from
   bool python_api = false;              // say it as Trainer(...)'s arguments, not ebm_train's flags
-  bool before_drift = false;            // `last` is the earliest checkpoint kept from before a drift, not the newest
+  bool before_drift = false;            // `last` is an epoch checkpoint from before a drift, not the newest:
+  bool within_lookback = false;         // one of the drift_lookback epochs before the trip (older ones pruned)
 };
 
 // The regulariser's running level: the median of the last `window` values of `history` (the previous normal
@@ -82,10 +83,8 @@ class DivergenceGuard {
   // the run stops instead (action stop, max_rollbacks reached, no good state, or `may_roll_back` false: a stop
   // asked for is never rolled back).
   std::optional<TrainState> roll_back(int64_t rollbacks, bool may_roll_back);
-  // After a drift: the state a rollback goes to (the oldest kept), nullptr otherwise; and every state kept,
-  // oldest first (their epochs name the epoch_<N>/ checkpoints to fall back on).
+  // After a drift: the state a rollback goes to (the oldest kept), nullptr otherwise.
   const TrainState* drift_target() const { return drifted_ && !epoch_ends_.empty() ? &epoch_ends_.front() : nullptr; }
-  const std::vector<TrainState>& before_drift() const { return epoch_ends_; }
   // Whether a run that stops now stops because it used up its rollbacks ("gave up after N rollbacks").
   bool gave_up(bool may_roll_back) const { return may_roll_back && c_.action == "rollback" && good_.has_value(); }
   // What the user can fall back on, said plainly (one line).

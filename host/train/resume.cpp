@@ -141,7 +141,12 @@ Resume read_resume(const std::string& checkpoint, const Config& config, int rank
   r.note = effective_settings_note(saved, r.state, r.changes);
   const std::string recipe_note = recipe_on_resume(checkpoint, config, r.state, advice);
   if (!recipe_note.empty()) r.note += (r.note.empty() ? "" : "\n") + recipe_note;
+  const bool had_level = !r.state.epoch_reg.empty();
   apply_changes(r.changes, config, r.state);
+  if (had_level && r.state.epoch_reg.empty() && config.train.divergence.drift_factor > 0)
+    r.note += std::string(r.note.empty() ? "" : "\n") + "note: the divergence guard's drift level starts afresh " +
+              "(train.alpha, drift_factor or drift_window changed): it checks the drift again from the fourth epoch " +
+              "of this run";
   r.state.rollbacks = 0;  // train.divergence.max_rollbacks counts a run's own rollbacks
   return r;
 }

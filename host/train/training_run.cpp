@@ -187,6 +187,9 @@ class TrainingRun {
   void save(const std::string& dir) {
     if (distributed()) user_fail("save: a data-parallel run writes its checkpoints itself (last/, epoch_N/)");
     folder_.check_save_target(dir);
+    if (result_ == kRunDiverged)  // the weights now are the ones the guard refused
+      user_fail("save: the run stopped diverged (", guard_.why(), "), and its weights now are the ones the guard ",
+                "refused; nothing written: ", fallback_);
     if (!drain()) user_fail("save: ", guard_.why(), "; nothing written");
     TrainState s = snapshot();
     const double worst = probe(s.buffer, s.buffer_classes);
@@ -421,16 +424,27 @@ class TrainingRun {
       return -1;
     }
     if (guard_.gave_up(may_roll_back))
-      err() << "gave up after " << state_.rollbacks << " rollbacks (train.divergence.max_rollbacks)\n";
+      err() << "gave up after " << state_.rollbacks << " rollback" << (state_.rollbacks == 1 ? "" : "s")
+            << " (train.divergence.max_rollbacks)\n";
     FallbackFacts facts{state_.lr, keeper_.saved_step(), (folder_ / "last").string(), options_.resume, start_step_,
                         options_.python_api};
-    if (guard_.drift_target())  // last/ is drifting: name the earliest epoch checkpoint kept from before it
-      for (const TrainState& t : guard_.before_drift()) {
-        const std::filesystem::path before = folder_.path() / ("epoch_" + std::to_string(t.epoch));
-        if (t.batch != 0 || t.epoch == 0 || !std::filesystem::exists(before / "train_state.safetensors")) continue;
-        facts.last = before.string(), facts.saved_step = t.step, facts.before_drift = true;
-        break;
+    if (guard_.drift_target()) {  // last/ is drifting: name an epoch checkpoint from before the drift
+      // The newest at least drift_lookback epoch ends before the trip (on disk, so also one from before a
+      // resume), else the earliest kept after it (train.keep_checkpoints pruned the older ones). Folders past
+      // this epoch are an abandoned path's.
+      const int64_t before = state_.epoch + 1 - config_.train.divergence.drift_lookback;
+      int64_t pick = -1;
+      std::filesystem::path pick_dir;
+      for (const auto& [epoch, dir] : epoch_checkpoints(folder_.path())) {
+        if (epoch > state_.epoch || !std::filesystem::exists(dir / "train_state.safetensors")) continue;
+        if (epoch > before && pick >= 0) break;
+        pick = epoch, pick_dir = dir;
+        if (epoch > before) break;
       }
+      if (pick >= 0)
+        facts.last = pick_dir.string(), facts.saved_step = pick * batches_per_epoch_, facts.before_drift = true,
+        facts.within_lookback = pick > before;
+    }
     fallback_ = guard_.fallback(facts);
     err() << fallback_ << std::endl;
     reports_.curves();
