@@ -39,10 +39,16 @@ double drift_ratio(const std::vector<double>& history, double reg, int window) {
   return level > 0 ? reg / level : 0;
 }
 
+std::optional<double> DivergenceGuard::epoch_drift(double reg, const std::vector<double>& history) const {
+  if (!drift_on()) return std::nullopt;
+  const double level = drift_level(history, c_.drift_window);
+  return level > 0 ? std::optional<double>(reg / level) : std::nullopt;
+}
+
 bool DivergenceGuard::check_drift(int64_t step, int64_t epoch, double reg, const std::vector<double>& history) {
-  if (!drift_on()) return true;
-  const double ratio = drift_ratio(history, reg, c_.drift_window);
-  if (!(ratio > c_.drift_factor)) return true;
+  const std::optional<double> drift = epoch_drift(reg, history);
+  if (!drift || !(*drift > c_.drift_factor)) return true;
+  const double ratio = *drift;
   const int64_t n = int64_t(std::min(history.size(), size_t(c_.drift_window)));
   step_ = step;
   drifted_ = true;
@@ -55,8 +61,8 @@ bool DivergenceGuard::check_drift(int64_t step, int64_t epoch, double reg, const
 }
 
 bool DivergenceGuard::normal_epoch(double reg, const std::vector<double>& history) const {
-  return drift_level(history, c_.drift_window) <= 0 ||
-         drift_ratio(history, reg, c_.drift_window) <= std::sqrt(c_.drift_factor);
+  const std::optional<double> drift = epoch_drift(reg, history);
+  return !drift || *drift <= std::sqrt(c_.drift_factor);
 }
 
 void DivergenceGuard::passed(TrainState s) {

@@ -14,9 +14,9 @@
 // strongly negative), the regulariser grows 50× and the samples collapse (README, JEM). The guard then
 // watches each epoch's mean regulariser against its own running level (drift_ratio) and counts an epoch
 // above drift_factor × that level as divergence. The level is taken over normal epochs only (at most
-// √drift_factor × the level of their time), so that a drift slower than the window cannot raise it and pass. By then the last few states are already drifting, so a
-// rollback for a drift goes drift_lookback epoch ends back (states the guard keeps in memory: after a
-// resume, no further back than the resumed state).
+// √drift_factor × the level of their time), so that a drift slower than the window cannot raise it and pass.
+// By then the last few states are already drifting, so a rollback for a drift goes drift_lookback epoch ends
+// back (states the guard keeps in memory: after a resume, no further back than the resumed state).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -66,6 +66,8 @@ class DivergenceGuard {
   // Whether an epoch that passed check_drift is normal, so that its mean joins the level's history: there is
   // no level yet, or its drift_ratio is at most √drift_factor.
   bool normal_epoch(double reg, const std::vector<double>& history) const;
+  // An epoch's drift_ratio against `history` where drift_factor is on and there is a level; nullopt otherwise.
+  std::optional<double> epoch_drift(double reg, const std::vector<double>& history) const;
   bool drift_on() const { return c_.drift_factor > 0; }
   const std::string& why() const { return why_; }
   int64_t step() const { return step_; }

@@ -580,9 +580,7 @@ class TrainingRun {
       e.jem = reports_.evaluate_classifier(*backend_, data_);
     }
     const double reg = e.sums[kSumSteps] > 0 ? e.sums[kSumReg] / e.sums[kSumSteps] : 0.0;  // the epoch's mean
-    const auto& d = config_.train.divergence;
-    if (guard_.drift_on() && drift_level(state_.epoch_reg, d.drift_window) > 0)
-      e.drift_ratio = drift_ratio(state_.epoch_reg, reg, d.drift_window);
+    e.drift_ratio = guard_.epoch_drift(reg, state_.epoch_reg);
     if (log_.tty()) progress(true);  // finish the live line; in a log the summary below says it all
     log_.epoch_summary(e);
     if (!guard_.within(v.max_abs_f)) {
