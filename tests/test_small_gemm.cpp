@@ -326,7 +326,8 @@ TEST(SmallGemmIsa, BiasSwishTailKeepsTheSignOfZero) {
 // The backward-data pass without the column matrix (engine/cpu/cpu_net.cpp): the residue classes of
 // conv_backward_classes through small_conv_tapsum_nn give, in every copy, exactly the bits of that copy's dcol = dz·Wp
 // (small_sgemm_nn) followed by col2im — the path it replaced, so the CPU backend's results did not move — and with σ
-// and z of the layer below, exactly swish_grad of that.
+// and z of the layer below, exactly swish_grad of that; so do the classes' sums over that dcol (class_col2im, the
+// path 16-channel layers take where the tiles go wider).
 TEST(SmallGemmIsa, BackwardDataClassesGiveGemmPlusCol2imBitForBit) {
   auto shape = [](int cin, int cout, int k, int stride, int hin) {
     ebm::ConvShape s{};
@@ -374,6 +375,17 @@ TEST(SmallGemmIsa, BackwardDataClassesGiveGemmPlusCol2imBitForBit) {
         }
         EXPECT_EQ(got, fused ? ref_dz : ref) << k.isa << (fused ? " with swish'" : "") << ": cin " << s.cin << " k "
                                              << s.k << " stride " << s.stride << " hin " << s.hin;
+        // the classes' sums over the explicit dcol (the path layers of 16 channels take): the same bits again
+        std::vector<float> gathered(ref.size(), 7.0f);
+        for (const auto& c : bc.classes) {
+          std::vector<int32_t> offs;
+          for (int t : c.tap_index) offs.push_back(t * s.cin);
+          ASSERT_TRUE(k.class_col2im(c.m, s.cin, int(offs.size()), bc.taps.data() + c.taps_off,
+                                     bc.rows.data() + c.rows_off, offs.data(), dcol.data(), kdim, gathered.data(),
+                                     s.cin, fused ? sig.data() : nullptr, fused ? z.data() : nullptr));
+        }
+        EXPECT_EQ(gathered, fused ? ref_dz : ref) << k.isa << " class_col2im" << (fused ? " with swish'" : "")
+                                                  << ": cin " << s.cin << " k " << s.k << " stride " << s.stride;
       }
     }
   }
@@ -465,6 +477,57 @@ TEST(SmallGemmIsa, FirstLayerBothPathsAgainstTheirDefinitions) {
         EXPECT_LT(ez, 1e-5) << k.isa << " forward, " << hin << "x" << hin << " stride " << stride;
         EXPECT_LT(edx, 1e-4) << k.isa << " input gradient, " << hin << "x" << hin << " stride " << stride;
       }
+    }
+  }
+}
+
+// The first layer's input gradient has, in every copy, the bits of its definition evaluated in one fixed order: each
+// tap's value Σ_c dz[p][c]·w[t][c] a chain over the channels from +0 (fused multiply-adds where the copy has them),
+// and each input pixel the sum from +0 of its taps' values in raster order of the output pixels — the order of the
+// scatter the residue-class planes replaced, so the CPU backend's results did not move. Shapes: the seed's first
+// layer, rows that are not a multiple of the vector width, strides 1 and 3, 2×2 and 4×4 kernels (the planes' generic
+// tap count), and 32 channels (two channel blocks).
+TEST(SmallGemmIsa, FirstLayerInputGradientHasTheScattersBits) {
+  struct L { int hin, k, stride, pad, cout; };
+  std::mt19937 gen(17);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (const L& l : {L{32, 3, 2, 1, 16}, L{13, 3, 2, 1, 16}, L{30, 3, 1, 1, 16}, L{28, 3, 3, 1, 16},
+                     L{20, 2, 2, 1, 16}, L{21, 4, 2, 2, 16}, L{32, 3, 2, 1, 32}}) {
+    ebm::ConvShape s{};
+    s.cin = 1, s.cout = l.cout, s.k = l.k, s.stride = l.stride, s.pad = l.pad, s.hin = s.win = l.hin;
+    s.hout = s.wout = (l.hin + 2 * l.pad - l.k) / l.stride + 1;
+    const int P = s.hout * s.wout, n = 2, kk = l.k * l.k, co = l.cout;
+    std::vector<float> dz(size_t(n) * P * co), wt(size_t(kk) * co), wcol(size_t(co) * 16, 0.0f);
+    for (auto& v : dz) v = u(gen);
+    for (auto& v : wt) v = u(gen);
+    for (int t = 0; t < kk; ++t)
+      for (int c = 0; c < co; ++c) wcol[size_t(c) * 16 + t] = wt[size_t(t) * co + c];
+    for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
+#if defined(__FMA__) || defined(__aarch64__)
+      const bool fma = std::string(k.isa) != "baseline";  // the build's own copy has them where this file does
+#else
+      const bool fma = std::string(k.isa) == "avx2" || std::string(k.isa) == "avx512";
+#endif
+      std::vector<float> ref(size_t(n) * l.hin * l.hin, 0.0f), dx(ref.size(), 7.0f);
+      for (int b = 0; b < n; ++b)
+        for (int p = 0; p < P; ++p)
+          for (int t = 0; t < kk; ++t) {
+            float v = 0.0f;
+            for (int c = 0; c < co; ++c) {
+              const float g = dz[size_t(b * P + p) * co + c], w = wt[size_t(t) * co + c];
+              if (fma) {
+                v = std::fma(g, w, v);
+              } else {
+                volatile float prod = g * w;  // rounded on its own, as the copy without FMA does
+                v = v + prod;
+              }
+            }
+            const int iy = (p / s.wout) * l.stride - l.pad + t / l.k, ix = (p % s.wout) * l.stride - l.pad + t % l.k;
+            if (iy >= 0 && iy < l.hin && ix >= 0 && ix < l.hin) ref[size_t(b * l.hin + iy) * l.hin + ix] += v;
+          }
+      for (int b = 0; b < n; ++b) k.conv1_backward_data_image(s, b, dz.data(), wcol.data(), dx.data());
+      EXPECT_EQ(dx, ref) << k.isa << ": " << l.hin << "x" << l.hin << " k " << l.k << " stride " << l.stride << " pad "
+                         << l.pad << " cout " << co;
     }
   }
 }

@@ -303,6 +303,23 @@ bool CpuNetT<T>::backward_data_implicit(const ConvShape& s, int n, size_t l, con
     if (int64_t(n) * s.hin * s.win * s.k * s.k > INT32_MAX) return false;
     ConvBackwardClasses& bc = bcls_[l];
     if (bc.n != n) bc = conv_backward_classes(s, n);
+    const CpuVectorKernels& vk = cpu_vector_kernels();
+    if (s.cin < 32 && s.cin < vk.widest_tile) {
+      // Rows one vector wide (cin 16): the implicit tiles would be 16 columns, one vector load per FMA and load-bound,
+      // where dz·W runs in tiles 48 wide (N = k·k·cin); the classes then sum dcol's taps in col2im's order.
+      const int64_t p = int64_t(n) * s.hout * s.wout;
+      ensure(dcol_, size_t(p) * kdim);
+      gemm_nn(int(p), kdim, s.cout, dz, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
+      for (const ConvBackwardClasses::Class& c : bc.classes) {
+        int32_t offs[64];  // k·k ≤ 64: kdim ≤ 1024 with cin ≥ 16
+        const int nt = int(c.tap_index.size());
+        for (int t = 0; t < nt; ++t) offs[t] = c.tap_index[size_t(t)] * s.cin;
+        if (!vk.class_col2im(c.m, s.cin, nt, bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off, offs,
+                             dcol_.data(), kdim, din, s.cin, sig_below, z_below))
+          return false;
+      }
+      return true;
+    }
     std::vector<T>& bw = bw_[l];
     if (bw_version_[l] != weights_version_) {  // the classes' weights, packed once per set of weights
       const T* wp = wp_[l].data();

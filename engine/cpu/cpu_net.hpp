@@ -6,8 +6,10 @@
 // [Cout, Cin, k, k] to [Cout, k, k, Cin] (once per pass, or once per Langevin chain: hold_weights). The forward runs
 // as an implicit GEMM (rows of col read from the input through a tap table, never written), the input gradient as
 // implicit GEMMs over the input pixels' residue classes (conv_backward_classes: no column matrix, no col2im), with
-// the rows of both grouped so that tiles skip the taps outside the image; the weight gradient uses the explicit
-// im2col matrix and BLAS. The first (one-channel) layer is a direct convolution.
+// the rows of both grouped so that tiles skip the taps outside the image (16-channel inputs, where those tiles would be
+// one vector wide, as dcol = dz·W in wide tiles and the classes' sums over it: class_col2im); the weight gradient uses
+// the explicit im2col matrix and BLAS. The first (one-channel) layer is a direct convolution, its input gradient
+// through the stride² residue classes of its plane.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -223,6 +223,8 @@ inline void micro_tapsum(int T, int K, const int32_t* __restrict taps, const int
 
 namespace EBM_KERNEL_NS {
 
+int widest_tile_columns() { return 16 * kMaxNV; }
+
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                    float* C, int ldc, const int32_t* rows) {
   if (M < 1 || T < 1 || cin < 1 || cin > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
@@ -251,6 +253,33 @@ bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const
     micro_tapsum<R, NV>(T, K, taps + std::ptrdiff_t(i) * T, rows + i, in, B + j, ldb, C + j, ldc, sig ? sig + j : sig,
                         z ? z + j : z);
   });
+  return true;
+}
+
+bool conv_class_col2im(int M, int N, int T, const int32_t* taps, const int32_t* rows, const int32_t* offs,
+                       const float* dcol, int ldd, float* C, int ldc, const float* sig, const float* z) {
+  if (M < 1 || T < 0 || N < 16 || N > 1024 || N % 16 != 0) return false;
+  if (ldc < N || (T > 0 && (!taps || !offs)) || !rows || !dcol || !C || !sig != !z) return false;
+  for (int r = 0; r < M; ++r) {
+    const int32_t* tr = taps + std::ptrdiff_t(r) * T;
+    const std::ptrdiff_t row = std::ptrdiff_t(rows[r]) * ldc;
+    for (int v = 0; v < N; v += kW) {
+      vn sum = vn{};  // +0, then the taps in col2im's order
+      for (int t = 0; t < T; ++t)
+        if (tr[t] >= 0) {
+          vn d;
+          loadv(d, dcol + std::ptrdiff_t(tr[t]) * ldd + offs[t] + v);
+          sum = sum + d;
+        }
+      if (sig) {  // swish' as micro_tapsum's finish and swish_grad write it
+        vn s, zz;
+        loadv(s, sig + row + v);
+        loadv(zz, z + row + v);
+        sum = sum * s * (1.0f + zz * (1.0f - s));
+      }
+      storev(C + row + v, sum);
+    }
+  }
   return true;
 }
 
@@ -310,12 +339,115 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
   }
 }
 
+namespace {  // internal linkage, as the helpers above (no copy's code can stand in for another's)
+
+// kW-lane zips of a and b: their low halves' lanes interleaved (a0 b0 a1 b1 …), and their high halves'.
+template <int... I>
+inline vn zip_lo(vn a, vn b, std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(a, b, (I % 2 ? kW + I / 2 : I / 2)...);
+}
+template <int... I>
+inline vn zip_hi(vn a, vn b, std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(a, b, (I % 2 ? kW + kW / 2 + I / 2 : kW / 2 + I / 2)...);
+}
+inline vn zip_lo(vn a, vn b) { return zip_lo(a, b, std::make_integer_sequence<int, kW>{}); }
+inline vn zip_hi(vn a, vn b) { return zip_hi(a, b, std::make_integer_sequence<int, kW>{}); }
+
+// A kW × kW block in registers transposed (r[i] lane j ↔ r[j] lane i): log2(kW) rounds of the perfect shuffle.
+inline void transpose(vn (&r)[kW]) {
+  for (int round = 1; round < kW; round *= 2) {
+    vn t[kW];
+    for (int i = 0; i < kW / 2; ++i) t[2 * i] = zip_lo(r[i], r[i + kW / 2]), t[2 * i + 1] = zip_hi(r[i], r[i + kW / 2]);
+    for (int i = 0; i < kW; ++i) r[i] = t[i];
+  }
+}
+
+// The first layer's input gradient for image b through the stride² residue classes of its padded plane: input
+// pixel (py, px) of the padded plane (py = iy + pad) lies in class (py mod stride, px mod stride) at (py / stride,
+// px / stride), where the kW output pixels of a row that read tap (ky, kx) land on kW adjacent columns. Per row of
+// output pixels, kW at a time: their dz rows are transposed into channel vectors, each tap's value is a kW-lane FMA
+// chain over the channels from 0 (Σ_c dz[p][c]·wt[t][c], as the scatter below), and the taps are added to their class
+// planes, rows of output pixels in order and kx descending within one (so each input pixel gets its output pixels in
+// raster order, from +0: the scatter's bits); then the planes are interleaved into dx's image. false (nothing written)
+// for shapes the planes do not take: k·k > 16, cout not a multiple of kW, planes beyond kPlaneMax floats.
+template <int K>  // s.k, a constant for the common 3×3 (the taps' accumulators then stay in registers); 0: any
+bool conv1_backward_data_classes(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx) {
+  const int co = s.cout, k = K > 0 ? K : s.k, st = s.stride, kk = k * k;
+  if (kk > 16 || co % kW != 0 || st < 1) return false;
+  const int wv = (s.wout + kW - 1) / kW;                       // vectors of output pixels per row
+  const int hc = s.hout + (k - 1) / st, wc = wv * kW + (k - 1) / st + kW;  // a class plane (+kW: the zips' reads)
+  if ((s.hin - 1 + s.pad) / st >= hc || (s.win - 1 + s.pad) / st >= wc - kW) return false;
+  const int64_t plane = int64_t(hc) * wc;
+  if (int64_t(st) * st * plane > kPlaneMax) return false;
+  float cls[kPlaneMax];
+  std::fill(cls, cls + st * st * plane, 0.0f);
+  const int64_t P = int64_t(s.hout) * s.wout;
+  for (int oy = 0; oy < s.hout; ++oy)
+    for (int v = 0; v < wv; ++v) {
+      const int ox0 = v * kW, valid = std::min(kW, s.wout - ox0);
+      const float* g = dz + (int64_t(b) * P + int64_t(oy) * s.wout + ox0) * co;
+      vn acc[16];
+      for (int t = 0; t < kk; ++t) acc[t] = vn{};
+      for (int cb = 0; cb < co; cb += kW) {
+        vn r[kW];
+        for (int j = 0; j < kW; ++j) {
+          if (j < valid) loadv(r[j], g + int64_t(j) * co + cb);
+          else r[j] = vn{};
+        }
+        transpose(r);  // r[c]: channel cb + c of the kW pixels
+        for (int c = 0; c < kW; ++c) {
+          const float* w = wcol + int64_t(cb + c) * 16;
+          for (int t = 0; t < kk; ++t) acc[t] += r[c] * w[t];
+        }
+      }
+      if (valid < kW) {  // lanes past the row add nothing (+0 even where a weight is not finite)
+        vn lane;
+        for (int j = 0; j < kW; ++j) lane[j] = float(j);
+        for (int t = 0; t < kk; ++t) acc[t] = lane < float(valid) ? acc[t] : vn{};
+      }
+      for (int kx = k - 1; kx >= 0; --kx)
+        for (int ky = 0; ky < k; ++ky) {
+          float* d = cls + ((ky % st) * st + kx % st) * plane + int64_t(oy + ky / st) * wc + ox0 + kx / st;
+          vn cur;
+          loadv(cur, d);
+          storev(d, cur + acc[ky * k + kx]);
+        }
+    }
+  float* out = dx + int64_t(b) * s.hin * s.win;
+  for (int iy = 0; iy < s.hin; ++iy) {
+    const int py = iy + s.pad;
+    const float* row = cls + (py % st) * st * plane + int64_t(py / st) * wc;  // class (py mod st, 0), row py / st
+    float* o = out + int64_t(iy) * s.win;
+    int ix = 0;
+    if (st == 2) {  // the two classes' rows zipped: dx[ix] from class (px mod 2) at px / 2, px = ix + pad
+      const float* a = row + (s.pad % 2) * plane + s.pad / 2;            // even ix
+      const float* c = row + ((s.pad + 1) % 2) * plane + (s.pad + 1) / 2;  // odd ix
+      for (; ix + 2 * kW <= s.win; ix += 2 * kW) {
+        vn va, vc;
+        loadv(va, a + ix / 2);
+        loadv(vc, c + ix / 2);
+        storev(o + ix, zip_lo(va, vc));
+        storev(o + ix + kW, zip_hi(va, vc));
+      }
+    }
+    for (; ix < s.win; ++ix) {
+      const int px = ix + s.pad;
+      o[ix] = row[(px % st) * plane + px / st];
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 // Its input gradient for image b (dx's image overwritten): the k·k dots of an output pixel (k·k ≤ 16) as one vector
 // Σ_c dz[p][c] · wcol[c] (wcol [cout][16]: wt transposed, zero-padded), kGroup pixels at a time, scattered to the
 // taps in raster order of the output pixels (each input pixel sums its taps in that order from 0).
 void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx) {
   const int co = s.cout, P = s.hout * s.wout;
   const int64_t img = int64_t(s.hin) * s.win;
+  if (s.k == 3 ? conv1_backward_data_classes<3>(s, b, dz, wcol, dx) : conv1_backward_data_classes<0>(s, b, dz, wcol, dx))
+    return;
   const Plane pl(s);
   if (!pl.fits()) {
     std::fill(dx + b * img, dx + (b + 1) * img, 0.0f);
