@@ -301,22 +301,28 @@ bool CpuNetT<T>::backward_data_implicit(const ConvShape& s, int n, size_t l, con
     const int kdim = s.k * s.k * s.cin;
     if (s.cin < 16 || s.cin % 16 != 0 || kdim > 1024 || kdim % 16 != 0 || s.cout > 1024) return false;
     if (int64_t(n) * s.hin * s.win * s.k * s.k > INT32_MAX) return false;
-    ConvBackwardClasses& bc = bcls_[l];
-    if (bc.n != n) bc = conv_backward_classes(s, n);
     const CpuVectorKernels& vk = cpu_vector_kernels();
-    if (s.cin < 32 && s.cin < vk.widest_tile) {
-      // Rows one vector wide (cin 16): the implicit tiles would be 16 columns, one vector load per FMA and load-bound,
-      // where dz·W runs in tiles 48 wide (N = k·k·cin); the classes then sum dcol's taps in col2im's order.
-      const int64_t p = int64_t(n) * s.hout * s.wout;
-      ensure(dcol_, size_t(p) * kdim);
-      gemm_nn(int(p), kdim, s.cout, dz, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
-      for (const ConvBackwardClasses::Class& c : bc.classes) {
-        int32_t offs[64];  // k·k ≤ 64: kdim ≤ 1024 with cin ≥ 16
-        const int nt = int(c.tap_index.size());
-        for (int t = 0; t < nt; ++t) offs[t] = c.tap_index[size_t(t)] * s.cin;
-        if (!vk.class_col2im(c.m, s.cin, nt, bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off, offs,
-                             dcol_.data(), kdim, din, s.cin, sig_below, z_below))
-          return false;
+    // Rows one vector wide (cin 16): the implicit tiles would be 16 columns, one vector load per FMA and load-bound.
+    // Instead, an image at a time, dcol = dz·W in tiles 48 wide (N = k·k·cin; the image's dcol stays in L1), then
+    // the classes sum dcol's taps in col2im's order (tables for one image, offset to image b).
+    const bool by_image = s.cin < 32 && s.cin < vk.widest_tile;
+    ConvBackwardClasses& bc = bcls_[l];
+    if (bc.n != (by_image ? 1 : n)) bc = conv_backward_classes(s, by_image ? 1 : n);
+    if (by_image) {
+      const int64_t pout = int64_t(s.hout) * s.wout, pin = int64_t(s.hin) * s.win;
+      ensure(dcol_, size_t(pout) * kdim);
+      int32_t offs[64];  // k·k ≤ 64: kdim ≤ 1024 with cin ≥ 16
+      for (int b = 0; b < n; ++b) {
+        gemm_nn(int(pout), kdim, s.cout, dz + b * pout * s.cout, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
+        const int64_t at = b * pin * s.cin;  // image b's rows of din, sig and z
+        for (const ConvBackwardClasses::Class& c : bc.classes) {
+          const int nt = int(c.tap_index.size());
+          for (int t = 0; t < nt; ++t) offs[t] = c.tap_index[size_t(t)] * s.cin;
+          if (!vk.class_col2im(c.m, s.cin, nt, bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off, offs,
+                               dcol_.data(), kdim, din + at, s.cin, sig_below ? sig_below + at : nullptr,
+                               z_below ? z_below + at : nullptr))
+            return false;
+        }
       }
       return true;
     }

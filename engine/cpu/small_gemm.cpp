@@ -298,6 +298,37 @@ struct Plane {
   int64_t origin(const ConvShape& s, int p) const { return int64_t(p / s.wout) * s.stride * wp + int64_t(p % s.wout) * s.stride; }
 };
 
+namespace {
+
+// The first layer's forward from its zero-padded plane xp into one image's z [hout·wout][cout]: per row of output
+// pixels, kGroup at a time (the last group of a row repeats its last pixel in the spare chains), each kW output
+// channels a vector FMA chain over the taps in (ky, kx) order from 0. K: s.k as a constant for the common 3×3 (the
+// taps unrolled), 0 for any.
+template <int K>
+void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, const float* wt, float* z) {
+  const int k = K > 0 ? K : s.k, co = s.cout;
+  for (int oy = 0; oy < s.hout; ++oy)
+    for (int ox0 = 0; ox0 < s.wout; ox0 += kGroup) {
+      const int g = std::min(kGroup, s.wout - ox0);
+      const float* base = xp + int64_t(oy) * s.stride * pl.wp + int64_t(ox0) * s.stride;
+      int64_t off[kGroup];  // pixel j's top-left tap from base
+      for (int j = 0; j < kGroup; ++j) off[j] = int64_t(std::min(j, g - 1)) * s.stride;
+      float* zr = z + (int64_t(oy) * s.wout + ox0) * co;
+      for (int cb = 0; cb < co; cb += kW) {
+        vn acc[kGroup] = {};
+        for (int ky = 0; ky < k; ++ky)
+          for (int kx = 0; kx < k; ++kx) {
+            vn w;
+            loadv(w, wt + int64_t(ky * k + kx) * co + cb);
+            const float* r = base + int64_t(ky) * pl.wp + kx;
+            for (int j = 0; j < kGroup; ++j) acc[j] += r[off[j]] * w;
+          }
+        for (int j = 0; j < g; ++j) storev(zr + int64_t(j) * co + cb, acc[j]);
+      }
+    }
+}
+}  // namespace
+
 // The first layer (one input channel), image b: z [p][cout] = Σ_t x[tap t of p] · wt [t][cout], taps in (ky, kx)
 // order, kW output channels to a vector accumulator (cout % 16 == 0), kGroup output pixels at a time.
 void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z) {
@@ -320,23 +351,8 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
   std::fill(xp, xp + pl.hp * pl.wp, 0.0f);
   for (int iy = 0; iy < s.hin; ++iy)
     std::copy_n(x + (int64_t(b) * s.hin + iy) * s.win, s.win, xp + int64_t(iy + s.pad) * pl.wp + s.pad);
-  for (int p0 = 0; p0 < P; p0 += kGroup) {
-    const int g = std::min(kGroup, P - p0);
-    const float* o[kGroup];
-    for (int j = 0; j < kGroup; ++j) o[j] = xp + pl.origin(s, p0 + std::min(j, g - 1));
-    float* zr = z + (int64_t(b) * P + p0) * co;
-    for (int cb = 0; cb < co; cb += kW) {
-      vn acc[kGroup] = {};
-      for (int ky = 0; ky < s.k; ++ky)
-        for (int kx = 0; kx < s.k; ++kx) {
-          vn w;
-          loadv(w, wt + int64_t(ky * s.k + kx) * co + cb);
-          const int64_t off = int64_t(ky) * pl.wp + kx;
-          for (int j = 0; j < kGroup; ++j) acc[j] += o[j][off] * w;
-        }
-      for (int j = 0; j < g; ++j) storev(zr + int64_t(j) * co + cb, acc[j]);
-    }
-  }
+  if (s.k == 3) conv1_forward_plane<3>(s, pl, xp, wt, z + int64_t(b) * P * co);
+  else conv1_forward_plane<0>(s, pl, xp, wt, z + int64_t(b) * P * co);
 }
 
 namespace {  // internal linkage, as the helpers above (no copy's code can stand in for another's)
