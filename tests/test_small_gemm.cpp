@@ -25,7 +25,7 @@ bool isa_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, 
 }
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
                    float* C, int ldc) {
-  return g_kernels->conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc, nullptr);
+  return g_kernels->conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc, nullptr, nullptr);
 }
 
 const ebm::CpuVectorKernels* find_copy(const std::string& isa) {
@@ -241,7 +241,7 @@ TEST(SmallGemmIsa, EveryVectorKernelOfEveryCopy) {
     o.normals.resize(64);
     k.normal64(42, 5, 1000, o.normals.data());
     o.conv.assign(size_t(n) * 16 * 16 * 16, 0.0f);
-    for (int b = 0; b < n; ++b) k.conv1_forward_image(s, b, x.data(), wt.data(), o.conv.data());
+    for (int b = 0; b < n; ++b) k.conv1_forward_image(s, b, x.data(), wt.data(), o.conv.data(), nullptr);
     o.dx.assign(x.size(), 0.0f);
     for (int b = 0; b < n; ++b) k.conv1_backward_data_image(s, b, dz.data(), wcol.data(), o.dx.data());
     o.din.assign(size_t(n) * 256 * 16, 7.0f);  // overwritten, not accumulated into
@@ -428,8 +428,8 @@ TEST(SmallGemmIsa, GroupedForwardRowsGiveTheSameBits) {
     for (auto& v : B) v = u(gen);
     for (const ebm::CpuVectorKernels& kern : ebm::cpu_vector_variants()) {
       std::vector<float> plain(size_t(M) * l.cout), grouped(plain.size(), 7.0f);
-      ASSERT_TRUE(kern.conv_nn(M, l.cout, T, l.cin, taps.data(), in.data(), B.data(), l.cout, plain.data(), l.cout, nullptr));
-      ASSERT_TRUE(kern.conv_nn(M, l.cout, T, l.cin, gt.data(), in.data(), B.data(), l.cout, grouped.data(), l.cout, gr.data()));
+      ASSERT_TRUE(kern.conv_nn(M, l.cout, T, l.cin, taps.data(), in.data(), B.data(), l.cout, plain.data(), l.cout, nullptr, nullptr));
+      ASSERT_TRUE(kern.conv_nn(M, l.cout, T, l.cin, gt.data(), in.data(), B.data(), l.cout, grouped.data(), l.cout, gr.data(), nullptr));
       EXPECT_EQ(grouped, plain) << kern.isa << ": cin " << l.cin << " hin " << l.hin;
     }
   }
@@ -468,7 +468,7 @@ TEST(SmallGemmIsa, FirstLayerBothPathsAgainstTheirDefinitions) {
       for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
         std::vector<float> z(dz.size(), 7.0f), dx(x.size(), 7.0f);
         for (int b = 0; b < n; ++b) {
-          k.conv1_forward_image(s, b, x.data(), wt.data(), z.data());
+          k.conv1_forward_image(s, b, x.data(), wt.data(), z.data(), nullptr);
           k.conv1_backward_data_image(s, b, dz.data(), wcol.data(), dx.data());
         }
         double ez = 0, edx = 0;
@@ -477,6 +477,66 @@ TEST(SmallGemmIsa, FirstLayerBothPathsAgainstTheirDefinitions) {
         EXPECT_LT(ez, 1e-5) << k.isa << " forward, " << hin << "x" << hin << " stride " << stride;
         EXPECT_LT(edx, 1e-4) << k.isa << " input gradient, " << hin << "x" << hin << " stride " << stride;
       }
+    }
+  }
+}
+
+// Bias + swish applied as the forward convolutions write their rows (the implicit GEMM's tiles, grouped rows
+// included, and the first layer's kernel on both of its paths) gives, in every copy, exactly the bits of the plain
+// convolution followed by that copy's bias_swish pass: z, σ(z) and z·σ(z) alike.
+TEST(SmallGemmIsa, SwishEpilogueGivesTheSeparatePassBits) {
+  std::mt19937 gen(21);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (const ebm::CpuVectorKernels& k : ebm::cpu_vector_variants()) {
+    for (const int cout : {32, 64, 48}) {  // tiles 32 and 64 wide, and 48 (a 48-column panel on AVX-512)
+      const int cin = 16, hin = 7, hout = 4, T = 9, n = 3, M = n * hout * hout;
+      std::vector<float> in(size_t(n) * hin * hin * cin), B(size_t(T) * cin * cout), bias(static_cast<size_t>(cout));
+      for (auto& v : in) v = u(gen);
+      for (auto& v : B) v = u(gen);
+      for (auto& v : bias) v = u(gen);
+      std::vector<int32_t> taps(size_t(M) * T, -1), rows(static_cast<size_t>(M));
+      for (int b = 0; b < n; ++b)
+        for (int oy = 0; oy < hout; ++oy)
+          for (int ox = 0; ox < hout; ++ox)
+            for (int t = 0; t < T; ++t) {
+              const int iy = oy * 2 - 1 + t / 3, ix = ox * 2 - 1 + t % 3;
+              if (iy >= 0 && iy < hin && ix >= 0 && ix < hin)
+                taps[size_t(((b * hout + oy) * hout + ox) * T + t)] = (b * hin + iy) * hin + ix;
+            }
+      for (int r = 0; r < M; ++r) rows[size_t(r)] = r;
+      ebm::group_rows_by_padding(T, taps.data(), rows.data(), M);
+      for (const bool grouped : {false, true}) {
+        const int32_t* rw = grouped ? rows.data() : nullptr;
+        std::vector<float> z(size_t(M) * cout), sig(z.size()), act(z.size());
+        std::vector<float> fz(z.size(), 7.0f), fsig(z.size(), 7.0f), fact(z.size(), 7.0f);
+        ASSERT_TRUE(k.conv_nn(M, cout, T, cin, taps.data(), in.data(), B.data(), cout, z.data(), cout, rw, nullptr));
+        k.bias_swish(z.data(), sig.data(), act.data(), M, cout, bias.data());
+        const ebm::SwishOut so{bias.data(), fsig.data(), fact.data()};
+        ASSERT_TRUE(k.conv_nn(M, cout, T, cin, taps.data(), in.data(), B.data(), cout, fz.data(), cout, rw, &so));
+        EXPECT_EQ(fz, z) << k.isa << " cout " << cout << (grouped ? " grouped" : "");
+        EXPECT_EQ(fsig, sig) << k.isa << " cout " << cout;
+        EXPECT_EQ(fact, act) << k.isa << " cout " << cout;
+      }
+    }
+    for (const int hin : {32, 100}) {  // the first layer: the stack plane, and the bounds-checked loops beyond it
+      ebm::ConvShape s{};
+      s.cin = 1, s.cout = 16, s.k = 3, s.stride = 2, s.pad = 1, s.hin = s.win = hin, s.hout = s.wout = (hin - 1) / 2 + 1;
+      const int n = 2, P = s.hout * s.wout;
+      std::vector<float> x(size_t(n) * hin * hin), wt(9 * 16), bias(16);
+      for (auto& v : x) v = u(gen);
+      for (auto& v : wt) v = u(gen);
+      for (auto& v : bias) v = u(gen);
+      std::vector<float> z(size_t(n) * P * 16), sig(z.size()), act(z.size());
+      std::vector<float> fz(z.size(), 7.0f), fsig(z.size(), 7.0f), fact(z.size(), 7.0f);
+      const ebm::SwishOut so{bias.data(), fsig.data(), fact.data()};
+      for (int b = 0; b < n; ++b) {
+        k.conv1_forward_image(s, b, x.data(), wt.data(), z.data(), nullptr);
+        k.conv1_forward_image(s, b, x.data(), wt.data(), fz.data(), &so);
+      }
+      k.bias_swish(z.data(), sig.data(), act.data(), int64_t(n) * P, 16, bias.data());
+      EXPECT_EQ(fz, z) << k.isa << " first layer " << hin;
+      EXPECT_EQ(fsig, sig) << k.isa << " first layer " << hin;
+      EXPECT_EQ(fact, act) << k.isa << " first layer " << hin;
     }
   }
 }

@@ -98,8 +98,9 @@ inline void gemm_nn(int m, int n, int k, const double* a, int lda, const double*
 
 // Single-channel input (the first layer): z [p][cout] = Σ_t x[tap t of p] · wt [t][cout]. x [n·h·w],
 // wt [k·k][cout]. In float with cout % 16 == 0, each 16 output channels are one vector accumulator.
+// Returns whether the vector kernel ran, and with swish, applied bias + swish too.
 template <class T>
-void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
+bool conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z, const SwishOut* swish) {
   const int co = s.cout;
   const bool vec = std::is_same_v<T, float> && co % 16 == 0;
   openmp_region();
@@ -107,7 +108,7 @@ void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
   for (int b = 0; b < n; ++b) {
     if constexpr (std::is_same_v<T, float>) {
       if (vec) {  // the copy of the vector kernels chosen for this CPU (engine/cpu/small_gemm.cpp)
-        cpu_vector_kernels().conv1_forward_image(s, b, x, wt, z);
+        cpu_vector_kernels().conv1_forward_image(s, b, x, wt, z, swish);
         continue;
       }
     }
@@ -120,6 +121,7 @@ void conv1_forward(const ConvShape& s, int n, const T* x, const T* wt, T* z) {
         });
       }
   }
+  return vec;
 }
 
 // Its input gradient: dx [n·h·w] = Σ over (p, t) of dz[p]·wt[t] (a dot over cout), scattered to the
@@ -227,7 +229,7 @@ void group_rows_by_padding(int T, int32_t* taps, int32_t* rows, int m) {
 // a per-(pixel, tap) table of input pixels, cached per batch size, drives small_conv_nn; its rows are grouped by
 // their padding taps (each row still written to its own output pixel).
 template <class T>
-bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt) {
+bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt, const SwishOut* swish) {
   if constexpr (!std::is_same_v<T, float>) {
     return false;
   } else {
@@ -250,7 +252,7 @@ bool CpuNetT<T>::conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt
       taps_n_[l] = n;
     }
     return small_conv_nn(int(p), s.cout, kk, s.cin, taps_[l].data(), in_[l].data(), wpt, s.cout, z_[l].data(),
-                         s.cout, taps_rows_[l].data());
+                         s.cout, taps_rows_[l].data(), swish);
   }
 }
 
@@ -395,12 +397,21 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
     const int64_t p = int64_t(n) * s.hout * s.wout;
     ensure(z_[l], size_t(p) * s.cout);
     ensure(sig_[l], size_t(p) * s.cout);
+    std::vector<T>& out = (l + 1 < L) ? in_[l + 1] : out_;
+    ensure(out, size_t(p) * s.cout);
+    // In float the convolution kernels apply bias + swish as they write z (sig_ and out filled too: swished)
+    SwishOut epilogue{};
+    if constexpr (std::is_same_v<T, float>) epilogue = SwishOut{params + s.b_off, sig_[l].data(), out.data()};
+    const SwishOut* swish = std::is_same_v<T, float> ? &epilogue : nullptr;
+    bool swished = false;
     if (s.cin == 1) {  // the first layer: a direct convolution, no im2col or GEMM (K = k·k is tiny)
-      conv1_forward(s, n, in_[l].data(), wp_[l].data(), z_[l].data());
+      swished = conv1_forward(s, n, in_[l].data(), wp_[l].data(), z_[l].data(), swish) && swish;
     } else {
       T* wpt = wpt_[l].data();
       col_ready_[l] = false;
-      if (!conv_implicit(s, n, l, wpt)) {
+      if (conv_implicit(s, n, l, wpt, swish)) {
+        swished = swish != nullptr;
+      } else {
         ensure(col_[l], size_t(p) * kdim);
         im2col(s, n, in_[l].data(), col_[l].data());
         col_ready_[l] = true;
@@ -408,8 +419,7 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
         gemm_nn(int(p), s.cout, kdim, col_[l].data(), kdim, wpt, s.cout, z_[l].data(), s.cout);
       }
     }
-    std::vector<T>& out = (l + 1 < L) ? in_[l + 1] : out_;
-    ensure(out, size_t(p) * s.cout);
+    if (swished) continue;
     if constexpr (std::is_same_v<T, float>)  // the copy of the vector kernels chosen for this CPU
       cpu_vector_kernels().bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
     else

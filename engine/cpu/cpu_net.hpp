@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/cpu/small_gemm.hpp"  // SwishOut
 #include "engine/net.hpp"
 
 namespace ebm {
@@ -70,7 +71,7 @@ class CpuNetT {
 
  private:
   void prepare_weights(const T* params);
-  bool conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt);
+  bool conv_implicit(const ConvShape& s, int n, size_t l, const T* wpt, const SwishOut* swish);
   bool backward_data_implicit(const ConvShape& s, int n, size_t l, const T* dz, T* din, const T* sig_below,
                               const T* z_below);
 

@@ -245,6 +245,15 @@ static inline void philox_normal64(uint64_t seed, uint64_t stream, uint64_t firs
 #endif
 }
 
+// Bias + swish of one vector: z = acc + b, σ = 1 / (1 + exp(−z)), a = z·σ — the formula bias_swish and the GEMM
+// epilogues that apply it share, so both give the same bits.
+static inline void bias_swish_v(fast_math_detail::fv acc, fast_math_detail::fv b, fast_math_detail::fv& z,
+                                fast_math_detail::fv& s, fast_math_detail::fv& a) {
+  z = acc + b;
+  s = 1.0f / (1.0f + fast_math_detail::expv(-z));
+  a = z * s;
+}
+
 // Fused bias + swish over a [rows][cols] block (NHWC: one row per pixel, channels along it):
 // z ← z + bias[col], σ ← σ(z), a ← z·σ.
 static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias) {
@@ -254,14 +263,13 @@ static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int 
     const int64_t len = rows * cols;
     int j = 0;  // the column of element i
     for (int64_t i = 0; i < len; i += kNF) {
-      fv zz, bb;
-      loadv(zz, z + i);
+      fv acc, bb, zz, s, out;
+      loadv(acc, z + i);
       loadv(bb, bias + j);
-      zz = zz + bb;
-      const fv s = 1.0f / (1.0f + expv(-zz));
+      bias_swish_v(acc, bb, zz, s, out);
       storev(z + i, zz);
       storev(sig + i, s);
-      storev(a + i, zz * s);
+      storev(a + i, out);
       j += kNF;
       if (j == cols) j = 0;
     }
@@ -273,12 +281,10 @@ static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int 
     float* ar = a + r * cols;
     int j = 0;
     for (; j + kNF <= cols; j += kNF) {
-      fv zz, bb;
-      loadv(zz, zr + j);
+      fv acc, bb, zz, s, out;
+      loadv(acc, zr + j);
       loadv(bb, bias + j);
-      zz = zz + bb;
-      const fv s = 1.0f / (1.0f + expv(-zz));
-      const fv out = zz * s;
+      bias_swish_v(acc, bb, zz, s, out);
       storev(zr + j, zz);
       storev(sr + j, s);
       storev(ar + j, out);

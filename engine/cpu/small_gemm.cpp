@@ -150,6 +150,16 @@ inline bool tap_rows(const int32_t* __restrict taps, int T, int t, const float* 
   return any;
 }
 
+// Bias + swish of a tile's m rows of width columns (row r at rows[r], or r; C and swish's pointers at the tile's
+// corner), as bias_swish. Not inlined: the exp's constants would crowd the micro-kernels' registers.
+__attribute__((noinline)) void swish_rows(int m, const int32_t* rows, int width, float* C, std::ptrdiff_t ldc,
+                                          const SwishOut& swish) {
+  for (int r = 0; r < m; ++r) {
+    const std::ptrdiff_t o = std::ptrdiff_t(rows ? rows[r] : r) * ldc;
+    bias_swish(C + o, swish.sig + o, swish.act + o, 1, width, swish.bias);
+  }
+}
+
 // Implicit-GEMM micro-tile: row r's A row is the concatenation over taps t of the input pixel
 // rows[r·T + t] (cin floats each; −1 = zero padding), so the im2col matrix is never written. Row r goes to C row
 // rows[r] (r where rows is null). A tap that is padding for every row of the tile is skipped: it would add 0·b to each
@@ -157,7 +167,7 @@ inline bool tap_rows(const int32_t* __restrict taps, int T, int t, const float* 
 template <int MR, int NV>
 inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const int32_t* __restrict rows,
                        const float* __restrict in, const float* __restrict B, std::ptrdiff_t ldb, float* __restrict C,
-                       std::ptrdiff_t ldc) {
+                       std::ptrdiff_t ldc, const SwishOut* swish) {
   vn acc[MR][NV * kS];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV * kS; ++v) acc[r][v] = vn{};
@@ -167,6 +177,7 @@ inline void micro_conv(int T, int cin, const int32_t* __restrict taps, const int
   }
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV * kS; ++v) storev(C + std::ptrdiff_t(rows ? rows[r] : r) * ldc + kW * v, acc[r][v]);
+  if (swish) swish_rows(MR, rows, 16 * NV, C, ldc, *swish);  // while the tile's rows are in L1
 }
 
 // The backward-data micro-tile: row r of C (at rows[r]) = Σ over taps t of (Σ_c in[taps[r·T + t]][c] · B[t·K + c]),
@@ -226,12 +237,15 @@ namespace EBM_KERNEL_NS {
 int widest_tile_columns() { return 16 * kMaxNV; }
 
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                   float* C, int ldc, const int32_t* rows) {
+                   float* C, int ldc, const int32_t* rows, const SwishOut* swish) {
   if (M < 1 || T < 1 || cin < 1 || cin > 1024 || N < 16 || N > 1024 || N % 16 != 0) return false;
   if (ldb < N || ldc < N || !taps || !in || !B || !C) return false;
+  if (swish && (!swish->bias || !swish->sig || !swish->act)) return false;
   tiles(M, N, [&]<int NV, int R>(std::integral_constant<int, NV>, std::integral_constant<int, R>, int i, int j) {
-    micro_conv<R, NV>(T, cin, taps + std::ptrdiff_t(i) * T, rows ? rows + i : nullptr, in, B + j, ldb,
-                      C + (rows ? 0 : std::ptrdiff_t(i) * ldc) + j, ldc);
+    const std::ptrdiff_t at = (rows ? 0 : std::ptrdiff_t(i) * ldc) + j;  // the tile's corner in C (and sig, act)
+    const SwishOut tile = swish ? SwishOut{swish->bias + j, swish->sig + at, swish->act + at} : SwishOut{};
+    micro_conv<R, NV>(T, cin, taps + std::ptrdiff_t(i) * T, rows ? rows + i : nullptr, in, B + j, ldb, C + at, ldc,
+                      swish ? &tile : nullptr);
   });
   return true;
 }
@@ -305,7 +319,8 @@ namespace {
 // channels a vector FMA chain over the taps in (ky, kx) order from 0. K: s.k as a constant for the common 3×3 (the
 // taps unrolled), 0 for any.
 template <int K>
-void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, const float* wt, float* z) {
+void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, const float* wt, float* z,
+                         const SwishOut* swish) {
   const int k = K > 0 ? K : s.k, co = s.cout;
   for (int oy = 0; oy < s.hout; ++oy)
     for (int ox0 = 0; ox0 < s.wout; ox0 += kGroup) {
@@ -313,7 +328,6 @@ void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, c
       const float* base = xp + int64_t(oy) * s.stride * pl.wp + int64_t(ox0) * s.stride;
       int64_t off[kGroup];  // pixel j's top-left tap from base
       for (int j = 0; j < kGroup; ++j) off[j] = int64_t(std::min(j, g - 1)) * s.stride;
-      float* zr = z + (int64_t(oy) * s.wout + ox0) * co;
       for (int cb = 0; cb < co; cb += kW) {
         vn acc[kGroup] = {};
         for (int ky = 0; ky < k; ++ky)
@@ -323,16 +337,30 @@ void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, c
             const float* r = base + int64_t(ky) * pl.wp + kx;
             for (int j = 0; j < kGroup; ++j) acc[j] += r[off[j]] * w;
           }
-        for (int j = 0; j < g; ++j) storev(zr + int64_t(j) * co + cb, acc[j]);
+        for (int j = 0; j < g; ++j) {
+          const int64_t o = (int64_t(oy) * s.wout + ox0 + j) * co + cb;
+          if (!swish) {
+            storev(z + o, acc[j]);
+            continue;
+          }
+          vn bb, zz, sg, act;
+          loadv(bb, swish->bias + cb);
+          bias_swish_v(acc[j], bb, zz, sg, act);
+          storev(z + o, zz);
+          storev(swish->sig + o, sg);
+          storev(swish->act + o, act);
+        }
       }
     }
 }
 }  // namespace
 
 // The first layer (one input channel), image b: z [p][cout] = Σ_t x[tap t of p] · wt [t][cout], taps in (ky, kx)
-// order, kW output channels to a vector accumulator (cout % 16 == 0), kGroup output pixels at a time.
-void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z) {
+// order, kW output channels to a vector accumulator (cout % 16 == 0), kGroup output pixels at a time; with swish,
+// bias + swish as the rows are written.
+void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z, const SwishOut* swish) {
   const int co = s.cout, P = s.hout * s.wout;
+  const int64_t img = int64_t(b) * P * co;  // image b's rows in z (and sig, act)
   const Plane pl(s);
   if (!pl.fits()) {
     for (int p = 0; p < P; ++p)
@@ -345,14 +373,16 @@ void conv1_forward_image(const ConvShape& s, int b, const float* x, const float*
         });
         storev(z + (int64_t(b) * P + p) * co + cb, acc);
       }
+    if (swish) bias_swish(z + img, swish->sig + img, swish->act + img, P, co, swish->bias);
     return;
   }
   float xp[kPlaneMax];
   std::fill(xp, xp + pl.hp * pl.wp, 0.0f);
   for (int iy = 0; iy < s.hin; ++iy)
     std::copy_n(x + (int64_t(b) * s.hin + iy) * s.win, s.win, xp + int64_t(iy + s.pad) * pl.wp + s.pad);
-  if (s.k == 3) conv1_forward_plane<3>(s, pl, xp, wt, z + int64_t(b) * P * co);
-  else conv1_forward_plane<0>(s, pl, xp, wt, z + int64_t(b) * P * co);
+  const SwishOut image = swish ? SwishOut{swish->bias, swish->sig + img, swish->act + img} : SwishOut{};
+  if (s.k == 3) conv1_forward_plane<3>(s, pl, xp, wt, z + img, swish ? &image : nullptr);
+  else conv1_forward_plane<0>(s, pl, xp, wt, z + img, swish ? &image : nullptr);
 }
 
 namespace {  // internal linkage, as the helpers above (no copy's code can stand in for another's)

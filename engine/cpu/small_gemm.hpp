@@ -16,13 +16,21 @@ struct ConvShape;  // engine/net.hpp
 // N in [16, 1024], M >= 1, K >= 1 and lda >= K, ldb >= N, ldc >= N. Callers run one call per thread.
 bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
 
+// A forward convolution's bias + swish applied as its output is written (fast_math.hpp's bias_swish, its bits): each
+// output row gets z = acc + bias (in C), σ(z) in sig and z·σ(z) in act, at C's row and column. Null: C gets acc.
+struct SwishOut {
+  const float* bias;  // [N]
+  float* sig;         // rows as C's
+  float* act;         // rows as C's
+};
+
 // The forward convolution as an implicit GEMM (no im2col matrix): C[M][N] = A·B where row r of A is the
 // concatenation over taps t < T of in[taps[r·T + t]][0..cin) (a pixel row of the NHWC input; taps −1
 // read zeros), and B is [T·cin][N] with row stride ldb; row r is written to C row rows[r] (r where rows is null: the
 // tap table's rows may be grouped so that padding taps line up and whole tiles skip them). Same conditions on N as
-// above; cin ≤ 1024.
+// above; cin ≤ 1024. With swish, C's rows get bias + swish as SwishOut says.
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                   float* C, int ldc, const int32_t* rows);
+                   float* C, int ldc, const int32_t* rows, const SwishOut* swish = nullptr);
 
 // The backward-data convolution of one residue class of input pixels as an implicit GEMM (engine/cpu/cpu_net.cpp
 // builds the tables): for r < M, C[rows[r]·ldc .. +N) = Σ_{t<T} Σ_{c<K} in[taps[r·T + t]·K + c] · B[(t·K + c)·ldb ..
@@ -57,7 +65,7 @@ struct CpuVectorKernels {
   int widest_tile;  // columns of this copy's widest GEMM micro-tile: 64 with AVX-512, 16 with narrower vectors
   bool (*sgemm_nn)(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
   bool (*conv_nn)(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                  float* C, int ldc, const int32_t* rows);
+                  float* C, int ldc, const int32_t* rows, const SwishOut* swish);
   bool (*conv_tapsum_nn)(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
                          const float* B, int ldb, float* C, int ldc, const float* sig, const float* z);
   bool (*class_col2im)(int M, int N, int T, const int32_t* taps, const int32_t* rows, const int32_t* offs,
@@ -65,7 +73,9 @@ struct CpuVectorKernels {
   void (*bias_swish)(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);
   void (*normal64)(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);
   // The first (one-channel) layer, one image b at a time (engine/cpu/cpu_net.cpp conv1_forward / _backward_data).
-  void (*conv1_forward_image)(const ConvShape& s, int b, const float* x, const float* wt, float* z);
+  // z [n·P][cout]; with swish, z's image gets bias + swish (its sig and act pointers are the batch's, like z)
+  void (*conv1_forward_image)(const ConvShape& s, int b, const float* x, const float* wt, float* z,
+                              const SwishOut* swish);
   void (*conv1_backward_data_image)(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);  // dx's image overwritten
   // The backward pass's col2im of one image, and dz = da·swish'(z) over a slice (engine/cpu/cpu_net.cpp).
   void (*col2im_image)(const ConvShape& s, int b, const float* dcol, float* din);

@@ -14,7 +14,7 @@
   namespace ebm::ns {                                                                                             \
   bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc); \
   bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb, \
-                     float* C, int ldc, const int32_t* rows);                                                     \
+                     float* C, int ldc, const int32_t* rows, const SwishOut* swish);                              \
   bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in, \
                             const float* B, int ldb, float* C, int ldc, const float* sig,                    \
                             const float* z);                                                                    \
@@ -23,7 +23,8 @@
   int widest_tile_columns();                                                                                    \
   void bias_swish_rows(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);               \
   void normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);                                 \
-  void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z);               \
+  void conv1_forward_image(const ConvShape& s, int b, const float* x, const float* wt, float* z,                \
+                           const SwishOut* swish);                                                              \
   void conv1_backward_data_image(const ConvShape& s, int b, const float* dz, const float* wcol, float* dx);     \
   void col2im_image(const ConvShape& s, int b, const float* dcol, float* din);                                   \
   void swish_grad(float* dz, const float* da, const float* sg, const float* z, int64_t n);                      \
@@ -96,8 +97,8 @@ bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B
 }
 
 bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const float* in, const float* B, int ldb,
-                   float* C, int ldc, const int32_t* rows) {
-  return cpu_vector_kernels().conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc, rows);
+                   float* C, int ldc, const int32_t* rows, const SwishOut* swish) {
+  return cpu_vector_kernels().conv_nn(M, N, T, cin, taps, in, B, ldb, C, ldc, rows, swish);
 }
 
 bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
