@@ -326,8 +326,8 @@ TEST(SmallGemmIsa, BiasSwishTailKeepsTheSignOfZero) {
 // The backward-data pass without the column matrix (engine/cpu/cpu_net.cpp): the residue classes of
 // conv_backward_classes through small_conv_tapsum_nn give, in every copy, exactly the bits of that copy's dcol = dz·Wp
 // (small_sgemm_nn) followed by col2im — the path it replaced, so the CPU backend's results did not move — and with σ
-// and z of the layer below, exactly swish_grad of that; so do the classes' sums over that dcol (class_col2im, the
-// path 16-channel layers take where the tiles go wider).
+// and z of the layer below, exactly swish_grad of that; so does col2im as a gather over that dcol (col2im_rows with
+// col2im_offsets, the path 16-channel layers take where the tiles go wider).
 TEST(SmallGemmIsa, BackwardDataClassesGiveGemmPlusCol2imBitForBit) {
   auto shape = [](int cin, int cout, int k, int stride, int hin) {
     ebm::ConvShape s{};
@@ -375,16 +375,19 @@ TEST(SmallGemmIsa, BackwardDataClassesGiveGemmPlusCol2imBitForBit) {
         }
         EXPECT_EQ(got, fused ? ref_dz : ref) << k.isa << (fused ? " with swish'" : "") << ": cin " << s.cin << " k "
                                              << s.k << " stride " << s.stride << " hin " << s.hin;
-        // the classes' sums over the explicit dcol (the path layers of 16 channels take): the same bits again
+        // col2im as a gather over the explicit dcol, an image at a time (the path layers of 16 channels take): the
+        // same bits again
         std::vector<float> gathered(ref.size(), 7.0f);
-        for (const auto& c : bc.classes) {
-          std::vector<int32_t> offs;
-          for (int t : c.tap_index) offs.push_back(t * s.cin);
-          ASSERT_TRUE(k.class_col2im(c.m, s.cin, int(offs.size()), bc.taps.data() + c.taps_off,
-                                     bc.rows.data() + c.rows_off, offs.data(), dcol.data(), kdim, gathered.data(),
-                                     s.cin, fused ? sig.data() : nullptr, fused ? z.data() : nullptr));
+        int T = 0;
+        const std::vector<int32_t> offs = ebm::col2im_offsets(s, T);
+        const int64_t pout = int64_t(s.hout) * s.wout, pin1 = int64_t(s.hin) * s.win;
+        for (int b = 0; b < n; ++b) {
+          const size_t at = size_t(b * pin1 * s.cin);
+          ASSERT_TRUE(k.col2im_rows(int(pin1), s.cin, T, offs.data(), dcol.data() + size_t(b * pout * kdim),
+                                    gathered.data() + at, s.cin, fused ? sig.data() + at : nullptr,
+                                    fused ? z.data() + at : nullptr));
         }
-        EXPECT_EQ(gathered, fused ? ref_dz : ref) << k.isa << " class_col2im" << (fused ? " with swish'" : "")
+        EXPECT_EQ(gathered, fused ? ref_dz : ref) << k.isa << " col2im_rows" << (fused ? " with swish'" : "")
                                                   << ": cin " << s.cin << " k " << s.k << " stride " << s.stride;
       }
     }

@@ -289,6 +289,25 @@ ConvBackwardClasses conv_backward_classes(const ConvShape& s, int n) {
   return bc;
 }
 
+std::vector<int32_t> col2im_offsets(const ConvShape& s, int& T) {
+  const ConvBackwardClasses bc = conv_backward_classes(s, 1);
+  T = 0;
+  for (const ConvBackwardClasses::Class& c : bc.classes) T = std::max(T, int(c.tap_index.size()));
+  const int64_t kdim = int64_t(s.k) * s.k * s.cin;
+  std::vector<int32_t> offs(size_t(s.hin) * s.win * size_t(T), -1);
+  for (const ConvBackwardClasses::Class& c : bc.classes) {
+    const int nt = int(c.tap_index.size());
+    for (int r = 0; r < c.m; ++r) {
+      const int32_t pixel = bc.rows[c.rows_off + size_t(r)];
+      for (int t = 0; t < nt; ++t) {
+        const int32_t out = bc.taps[c.taps_off + size_t(r) * nt + size_t(t)];
+        if (out >= 0) offs[size_t(pixel) * T + size_t(t)] = int32_t(out * kdim + int64_t(c.tap_index[size_t(t)]) * s.cin);
+      }
+    }
+  }
+  return offs;
+}
+
 // The backward-data convolution of layer l without the column matrix (float, channels ≥ 16): the classes of
 // conv_backward_classes through small_conv_tapsum_nn, din with exactly the bits of dcol = dz·Wp + col2im. Taken only
 // where that path ran on small_sgemm_nn (k·k·cin ≤ 1024 and a multiple of 16; elsewhere OpenBLAS ran it and its bits
@@ -304,30 +323,26 @@ bool CpuNetT<T>::backward_data_implicit(const ConvShape& s, int n, size_t l, con
     if (s.cin < 16 || s.cin % 16 != 0 || kdim > 1024 || kdim % 16 != 0 || s.cout > 1024) return false;
     if (int64_t(n) * s.hin * s.win * s.k * s.k > INT32_MAX) return false;
     const CpuVectorKernels& vk = cpu_vector_kernels();
-    // Rows one vector wide (cin 16): the implicit tiles would be 16 columns, one vector load per FMA and load-bound.
-    // Instead, an image at a time, dcol = dz·W in tiles 48 wide (N = k·k·cin; the image's dcol stays in L1), then
-    // the classes sum dcol's taps in col2im's order (tables for one image, offset to image b).
-    const bool by_image = s.cin < 32 && s.cin < vk.widest_tile;
-    ConvBackwardClasses& bc = bcls_[l];
-    if (bc.n != (by_image ? 1 : n)) bc = conv_backward_classes(s, by_image ? 1 : n);
-    if (by_image) {
+    if (s.cin < 32 && s.cin < vk.widest_tile) {
+      // Rows one vector wide (cin 16): the implicit tiles would be 16 columns, one vector load per FMA and load-bound.
+      // Instead, an image at a time, dcol = dz·W in tiles 48 wide (N = k·k·cin; the image's dcol stays in L1), then
+      // col2im as a gather over it, in raster order (σ and z of the layer below stream).
       const int64_t pout = int64_t(s.hout) * s.wout, pin = int64_t(s.hin) * s.win;
+      if (int64_t(pout) * kdim > INT32_MAX) return false;
+      c2i_.resize(net_.convs.size()), c2i_t_.resize(net_.convs.size(), 0);
+      if (c2i_[l].empty()) c2i_[l] = col2im_offsets(s, c2i_t_[l]);
       ensure(dcol_, size_t(pout) * kdim);
-      int32_t offs[64];  // k·k ≤ 64: kdim ≤ 1024 with cin ≥ 16
       for (int b = 0; b < n; ++b) {
         gemm_nn(int(pout), kdim, s.cout, dz + b * pout * s.cout, s.cout, wp_[l].data(), kdim, dcol_.data(), kdim);
         const int64_t at = b * pin * s.cin;  // image b's rows of din, sig and z
-        for (const ConvBackwardClasses::Class& c : bc.classes) {
-          const int nt = int(c.tap_index.size());
-          for (int t = 0; t < nt; ++t) offs[t] = c.tap_index[size_t(t)] * s.cin;
-          if (!vk.class_col2im(c.m, s.cin, nt, bc.taps.data() + c.taps_off, bc.rows.data() + c.rows_off, offs,
-                               dcol_.data(), kdim, din + at, s.cin, sig_below ? sig_below + at : nullptr,
-                               z_below ? z_below + at : nullptr))
-            return false;
-        }
+        if (!vk.col2im_rows(int(pin), s.cin, c2i_t_[l], c2i_[l].data(), dcol_.data(), din + at, s.cin,
+                            sig_below ? sig_below + at : nullptr, z_below ? z_below + at : nullptr))
+          return false;
       }
       return true;
     }
+    ConvBackwardClasses& bc = bcls_[l];
+    if (bc.n != n) bc = conv_backward_classes(s, n);
     std::vector<T>& bw = bw_[l];
     if (bw_version_[l] != weights_version_) {  // the classes' weights, packed once per set of weights
       const T* wp = wp_[l].data();

@@ -7,7 +7,7 @@
 // as an implicit GEMM (rows of col read from the input through a tap table, never written), the input gradient as
 // implicit GEMMs over the input pixels' residue classes (conv_backward_classes: no column matrix, no col2im), with
 // the rows of both grouped so that tiles skip the taps outside the image (16-channel inputs, where those tiles would be
-// one vector wide, as dcol = dz·W in wide tiles and the classes' sums over it: class_col2im); the weight gradient uses
+// one vector wide, as dcol = dz·W in wide tiles gathered by col2im_offsets); the weight gradient uses
 // the explicit im2col matrix and BLAS. The first (one-channel) layer is a direct convolution, its input gradient
 // through the stride² residue classes of its plane.
 #pragma once
@@ -38,6 +38,12 @@ struct ConvBackwardClasses {
   std::vector<int32_t> rows;     // per row of each class: its input pixel b·hin·win + iy·win + ix
 };
 ConvBackwardClasses conv_backward_classes(const ConvShape& s, int n);
+
+// col2im of one image as a gather table (for small_gemm.hpp's conv_col2im_rows): for input pixel i = iy·win + ix in
+// raster order, T entries (T = ⌈k/stride⌉², set here) of the elements of dcol [hout·wout][k·k·cin] it sums, in
+// col2im's order (the output pixels that read it in raster order): entry = output pixel · k·k·cin + tap · cin, or −1
+// (none: padding, or fewer taps in the pixel's residue class).
+std::vector<int32_t> col2im_offsets(const ConvShape& s, int& T);
 
 // Reorders the m rows of a tap table (T taps per row, −1 = padding; rows[r] = where row r's result goes) so that rows
 // padded at the same taps are adjacent, stably; the implicit GEMMs' tiles then skip the taps that are padding for all
@@ -90,6 +96,8 @@ class CpuNetT {
   std::vector<std::vector<int32_t>> taps_rows_;  // per layer: the output pixel of each row of taps_
   std::vector<int> taps_n_;                 // the batch size taps_ was built for
   std::vector<ConvBackwardClasses> bcls_;   // per layer: the implicit backward-data pass's tables (batch bcls_[l].n)
+  std::vector<std::vector<int32_t>> c2i_;  // per layer where dcol is gathered: col2im_offsets (one image)
+  std::vector<int> c2i_t_;                 // … and its entries per pixel
   std::vector<std::vector<T>> bw_;          // per layer: its classes' weights, one after the other
   std::vector<int64_t> bw_version_;         // per layer: the weights_version_ bw_ was packed from
   std::vector<char> col_ready_;             // col_ holds this forward's im2col (implicit GEMM skips it)

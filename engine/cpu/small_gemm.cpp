@@ -270,19 +270,19 @@ bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const
   return true;
 }
 
-bool conv_class_col2im(int M, int N, int T, const int32_t* taps, const int32_t* rows, const int32_t* offs,
-                       const float* dcol, int ldd, float* C, int ldc, const float* sig, const float* z) {
+bool conv_col2im_rows(int M, int N, int T, const int32_t* offs, const float* dcol, float* C, int ldc,
+                      const float* sig, const float* z) {
   if (M < 1 || T < 0 || N < 16 || N > 1024 || N % 16 != 0) return false;
-  if (ldc < N || (T > 0 && (!taps || !offs)) || !rows || !dcol || !C || !sig != !z) return false;
+  if (ldc < N || (T > 0 && !offs) || !dcol || !C || !sig != !z) return false;
   for (int r = 0; r < M; ++r) {
-    const int32_t* tr = taps + std::ptrdiff_t(r) * T;
-    const std::ptrdiff_t row = std::ptrdiff_t(rows[r]) * ldc;
+    const int32_t* tr = offs + std::ptrdiff_t(r) * T;
+    const std::ptrdiff_t row = std::ptrdiff_t(r) * ldc;
     for (int v = 0; v < N; v += kW) {
-      vn sum = vn{};  // +0, then the taps in col2im's order
+      vn sum = vn{};  // +0, then the entries in col2im's order
       for (int t = 0; t < T; ++t)
         if (tr[t] >= 0) {
           vn d;
-          loadv(d, dcol + std::ptrdiff_t(tr[t]) * ldd + offs[t] + v);
+          loadv(d, dcol + tr[t] + v);
           sum = sum + d;
         }
       if (sig) {  // swish' as micro_tapsum's finish and swish_grad write it
@@ -322,7 +322,7 @@ template <int K>
 void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, const float* wt, float* z,
                          const SwishOut* swish) {
   const int k = K > 0 ? K : s.k, co = s.cout;
-  for (int oy = 0; oy < s.hout; ++oy)
+  for (int oy = 0; oy < s.hout; ++oy) {
     for (int ox0 = 0; ox0 < s.wout; ox0 += kGroup) {
       const int g = std::min(kGroup, s.wout - ox0);
       const float* base = xp + int64_t(oy) * s.stride * pl.wp + int64_t(ox0) * s.stride;
@@ -337,21 +337,14 @@ void conv1_forward_plane(const ConvShape& s, const Plane& pl, const float* xp, c
             const float* r = base + int64_t(ky) * pl.wp + kx;
             for (int j = 0; j < kGroup; ++j) acc[j] += r[off[j]] * w;
           }
-        for (int j = 0; j < g; ++j) {
-          const int64_t o = (int64_t(oy) * s.wout + ox0 + j) * co + cb;
-          if (!swish) {
-            storev(z + o, acc[j]);
-            continue;
-          }
-          vn bb, zz, sg, act;
-          loadv(bb, swish->bias + cb);
-          bias_swish_v(acc[j], bb, zz, sg, act);
-          storev(z + o, zz);
-          storev(swish->sig + o, sg);
-          storev(swish->act + o, act);
-        }
+        for (int j = 0; j < g; ++j) storev(z + (int64_t(oy) * s.wout + ox0 + j) * co + cb, acc[j]);
       }
     }
+    if (swish) {  // the row's bias + swish while it is in L1 (out of the FMA loops: the exp's constants need registers)
+      const int64_t o = int64_t(oy) * s.wout * co;
+      bias_swish(z + o, swish->sig + o, swish->act + o, s.wout, co, swish->bias);
+    }
+  }
 }
 }  // namespace
 

@@ -42,13 +42,14 @@ bool small_conv_nn(int M, int N, int T, int cin, const int32_t* taps, const floa
 bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
                           const float* B, int ldb, float* C, int ldc, const float* sig, const float* z);
 
-// The same rows from the explicit column gradient instead: for r < M, C[rows[r]·ldc .. +N) = Σ over t < T with
-// taps[r·T + t] ≥ 0 of dcol[taps[r·T + t]·ldd + offs[t] .. +N) (offs[t] = tap t's ky·k + kx times cin), added in t
-// order from +0 — col2im's sums over dcol = dz·W, so the bits of small_conv_tapsum_nn — then multiplied by swish'(z)
-// with sig and z as there. For layers whose rows are one 16-float vector wide (cin 16), where the implicit tiles are
-// 16 columns and load-bound, and dz·W runs in wide tiles (its N = k·k·cin). Needs N % 16 == 0 with N in [16, 1024].
-bool conv_class_col2im(int M, int N, int T, const int32_t* taps, const int32_t* rows, const int32_t* offs,
-                       const float* dcol, int ldd, float* C, int ldc, const float* sig, const float* z);
+// col2im as a gather, for the explicit column gradient dcol = dz·W: row r of C (at r·ldc) = the sum from +0, in t
+// order, of dcol[offs[r·T + t] .. +N) over t < T with offs[r·T + t] ≥ 0 — with each row's entries in col2im's order
+// (cpu_net.hpp's col2im_offsets), col2im's sums, so the bits of small_conv_tapsum_nn — then multiplied by swish'(z)
+// with sig and z (rows like C's; both or neither) as there. For layers whose input rows are one 16-float vector wide
+// (cin 16), where the implicit tiles are 16 columns and load-bound while dz·W runs in wide tiles (N = k·k·cin); rows
+// in raster order, so σ and z stream. Needs N % 16 == 0 with N in [16, 1024], T ≥ 0.
+bool conv_col2im_rows(int M, int N, int T, const int32_t* offs, const float* dcol, float* C, int ldc,
+                      const float* sig, const float* z);
 
 // --- The CPU backend's vector kernels (these two and those below), one copy per instruction set, chosen at run
 // time (engine/cpu/small_gemm_dispatch.cpp); small_sgemm_nn and small_conv_nn above call the chosen copy ---
@@ -68,8 +69,8 @@ struct CpuVectorKernels {
                   float* C, int ldc, const int32_t* rows, const SwishOut* swish);
   bool (*conv_tapsum_nn)(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in,
                          const float* B, int ldb, float* C, int ldc, const float* sig, const float* z);
-  bool (*class_col2im)(int M, int N, int T, const int32_t* taps, const int32_t* rows, const int32_t* offs,
-                       const float* dcol, int ldd, float* C, int ldc, const float* sig, const float* z);
+  bool (*col2im_rows)(int M, int N, int T, const int32_t* offs, const float* dcol, float* C, int ldc,
+                      const float* sig, const float* z);
   void (*bias_swish)(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);
   void (*normal64)(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);
   // The first (one-channel) layer, one image b at a time (engine/cpu/cpu_net.cpp conv1_forward / _backward_data).

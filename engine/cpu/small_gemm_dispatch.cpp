@@ -18,8 +18,8 @@
   bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const int32_t* rows, const float* in, \
                             const float* B, int ldb, float* C, int ldc, const float* sig,                    \
                             const float* z);                                                                    \
-  bool conv_class_col2im(int M, int N, int T, const int32_t* taps, const int32_t* rows, const int32_t* offs,       \
-                         const float* dcol, int ldd, float* C, int ldc, const float* sig, const float* z);       \
+  bool conv_col2im_rows(int M, int N, int T, const int32_t* offs, const float* dcol, float* C, int ldc,        \
+                        const float* sig, const float* z);                                                      \
   int widest_tile_columns();                                                                                    \
   void bias_swish_rows(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias);               \
   void normal64(uint64_t seed, uint64_t stream, uint64_t first, float out[64]);                                 \
@@ -46,7 +46,7 @@ namespace {
 #define EBM_COPY(name, ns) \
   CpuVectorKernels {                                                                                \
     name, ns::widest_tile_columns(), ns::small_sgemm_nn, ns::small_conv_nn, ns::small_conv_tapsum_nn,           \
-        ns::conv_class_col2im, ns::bias_swish_rows, ns::normal64, ns::conv1_forward_image,                     \
+        ns::conv_col2im_rows, ns::bias_swish_rows,  ns::normal64, ns::conv1_forward_image,                     \
         ns::conv1_backward_data_image, ns::col2im_image, ns::swish_grad                                        \
   }
 
