@@ -38,7 +38,8 @@ constexpr const char* kUsage =
     "Times one training step (Langevin chains, loss, Adam) and one Langevin step of the seed's network on\n"
     "one backend, printed as one JSON line: after --warmup steps (at least 2: the eager first step and the\n"
     "CUDA graph capture are never timed), --iters training steps as one run ending in one read-back; the\n"
-    "Langevin step as the difference of 2k- and k-step chains over k (null when timing noise hides it).\n"
+    "Langevin step as the median over --iters pairs of a 2k- and a k-step chain, back to back, of their\n"
+    "difference over k (null when timing noise hides it).\n"
     "--batch, --langevin-steps\n"
     "and --channels set (and take what is allowed for) data.batch_size, sampler.steps and model.channels;\n"
     "the rest is the default config. epoch_s_mnist extrapolates to one epoch of 60,000 images.\n"
@@ -120,26 +121,29 @@ nlohmann::json measure(const Flags& f, bool fused, const std::string& chain) {
   const double ms_step = std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / f.iters;
 
   // Langevin steps alone: sample() also uploads x, downloads it and synchronises, a fixed cost per call, so
-  // chains of k and 2k steps are timed and the per-step figure is their difference over k (medians of
-  // `iters` calls each, after the warm-up). With --langevin-steps 0 there is nothing to time.
+  // chains of k and 2k steps are timed and the per-step figure is their difference over k: the median over `iters`
+  // pairs, after the warm-up, each pair a k-step and a 2k-step call back to back (the machine's speed drifts on a
+  // shared host: a pair sees one speed, where all the short calls and then all the long ones saw two). With
+  // --langevin-steps 0 there is nothing to time.
   const int k = std::min(opt.sampler.steps, 20);
   nlohmann::json ms_langevin = nullptr;
   if (k > 0) {
     Tensor x({opt.batch_size, net.in_c, net.in_h, net.in_w});
-    auto chain_ms = [&](int steps) {
+    auto chain_ms = [&](int steps, int i) {
       SamplerParams sp = opt.sampler;
       sp.steps = steps;
-      std::vector<double> ms;
-      for (int i = 0; i < std::max(f.warmup, 2) + f.iters; ++i) {  // 2: the second call of a shape captures
-        Rng(2 + i, RngStream::kInit).uniform(x.ptr(), x.numel(), -1, 1);
-        const auto t = Clock::now();
-        be->sample(x, sp, 7 + i);
-        if (i >= std::max(f.warmup, 2)) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t).count());
-      }
-      return median(ms);
+      Rng(2 + i, RngStream::kInit).uniform(x.ptr(), x.numel(), -1, 1);
+      const auto t = Clock::now();
+      be->sample(x, sp, 7 + i);
+      return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
     };
-    const double short_ms = chain_ms(k), long_ms = chain_ms(2 * k);
-    if (long_ms > short_ms) ms_langevin = (long_ms - short_ms) / k;  // else timing noise hides it: no figure
+    std::vector<double> diff;
+    for (int i = 0; i < std::max(f.warmup, 2) + f.iters; ++i) {  // 2: the second call of a shape captures
+      const double short_ms = chain_ms(k, i), long_ms = chain_ms(2 * k, i);
+      if (i >= std::max(f.warmup, 2)) diff.push_back(long_ms - short_ms);
+    }
+    const double d = median(diff);
+    if (d > 0) ms_langevin = d / k;  // else timing noise hides it: no figure
   }
   const int64_t epoch_steps = (kMnistTrain + opt.batch_size - 1) / opt.batch_size;
   const BackendFacts facts = be->facts();

@@ -10,8 +10,9 @@ ms_per_langevin_step, like ebm_bench.
 Like with like (what ebm_bench does): batch 128, 100 Langevin steps per training step, fp32 (no TF32
 unless --tf32); after --warmup (at least 2), --iters training steps timed as one run by a steady clock from
 a synchronised start to a synchronised end, per step (ebm_bench ends its run with one read-back the same
-way); the Langevin step alone as (median of 2k-step chains - median of k-step chains) / k, k = min(steps,
-20), each chain synchronised at both ends — the fixed cost per chain cancels, as in ebm_bench.
+way); the Langevin step alone as the median over --iters pairs of (2k-step chain - k-step chain) / k, the two
+chains of a pair back to back, k = min(steps, 20), each chain synchronised at both ends — the fixed cost per
+chain cancels, as in ebm_bench.
 
   bench/torch_step.py [--device cuda|cpu] [--batch 128] [--steps 100] [--iters 10] [--warmup 2]
                       [--threads N] [--tf32] [--compile [--compile-mode reduce-overhead]
@@ -210,9 +211,12 @@ def main():
 
     first = max(args.warmup, 2)
     ms_step = timed(lambda: [t.step(first + i) for i in range(args.iters)], device) / args.iters
-    short = statistics.median(timed(lambda: t.langevin(x.uniform_(-1, 1), k), device) for _ in range(args.iters))
-    long = statistics.median(timed(lambda: t.langevin(x.uniform_(-1, 1), 2 * k), device) for _ in range(args.iters))
-    ms_langevin = (long - short) / k if long > short else None  # timing noise above the signal: no figure
+    diffs = []  # pairs of a k-step and a 2k-step chain back to back: one pair sees one machine speed
+    for _ in range(args.iters):
+        short = timed(lambda: t.langevin(x.uniform_(-1, 1), k), device)
+        diffs.append(timed(lambda: t.langevin(x.uniform_(-1, 1), 2 * k), device) - short)
+    d = statistics.median(diffs)
+    ms_langevin = d / k if d > 0 else None  # timing noise above the signal: no figure
 
     impl = f"torch-compile({args.compile_mode})" if args.compile else "torch-eager"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"

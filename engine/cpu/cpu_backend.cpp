@@ -233,6 +233,35 @@ void CpuBackend::parallel_rows(int n, Fn&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
+template <class Start, class Fn>
+void CpuBackend::parallel_chunks(int n, int chunk, Start&& start, Fn&& fn) {
+  const int chunks = (n + chunk - 1) / chunk;
+  const int threads = std::max(1, std::min(int(nets_.size()), chunks));
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  openmp_region(threads);
+  atomic_max(g_gemm_team, threads);
+#pragma omp parallel num_threads(threads)
+  {
+    CpuNet& net = *nets_[omp_get_thread_num()];
+    bool started = false;
+#pragma omp for schedule(dynamic, 1)
+    for (int c = 0; c < chunks; ++c) {
+      if (failed.load(std::memory_order_relaxed)) continue;
+      try {
+        if (!started) start(net), started = true;
+        fn(net, c * chunk, std::min(n, (c + 1) * chunk));
+      } catch (...) {
+#pragma omp critical(ebm_parallel_rows_error)
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
+    }
+    net.release_weights();
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 void CpuBackend::reduce_grads(int n) {
   const int threads = std::max(1, std::min(int(nets_.size()), n));
   const int64_t np = int64_t(params_.size());
@@ -368,30 +397,26 @@ void CpuBackend::langevin(const float* params, float* x, int n, const SamplerPar
   dfdx_.resize(size_t(len));
   f_.resize(size_t(n * K));
   ones_.assign(size_t(n * K), 1.0f);  // K = 1: ∂f/∂f; K > 1: overwritten each step by chain_weights
-  // Each chain is independent of the others, so a thread runs its rows kChainChunk at a time through all the steps:
-  // a chunk's activations stay in the core's cache for the whole chain (same numbers as a whole-slice pass).
+  // Each chain is independent of the others, so a thread runs kChainChunk rows at a time through all the steps: a
+  // chunk's activations stay in the core's cache for the whole chain (same numbers as a whole-slice pass), and the
+  // chunks go to whichever thread is free (same numbers whichever runs them).
   constexpr int kChainChunk = 8;
-  parallel_rows(n, [&](CpuNet& net, int, int a, int b) {
-    struct Hold {  // the weights stay in the kernels' layouts for all the steps (released on any exit)
-      CpuNet& net;
-      ~Hold() { net.release_weights(); }
-    } hold{net};
-    net.hold_weights(params);
-    for (int c0 = a; c0 < b; c0 += kChainChunk) {
-      const int c1 = std::min(b, c0 + kChainChunk), m = c1 - c0;
-      const int64_t lo = c0 * img, hi = c1 * img;
-      float* fc = f_.data() + c0 * K;
-      float* wc = ones_.data() + c0 * K;
-      for (int s = 0; s < p.steps; ++s) {
-        if (p.noise > 0) perturb_slice(x, lo, hi, p.noise, rng.seed, rng.stream, base + uint64_t(s) * blocks, first);
-        net.forward(params, x + lo, m, fc);
-        if (K > 1) chain_weights(fc, m, int(K), classes ? classes + c0 : nullptr, wc);
-        net.backward(params, wc, dfdx_.data() + lo, nullptr);
+  parallel_chunks(
+      n, kChainChunk, [&](CpuNet& net) { net.hold_weights(params); },
+      [&](CpuNet& net, int c0, int c1) {
+        const int m = c1 - c0;
+        const int64_t lo = c0 * img, hi = c1 * img;
+        float* fc = f_.data() + c0 * K;
+        float* wc = ones_.data() + c0 * K;
+        for (int s = 0; s < p.steps; ++s) {
+          if (p.noise > 0) perturb_slice(x, lo, hi, p.noise, rng.seed, rng.stream, base + uint64_t(s) * blocks, first);
+          net.forward(params, x + lo, m, fc);
+          if (K > 1) chain_weights(fc, m, int(K), classes ? classes + c0 : nullptr, wc);
+          net.backward(params, wc, dfdx_.data() + lo, nullptr);
 #pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) x[i] = langevin_descend(x[i], dfdx_[i], p.step_size, p.grad_clip);
-      }
-    }
-  });
+          for (int64_t i = lo; i < hi; ++i) x[i] = langevin_descend(x[i], dfdx_[i], p.step_size, p.grad_clip);
+        }
+      });
 }
 
 // The global buffer draw of a W-rank step (G = B·W fake rows), as rank r sees it:
