@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The CPU comparison of issue 3: ebm_bench --backend cpu against the same step in PyTorch on the CPU
 # (Debian's python3-torch 1.13, 2 threads), alternating, several rounds, medians and ratios.
-#   bench/cpu_compare.sh [BUILD_DIR] [ROUNDS]
+#   bench/cpu_compare.sh [BUILD_DIR] [ROUNDS] [BASE_BUILD_DIR]
+# With BASE_BUILD_DIR (another commit's build, e.g. from `git worktree add`), each round also runs its ebm_bench,
+# and its row shows what the change did under the same conditions (a shared host's speed drifts between runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build} rounds=${2:-3}
+build=${1:-build} rounds=${2:-3} base=${3:-}
 py=/usr/bin/python3
 if ! $py -c 'import torch' 2>/dev/null; then
   echo "cpu_compare: needs PyTorch for $py (apt-get install python3-torch)" >&2
@@ -14,20 +16,32 @@ threads=$(nproc)
 out=$(mktemp)
 for r in $(seq "$rounds"); do
   OMP_NUM_THREADS=$threads "$build/ebm_bench" --backend cpu --iters 5 --warmup 1 | sed 's/^/ebm /' >> "$out"
+  if [ -n "$base" ]; then
+    OMP_NUM_THREADS=$threads "$base/ebm_bench" --backend cpu --iters 5 --warmup 1 | sed 's/^/base /' >> "$out"
+  fi
   $py bench/torch_step.py --device cpu --threads "$threads" --iters 5 --warmup 1 | sed 's/^/torch /' >> "$out"
 done
 $py - "$out" <<'PY'
 import json, statistics, sys
-rows = {"ebm": [], "torch": []}
+rows = {"ebm": [], "torch": [], "base": []}
 for line in open(sys.argv[1]):
     who, js = line.split(" ", 1)
     rows[who].append(json.loads(js))
-med = {w: {k: statistics.median(r[k] for r in rs) for k in ("ms_per_train_step", "ms_per_langevin_step")}
-       for w, rs in rows.items()}
-print(f"{'':22s}{'ebm (cpu)':>12s}{'torch (cpu)':>14s}{'ratio':>8s}")
+keys = ("ms_per_train_step", "ms_per_langevin_step")
+def med(rs, k):
+    v = [r[k] for r in rs if r[k] is not None]
+    return statistics.median(v) if v else float("nan")
+med = {w: {k: med(rs, k) for k in keys} for w, rs in rows.items() if rs}
+print(f"{'':22s}{'ebm (cpu)':>12s}{'torch (cpu)':>14s}{'ratio':>8s}" + (f"{'base ebm':>12s}{'ratio':>8s}" if "base" in med else ""))
 for k in ("ms_per_langevin_step", "ms_per_train_step"):
-    print(f"{k:22s}{med['ebm'][k]:12.2f}{med['torch'][k]:14.2f}{med['torch'][k] / med['ebm'][k]:8.2f}x")
-print(json.dumps({"ebm": med["ebm"], "torch": med["torch"], "backend": rows["ebm"][0]["backend"],
-                  "torch_backend": rows["torch"][0]["backend"], "rounds": len(rows["ebm"])}))
+    line = f"{k:22s}{med['ebm'][k]:12.2f}{med['torch'][k]:14.2f}{med['torch'][k] / med['ebm'][k]:8.2f}x"
+    if "base" in med:
+        line += f"{med['base'][k]:12.2f}{med['torch'][k] / med['base'][k]:8.2f}x"
+    print(line)
+summary = {"ebm": med["ebm"], "torch": med["torch"], "backend": rows["ebm"][0]["backend"],
+           "torch_backend": rows["torch"][0]["backend"], "rounds": len(rows["ebm"])}
+if "base" in med:
+    summary["base"] = med["base"]
+print(json.dumps(summary))
 PY
 rm -f "$out"
