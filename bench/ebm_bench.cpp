@@ -2,8 +2,8 @@
 //   ebm_bench [--backend cpu|cuda|auto] [--batch 128] [--langevin-steps 100] [--channels [16,32,64,64]]
 //             [--iters 10] [--warmup 2] [--langevin fused|layers|both] [--chain auto|resident|tiled|generic|all]
 // Train step: --warmup steps, then --iters steps timed as one run ending in a read-back (the mean; no host
-// sync between steps, as in training). Langevin step: (median of k+k-step chains − median of k-step chains)/k,
-// so sample()'s upload, download and sync cancel. JSON also says which backend ran and whether CUDA graphs
+// sync between steps, as in training). Langevin step: the median over --iters back-to-back pairs of a 2k-step and
+// a k-step chain of their difference / k, so sample()'s upload, download and sync cancel. JSON also says which backend ran and whether CUDA graphs
 // were on ("graphs": a failed capture falls back to eager, which the device check must not time unknowingly),
 // and which Langevin path ran ("langevin": "layers" or "fused", cuda.langevin; a net past the fused kernel's
 // budget runs "layers"). On cuda the default times both paths: the top-level figures are the per-layer path's

@@ -401,8 +401,11 @@ void CpuBackend::langevin(const float* params, float* x, int n, const SamplerPar
   // chunk's activations stay in the core's cache for the whole chain (same numbers as a whole-slice pass), and the
   // chunks go to whichever thread is free (same numbers whichever runs them).
   constexpr int kChainChunk = 8;
+  // … fewer rows a chunk where n is small for the threads (a 16-image sample on 16 threads: one each, not two of 8)
+  const int threads = std::max(1, int(nets_.size()));
+  const int chunk = std::clamp((n + threads - 1) / threads, 1, kChainChunk);
   parallel_chunks(
-      n, kChainChunk, [&](CpuNet& net) { net.hold_weights(params); },
+      n, chunk, [&](CpuNet& net) { net.hold_weights(params); },
       [&](CpuNet& net, int c0, int c1) {
         const int m = c1 - c0;
         const int64_t lo = c0 * img, hi = c1 * img;

@@ -9,6 +9,7 @@
 #include "engine/cpu/fast_math.hpp"
 #include "engine/cpu/gemm.hpp"
 #include "engine/cpu/small_gemm.hpp"
+#include "engine/error.hpp"
 #include "engine/openmp_guard.hpp"
 
 namespace ebm {
@@ -294,6 +295,7 @@ std::vector<int32_t> col2im_offsets(const ConvShape& s, int& T) {
   T = 0;
   for (const ConvBackwardClasses::Class& c : bc.classes) T = std::max(T, int(c.tap_index.size()));
   const int64_t kdim = int64_t(s.k) * s.k * s.cin;
+  EBM_CHECK(int64_t(s.hout) * s.wout * kdim <= INT32_MAX, "col2im_offsets: dcol of one image exceeds int32 offsets");
   std::vector<int32_t> offs(size_t(s.hin) * s.win * size_t(T), -1);
   for (const ConvBackwardClasses::Class& c : bc.classes) {
     const int nt = int(c.tap_index.size());

@@ -106,4 +106,9 @@ bool small_conv_tapsum_nn(int M, int N, int T, int K, const int32_t* taps, const
   return cpu_vector_kernels().conv_tapsum_nn(M, N, T, K, taps, rows, in, B, ldb, C, ldc, sig, z);
 }
 
+bool conv_col2im_rows(int M, int N, int T, const int32_t* offs, const float* dcol, float* C, int ldc,
+                      const float* sig, const float* z) {
+  return cpu_vector_kernels().col2im_rows(M, N, T, offs, dcol, C, ldc, sig, z);
+}
+
 }  // namespace ebm
