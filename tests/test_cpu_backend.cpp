@@ -199,12 +199,14 @@ std::vector<Tensor> sample_on_one_and_two_threads(const EngineOptions& o, const 
 TEST(CpuBackend, ChainsDoNotDependOnHowTheRowsAreSplit) {
   EngineOptions o = small_options();
   o.net = NetSpec::make({16, 32, 32}, 3, 2, 12);
-  const Tensor x0 = random_images(21, 12, 3);
-  const std::vector<Tensor> out = sample_on_one_and_two_threads(o, x0);
-  EXPECT_EQ(out[0].data, out[1].data);
-  double moved = 0;
-  for (int64_t i = 0; i < x0.numel(); ++i) moved = std::max(moved, double(std::fabs(out[0].data[i] - x0.data[i])));
-  EXPECT_GT(moved, 1e-3) << "the chains moved";
+  for (const int n : {21, 5}) {  // 5: fewer rows than 8 a thread, so the two threads' chunks are smaller (3 and 2)
+    const Tensor x0 = random_images(n, 12, 3);
+    const std::vector<Tensor> out = sample_on_one_and_two_threads(o, x0);
+    EXPECT_EQ(out[0].data, out[1].data) << n << " chains";
+    double moved = 0;
+    for (int64_t i = 0; i < x0.numel(); ++i) moved = std::max(moved, double(std::fabs(out[0].data[i] - x0.data[i])));
+    EXPECT_GT(moved, 1e-3) << "the chains moved";
+  }
 }
 
 // The same with a JEM net (K = 3 outputs) and class-conditional chains: each chunk of 8 rows must read its own rows'
