@@ -258,43 +258,31 @@ static inline void bias_swish_v(fast_math_detail::fv acc, fast_math_detail::fv b
 // z ← z + bias[col], σ ← σ(z), a ← z·σ.
 static inline void bias_swish(float* z, float* sig, float* a, int64_t rows, int cols, const float* bias) {
   using namespace fast_math_detail;
+  const auto vector_at = [&](int64_t i, int j) {  // elements i .. i + kNF (z, sig, a), columns j .. j + kNF
+    fv acc, bb, zz, s, out;
+    loadv(acc, z + i);
+    loadv(bb, bias + j);
+    bias_swish_v(acc, bb, zz, s, out);
+    storev(z + i, zz);
+    storev(sig + i, s);
+    storev(a + i, out);
+  };
   if (cols % kNF == 0) {  // one flat loop: a row of 16 channels is one vector, and a loop per row reloaded the
                           // polynomial's constants for each (a third of the time)
     const int64_t len = rows * cols;
-    int j = 0;  // the column of element i
-    for (int64_t i = 0; i < len; i += kNF) {
-      fv acc, bb, zz, s, out;
-      loadv(acc, z + i);
-      loadv(bb, bias + j);
-      bias_swish_v(acc, bb, zz, s, out);
-      storev(z + i, zz);
-      storev(sig + i, s);
-      storev(a + i, out);
-      j += kNF;
-      if (j == cols) j = 0;
-    }
+    for (int64_t i = 0, j = 0; i < len; i += kNF, j = j + kNF == cols ? 0 : j + kNF) vector_at(i, int(j));
     return;
   }
   for (int64_t r = 0; r < rows; ++r) {
-    float* zr = z + r * cols;
-    float* sr = sig + r * cols;
-    float* ar = a + r * cols;
+    const int64_t row = r * cols;
     int j = 0;
-    for (; j + kNF <= cols; j += kNF) {
-      fv acc, bb, zz, s, out;
-      loadv(acc, zr + j);
-      loadv(bb, bias + j);
-      bias_swish_v(acc, bb, zz, s, out);
-      storev(zr + j, zz);
-      storev(sr + j, s);
-      storev(ar + j, out);
-    }
+    for (; j + kNF <= cols; j += kNF) vector_at(row + j, j);
     for (; j < cols; ++j) {  // tail: the same formula, one lane
-      const fv zz = splat(zr[j] + bias[j]);
-      const fv s = 1.0f / (1.0f + expv(-zz));
-      zr[j] = zz[0];
-      sr[j] = s[0];
-      ar[j] = zz[0] * s[0];
+      fv zz, s, out;
+      bias_swish_v(splat(z[row + j]), splat(bias[j]), zz, s, out);
+      z[row + j] = zz[0];
+      sig[row + j] = s[0];
+      a[row + j] = out[0];
     }
   }
 }
