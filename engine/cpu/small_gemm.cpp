@@ -414,8 +414,8 @@ bool conv1_backward_data_classes(const ConvShape& s, int b, const float* dz, con
   const int co = s.cout, k = K > 0 ? K : s.k, st = s.stride, kk = k * k;
   if (kk > 16 || co % kW != 0 || st < 1) return false;
   const int wv = (s.wout + kW - 1) / kW;                       // vectors of output pixels per row
-  const int hc = s.hout + (k - 1) / st, wc = wv * kW + (k - 1) / st + kW;  // a class plane (+kW: spare)
-  if ((s.hin - 1 + s.pad) / st >= hc || (s.win - 1 + s.pad) / st >= wc - kW) return false;
+  const int hc = s.hout + (k - 1) / st, wc = wv * kW + (k - 1) / st;  // a class plane: every tap's row fits
+  if ((s.hin - 1 + s.pad) / st >= hc || (s.win - 1 + s.pad) / st >= wc) return false;  // and every input pixel
   const int64_t plane = int64_t(hc) * wc;
   if (int64_t(st) * st * plane > kPlaneMax) return false;
   float cls[kPlaneMax];
