@@ -331,7 +331,6 @@ bool CpuNetT<T>::backward_data_implicit(const ConvShape& s, int n, size_t l, con
       // col2im as a gather over it, in raster order (σ and z of the layer below stream).
       const int64_t pout = int64_t(s.hout) * s.wout, pin = int64_t(s.hin) * s.win;
       if (int64_t(pout) * kdim > INT32_MAX) return false;
-      c2i_.resize(net_.convs.size()), c2i_t_.resize(net_.convs.size(), 0);
       if (c2i_[l].empty()) c2i_[l] = col2im_offsets(s, c2i_t_[l]);
       ensure(dcol_, size_t(pout) * kdim);
       for (int b = 0; b < n; ++b) {
@@ -404,7 +403,7 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
   n_ = n;
   const size_t L = net_.convs.size();
   prepare_weights(params);
-  taps_rows_.resize(L); bcls_.resize(L); bw_.resize(L); bw_version_.resize(L, -1); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
+  taps_rows_.resize(L); bcls_.resize(L); c2i_.resize(L); c2i_t_.resize(L, 0); bw_.resize(L); bw_version_.resize(L, -1); in_.resize(L); taps_.resize(L); taps_n_.resize(L, -1); col_ready_.resize(L); col_.resize(L); z_.resize(L); sig_.resize(L);
   const int hw0 = net_.in_h * net_.in_w;
   ensure(in_[0], size_t(n) * net_.image_size());
   transpose_batch(x, in_[0].data(), n, net_.in_c, hw0);  // NCHW -> NHWC
@@ -420,15 +419,14 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
     SwishOut epilogue{};
     if constexpr (std::is_same_v<T, float>) epilogue = SwishOut{params + s.b_off, sig_[l].data(), out.data()};
     const SwishOut* swish = std::is_same_v<T, float> ? &epilogue : nullptr;
-    bool swished = false;
+    bool kernel;  // a vector kernel wrote z, with bias + swish where swish is given
     if (s.cin == 1) {  // the first layer: a direct convolution, no im2col or GEMM (K = k·k is tiny)
-      swished = conv1_forward(s, n, in_[l].data(), wp_[l].data(), z_[l].data(), swish) && swish;
+      kernel = conv1_forward(s, n, in_[l].data(), wp_[l].data(), z_[l].data(), swish);
     } else {
       T* wpt = wpt_[l].data();
       col_ready_[l] = false;
-      if (conv_implicit(s, n, l, wpt, swish)) {
-        swished = swish != nullptr;
-      } else {
+      kernel = conv_implicit(s, n, l, wpt, swish);
+      if (!kernel) {
         ensure(col_[l], size_t(p) * kdim);
         im2col(s, n, in_[l].data(), col_[l].data());
         col_ready_[l] = true;
@@ -436,7 +434,7 @@ void CpuNetT<T>::forward(const T* params, const T* x, int n, T* f) {
         gemm_nn(int(p), s.cout, kdim, col_[l].data(), kdim, wpt, s.cout, z_[l].data(), s.cout);
       }
     }
-    if (swished) continue;
+    if (kernel && swish) continue;
     if constexpr (std::is_same_v<T, float>)  // the copy of the vector kernels chosen for this CPU
       cpu_vector_kernels().bias_swish(z_[l].data(), sig_[l].data(), out.data(), p, s.cout, params + s.b_off);
     else
