@@ -234,7 +234,9 @@ void CpuBackend::parallel_rows(int n, Fn&& fn) {
 }
 
 template <class Start, class Fn>
-void CpuBackend::parallel_chunks(int n, int chunk, Start&& start, Fn&& fn) {
+void CpuBackend::parallel_chunks(int n, int max_chunk, Start&& start, Fn&& fn) {
+  const int most = std::max(1, int(nets_.size()));
+  const int chunk = std::clamp((n + most - 1) / most, 1, max_chunk);
   const int chunks = (n + chunk - 1) / chunk;
   const int threads = std::max(1, std::min(int(nets_.size()), chunks));
   std::exception_ptr error;
@@ -397,15 +399,12 @@ void CpuBackend::langevin(const float* params, float* x, int n, const SamplerPar
   dfdx_.resize(size_t(len));
   f_.resize(size_t(n * K));
   ones_.assign(size_t(n * K), 1.0f);  // K = 1: ∂f/∂f; K > 1: overwritten each step by chain_weights
-  // Each chain is independent of the others, so a thread runs kChainChunk rows at a time through all the steps: a
-  // chunk's activations stay in the core's cache for the whole chain (same numbers as a whole-slice pass), and the
-  // chunks go to whichever thread is free (same numbers whichever runs them).
+  // Each chain is independent of the others, so a thread runs up to kChainChunk rows at a time through all the
+  // steps: a chunk's activations stay in the core's cache for the whole chain (same numbers as a whole-slice pass),
+  // and the chunks go to whichever thread is free (same numbers whichever runs them).
   constexpr int kChainChunk = 8;
-  // … fewer rows a chunk where n is small for the threads (a 16-image sample on 16 threads: one each, not two of 8)
-  const int threads = std::max(1, int(nets_.size()));
-  const int chunk = std::clamp((n + threads - 1) / threads, 1, kChainChunk);
   parallel_chunks(
-      n, chunk, [&](CpuNet& net) { net.hold_weights(params); },
+      n, kChainChunk, [&](CpuNet& net) { net.hold_weights(params); },
       [&](CpuNet& net, int c0, int c1) {
         const int m = c1 - c0;
         const int64_t lo = c0 * img, hi = c1 * img;

@@ -100,12 +100,13 @@ class CpuBackend final : public Backend {
   // need no barrier at all and GEMMs stay single-threaded and cache-sized.
   template <class Fn>
   void parallel_rows(int n, Fn&& fn);
-  // Rows [0, n) in chunks of `chunk` ([c·chunk, min(n, (c+1)·chunk))), handed to the threads one at a time as each
-  // finishes its last, so a core slowed by other work (a busy SMT sibling, another tenant) takes fewer: fn(net, a, b)
-  // per chunk on the thread's net, after start(net) once per thread (and net.release_weights() after its last). For
-  // work whose rows are independent (the Langevin chains): the results do not depend on which thread ran a chunk.
+  // Rows [0, n) in chunks of at most max_chunk rows — fewer where n is small for the threads, so that each gets one
+  // (16 rows on 16 threads: one each) — handed to the threads one at a time as each finishes its last, so a core
+  // slowed by other work (a busy SMT sibling, another tenant) takes fewer: fn(net, a, b) per chunk on the thread's
+  // net, after start(net) once per thread (and net.release_weights() after its last). For work whose rows are
+  // independent (the Langevin chains): the results do not depend on which thread ran a chunk.
   template <class Start, class Fn>
-  void parallel_chunks(int n, int chunk, Start&& start, Fn&& fn);
+  void parallel_chunks(int n, int max_chunk, Start&& start, Fn&& fn);
   // grad_ = Σ over threads of their partial parameter gradients, in thread order (deterministic).
   void reduce_grads(int n);
   void forward_rows(const float* w, const float* x, int n, float* f);  // f [n] = s(x; w), x [n, image]
