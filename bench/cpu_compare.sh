@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build} rounds=${2:-3} base=${3:-}
+for b in "$build" ${base:+"$base"}; do
+  [ -x "$b/ebm_bench" ] || { echo "cpu_compare: $b/ebm_bench not found (build it: ninja -C $b ebm_bench)" >&2; exit 2; }
+done
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "cpu_compare: ROUNDS must be a positive integer, got '$rounds'" >&2; exit 2; }
 py=/usr/bin/python3
 if ! $py -c 'import torch' 2>/dev/null; then
   echo "cpu_compare: needs PyTorch for $py (apt-get install python3-torch)" >&2

@@ -335,6 +335,11 @@ expect_fail "ebm_bench --batch 0 takes data.batch_size's rule" "option --batch: 
 expect_fail "ebm_bench --channels [] takes model.channels' rule" "option --channels: \"model.channels\" must not be empty" \
   "$build/ebm_bench" --channels '[]'
 expect_fail "ebm_bench --langevin-steps -1" "\"sampler.steps\" must be >= 0, got -1" "$build/ebm_bench" --langevin-steps -1
+# bench/cpu_compare.sh checks its arguments before it runs anything (or looks for PyTorch)
+expect_fail "cpu_compare.sh with a base build that has no ebm_bench" "$tmp/nobase/ebm_bench not found" \
+  "$src/bench/cpu_compare.sh" "$build" 1 "$tmp/nobase"
+expect_fail "cpu_compare.sh ROUNDS not a number" "ROUNDS must be a positive integer, got 'x'" \
+  "$src/bench/cpu_compare.sh" "$build" x
 
 echo "cli_tools: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
