@@ -2,15 +2,21 @@
 # The CPU comparison of issue 3: ebm_bench --backend cpu against the same step in PyTorch on the CPU
 # (Debian's python3-torch 1.13, 2 threads), alternating, several rounds, medians and ratios.
 #   bench/cpu_compare.sh [BUILD_DIR] [ROUNDS] [BASE_BUILD_DIR]
-# With BASE_BUILD_DIR (another commit's build, e.g. from `git worktree add`), each round also runs its ebm_bench,
-# and its row shows what the change did under the same conditions (a shared host's speed drifts between runs).
+# BUILD_DIR (default: the repository's build/) and BASE_BUILD_DIR are taken from the current directory. With
+# BASE_BUILD_DIR (another commit's build, e.g. from `git worktree add`), each round also runs its ebm_bench, and its
+# columns show what the change did under the same conditions (a shared host's speed drifts between runs). A round
+# takes a minute or more (PyTorch's 5 training steps are most of it).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build} rounds=${2:-3} base=${3:-}
+for a in "$@"; do
+  [ -n "$a" ] || { echo "cpu_compare: an empty argument (usage: cpu_compare.sh [BUILD_DIR] [ROUNDS] [BASE_BUILD_DIR])" >&2; exit 2; }
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(realpath -m "${1:-$root/build}") rounds=${2:-3} base=${3:+$(realpath -m "$3")}
 for b in "$build" ${base:+"$base"}; do
   [ -x "$b/ebm_bench" ] || { echo "cpu_compare: $b/ebm_bench not found (build it: ninja -C $b ebm_bench)" >&2; exit 2; }
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "cpu_compare: ROUNDS must be a positive integer, got '$rounds'" >&2; exit 2; }
+cd "$root"
 py=/usr/bin/python3
 if ! $py -c 'import torch' 2>/dev/null; then
   echo "cpu_compare: needs PyTorch for $py (apt-get install python3-torch)" >&2
@@ -18,6 +24,7 @@ if ! $py -c 'import torch' 2>/dev/null; then
 fi
 threads=$(nproc)
 out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 for r in $(seq "$rounds"); do
   OMP_NUM_THREADS=$threads "$build/ebm_bench" --backend cpu --iters 5 --warmup 1 | sed 's/^/ebm /' >> "$out"
   if [ -n "$base" ]; then
@@ -48,4 +55,3 @@ if "base" in med:
     summary["base"] = med["base"]
 print(json.dumps(summary))
 PY
-rm -f "$out"

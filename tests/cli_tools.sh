@@ -340,6 +340,8 @@ expect_fail "cpu_compare.sh with a base build that has no ebm_bench" "$tmp/nobas
   "$src/bench/cpu_compare.sh" "$build" 1 "$tmp/nobase"
 expect_fail "cpu_compare.sh ROUNDS not a number" "ROUNDS must be a positive integer, got 'x'" \
   "$src/bench/cpu_compare.sh" "$build" x
+expect_fail "cpu_compare.sh with an empty argument (not the default)" "an empty argument" \
+  "$src/bench/cpu_compare.sh" "$build" ""
 
 echo "cli_tools: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
