@@ -140,7 +140,11 @@ if(BLAS_FOUND AND EBM_CBLAS_INCLUDE)
       get_filename_component(EBM_OPENBLAS_PATH "${lib}" REALPATH)
     endif()
   endforeach()
-  target_link_libraries(ebm_blas INTERFACE ${CMAKE_DL_LIBS})
+  # dlopen's library (none where libc has it) as an imported target: a plain name is refused where
+  # CMAKE_LINK_LIBRARIES_ONLY_TARGETS is on (scripts/test.sh's plain configure turns it on)
+  add_library(ebm::dl INTERFACE IMPORTED)
+  set_target_properties(ebm::dl PROPERTIES INTERFACE_LINK_LIBRARIES "${CMAKE_DL_LIBS}")
+  target_link_libraries(ebm_blas INTERFACE ebm::dl)
   target_include_directories(ebm_blas INTERFACE ${EBM_CBLAS_INCLUDE})
   target_compile_definitions(ebm_blas INTERFACE EBM_HAVE_CBLAS=1 EBM_OPENBLAS_SONAME="${EBM_OPENBLAS_SONAME}"
                                                 EBM_OPENBLAS_PATH="${EBM_OPENBLAS_PATH}")
