@@ -9,6 +9,7 @@
 #include <map>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
@@ -569,6 +570,52 @@ TEST_F(TrainingRunTest, TrainEvalRecordsSampleQualityEachNthEpoch) {
     const Image curves = read_png((root_ / "eval/curves.png").string());
     EXPECT_EQ(curves.height, 3 * 400);
   }
+}
+
+TEST_F(TrainingRunTest, ARunThatEndsBeforeItsFirstEvalTrainsNoClassifier) {
+  // eval every 2 epochs of 3 batches: max_steps 5 ends in epoch 2, epochs 1 ends at epoch 1, so neither evaluates and
+  // neither may spend minutes training the classifier; max_steps 6 reaches epoch 2's eval, and trains it.
+  test::write_glyph_dataset(root_ / "glyphs", 40, 40, 3);
+  auto has_classifier = [&] {
+    for (const auto& e : fs::directory_iterator(root_ / "glyphs"))
+      if (e.path().filename().string().rfind("classifier", 0) == 0) return true;
+    return false;
+  };
+  Config c = config("short");
+  c.data.dir = (root_ / "glyphs").string();
+  c.train.eval.every = 2;
+  c.train.eval.n = 30;
+  c.train.epochs = 4;
+  TrainRunOptions o;
+  o.classifier.channels = {4, 8};
+  o.classifier.images = 640;
+  o.classifier.batch = 32;
+  for (const auto& [max_steps, epochs, says] :
+       {std::tuple{int64_t(5), 4, "and this run ends before epoch 2 (train.max_steps 5): no eval, no classifier"},
+        std::tuple{int64_t(0), 1, "and this run ends before epoch 2: no eval, no classifier"}}) {
+    c.train.max_steps = max_steps;
+    c.train.epochs = epochs;
+    c.output_dir = (root_ / ("short" + std::to_string(max_steps))).string();
+    o.config = c;
+    ::testing::internal::CaptureStdout();
+    const int code = run_training(o);
+    const std::string out = ::testing::internal::GetCapturedStdout();
+    ASSERT_EQ(code, 0) << out;
+    EXPECT_NE(out.find(std::string("eval: every 2 epochs, ") + says), std::string::npos) << out;
+    EXPECT_FALSE(has_classifier()) << out;
+    EXPECT_EQ(slurp(fs::path(c.output_dir) / "metrics.jsonl").find("\"event\":\"eval\""), std::string::npos);
+  }
+  c.train.max_steps = 6;
+  c.train.epochs = 4;
+  c.output_dir = (root_ / "short6").string();
+  o.config = c;
+  ::testing::internal::CaptureStdout();
+  const int code = run_training(o);
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("eval: every 2 epochs, 30 samples; classifier"), std::string::npos) << out;
+  EXPECT_TRUE(has_classifier()) << out;
+  EXPECT_EQ(test::count(out, " - IS: "), 1u) << out;  // epoch 2
 }
 
 TEST_F(TrainingRunTest, ResumeWithANewSeedDrawsFreshStreams) {

@@ -121,11 +121,22 @@ class TrainingRun {
     make_backend_for_run(resume ? &resume->state : nullptr);
     // Every rank: each draws its share of the chains, and rank 0 scores them. A classifier not cached yet is
     // trained by every rank at once (the same one: no rank waits on another in a collective), saved by rank 0.
-    if (config_.train.eval.every > 0) agree(comm_, [&] { reports_.prepare_eval(options_.classifier); });
+    // Not for a run that ends before its first eval (train.max_steps or train.epochs below train.eval.every): the
+    // classifier would be trained (1-2 minutes on 2 cores, a fresh data folder) and never used. A rollback only
+    // repeats epochs at or below the last, so none of them is an eval epoch either.
+    const int64_t every = config_.train.eval.every;
+    const int64_t last_epoch = batches_per_epoch_ > 0 ? total_steps_ / batches_per_epoch_ : 0;
+    if (every > 0 && last_epoch >= every) agree(comm_, [&] { reports_.prepare_eval(options_.classifier); });
     if (const QualityMeter* q = reports_.quality())
-      out() << "eval: every " << config_.train.eval.every << " epoch" << (config_.train.eval.every == 1 ? "" : "s")
-            << ", " << config_.train.eval.n << " samples; classifier " << q->classifier().dir << " (test accuracy "
+      out() << "eval: every " << every << " epoch" << (every == 1 ? "" : "s") << ", " << config_.train.eval.n
+            << " samples; classifier " << q->classifier().dir << " (test accuracy "
             << fmt("%.2f", 100 * q->classifier().test_accuracy) << "%)\n";
+    else if (every > 0)
+      out() << "eval: every " << every << " epoch" << (every == 1 ? "" : "s") << ", and this run ends before epoch "
+            << every << (config_.train.max_steps > 0 && total_steps_ == config_.train.max_steps
+                                  ? " (train.max_steps " + std::to_string(config_.train.max_steps) + ")"
+                                  : std::string())
+            << ": no eval, no classifier\n";
 
     // Every check has passed: from here on the run writes.
     if (root()) {
