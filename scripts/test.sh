@@ -106,18 +106,19 @@ if ((plain_build)); then
   # The compiling and linking of everything else is the other stages' (a whole plain build took 139 s).
   plain() {
     rm -rf build-plain
-    env -u CMAKE_GENERATOR cmake -S . -B build-plain -DEBM_ENABLE_CUDA=OFF -DBUILD_TESTING=OFF \
+    env -u CMAKE_GENERATOR -u CMAKE_BUILD_TYPE cmake -S . -B build-plain -DEBM_ENABLE_CUDA=OFF -DBUILD_TESTING=OFF \
       -DEBM_WERROR="$werror" > "$log" 2>&1 || { cat "$log"; return 1; }
     grep -q '^CMAKE_GENERATOR:INTERNAL=Unix Makefiles$' build-plain/CMakeCache.txt ||
       { echo "test.sh: build-plain was not configured with the default generator (Unix Makefiles)" >&2; return 1; }
     grep -q '^CMAKE_BUILD_TYPE:STRING=Release$' build-plain/CMakeCache.txt ||
       { echo "test.sh: build-plain, configured without a build type, did not default to Release" >&2; return 1; }
-    if env -u CMAKE_GENERATOR cmake --build build-plain --target help 2> /dev/null | grep -q ' ebm_tensorboard_proto$'; then
+    # (configure's summary, not `--target help | grep -q`: under pipefail grep's early exit fails make's echoes)
+    if grep -q '✓ tensorboard' "$log"; then
       env -u CMAKE_GENERATOR cmake --build build-plain -j 2 --target ebm_tensorboard_proto ebm_tensorboard_py > "$log" 2>&1 ||
         { tail -40 "$log"; return 1; }
       ls build-plain/proto/host/io/tensorboard_event.pb.h build-plain/python/host/io/tensorboard_event_pb2.py > /dev/null
     else
-      echo "test.sh: plain build: protobuf not found, so no generated sources to build (configure said why)"
+      echo "test.sh: plain build: no generated sources to build: $(grep -m1 'tensorboard:' "$log" | sed 's/^-- *//')"
     fi
   }
   stage "plain build" plain
