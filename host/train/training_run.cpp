@@ -132,10 +132,11 @@ class TrainingRun {
             << " samples; classifier " << q->classifier().dir << " (test accuracy "
             << fmt("%.2f", 100 * q->classifier().test_accuracy) << "%)\n";
     else if (every > 0)
-      out() << "eval: every " << every << " epoch" << (every == 1 ? "" : "s") << ", and this run ends before epoch "
-            << every << (config_.train.max_steps > 0 && total_steps_ == config_.train.max_steps
-                                  ? " (train.max_steps " + std::to_string(config_.train.max_steps) + ")"
-                                  : std::string())
+      out() << "eval: every " << every << " epoch" << (every == 1 ? "" : "s") << ", the first at the end of epoch "
+            << every << "; this run ends before it"
+            << (config_.train.max_steps > 0 && total_steps_ == config_.train.max_steps
+                    ? " (train.max_steps " + std::to_string(config_.train.max_steps) + ")"
+                    : std::string(" (train.epochs ") + std::to_string(config_.train.epochs) + ")")
             << ": no eval, no classifier\n";
 
     // Every check has passed: from here on the run writes.
