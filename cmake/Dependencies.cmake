@@ -140,8 +140,8 @@ if(BLAS_FOUND AND EBM_CBLAS_INCLUDE)
       get_filename_component(EBM_OPENBLAS_PATH "${lib}" REALPATH)
     endif()
   endforeach()
-  # dlopen's library (none where libc has it) as an imported target: a plain name is refused where
-  # CMAKE_LINK_LIBRARIES_ONLY_TARGETS is on (scripts/test.sh's plain configure turns it on)
+  # dlopen's library (none where libc has it) as an imported target: CMakeLists.txt turns on
+  # CMAKE_LINK_LIBRARIES_ONLY_TARGETS, which refuses a plain name
   add_library(ebm::dl INTERFACE IMPORTED)
   set_target_properties(ebm::dl PROPERTIES INTERFACE_LINK_LIBRARIES "${CMAKE_DL_LIBS}")
   target_link_libraries(ebm_blas INTERFACE ebm::dl)

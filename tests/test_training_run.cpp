@@ -65,6 +65,26 @@ class TrainingRunTest : public ::testing::Test {
     return c;
   }
 
+  // train.eval every 2 of 4 epochs (3 batches each), 30 samples, on 40 glyph images of 3 classes in root_/glyphs
+  Config glyph_eval_config(const std::string& out) const {
+    test::write_glyph_dataset(root_ / "glyphs", 40, 40, 3);
+    Config c = config(out);
+    c.data.dir = (root_ / "glyphs").string();
+    c.train.eval.every = 2;
+    c.train.eval.n = 30;
+    c.train.epochs = 4;
+    return c;
+  }
+  // A run with the evaluator's classifier small enough to train in seconds.
+  static TrainRunOptions with_small_classifier(const Config& c) {
+    TrainRunOptions o;
+    o.config = c;
+    o.classifier.channels = {4, 8};
+    o.classifier.images = 640;
+    o.classifier.batch = 32;
+    return o;
+  }
+
   int run_with_resume(const Config& c, const std::string& resume) {
     TrainRunOptions o;
     o.config = c;
@@ -84,11 +104,17 @@ class TrainingRunTest : public ::testing::Test {
     std::string out, err;  // what the run printed on stdout, and on stderr (divergence reports)
   };
   Captured run_captured(const Config& c, const std::string& resume = "") {
+    TrainRunOptions o;
+    o.config = c;
+    if (!resume.empty()) o.resume = resume;
+    return run_captured(o);
+  }
+  Captured run_captured(const TrainRunOptions& o) {
     ::testing::internal::CaptureStdout();
     ::testing::internal::CaptureStderr();
     int code = -1;
     try {
-      code = run(c, resume);
+      code = run_training(o);
     } catch (...) {
       ::testing::internal::GetCapturedStdout();
       ::testing::internal::GetCapturedStderr();
@@ -532,21 +558,9 @@ TEST_F(TrainingRunTest, ACosineScheduleWithWarmupSetsEachStepsRateAndResumesExac
 }
 
 TEST_F(TrainingRunTest, TrainEvalRecordsSampleQualityEachNthEpoch) {
-  test::write_glyph_dataset(root_ / "glyphs", 40, 40, 3);
-  Config c = config("eval");
-  c.data.dir = (root_ / "glyphs").string();
-  c.train.eval.every = 2;
-  c.train.eval.n = 30;
-  c.train.epochs = 4;
-  TrainRunOptions o;
-  o.config = c;
-  o.classifier.channels = {4, 8};
-  o.classifier.images = 640;
-  o.classifier.batch = 32;
-  ::testing::internal::CaptureStdout();
-  const int code = run_training(o);
-  const std::string out = ::testing::internal::GetCapturedStdout();
-  ASSERT_EQ(code, 0) << out;
+  const Captured r = run_captured(with_small_classifier(glyph_eval_config("eval")));
+  const std::string& out = r.out;
+  ASSERT_EQ(r.code, 0) << out;
   EXPECT_NE(out.find("eval: every 2 epochs, 30 samples; classifier"), std::string::npos) << out;
   EXPECT_EQ(test::count(out, " - IS: "), 2u) << out;  // epochs 2 and 4
   EXPECT_EQ(test::count(out, " - FID: "), 2u) << out;
@@ -575,49 +589,34 @@ TEST_F(TrainingRunTest, TrainEvalRecordsSampleQualityEachNthEpoch) {
 TEST_F(TrainingRunTest, ARunThatEndsBeforeItsFirstEvalTrainsNoClassifier) {
   // eval every 2 epochs of 3 batches: max_steps 5 ends in epoch 2, epochs 1 ends at epoch 1, so neither evaluates and
   // neither may spend minutes training the classifier; max_steps 6 reaches epoch 2's eval, and trains it.
-  test::write_glyph_dataset(root_ / "glyphs", 40, 40, 3);
   auto has_classifier = [&] {
     for (const auto& e : fs::directory_iterator(root_ / "glyphs"))
       if (e.path().filename().string().rfind("classifier", 0) == 0) return true;
     return false;
   };
-  Config c = config("short");
-  c.data.dir = (root_ / "glyphs").string();
-  c.train.eval.every = 2;
-  c.train.eval.n = 30;
-  c.train.epochs = 4;
-  TrainRunOptions o;
-  o.classifier.channels = {4, 8};
-  o.classifier.images = 640;
-  o.classifier.batch = 32;
+  Config c = glyph_eval_config("short");
   for (const auto& [max_steps, epochs, says] : {std::tuple{int64_t(5), 4, "(train.max_steps 5): no eval, no classifier"},
                                                 std::tuple{int64_t(0), 1, "(train.epochs 1): no eval, no classifier"}}) {
     c.train.max_steps = max_steps;
     c.train.epochs = epochs;
     c.output_dir = (root_ / ("short" + std::to_string(max_steps))).string();
-    o.config = c;
-    ::testing::internal::CaptureStdout();
-    const int code = run_training(o);
-    const std::string out = ::testing::internal::GetCapturedStdout();
-    ASSERT_EQ(code, 0) << out;
-    EXPECT_NE(out.find(std::string("eval: every 2 epochs, the first at the end of epoch 2; this run ends before it ") +
-                       says),
+    const Captured r = run_captured(with_small_classifier(c));
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(std::string("eval: every 2 epochs, the first at the end of epoch 2; this run ends before it ") +
+                         says),
               std::string::npos)
-        << out;
-    EXPECT_FALSE(has_classifier()) << out;
+        << r.out;
+    EXPECT_FALSE(has_classifier()) << r.out;
     EXPECT_EQ(slurp(fs::path(c.output_dir) / "metrics.jsonl").find("\"event\":\"eval\""), std::string::npos);
   }
   c.train.max_steps = 6;
   c.train.epochs = 4;
   c.output_dir = (root_ / "short6").string();
-  o.config = c;
-  ::testing::internal::CaptureStdout();
-  const int code = run_training(o);
-  const std::string out = ::testing::internal::GetCapturedStdout();
-  ASSERT_EQ(code, 0) << out;
-  EXPECT_NE(out.find("eval: every 2 epochs, 30 samples; classifier"), std::string::npos) << out;
-  EXPECT_TRUE(has_classifier()) << out;
-  EXPECT_EQ(test::count(out, " - IS: "), 1u) << out;  // epoch 2
+  const Captured r = run_captured(with_small_classifier(c));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("eval: every 2 epochs, 30 samples; classifier"), std::string::npos) << r.out;
+  EXPECT_TRUE(has_classifier()) << r.out;
+  EXPECT_EQ(test::count(r.out, " - IS: "), 1u) << r.out;  // epoch 2
 }
 
 TEST_F(TrainingRunTest, ResumeWithANewSeedDrawsFreshStreams) {

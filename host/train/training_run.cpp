@@ -127,13 +127,12 @@ class TrainingRun {
     const int64_t every = config_.train.eval.every;
     const int64_t last_epoch = batches_per_epoch_ > 0 ? total_steps_ / batches_per_epoch_ : 0;
     if (every > 0 && last_epoch >= every) agree(comm_, [&] { reports_.prepare_eval(options_.classifier); });
+    const std::string eval_every = "eval: every " + std::to_string(every) + " epoch" + (every == 1 ? "" : "s");
     if (const QualityMeter* q = reports_.quality())
-      out() << "eval: every " << every << " epoch" << (every == 1 ? "" : "s") << ", " << config_.train.eval.n
-            << " samples; classifier " << q->classifier().dir << " (test accuracy "
-            << fmt("%.2f", 100 * q->classifier().test_accuracy) << "%)\n";
+      out() << eval_every << ", " << config_.train.eval.n << " samples; classifier " << q->classifier().dir
+            << " (test accuracy " << fmt("%.2f", 100 * q->classifier().test_accuracy) << "%)\n";
     else if (every > 0)
-      out() << "eval: every " << every << " epoch" << (every == 1 ? "" : "s") << ", the first at the end of epoch "
-            << every << "; this run ends before it"
+      out() << eval_every << ", the first at the end of epoch " << every << "; this run ends before it"
             << (config_.train.max_steps > 0 && total_steps_ == config_.train.max_steps
                     ? " (train.max_steps " + std::to_string(config_.train.max_steps) + ")"
                     : std::string(" (train.epochs ") + std::to_string(config_.train.epochs) + ")")
