@@ -4,7 +4,8 @@
 #      so, where no CUDA device is present);
 #   2. fuzz: the file parsers' libFuzzer targets (clang, ASan + UBSan), each for 30 s on its seed corpus,
 #      after the reproducers kept in tests/fuzz/regressions/ (tests/fuzz/README.md);
-#   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only);
+#   3. asan: the GoogleTest cases again, built with ASan + UBSan (GCC, CPU backend only; UBSan without the checks that
+#      ASan or the fuzz stage cover: EBM_SANITIZE_SKIP in CMakePresets.json, README's Tests);
 #   4. device dry run: scripts/device_dry_run.sh, the GPU machine's check (bench/device_check.sh) rehearsed
 #      here in an environment shaped like that machine's: a cold CUDA build, 2-5 minutes on 2 cores;
 #   5. plain build: `cmake -S . -B build-plain` as most people type it, with CMake's default generator (Unix
