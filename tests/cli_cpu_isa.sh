@@ -17,9 +17,13 @@ fi
 command -v nm > /dev/null || { echo "FAIL: nm not found (binutils)"; exit 1; }
 # 1. each copy exports its entry points (ebm::isa_<name>::...) and nothing else: no weak, unique or other global
 #    symbol another object could bind to
+copy_of() {  # copy_of OBJECT: .../CMakeFiles/ebm_small_gemm_avx2.dir/engine/cpu/small_gemm.cpp.o -> avx2
+  local name
+  name=$(basename "$(dirname "$(dirname "$(dirname "$1")")")" .dir)
+  echo "${name#ebm_small_gemm_}"
+}
 for o in $objs; do
-  name=$(basename "$(dirname "$(dirname "$(dirname "$o")")")" .dir)  # ebm_small_gemm_avx2
-  isa=${name#ebm_small_gemm_}
+  isa=$(copy_of "$o")
   syms=$(nm -C --defined-only --extern-only "$o") || { echo "FAIL: nm could not read $o"; fail=1; continue; }
   entry=$(printf '%s
 ' "$syms" | grep -c " T ebm::isa_$isa::")
@@ -47,8 +51,9 @@ else
     [ "$n" -eq 0 ] || { echo "FAIL: $o: $n FMA/mul/add instructions in the micro-kernels read the stack (spilled accumulators)"; fail=1; }
   done
 fi
-# 3. each copy this CPU runs can be forced, and says so
-for isa in baseline avx2 avx512; do
+# 3. each copy built (EBM_CPU_ISA_COPIES) that this CPU runs can be forced, and says so
+for o in $objs; do
+  isa=$(copy_of "$o")
   case $isa in
     avx2) grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo || continue ;;
     avx512) for f in avx512f avx512bw avx512cd avx512dq avx512vl; do grep -qw $f /proc/cpuinfo || continue 2; done ;;

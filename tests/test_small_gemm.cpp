@@ -73,7 +73,9 @@ class Isa : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
     g_kernels = find_copy(GetParam());
-    if (!g_kernels) GTEST_SKIP() << "no \"" << GetParam() << "\" copy here (not x86-64, or this CPU lacks its instructions)";
+    if (!g_kernels)
+      GTEST_SKIP() << "no \"" << GetParam()
+                   << "\" copy here (not x86-64, this CPU lacks its instructions, or EBM_CPU_ISA_COPIES left it out)";
   }
 };
 

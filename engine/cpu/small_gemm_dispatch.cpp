@@ -9,7 +9,8 @@
 #include "engine/cpu/small_gemm.hpp"
 #include "engine/error.hpp"
 
-// The copies CMake compiles (EBM_SMALL_GEMM_VARIANTS on x86-64 with GCC or Clang).
+// The copies CMake compiles (EBM_SMALL_GEMM_VARIANTS on x86-64 with GCC; EBM_SMALL_GEMM_HAS_<COPY> for each of those
+// EBM_CPU_ISA_COPIES names).
 #define EBM_DECLARE_KERNELS(ns)                                                                                   \
   namespace ebm::ns {                                                                                             \
   bool small_sgemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc); \
@@ -30,9 +31,13 @@
   void swish_grad(float* dz, const float* da, const float* sg, const float* z, int64_t n);                      \
   }
 EBM_DECLARE_KERNELS(isa_build)
-#ifdef EBM_SMALL_GEMM_VARIANTS
+#ifdef EBM_SMALL_GEMM_HAS_BASELINE
 EBM_DECLARE_KERNELS(isa_baseline)
+#endif
+#ifdef EBM_SMALL_GEMM_HAS_AVX2
 EBM_DECLARE_KERNELS(isa_avx2)
+#endif
+#ifdef EBM_SMALL_GEMM_HAS_AVX512
 EBM_DECLARE_KERNELS(isa_avx512)
 #endif
 
@@ -54,8 +59,14 @@ std::vector<CpuVectorKernels> variants_this_cpu_runs() {
   std::vector<CpuVectorKernels> v{EBM_COPY("build", isa_build)};
 #ifdef EBM_SMALL_GEMM_VARIANTS
   __builtin_cpu_init();
+#endif
+#ifdef EBM_SMALL_GEMM_HAS_BASELINE
   v.push_back(EBM_COPY("baseline", isa_baseline));
+#endif
+#ifdef EBM_SMALL_GEMM_HAS_AVX2
   if (__builtin_cpu_supports("x86-64-v3")) v.push_back(EBM_COPY("avx2", isa_avx2));
+#endif
+#ifdef EBM_SMALL_GEMM_HAS_AVX512
   if (__builtin_cpu_supports("x86-64-v4")) v.push_back(EBM_COPY("avx512", isa_avx512));
 #endif
   return v;
