@@ -19,10 +19,10 @@
 # The device check's table, summary.json and logs are in BUILD_DIR/out. The script then checks what the
 # summary says: ✓ cuda with cuDNN from the wheel, ✗ libpng, ✗ zlib, ✗ tensorboard, configure and build ok, tests_cuda and
 # bench_cuda "stopped: no GPU here", every other part ok, and the device check's exit status 3.
-# Beside it, bench/gpu_sweep.sh (the kernel sweep, nvcc alone) in its dry run: it must build with no register spill, run its
+# Then bench/gpu_sweep.sh (the kernel sweep, nvcc alone) in its dry run: it must build with no register spill, run its
 # host reference and stop with exit 3 where a GPU is needed.
 # Exit 0 when all of that holds, 1 otherwise. 3-6 minutes on 2 cores (the cold CUDA build is most of it); it
-# is a stage of scripts/test.sh. Run it before taking the device check or the sweep to a GPU machine.
+# is the last stage of scripts/test.sh. Run it before taking the device check or the sweep to a GPU machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${1:-$root/build-dryrun}")
@@ -95,17 +95,12 @@ cd "$root"
 rc=0
 werror=""
 [[ -n ${CI:-} ]] && werror=-DEBM_WERROR=ON  # CI: the code without libpng, zlib and protobuf compiles only here
-# The kernel sweep (bench/gpu_sweep.sh: nvcc alone builds it, ptxas finds no spill, it stops where a GPU is needed)
-# beside the device check: it is one nvcc run on one core, which alone left the other idle for 35 s; beside the
-# check it takes the cores the check's configure and build tail leave free. (The check's build time below then
-# includes the sweep's share of the cores.)
-EBM_DRY_RUN=1 OUT=$build/sweep bash bench/gpu_sweep.sh "$build/sweep-build" > "$build/sweep.out" 2>&1 &
-sweep_pid=$!
 EBM_DRY_RUN=1 EBM_CHECK_BUDGET_S=2400 EBM_CHECK_LIMIT_SCALE=8 EBM_CHECK_CMAKE_ARGS=$werror OUT=$build/out \
   bash bench/device_check.sh "$build" || rc=$?
+
+# --- the kernel sweep (bench/gpu_sweep.sh): nvcc alone builds it, ptxas finds no spill, it stops where a GPU is needed ---
 sweep_rc=0
-wait "$sweep_pid" || sweep_rc=$?
-echo "== the kernel sweep's dry run (bench/gpu_sweep.sh, run beside the device check)"
+EBM_DRY_RUN=1 OUT=$build/sweep bash bench/gpu_sweep.sh "$build/sweep-build" > "$build/sweep.out" 2>&1 || sweep_rc=$?
 tail -8 "$build/sweep.out"
 
 # --- what the summary must say ---
