@@ -54,7 +54,8 @@ bool conv_col2im_rows(int M, int N, int T, const int32_t* offs, const float* dco
 // --- The CPU backend's vector kernels (these two and those below), one copy per instruction set, chosen at run
 // time (engine/cpu/small_gemm_dispatch.cpp); the entry points above call the chosen copy ---
 // The build's own copy ("build": its -march, native with EBM_NATIVE) and, on x86-64, "baseline" (x86-64: SSE2),
-// "avx2" (x86-64-v3: AVX2 + FMA) and "avx512" (x86-64-v4). A portable build (EBM_NATIVE=OFF) runs the best one the
+// "avx2" (x86-64-v3: AVX2 + FMA) and "avx512" (x86-64-v4), those the build compiles (EBM_CPU_ISA_COPIES: all three
+// unless told otherwise; the asan preset leaves out avx512). A portable build (EBM_NATIVE=OFF) runs the best one the
 // CPU has; a native one its own. EBM_CPU_ISA=<name> forces one (UserError, one line, naming the ones this CPU runs,
 // when it is unknown or this CPU lacks it). The 16-float vectors are the same code in every copy: avx2 and avx512
 // give the same bits (FMA in both), baseline's multiply-then-add rounds twice and differs in the last bits.
