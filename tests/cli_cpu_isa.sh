@@ -9,23 +9,21 @@ set -u
 build=$1 src=$2
 fail=0
 bench() { OMP_NUM_THREADS=1 "$build/ebm_bench" --backend cpu --iters 1 --warmup 1 --langevin-steps 2 --batch 8 "$@"; }
-objs=$(find "$build/CMakeFiles" -path '*ebm_small_gemm_*' -name '*.o' 2>/dev/null | sort)
+# The copies this build compiles (EBM_CPU_ISA_COPIES in CMakeCache.txt) and each one's object. The list is the cache's,
+# not the folders found: a copy's folder outlives a reconfigure that drops it (Makefiles keep it).
+copies=$(sed -n 's/^EBM_CPU_ISA_COPIES:STRING=//p' "$build/CMakeCache.txt" 2>/dev/null | tr ';' ' ')
+object_of() { find "$build/CMakeFiles/ebm_small_gemm_$1.dir" -name '*.o' 2>/dev/null; }
+objs=$(for isa in $copies; do object_of "$isa"; done)
 if [ -z "$objs" ]; then
   echo "skipped: this build has no per-instruction-set copies of the vector kernels (not x86-64 with GCC, or EBM_CPU_ISA_COPIES is empty)"
   exit 77
 fi
-# The copies this build compiles (CMakeCache.txt; a folder of a copy the build no longer compiles can outlive it)
-copies=$(sed -n 's/^EBM_CPU_ISA_COPIES:STRING=//p' "$build/CMakeCache.txt" 2>/dev/null | tr ';' ' ')
 command -v nm > /dev/null || { echo "FAIL: nm not found (binutils)"; exit 1; }
 # 1. each copy exports its entry points (ebm::isa_<name>::...) and nothing else: no weak, unique or other global
 #    symbol another object could bind to
-copy_of() {  # copy_of OBJECT: .../CMakeFiles/ebm_small_gemm_avx2.dir/engine/cpu/small_gemm.cpp.o -> avx2
-  local name
-  name=$(basename "$(dirname "$(dirname "$(dirname "$1")")")" .dir)
-  echo "${name#ebm_small_gemm_}"
-}
-for o in $objs; do
-  isa=$(copy_of "$o")
+for isa in $copies; do
+  o=$(object_of "$isa")
+  [ -n "$o" ] || { echo "FAIL: EBM_CPU_ISA_COPIES names $isa, and $build has no object of it"; fail=1; continue; }
   syms=$(nm -C --defined-only --extern-only "$o") || { echo "FAIL: nm could not read $o"; fail=1; continue; }
   entry=$(printf '%s
 ' "$syms" | grep -c " T ebm::isa_$isa::")
