@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 #include "engine/loss.hpp"
 #include "kernels/ebm_math.hpp"
@@ -87,6 +89,47 @@ TEST(EngineMath, VectorisedBiasSwishMatchesLibm) {
     ASSERT_NEAR(s[i], sig, 4e-7 * sig + 1e-38) << zz;
     ASSERT_NEAR(a[i], zz * sig, 4e-7 * std::fabs(zz * sig) + 1e-30) << zz;
   }
+}
+
+TEST(EngineMath, ExpvInstructionFormsGiveTheGenericBits) {
+  // expv's clamp, floor and 2^n in this build's instructions (AVX-512: vmaxps/vminps, vrndscaleps, vscalefps; AVX2:
+  // vmaxps/vminps, vroundps) against their generic vector forms, bit for bit, on every 1021st float bit pattern
+  // (4.2 million: every exponent, both signs, subnormals, ±∞ and NaNs with their payloads) and on the values at and
+  // around the clamps and the floor's integer steps. σ = 1/(1 + exp(−z)) is compared too. Where both are the generic
+  // code (baseline, aarch64) the test still runs and must agree.
+  using namespace fast_math_detail;
+  std::vector<uint32_t> bits;
+  for (uint64_t u = 0; u < (uint64_t(1) << 32); u += 1021) bits.push_back(uint32_t(u));
+  for (const float edge : {-87.3f, 88.3f, 0.0f, -0.0f, 0.5f, -0.5f, 1.0f, -1.0f, 0.34657359f, -0.34657359f,
+                           87.33654f, -87.33654f, 88.72284f, -103.97208f, INFINITY, -INFINITY, NAN, -NAN}) {
+    uint32_t e;
+    std::memcpy(&e, &edge, 4);
+    for (uint32_t d = 0; d < 64; ++d) bits.push_back(e + d), bits.push_back(e - d);
+  }
+  for (int k = -130; k <= 130; ++k) {  // x where x·log2(e) + 0.5 is an integer: the floor's edges
+    const float x = (float(k) - 0.5f) * 0.69314718f;
+    uint32_t e;
+    std::memcpy(&e, &x, 4);
+    for (uint32_t d = 0; d < 8; ++d) bits.push_back(e + d), bits.push_back(e - d);
+  }
+  while (bits.size() % kNF) bits.push_back(0);
+  int64_t differ = 0;
+  for (size_t i = 0; i < bits.size(); i += kNF) {
+    fv x;
+    std::memcpy(&x, bits.data() + i, sizeof x);
+    const fv fast = expv(x), generic = expv<true>(x);
+    const fv s_fast = 1.0f / (1.0f + expv(-x)), s_generic = 1.0f / (1.0f + expv<true>(-x));
+    if (std::memcmp(&fast, &generic, sizeof x) != 0 || std::memcmp(&s_fast, &s_generic, sizeof x) != 0) {
+      if (differ++ < 5) ADD_FAILURE() << "differs in the vector of bit patterns from 0x" << std::hex << bits[i];
+    }
+  }
+  EXPECT_EQ(differ, 0) << "of " << bits.size() / kNF << " vectors";
+  // and the function's values: exp(1), exp(−1), the clamps (exp(88.3) finite, exp(−87.3) normal)
+  const fv x = fv{} + 1.0f;
+  EXPECT_FLOAT_EQ(expv(x)[0], 2.7182818f);
+  EXPECT_FLOAT_EQ(expv(-x)[0], 0.36787944f);
+  EXPECT_TRUE(std::isfinite(expv(fv{} + 1000.0f)[0]));
+  EXPECT_GE(expv(fv{} - 1000.0f)[0], 1.17549435e-38f);
 }
 
 TEST(EngineMath, VectorisedNormalsMatchThePhiloxStream) {

@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -44,13 +44,53 @@ typedef float fv_u __attribute__((vector_size(4 * kNF), aligned(4), may_alias));
 static inline void loadv(fv& v, const float* p) { v = *reinterpret_cast<const fv_u*>(p); }
 static inline void storev(float* p, const fv& v) { *reinterpret_cast<fv_u*>(p) = v; }
 
+// Three steps of expv, each in one or two instructions where the instruction set has them, and in generic vector code
+// otherwise (kGeneric picks the generic form on any target: tests compare the two). Each gives the generic form's
+// bits for every float, NaN payloads included (all 2^32 inputs of expv compared on AVX-512 and AVX2 when written).
+//
+// x clamped to [lo, hi]: vmaxps/vminps return their second operand when either is NaN, as the compares do.
+template <bool kGeneric = false>
+static inline fv clamp_v(fv x, float lo, float hi) {
+#if defined(__AVX512F__)
+  if constexpr (!kGeneric) {  // the zero-masked forms, all lanes: GCC 12 warns of its own undefined source in the plain ones
+    const __m512 above_lo = _mm512_maskz_max_ps(__mmask16(0xFFFF), _mm512_set1_ps(lo), __m512(x));
+    return fv(_mm512_maskz_min_ps(__mmask16(0xFFFF), _mm512_set1_ps(hi), above_lo));
+  }
+#elif defined(__AVX__)
+  if constexpr (!kGeneric) return fv(_mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), __m256(x))));
+#endif
+  x = x < splat(lo) ? splat(lo) : x;
+  return x > splat(hi) ? splat(hi) : x;
+}
+
+// floor(t) for |t| < 2^31 (vrndscaleps / vroundps; generically truncate, then one less where that rounded up)
+template <bool kGeneric = false>
+static inline fv floor_v(fv t) {
+#if defined(__AVX512F__)
+  if constexpr (!kGeneric) return fv(_mm512_maskz_roundscale_ps(__mmask16(0xFFFF), __m512(t), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+#elif defined(__AVX__)
+  if constexpr (!kGeneric) return fv(_mm256_round_ps(__m256(t), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+#endif
+  const fv f = __builtin_convertvector(__builtin_convertvector(t, iv), fv);
+  return f > t ? f - 1.0f : f;
+}
+
+// y·2^n for integral n in [−126, 127] (vscalefps: one rounding, as the product with the float 2^n has)
+template <bool kGeneric = false>
+static inline fv scale_pow2_v(fv y, fv n) {
+#if defined(__AVX512F__)
+  if constexpr (!kGeneric) return fv(_mm512_maskz_scalef_ps(__mmask16(0xFFFF), __m512(y), __m512(n)));
+#endif
+  const iv bits = (__builtin_convertvector(n, iv) + 127) << 23;  // 2^n
+  return y * (fv)bits;  // a vector cast reinterprets the bits
+}
+
 // exp(x) lane by lane.
+template <bool kGeneric = false>
 static inline fv expv(fv x) {
-  x = x < splat(-87.3f) ? splat(-87.3f) : x;
-  x = x > splat(88.3f) ? splat(88.3f) : x;
+  x = clamp_v<kGeneric>(x, -87.3f, 88.3f);
   const fv t = x * 1.44269504088896341f + 0.5f;
-  fv fx = __builtin_convertvector(__builtin_convertvector(t, iv), fv);
-  fx = fx > t ? fx - 1.0f : fx;  // floor
+  const fv fx = floor_v<kGeneric>(t);
   fv r = x - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
   fv p = splat(1.9875691500e-4f);
@@ -60,9 +100,7 @@ static inline fv expv(fv x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const fv y = p * r * r + r + 1.0f;
-  const iv bits = (__builtin_convertvector(fx, iv) + 127) << 23;  // 2^fx
-  const fv scale = (fv)bits;  // a vector cast reinterprets the bits
-  return y * scale;
+  return scale_pow2_v<kGeneric>(y, fx);
 }
 
 // log(x) for x in (0, 1] (Cephes logf: x = m·2^e with m in [√½, √2), degree-8 polynomial; ~1 ulp).
