@@ -462,7 +462,7 @@ TEST(ConfigLoad, RangeErrorsAfterOverridesSayTheyCameWithSet) {
 TEST(ConfigLoad, MissingFileNamesThePath) {
   const std::string path = ::testing::TempDir() + "no_such_dir/no_such_config.json";
   const std::string msg = user_error([&] { load_config(path, {}); });
-  EXPECT_CONTAINS(msg, path + ": cannot open config file");
+  EXPECT_CONTAINS(msg, path + ": cannot open a JSON config file");
 }
 
 TEST(ConfigLoad, MalformedJsonNamesFileLineAndColumn) {

@@ -132,7 +132,7 @@ TEST(Idx, ConcatenatedGzipMembers) {
 
 TEST(Idx, MissingFile) {
   TempDir dir;
-  expect_user_error([&] { read_idx_u8(dir / "nope-idx3-ubyte.gz"); }, {dir / "nope-idx3-ubyte.gz", "not found"});
+  expect_user_error([&] { read_idx_u8(dir / "nope-idx3-ubyte.gz"); }, {dir / "nope-idx3-ubyte.gz", ": no such file"});
   expect_user_error([&] { read_idx_u8(dir.path.string()); }, {dir.path.string(), "directory"});
 }
 

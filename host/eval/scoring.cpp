@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "engine/error.hpp"
+#include "host/io/input_file.hpp"
 #include "host/io/atomic_file.hpp"
 #include "host/io/dataset.hpp"
 #include "host/io/idx.hpp"
@@ -85,21 +86,21 @@ std::string hex_bytes(const std::string& b) {
   return s;
 }
 
-void check_fits(const std::string& path, int64_t n, int64_t h, int64_t w, const NetSpec& net) {
+void check_fits(const std::string& path, int64_t n, int64_t h, int64_t w, const NetSpec& net, const std::string& whose) {
   if (n == 0) user_fail(path, ": holds no images");
   if (h < 1 || w < 1) user_fail(path, ": holds images of ", h, "x", w, " pixels (each side must be at least 1)");
   if (h > net.in_h || w > net.in_w)
-    user_fail(path, ": images are ", h, "x", w, " but the checkpoint's network takes ", net.in_h, "x", net.in_w,
+    user_fail(path, ": images are ", h, "x", w, " but ", whose, " takes ", net.in_h, "x", net.in_w,
               " (smaller images are padded with -1 as in training; larger ones are not cropped)");
 }
 
 }  // namespace
 
-Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vector<std::string>& warnings) {
+Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vector<std::string>& warnings,
+                           const std::string& whose) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) user_fail(path, ": no such file");
-  if (fs::is_directory(path, ec)) user_fail(path, ": is a directory, expected an images file (.npy or IDX)");
-  if (net.in_c != 1) user_fail(path, ": the checkpoint's network takes ", net.in_c, " channels; image files hold 1");
+  require_regular_file(path, "an images file (.npy or IDX)");
+  if (net.in_c != 1) user_fail(path, ": ", whose, " takes ", net.in_c, " channels; image files hold 1");
   if (net.in_h != net.in_w) user_fail(path, ": only square network inputs are supported");
 
   // The format is told by the magic, not the name (MNIST's files have none); but a file named .npy
@@ -112,22 +113,23 @@ Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vec
   if (!npy) {
     // IDX (raw or gzip): u8 pixels, preprocessed exactly as the training set is.
     IdxImages im = read_idx_images(path);
-    check_fits(path, im.n, im.h, im.w, net);
+    check_fits(path, im.n, im.h, im.w, net, whose);
     return preprocess_images(im.pixels.data(), im.n, im.h, im.w, net.in_h);
   }
   NpyArray a = read_npy(path);
-  return images_for_net(path, a.shape, a.dtype == "|u1" ? a.u8.data() : nullptr, std::move(a.f32), net, warnings);
+  return images_for_net(path, a.shape, a.dtype == "|u1" ? a.u8.data() : nullptr, std::move(a.f32), net, warnings,
+                        whose);
 }
 
 Tensor images_for_net(const std::string& what, const std::vector<int64_t>& s, const uint8_t* u8, std::vector<float> f32,
-                      const NetSpec& net, std::vector<std::string>& warnings) {
+                      const NetSpec& net, std::vector<std::string>& warnings, const std::string& whose) {
   const std::string& path = what;
-  if (net.in_c != 1) user_fail(path, ": the checkpoint's network takes ", net.in_c, " channels; these images have 1");
+  if (net.in_c != 1) user_fail(path, ": ", whose, " takes ", net.in_c, " channels; these images have 1");
   if (net.in_h != net.in_w) user_fail(path, ": only square network inputs are supported");
   const bool nchw = s.size() == 4 && s[1] == 1, nhw = s.size() == 3;
   if (!nchw && !nhw) user_fail(path, ": expected images [N,1,H,W] or [N,H,W], found shape ", shape_str(s));
   const int64_t n = s[0], h = s[nchw ? 2 : 1], w = s[nchw ? 3 : 2];
-  check_fits(path, n, h, w, net);
+  check_fits(path, n, h, w, net, whose);
   if (u8) return preprocess_images(u8, n, int(h), int(w), net.in_h);
   Tensor x;
   x.shape = {n, 1, h, w};

@@ -29,13 +29,16 @@ double auroc(const std::vector<float>& positives, const std::vector<float>& nega
 // UserError naming the file (and both sizes). `warnings` gets one line (starting with the path, without
 // a tool's name) for what is not an error but likely makes the energies meaningless: float pixels
 // that never go below 0 (images scaled to [0,1], not [-1,1]).
-Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vector<std::string>& warnings);
+// `whose` names the network in messages ("images are 64x64 but the checkpoint's network takes 32x32").
+Tensor load_images_for_net(const std::string& path, const NetSpec& net, std::vector<std::string>& warnings,
+                           const std::string& whose = "the checkpoint's network");
 
 // The same checks and conversion for images already in memory (a .npy file's, or the Python module's arrays):
 // shape [N,1,H,W] or [N,H,W]; `u8` (uint8 pixels, N·H·W of them) when not null, else `f32` (floats in [-1,1]).
 // `what` starts every message ("energy(x)", or the file's path).
 Tensor images_for_net(const std::string& what, const std::vector<int64_t>& shape, const uint8_t* u8,
-                      std::vector<float> f32, const NetSpec& net, std::vector<std::string>& warnings);
+                      std::vector<float> f32, const NetSpec& net, std::vector<std::string>& warnings,
+                      const std::string& whose = "the checkpoint's network");
 
 // "" when every energy is finite; else one line for a warning: "3 of 64 energies of <what> are not
 // finite (NaN or inf): the checkpoint may have diverged".

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "engine/error.hpp"
+#include "host/io/input_file.hpp"
 #include "host/io/json_text.hpp"
 
 namespace ebm {
@@ -442,14 +443,8 @@ Config config_from_text(const std::string& text, const std::string& source, cons
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) user_fail(path, ": is a directory, expected a JSON config file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) user_fail(path, ": cannot open config file (", std::strerror(errno), ")");
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) user_fail(path, ": cannot read config file (", std::strerror(errno), ")");
-  return config_from_text(text.str(), path, overrides);
+  // A pipe or /dev/stdin is fine (the text is read once); 16 MiB is far beyond any config.
+  return config_from_text(read_text_file(path, "a JSON config file", size_t{16} << 20), path, overrides);
 }
 
 }  // namespace ebm

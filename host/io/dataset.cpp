@@ -77,6 +77,8 @@ Dataset load_dataset(const DataConfig& cfg) {
   const std::string fetch = "scripts/get_data.sh " + cfg.dataset + " " + cfg.dir;
   const std::string looked = "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]";
   std::error_code ec;
+  if (fs::exists(cfg.dir, ec) && !fs::is_directory(cfg.dir, ec))
+    user_fail("data.dir '", cfg.dir, "' is a file, not a folder: give the folder that holds ", looked);
   if (!fs::is_directory(cfg.dir, ec))
     user_fail("data.dir '", cfg.dir, "' not found (looked for ", looked, " there); fetch the data with: ", fetch);
   if (cfg.limit < 0) user_fail("data.limit = ", cfg.limit, " must be >= 0 (0 = all images)");

@@ -13,6 +13,7 @@
 #endif
 
 #include "engine/error.hpp"
+#include "host/io/input_file.hpp"
 
 namespace ebm {
 namespace {
@@ -24,8 +25,7 @@ constexpr size_t kZChunk = size_t{1} << 30;
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::error_code ec;
-  if (!fs::exists(path, ec)) user_fail(path, ": file not found");
-  if (fs::is_directory(path, ec)) user_fail(path, ": is a directory, not an IDX file");
+  require_regular_file(path, "an IDX file");
   std::ifstream f(path, std::ios::binary);
   if (!f) user_fail(path, ": cannot open: ", std::strerror(errno));
   std::vector<uint8_t> bytes(fs::file_size(path, ec));

@@ -10,6 +10,7 @@
 
 #include "host/io/atomic_file.hpp"
 #include "engine/error.hpp"
+#include "host/io/input_file.hpp"
 
 namespace ebm {
 
@@ -79,8 +80,7 @@ struct HeaderReader {
 };
 
 std::vector<uint8_t> read_file(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) user_fail(path, ": is a directory, expected a .npy file");
+  require_regular_file(path, "a .npy file");
   std::ifstream f(path, std::ios::binary);
   if (!f) user_fail("cannot open .npy file ", path, ": ", std::strerror(errno));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

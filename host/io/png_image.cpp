@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "engine/error.hpp"
+#include "host/io/input_file.hpp"
 #include "host/io/output_files.hpp"
 
 #if EBM_HAVE_PNG
@@ -128,6 +129,7 @@ void write_png(const std::string& path, const Image& img) {
 
 Image read_png(const std::string& path) {
 #if EBM_HAVE_PNG
+  require_regular_file(path, "a PNG file");
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) user_fail("cannot open PNG file ", path, ": ", std::strerror(errno));
   png_image pi;

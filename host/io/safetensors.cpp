@@ -15,6 +15,7 @@
 #include "host/io/atomic_file.hpp"
 #include "host/io/json_text.hpp"
 #include "engine/error.hpp"
+#include "host/io/input_file.hpp"
 
 namespace ebm {
 
@@ -145,8 +146,7 @@ void SafeTensors::save(const std::string& path) const {
 }
 
 SafeTensors SafeTensors::load(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) user_fail(path, ": is a directory, expected a safetensors file");
+  require_regular_file(path, "a safetensors file");
   std::ifstream f(path, std::ios::binary);
   if (!f) user_fail("cannot open safetensors file ", path, ": ", std::strerror(errno));
   const std::vector<uint8_t> file((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
