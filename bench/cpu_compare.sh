@@ -26,9 +26,9 @@ threads=$(nproc)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for r in $(seq "$rounds"); do
-  OMP_NUM_THREADS=$threads "$build/ebm_bench" --backend cpu --iters 5 --warmup 1 | sed 's/^/ebm /' >> "$out"
+  OMP_NUM_THREADS=$threads "$build/ebm_bench" --backend cpu --iters 5 --warmup 2 | sed 's/^/ebm /' >> "$out"
   if [ -n "$base" ]; then
-    OMP_NUM_THREADS=$threads "$base/ebm_bench" --backend cpu --iters 5 --warmup 1 | sed 's/^/base /' >> "$out"
+    OMP_NUM_THREADS=$threads "$base/ebm_bench" --backend cpu --iters 5 --warmup 2 | sed 's/^/base /' >> "$out"
   fi
   $py bench/torch_step.py --device cpu --threads "$threads" --iters 5 --warmup 1 | sed 's/^/torch /' >> "$out"
 done

@@ -515,6 +515,6 @@ if ! no_gpu_here; then
     record torch_compile "skipped: ${py:-python3} has no torch with a CUDA device (${torch_line:-cannot import torch})" 0
   fi
 fi
-timing_part bench_cpu 45 "$build/ebm_bench" --backend cpu --iters 3 --warmup 1
+timing_part bench_cpu 45 "$build/ebm_bench" --backend cpu --iters 3 --warmup 2
 
 finish

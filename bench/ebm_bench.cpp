@@ -84,7 +84,7 @@ Flags parse(int argc, char** argv, bool& help) {
   if (f.chain != "all") f.config.cuda.chain = config_from_flag("--chain", "cuda.chain", "\"" + f.chain + "\"").cuda.chain;
   if (f.chain != "auto" && f.langevin == "layers") user_fail("--chain ", f.chain, " needs a fused chain (--langevin fused or both)");
   f.iters = int(a.integer("--iters", f.iters, 1, 100000));
-  f.warmup = int(a.integer("--warmup", f.warmup, 0, 100000));
+  f.warmup = int(a.integer("--warmup", f.warmup, 2, 100000));  // at least the eager first step and the capture
   return f;
 }
 
@@ -112,7 +112,7 @@ nlohmann::json measure(const Flags& f, bool fused, const std::string& chain) {
   // Training steps: the warm-up (the first step loads kernels and cuDNN engines, the second captures the
   // graph), then `iters` steps timed as one run with a single read-back at the end — as training runs them
   // (metrics are drained every train.log_every steps), with no per-step host sync in the measurement.
-  const int warmup = std::max(f.warmup, 2);  // never time the eager first step or the capture
+  const int warmup = f.warmup;  // at least 2 (parse_flags): never the eager first step or the capture
   for (int i = 0; i < warmup; ++i) be->train_step(i);
   be->drain_metrics();
   const auto t0 = Clock::now();

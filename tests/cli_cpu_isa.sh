@@ -8,7 +8,7 @@
 set -u
 build=$1 src=$2
 fail=0
-bench() { OMP_NUM_THREADS=1 "$build/ebm_bench" --backend cpu --iters 1 --warmup 1 --langevin-steps 2 --batch 8 "$@"; }
+bench() { OMP_NUM_THREADS=1 "$build/ebm_bench" --backend cpu --iters 1 --warmup 2 --langevin-steps 2 --batch 8 "$@"; }
 # The copies this build compiles (EBM_CPU_ISA_COPIES in CMakeCache.txt) and each one's object. The list is the cache's,
 # not the folders found: a copy's folder outlives a reconfigure that drops it (Makefiles keep it).
 copies=$(sed -n 's/^EBM_CPU_ISA_COPIES:STRING=//p' "$build/CMakeCache.txt" 2>/dev/null | tr ';' ' ')

@@ -129,7 +129,7 @@ expect_fail "--compare with an energy net" "not scored on the same terms" "$buil
   "${quick[@]}" --compare "$tmp/cd/last"
 expect_fail "--compare of an energy net" "comparing calibration needs" "$build/ebm_eval" --checkpoint "$tmp/cd/last" \
   "${quick[@]}" --compare "$tmp/jem/last"
-expect_fail "--compare of nothing" "--compare expects a folder" "$build/ebm_eval" --checkpoint "$tmp/jem/last" \
+expect_fail "--compare of nothing" "option --compare expects a value, got an empty one" "$build/ebm_eval" --checkpoint "$tmp/jem/last" \
   "${quick[@]}" --compare ""
 mkdir -p "$tmp/fashion" && cp "$tmp/rings/last/model.safetensors" "$tmp/fashion/" &&
   python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["data"]["dataset"]="fashion-mnist"; json.dump(c,open(sys.argv[2],"w"))' \

@@ -182,6 +182,26 @@ expect_fail "ebm_score: --data is a directory" "$tmp/folder.npy: is a directory"
   "$build/ebm_score" --checkpoint "$ckpt" --data "$tmp/folder.npy"
 expect_fail "ebm_train: config path is a directory" "$tmp/folder.json: is a directory, expected a JSON config file" \
   "$build/ebm_train" "$tmp/folder.json"
+# Streams and devices: the image readers look at a file's first bytes, then read it all, so a pipe is refused in one
+# line (it was "cannot create std::vector larger than max_size()", or a false "bad magic"); a FIFO without a writer
+# is refused without waiting on it.
+mkfifo "$tmp/fifo.npy"
+expect_fail "ebm_score: --data a FIFO" "$tmp/fifo.npy: is a pipe, expected an images file (.npy or IDX)" \
+  timeout 20 "$build/ebm_score" --checkpoint "$ckpt" --data "$tmp/fifo.npy"
+expect_fail "ebm_score: --data /dev/zero" "/dev/zero: is a device, expected an images file" \
+  "$build/ebm_score" --checkpoint "$ckpt" --data /dev/zero
+expect_fail "ebm_sample: --init a process substitution" "is a pipe, expected an images file" \
+  "$build/ebm_sample" --checkpoint "$ckpt" --init <(cat "$tmp/white.npy")
+# An empty value is a mistake (an unset variable), not a request to skip that output or to use the default.
+for args in "ebm_score --data $tmp/white.npy --ood" "ebm_score --data $tmp/white.npy --out" \
+            "ebm_sample --npy" "ebm_sample --trajectory" "ebm_sample --init"; do
+  read -r tool rest <<<"$args"
+  # shellcheck disable=SC2086
+  expect_fail "$tool ${rest##* } \"\"" "option ${rest##* } expects a value, got an empty one" \
+    "$build/$tool" --checkpoint "$ckpt" $rest ""
+done
+expect_fail "ebm_bench --iters beyond 64 bits names what was typed" "must be in [1, 100000], got 99999999999999999999" \
+  "$build/ebm_bench" --iters 99999999999999999999
 echo '{"train":{"lr":1e999}}' > "$tmp/overflow.json"
 expect_fail "ebm_train: lr 1e999 in a config file" \
   "$tmp/overflow.json: \"train.lr\" must be a finite number, got 1e999 (beyond the range of a double)" "$build/ebm_train" "$tmp/overflow.json"
@@ -315,7 +335,7 @@ echo "ebm_bench (issue 10 item 6)"
 check_bench() {  # check_bench NAME PYTHON_CONDITION ARGS...: one JSON line whose fields `r` satisfy the condition
   local name=$1 cond=$2; shift 2
   local line
-  if line=$("$build/ebm_bench" --backend cpu --iters 1 --warmup 0 "$@" 2>"$tmp/err") \
+  if line=$("$build/ebm_bench" --backend cpu --iters 1 --warmup 2 "$@" 2>"$tmp/err") \
      && python3 -c "import json, math, sys; r = json.loads(sys.argv[1]); sys.exit(0 if ($cond) else 1)" "$line"; then
     ok "$name: $line"
   else

@@ -103,6 +103,30 @@ else wait "$pid"; rc=$?
   else bad "second SIGTERM: rc=$rc $(cat "$tmp/err8")"; fi
 fi
 
+# The config file is the run folder's own config.json: a run that would replace the user's text with its resolved
+# config (defaults, --set values) is refused before it writes anything; the run's own config.json, written by
+# r3 above, resumes with a --set change.
+mkdir -p "$tmp/own"
+printf '{"output_dir": "%s", "data": {"dir": "%s", "batch_size": 16}, "model": {"channels": [4, 8]}}\n' \
+  "$tmp/own" "$tmp/data" > "$tmp/own/config.json"
+cp "$tmp/own/config.json" "$tmp/own.copy"
+expect_error "config in its own output_dir" "is this run's own $tmp/own/config.json" -- "$train" "$tmp/own/config.json" \
+  --set train.lr=5 --set backend=cpu
+cmp -s "$tmp/own/config.json" "$tmp/own.copy" && [ "$(ls "$tmp/own")" = config.json ] && ok \
+  || bad "a refused run changed $tmp/own: $(ls "$tmp/own")"
+"$train" "$tmp/r3/config.json" --set train.max_steps=3 --resume "$tmp/r3/last" > "$tmp/log_own" 2>&1 \
+  && grep -q '"max_steps": 3' "$tmp/r3/config.json" && ok || bad "resume with the run's own config.json: $(tail -2 "$tmp/log_own")"
+
+# Command lines and inputs that are not what ebm_train reads: one line each, no hang, no unbounded read.
+expect_error "a second positional" "unexpected argument 'extra.json'" -- "$train" "$src/configs/mnist.json" extra.json
+"$train" -h > "$tmp/out" 2>&1 && grep -q "^usage: ebm_train" "$tmp/out" && ok || bad "-h: $(head -2 "$tmp/out")"
+expect_error "/dev/zero as the config" "/dev/zero: longer than 16 MiB" -- timeout 60 "$train" /dev/zero
+"$train" /dev/stdin "${tiny[@]}" --set output_dir="$tmp/stdin" --set train.max_steps=1 < "$src/configs/mnist.json" \
+  > "$tmp/log_stdin" 2>&1 && [ -f "$tmp/stdin/last/model.safetensors" ] && ok || bad "config on stdin: $(tail -2 "$tmp/log_stdin")"
+ln -s "$tmp/nowhere/run" "$tmp/dangling"
+expect_error "output_dir a dangling link" "is a symbolic link to $tmp/nowhere/run, which does not exist" -- \
+  "$train" "$src/configs/mnist.json" "${tiny[@]}" --set output_dir="$tmp/dangling"
+
 # A flag given twice is an error, not the last one silently winning.
 expect_error "repeated --resume" "option --resume given twice" -- "$train" "$src/configs/mnist.json" "${tiny[@]}" \
   --set output_dir="$tmp/r9" --resume "$tmp/a" --resume "$tmp/b"

@@ -1,5 +1,6 @@
 #include "host/tools/cli.hpp"
 
+#include <cerrno>
 #include <cstdlib>
 
 #include "engine/error.hpp"
@@ -10,6 +11,7 @@ Args::Args(int argc, char** argv, const std::set<std::string>& with_value, const
            const std::set<std::string>& repeatable) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "-h" && switches.count("--help")) a = "--help";  // the short form people type first
     if (a.rfind("--", 0) != 0 || a == "--") {
       positional_.push_back(a);
       continue;
@@ -29,6 +31,9 @@ Args::Args(int argc, char** argv, const std::set<std::string>& with_value, const
         if (i + 1 >= argc) user_fail("option ", a, " needs a value");
         value = argv[++i];
       }
+      // Every value is a path, a number or a name: an empty one ("$UNSET_VARIABLE", --npy "") is a mistake,
+      // not a request to skip the output or to fall back to a default
+      if (value.empty()) user_fail("option ", a, " expects a value, got an empty one");
       if (values_.count(a) && !repeatable.count(a))
         user_fail("option ", a, " given twice (\"", values_[a].back(), "\" and \"", value, "\"); give it once");
       values_[a].push_back(value);
@@ -52,9 +57,10 @@ long long Args::integer(const std::string& flag, long long fallback, long long m
   if (!has(flag)) return fallback;
   const std::string s = str(flag, "");
   char* end = nullptr;
+  errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, 10);
   if (s.empty() || *end != '\0') user_fail("option ", flag, " expects an integer, got \"", s, "\"");
-  if (v < min || v > max) user_fail("option ", flag, " must be in [", min, ", ", max, "], got ", v);
+  if (errno == ERANGE || v < min || v > max) user_fail("option ", flag, " must be in [", min, ", ", max, "], got ", s);
   return v;
 }
 

@@ -100,8 +100,6 @@ Flags parse(int argc, char** argv, bool& help) {
   f.data = a.str("--data", "");
   f.ood = a.str("--ood", "");
   f.compare = a.str("--compare", "");
-  for (const char* flag : {"--ood", "--compare"})
-    if (a.has(flag) && a.str(flag, "").empty()) user_fail("option ", flag, " expects a folder, got an empty one");
   f.conditional = a.has("--class-conditional");
   f.grid = a.str("--grid", "");
   f.npy = a.str("--npy", "");
@@ -211,7 +209,7 @@ int run(const Flags& f) {
     if (!f.npy.empty()) write_npy(f.npy, x);
   } else {
     std::vector<std::string> warnings;
-    x = load_images_for_net(f.samples, meter.net(), warnings);
+    x = load_images_for_net(f.samples, meter.net(), warnings, "the evaluator's classifier");
     for (const std::string& w : warnings) print_warning(kTool, w);
     if (x.dim(0) < 2) user_fail(f.samples, ": sample quality needs at least 2 samples, the file holds ", x.dim(0));
     out = {{"samples", f.samples}};

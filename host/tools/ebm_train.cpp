@@ -64,14 +64,17 @@ int run(int argc, char** argv, ebm::Communicator& comm) {
       help = true;
       return;
     }
-    if (args.positional().size() != 1) {
+    if (args.positional().empty()) {
       usage_error = true;
       return;
     }
+    if (args.positional().size() > 1)
+      ebm::user_fail("unexpected argument '", args.positional()[1], "' (one CONFIG; see --help)");
     config_path = args.positional()[0];
     sets = args.all("--set");
     if (args.has("--backend")) sets.push_back("backend=" + args.str("--backend", "auto"));
     o.config = ebm::load_config(config_path, sets);
+    o.config_file = config_path;
     if (args.has("--resume")) o.resume = args.str("--resume", "");
     if (args.has("--profile-steps")) {
       const ebm::StepRange r = ebm::parse_step_range(args.str("--profile-steps", ""));

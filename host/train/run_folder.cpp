@@ -98,6 +98,9 @@ void check_output_dir(const fs::path& dir) {
     if (access(dir.c_str(), W_OK | X_OK) != 0) user_fail(name, ": not writable (", std::strerror(errno), ")");
     return;
   }
+  if (fs::is_symlink(fs::symlink_status(dir, ec)))  // a link to nothing: the folder cannot be made in its place
+    user_fail(name, ": is a symbolic link to ", fs::read_symlink(dir, ec).string(),
+              ", which does not exist; create that folder, or give another output_dir");
   fs::path up = fs::absolute(dir, ec).parent_path();
   while (!up.empty() && !fs::exists(up, ec) && up != up.root_path()) up = up.parent_path();
   if (!fs::is_directory(up, ec)) user_fail(name, ": cannot create it: ", up.string(), " is not a directory");

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
 #include "engine/communicator.hpp"
 #include "engine/cpu/cpu_backend.hpp"
@@ -84,6 +85,32 @@ class TrainingRun {
   TrainingRun(const TrainingRun&) = delete;
   TrainingRun& operator=(const TrainingRun&) = delete;
 
+  // The run writes its resolved config to output_dir/config.json. When that is the file the config was read
+  // from, writing it would replace the user's text (its layout, the keys left to defaults, the values before
+  // --set): refused, unless the text is what a run wrote there (the resolved form of itself: resuming a run with
+  // its own config.json and --set train.epochs=20 replaces one run-written file with another, and the checkpoint
+  // and metrics.jsonl's resume event keep the old values).
+  void check_config_file_kept() const {
+    if (options_.config_file.empty()) return;
+    const std::filesystem::path written = folder_ / "config.json";
+    std::error_code ec;
+    if (!std::filesystem::exists(written, ec) || !std::filesystem::equivalent(options_.config_file, written, ec) || ec)
+      return;
+    std::ifstream in(written, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto resolved = [](const Config& c) { return config_to_json(c).dump(2) + "\n"; };
+    if (text.str() == resolved(config_)) return;
+    try {
+      if (text.str() == resolved(config_from_text(text.str(), written.string()))) return;
+    } catch (const UserError&) {  // valid only with the --set values: the user's text
+    }
+    user_fail("config ", options_.config_file, " is this run's own ", written.string(),
+              ", which the run replaces with its resolved config (defaults filled in",
+              advice_.python ? ", overrides applied" : ", --set values applied",
+              "); copy it out of the folder and give the copy, or choose another output_dir");
+  }
+
   // Every check, then the run folder (nothing is written before every check has passed). The run's result
   // when there is nothing to do (a resume of a complete run), else nullopt: advance() trains.
   std::optional<int> start() {
@@ -103,6 +130,7 @@ class TrainingRun {
       }
       check_output_dir(folder_.path());
       folder_.check_role(options_.resume);
+      check_config_file_kept();
     }, /*root_only=*/true);
     if (options_.resume && !resume) resume.emplace();  // the other ranks: their share comes below
     if (distributed() && resume) resume->state = share_resumed(comm_, resume->state);

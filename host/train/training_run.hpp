@@ -25,6 +25,9 @@ constexpr int kStopBySignal = 1, kStopByCall = 2;
 
 struct TrainRunOptions {
   Config config;
+  // The JSON file `config` was read from ("" for a dict or text): the run refuses to replace it when it is the
+  // run folder's own config.json and the resolved config differs from its text (defaults filled in, --set values).
+  std::string config_file;
   std::optional<std::string> resume;        // checkpoint dir to continue from (none = a fresh run; "" is an error)
   const std::atomic<int>* stop = nullptr;   // set by a signal handler: finish the step, checkpoint, return
   int profile_begin = -1, profile_end = -1; // steps [begin, end) inside cudaProfilerStart/Stop (-1 = off)
