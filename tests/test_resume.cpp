@@ -2,6 +2,9 @@
 // both values), the state the changes live in, and what the run says about it — from a checkpoint written here.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
+
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/error.hpp"
 #include "host/train/resume.hpp"
@@ -29,6 +32,39 @@ std::string write_checkpoint(const test::TempDir& tmp, const Config& c) {
   const std::string dir = tmp / "ck";
   save_checkpoint(dir, net_spec_for(c), s, c);
   return dir;
+}
+
+// A damaged train_state.safetensors (counters no run reaches, a negative second moment, NaN in the buffer or the
+// weights) is refused when it is read, naming the file, the tensor and the element, and not trained on until the
+// guard blames the learning rate.
+TEST(Resume, ADamagedTrainStateIsRefusedNamingWhat) {
+  test::TempDir tmp("ebm_resume_damaged");
+  const Config c = small();
+  const NetSpec net = net_spec_for(c);
+  CpuBackend be(engine_options_for(c));
+  const TrainState good = test::state_of(be, c);
+  const auto refused = [&](const char* name, const std::function<void(TrainState&)>& damage,
+                           std::vector<std::string> parts) {
+    TrainState s = good;
+    s.step = 30, s.epoch = 2, s.batch = 1, s.adam.t = 30;
+    damage(s);
+    const std::string dir = tmp / name;
+    save_checkpoint(dir, net, s, c);
+    test::expect_user_error([&] { load_train_state(dir, net); }, parts);
+  };
+  refused("huge", [](TrainState& s) { s.step = s.epoch = s.batch = s.adam.t = int64_t{1} << 62; },
+          {"train_state.safetensors: impossible counters (step 4611686018427387904", "resume an earlier checkpoint"});
+  refused("epochs", [](TrainState& s) { s.epoch = 31; }, {"impossible counters (step 30, epoch 31"});
+  refused("adam_v", [](TrainState& s) { s.adam.v[3] = -1.0f; },
+          {"train_state.safetensors: element 3 of 'adam.v' is -1, expected finite values >= 0"});
+  refused("adam_m", [](TrainState& s) { s.adam.m[5] = INFINITY; }, {"element 5 of 'adam.m' is inf"});
+  refused("buffer", [](TrainState& s) { s.buffer.data[7] = NAN; }, {"element 7 of 'buffer' is nan"});
+  refused("weights", [](TrainState& s) { s.params[0] = NAN; },
+          {"model.safetensors: element 0 of the weights is nan", "cannot be trained on"});
+  TrainState s = good;  // and the same state undamaged loads
+  s.step = 30, s.epoch = 2, s.batch = 1, s.adam.t = 30;
+  save_checkpoint(tmp / "good", net, s, c);
+  EXPECT_EQ(load_train_state(tmp / "good", net).step, 30);
 }
 
 TEST(Resume, SettingsThatMayChangeAndThoseRefused) {

@@ -337,6 +337,30 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
   if (s.step < 0 || s.epoch < 0 || s.batch < 0 || s.rollbacks < 0 || s.adam.t < 0)
     user_fail(file, ": negative counters (step ", s.step, ", epoch ", s.epoch, ", batch ", s.batch, ", rollbacks ",
               s.rollbacks, ", adam.t ", s.adam.t, ")");
+  // 2^40 steps is 35 years at a millisecond a step: a larger count is a damaged file, as is an epoch or batch
+  // count above the steps (every epoch and batch is at least one step).
+  constexpr int64_t kMaxCount = int64_t{1} << 40;
+  if (s.step > kMaxCount || s.adam.t > kMaxCount || s.rollbacks > kMaxCount || s.epoch > s.step || s.batch > s.step)
+    user_fail(file, ": impossible counters (step ", s.step, ", epoch ", s.epoch, ", batch ", s.batch, ", rollbacks ",
+              s.rollbacks, ", adam.t ", s.adam.t, "): the file is damaged; resume an earlier checkpoint");
+  // A state that cannot train: the run would only diverge at its first step, and blame the learning rate.
+  const auto finite = [&](const std::string& name, const std::vector<float>& v, bool non_negative,
+                          const std::string& where) {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i]) || (non_negative && v[i] < 0))
+        user_fail(where, ": element ", i, " of ", name, " is ", v[i], ", expected ",
+                  non_negative ? "finite values >= 0" : "finite values",
+                  ": the checkpoint cannot be trained on; resume an earlier one");
+  };
+  if (st.has("params")) finite("'params'", s.params, false, file);
+  else finite("the weights", s.params, false, (d / "model.safetensors").string());
+  finite("'ema'", s.ema, false, file);
+  finite("'adam.m'", s.adam.m, false, file);
+  finite("'adam.v'", s.adam.v, true, file);
+  finite("'sn.u'", s.sn_u, false, file);
+  if (saved_world == 1) finite("'buffer'", s.buffer.data, false, file);
+  for (size_t r = 0; r < s.rank_buffers.size(); ++r)
+    finite("'buffer.rank" + std::to_string(r) + "'", s.rank_buffers[r].data, false, file);
   if (!std::isfinite(s.lr) || s.lr <= 0) user_fail(file, ": 'lr' is ", s.lr, ", expected a finite learning rate > 0");
   if (s.epoch_reg.size() > size_t(s.epoch))
     user_fail(file, ": 'divergence.epoch_reg' holds ", s.epoch_reg.size(), " epochs' regulariser, but the state is after ",
