@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "engine/error.hpp"
 #include "host/io/json_text.hpp"
 
 using namespace ebm;
@@ -72,4 +73,24 @@ TEST(JsonText, SyntaxErrorsKeepNlohmannsPositionWithoutItsTag) {
   const JsonText cut = read_json_text("[1,");
   EXPECT_EQ(cut.detail.rfind("parse error at line 1, column 4", 0), 0u) << cut.detail;
   EXPECT_EQ(cut.detail.find("[json.exception"), std::string::npos) << cut.detail;
+}
+
+// Messages echo user text and damaged files' bytes on one printable line (engine/error.hpp one_line): control
+// characters and bytes that are not well-formed UTF-8 as \xNN escapes, UTF-8 text kept as it is.
+TEST(OneLine, EscapesControlsAndMalformedUtf8KeepsUtf8) {
+  EXPECT_EQ(one_line("a\nb\tc\x01"), "a\\nb\\tc\\x01");
+  EXPECT_EQ(one_line("σ × — ok"), "σ × — ok");                        // 2- and 3-byte sequences
+  EXPECT_EQ(one_line("\xF0\x9F\x98\x80"), "\xF0\x9F\x98\x80");          // a 4-byte one (U+1F600)
+  EXPECT_EQ(one_line("\"__metadata\x9e\""), "\"__metadata\\x9E\"");     // a lone continuation byte
+  EXPECT_EQ(one_line("\xff\xfe"), "\\xFF\\xFE");                         // never in UTF-8
+  EXPECT_EQ(one_line("\xC3"), "\\xC3");                                  // a sequence cut short at the end
+  EXPECT_EQ(one_line("\xC3(x"), "\\xC3(x");                              // ... or by an ASCII byte
+  EXPECT_EQ(one_line("\xC0\xAF"), "\\xC0\\xAF");                         // an overlong '/'
+  EXPECT_EQ(one_line("\xED\xA0\x80"), "\\xED\\xA0\\x80");                // a UTF-16 surrogate
+  EXPECT_EQ(one_line("\xF4\x90\x80\x80"), "\\xF4\\x90\\x80\\x80");       // beyond U+10FFFF
+  try {
+    user_fail("bad key \"k\xff\"");
+  } catch (const UserError& e) {
+    EXPECT_STREQ(e.what(), "bad key \"k\\xFF\"");
+  }
 }
