@@ -55,27 +55,35 @@ py::object to_python(const json& j) { return py::module_::import("json").attr("l
 // not JSON (a set, an object) is a UserError naming `what` (e.g. the override's key) and the value's type.
 // The dotted key of the first float in `obj` (dicts and lists, walked in order) that is NaN or infinite — JSON has
 // no such number, and json.dumps would write one that no reader takes back — with its repr; nullopt when none.
-std::optional<std::pair<std::string, std::string>> non_finite(py::handle obj, const std::string& key) {
+// Nesting deeper than kMaxJsonDepth (a config is 3 deep) is a UserError naming `what`: a dict or list that
+// contains itself would otherwise recurse until the stack overflows.
+constexpr int kMaxJsonDepth = 32;
+std::optional<std::pair<std::string, std::string>> non_finite(py::handle obj, const std::string& key,
+                                                              const std::string& what, int depth = 0) {
+  const bool nested = py::isinstance<py::dict>(obj) || py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj);
+  if (nested && depth >= kMaxJsonDepth)
+    user_fail(what, ": ", key.empty() ? std::string("the value") : "\"" + key + "\"", " is nested more than ",
+              kMaxJsonDepth, " levels deep (a dict or list that contains itself?)");
   if (py::isinstance<py::dict>(obj)) {
     for (auto [k, v] : py::reinterpret_borrow<py::dict>(obj)) {
       const std::string name = std::string(py::str(k));
-      if (auto found = non_finite(v, key.empty() ? name : key + "." + name)) return found;
+      if (auto found = non_finite(v, key.empty() ? name : key + "." + name, what, depth + 1)) return found;
     }
   } else if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
     size_t i = 0;
     for (py::handle v : obj) {
-      if (auto found = non_finite(v, key + "[" + std::to_string(i++) + "]")) return found;
+      if (auto found = non_finite(v, key + "[" + std::to_string(i++) + "]", what, depth + 1)) return found;
     }
   } else if (py::isinstance<py::float_>(obj)) {
     if (!std::isfinite(obj.cast<double>())) return std::make_pair(key, std::string(py::repr(obj)));
   } else if (py::hasattr(obj, "tolist")) {  // numpy scalars and arrays, as json.dumps below takes them
-    return non_finite(obj.attr("tolist")(), key);
+    return non_finite(obj.attr("tolist")(), key, what, depth);
   }
   return std::nullopt;
 }
 
 std::string to_json_text(py::handle obj, const std::string& what) {
-  if (auto bad = non_finite(obj, "")) {
+  if (auto bad = non_finite(obj, "", what)) {
     if (bad->first.empty()) user_fail(what, ": must be a finite number, got ", bad->second);
     user_fail(what, ": \"", bad->first, "\" must be a finite number, got ", bad->second);
   }
@@ -99,23 +107,42 @@ std::string path_arg(py::handle p, const char* what) {
   user_fail(what, ": expected a path (str or os.PathLike), got ", std::string(py::str(py::type::of(p).attr("__name__"))));
 }
 
+// True for Python's and numpy's booleans, which are integers to Python but never a count, class or seed here.
+bool is_bool(py::handle v) {
+  return py::isinstance<py::bool_>(v) || py::isinstance(v, py::module_::import("numpy").attr("bool_"));
+}
+
+// v as a Python int: an int, or an integer-like scalar that says so through __index__ (numpy.int64(3), a 0-d
+// integer array); nullopt for anything else (a float, a string, a bool, a 1-element list).
+std::optional<py::int_> as_index(py::handle v) {
+  if (is_bool(v)) return std::nullopt;
+  if (py::isinstance<py::int_>(v)) return py::reinterpret_borrow<py::int_>(v);
+  if (!py::hasattr(v, "__index__")) return std::nullopt;
+  PyObject* i = PyNumber_Index(v.ptr());
+  if (!i) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return py::reinterpret_steal<py::int_>(i);
+}
+
 // An integer argument (None: not given): a UserError naming it for a non-integer (bool included) or one beyond
-// a 64-bit integer; the bounds of its config key are checked by the caller.
+// a 64-bit integer; the bounds of its config key are checked by the caller. numpy integers are taken.
 std::optional<long long> int_arg(py::handle v, const char* what) {
   if (v.is_none()) return std::nullopt;
-  if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
-    user_fail(what, ": expected an integer, got ", std::string(py::repr(v)));
+  const std::optional<py::int_> i = as_index(v);
+  if (!i) user_fail(what, ": expected an integer, got ", std::string(py::repr(v)));
   int overflow = 0;
-  const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  const long long x = PyLong_AsLongLongAndOverflow(i->ptr(), &overflow);
   if (overflow != 0) user_fail(what, ": ", std::string(py::repr(v)), " is out of range");
   return x;
 }
 
 // A seed: an integer in [0, 2^64).
 uint64_t seed_arg(py::handle v) {
-  if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
-    user_fail("seed: expected an integer in [0, 2^64), got ", std::string(py::repr(v)));
-  const unsigned long long x = PyLong_AsUnsignedLongLong(v.ptr());
+  const std::optional<py::int_> i = as_index(v);
+  if (!i) user_fail("seed: expected an integer in [0, 2^64), got ", std::string(py::repr(v)));
+  const unsigned long long x = PyLong_AsUnsignedLongLong(i->ptr());
   if (PyErr_Occurred()) {
     PyErr_Clear();
     user_fail("seed: expected an integer in [0, 2^64), got ", std::string(py::repr(v)));
@@ -221,7 +248,11 @@ class PyModel {
     };
     if (py::isinstance<py::str>(y) || py::isinstance<py::bytes>(y))
       user_fail("sample(y=...): expected a class number or one per chain, got a string");
+    if (is_bool(y)) user_fail("sample(y=...): expected a class number or one per chain, got ", std::string(py::repr(y)));
     const py::module_ np = py::module_::import("numpy");
+    if (const int ndim = np.attr("ndim")(y).cast<int>(); ndim > 1)
+      user_fail("sample(y=...): expected a class number or a 1-D sequence of them (one per chain), got ", ndim,
+                "-D values");
     if (np.attr("ndim")(y).cast<int>() == 0 && py::hasattr(y, "__index__"))
       y = py::int_(py::module_::import("operator").attr("index")(y));  // numpy.int64(3), a 0-d array: one class
     if (py::isinstance<py::sequence>(y) || py::hasattr(y, "__array__")) {
@@ -342,9 +373,18 @@ class PyModel {
   std::mutex mu_;  // one computation at a time on the backend
 };
 
-std::shared_ptr<PyModel> load(py::handle dir_arg, const std::string& backend) {
+std::shared_ptr<PyModel> load(py::handle dir_arg, std::optional<std::string> backend) {
   const std::string dir = path_arg(dir_arg, "checkpoint_dir");
-  return std::make_shared<PyModel>(load_model(dir), backend, dir);
+  Model model = load_model(dir);
+  // Loaded all the same (a diverged checkpoint can be looked at), as ebm_sample and ebm_score warn of its energies.
+  const auto bad = std::count_if(model.params.begin(), model.params.end(), [](float v) { return !std::isfinite(v); });
+  if (bad > 0) {
+    const std::string w = dir + ": " + std::to_string(bad) + " of " + std::to_string(model.params.size()) +
+                          " weights are not finite (NaN or inf): the checkpoint may have diverged, and its energies, " +
+                          "logits and samples will be NaN";
+    if (PyErr_WarnEx(PyExc_UserWarning, one_line(w).c_str(), 1) != 0) throw py::error_already_set();
+  }
+  return std::make_shared<PyModel>(std::move(model), backend.value_or("auto"), dir);
 }
 
 // The overrides argument as ebm_train's --set assignments: a dict {"train.epochs": 2} (values as JSON) or a
@@ -353,8 +393,24 @@ std::vector<std::string> override_list(py::handle overrides) {
   std::vector<std::string> sets;
   if (overrides.is_none()) return sets;
   if (py::isinstance<py::dict>(overrides)) {
+    const json schema = config_defaults_json();
     for (auto [k, v] : py::reinterpret_borrow<py::dict>(overrides)) {
       const std::string key = py::str(k);
+      // A text setting (output_dir, data.dir, ...) takes a str or a path. ebm_train's --set reads a string key's
+      // value as text whatever it looks like, so None, True or 5 here would become the folder "null", "true", "5".
+      const json* leaf = &schema;
+      for (size_t start = 0; leaf && start <= key.size();) {
+        const size_t dot = std::min(key.find('.', start), key.size());
+        const auto it = leaf->is_object() ? leaf->find(key.substr(start, dot - start)) : leaf->end();
+        leaf = leaf->is_object() && it != leaf->end() ? &*it : nullptr;
+        start = dot + 1;
+      }
+      if (leaf && leaf->is_string()) {
+        if (!py::isinstance<py::str>(v) && !py::hasattr(v, "__fspath__"))
+          user_fail("overrides: \"", key, "\" must be a string, got ", std::string(py::repr(v)));
+        sets.push_back(key + "=" + json(std::string(py::str(py::module_::import("os").attr("fspath")(v)))).dump());
+        continue;
+      }
       sets.push_back(key + "=" + to_json_text(v, "overrides: \"" + key + "\""));
     }
     return sets;
@@ -381,14 +437,15 @@ Config config_arg(py::handle config, const std::vector<std::string>& sets) {
 // ebm_train, one step at a time.
 class PyTrainer {
  public:
-  PyTrainer(py::object config, py::object overrides, std::optional<std::string> resume, std::optional<std::string> backend,
+  PyTrainer(py::object config, py::object overrides, py::object resume_arg, std::optional<std::string> backend,
             bool verbose)
       : verbose_(verbose) {
     std::vector<std::string> sets = override_list(overrides);
     if (backend) sets.push_back("backend=" + backend_arg(*backend));
     TrainRunOptions o;
     o.config = config_arg(config, sets);
-    o.resume = resume;
+    if (!py::isinstance<py::dict>(config)) o.config_file = py::str(py::module_::import("os").attr("fspath")(config));
+    if (!resume_arg.is_none()) o.resume = path_arg(resume_arg, "resume");  // str or os.PathLike
     o.stop = &stop_;
     o.out = &out_;
     o.err = &err_;
@@ -749,7 +806,7 @@ long chain, e.g. steps=10**6, cannot be interrupted midway).)doc")
       .def("state_dict", &PyModel::state_dict, R"doc(state_dict() -> dict[str, numpy.ndarray]
 
 The weights under their PyTorch names and shapes (convs.0.weight [C0,1,k,k], convs.0.bias [C0], ...,
-dense.weight [1,D], dense.bias [1]), float32, read-only views of one buffer: torch.from_numpy(v.copy()) each
+dense.weight [K,D], dense.bias [K] with K = model.outputs: 1, or one per class for a JEM model), float32, read-only views of one buffer: torch.from_numpy(v.copy()) each
 for load_state_dict.)doc")
       .def_property_readonly("config", &PyModel::config, "The checkpoint's resolved config (dict, the JSON schema).")
       .def_property_readonly("input_shape", &PyModel::input_shape, "The network's input (C, H, W).")
@@ -785,7 +842,7 @@ Ctrl-C stops the run after the current step with its last/ checkpoint, then rais
 SIGTERM (scancel, docker stop, Kubernetes) during run() stops it the same way, then ends the process by that
 signal, as ebm_train does; this needs run() on the main thread and SIGTERM at its default (a handler of yours
 is left alone and runs between steps).)doc")
-      .def(py::init<py::object, py::object, std::optional<std::string>, std::optional<std::string>, bool>(),
+      .def(py::init<py::object, py::object, py::object, std::optional<std::string>, bool>(),
            py::arg("config"), py::arg("overrides") = py::none(), py::arg("resume") = py::none(),
            py::arg("backend") = py::none(), py::arg("verbose") = true,
            "__init__(config, overrides=None, resume=None, backend=None, verbose=True): see help(ebm_engine.Trainer).")

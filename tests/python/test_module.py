@@ -500,3 +500,52 @@ def test_arguments_as_python_passes_them(checkpoint, tiny_data, tmp_path):
     assert model.sample(n=2, steps=1, seed=2**64 - 1).shape == (2, 1, 32, 32)
     with pytest.raises(ValueError, match="trajectory .* available"):  # refused at once, not by the OOM killer
         model.sample(n=4096, steps=100000, every=1)
+
+
+def test_numpy_integers_paths_and_wrong_types_in_arguments(checkpoint, tiny_data, tmp_path):
+    import pathlib as pl
+    model = ebm_engine.load(checkpoint, backend=None)  # None: the default, as Trainer's backend=None
+    # numpy integers are integers (through __index__); booleans are not
+    a = model.sample(n=np.int64(2), steps=np.int32(1), seed=np.uint64(7), every=np.int64(0))
+    assert a.shape == (2, 1, 32, 32)
+    np.testing.assert_array_equal(a, model.sample(n=2, steps=1, seed=7))
+    for kwargs, text in [({"n": np.bool_(True)}, "n: expected an integer"), ({"n": np.float64(2.0)}, "n: expected an integer"),
+                         ({"seed": np.int64(-1)}, r"seed: .*\[0, 2\^64\)")]:
+        with pytest.raises(ebm_engine.UserError, match=text):
+            model.sample(**kwargs)
+    over = tiny_overrides(tiny_data, tmp_path / "run")
+    # a text setting given as None, a bool or a number would have become the folder "null", "true" or "5"
+    for value in (None, True, 5, [1]):
+        with pytest.raises(ebm_engine.UserError, match=r'^overrides: "output_dir" must be a string, got '):
+            ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "output_dir": value}, verbose=False)
+    assert not any(pl.Path(n).exists() for n in ("null", "true", "5", "[1]"))
+    t = ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "output_dir": tmp_path / "as_path"}, verbose=False)
+    assert t.output_dir == str(tmp_path / "as_path")
+    # a config that contains itself: a UserError, not a segfault
+    looped = {"output_dir": str(tmp_path / "loop")}
+    looped["train"] = looped
+    with pytest.raises(ebm_engine.UserError, match="nested more than 32 levels deep"):
+        ebm_engine.Trainer(looped, verbose=False)
+    chans = [4]
+    chans.append(chans)
+    with pytest.raises(ebm_engine.UserError, match=r'overrides: "model.channels".*nested more than'):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "model.channels": chans}, verbose=False)
+    # resume takes a path object as the other path arguments do
+    with pytest.raises(ebm_engine.UserError, match="not a checkpoint directory"):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "output_dir": str(tmp_path / "r")},
+                           resume=pl.Path(tmp_path / "nothing"), verbose=False)
+
+
+def test_a_checkpoint_with_non_finite_weights_loads_with_a_warning(checkpoint, tmp_path):
+    import shutil, struct
+    bad = tmp_path / "nan"
+    shutil.copytree(checkpoint, bad)
+    f = bad / "model.safetensors"
+    d = bytearray(f.read_bytes())
+    n = int.from_bytes(d[:8], "little")
+    start = json.loads(d[8:8 + n])["dense.bias"]["data_offsets"][0]
+    d[8 + n + start:8 + n + start + 4] = struct.pack("<f", float("nan"))
+    f.write_bytes(bytes(d))
+    with pytest.warns(UserWarning, match=r"1 of \d+ weights are not finite .* the checkpoint may have diverged"):
+        model = ebm_engine.load(bad, backend="cpu")
+    assert np.isnan(model.energy(np.zeros((2, 32, 32), np.float32) - 1)).all()
