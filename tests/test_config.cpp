@@ -183,6 +183,8 @@ TEST(ConfigTypes, WrongTypesAreRejectedWithKeyPathAndValue) {
       {R"({"sampler": {"steps": "abc"}})", R"(x.json: "sampler.steps" must be an integer, got "abc")"},
       {R"({"sampler": {"steps": 1.5}})", R"("sampler.steps" must be an integer, got 1.5)"},
       {R"({"sampler": {"steps": 2.0}})", R"("sampler.steps" must be an integer, got 2.0)"},
+      {R"({"sampler": {"steps": 99999999999999999999}})",
+       R"("sampler.steps" must be an integer that fits in 64 bits, got 1e+20)"},
       {R"({"seed": null})", R"("seed" must be an integer, got null)"},
       {R"({"data": {"limit": true}})", R"("data.limit" must be an integer, got true)"},
       {R"({"train": {"lr": "fast"}})", R"("train.lr" must be a number, got "fast")"},
