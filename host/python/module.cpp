@@ -749,6 +749,9 @@ print; a diverged run raises ebm_engine.DivergedError. The GIL is released while
   options.disable_function_signatures();
 
   static py::exception<ebm::UserError> user_error(m, "UserError", PyExc_ValueError);
+  user_error.attr("__doc__") =
+      "A bad argument, config, checkpoint or data file: the message alone says what and where, in one line "
+      "(e.g. 'sample(y=...): classes run from 0 to 9, got 12'). A ValueError.";
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -857,8 +860,14 @@ and could not roll back; an exception from a callback pauses the run (call run()
 (train.divergence.action "rollback") comes as a "diverged" and a "rollback" record, after which the steps and
 epochs from the rollback's "step" on come again: the records already given for them were abandoned (a drift
 rollback goes back drift_lookback epochs).)doc")
-      .def("__iter__", [](py::object self) { return self; })
-      .def("__next__", &PyTrainer::next)
+      .def("__iter__", [](py::object self) { return self; },
+           "__iter__() -> Trainer: the trainer itself; `for record in trainer` trains a step at a time (see next()).")
+      .def("__next__", &PyTrainer::next,
+           "__next__() -> dict: the next record of metrics.jsonl, training steps as needed; StopIteration after the "
+           "final \"stopped\" record.")
+      .def("__repr__", [](const PyTrainer& t) {
+        return "<ebm_engine.Trainer output_dir='" + t.output_dir() + "' step " + std::to_string(t.step()) + ">";
+      })
       .def("stop", &PyTrainer::stop, R"doc(stop() -> dict
 
 Ends the run after the last step run: the last/ checkpoint (once the divergence guard has passed it), as

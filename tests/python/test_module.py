@@ -428,6 +428,8 @@ def test_help_reads_well():
     assert ebm_engine.__doc__.startswith("ebm_engine")
     d = ebm_engine.config_defaults()
     assert d["train"]["epochs"] == 10 and d["sampler"]["steps"] == 100
+    assert "one line" in ebm_engine.UserError.__doc__ and issubclass(ebm_engine.UserError, ValueError)
+    assert "StopIteration" in ebm_engine.Trainer.__next__.__doc__ and ebm_engine.Trainer.__iter__.__doc__
 
 
 # --- what a review found: nothing overwritten, one run per folder, arguments as Python passes them ---
@@ -521,6 +523,7 @@ def test_numpy_integers_paths_and_wrong_types_in_arguments(checkpoint, tiny_data
     assert not any(pl.Path(n).exists() for n in ("null", "true", "5", "[1]"))
     t = ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "output_dir": tmp_path / "as_path"}, verbose=False)
     assert t.output_dir == str(tmp_path / "as_path")
+    assert repr(t) == f"<ebm_engine.Trainer output_dir='{tmp_path / 'as_path'}' step 0>"
     # a config that contains itself: a UserError, not a segfault
     looped = {"output_dir": str(tmp_path / "loop")}
     looped["train"] = looped
