@@ -102,9 +102,12 @@ std::string to_json_text(py::handle obj, const std::string& what) {
 
 // A path argument: str or os.PathLike.
 std::string path_arg(py::handle p, const char* what) {
-  if (py::isinstance<py::str>(p) || py::hasattr(p, "__fspath__"))
-    return py::str(py::module_::import("os").attr("fspath")(p));
-  user_fail(what, ": expected a path (str or os.PathLike), got ", std::string(py::str(py::type::of(p).attr("__name__"))));
+  if (!py::isinstance<py::str>(p) && !py::hasattr(p, "__fspath__"))
+    user_fail(what, ": expected a path (str or os.PathLike), got ", std::string(py::str(py::type::of(p).attr("__name__"))));
+  const std::string path = py::str(py::module_::import("os").attr("fspath")(p));
+  if (path.empty()) user_fail(what, ": the path is empty");
+  if (path.find('\0') != std::string::npos) user_fail(what, ": the path ", std::string(py::repr(p)), " holds a NUL character");
+  return path;
 }
 
 // True for Python's and numpy's booleans, which are integers to Python but never a count, class or seed here.
@@ -445,7 +448,10 @@ class PyTrainer {
     TrainRunOptions o;
     o.config = config_arg(config, sets);
     if (!py::isinstance<py::dict>(config)) o.config_file = py::str(py::module_::import("os").attr("fspath")(config));
-    if (!resume_arg.is_none()) o.resume = path_arg(resume_arg, "resume");  // str or os.PathLike
+    if (py::isinstance<py::str>(resume_arg) && py::len(resume_arg) == 0)
+      o.resume = "";  // the run's own message: an empty resume is an error, not a fresh start
+    else if (!resume_arg.is_none())
+      o.resume = path_arg(resume_arg, "resume");  // str or os.PathLike
     o.stop = &stop_;
     o.out = &out_;
     o.err = &err_;

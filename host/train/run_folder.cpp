@@ -109,6 +109,12 @@ void check_output_dir(const fs::path& dir) {
 }
 
 void RunFolder::check_role(const std::optional<std::string>& resume) const {
+  // Another run's lock, tried and let go at once (a flock is per open file: a Trainer of this process counts too)
+  if (const int fd = ::open((dir_ / ".lock").c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    const bool held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    ::close(fd);
+    if (held) fail_in_use();
+  }
   std::error_code ec;
   const std::string name = "output_dir \"" + dir_.string() + "\"";
   for (const char* file : {"model.safetensors", "train_state.safetensors"})
@@ -176,9 +182,13 @@ void RunFolder::lock() {
   if (lock_fd_ < 0) user_fail("output_dir \"", dir_.string(), "\": cannot create ", file.string(), " (", std::strerror(errno), ")");
   if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     unlock();
-    user_fail("output_dir \"", dir_.string(), "\" is in use by another training run (one holds ", file.string(),
-              "); let it end, or write this run elsewhere with ", advice_.set("output_dir", advice_.python ? "\"DIR\"" : "DIR"));
+    fail_in_use();
   }
+}
+
+void RunFolder::fail_in_use() const {
+  user_fail("output_dir \"", dir_.string(), "\" is in use by another training run (one holds ", (dir_ / ".lock").string(),
+            "); let it end, or write this run elsewhere with ", advice_.set("output_dir", advice_.python ? "\"DIR\"" : "DIR"));
 }
 
 void RunFolder::unlock() {

@@ -40,7 +40,8 @@ class RunFolder {
   // Before anything is written: what the folder holds fits what this run does (`resume`: the checkpoint
   // resumed, if any). A checkpoint is not a run folder; the checkpoint resumed is not written into; a folder
   // holding a run takes only a resume of its own checkpoints (a fresh run, or another run's checkpoint, would
-  // mix two runs in it). UserError saying what to do otherwise.
+  // mix two runs in it). A folder another run holds the lock of is "in use" before anything else is said of it
+  // (its metrics.jsonl would otherwise read as a run that wrote no checkpoint). UserError saying what to do otherwise.
   void check_role(const std::optional<std::string>& resume) const;
   // Where Training::save may write: a new (or empty) folder of its own, not over a file or a folder holding
   // anything, not the run folder or a folder above it, not one of the run's own checkpoint names.
@@ -61,6 +62,8 @@ class RunFolder {
   std::string size_report(int keep) const;
 
  private:
+  [[noreturn]] void fail_in_use() const;  // "output_dir ... is in use by another training run ..."
+
   std::filesystem::path dir_;
   Advice advice_;
   int lock_fd_ = -1;

@@ -468,6 +468,10 @@ def test_one_run_at_a_time_in_a_folder(tiny_data, tmp_path):
     r = subprocess.run([str(BUILD_DIR / "ebm_train"), MNIST_CONFIG, *as_set_flags(more), "--resume", str(run / "last")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "in use by another training run" in r.stderr and r.stderr.count("\n") == 1
+    next(iter(a))  # after a step its metrics.jsonl holds records: still "in use", not "a run that wrote no checkpoint"
+    fresh = tiny_overrides(tiny_data, run)
+    with pytest.raises(ValueError, match="in use by another training run"):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides=fresh, verbose=False)
     a.run()  # the run ends: the folder is free again
     steps = [x["step"] for x in records(run) if x["event"] == "step"]
     assert steps == list(range(1, 13))  # each step once: no second history interleaved
@@ -533,7 +537,12 @@ def test_numpy_integers_paths_and_wrong_types_in_arguments(checkpoint, tiny_data
     chans.append(chans)
     with pytest.raises(ebm_engine.UserError, match=r'overrides: "model.channels".*nested more than'):
         ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "model.channels": chans}, verbose=False)
-    # resume takes a path object as the other path arguments do
+    # an empty path, or one holding a NUL, is named as such (it said ": not a checkpoint directory")
+    with pytest.raises(ebm_engine.UserError, match="^checkpoint_dir: the path is empty$"):
+        ebm_engine.load("")
+    with pytest.raises(ebm_engine.UserError, match="^checkpoint_dir: the path .* holds a NUL character$"):
+        ebm_engine.load(str(checkpoint) + "\0junk")
+        # resume takes a path object as the other path arguments do
     with pytest.raises(ebm_engine.UserError, match="not a checkpoint directory"):
         ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "output_dir": str(tmp_path / "r")},
                            resume=pl.Path(tmp_path / "nothing"), verbose=False)
