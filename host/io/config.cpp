@@ -421,13 +421,16 @@ void set_key(json& config, const std::string& key, const std::string& text, cons
 
 }  // namespace
 
-void apply_override(json& config, const std::string& assignment) {
+void apply_override(json& config, const std::string& assignment, OverrideSource from) {
+  const bool flag = from == OverrideSource::kFlag;
+  const std::string name = flag ? "--set" : "overrides";
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos)
-    user_fail("--set \"", assignment, "\": expected dotted.key=value (e.g. --set train.lr=3e-4)");
+    user_fail(name, " \"", assignment, "\": expected dotted.key=value (e.g. ",
+              flag ? "--set train.lr=3e-4" : "\"train.lr=3e-4\", or a dict {\"train.lr\": 3e-4}", ")");
   const std::string key = assignment.substr(0, eq);
-  if (key.empty()) user_fail("--set \"", assignment, "\": the key before '=' is empty");
-  set_key(config, key, assignment.substr(eq + 1), "--set " + assignment);
+  if (key.empty()) user_fail(name, " \"", assignment, "\": the key before '=' is empty");
+  set_key(config, key, assignment.substr(eq + 1), flag ? "--set " + assignment : "overrides: " + assignment);
 }
 
 Config config_from_flag(const std::string& flag, const std::string& key, const std::string& text) {
@@ -437,18 +440,20 @@ Config config_from_flag(const std::string& flag, const std::string& key, const s
   return config_from_json(user, source);
 }
 
-Config config_from_text(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+Config config_from_text(const std::string& text, const std::string& source, const std::vector<std::string>& overrides,
+                        OverrideSource from) {
   const json file = parse_config_text(text, source);
   const json schema = config_defaults_json();
   json merged = schema;
   merge_checked(merged, file, schema, "", source);
-  for (const auto& o : overrides) apply_override(merged, o);
-  return config_from_json(merged, overrides.empty() ? source : source + " (with --set overrides)");
+  for (const auto& o : overrides) apply_override(merged, o, from);
+  if (overrides.empty()) return config_from_json(merged, source);
+  return config_from_json(merged, source + (from == OverrideSource::kFlag ? " (with --set overrides)" : " (with overrides)"));
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+Config load_config(const std::string& path, const std::vector<std::string>& overrides, OverrideSource from) {
   // A pipe or /dev/stdin is fine (the text is read once); 16 MiB is far beyond any config.
-  return config_from_text(read_text_file(path, "a JSON config file", size_t{16} << 20), path, overrides);
+  return config_from_text(read_text_file(path, "a JSON config file", size_t{16} << 20), path, overrides, from);
 }
 
 }  // namespace ebm

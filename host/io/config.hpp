@@ -159,10 +159,14 @@ nlohmann::json config_to_json(const Config& c);
 // then validates ranges. `source` names the file in messages. Throws UserError.
 Config config_from_json(const nlohmann::json& user, const std::string& source);
 
+// Who gave the overrides, for messages: ebm_train's `--set k=v` flags, or the Python module's `overrides`.
+enum class OverrideSource { kFlag, kPython };
+
 // Applies one `dotted.key=value` override to a JSON config in place. The value is parsed as JSON
 // where it parses (numbers, true/false, arrays), else taken as a string. Throws UserError naming
-// the key on unknown keys or a type that differs from the schema.
-void apply_override(nlohmann::json& config, const std::string& assignment);
+// the key on unknown keys or a type that differs from the schema ("--set k=v: ..." or "overrides: k=v: ...").
+void apply_override(nlohmann::json& config, const std::string& assignment,
+                    OverrideSource from = OverrideSource::kFlag);
 
 // A tool flag that sets the value a config key holds (ebm_sample --steps is generate.steps, ebm_bench
 // --batch is data.batch_size): `text` is read as `--set key=text` would read it and checked by the key's
@@ -172,9 +176,10 @@ Config config_from_flag(const std::string& flag, const std::string& key, const s
 
 // Reads the file (UserError naming it on I/O or parse errors, a directory, a number beyond a double or a
 // repeated key), applies overrides in order, validates.
-Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+Config load_config(const std::string& path, const std::vector<std::string>& overrides,
+                   OverrideSource from = OverrideSource::kFlag);
 // The same from the file's text; `source` names it in messages.
 Config config_from_text(const std::string& text, const std::string& source,
-                        const std::vector<std::string>& overrides = {});
+                        const std::vector<std::string>& overrides = {}, OverrideSource from = OverrideSource::kFlag);
 
 }  // namespace ebm

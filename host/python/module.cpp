@@ -430,9 +430,10 @@ std::vector<std::string> override_list(py::handle overrides) {
 }
 
 Config config_arg(py::handle config, const std::vector<std::string>& sets) {
-  if (py::isinstance<py::dict>(config)) return config_from_text(to_json_text(config, "config"), "config dict", sets);
+  if (py::isinstance<py::dict>(config))
+    return config_from_text(to_json_text(config, "config"), "config dict", sets, OverrideSource::kPython);
   if (py::isinstance<py::str>(config) || py::hasattr(config, "__fspath__"))
-    return load_config(py::str(py::module_::import("os").attr("fspath")(config)), sets);
+    return load_config(py::str(py::module_::import("os").attr("fspath")(config)), sets, OverrideSource::kPython);
   user_fail("config: expected a path to a JSON config or a dict in its schema, got ",
             std::string(py::str(py::type::of(config))));
 }

@@ -542,6 +542,9 @@ def test_numpy_integers_paths_and_wrong_types_in_arguments(checkpoint, tiny_data
         ebm_engine.load("")
     with pytest.raises(ebm_engine.UserError, match="^checkpoint_dir: the path .* holds a NUL character$"):
         ebm_engine.load(str(checkpoint) + "\0junk")
+        # a bad override is said in the Trainer's terms, not ebm_train's --set
+    with pytest.raises(ebm_engine.UserError, match=r'^overrides: train.epochs=true: "train.epochs" must be an integer'):
+        ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "train.epochs": True}, verbose=False)
         # resume takes a path object as the other path arguments do
     with pytest.raises(ebm_engine.UserError, match="not a checkpoint directory"):
         ebm_engine.Trainer(MNIST_CONFIG, overrides={**over, "output_dir": str(tmp_path / "r")},
