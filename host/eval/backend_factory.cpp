@@ -21,7 +21,8 @@ std::unique_ptr<Backend> make_backend(const std::string& which, const EngineOpti
   std::string why;
   if (which == "cpu" || (which == "auto" && !cuda_usable(&why))) return std::make_unique<CpuBackend>(opt);
   if (which == "cuda" || which == "auto") {
-    if (!cuda_usable(&why)) user_fail("backend cuda: ", why, "; use --backend cpu, or auto (CUDA when usable)");
+    if (!cuda_usable(&why))  // worded for the tools' flag, the config key and the Python argument alike
+      user_fail("backend cuda: ", why, "; use the cpu backend (--backend cpu, backend=\"cpu\"), or auto (CUDA when usable)");
 #ifdef EBM_HAVE_CUDA
     return make_cuda_backend(opt);
 #endif
