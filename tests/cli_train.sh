@@ -116,6 +116,11 @@ cmp -s "$tmp/own/config.json" "$tmp/own.copy" && [ "$(ls "$tmp/own")" = config.j
   || bad "a refused run changed $tmp/own: $(ls "$tmp/own")"
 "$train" "$tmp/r3/config.json" --set train.max_steps=3 --resume "$tmp/r3/last" > "$tmp/log_own" 2>&1 \
   && grep -q '"max_steps": 3' "$tmp/r3/config.json" && ok || bad "resume with the run's own config.json: $(tail -2 "$tmp/log_own")"
+# ... also one an older build wrote, without the keys added since (cuda.chain here)
+sed -i '/^    "chain": "auto",$/d' "$tmp/r3/config.json"
+grep -q '"chain"' "$tmp/r3/config.json" && bad "the test could not drop cuda.chain from $tmp/r3/config.json"
+"$train" "$tmp/r3/config.json" --set train.max_steps=4 --resume "$tmp/r3/last" > "$tmp/log_own" 2>&1 \
+  && grep -q '"max_steps": 4' "$tmp/r3/config.json" && ok || bad "resume with an older config.json: $(tail -2 "$tmp/log_own")"
 
 # Command lines and inputs that are not what ebm_train reads: one line each, no hang, no unbounded read.
 expect_error "a second positional" "unexpected argument 'extra.json'" -- "$train" "$src/configs/mnist.json" extra.json

@@ -185,6 +185,8 @@ TEST(ConfigTypes, WrongTypesAreRejectedWithKeyPathAndValue) {
       {R"({"sampler": {"steps": 2.0}})", R"("sampler.steps" must be an integer, got 2.0)"},
       {R"({"sampler": {"steps": 99999999999999999999}})",
        R"("sampler.steps" must be an integer that fits in 64 bits, got 1e+20)"},
+      {R"({"seed": 1e19})", R"("seed" must be an integer, got 1e+19)"},  // below 2^64: a float, not too large
+      {R"({"seed": 99999999999999999999})", R"("seed" must be an integer below 2^64, got 1e+20)"},
       {R"({"seed": null})", R"("seed" must be an integer, got null)"},
       {R"({"data": {"limit": true}})", R"("data.limit" must be an integer, got true)"},
       {R"({"train": {"lr": "fast"}})", R"("train.lr" must be a number, got "fast")"},

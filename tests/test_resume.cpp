@@ -60,7 +60,9 @@ TEST(Resume, ADamagedTrainStateIsRefusedNamingWhat) {
   refused("adam_m", [](TrainState& s) { s.adam.m[5] = INFINITY; }, {"element 5 of 'adam.m' is inf"});
   refused("buffer", [](TrainState& s) { s.buffer.data[7] = NAN; }, {"element 7 of 'buffer' is nan"});
   refused("weights", [](TrainState& s) { s.params[0] = NAN; },
-          {"model.safetensors: element 0 of the weights is nan", "cannot be trained on"});
+          {"model.safetensors: element 0 of 'convs.0.weight' is nan", "cannot be trained on"});
+  refused("weights_later", [&](TrainState& s) { s.params[size_t(net.tensors()[1].offset) + 2] = INFINITY; },
+          {"element 2 of '" + net.tensors()[1].name + "' is inf"});
   TrainState s = good;  // and the same state undamaged loads
   s.step = 30, s.epoch = 2, s.batch = 1, s.adam.t = 30;
   save_checkpoint(tmp / "good", net, s, c);

@@ -352,12 +352,23 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
                   non_negative ? "finite values >= 0" : "finite values",
                   ": the checkpoint cannot be trained on; resume an earlier one");
   };
-  if (st.has("params")) finite("'params'", s.params, false, file);
-  else finite("the weights", s.params, false, (d / "model.safetensors").string());
+  if (st.has("params")) {
+    finite("'params'", s.params, false, file);
+  } else {  // model.safetensors holds one tensor per layer: name the tensor and the element in it
+    for (const ParamTensor& t : net.tensors())
+      finite("'" + t.name + "'", std::vector<float>(s.params.begin() + t.offset, s.params.begin() + t.offset + t.size),
+             false, (d / "model.safetensors").string());
+  }
   finite("'ema'", s.ema, false, file);
   finite("'adam.m'", s.adam.m, false, file);
   finite("'adam.v'", s.adam.v, true, file);
-  finite("'sn.u'", s.sn_u, false, file);
+  if (!s.sn_u.empty()) {  // sn.u.0, sn.u.1, ...: one vector per layer, held here end to end
+    size_t at = 0;
+    const std::vector<SnLayer> layers = sn_layers(net);
+    for (size_t i = 0; i < layers.size(); at += size_t(layers[i].rows), ++i)
+      finite("'sn.u." + std::to_string(i) + "'",
+             std::vector<float>(s.sn_u.begin() + at, s.sn_u.begin() + at + layers[i].rows), false, file);
+  }
   if (saved_world == 1) finite("'buffer'", s.buffer.data, false, file);
   for (size_t r = 0; r < s.rank_buffers.size(); ++r)
     finite("'buffer.rank" + std::to_string(r) + "'", s.rank_buffers[r].data, false, file);

@@ -48,8 +48,8 @@ void check_type(const json& v, const json& like, const std::string& path, const 
     case json::value_t::number_unsigned:
       // JSON readers turn an integer beyond 64 bits (99999999999999999999) into a double: say which bound it broke
       if (v.is_number_float() && std::isfinite(v.get<double>()) && std::floor(v.get<double>()) == v.get<double>() &&
-          std::fabs(v.get<double>()) >= 9.2e18)
-        expected("an integer that fits in 64 bits");
+          (v.get<double>() >= (like.is_number_unsigned() ? 0x1p64 : 0x1p63) || v.get<double>() < -0x1p63))
+        expected(like.is_number_unsigned() ? "an integer below 2^64" : "an integer that fits in 64 bits");
       if (!v.is_number_integer()) expected("an integer");
       break;
     case json::value_t::number_float:

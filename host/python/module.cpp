@@ -102,6 +102,7 @@ std::string to_json_text(py::handle obj, const std::string& what) {
 
 // A path argument: str or os.PathLike.
 std::string path_arg(py::handle p, const char* what) {
+  if (py::isinstance<py::bytes>(p)) return path_arg(py::module_::import("os").attr("fsdecode")(p), what);
   if (!py::isinstance<py::str>(p) && !py::hasattr(p, "__fspath__"))
     user_fail(what, ": expected a path (str or os.PathLike), got ", std::string(py::str(py::type::of(p).attr("__name__"))));
   const std::string path = py::str(py::module_::import("os").attr("fspath")(p));
@@ -253,7 +254,7 @@ class PyModel {
       user_fail("sample(y=...): expected a class number or one per chain, got a string");
     if (is_bool(y)) user_fail("sample(y=...): expected a class number or one per chain, got ", std::string(py::repr(y)));
     const py::module_ np = py::module_::import("numpy");
-    if (const int ndim = np.attr("ndim")(y).cast<int>(); ndim > 1)
+    if (const int ndim = np.attr("ndim")(np.attr("squeeze")(y)).cast<int>(); ndim > 1)  // (n, 1) is one per chain
       user_fail("sample(y=...): expected a class number or a 1-D sequence of them (one per chain), got ", ndim,
                 "-D values");
     if (np.attr("ndim")(y).cast<int>() == 0 && py::hasattr(y, "__index__"))

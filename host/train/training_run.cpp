@@ -20,6 +20,7 @@
 #include "host/io/atomic_file.hpp"
 #include "host/io/checkpoint.hpp"
 #include "host/io/dataset.hpp"
+#include "host/io/json_text.hpp"
 #include "host/train/checkpoint_keeper.hpp"
 #include "host/train/distributed.hpp"
 #include "host/train/divergence_guard.hpp"
@@ -87,9 +88,9 @@ class TrainingRun {
 
   // The run writes its resolved config to output_dir/config.json. When that is the file the config was read
   // from, writing it would replace the user's text (its layout, the keys left to defaults, the values before
-  // --set): refused, unless the text is what a run wrote there (the resolved form of itself: resuming a run with
-  // its own config.json and --set train.epochs=20 replaces one run-written file with another, and the checkpoint
-  // and metrics.jsonl's resume event keep the old values).
+  // --set): refused, unless the text is what a run wrote there (resuming a run with its own config.json and
+  // --set train.epochs=20 replaces one run-written file with another, and the checkpoint and metrics.jsonl's resume
+  // event keep the old values).
   void check_config_file_kept() const {
     if (options_.config_file.empty()) return;
     const std::filesystem::path written = folder_ / "config.json";
@@ -99,12 +100,12 @@ class TrainingRun {
     std::ifstream in(written, std::ios::binary);
     std::stringstream text;
     text << in.rdbuf();
-    const auto resolved = [](const Config& c) { return config_to_json(c).dump(2) + "\n"; };
-    if (text.str() == resolved(config_)) return;
-    try {
-      if (text.str() == resolved(config_from_text(text.str(), written.string()))) return;
-    } catch (const UserError&) {  // valid only with the --set values: the user's text
-    }
+    if (text.str() == config_to_json(config_).dump(2) + "\n") return;
+    // A run writes its config as nlohmann's dump(2): keys sorted, two-space indent. Text in exactly that form is a
+    // run's (an older build's lacks the keys added since, which a resume fills in) and loses nothing when replaced.
+    if (const JsonText j = read_json_text(text.str()); j.problem == JsonText::Problem::kNone && j.value.is_object() &&
+                                                     text.str() == j.value.dump(2) + "\n")
+      return;
     user_fail("config ", options_.config_file, " is this run's own ", written.string(),
               ", which the run replaces with its resolved config (defaults filled in",
               advice_.python ? ", overrides applied" : ", --set values applied",

@@ -71,11 +71,13 @@ def test_sample_y_equals_ebm_sample_class(jem_run, tmp_path):
     assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.int64(7)), x)   # a numpy scalar is one class
     assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.array(7)), x)   # so is a 0-d array
     assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.full(4, 7)), x)
+    assert np.array_equal(m.sample(n=4, steps=3, seed=5, y=np.full((4, 1), 7)), x)  # a column of labels: one per chain
 
 
 @pytest.mark.parametrize("y, text", [(10, "classes run from 0 to 9"), (-1, "classes run from 0 to 9"),
                                      ([1, 2], "2 classes for 4 chains"), ("3", "got a string"),
-                                     (1.5, "expected an integer")])
+                                     (1.5, "expected an integer"), (True, "got True"),
+                                     (np.array([[1, 2], [3, 4]]), "got 2-D values")])
 def test_bad_classes_raise_one_line(jem_run, y, text):
     m = ebm_engine.load(str(jem_run / "last"), backend="cpu")
     with pytest.raises(ValueError, match=text):
