@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <sstream>
 
 #include "engine/error.hpp"
@@ -344,7 +345,7 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
     user_fail(file, ": impossible counters (step ", s.step, ", epoch ", s.epoch, ", batch ", s.batch, ", rollbacks ",
               s.rollbacks, ", adam.t ", s.adam.t, "): the file is damaged; resume an earlier checkpoint");
   // A state that cannot train: the run would only diverge at its first step, and blame the learning rate.
-  const auto finite = [&](const std::string& name, const std::vector<float>& v, bool non_negative,
+  const auto finite = [&](const std::string& name, std::span<const float> v, bool non_negative,
                           const std::string& where) {
     for (size_t i = 0; i < v.size(); ++i)
       if (!std::isfinite(v[i]) || (non_negative && v[i] < 0))
@@ -356,8 +357,8 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
     finite("'params'", s.params, false, file);
   } else {  // model.safetensors holds one tensor per layer: name the tensor and the element in it
     for (const ParamTensor& t : net.tensors())
-      finite("'" + t.name + "'", std::vector<float>(s.params.begin() + t.offset, s.params.begin() + t.offset + t.size),
-             false, (d / "model.safetensors").string());
+      finite("'" + t.name + "'", std::span<const float>(s.params).subspan(size_t(t.offset), size_t(t.size)), false,
+             (d / "model.safetensors").string());
   }
   finite("'ema'", s.ema, false, file);
   finite("'adam.m'", s.adam.m, false, file);
@@ -366,8 +367,8 @@ TrainState load_train_state(const std::string& dir, const NetSpec& net, int worl
     size_t at = 0;
     const std::vector<SnLayer> layers = sn_layers(net);
     for (size_t i = 0; i < layers.size(); at += size_t(layers[i].rows), ++i)
-      finite("'sn.u." + std::to_string(i) + "'",
-             std::vector<float>(s.sn_u.begin() + at, s.sn_u.begin() + at + layers[i].rows), false, file);
+      finite("'sn.u." + std::to_string(i) + "'", std::span<const float>(s.sn_u).subspan(at, size_t(layers[i].rows)),
+             false, file);
   }
   if (saved_world == 1) finite("'buffer'", s.buffer.data, false, file);
   for (size_t r = 0; r < s.rank_buffers.size(); ++r)

@@ -362,32 +362,41 @@ json parse_config_text(const std::string& text, const std::string& source) {
   EBM_CHECK(false, "unhandled JSON problem");
 }
 
-// Sets dotted `key` to `text` in `config`, read as --set reads it, then checks key and type as a file
-// is checked; `source` names the assignment or the flag in messages.
-void set_key(json& config, const std::string& key, const std::string& text, const std::string& source) {
+// "train.divergence.action" → {"train", "divergence", "action"} (empty parts kept: set_key refuses them).
+std::vector<std::string> key_parts(const std::string& key) {
   std::vector<std::string> parts;
   for (size_t start = 0;;) {
     const size_t dot = key.find('.', start);
     parts.push_back(key.substr(start, dot - start));
-    if (parts.back().empty()) user_fail(source, ": empty part in key \"", key, "\"");
-    if (dot == std::string::npos) break;
+    if (dot == std::string::npos) return parts;
     start = dot + 1;
   }
+}
+
+// The schema's value under the key path `parts`, or nullptr where the schema has no such key.
+const json* schema_leaf(const json& schema, const std::vector<std::string>& parts) {
+  const json* like = &schema;
+  for (const auto& p : parts) {
+    const auto it = like->is_object() ? like->find(p) : like->end();
+    if (!like->is_object() || it == like->end()) return nullptr;
+    like = &*it;
+  }
+  return like;
+}
+
+// Sets dotted `key` to `text` in `config`, read as --set reads it, then checks key and type as a file
+// is checked; `source` names the assignment or the flag in messages.
+void set_key(json& config, const std::string& key, const std::string& text, const std::string& source) {
+  const std::vector<std::string> parts = key_parts(key);
+  for (const auto& p : parts)
+    if (p.empty()) user_fail(source, ": empty part in key \"", key, "\"");
 
   // The schema leaf, where the key is known, decides how the text is read: string keys take the
   // text as is unless it is a quoted JSON string (output_dir=2024 stays a string), others take it
   // as JSON where it parses. A number beyond a double or a repeated key is JSON that does parse,
   // but wrongly: an error naming the key, not a string value that fails the type check.
   const json schema = config_defaults_json();
-  const json* like = &schema;
-  for (const auto& p : parts) {
-    const auto it = like->is_object() ? like->find(p) : like->end();
-    if (!like->is_object() || it == like->end()) {
-      like = nullptr;
-      break;
-    }
-    like = &*it;
-  }
+  const json* like = schema_leaf(schema, parts);
   // A value taken as a string must be text JSON can hold (configs are written back as JSON).
   try {
     (void)json(text).dump();
@@ -420,6 +429,12 @@ void set_key(json& config, const std::string& key, const std::string& text, cons
 }
 
 }  // namespace
+
+bool config_key_is_text(const std::string& key) {
+  const json schema = config_defaults_json();
+  const json* like = schema_leaf(schema, key_parts(key));
+  return like && like->is_string();
+}
 
 void apply_override(json& config, const std::string& assignment, OverrideSource from) {
   const bool flag = from == OverrideSource::kFlag;

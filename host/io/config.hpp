@@ -159,6 +159,10 @@ nlohmann::json config_to_json(const Config& c);
 // then validates ranges. `source` names the file in messages. Throws UserError.
 Config config_from_json(const nlohmann::json& user, const std::string& source);
 
+// True where dotted `key` is a config key holding text (output_dir, data.dir, backend, ...): --set takes its value
+// as text whatever it looks like (output_dir=2024 is the folder "2024").
+bool config_key_is_text(const std::string& key);
+
 // Who gave the overrides, for messages: ebm_train's `--set k=v` flags, or the Python module's `overrides`.
 enum class OverrideSource { kFlag, kPython };
 

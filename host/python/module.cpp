@@ -397,19 +397,11 @@ std::vector<std::string> override_list(py::handle overrides) {
   std::vector<std::string> sets;
   if (overrides.is_none()) return sets;
   if (py::isinstance<py::dict>(overrides)) {
-    const json schema = config_defaults_json();
     for (auto [k, v] : py::reinterpret_borrow<py::dict>(overrides)) {
       const std::string key = py::str(k);
       // A text setting (output_dir, data.dir, ...) takes a str or a path. ebm_train's --set reads a string key's
       // value as text whatever it looks like, so None, True or 5 here would become the folder "null", "true", "5".
-      const json* leaf = &schema;
-      for (size_t start = 0; leaf && start <= key.size();) {
-        const size_t dot = std::min(key.find('.', start), key.size());
-        const auto it = leaf->is_object() ? leaf->find(key.substr(start, dot - start)) : leaf->end();
-        leaf = leaf->is_object() && it != leaf->end() ? &*it : nullptr;
-        start = dot + 1;
-      }
-      if (leaf && leaf->is_string()) {
+      if (config_key_is_text(key)) {
         if (!py::isinstance<py::str>(v) && !py::hasattr(v, "__fspath__"))
           user_fail("overrides: \"", key, "\" must be a string, got ", std::string(py::repr(v)));
         sets.push_back(key + "=" + json(std::string(py::str(py::module_::import("os").attr("fspath")(v)))).dump());
@@ -430,11 +422,14 @@ std::vector<std::string> override_list(py::handle overrides) {
   return sets;
 }
 
-Config config_arg(py::handle config, const std::vector<std::string>& sets) {
+// The config argument, a dict or a file (`file`: its path, left empty for a dict).
+Config config_arg(py::handle config, const std::vector<std::string>& sets, std::string& file) {
   if (py::isinstance<py::dict>(config))
     return config_from_text(to_json_text(config, "config"), "config dict", sets, OverrideSource::kPython);
-  if (py::isinstance<py::str>(config) || py::hasattr(config, "__fspath__"))
-    return load_config(py::str(py::module_::import("os").attr("fspath")(config)), sets, OverrideSource::kPython);
+  if (py::isinstance<py::str>(config) || py::hasattr(config, "__fspath__")) {
+    file = py::str(py::module_::import("os").attr("fspath")(config));
+    return load_config(file, sets, OverrideSource::kPython);
+  }
   user_fail("config: expected a path to a JSON config or a dict in its schema, got ",
             std::string(py::str(py::type::of(config))));
 }
@@ -448,8 +443,7 @@ class PyTrainer {
     std::vector<std::string> sets = override_list(overrides);
     if (backend) sets.push_back("backend=" + backend_arg(*backend));
     TrainRunOptions o;
-    o.config = config_arg(config, sets);
-    if (!py::isinstance<py::dict>(config)) o.config_file = py::str(py::module_::import("os").attr("fspath")(config));
+    o.config = config_arg(config, sets, o.config_file);
     if (py::isinstance<py::str>(resume_arg) && py::len(resume_arg) == 0)
       o.resume = "";  // the run's own message: an empty resume is an error, not a fresh start
     else if (!resume_arg.is_none())

@@ -9,7 +9,6 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 
 #include "engine/communicator.hpp"
 #include "engine/cpu/cpu_backend.hpp"
@@ -20,6 +19,7 @@
 #include "host/io/atomic_file.hpp"
 #include "host/io/checkpoint.hpp"
 #include "host/io/dataset.hpp"
+#include "host/io/input_file.hpp"
 #include "host/io/json_text.hpp"
 #include "host/train/checkpoint_keeper.hpp"
 #include "host/train/distributed.hpp"
@@ -97,14 +97,12 @@ class TrainingRun {
     std::error_code ec;
     if (!std::filesystem::exists(written, ec) || !std::filesystem::equivalent(options_.config_file, written, ec) || ec)
       return;
-    std::ifstream in(written, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (text.str() == config_to_json(config_).dump(2) + "\n") return;
     // A run writes its config as nlohmann's dump(2): keys sorted, two-space indent. Text in exactly that form is a
-    // run's (an older build's lacks the keys added since, which a resume fills in) and loses nothing when replaced.
-    if (const JsonText j = read_json_text(text.str()); j.problem == JsonText::Problem::kNone && j.value.is_object() &&
-                                                     text.str() == j.value.dump(2) + "\n")
+    // run's (this build's resolved config, or an older build's without the keys added since, which a resume fills
+    // in) and loses nothing when replaced.
+    const std::string text = read_text_file(written.string(), "a JSON config file", size_t{16} << 20);
+    if (const JsonText j = read_json_text(text);
+        j.problem == JsonText::Problem::kNone && j.value.is_object() && text == j.value.dump(2) + "\n")
       return;
     user_fail("config ", options_.config_file, " is this run's own ", written.string(),
               ", which the run replaces with its resolved config (defaults filled in",
