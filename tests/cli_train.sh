@@ -123,6 +123,7 @@ grep -q '"chain"' "$tmp/r3/config.json" && bad "the test could not drop cuda.cha
   && grep -q '"max_steps": 4' "$tmp/r3/config.json" && ok || bad "resume with an older config.json: $(tail -2 "$tmp/log_own")"
 
 # Command lines and inputs that are not what ebm_train reads: one line each, no hang, no unbounded read.
+expect_error "an empty CONFIG" "CONFIG is empty" -- "$train" ""
 expect_error "a second positional" "unexpected argument 'extra.json'" -- "$train" "$src/configs/mnist.json" extra.json
 "$train" -h > "$tmp/out" 2>&1 && grep -q "^usage: ebm_train" "$tmp/out" && ok || bad "-h: $(head -2 "$tmp/out")"
 expect_error "/dev/zero as the config" "/dev/zero: longer than 16 MiB" -- timeout 60 "$train" /dev/zero

@@ -71,6 +71,7 @@ int run(int argc, char** argv, ebm::Communicator& comm) {
     if (args.positional().size() > 1)
       ebm::user_fail("unexpected argument '", args.positional()[1], "' (one CONFIG; see --help)");
     config_path = args.positional()[0];
+    if (config_path.empty()) ebm::user_fail("CONFIG is empty; give a JSON config file (e.g. configs/mnist.json)");
     sets = args.all("--set");
     if (args.has("--backend")) sets.push_back("backend=" + args.str("--backend", "auto"));
     o.config = ebm::load_config(config_path, sets);
